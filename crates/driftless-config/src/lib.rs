@@ -1,0 +1,1018 @@
+//! The configuration file (one TOML document), its validation into domain values, and the layering
+//! defaults < file < `DRIFTLESS_*` environment < command-line flags.
+//!
+//! # Layout
+//! - [`raw`]: the file as written, with spans, `deny_unknown_fields` everywhere so a typo is an
+//!   error with its line and column rather than a silently ignored key.
+//! - [`audit`]: the `[audit]` section (chain, thresholds, snapshot formats).
+//! - this module: [`Settings`], the validated whole, and [`ConfigError`].
+//!
+//! Secrets never appear here in clear: tokens are configured as SHA-256 digests, webhook keys by
+//! the name of the environment variable that holds them.
+
+pub mod audit;
+pub mod raw;
+
+use driftless_core::authority::Policy;
+use driftless_core::units::UnitRule;
+use driftless_core::{
+    Authority, ChannelRule, ChannelSpec, Glob, Location, Ppm, Rules, Sku, SystemId, Unit, UnitTable,
+};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use audit::AuditSettings;
+
+/// The example configuration shipped with the binary; `driftless serve` uses it when given none.
+pub const EXAMPLE: &str = include_str!("../../../driftless.example.toml");
+
+/// One problem in a configuration, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// 1-based; 0 when the problem has no place in the file (an environment variable).
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    /// What to write instead, when there is an obvious fix.
+    pub fix: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            )?;
+        } else {
+            write!(f, "{}: {}", self.file, self.message)?;
+        }
+        if let Some(fix) = &self.fix {
+            write!(f, "\n  fix: {fix}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// All problems found, in file order.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Turns byte spans into line/column and collects errors.
+pub(crate) struct Locator<'a> {
+    file: &'a str,
+    text: &'a str,
+    pub(crate) errors: Vec<ConfigError>,
+}
+
+impl<'a> Locator<'a> {
+    pub(crate) fn new(file: &'a str, text: &'a str) -> Self {
+        Locator {
+            file,
+            text,
+            errors: Vec::new(),
+        }
+    }
+
+    pub(crate) fn position(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, column)
+    }
+
+    pub(crate) fn err(
+        &mut self,
+        span: Range<usize>,
+        message: impl Into<String>,
+        fix: Option<String>,
+    ) {
+        let (line, column) = self.position(span.start);
+        self.errors.push(ConfigError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            message: message.into(),
+            fix,
+        });
+    }
+}
+
+/// Who may call the HTTP API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    Tokens,
+    /// No authentication; only allowed on a loopback address.
+    None,
+}
+
+/// The `[server]` section, validated.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub nats_url: Option<String>,
+    pub auth: AuthMode,
+    pub read_tokens: Vec<[u8; 32]>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Most events in one request.
+    pub max_batch: usize,
+    /// Requests waiting for the writer before the API answers 503.
+    pub max_pending: usize,
+}
+
+/// A system's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Wms,
+    Erp,
+    Oms,
+    Storefront,
+    Marketplace,
+    Pos,
+    Other,
+}
+
+impl Role {
+    pub const NAMES: [&'static str; 7] = [
+        "wms",
+        "erp",
+        "oms",
+        "storefront",
+        "marketplace",
+        "pos",
+        "other",
+    ];
+    const ALL: [Role; 7] = [
+        Role::Wms,
+        Role::Erp,
+        Role::Oms,
+        Role::Storefront,
+        Role::Marketplace,
+        Role::Pos,
+        Role::Other,
+    ];
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Self::NAMES
+            .iter()
+            .position(|n| *n == s)
+            .map(|i| Self::ALL[i])
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[Self::ALL.iter().position(|r| *r == self).unwrap_or(6)]
+    }
+
+    /// Storefronts and marketplaces show the channel quantity; the others show stock levels.
+    pub fn is_channel_like(self) -> bool {
+        matches!(self, Role::Storefront | Role::Marketplace)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SystemSpec {
+    pub id: SystemId,
+    pub role: Role,
+    pub token_sha256: Option<[u8; 32]>,
+}
+
+/// What the hub does when a channel was changed behind its back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnOverride {
+    Overwrite,
+    Hold,
+}
+
+/// A channel: the quantity formula plus how to reach it.
+#[derive(Debug, Clone)]
+pub struct ChannelConfig {
+    pub spec: ChannelSpec,
+    pub on_override: OnOverride,
+    /// `webhook`, `shopify`, `file` or `none`.
+    pub connector: String,
+    pub url: Option<String>,
+    pub secret_env: Option<String>,
+    /// `file` connector: where to write the CSV snapshot.
+    pub path: Option<String>,
+    /// `file` connector: how often (`every 15m`).
+    pub schedule: Option<String>,
+    /// `shopify` connector: the shop's domain (`example.myshopify.com`) or a stand-in base URL.
+    pub shop_domain: Option<String>,
+    /// `shopify` connector: Admin API version (`2026-01` or later).
+    pub api_version: Option<String>,
+    /// `shopify` connector: environment variable holding the Admin API access token.
+    pub token_env: Option<String>,
+    /// Pushes after which a failing one goes to the dead-letter list.
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ItemSpec {
+    pub sku: Sku,
+    pub gtin: Option<String>,
+    pub shopify_inventory_item_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LocationSpec {
+    pub id: Location,
+    pub sgln: Option<String>,
+    pub shopify_location_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Event,
+    Poll,
+    Batch,
+}
+
+#[derive(Debug, Clone)]
+pub struct Hop {
+    pub from: SystemId,
+    pub to: SystemId,
+    pub trigger: Trigger,
+    pub schedule: Option<String>,
+    /// Interval parsed from `schedule` ("every 4h"), when it has one.
+    pub every: Option<Duration>,
+    pub latency_sla: Duration,
+    pub bidirectional: bool,
+    pub transform: Option<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where it came from (a path, or `example configuration`).
+    pub origin: String,
+    pub server: Server,
+    pub systems: Vec<SystemSpec>,
+    pub rules: Rules,
+    pub channels: Vec<ChannelConfig>,
+    pub items: Vec<ItemSpec>,
+    pub locations: Vec<LocationSpec>,
+    pub hops: Vec<Hop>,
+    pub audit: AuditSettings,
+}
+
+impl Settings {
+    pub fn system(&self, id: &SystemId) -> Option<&SystemSpec> {
+        self.systems.iter().find(|s| &s.id == id)
+    }
+
+    pub fn channel(&self, id: &str) -> Option<&ChannelConfig> {
+        self.channels.iter().find(|c| c.spec.id.as_str() == id)
+    }
+
+    pub fn channel_specs(&self) -> Vec<ChannelSpec> {
+        self.channels.iter().map(|c| c.spec.clone()).collect()
+    }
+
+    /// Parses and validates `text`; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Settings, ConfigErrors> {
+        let mut loc = Locator::new(file, text);
+        let raw: raw::RawConfig = match toml::from_str(text) {
+            Ok(r) => r,
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                let msg = e.message().to_owned();
+                let fix = raw::fix_for(&msg);
+                loc.err(span, msg, fix);
+                return Err(ConfigErrors(loc.errors));
+            }
+        };
+        let settings = validate(&mut loc, raw, file);
+        if loc.errors.is_empty() {
+            settings.ok_or_else(|| ConfigErrors(vec![]))
+        } else {
+            Err(ConfigErrors(loc.errors))
+        }
+    }
+
+    /// Reads a file, or the shipped example when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Settings, ConfigErrors> {
+        match path {
+            None => Settings::parse("example configuration", EXAMPLE),
+            Some(p) => {
+                let name = p.display().to_string();
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    ConfigErrors(vec![ConfigError {
+                        file: name.clone(),
+                        line: 0,
+                        column: 0,
+                        message: format!("cannot read: {e}"),
+                        fix: None,
+                    }])
+                })?;
+                Settings::parse(&name, &text)
+            }
+        }
+    }
+
+    /// Applies `DRIFTLESS_*` variables (read through `var`, so tests need not touch the process
+    /// environment) and then explicit overrides, re-checking what they affect.
+    pub fn layer(
+        mut self,
+        var: impl Fn(&str) -> Option<String>,
+        overrides: &Overrides,
+    ) -> Result<Settings, ConfigErrors> {
+        let env = |k: &str| var(k).filter(|v| !v.is_empty());
+        let mut errors = Vec::new();
+        let mut apply =
+            |name: &str,
+             value: Option<String>,
+             slot: &mut dyn FnMut(String) -> Result<(), String>| {
+                if let Some(v) = value
+                    && let Err(m) = slot(v)
+                {
+                    errors.push(ConfigError {
+                        file: name.to_owned(),
+                        line: 0,
+                        column: 0,
+                        message: m,
+                        fix: None,
+                    });
+                }
+            };
+        let server = &mut self.server;
+        for (name, value) in [
+            ("DRIFTLESS_LISTEN", env("DRIFTLESS_LISTEN")),
+            ("--listen", overrides.listen.clone()),
+        ] {
+            apply(name, value, &mut |v| {
+                server.listen = v;
+                Ok(())
+            });
+        }
+        for (name, value) in [
+            ("DRIFTLESS_DATA_DIR", env("DRIFTLESS_DATA_DIR")),
+            ("--data-dir", overrides.data_dir.clone()),
+        ] {
+            apply(name, value, &mut |v| {
+                server.data_dir = PathBuf::from(v);
+                Ok(())
+            });
+        }
+        for (name, value) in [
+            ("DRIFTLESS_DATABASE_URL", env("DRIFTLESS_DATABASE_URL")),
+            ("--database-url", overrides.database_url.clone()),
+        ] {
+            apply(name, value, &mut |v| {
+                server.database_url = Some(v);
+                Ok(())
+            });
+        }
+        for (name, value) in [
+            ("DRIFTLESS_NATS_URL", env("DRIFTLESS_NATS_URL")),
+            ("--nats-url", overrides.nats_url.clone()),
+        ] {
+            apply(name, value, &mut |v| {
+                server.nats_url = Some(v);
+                Ok(())
+            });
+        }
+        for (name, value) in [
+            ("DRIFTLESS_AUTH", env("DRIFTLESS_AUTH")),
+            ("--auth", overrides.auth.clone()),
+        ] {
+            apply(name, value, &mut |v| {
+                server.auth = match v.as_str() {
+                    "tokens" => AuthMode::Tokens,
+                    "none" => AuthMode::None,
+                    other => {
+                        return Err(format!(
+                            "auth must be \"tokens\" or \"none\", not {other:?}"
+                        ));
+                    }
+                };
+                Ok(())
+            });
+        }
+        if let Err(m) = check_auth_listen(&self.server) {
+            errors.push(ConfigError {
+                file: self.origin.clone(),
+                line: 0,
+                column: 0,
+                message: m,
+                fix: Some("set auth = \"tokens\" or listen on 127.0.0.1".into()),
+            });
+        }
+        if errors.is_empty() {
+            Ok(self)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers' value.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<String>,
+    pub database_url: Option<String>,
+    pub nats_url: Option<String>,
+    pub auth: Option<String>,
+}
+
+fn check_auth_listen(s: &Server) -> Result<(), String> {
+    if s.auth != AuthMode::None {
+        return Ok(());
+    }
+    let host = s
+        .listen
+        .rsplit_once(':')
+        .map_or(s.listen.as_str(), |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err(format!(
+            "auth = \"none\" is refused on {}: without tokens the API may only listen on a loopback address",
+            s.listen
+        ))
+    }
+}
+
+/// Parses `"4h"`, `"30m"`, `"90s"`, `"2d"`, `"500ms"`, optionally prefixed by `every `.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let s = s.strip_prefix("every ").unwrap_or(s).trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let secs = match unit.trim() {
+        "ms" => return Some(Duration::from_millis(n)),
+        "s" => n,
+        "m" | "min" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        "w" => n.checked_mul(604_800)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+fn sha256_hex(loc: &mut Locator<'_>, v: &toml::Spanned<String>, what: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    match hex::decode_to_slice(v.get_ref().trim(), &mut out) {
+        Ok(()) => Some(out),
+        Err(_) => {
+            loc.err(
+                v.span(),
+                format!("{what} must be 64 hex digits (the SHA-256 of the token, not the token)"),
+                Some("driftless token-hash <TOKEN> prints it".into()),
+            );
+            None
+        }
+    }
+}
+
+fn ident<T>(
+    loc: &mut Locator<'_>,
+    v: &toml::Spanned<String>,
+    what: &str,
+    parse: impl Fn(String) -> Result<T, driftless_core::IdError>,
+) -> Option<T> {
+    match parse(v.get_ref().clone()) {
+        Ok(x) => Some(x),
+        Err(e) => {
+            loc.err(v.span(), format!("{what} {e}"), None);
+            None
+        }
+    }
+}
+
+fn glob(loc: &mut Locator<'_>, v: &toml::Spanned<String>) -> Option<Glob> {
+    match Glob::new(v.get_ref().clone()) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            loc.err(v.span(), format!("sku pattern {e}"), None);
+            None
+        }
+    }
+}
+
+fn share(loc: &mut Locator<'_>, v: &toml::Spanned<f64>) -> Option<Ppm> {
+    let p = Ppm::from_share(*v.get_ref());
+    if p.is_none() {
+        loc.err(
+            v.span(),
+            format!(
+                "allocation must be between 0.0 and 1.0 (got {})",
+                v.get_ref()
+            ),
+            Some("allocation = 1.0 sells everything available".into()),
+        );
+    }
+    p
+}
+
+fn positive(loc: &mut Locator<'_>, v: &toml::Spanned<i64>, what: &str, max: i64) -> Option<u32> {
+    let n = *v.get_ref();
+    if n < 1 || n > max {
+        loc.err(
+            v.span(),
+            format!("{what} must be a whole number from 1 to {max} (got {n})"),
+            None,
+        );
+        return None;
+    }
+    u32::try_from(n).ok()
+}
+
+fn non_negative(loc: &mut Locator<'_>, v: &toml::Spanned<i64>, what: &str) -> Option<i64> {
+    let n = *v.get_ref();
+    if !(0..=driftless_core::MAX_QUANTITY).contains(&n) {
+        loc.err(
+            v.span(),
+            format!(
+                "{what} must be between 0 and {} (got {n})",
+                driftless_core::MAX_QUANTITY
+            ),
+            None,
+        );
+        return None;
+    }
+    Some(n)
+}
+
+fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<Settings> {
+    let rs = raw.server.unwrap_or_default();
+    let auth = match rs.auth.as_ref().map(|a| (a.get_ref().as_str(), a.span())) {
+        None | Some(("tokens", _)) => AuthMode::Tokens,
+        Some(("none", _)) => AuthMode::None,
+        Some((other, span)) => {
+            loc.err(
+                span,
+                format!("auth must be \"tokens\" or \"none\", not {other:?}"),
+                None,
+            );
+            AuthMode::Tokens
+        }
+    };
+    let read_tokens = rs
+        .read_token_sha256
+        .iter()
+        .flatten()
+        .filter_map(|t| sha256_hex(loc, t, "read_token_sha256"))
+        .collect();
+    let limit = |loc: &mut Locator<'_>,
+                 v: &Option<toml::Spanned<i64>>,
+                 what: &str,
+                 def: usize,
+                 max: i64| {
+        v.as_ref()
+            .and_then(|v| positive(loc, v, what, max))
+            .map_or(def, |n| n as usize)
+    };
+    let server = Server {
+        listen: rs
+            .listen
+            .map_or_else(|| "127.0.0.1:7400".to_owned(), |l| l.into_inner()),
+        data_dir: PathBuf::from(rs.data_dir.unwrap_or_else(|| "./driftless-data".to_owned())),
+        database_url: rs.database_url,
+        nats_url: rs.nats_url,
+        auth,
+        read_tokens,
+        max_body_bytes: limit(
+            loc,
+            &rs.max_body_bytes,
+            "max_body_bytes",
+            16 * 1024 * 1024,
+            256 * 1024 * 1024,
+        ),
+        max_batch: limit(loc, &rs.max_batch, "max_batch", 10_000, 10_000),
+        max_pending: limit(loc, &rs.max_pending, "max_pending", 1024, 1_000_000),
+    };
+    if let Some(span) = rs.auth.as_ref().map(|a| a.span())
+        && let Err(m) = check_auth_listen(&server)
+    {
+        loc.err(
+            span,
+            m,
+            Some("set auth = \"tokens\" or listen on 127.0.0.1".into()),
+        );
+    }
+
+    let mut systems = Vec::new();
+    let mut ids = HashSet::new();
+    for s in raw.systems.iter() {
+        let Some(id) = ident(loc, &s.id, "system id", SystemId::parse) else {
+            continue;
+        };
+        if !ids.insert(id.clone()) {
+            loc.err(
+                s.id.span(),
+                format!("system `{id}` is declared twice"),
+                None,
+            );
+        }
+        let role = match Role::parse(s.role.get_ref()) {
+            Some(r) => r,
+            None => {
+                loc.err(
+                    s.role.span(),
+                    format!("unknown role {:?}", s.role.get_ref()),
+                    Some(format!("one of {}", Role::NAMES.join(", "))),
+                );
+                Role::Other
+            }
+        };
+        let token_sha256 = s
+            .token_sha256
+            .as_ref()
+            .and_then(|t| sha256_hex(loc, t, "token_sha256"));
+        systems.push(SystemSpec {
+            id,
+            role,
+            token_sha256,
+        });
+    }
+    let known = |loc: &mut Locator<'_>,
+                 v: &toml::Spanned<String>,
+                 ids: &HashSet<SystemId>|
+     -> Option<SystemId> {
+        let id = ident(loc, v, "system id", SystemId::parse)?;
+        if !ids.contains(&id) {
+            loc.err(
+                v.span(),
+                format!("unknown system `{id}`"),
+                Some("declare it under [[systems]] first".into()),
+            );
+            return None;
+        }
+        Some(id)
+    };
+
+    let mut authority = Authority::default();
+    if let Some(a) = &raw.authority {
+        for (state, writers) in a.writers() {
+            let list = writers.iter().filter_map(|w| known(loc, w, &ids)).collect();
+            authority.set_writers(state, list);
+        }
+        for (state, p) in a.policies() {
+            match p.get_ref().as_str() {
+                "reject" => authority.set_policy(state, Policy::Reject),
+                "accept" => authority.set_policy(state, Policy::Accept),
+                other => loc.err(
+                    p.span(),
+                    format!("policy for {state} must be \"reject\" or \"accept\", not {other:?}"),
+                    None,
+                ),
+            }
+        }
+    }
+
+    let mut unit_rules = Vec::new();
+    for u in &raw.units {
+        let sku = glob(loc, &u.sku);
+        let unit = ident(loc, &u.unit, "unit", Unit::parse);
+        if unit.as_ref().is_some_and(Unit::is_base) {
+            loc.err(
+                u.unit.span(),
+                "EA is the base unit and always 1; it cannot be redefined",
+                None,
+            );
+            continue;
+        }
+        let factor = positive(loc, &u.factor, "factor", 1_000_000);
+        if let (Some(sku), Some(unit), Some(factor)) = (sku, unit, factor) {
+            unit_rules.push(UnitRule { sku, unit, factor });
+        }
+    }
+
+    let mut locations = Vec::new();
+    for l in &raw.locations {
+        if let Some(id) = ident(loc, &l.id, "location id", Location::parse) {
+            locations.push(LocationSpec {
+                id,
+                sgln: l.sgln.clone(),
+                shopify_location_id: l.shopify_location_id.clone(),
+            });
+        }
+    }
+
+    let mut channels = Vec::new();
+    let mut channel_ids = HashSet::new();
+    for c in &raw.channels {
+        let Some(id) = ident(loc, &c.id, "channel id", SystemId::parse) else {
+            continue;
+        };
+        if !channel_ids.insert(id.clone()) {
+            loc.err(
+                c.id.span(),
+                format!("channel `{id}` is declared twice"),
+                None,
+            );
+        }
+        let locs: Vec<Location> = c
+            .locations
+            .iter()
+            .filter_map(|l| ident(loc, l, "location", Location::parse))
+            .collect();
+        let mut rules = Vec::new();
+        for r in &c.rules {
+            let Some(sku) = glob(loc, &r.sku) else {
+                continue;
+            };
+            rules.push(ChannelRule {
+                sku,
+                safety_stock: r
+                    .safety_stock
+                    .as_ref()
+                    .and_then(|v| non_negative(loc, v, "safety_stock")),
+                allocation: r.allocation.as_ref().and_then(|v| share(loc, v)),
+                pack: r
+                    .pack
+                    .as_ref()
+                    .and_then(|v| positive(loc, v, "pack", 1_000_000)),
+            });
+        }
+        let on_override = match c
+            .on_override
+            .as_ref()
+            .map(|v| (v.get_ref().as_str(), v.span()))
+        {
+            None | Some(("overwrite", _)) => OnOverride::Overwrite,
+            Some(("hold", _)) => OnOverride::Hold,
+            Some((other, span)) => {
+                loc.err(
+                    span,
+                    format!("on_override must be \"overwrite\" or \"hold\", not {other:?}"),
+                    None,
+                );
+                OnOverride::Overwrite
+            }
+        };
+        let connector = c
+            .connector
+            .as_ref()
+            .map_or("none", |v| v.get_ref().as_str())
+            .to_owned();
+        if !["webhook", "shopify", "file", "none"].contains(&connector.as_str()) {
+            if let Some(v) = &c.connector {
+                loc.err(
+                    v.span(),
+                    format!("unknown connector {connector:?}"),
+                    Some("one of webhook, shopify, file, none".into()),
+                );
+            }
+        }
+        if connector == "webhook" && c.url.is_none() {
+            loc.err(
+                c.id.span(),
+                format!("channel `{id}` uses the webhook connector but has no url"),
+                Some("url = \"http://127.0.0.1:9000/push\"".into()),
+            );
+        }
+        let max_attempts = c
+            .max_attempts
+            .as_ref()
+            .and_then(|v| positive(loc, v, "max_attempts", 100))
+            .unwrap_or(8);
+        channels.push(ChannelConfig {
+            spec: ChannelSpec {
+                id,
+                locations: locs,
+                safety_stock: c
+                    .safety_stock
+                    .as_ref()
+                    .and_then(|v| non_negative(loc, v, "safety_stock"))
+                    .unwrap_or(0),
+                allocation: c
+                    .allocation
+                    .as_ref()
+                    .and_then(|v| share(loc, v))
+                    .unwrap_or(Ppm::ONE),
+                pack: c
+                    .pack
+                    .as_ref()
+                    .and_then(|v| positive(loc, v, "pack", 1_000_000))
+                    .unwrap_or(1),
+                rules,
+            },
+            on_override,
+            connector,
+            url: c.url.clone(),
+            secret_env: c.secret_env.clone(),
+            path: c.path.clone(),
+            schedule: c.schedule.clone(),
+            shop_domain: c.shop_domain.clone(),
+            api_version: c.api_version.clone(),
+            token_env: c.token_env.clone(),
+            max_attempts,
+        });
+    }
+
+    let mut items = Vec::new();
+    for i in &raw.items {
+        if let Some(sku) = ident(loc, &i.sku, "sku", Sku::parse) {
+            items.push(ItemSpec {
+                sku,
+                gtin: i.gtin.clone(),
+                shopify_inventory_item_id: i.shopify_inventory_item_id.clone(),
+            });
+        }
+    }
+
+    let mut hops = Vec::new();
+    for h in &raw.hops {
+        let from = known(loc, &h.from, &ids);
+        let to = known(loc, &h.to, &ids);
+        let trigger = match h.trigger.get_ref().as_str() {
+            "event" => Some(Trigger::Event),
+            "poll" => Some(Trigger::Poll),
+            "batch" => Some(Trigger::Batch),
+            other => {
+                loc.err(
+                    h.trigger.span(),
+                    format!("trigger must be event, poll or batch, not {other:?}"),
+                    None,
+                );
+                None
+            }
+        };
+        let every = h.schedule.as_ref().and_then(|s| parse_duration(s));
+        let latency_sla = match parse_duration(h.latency_sla.get_ref()) {
+            Some(d) => d,
+            None => {
+                loc.err(
+                    h.latency_sla.span(),
+                    format!(
+                        "latency_sla {:?} is not a duration",
+                        h.latency_sla.get_ref()
+                    ),
+                    Some("e.g. \"500ms\", \"30s\", \"15m\", \"4h\", \"1d\"".into()),
+                );
+                Duration::ZERO
+            }
+        };
+        let bidirectional = match h
+            .direction
+            .as_ref()
+            .map(|d| (d.get_ref().as_str(), d.span()))
+        {
+            None | Some(("one-way", _)) => false,
+            Some(("bidirectional", _)) => true,
+            Some((other, span)) => {
+                loc.err(
+                    span,
+                    format!("direction must be \"one-way\" or \"bidirectional\", not {other:?}"),
+                    None,
+                );
+                false
+            }
+        };
+        if let (Some(from), Some(to), Some(trigger)) = (from, to, trigger) {
+            hops.push(Hop {
+                from,
+                to,
+                trigger,
+                schedule: h.schedule.clone(),
+                every,
+                latency_sla,
+                bidirectional,
+                transform: h.transform.clone(),
+            });
+        }
+    }
+
+    let strict = raw.ledger.as_ref().is_some_and(|l| l.strict_skus);
+    let rules = Rules {
+        units: UnitTable::new(unit_rules),
+        authority,
+        systems: ids.clone(),
+        known_skus: strict.then(|| items.iter().map(|i| i.sku.clone()).collect()),
+    };
+    let system_roles: HashMap<SystemId, Role> =
+        systems.iter().map(|s| (s.id.clone(), s.role)).collect();
+    let audit = audit::validate(loc, raw.audit.as_ref(), &system_roles);
+
+    Some(Settings {
+        origin: origin.to_owned(),
+        server,
+        systems,
+        rules,
+        channels,
+        items,
+        locations,
+        hops,
+        audit,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_is_valid() {
+        let s = Settings::parse("example", EXAMPLE).unwrap();
+        assert!(!s.systems.is_empty());
+        assert!(!s.channels.is_empty());
+    }
+
+    #[test]
+    fn errors_have_line_column_and_fix() {
+        let text = "[server]\nlisten = \"127.0.0.1:1\"\n\n[[units]]\nsku = \"TEE-*\"\nunit = \"CS\"\nfactor = -12\n";
+        let e = Settings::parse("f.toml", text).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!((e.0[0].line, e.0[0].column), (7, 10), "{e}");
+        assert!(e.0[0].message.contains("factor"), "{e}");
+
+        let e = Settings::parse("f.toml", "[server]\nlisen = \"x\"\n").unwrap_err();
+        assert_eq!(e.0[0].line, 2, "{e}");
+        assert!(e.0[0].message.contains("lisen"), "{e}");
+
+        let e = Settings::parse(
+            "f.toml",
+            "[[systems]]\nid = \"wms\"\nrole = \"warehouse\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.0[0].line, 3);
+        assert!(e.0[0].fix.as_deref().unwrap_or("").contains("wms"));
+
+        let e = Settings::parse("f.toml", "[authority]\non_hand = [\"ghost\"]\n").unwrap_err();
+        assert!(e.0[0].message.contains("unknown system `ghost`"), "{e}");
+    }
+
+    #[test]
+    fn auth_none_only_on_loopback() {
+        let ok = Settings::parse(
+            "f",
+            "[server]\nauth = \"none\"\nlisten = \"127.0.0.1:7400\"\n",
+        );
+        assert!(ok.is_ok());
+        let bad = Settings::parse(
+            "f",
+            "[server]\nauth = \"none\"\nlisten = \"0.0.0.0:7400\"\n",
+        );
+        assert!(bad.is_err());
+        let layered = ok.unwrap().layer(
+            |_| None,
+            &Overrides {
+                listen: Some("0.0.0.0:1".into()),
+                ..Overrides::default()
+            },
+        );
+        assert!(layered.is_err());
+    }
+
+    #[test]
+    fn layering_order() {
+        let s = Settings::parse("f", "[server]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        let env = |k: &str| (k == "DRIFTLESS_LISTEN").then(|| "127.0.0.1:2".to_owned());
+        let s2 = s.clone().layer(env, &Overrides::default()).unwrap();
+        assert_eq!(s2.server.listen, "127.0.0.1:2");
+        let s3 = s
+            .layer(
+                env,
+                &Overrides {
+                    listen: Some("127.0.0.1:3".into()),
+                    ..Overrides::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(s3.server.listen, "127.0.0.1:3");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("every 4h"),
+            Some(Duration::from_secs(14_400))
+        );
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_duration("soon"), None);
+    }
+}

@@ -1,0 +1,261 @@
+//! The decision for one event: its outcome and what it does to each state's cell.
+//!
+//! For each `(sku, location, state)` the value is the newest-positioned `set` (0 if none) plus every
+//! effective `adjust` delta positioned after that `set`. This module decides; the caller (the
+//! in-memory ledger or a database store) owns the cells and the stored deltas. Keeping the decision
+//! here means SQLite, PostgreSQL and the simulator cannot disagree on what an event does.
+
+use crate::authority::{Authority, Verdict};
+use crate::event::{Event, Fingerprint, OrderKey};
+use crate::id::{Sku, SystemId, Unit};
+use crate::state::{State, StateMap};
+use crate::units::UnitTable;
+use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
+
+/// Every event gets exactly one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Applied,
+    Duplicate,
+    Conflict,
+    Stale,
+    Covered,
+    Override,
+    Rejected,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Applied,
+        Outcome::Duplicate,
+        Outcome::Conflict,
+        Outcome::Stale,
+        Outcome::Covered,
+        Outcome::Override,
+        Outcome::Rejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Conflict => "conflict",
+            Outcome::Stale => "stale",
+            Outcome::Covered => "covered",
+            Outcome::Override => "override",
+            Outcome::Rejected => "rejected",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Outcome {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Outcome::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| format!("unknown outcome `{s}`"))
+    }
+}
+
+/// Why an event was `rejected`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection(pub String);
+
+/// The current state of one `(sku, location, state)`: its value and the key of the `set` it is
+/// based on, if any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cell {
+    pub value: i64,
+    pub set: Option<OrderKey>,
+}
+
+impl Cell {
+    /// Whether an event at `key` is newer than this cell's base.
+    pub fn is_newer(&self, key: &OrderKey) -> bool {
+        self.set.as_ref().is_none_or(|s| key > s)
+    }
+}
+
+/// What applying an event does to one state's cell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Add a delta to the value.
+    Add(i64),
+    /// Re-base the cell on a newer `set`: the new value is `value` plus the sum of the effective
+    /// adjust deltas already stored for this state whose key is greater than `key` (the caller
+    /// holds those deltas), and the cell's base becomes `key`.
+    Rebase { key: OrderKey, value: i64 },
+}
+
+/// The decision for one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    /// Human-readable detail for the sender and the incident log.
+    pub detail: Option<String>,
+    /// Whether the event's id is now taken. Rejected events do not claim their id, so a sender can
+    /// fix its configuration (add the missing unit) and redeliver the same event.
+    pub claims_id: bool,
+    /// Whether the event's deltas count in later re-bases (it was applied, possibly as an accepted
+    /// override). Stored with the event.
+    pub effective: bool,
+    pub effects: Vec<(State, Effect)>,
+}
+
+/// An event validated against the configuration and converted to base units.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub event: Event,
+    /// Quantities in base units.
+    pub base: StateMap<i64>,
+    pub fingerprint: Fingerprint,
+}
+
+/// The configuration the fold is judged against.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    pub units: UnitTable,
+    pub authority: Authority,
+    /// Registered systems. An event from an unregistered source is rejected.
+    pub systems: HashSet<SystemId>,
+    /// In strict mode, only these skus are accepted.
+    pub known_skus: Option<HashSet<Sku>>,
+}
+
+impl Rules {
+    /// Checks what needs the configuration (source, sku, unit) and converts to base units.
+    pub fn prepare(&self, event: Event) -> Result<Prepared, (Event, Rejection)> {
+        if !self.systems.contains(&event.source) {
+            let msg = format!("unknown source system `{}`", event.source);
+            return Err((event, Rejection(msg)));
+        }
+        if let Some(known) = &self.known_skus
+            && !known.contains(&event.sku)
+        {
+            let msg = format!(
+                "unknown sku `{}` (strict mode: declare it under [[items]])",
+                event.sku
+            );
+            return Err((event, Rejection(msg)));
+        }
+        let unit = event.uom.clone().unwrap_or_else(Unit::base);
+        let base = match event
+            .change
+            .quantities()
+            .try_map(|_, q| self.units.to_base(&event.sku, &unit, q))
+        {
+            Ok(b) => b,
+            Err(e) => return Err((event, Rejection(e.to_string()))),
+        };
+        if let Some((s, q)) = base
+            .iter()
+            .find(|(_, q)| q.unsigned_abs() > crate::MAX_QUANTITY as u64)
+        {
+            let msg = format!(
+                "{s} = {q} EA after conversion exceeds the limit of {}",
+                crate::MAX_QUANTITY
+            );
+            return Err((event, Rejection(msg)));
+        }
+        let fingerprint = event.fingerprint();
+        Ok(Prepared {
+            event,
+            base,
+            fingerprint,
+        })
+    }
+
+    /// Decides what a prepared event does. `prior` is the fingerprint stored under its id, if the id
+    /// was seen; `cells` are the current cells of its sku and location.
+    pub fn decide(&self, p: &Prepared, prior: Option<Fingerprint>, cells: &[Cell; 5]) -> Decision {
+        if let Some(f) = prior {
+            let (outcome, detail) = if f == p.fingerprint {
+                (Outcome::Duplicate, None)
+            } else {
+                (
+                    Outcome::Conflict,
+                    Some("id already used by an event with a different payload".to_owned()),
+                )
+            };
+            return Decision {
+                outcome,
+                detail,
+                claims_id: false,
+                effective: false,
+                effects: vec![],
+            };
+        }
+        let ev = &p.event;
+        let verdict = self
+            .authority
+            .judge(&ev.source, p.base.iter().map(|(s, _)| s));
+        let (mut outcome, detail, apply) = match &verdict {
+            Verdict::Authorized => (Outcome::Applied, None, true),
+            Verdict::Override { states, applied } => {
+                let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+                let detail = format!(
+                    "`{}` is not a source of truth for {}; {}",
+                    ev.source,
+                    names.join(", "),
+                    if *applied {
+                        "accepted by policy"
+                    } else {
+                        "not applied"
+                    }
+                );
+                (Outcome::Override, Some(detail), *applied)
+            }
+        };
+        let key = ev.order_key();
+        let mut effects = Vec::new();
+        if apply {
+            for (s, q) in p.base.iter() {
+                let cell = &cells[s.index()];
+                if !cell.is_newer(&key) {
+                    continue;
+                }
+                effects.push((
+                    s,
+                    if ev.change.is_set() {
+                        Effect::Rebase {
+                            key: key.clone(),
+                            value: q,
+                        }
+                    } else {
+                        Effect::Add(q)
+                    },
+                ));
+            }
+            if effects.is_empty() && outcome == Outcome::Applied {
+                outcome = if ev.change.is_set() {
+                    Outcome::Stale
+                } else {
+                    Outcome::Covered
+                };
+            }
+        }
+        let detail = detail.or_else(|| match outcome {
+            Outcome::Stale => Some("a newer set is already in place for every state".to_owned()),
+            Outcome::Covered => {
+                Some("positioned before the set in place; the set already counts it".to_owned())
+            }
+            _ => None,
+        });
+        Decision {
+            outcome,
+            detail,
+            claims_id: true,
+            effective: apply,
+            effects,
+        }
+    }
+}
