@@ -1,1 +1,173 @@
+//! The ledger's storage seam: one trait, [`Store`], with an embedded SQLite implementation and
+//! (next) a PostgreSQL one. The domain decision for every event comes from
+//! [`driftless_core::Rules::decide`]; a store only keeps ids, cells, stored deltas, the outbox and
+//! the incident log, and makes each batch durable before it answers.
+//!
+//! # Layout
+//! - this module: the trait and the values that cross it.
+//! - [`sqlite`]: embedded SQLite with a single writer task and group commit.
+//! - [`schema`]: the tables, shared in spirit by every backend.
 
+pub mod schema;
+pub mod sqlite;
+
+use chrono::{DateTime, Utc};
+use driftless_core::{Event, Levels, Location, Outcome, Prepared, Sku};
+use std::future::Future;
+use std::pin::Pin;
+
+pub use sqlite::SqliteStore;
+
+/// A boxed future, so the trait can be used as `Arc<dyn Store>` and the backend chosen at start-up.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The one error type of this boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("the ledger is overloaded; retry later")]
+    Overloaded,
+    #[error("the ledger is shutting down")]
+    Closed,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// One event handed to the store, already validated against the configuration.
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    Event(Box<Prepared>),
+    /// Failed a configuration check (unknown unit, ...): recorded as a `rejected` incident.
+    Rejected { event: Box<Event>, reason: String },
+}
+
+/// The outcome the store decided, in request order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub outcome: Outcome,
+    pub detail: Option<String>,
+}
+
+/// A sku at one location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocationLevels {
+    pub location: Location,
+    pub levels: Levels,
+}
+
+/// One ledger entry in a sku's history.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    pub id: String,
+    pub source: String,
+    pub location: String,
+    pub occurred_at: String,
+    pub seq: u64,
+    pub received_at: DateTime<Utc>,
+    pub outcome: Outcome,
+    /// `adjust` or `set`.
+    pub kind: String,
+    /// Quantities in base units, `(state, value)`.
+    pub quantities: Vec<(String, i64)>,
+    pub uom: Option<String>,
+    pub reason: Option<String>,
+    pub reference: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Kinds of incident.
+pub const INCIDENT_KINDS: [&str; 7] = [
+    "override",
+    "conflict",
+    "stale",
+    "covered",
+    "rejected",
+    "channel_override",
+    "dead_letter",
+];
+
+/// Something an operator may need to look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incident {
+    pub kind: String,
+    pub sku: Option<String>,
+    pub location: Option<String>,
+    pub system: Option<String>,
+    pub event_id: Option<String>,
+    pub detail: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Filter for [`Store::incidents`]; `None` matches anything.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    pub kind: Option<String>,
+    pub sku: Option<String>,
+    pub system: Option<String>,
+    pub limit: usize,
+}
+
+/// A stored drift audit: the summary that trends need, plus the whole report as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    /// When the snapshots were taken.
+    pub at: DateTime<Utc>,
+    pub skus_compared: i64,
+    pub drifting: i64,
+    /// `(handoff, drifting_skus, abs_units)`.
+    pub handoffs: Vec<(String, i64, i64)>,
+    pub report_json: String,
+}
+
+/// The storage seam.
+pub trait Store: Send + Sync + 'static {
+    /// Decides and stores a batch in order, in one transaction; returns once it is durable.
+    fn apply(
+        &self,
+        received_at: DateTime<Utc>,
+        batch: Vec<Incoming>,
+    ) -> BoxFuture<'_, Result<Vec<Receipt>, StoreError>>;
+
+    /// Every location of one sku; `None` if the sku was never seen.
+    fn inventory<'a>(
+        &'a self,
+        sku: &'a Sku,
+    ) -> BoxFuture<'a, Result<Option<Vec<LocationLevels>>, StoreError>>;
+
+    /// Skus after `after` in byte order, at most `limit`.
+    fn inventory_page<'a>(
+        &'a self,
+        after: Option<&'a Sku>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(Sku, Vec<LocationLevels>)>, StoreError>>;
+
+    /// The newest `limit` ledger entries of a sku, oldest first.
+    fn history<'a>(
+        &'a self,
+        sku: &'a Sku,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<HistoryEntry>, StoreError>>;
+
+    fn incidents<'a>(
+        &'a self,
+        filter: &'a IncidentFilter,
+    ) -> BoxFuture<'a, Result<Vec<Incident>, StoreError>>;
+
+    /// Records an incident raised outside the event path (fan-out, observations).
+    fn record_incident<'a>(&'a self, incident: &'a Incident) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    fn save_audit<'a>(&'a self, audit: &'a AuditRecord) -> BoxFuture<'a, Result<i64, StoreError>>;
+
+    /// Audits taken at or after `since`, oldest first.
+    fn audits_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Vec<AuditRecord>, StoreError>>;
+
+    /// Whether the database answers.
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Flushes and stops background work.
+    fn close(&self) -> BoxFuture<'_, ()>;
+}

@@ -1,0 +1,8 @@
+//! One module per subcommand; each exposes `Args` and `run(Args) -> anyhow::Result<ExitCode>`.
+
+pub mod audit;
+pub mod check_config;
+pub mod demo;
+pub mod serve;
+pub mod simulate;
+pub mod trend;
