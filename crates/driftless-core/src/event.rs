@@ -192,6 +192,12 @@ impl Event {
         let sku = Sku::parse(raw.sku).map_err(|e| EventError::new("sku", e.to_string()))?;
         let location = Location::parse(raw.location)
             .map_err(|e| EventError::new("location", e.to_string()))?;
+        if raw.seq > i64::MAX as u64 {
+            return Err(EventError::new(
+                "seq",
+                format!("must be at most {}", i64::MAX),
+            ));
+        }
         let position = Position::parse(raw.occurred_at, raw.seq)
             .map_err(|e| EventError::new("occurred_at", e))?;
         let (field, list, make): (&str, &Vec<(&str, i64)>, fn(StateMap<i64>) -> Change) =

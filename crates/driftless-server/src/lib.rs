@@ -1,1 +1,114 @@
+//! The hub's HTTP surface: axum routes over a [`Store`], authentication, limits, and a server that
+//! binds first and then runs until told to stop.
+//!
+//! # Layout
+//! - [`wire`]: the canonical JSON event and request bodies.
+//! - [`routes`]: the handlers.
+//! - [`auth`]: bearer tokens.
+//! - [`error`]: the one error type of this boundary.
+//!
+//! Most tests build [`app`] in-process; the binary uses [`Server`].
 
+pub mod auth;
+pub mod error;
+pub mod routes;
+pub mod wire;
+
+use axum::Router;
+use driftless_config::Settings;
+use driftless_core::ChannelSpec;
+use driftless_store::Store;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Arc<dyn Store>,
+    pub tokens: Arc<auth::Tokens>,
+    pub channels: Arc<Vec<ChannelSpec>>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("origin", &self.settings.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    pub fn new(settings: Settings, store: Arc<dyn Store>) -> AppState {
+        AppState {
+            tokens: Arc::new(auth::Tokens::from_settings(&settings)),
+            channels: Arc::new(settings.channel_specs()),
+            settings: Arc::new(settings),
+            store,
+        }
+    }
+}
+
+/// The router, for in-process tests and for [`Server`].
+pub fn app(state: AppState) -> Router {
+    routes::router(state)
+}
+
+/// A bound server. Binding happens in [`Server::bind`] so that the caller learns the address (port 0
+/// is allowed) before serving starts.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    pub async fn bind(addr: &str, state: AppState) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Server { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish (each
+    /// of which only answers once its events are durable) and closes the store.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let store = self.state.store.clone();
+        let router = app(self.state);
+        let r = axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        store.close().await;
+        r
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; draining in-flight requests");
+}

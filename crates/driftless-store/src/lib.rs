@@ -39,7 +39,10 @@ pub enum StoreError {
 pub enum Incoming {
     Event(Box<Prepared>),
     /// Failed a configuration check (unknown unit, ...): recorded as a `rejected` incident.
-    Rejected { event: Box<Event>, reason: String },
+    Rejected {
+        event: Box<Event>,
+        reason: String,
+    },
 }
 
 /// The outcome the store decided, in request order.
@@ -155,7 +158,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<Incident>, StoreError>>;
 
     /// Records an incident raised outside the event path (fan-out, observations).
-    fn record_incident<'a>(&'a self, incident: &'a Incident) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn record_incident<'a>(
+        &'a self,
+        incident: &'a Incident,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     fn save_audit<'a>(&'a self, audit: &'a AuditRecord) -> BoxFuture<'a, Result<i64, StoreError>>;
 

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "driftless", version, about = "Stops inventory counts drifting between WMS, ERP and storefronts")]
+#[command(
+    name = "driftless",
+    version,
+    about = "Stops inventory counts drifting between WMS, ERP and storefronts"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

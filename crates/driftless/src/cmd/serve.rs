@@ -1,8 +1,109 @@
+//! `driftless serve`: load and layer the configuration, open the ledger, bind, serve until SIGINT or
+//! SIGTERM.
+
+use anyhow::Context;
+use driftless_config::{Overrides, Settings};
+use driftless_server::{AppState, Server};
+use driftless_store::{SqliteStore, Store};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Configuration file (TOML). Without it the shipped example configuration is used.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (overrides [server] listen and DRIFTLESS_LISTEN).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Directory of the embedded SQLite ledger (overrides [server] data_dir).
+    #[arg(long)]
+    pub data_dir: Option<String>,
+    /// PostgreSQL ledger URL (production mode).
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// NATS JetStream URL (production mode).
+    #[arg(long)]
+    pub nats_url: Option<String>,
+    /// "tokens" or "none" (none only on loopback).
+    #[arg(long)]
+    pub auth: Option<String>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("this command is not available in this build yet")
+/// Loads the configuration with every layer applied: defaults < file < env < flags.
+pub fn settings(args: &Args) -> anyhow::Result<Settings> {
+    let s = Settings::load(args.config.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    s.layer(
+        |k| std::env::var(k).ok(),
+        &Overrides {
+            listen: args.listen.clone(),
+            data_dir: args.data_dir.clone(),
+            database_url: args.database_url.clone(),
+            nats_url: args.nats_url.clone(),
+            auth: args.auth.clone(),
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Opens the ledger the settings name. The backend is chosen once, here.
+pub async fn open_store(s: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(url) = &s.server.database_url {
+        let scheme = url.split(':').next().unwrap_or("");
+        anyhow::bail!(
+            "database_url with scheme `{scheme}`: this build runs the embedded SQLite ledger only; \
+             remove database_url (or DRIFTLESS_DATABASE_URL) to use {}",
+            s.server.data_dir.display()
+        );
+    }
+    if s.server.nats_url.is_some() {
+        anyhow::bail!(
+            "nats_url: this build has no NATS event bus; remove nats_url (or DRIFTLESS_NATS_URL)"
+        );
+    }
+    let store = SqliteStore::open(&s.server.data_dir, s.rules.clone(), s.channel_specs())
+        .await
+        .with_context(|| format!("opening the ledger in {}", s.server.data_dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DRIFTLESS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    init_tracing();
+    let settings = settings(&args)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let store = open_store(&settings).await?;
+        let listen = settings.server.listen.clone();
+        let origin = settings.origin.clone();
+        let data_dir = settings.server.data_dir.clone();
+        let state = AppState::new(settings, store);
+        let server = Server::bind(&listen, state)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        let addr = server.local_addr()?;
+        if args.config.is_none() {
+            tracing::warn!(
+                "no --config given: using the example configuration with its PUBLIC demo tokens; \
+                 copy driftless.example.toml, edit it and pass --config"
+            );
+        }
+        tracing::info!(%addr, config = %origin, ledger = %data_dir.join("driftless.sqlite3").display(), "driftless is serving");
+        // One line on stdout that scripts can wait for.
+        println!("listening on http://{addr}");
+        server
+            .run_until_stopped(driftless_server::shutdown_signal())
+            .await?;
+        tracing::info!("stopped");
+        Ok(ExitCode::SUCCESS)
+    })
 }

@@ -1,0 +1,301 @@
+//! The canonical JSON event (version 1) on the wire, and request bodies holding one event, an array
+//! or NDJSON. Parsing goes through `serde_json::Value` and checks each field by hand so that every
+//! error names the event (by index) and the field, as an operator needs to fix a feed.
+
+use driftless_core::event::RawEvent;
+use driftless_core::{Event, EventError};
+use serde_json::{Map, Value};
+
+/// A body that does not match the schema. Nothing of it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaError {
+    /// Index of the event in the request (0-based), when the error is inside one.
+    pub index: Option<usize>,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for SchemaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.index, &self.field) {
+            (Some(i), Some(field)) => write!(f, "events[{i}].{field}: {}", self.message),
+            (Some(i), None) => write!(f, "events[{i}]: {}", self.message),
+            (None, Some(field)) => write!(f, "{field}: {}", self.message),
+            (None, None) => f.write_str(&self.message),
+        }
+    }
+}
+
+/// How the events arrived: a single object answers 409/422 for conflict/rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Single,
+    Many,
+}
+
+const FIELDS: [&str; 11] = [
+    "id",
+    "source",
+    "sku",
+    "location",
+    "occurred_at",
+    "seq",
+    "adjust",
+    "set",
+    "uom",
+    "reason",
+    "ref",
+];
+
+/// Parses a request body into validated events, refusing the whole body on the first error.
+pub fn parse_body(
+    body: &[u8],
+    ndjson: bool,
+    max_events: usize,
+) -> Result<(Shape, Vec<Event>), SchemaError> {
+    let whole = |message: String| SchemaError {
+        index: None,
+        field: None,
+        message,
+    };
+    let values: Vec<Value>;
+    let shape;
+    if ndjson {
+        shape = Shape::Many;
+        let mut v = Vec::new();
+        for (n, line) in body.split(|b| *b == b'\n').enumerate() {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            if v.len() == max_events {
+                return Err(whole(format!(
+                    "more than {max_events} events in one request; split the batch"
+                )));
+            }
+            v.push(
+                serde_json::from_slice(line)
+                    .map_err(|e| whole(format!("line {}: not valid JSON: {e}", n + 1)))?,
+            );
+        }
+        values = v;
+    } else {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Array(a)) => {
+                if a.len() > max_events {
+                    return Err(whole(format!(
+                        "{} events in one request; at most {max_events}, split the batch",
+                        a.len()
+                    )));
+                }
+                shape = Shape::Many;
+                values = a;
+            }
+            Ok(v @ Value::Object(_)) => {
+                shape = Shape::Single;
+                values = vec![v];
+            }
+            Ok(_) => {
+                return Err(whole(
+                    "expected an event object, an array of events, or NDJSON".into(),
+                ));
+            }
+            Err(e) => return Err(whole(format!("not valid JSON: {e}"))),
+        }
+    }
+    if values.is_empty() {
+        return Err(whole("no events in the request".into()));
+    }
+    let events = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            parse_event(v).map_err(|e| SchemaError {
+                index: Some(i),
+                field: Some(e.field),
+                message: e.message,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((shape, events))
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn string<'a>(
+    o: &'a Map<String, Value>,
+    field: &str,
+    required: bool,
+) -> Result<Option<&'a str>, EventError> {
+    match o.get(field) {
+        None | Some(Value::Null) if !required => Ok(None),
+        None | Some(Value::Null) => Err(EventError::new(field, "is required")),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(EventError::new(
+            field,
+            format!("must be a string, not {}", type_name(other)),
+        )),
+    }
+}
+
+fn quantities<'a>(
+    o: &'a Map<String, Value>,
+    field: &str,
+) -> Result<Option<Vec<(&'a str, i64)>>, EventError> {
+    let Some(v) = o.get(field) else {
+        return Ok(None);
+    };
+    let Value::Object(m) = v else {
+        return Err(EventError::new(
+            field,
+            format!(
+                "must be an object of state -> integer, not {}",
+                type_name(v)
+            ),
+        ));
+    };
+    m.iter()
+        .map(|(k, v)| match v.as_i64() {
+            Some(n) => Ok((k.as_str(), n)),
+            None => Err(EventError::new(
+                format!("{field}.{k}"),
+                format!(
+                    "must be a whole number, not {}",
+                    match v {
+                        Value::Number(n) => n.to_string(),
+                        other => type_name(other).to_owned(),
+                    }
+                ),
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// One event object to a validated [`Event`].
+pub fn parse_event(v: &Value) -> Result<Event, EventError> {
+    let Value::Object(o) = v else {
+        return Err(EventError::new(
+            "event",
+            format!("must be an object, not {}", type_name(v)),
+        ));
+    };
+    if let Some(k) = o.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(EventError::new(
+            k.clone(),
+            "unknown field (event version 1 has id, source, sku, location, occurred_at, seq, adjust, set, uom, reason, ref)",
+        ));
+    }
+    let seq = match o.get("seq") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| EventError::new("seq", "must be an unsigned integer"))?,
+    };
+    let raw = RawEvent {
+        id: string(o, "id", true)?.unwrap_or_default(),
+        source: string(o, "source", true)?.unwrap_or_default(),
+        sku: string(o, "sku", true)?.unwrap_or_default(),
+        location: string(o, "location", true)?.unwrap_or_default(),
+        occurred_at: string(o, "occurred_at", true)?.unwrap_or_default(),
+        seq,
+        adjust: quantities(o, "adjust")?,
+        set: quantities(o, "set")?,
+        uom: string(o, "uom", false)?,
+        reason: string(o, "reason", false)?,
+        reference: string(o, "ref", false)?,
+    };
+    Event::from_raw(&raw)
+}
+
+/// An event back to canonical JSON (the simulator's and the tests' senders use this).
+pub fn event_json(e: &Event) -> Value {
+    let q: Map<String, Value> = e
+        .change
+        .quantities()
+        .iter()
+        .map(|(s, v)| (s.as_str().to_owned(), Value::from(v)))
+        .collect();
+    let mut o = Map::new();
+    o.insert("id".into(), e.id.as_str().into());
+    o.insert("source".into(), e.source.as_str().into());
+    o.insert("sku".into(), e.sku.as_str().into());
+    o.insert("location".into(), e.location.as_str().into());
+    o.insert(
+        "occurred_at".into(),
+        e.position.occurred_at_rfc3339().into(),
+    );
+    o.insert("seq".into(), e.position.seq.into());
+    o.insert(e.change.kind().into(), Value::Object(q));
+    if let Some(u) = &e.uom {
+        o.insert("uom".into(), u.as_str().into());
+    }
+    if let Some(r) = &e.reason {
+        o.insert("reason".into(), r.as_str().into());
+    }
+    if let Some(r) = &e.reference {
+        o.insert("ref".into(), r.as_str().into());
+    }
+    Value::Object(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE: &str = r#"{"id":"ship:SO-1001:1","source":"wms","sku":"TEE-BLK-M","location":"DC1",
+        "occurred_at":"2026-11-27T10:00:00Z","seq":1042,"adjust":{"on_hand":-3,"committed":-3},
+        "uom":"EA","reason":"shipment","ref":"SO-1001"}"#;
+
+    #[test]
+    fn parses_the_three_shapes() {
+        let (shape, ev) = parse_body(ONE.as_bytes(), false, 10).unwrap();
+        assert_eq!((shape, ev.len()), (Shape::Single, 1));
+        let arr = format!("[{ONE},{}]", ONE.replace("SO-1001:1", "SO-1001:2"));
+        assert_eq!(parse_body(arr.as_bytes(), false, 10).unwrap().1.len(), 2);
+        let nd = format!("{}\r\n\n{}\n", ONE.replace('\n', ""), ONE.replace('\n', ""));
+        assert_eq!(parse_body(nd.as_bytes(), true, 10).unwrap().1.len(), 2);
+        let back = parse_event(&event_json(&ev[0])).unwrap();
+        assert_eq!(back, ev[0]);
+    }
+
+    #[test]
+    fn names_index_and_field() {
+        let bad = ONE.replace("-3,\"committed\"", "\"3\",\"committed\"");
+        let e = parse_body(format!("[{ONE},{bad}]").as_bytes(), false, 10).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "events[1].adjust.on_hand: must be a whole number, not a string"
+        );
+        let e = parse_body(
+            ONE.replace("\"seq\":1042", "\"seq\":-1").as_bytes(),
+            false,
+            10,
+        )
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("seq"));
+        let e = parse_body(ONE.replace("\"uom\"", "\"unit\"").as_bytes(), false, 10).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("unit"));
+        let e = parse_body(ONE.replace("-3}", "1.5}").as_bytes(), false, 10).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("adjust.committed"));
+        assert!(parse_body(b"{", false, 10).is_err());
+        assert!(parse_body(b"[]", false, 10).is_err());
+        assert!(parse_body(b"42", false, 10).is_err());
+        let many = format!("[{}]", vec![ONE; 11].join(","));
+        assert!(
+            parse_body(many.as_bytes(), false, 10)
+                .unwrap_err()
+                .message
+                .contains("at most 10")
+        );
+    }
+}

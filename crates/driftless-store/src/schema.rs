@@ -1,0 +1,78 @@
+//! The tables. Quantities are integers in base units; times are integer nanoseconds since the Unix
+//! epoch (UTC), so that they compare as numbers in every backend.
+//!
+//! - `events`: the append-only ledger. One row per event that claimed its id (applied, stale,
+//!   covered, override). `effective` marks rows whose deltas count in a later re-base.
+//! - `cells`: the folded value of each `(sku, location, state)` and the key of the `set` it is based
+//!   on. A cache of the fold over `events`, written in the same transaction.
+//! - `outbox`: `(channel, sku)` pairs whose quantity may have changed, with a version that grows on
+//!   every change, written in the same transaction as the events it follows from.
+//! - `incidents`: overrides, conflicts, stale and covered events, rejections, channel incidents.
+//! - `audits`: every drift audit, for trends.
+
+/// SQLite schema, applied at open; every statement is idempotent.
+pub const SQLITE: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS events (
+        id TEXT NOT NULL PRIMARY KEY,
+        fingerprint BLOB NOT NULL,
+        source TEXT NOT NULL,
+        sku TEXT NOT NULL,
+        location TEXT NOT NULL,
+        at_nanos INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        on_hand INTEGER,
+        committed INTEGER,
+        reserved INTEGER,
+        incoming INTEGER,
+        unavailable INTEGER,
+        uom TEXT,
+        reason TEXT,
+        ref TEXT,
+        received_nanos INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        effective INTEGER NOT NULL,
+        detail TEXT
+    ) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS events_by_cell ON events (sku, location, at_nanos, seq, id)",
+    "CREATE TABLE IF NOT EXISTS cells (
+        sku TEXT NOT NULL,
+        location TEXT NOT NULL,
+        state INTEGER NOT NULL,
+        value INTEGER NOT NULL,
+        set_nanos INTEGER,
+        set_seq INTEGER,
+        set_id TEXT,
+        PRIMARY KEY (sku, location, state)
+    ) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS outbox (
+        channel TEXT NOT NULL,
+        sku TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        dirty INTEGER NOT NULL,
+        changed_nanos INTEGER NOT NULL,
+        PRIMARY KEY (channel, sku)
+    ) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS outbox_dirty ON outbox (channel, dirty)",
+    "CREATE TABLE IF NOT EXISTS incidents (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        sku TEXT,
+        location TEXT,
+        system TEXT,
+        event_id TEXT,
+        detail TEXT NOT NULL,
+        at_nanos INTEGER NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS incidents_by_kind ON incidents (kind, id)",
+    "CREATE INDEX IF NOT EXISTS incidents_by_sku ON incidents (sku, id)",
+    "CREATE TABLE IF NOT EXISTS audits (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_nanos INTEGER NOT NULL,
+        skus_compared INTEGER NOT NULL,
+        drifting INTEGER NOT NULL,
+        handoffs TEXT NOT NULL,
+        report TEXT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS audits_by_time ON audits (at_nanos)",
+];
