@@ -148,7 +148,8 @@ struct Writer {
 #[derive(Default)]
 struct Pending {
     events: Vec<EventRow>,
-    cells: HashSet<(Sku, Location)>,
+    /// Slots written by this group, with a bit per state that changed.
+    cells: HashMap<(Sku, Location), u8>,
     outbox: HashSet<(String, Sku)>,
     incidents: Vec<Incident>,
 }
@@ -263,7 +264,10 @@ impl Writer {
                     }
                 }
                 if !d.effects.is_empty() {
-                    pending.cells.insert(key);
+                    let mask = pending.cells.entry(key).or_default();
+                    for (state, _) in &d.effects {
+                        *mask |= 1 << state.index();
+                    }
                     for c in self.channels.iter().filter(|c| c.feeds_from(&ev.location)) {
                         pending.outbox.insert((c.id.to_string(), ev.sku.clone()));
                     }
@@ -464,11 +468,11 @@ async fn flush(
     let cells: Vec<(&(Sku, Location), usize, &Cell)> = pending
         .cells
         .iter()
-        .filter_map(|k| cache.get(k).map(|c| (k, c)))
-        .flat_map(|(k, c)| {
+        .filter_map(|(k, mask)| cache.get(k).map(|c| (k, *mask, c)))
+        .flat_map(|(k, mask, c)| {
             c.iter()
                 .enumerate()
-                .filter(|(_, cell)| cell.value != 0 || cell.set.is_some())
+                .filter(move |(i, _)| mask & (1 << i) != 0)
                 .map(move |(i, cell)| (k, i, cell))
         })
         .collect();

@@ -1,0 +1,226 @@
+//! The SQLite store against the in-memory reference ledger: the same events must give the same
+//! outcomes and the same levels, across group commits and across a restart.
+
+use chrono::Utc;
+use driftless_core::event::RawEvent;
+use driftless_core::{
+    Authority, ChannelSpec, Event, Location, MemoryLedger, Outcome, Ppm, Rules, Sku, State,
+    SystemId,
+};
+use driftless_store::{IncidentFilter, Incoming, SqliteStore, Store};
+
+fn rules() -> Rules {
+    let mut authority = Authority::default();
+    authority.set_writers(State::OnHand, vec![SystemId::parse("wms").unwrap()]);
+    Rules {
+        authority,
+        systems: ["wms", "erp"]
+            .iter()
+            .map(|s| SystemId::parse(*s).unwrap())
+            .collect(),
+        ..Rules::default()
+    }
+}
+
+fn channels() -> Vec<ChannelSpec> {
+    vec![ChannelSpec {
+        id: SystemId::parse("shop").unwrap(),
+        locations: vec![Location::parse("L0").unwrap()],
+        safety_stock: 0,
+        allocation: Ppm::ONE,
+        pack: 1,
+        rules: vec![],
+    }]
+}
+
+/// A deterministic pseudo-random event stream with many re-deliveries, late sets and ties.
+fn stream(n: usize, seed: u64) -> Vec<Event> {
+    let mut x = seed | 1;
+    let mut next = move |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    let mut out: Vec<Event> = Vec::new();
+    for i in 0..n {
+        if !out.is_empty() && next(5) == 0 {
+            let j = next(out.len() as u64) as usize;
+            out.push(out[j].clone());
+            continue;
+        }
+        let set = next(6) == 0;
+        let states = [
+            ("on_hand", next(40) as i64 - 10),
+            ("committed", next(9) as i64),
+        ];
+        let pick: Vec<(&str, i64)> = match next(3) {
+            0 => vec![states[0]],
+            1 => vec![states[1]],
+            _ => states.to_vec(),
+        };
+        let pick: Vec<(&str, i64)> = pick
+            .into_iter()
+            .map(|(s, q)| (s, if set { q.abs() } else { q }))
+            .collect();
+        let id = format!("ev-{i}");
+        let sku = format!("S{}", next(4));
+        let loc = format!("L{}", next(2));
+        let at = format!("2026-11-27T10:{:02}:00Z", next(20));
+        let source = if next(8) == 0 { "erp" } else { "wms" };
+        out.push(
+            Event::from_raw(&RawEvent {
+                id: &id,
+                source,
+                sku: &sku,
+                location: &loc,
+                occurred_at: &at,
+                seq: next(2),
+                adjust: (!set).then(|| pick.clone()),
+                set: set.then_some(pick),
+                ..RawEvent::default()
+            })
+            .unwrap(),
+        );
+    }
+    out
+}
+
+fn incoming(rules: &Rules, events: &[Event]) -> Vec<Incoming> {
+    events
+        .iter()
+        .map(|e| match rules.prepare(e.clone()) {
+            Ok(p) => Incoming::Event(Box::new(p)),
+            Err((event, r)) => Incoming::Rejected {
+                event: Box::new(event),
+                reason: r.0,
+            },
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn matches_the_reference_across_groups_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    for seed in [1u64, 7, 42, 1234] {
+        let events = stream(600, seed);
+        let sub = dir.path().join(seed.to_string());
+        let mut reference = MemoryLedger::new(rules());
+        let expected: Vec<Outcome> = events
+            .iter()
+            .map(|e| reference.apply(e.clone()).outcome)
+            .collect();
+
+        // Deliver in requests of varying size, several in flight at once so the writer groups
+        // them, and restart the store half way.
+        let half = events.len() / 2;
+        let mut got = Vec::new();
+        for (part, range) in [(0, 0..half), (1, half..events.len())] {
+            let store = SqliteStore::open(&sub, rules(), channels()).await.unwrap();
+            let chunks: Vec<&[Event]> = events[range].chunks(7 + part * 13).collect();
+            for group in chunks.chunks(4) {
+                // Requests in one group are in flight together, so the writer commits them as one
+                // group; join_all polls them in order, so they queue in order.
+                let futs = group
+                    .iter()
+                    .map(|c| store.apply(Utc::now(), incoming(&rules(), c)));
+                for r in futures::future::join_all(futs).await {
+                    got.extend(r.unwrap().into_iter().map(|r| r.outcome));
+                }
+            }
+            store.close().await;
+        }
+        assert_eq!(got, expected, "seed {seed}");
+
+        let store = SqliteStore::open(&sub, rules(), channels()).await.unwrap();
+        for (sku, loc) in reference.all_levels().keys() {
+            let want = reference.levels(sku, loc);
+            let have = store
+                .inventory(sku)
+                .await
+                .unwrap()
+                .and_then(|v| v.into_iter().find(|l| &l.location == loc))
+                .map(|l| l.levels)
+                .unwrap_or_default();
+            assert_eq!(have, want, "seed {seed} {sku} {loc}");
+        }
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn records_incidents_and_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), rules(), channels())
+        .await
+        .unwrap();
+    let ev = |id: &str, source: &str, at: &str, set: bool, q: i64| {
+        let v = vec![("on_hand", q)];
+        Event::from_raw(&RawEvent {
+            id,
+            source,
+            sku: "TEE",
+            location: "L0",
+            occurred_at: at,
+            adjust: (!set).then(|| v.clone()),
+            set: set.then_some(v),
+            ..RawEvent::default()
+        })
+        .unwrap()
+    };
+    let batch = vec![
+        ev("c2", "wms", "2026-01-01T02:00:00Z", true, 50),
+        ev("a1", "wms", "2026-01-01T01:00:00Z", false, 5),
+        ev("c1", "wms", "2026-01-01T01:30:00Z", true, 9),
+        ev("o1", "erp", "2026-01-01T03:00:00Z", false, 5),
+        ev("u1", "pos", "2026-01-01T03:00:00Z", false, 5),
+    ];
+    let r = store
+        .apply(Utc::now(), incoming(&rules(), &batch))
+        .await
+        .unwrap();
+    let outcomes: Vec<Outcome> = r.iter().map(|r| r.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Applied,
+            Outcome::Covered,
+            Outcome::Stale,
+            Outcome::Override,
+            Outcome::Rejected
+        ]
+    );
+    let inc = store
+        .incidents(&IncidentFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = inc.iter().map(|i| i.kind.as_str()).collect();
+    assert_eq!(kinds, ["rejected", "override", "stale", "covered"]);
+    let only = IncidentFilter {
+        kind: Some("override".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(
+        store.incidents(&only).await.unwrap()[0].system.as_deref(),
+        Some("erp")
+    );
+    let h = store
+        .history(&Sku::parse("TEE").unwrap(), 100)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = h.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["a1", "c1", "c2", "o1"],
+        "position order; the rejected event is not in the ledger"
+    );
+    assert_eq!(
+        store.inventory(&Sku::parse("NOPE").unwrap()).await.unwrap(),
+        None
+    );
+    store.close().await;
+}
