@@ -1,1 +1,324 @@
-fn main() {}
+//! Ingest benchmark: the real HTTP API on the embedded SQLite ledger against its ceiling, a bare
+//! SQLite batched INSERT of the same rows, on the same machine in the same run.
+//!
+//! ```text
+//! cargo run --release -p driftless-bench -- [--events N] [--skus N] [--locations N] [--batch N]
+//!     [--single N] [--clients N] [--runs N]
+//! ```
+//! Prints events/s, request latency p50/p99 and the ratio to the ceiling, with the median of
+//! `--runs` runs. Durability is on everywhere (`synchronous = FULL`): an acknowledged event is on
+//! disk, as in production.
+
+use anyhow::Context;
+use driftless_config::Settings;
+use driftless_server::{AppState, Server};
+use driftless_store::SqliteStore;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Sqlite};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Opts {
+    events: usize,
+    skus: usize,
+    locations: usize,
+    batch: usize,
+    single: usize,
+    clients: usize,
+    runs: usize,
+}
+
+fn parse_args() -> anyhow::Result<Opts> {
+    let mut o = Opts {
+        events: 1_000_000,
+        skus: 100_000,
+        locations: 20,
+        batch: 1000,
+        single: 64_000,
+        clients: 64,
+        runs: 3,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let v: usize = it
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?
+            .parse()
+            .with_context(|| format!("{flag} takes a whole number"))?;
+        match flag.as_str() {
+            "--events" => o.events = v,
+            "--skus" => o.skus = v,
+            "--locations" => o.locations = v,
+            "--batch" => o.batch = v.clamp(1, 10_000),
+            "--single" => o.single = v,
+            "--clients" => o.clients = v.max(1),
+            "--runs" => o.runs = v.max(1),
+            other => anyhow::bail!("unknown flag {other}"),
+        }
+    }
+    Ok(o)
+}
+
+/// A deterministic event stream: uniform over skus x locations, mostly adjustments, one in fifty a
+/// count (`set`), positions increasing.
+struct Row {
+    id: String,
+    sku: String,
+    location: String,
+    at: String,
+    at_nanos: i64,
+    set: bool,
+    qty: i64,
+}
+
+fn rows(n: usize, skus: usize, locations: usize, prefix: &str) -> Vec<Row> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let base = 1_795_000_000i64; // 2026-11-18
+    (0..n)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let secs = base + (i / 100) as i64;
+            let set = x % 50 == 0;
+            Row {
+                id: format!("{prefix}{i}"),
+                sku: format!("SKU-{:06}", x % skus as u64),
+                location: format!("L{:02}", (x >> 20) % locations as u64),
+                at: chrono::DateTime::from_timestamp(secs, 0)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default(),
+                at_nanos: secs * 1_000_000_000,
+                set,
+                qty: if set {
+                    (x >> 32) as i64 % 500
+                } else {
+                    (x >> 32) as i64 % 21 - 10
+                },
+            }
+        })
+        .collect()
+}
+
+fn json(r: &Row) -> serde_json::Value {
+    let q = serde_json::json!({"on_hand": r.qty});
+    let mut e = serde_json::json!({
+        "id": r.id, "source": "wms", "sku": r.sku, "location": r.location, "occurred_at": r.at,
+    });
+    e[if r.set { "set" } else { "adjust" }] = q;
+    e
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+const CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+auth = "none"
+max_pending = 4096
+
+[[systems]]
+id = "wms"
+role = "wms"
+
+[[channels]]
+id = "shop"
+locations = ["L00", "L01", "L02", "L03", "L04", "L05", "L06", "L07", "L08", "L09"]
+"#;
+
+struct Measured {
+    events_per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// Starts a hub on a fresh data directory and returns its base URL and a stopper.
+async fn hub(
+    dir: &std::path::Path,
+) -> anyhow::Result<(
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+)> {
+    let settings = Settings::parse("bench", CONFIG).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = SqliteStore::open(dir, settings.rules.clone(), settings.channel_specs()).await?;
+    let server = Server::bind("127.0.0.1:0", AppState::new(settings, Arc::new(store))).await?;
+    let addr = server.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    Ok((format!("http://{addr}"), tx, task))
+}
+
+/// Sends pre-serialised bodies with `concurrency` requests in flight; returns the measurement.
+async fn send(
+    base: &str,
+    bodies: Vec<String>,
+    events: usize,
+    concurrency: usize,
+) -> anyhow::Result<Measured> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let queue = Arc::new(std::sync::Mutex::new(
+        bodies.into_iter().rev().collect::<Vec<_>>(),
+    ));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let http = http.clone();
+        let url = format!("{base}/v1/events");
+        let queue = queue.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let Some(body) = queue.lock().ok().and_then(|mut q| q.pop()) else {
+                    break;
+                };
+                let t = Instant::now();
+                let r = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.status().is_success(), "status {}", r.status());
+                let _ = r.bytes().await?;
+                lat.push(t.elapsed());
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    let wall = start.elapsed();
+    lat.sort_unstable();
+    Ok(Measured {
+        events_per_sec: events as f64 / wall.as_secs_f64(),
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+    })
+}
+
+/// The ceiling: the same rows into the same table with multi-row INSERTs, one transaction per
+/// batch, no HTTP, no JSON, no idempotency lookup, no fold.
+async fn bare_insert(dir: &std::path::Path, rows: &[Row], batch: usize) -> anyhow::Result<f64> {
+    let mut conn = SqliteConnectOptions::new()
+        .filename(dir.join("bare.sqlite3"))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .connect()
+        .await?;
+    for stmt in driftless_store::schema::SQLITE {
+        sqlx::query(*stmt).execute(&mut conn).await?;
+    }
+    let start = Instant::now();
+    for chunk in rows.chunks(batch) {
+        let mut tx = conn.begin().await?;
+        for part in chunk.chunks(1000) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO events (id, fingerprint, source, sku, location, at_nanos, seq, kind, \
+                 on_hand, received_nanos, outcome, effective) ",
+            );
+            q.push_values(part, |mut b, r| {
+                b.push_bind(r.id.clone())
+                    .push_bind(vec![0u8; 32])
+                    .push_bind("wms")
+                    .push_bind(r.sku.clone())
+                    .push_bind(r.location.clone())
+                    .push_bind(r.at_nanos)
+                    .push_bind(0i64)
+                    .push_bind(if r.set { "set" } else { "adjust" })
+                    .push_bind(r.qty)
+                    .push_bind(r.at_nanos)
+                    .push_bind("applied")
+                    .push_bind(true);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(rows.len() as f64 / start.elapsed().as_secs_f64())
+}
+
+fn main() -> anyhow::Result<()> {
+    let o = parse_args()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        println!(
+            "ingest benchmark: {} events over {} skus x {} locations, {} per request; {} single-event requests from {} clients; {} runs (medians)",
+            o.events, o.skus, o.locations, o.batch, o.single, o.clients, o.runs
+        );
+        let mut batched = Vec::new();
+        let mut bare = Vec::new();
+        let mut single = Vec::new();
+        for run in 0..o.runs {
+            let stream = rows(o.events, o.skus, o.locations, &format!("r{run}-"));
+            let bodies: Vec<String> = stream
+                .chunks(o.batch)
+                .map(|c| serde_json::Value::Array(c.iter().map(json).collect()).to_string())
+                .collect();
+
+            let dir = tempfile::tempdir()?;
+            let (base, stop, task) = hub(dir.path()).await?;
+            // A few requests in flight, as several feeds would have: the writer commits them as one.
+            let m = send(&base, bodies, o.events, 4).await?;
+            println!(
+                "run {run}: batched   {:>10.0} events/s  request p50 {:>7.1} ms  p99 {:>7.1} ms",
+                m.events_per_sec,
+                m.p50.as_secs_f64() * 1e3,
+                m.p99.as_secs_f64() * 1e3
+            );
+            batched.push(m);
+
+            let singles = rows(o.single, o.skus, o.locations, &format!("s{run}-"));
+            let bodies: Vec<String> = singles.iter().map(|r| json(r).to_string()).collect();
+            let m = send(&base, bodies, o.single, o.clients).await?;
+            println!(
+                "run {run}: single    {:>10.0} events/s  request p50 {:>7.1} ms  p99 {:>7.1} ms",
+                m.events_per_sec,
+                m.p50.as_secs_f64() * 1e3,
+                m.p99.as_secs_f64() * 1e3
+            );
+            single.push(m);
+            let _ = stop.send(());
+            task.await??;
+
+            let bare_dir = tempfile::tempdir()?;
+            let b = bare_insert(bare_dir.path(), &stream, o.batch).await?;
+            println!("run {run}: bare SQLite INSERT {:>10.0} rows/s", b);
+            bare.push(b);
+        }
+        let med = |v: &[Measured], f: fn(&Measured) -> f64| median(v.iter().map(f).collect());
+        let b_eps = med(&batched, |m| m.events_per_sec);
+        let bare_rps = median(bare.clone());
+        println!();
+        println!("| measure | median |");
+        println!("|---|---|");
+        println!("| batched ingest (HTTP, {} per request, durable) | {:.0} events/s |", o.batch, b_eps);
+        println!("| batched request latency p50 / p99 | {:.1} / {:.1} ms |", med(&batched, |m| m.p50.as_secs_f64() * 1e3), med(&batched, |m| m.p99.as_secs_f64() * 1e3));
+        println!("| bare SQLite batched INSERT (ceiling) | {:.0} rows/s |", bare_rps);
+        println!("| batched / ceiling | {:.2}x |", b_eps / bare_rps);
+        println!("| single-event ingest ({} clients) | {:.0} events/s |", o.clients, med(&single, |m| m.events_per_sec));
+        println!("| single-event latency p50 / p99 | {:.1} / {:.1} ms |", med(&single, |m| m.p50.as_secs_f64() * 1e3), med(&single, |m| m.p99.as_secs_f64() * 1e3));
+        anyhow::Ok(())
+    })
+}
