@@ -1,0 +1,95 @@
+//! The binary's own surface: `check-config` errors with file, line, column and a fix; `serve`
+//! refusing an unusable configuration; SIGTERM draining and exiting cleanly.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+fn driftless() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_driftless"))
+}
+
+#[test]
+fn check_config_names_line_column_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.toml");
+    std::fs::write(
+        &f,
+        "[[systems]]\nid = \"wms\"\nrole = \"wms\"\n\n[[units]]\nsku = \"TEE-*\"\nunit = \"CS\"\nfactor = -12\n",
+    )
+    .unwrap();
+    let out = driftless().arg("check-config").arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:8:10: factor must be a whole number from 1 to 1000000 (got -12)"),
+        "{err}"
+    );
+
+    std::fs::write(&f, "[server]\nlisten = \"127.0.0.1:1\"\nport = 3\n").unwrap();
+    let out = driftless().arg("check-config").arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:3:1") && err.contains("fix: remove `port`"),
+        "{err}"
+    );
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../driftless.example.toml");
+    let out = driftless()
+        .arg("check-config")
+        .arg(example)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn serve_refuses_auth_none_off_loopback() {
+    let out = driftless()
+        .args([
+            "serve",
+            "--auth",
+            "none",
+            "--listen",
+            "0.0.0.0:0",
+            "--data-dir",
+        ])
+        .arg(tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = driftless()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("DRIFTLESS_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening on http://127.0.0.1:"), "{line}");
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
