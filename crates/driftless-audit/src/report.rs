@@ -20,6 +20,25 @@ pub struct Report {
     pub handoffs: Vec<HandoffSummary>,
     /// Only what exceeds the threshold, ordered by sku then location.
     pub rows: Vec<Row>,
+    /// Systems that had no row for keys they were judged on (counted as 0 there); omitted when
+    /// every system listed every key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub absent: Vec<Absent>,
+    /// Keys of the head system the baseline does not cover (a partial cycle count): not judged
+    /// at `physical -> head`. Omitted when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub not_counted: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Keys a system was judged on but did not list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Absent {
+    pub system: String,
+    pub keys: u64,
 }
 
 /// Drift that entered at one hand-off.

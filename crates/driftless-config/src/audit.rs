@@ -299,21 +299,18 @@ fn unit(loc: &mut Locator<'_>, v: &Spanned<String>) -> Option<Unit> {
 }
 
 fn snapshot(loc: &mut Locator<'_>, s: &RawSnapshot) -> SnapshotSettings {
-    let format = s
-        .format
-        .as_ref()
-        .and_then(|f| match f.get_ref().as_str() {
-            "csv" => Some(FileFormat::Csv),
-            "jsonl" | "ndjson" => Some(FileFormat::JsonLines),
-            other => {
-                loc.err(
-                    f.span(),
-                    format!("snapshot format must be \"csv\" or \"jsonl\", not {other:?}"),
-                    None,
-                );
-                None
-            }
-        });
+    let format = s.format.as_ref().and_then(|f| match f.get_ref().as_str() {
+        "csv" => Some(FileFormat::Csv),
+        "jsonl" | "ndjson" => Some(FileFormat::JsonLines),
+        other => {
+            loc.err(
+                f.span(),
+                format!("snapshot format must be \"csv\" or \"jsonl\", not {other:?}"),
+                None,
+            );
+            None
+        }
+    });
     let reports = s.reports.as_ref().and_then(|r| {
         if REPORTED.contains(&r.get_ref().as_str()) {
             Some(r.get_ref().clone())

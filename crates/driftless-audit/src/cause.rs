@@ -1,0 +1,185 @@
+//! The probable cause of one drifting row (DESIGN §7/§13), decided for the system the drift was
+//! attributed to (`S`, with upstream `U`), by these rules in this order — the first that holds wins:
+//!
+//! 1. `count_variance`: the drift entered at `physical -> <head>`: the head system disagrees with
+//!    the count. It is a count or shrink problem, not an integration one; no other rule applies.
+//! 2. `out_of_sequence`: `S`'s change log shows that the write which set its current value came
+//!    from an integration and carried data older (`source_at`) than data an integration had
+//!    already written to the same sku and location.
+//! 3. `manual_override`: the write which set `S`'s current value was a person's (its actor is not
+//!    in `[audit] integration_actors`).
+//! 4. `uom_mismatch`: `S` is off by a configured pack factor: its value times (or divided by) a
+//!    unit factor that applies to the sku (`[[units]]`, the system's snapshot unit, a channel's
+//!    selling pack) gives the expected value.
+//! 5. `committed_not_mapped`: `S` is off by exactly `U`'s committed quantity (summed over the
+//!    channel's locations for a storefront), or a storefront shows the channel quantity computed
+//!    as if nothing were committed: phantom availability.
+//! 6. `sync_lag`: `S` equals a value its expected value had earlier, within the hop's window
+//!    (`latency_sla` plus the schedule's interval of the `U -> S` hop; the whole log when the hop
+//!    is not documented), reconstructed from `U`'s change log.
+//! 7. `unexplained`: none of the above.
+//!
+//! Why this order: the change log of `S` names who wrote the current value, which is direct
+//! evidence, so it goes first (an out-of-sequence write usually also equals an earlier upstream
+//! value: it *is* one, so it must be tested before lag). The exact arithmetic signatures of a
+//! configured transform come next. Equality with some earlier value is the weakest evidence — the
+//! longer the window, the more values to match by chance — so lag is tested last.
+
+use crate::engine::{Group, Measure};
+
+/// The causes of §13.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cause {
+    CountVariance,
+    UomMismatch,
+    CommittedNotMapped,
+    SyncLag,
+    OutOfSequence,
+    ManualOverride,
+    Unexplained,
+}
+
+impl Cause {
+    pub const ALL: [Cause; 7] = [
+        Cause::CountVariance,
+        Cause::UomMismatch,
+        Cause::CommittedNotMapped,
+        Cause::SyncLag,
+        Cause::OutOfSequence,
+        Cause::ManualOverride,
+        Cause::Unexplained,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::CountVariance => "count_variance",
+            Cause::UomMismatch => "uom_mismatch",
+            Cause::CommittedNotMapped => "committed_not_mapped",
+            Cause::SyncLag => "sync_lag",
+            Cause::OutOfSequence => "out_of_sequence",
+            Cause::ManualOverride => "manual_override",
+            Cause::Unexplained => "unexplained",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Cause> {
+        Cause::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// The cause for system `s` (not the head) at key `k`, showing `actual` where `expected` was due.
+pub(crate) fn probable(g: &Group<'_, '_>, s: usize, k: u32, actual: i64, expected: i64) -> Cause {
+    let ctx = g.ctx();
+    let log = g.log(s, k);
+    if let Some(last) = log.last() {
+        let machine = |a: &str| ctx.audit.is_integration(a);
+        if machine(last.actor) {
+            if let Some(src) = last.source_at
+                && log[..log.len() - 1]
+                    .iter()
+                    .any(|e| machine(e.actor) && e.source_at.is_some_and(|t| t > src))
+            {
+                return Cause::OutOfSequence;
+            }
+        } else {
+            return Cause::ManualOverride;
+        }
+    }
+    if uom(g, s, actual, expected) {
+        return Cause::UomMismatch;
+    }
+    let committed = g.upstream_committed(s, k);
+    if committed > 0
+        && ((actual - expected).abs() == committed
+            || g.channel_without_committed(s, k) == Some(actual))
+    {
+        return Cause::CommittedNotMapped;
+    }
+    if lag(g, s, k, actual, expected) {
+        return Cause::SyncLag;
+    }
+    Cause::Unexplained
+}
+
+/// Off by a pack factor: `actual * f == expected`, `actual == floor(expected / f)` or
+/// `expected * f == actual` for a factor `f > 1` that applies to the sku.
+fn uom(g: &Group<'_, '_>, s: usize, actual: i64, expected: i64) -> bool {
+    let ctx = g.ctx();
+    let sku = g.sku();
+    let mut factors: Vec<i64> = ctx
+        .units
+        .rules()
+        .iter()
+        .filter(|r| r.sku.matches(sku))
+        .map(|r| i64::from(r.factor))
+        .collect();
+    let sys = &ctx.systems[s];
+    factors.extend(
+        sys.unit_factors
+            .iter()
+            .filter(|(g, _)| g.as_ref().is_none_or(|g| g.matches(sku)))
+            .map(|(_, f)| i64::from(*f)),
+    );
+    if sys.measure == Measure::Channel
+        && let Ok(sk) = driftless_core::Sku::parse(sku)
+    {
+        factors.push(i64::from(sys.spec.terms(&sk).2));
+    }
+    factors.into_iter().filter(|f| *f > 1).any(|f| {
+        actual.checked_mul(f) == Some(expected)
+            || (expected > 0 && actual == expected.div_euclid(f))
+            || expected.checked_mul(f) == Some(actual)
+    })
+}
+
+/// `actual` equals what `s` would have been expected to show at some moment of the lag window,
+/// given the upstream's change log.
+fn lag(g: &Group<'_, '_>, s: usize, k: u32, actual: i64, expected: i64) -> bool {
+    let ctx = g.ctx();
+    let up = g.upstream(s);
+    if up == usize::MAX {
+        return false;
+    }
+    let sys = &ctx.systems[s];
+    let upstream_keys = if sys.measure == Measure::Channel && !ctx.systems[up].channel_like {
+        g.feeding(s, k)
+    } else {
+        vec![k]
+    };
+    let logs: Vec<(u32, Vec<crate::engine::Change<'_>>)> = upstream_keys
+        .iter()
+        .map(|kk| (*kk, g.log(up, *kk)))
+        .filter(|(_, l)| !l.is_empty())
+        .collect();
+    if logs.is_empty() {
+        return false;
+    }
+    let start = sys
+        .window_ms
+        .map_or(i64::MIN, |w| ctx.at_ms.saturating_sub(w));
+    let mut moments: Vec<i64> = vec![start];
+    moments.extend(
+        logs.iter()
+            .flat_map(|(_, l)| l.iter().map(|c| c.at))
+            .filter(|t| *t > start),
+    );
+    let mut ov: Vec<(u32, i64)> = Vec::new();
+    for t in moments {
+        ov.clear();
+        for (kk, l) in &logs {
+            if let Some(c) = l.iter().rev().find(|c| c.at <= t) {
+                ov.push((*kk, c.quantity));
+            }
+        }
+        if ov.is_empty() {
+            continue;
+        }
+        if let Some(e) = g.expected(s, k, &ov)
+            && e == actual
+            && e != expected
+        {
+            return true;
+        }
+    }
+    false
+}

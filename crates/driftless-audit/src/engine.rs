@@ -1,0 +1,618 @@
+//! The join and the judgement: per partition, every row of every file is gathered by sku and
+//! location; each system of the chain is compared with the value expected from its *actual*
+//! upstream (DESIGN §7/§13); the first system over threshold names the hand-off, and the cause
+//! rules (see [`crate::cause`]) name the probable cause.
+//!
+//! Expected values, system `S` with upstream `U` (the physical count for the chain's head):
+//! - `S` reports a state (`on_hand`, or `quantity` for a stock system; `committed`, ...): `U`'s
+//!   value of that state at the same sku and location.
+//! - `S` reports `available`: `U`'s ATP there (`on_hand - committed - reserved - unavailable`).
+//! - `S` is a storefront or marketplace: the channel quantity (DESIGN §3) over `U`'s ATP at the
+//!   channel's locations — or at the row's location when the file has one. A channel fed by
+//!   another channel-like system mirrors it.
+//! - A state missing from `U`'s file is taken from the nearest system further upstream that has
+//!   it; a sku or location missing from `U`'s file counts as 0 there.
+//! - The head is judged only where the baseline has the key (a cycle count covers part of the
+//!   stock; keys it does not cover are counted as "not counted", not as drift).
+
+use crate::cause::{self, Cause};
+use crate::input::{AVAILABLE, COMMITTED, Kind, ON_HAND, REPORTED, RESERVED, SLOTS, UNAVAILABLE};
+use crate::report::{Row, Values};
+use crate::spill::FastHash;
+use crate::{InputError, MAX_ERRORS};
+use driftless_config::AuditSettings;
+use driftless_config::audit::Threshold;
+use driftless_core::{ChannelSpec, Sku, UnitTable};
+use std::collections::HashMap;
+
+/// What a system's reported value is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Measure {
+    /// A stock state of the upstream at the same key (slot index).
+    State(usize),
+    /// The upstream's available-to-promise at the same key.
+    Atp,
+    /// The channel quantity over the upstream's ATP.
+    Channel,
+}
+
+/// One system of the chain, as the join sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct SysInfo {
+    pub id: String,
+    pub measure: Measure,
+    pub channel_like: bool,
+    /// A channel-like system whose file has no location column: judged once per sku.
+    pub channel_level: bool,
+    pub spec: ChannelSpec,
+    /// No `[[channels]]` entry: every location of the sku feeds it, nothing held back.
+    pub all_locations: bool,
+    /// The lag window of the hop from its upstream, in ms; `None` when no hop is documented.
+    pub window_ms: Option<i64>,
+    pub handoff: String,
+    /// Base units per unit of its configured snapshot unit(s), for the uom rule.
+    pub unit_factors: Vec<(Option<driftless_core::Glob>, u32)>,
+}
+
+/// Everything a partition needs to judge its rows.
+#[derive(Debug)]
+pub(crate) struct Ctx<'a> {
+    pub systems: Vec<SysInfo>,
+    pub kinds: Vec<Kind>,
+    pub file_names: Vec<String>,
+    pub audit: &'a AuditSettings,
+    pub units: &'a UnitTable,
+    pub at_ms: i64,
+}
+
+/// What one partition found.
+#[derive(Debug, Default)]
+pub(crate) struct PartResult {
+    pub rows: Vec<Row>,
+    pub compared: u64,
+    /// Per system (hand-off): `(drifting keys, abs units)`.
+    pub handoffs: Vec<(u64, u64)>,
+    /// Per system: judged keys with no row in its snapshot.
+    pub absent: Vec<u64>,
+    pub not_counted: u64,
+    pub errors: Vec<InputError>,
+    pub error_total: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Slot {
+    /// Line in the snapshot; 0 when the system has no row for the key.
+    line: u64,
+    mask: u8,
+    v: [i64; SLOTS],
+}
+
+const EMPTY: Slot = Slot {
+    line: 0,
+    mask: 0,
+    v: [0; SLOTS],
+};
+
+#[derive(Debug)]
+struct Entry<'a> {
+    sku: &'a [u8],
+    loc: &'a [u8],
+    next: u32,
+    baseline: Option<i64>,
+    baseline_line: u64,
+}
+
+/// One change-log entry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Change<'a> {
+    pub system: usize,
+    pub loc: &'a [u8],
+    pub line: u64,
+    pub at: i64,
+    pub source_at: Option<i64>,
+    pub quantity: i64,
+    pub actor: &'a str,
+}
+
+const NONE: u32 = u32::MAX;
+
+struct Decoder<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Decoder<'a> {
+    fn u8(&mut self) -> u8 {
+        let v = self.b[self.i];
+        self.i += 1;
+        v
+    }
+    fn i64(&mut self) -> i64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&self.b[self.i..self.i + 8]);
+        self.i += 8;
+        i64::from_le_bytes(w)
+    }
+    fn bytes(&mut self) -> &'a [u8] {
+        let n = self.u8() as usize;
+        let s = &self.b[self.i..self.i + n];
+        self.i += n;
+        s
+    }
+}
+
+/// The joined rows of one partition.
+struct Joined<'a> {
+    n: usize,
+    groups: HashMap<&'a [u8], u32, FastHash>,
+    entries: Vec<Entry<'a>>,
+    slots: Vec<Slot>,
+    changes: HashMap<&'a [u8], Vec<Change<'a>>, FastHash>,
+}
+
+impl<'a> Joined<'a> {
+    fn key(&mut self, sku: &'a [u8], loc: &'a [u8]) -> usize {
+        let head = self.groups.get(sku).copied().unwrap_or(NONE);
+        let mut i = head;
+        while i != NONE {
+            let e = &self.entries[i as usize];
+            if e.loc == loc {
+                return i as usize;
+            }
+            i = e.next;
+        }
+        let idx = self.entries.len();
+        self.entries.push(Entry {
+            sku,
+            loc,
+            next: head,
+            baseline: None,
+            baseline_line: 0,
+        });
+        self.slots.extend(std::iter::repeat_n(EMPTY, self.n));
+        self.groups.insert(sku, idx as u32);
+        idx
+    }
+}
+
+/// Judges one partition's bytes.
+pub(crate) fn run_partition(ctx: &Ctx<'_>, bytes: &[u8]) -> PartResult {
+    let n = ctx.systems.len();
+    let mut out = PartResult {
+        handoffs: vec![(0, 0); n],
+        absent: vec![0; n],
+        ..PartResult::default()
+    };
+    let mut j = Joined {
+        n,
+        groups: HashMap::with_capacity_and_hasher(bytes.len() / 64, FastHash),
+        entries: Vec::with_capacity(bytes.len() / 48),
+        slots: Vec::new(),
+        changes: HashMap::with_hasher(FastHash),
+    };
+    let mut d = Decoder { b: bytes, i: 0 };
+    let dup = |out: &mut PartResult, file: usize, line: u64, sku: &[u8], loc: &[u8], first: u64| {
+        out.error_total += 1;
+        if out.errors.len() < MAX_ERRORS {
+            out.errors.push(InputError {
+                file: ctx.file_names[file].clone(),
+                line,
+                column: 1,
+                message: format!(
+                    "duplicate key: sku `{}` at location `{}` already appears on line {first}",
+                    String::from_utf8_lossy(sku),
+                    String::from_utf8_lossy(loc)
+                ),
+            });
+        }
+    };
+    while d.i < bytes.len() {
+        let file = d.u8() as usize;
+        let line = d.i64() as u64;
+        let sku = d.bytes();
+        let loc = d.bytes();
+        match ctx.kinds[file] {
+            Kind::Baseline => {
+                let mask = d.u8();
+                let mut v = 0;
+                for i in 0..SLOTS {
+                    if mask & (1 << i) != 0 {
+                        let x = d.i64();
+                        if i == ON_HAND {
+                            v = x;
+                        }
+                    }
+                }
+                let k = j.key(sku, loc);
+                let e = &mut j.entries[k];
+                if e.baseline.is_some() {
+                    let first = e.baseline_line;
+                    dup(&mut out, file, line, sku, loc, first);
+                } else {
+                    e.baseline = Some(v);
+                    e.baseline_line = line;
+                }
+            }
+            Kind::Snapshot(s) => {
+                let mask = d.u8();
+                let mut v = [0i64; SLOTS];
+                for (i, slot) in v.iter_mut().enumerate() {
+                    if mask & (1 << i) != 0 {
+                        *slot = d.i64();
+                    }
+                }
+                let k = j.key(sku, loc);
+                let slot = &mut j.slots[k * n + s];
+                if slot.line != 0 {
+                    let first = slot.line;
+                    dup(&mut out, file, line, sku, loc, first);
+                } else {
+                    *slot = Slot { line, mask, v };
+                }
+            }
+            Kind::Changes(s) => {
+                let at = d.i64();
+                let source_at = if d.u8() == 1 { Some(d.i64()) } else { None };
+                let quantity = d.i64();
+                let actor = std::str::from_utf8(d.bytes()).unwrap_or("");
+                j.changes.entry(sku).or_default().push(Change {
+                    system: s,
+                    loc,
+                    line,
+                    at,
+                    source_at,
+                    quantity,
+                    actor,
+                });
+            }
+        }
+    }
+    if out.error_total > 0 {
+        return out;
+    }
+    // Channel-level systems are judged once per sku, even for skus they do not list.
+    if ctx.systems.iter().any(|s| s.channel_level) {
+        let skus: Vec<&[u8]> = j.groups.keys().copied().collect();
+        for sku in skus {
+            j.key(sku, b"");
+        }
+    }
+    let mut keys: Vec<u32> = Vec::new();
+    let heads: Vec<u32> = j.groups.values().copied().collect();
+    for head in heads {
+        keys.clear();
+        let mut i = head;
+        while i != NONE {
+            keys.push(i);
+            i = j.entries[i as usize].next;
+        }
+        let sku_bytes = j.entries[head as usize].sku;
+        let sku = std::str::from_utf8(sku_bytes).unwrap_or("");
+        let changes = j.changes.get(sku_bytes).map_or(&[][..], Vec::as_slice);
+        let g = Group {
+            ctx,
+            sku,
+            keys: &keys,
+            entries: &j.entries,
+            slots: &j.slots,
+            changes,
+        };
+        g.judge(&mut out);
+    }
+    out
+}
+
+/// All keys of one sku.
+pub(crate) struct Group<'g, 'a> {
+    ctx: &'g Ctx<'g>,
+    sku: &'g str,
+    keys: &'g [u32],
+    entries: &'g [Entry<'a>],
+    slots: &'g [Slot],
+    changes: &'g [Change<'a>],
+}
+
+/// The physical count, as the chain's head's upstream.
+const PHYS: usize = usize::MAX;
+
+/// Upstream values replaced for one evaluation: `(key, value of the upstream's reported column)`.
+pub(crate) type Overrides<'o> = &'o [(u32, i64)];
+
+impl Group<'_, '_> {
+    fn slot(&self, k: u32, s: usize) -> &Slot {
+        &self.slots[k as usize * self.ctx.systems.len() + s]
+    }
+
+    fn loc(&self, k: u32) -> &[u8] {
+        self.entries[k as usize].loc
+    }
+
+    pub(crate) fn sku(&self) -> &str {
+        self.sku
+    }
+
+    pub(crate) fn ctx(&self) -> &Ctx<'_> {
+        self.ctx
+    }
+
+    /// Whether system `s` is compared at key `k`.
+    fn judged(&self, s: usize, k: u32) -> bool {
+        let sys = &self.ctx.systems[s];
+        if self.slot(k, s).line != 0 {
+            return true;
+        }
+        let loc = self.loc(k);
+        if sys.channel_like {
+            if sys.channel_level {
+                loc.is_empty()
+            } else {
+                !loc.is_empty() && (sys.all_locations || self.feeds(sys, loc))
+            }
+        } else {
+            !loc.is_empty()
+        }
+    }
+
+    fn feeds(&self, sys: &SysInfo, loc: &[u8]) -> bool {
+        sys.spec
+            .locations
+            .iter()
+            .any(|l| l.as_str().as_bytes() == loc)
+    }
+
+    /// The value system `s` shows at `k` (`None`: no row).
+    pub(crate) fn shown(&self, s: usize, k: u32) -> Option<i64> {
+        let slot = self.slot(k, s);
+        (slot.line != 0).then_some(slot.v[REPORTED])
+    }
+
+    /// The slot index a system's reported column feeds, for overrides.
+    fn reported_slot(&self, s: usize) -> usize {
+        match self.ctx.systems[s].measure {
+            Measure::State(x) => x,
+            Measure::Atp => AVAILABLE,
+            Measure::Channel => REPORTED,
+        }
+    }
+
+    /// System `s`'s value of `slot` at `k`, falling back upstream for a column its file lacks.
+    fn state(&self, s: usize, k: u32, slot: usize, ov_sys: usize, ov: Overrides<'_>) -> i64 {
+        if s == PHYS {
+            return if slot == ON_HAND {
+                self.entries[k as usize].baseline.unwrap_or(0)
+            } else {
+                0
+            };
+        }
+        if s == ov_sys
+            && slot == self.reported_slot(s)
+            && let Some((_, v)) = ov.iter().find(|(kk, _)| *kk == k)
+        {
+            return *v;
+        }
+        let sl = self.slot(k, s);
+        if sl.line == 0 {
+            return 0;
+        }
+        if sl.mask & (1 << slot) != 0 {
+            return sl.v[slot];
+        }
+        if slot == AVAILABLE {
+            return self.atp(s, k, ov_sys, ov);
+        }
+        self.state(if s == 0 { PHYS } else { s - 1 }, k, slot, PHYS, &[])
+    }
+
+    fn atp(&self, s: usize, k: u32, ov_sys: usize, ov: Overrides<'_>) -> i64 {
+        if s != PHYS {
+            let sl = self.slot(k, s);
+            if sl.line != 0 && sl.mask & (1 << AVAILABLE) != 0 {
+                return self.state(s, k, AVAILABLE, ov_sys, ov);
+            }
+        }
+        let st = |slot| self.state(s, k, slot, ov_sys, ov);
+        st(ON_HAND)
+            .saturating_sub(st(COMMITTED))
+            .saturating_sub(st(RESERVED))
+            .saturating_sub(st(UNAVAILABLE))
+    }
+
+    /// The location keys whose upstream ATP feeds channel system `s` at key `k`.
+    pub(crate) fn feeding(&self, s: usize, k: u32) -> Vec<u32> {
+        let sys = &self.ctx.systems[s];
+        let loc = self.loc(k);
+        if !loc.is_empty() {
+            return if sys.all_locations || self.feeds(sys, loc) {
+                vec![k]
+            } else {
+                vec![]
+            };
+        }
+        self.keys
+            .iter()
+            .copied()
+            .filter(|kk| {
+                let l = self.loc(*kk);
+                !l.is_empty() && (sys.all_locations || self.feeds(sys, l))
+            })
+            .collect()
+    }
+
+    pub(crate) fn upstream(&self, s: usize) -> usize {
+        if s == 0 { PHYS } else { s - 1 }
+    }
+
+    pub(crate) fn channel_qty(&self, s: usize, atp_sum: i64) -> i64 {
+        let spec = &self.ctx.systems[s].spec;
+        match Sku::parse(self.sku) {
+            Ok(sku) => spec.quantity(&sku, atp_sum),
+            Err(_) => 0,
+        }
+    }
+
+    /// The value system `s` is expected to show at `k`, given its upstream (with `ov` replacing
+    /// some of the upstream's reported values); `None` when it is not judged there.
+    pub(crate) fn expected(&self, s: usize, k: u32, ov: Overrides<'_>) -> Option<i64> {
+        let up = self.upstream(s);
+        if up == PHYS && self.entries[k as usize].baseline.is_none() {
+            return None;
+        }
+        let sys = &self.ctx.systems[s];
+        match sys.measure {
+            Measure::State(slot) => {
+                if up == PHYS && slot != ON_HAND {
+                    return None;
+                }
+                Some(self.state(up, k, slot, up, ov))
+            }
+            Measure::Atp => Some(self.atp(up, k, up, ov)),
+            Measure::Channel => {
+                if up != PHYS && self.ctx.systems[up].channel_like {
+                    return Some(self.state(up, k, REPORTED, up, ov));
+                }
+                let sum = self
+                    .feeding(s, k)
+                    .into_iter()
+                    .fold(0i64, |acc, kk| acc.saturating_add(self.atp(up, kk, up, ov)));
+                Some(self.channel_qty(s, sum))
+            }
+        }
+    }
+
+    /// The upstream's committed quantity behind `s` at `k` (summed over a channel's locations).
+    pub(crate) fn upstream_committed(&self, s: usize, k: u32) -> i64 {
+        let up = self.upstream(s);
+        if up == PHYS {
+            return 0;
+        }
+        match self.ctx.systems[s].measure {
+            Measure::Channel if !self.ctx.systems[up].channel_like => self
+                .feeding(s, k)
+                .into_iter()
+                .map(|kk| self.state(up, kk, COMMITTED, PHYS, &[]))
+                .sum(),
+            _ => self.state(up, k, COMMITTED, PHYS, &[]),
+        }
+    }
+
+    /// The channel quantity `s` would show if the upstream's committed stock were ignored.
+    pub(crate) fn channel_without_committed(&self, s: usize, k: u32) -> Option<i64> {
+        let up = self.upstream(s);
+        if up == PHYS
+            || self.ctx.systems[s].measure != Measure::Channel
+            || self.ctx.systems[up].channel_like
+        {
+            return None;
+        }
+        let sum = self.feeding(s, k).into_iter().fold(0i64, |acc, kk| {
+            acc.saturating_add(self.atp(up, kk, PHYS, &[]).saturating_add(self.state(
+                up,
+                kk,
+                COMMITTED,
+                PHYS,
+                &[],
+            )))
+        });
+        Some(self.channel_qty(s, sum))
+    }
+
+    /// Change-log entries of system `s` at the location of key `k`, up to the audit's moment,
+    /// in the order they happened.
+    pub(crate) fn log(&self, s: usize, k: u32) -> Vec<Change<'_>> {
+        let loc = self.loc(k);
+        let mut v: Vec<Change<'_>> = self
+            .changes
+            .iter()
+            .filter(|c| c.system == s && c.loc == loc && c.at <= self.ctx.at_ms)
+            .copied()
+            .collect();
+        v.sort_by_key(|c| (c.at, c.line));
+        v
+    }
+
+    fn judge(&self, out: &mut PartResult) {
+        let n = self.ctx.systems.len();
+        for &k in self.keys {
+            let mut compared = false;
+            let mut hit: Option<(usize, i64, i64)> = None;
+            for s in 0..n {
+                if !self.judged(s, k) {
+                    continue;
+                }
+                let Some(exp) = self.expected(s, k, &[]) else {
+                    if s == 0 {
+                        out.not_counted += 1;
+                    }
+                    continue;
+                };
+                compared = true;
+                if self.slot(k, s).line == 0 {
+                    out.absent[s] += 1;
+                }
+                let actual = self.shown(s, k).unwrap_or(0);
+                let delta = actual.saturating_sub(exp);
+                if hit.is_none()
+                    && delta != 0
+                    && over(&self.ctx.audit.threshold_for(self.sku), delta, exp)
+                {
+                    hit = Some((s, actual, exp));
+                }
+            }
+            if compared {
+                out.compared += 1;
+            }
+            let Some((s, actual, exp)) = hit else {
+                continue;
+            };
+            let cause = if s == 0 {
+                Cause::CountVariance
+            } else {
+                cause::probable(self, s, k, actual, exp)
+            };
+            let delta = actual - exp;
+            out.handoffs[s].0 += 1;
+            out.handoffs[s].1 += delta.unsigned_abs();
+            let names = || self.ctx.systems.iter().map(|x| x.id.clone());
+            out.rows.push(Row {
+                sku: self.sku.to_owned(),
+                location: String::from_utf8_lossy(self.loc(k)).into_owned(),
+                baseline: self.entries[k as usize].baseline,
+                values: Values(
+                    names()
+                        .enumerate()
+                        .map(|(i, id)| (id, self.shown(i, k)))
+                        .collect(),
+                ),
+                expected: Values(
+                    names()
+                        .enumerate()
+                        .map(|(i, id)| {
+                            (
+                                id,
+                                if self.judged(i, k) {
+                                    self.expected(i, k, &[])
+                                } else {
+                                    None
+                                },
+                            )
+                        })
+                        .collect(),
+                ),
+                handoff: self.ctx.systems[s].handoff.clone(),
+                cause: cause.as_str().to_owned(),
+                delta,
+            });
+        }
+    }
+}
+
+/// DESIGN §7: drift when `|delta| > units` **and** `|delta| > pct` percent of the expected value.
+/// Compared in integers scaled by 10^6 so that `pct = 1.0` of 300 is exactly 3.
+pub(crate) fn over(t: &Threshold, delta: i64, expected: i64) -> bool {
+    let d = i128::from(delta).abs();
+    if d <= i128::from(t.units) {
+        return false;
+    }
+    let pct_ppm = (t.pct * 1_000_000.0).round() as i128;
+    d * 100 * 1_000_000 > pct_ppm * i128::from(expected).abs()
+}

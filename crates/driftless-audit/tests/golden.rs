@@ -1,0 +1,450 @@
+//! Golden tests: one small hand-made audit per cause and per hand-off, with the row each must
+//! produce. Each case changes one thing of a consistent base so that a wrong rule shows here.
+
+use chrono::{DateTime, Utc};
+use driftless_audit::{AuditError, AuditInput, Report, run_files};
+use driftless_config::Settings;
+use driftless_core::SystemId;
+use std::path::PathBuf;
+
+pub const CONFIG: &str = r#"
+[[systems]]
+id = "wms"
+role = "wms"
+[[systems]]
+id = "erp"
+role = "erp"
+[[systems]]
+id = "shop"
+role = "storefront"
+
+[[units]]
+sku = "TEE-*"
+unit = "CS"
+factor = 12
+
+[[channels]]
+id = "shop"
+locations = ["DC1", "DC2"]
+
+[[hops]]
+from = "wms"
+to = "erp"
+trigger = "batch"
+schedule = "every 24h"
+latency_sla = "4h"
+
+[[hops]]
+from = "erp"
+to = "shop"
+trigger = "poll"
+schedule = "every 15m"
+latency_sla = "30m"
+
+[audit]
+chain = ["wms", "erp", "shop"]
+threshold_units = 2
+threshold_pct = 1.0
+integration_actors = ["wms-sync", "erp-connector", "shop-connector"]
+"#;
+
+pub fn at() -> DateTime<Utc> {
+    "2026-11-20T12:00:00Z".parse().unwrap()
+}
+
+/// A fresh directory for one test's files.
+pub fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("driftless-golden-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Files of one case: `(name, contents)`; `baseline.csv`, `wms.csv`, `erp.csv`, `shop.csv` are
+/// the snapshots, `<system>-changes.csv` the change logs.
+pub fn audit(name: &str, config: &str, files: &[(&str, &str)]) -> Result<Report, AuditError> {
+    let d = dir(name);
+    for (f, text) in files {
+        std::fs::write(d.join(f), text).unwrap();
+    }
+    let settings = Settings::parse("driftless.toml", config).unwrap();
+    let sys = |s: &str| SystemId::parse(s).unwrap();
+    let input = AuditInput {
+        baseline: d.join("baseline.csv"),
+        snapshots: ["wms", "erp", "shop"]
+            .iter()
+            .map(|s| (sys(s), d.join(format!("{s}.csv"))))
+            .collect(),
+        changes: ["wms", "erp", "shop"]
+            .iter()
+            .filter(|s| files.iter().any(|(f, _)| *f == format!("{s}-changes.csv")))
+            .map(|s| (sys(s), d.join(format!("{s}-changes.csv"))))
+            .collect(),
+        at: at(),
+    };
+    run_files(&settings, &input)
+}
+
+const BASELINE: &str = "sku,location,quantity\nMUG-1,DC1,100\nMUG-1,DC2,50\nTEE-1,DC1,120\n";
+const WMS: &str =
+    "sku,location,on_hand,committed\nMUG-1,DC1,100,5\nMUG-1,DC2,50,0\nTEE-1,DC1,120,0\n";
+const ERP: &str =
+    "sku,location,on_hand,committed\nMUG-1,DC1,100,5\nMUG-1,DC2,50,0\nTEE-1,DC1,120,0\n";
+const SHOP: &str = "sku,quantity\nMUG-1,145\nTEE-1,120\n";
+
+fn case(name: &str, replace: &[(&str, &str)]) -> Report {
+    let mut files: Vec<(&str, &str)> = vec![
+        ("baseline.csv", BASELINE),
+        ("wms.csv", WMS),
+        ("erp.csv", ERP),
+        ("shop.csv", SHOP),
+    ];
+    for (f, t) in replace {
+        match files.iter_mut().find(|(n, _)| n == f) {
+            Some(slot) => slot.1 = t,
+            None => files.push((f, t)),
+        }
+    }
+    audit(name, CONFIG, &files).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The one row of a report, as `(sku, location, handoff, cause, delta)`.
+fn one(r: &Report) -> (String, String, String, String, i64) {
+    assert_eq!(
+        r.rows.len(),
+        1,
+        "{}",
+        serde_json::to_string_pretty(r).unwrap()
+    );
+    let x = &r.rows[0];
+    (
+        x.sku.clone(),
+        x.location.clone(),
+        x.handoff.clone(),
+        x.cause.clone(),
+        x.delta,
+    )
+}
+
+fn row(
+    sku: &str,
+    loc: &str,
+    handoff: &str,
+    cause: &str,
+    delta: i64,
+) -> (String, String, String, String, i64) {
+    (sku.into(), loc.into(), handoff.into(), cause.into(), delta)
+}
+
+#[test]
+fn consistent_files_have_no_drift() {
+    let r = case("clean", &[]);
+    assert_eq!(r.drifting, 0, "{r:?}");
+    assert!(r.rows.is_empty());
+    // 3 location keys + 2 channel keys.
+    assert_eq!(r.skus_compared, 5);
+    let names: Vec<_> = r.handoffs.iter().map(|h| h.handoff.as_str()).collect();
+    assert_eq!(names, ["physical->wms", "wms->erp", "erp->shop"]);
+}
+
+#[test]
+fn count_variance_at_physical_to_wms() {
+    // The WMS lost 10 mugs the count found; the ERP and the shop faithfully follow the WMS.
+    let r = case(
+        "count",
+        &[
+            (
+                "wms.csv",
+                "sku,location,on_hand,committed\nMUG-1,DC1,90,5\nMUG-1,DC2,50,0\nTEE-1,DC1,120,0\n",
+            ),
+            (
+                "erp.csv",
+                "sku,location,on_hand,committed\nMUG-1,DC1,90,5\nMUG-1,DC2,50,0\nTEE-1,DC1,120,0\n",
+            ),
+            ("shop.csv", "sku,quantity\nMUG-1,135\nTEE-1,120\n"),
+        ],
+    );
+    assert_eq!(
+        one(&r),
+        row("MUG-1", "DC1", "physical->wms", "count_variance", -10)
+    );
+    assert_eq!(r.rows[0].baseline, Some(100));
+    assert_eq!(r.rows[0].values.get("wms"), Some(90));
+    assert_eq!(r.rows[0].expected.get("erp"), Some(90));
+}
+
+#[test]
+fn uom_mismatch_at_wms_to_erp() {
+    // The ERP took the WMS's 120 EA as 10 (cases).
+    let r = case(
+        "uom",
+        &[
+            (
+                "erp.csv",
+                "sku,location,on_hand,committed\nMUG-1,DC1,100,5\nMUG-1,DC2,50,0\nTEE-1,DC1,10,0\n",
+            ),
+            ("shop.csv", "sku,quantity\nMUG-1,145\nTEE-1,10\n"),
+        ],
+    );
+    assert_eq!(
+        one(&r),
+        row("TEE-1", "DC1", "wms->erp", "uom_mismatch", -110)
+    );
+}
+
+#[test]
+fn committed_not_mapped_at_erp_to_shop() {
+    // The shop shows on-hand (150) instead of ATP (145): the committed 5 were never mapped.
+    let r = case(
+        "committed",
+        &[("shop.csv", "sku,quantity\nMUG-1,150\nTEE-1,120\n")],
+    );
+    assert_eq!(
+        one(&r),
+        row("MUG-1", "", "erp->shop", "committed_not_mapped", 5)
+    );
+}
+
+#[test]
+fn sync_lag_at_wms_to_erp() {
+    // The WMS shipped 20 mugs at DC2 two hours ago; the ERP still shows yesterday's 50.
+    let r = case(
+        "lag",
+        &[
+            (
+                "wms.csv",
+                "sku,location,on_hand,committed\nMUG-1,DC1,100,5\nMUG-1,DC2,30,0\nTEE-1,DC1,120,0\n",
+            ),
+            (
+                "baseline.csv",
+                "sku,location,quantity\nMUG-1,DC1,100\nMUG-1,DC2,30\nTEE-1,DC1,120\n",
+            ),
+            ("shop.csv", "sku,quantity\nMUG-1,145\nTEE-1,120\n"),
+            (
+                "wms-changes.csv",
+                "sku,location,at,quantity,actor\nMUG-1,DC2,2026-11-19T08:00:00Z,50,wms-sync\nMUG-1,DC2,2026-11-20T10:00:00Z,30,wms-sync\n",
+            ),
+        ],
+    );
+    assert_eq!(one(&r), row("MUG-1", "DC2", "wms->erp", "sync_lag", 20));
+}
+
+#[test]
+fn lag_outside_the_window_is_not_sync_lag() {
+    // Same, but the earlier value is three days old: far outside 24h + 4h.
+    let r = case(
+        "lag-old",
+        &[
+            (
+                "wms.csv",
+                "sku,location,on_hand,committed\nMUG-1,DC1,100,5\nMUG-1,DC2,30,0\nTEE-1,DC1,120,0\n",
+            ),
+            (
+                "baseline.csv",
+                "sku,location,quantity\nMUG-1,DC1,100\nMUG-1,DC2,30\nTEE-1,DC1,120\n",
+            ),
+            ("shop.csv", "sku,quantity\nMUG-1,145\nTEE-1,120\n"),
+            (
+                "wms-changes.csv",
+                "sku,location,at,quantity,actor\nMUG-1,DC2,2026-11-16T08:00:00Z,50,wms-sync\nMUG-1,DC2,2026-11-17T10:00:00Z,30,wms-sync\n",
+            ),
+        ],
+    );
+    assert_eq!(one(&r), row("MUG-1", "DC2", "wms->erp", "unexplained", 20));
+}
+
+#[test]
+fn sync_lag_at_erp_to_shop() {
+    // The ERP's DC1 went from 100 to 90 ten minutes ago; the shop still sells 145.
+    let r = case(
+        "lag-shop",
+        &[
+            (
+                "baseline.csv",
+                "sku,location,quantity\nMUG-1,DC1,90\nMUG-1,DC2,50\nTEE-1,DC1,120\n",
+            ),
+            (
+                "wms.csv",
+                "sku,location,on_hand,committed\nMUG-1,DC1,90,5\nMUG-1,DC2,50,0\nTEE-1,DC1,120,0\n",
+            ),
+            (
+                "erp.csv",
+                "sku,location,on_hand,committed\nMUG-1,DC1,90,5\nMUG-1,DC2,50,0\nTEE-1,DC1,120,0\n",
+            ),
+            (
+                "erp-changes.csv",
+                "sku,location,at,quantity,actor\nMUG-1,DC1,2026-11-20T09:00:00Z,100,erp-connector\nMUG-1,DC1,2026-11-20T11:50:00Z,90,erp-connector\n",
+            ),
+        ],
+    );
+    assert_eq!(one(&r), row("MUG-1", "", "erp->shop", "sync_lag", 10));
+}
+
+#[test]
+fn out_of_sequence_at_erp_to_shop() {
+    // The connector wrote 145 (data of 11:00), then a retried older push (data of 09:00) wrote 130.
+    let r = case(
+        "oos",
+        &[
+            ("shop.csv", "sku,quantity\nMUG-1,130\nTEE-1,120\n"),
+            (
+                "shop-changes.csv",
+                "sku,location,at,quantity,actor,source_at\nMUG-1,,2026-11-20T11:00:05Z,145,shop-connector,2026-11-20T11:00:00Z\nMUG-1,,2026-11-20T11:01:00Z,130,shop-connector,2026-11-20T09:00:00Z\n",
+            ),
+        ],
+    );
+    assert_eq!(
+        one(&r),
+        row("MUG-1", "", "erp->shop", "out_of_sequence", -15)
+    );
+}
+
+#[test]
+fn manual_override_at_erp_to_shop() {
+    let r = case(
+        "manual",
+        &[
+            ("shop.csv", "sku,quantity\nMUG-1,145\nTEE-1,200\n"),
+            (
+                "shop-changes.csv",
+                "sku,location,at,quantity,actor\nTEE-1,,2026-11-20T08:00:00Z,120,shop-connector\nTEE-1,,2026-11-20T09:30:00Z,200,alice@example.com\n",
+            ),
+        ],
+    );
+    assert_eq!(
+        one(&r),
+        row("TEE-1", "", "erp->shop", "manual_override", 80)
+    );
+}
+
+#[test]
+fn a_write_after_the_snapshot_is_ignored() {
+    // The person's edit happened after the snapshot was taken: it cannot explain it.
+    let r = case(
+        "after",
+        &[
+            ("shop.csv", "sku,quantity\nMUG-1,145\nTEE-1,200\n"),
+            (
+                "shop-changes.csv",
+                "sku,location,at,quantity,actor\nTEE-1,,2026-11-20T13:00:00Z,200,alice@example.com\n",
+            ),
+        ],
+    );
+    assert_eq!(one(&r), row("TEE-1", "", "erp->shop", "unexplained", 80));
+}
+
+#[test]
+fn unexplained_at_wms_to_erp() {
+    let r = case(
+        "unexplained",
+        &[
+            (
+                "erp.csv",
+                "sku,location,on_hand,committed\nMUG-1,DC1,100,5\nMUG-1,DC2,43,0\nTEE-1,DC1,120,0\n",
+            ),
+            ("shop.csv", "sku,quantity\nMUG-1,138\nTEE-1,120\n"),
+        ],
+    );
+    assert_eq!(one(&r), row("MUG-1", "DC2", "wms->erp", "unexplained", -7));
+}
+
+#[test]
+fn drift_is_reported_once_where_it_entered() {
+    // The ERP is off at DC2; the shop follows the ERP, so only wms->erp is reported.
+    let r = case(
+        "once",
+        &[
+            (
+                "erp.csv",
+                "sku,location,on_hand,committed\nMUG-1,DC1,100,5\nMUG-1,DC2,40,0\nTEE-1,DC1,120,0\n",
+            ),
+            ("shop.csv", "sku,quantity\nMUG-1,135\nTEE-1,120\n"),
+        ],
+    );
+    assert_eq!(one(&r), row("MUG-1", "DC2", "wms->erp", "unexplained", -10));
+    assert_eq!(r.rows[0].expected.get("shop"), None);
+}
+
+#[test]
+fn under_threshold_is_not_drift() {
+    // 2 units is not more than threshold_units = 2.
+    let r = case(
+        "under",
+        &[
+            (
+                "erp.csv",
+                "sku,location,on_hand,committed\nMUG-1,DC1,100,5\nMUG-1,DC2,48,0\nTEE-1,DC1,120,0\n",
+            ),
+            ("shop.csv", "sku,quantity\nMUG-1,143\nTEE-1,120\n"),
+        ],
+    );
+    assert_eq!(r.drifting, 0, "{r:?}");
+}
+
+#[test]
+fn velocity_class_tightens_the_threshold() {
+    let config = format!(
+        "{CONFIG}\n[[audit.classes]]\nname = \"fast\"\nsku = \"MUG-*\"\nthreshold_units = 0\nthreshold_pct = 0\n"
+    );
+    let erp = "sku,location,on_hand,committed\nMUG-1,DC1,100,5\nMUG-1,DC2,48,0\nTEE-1,DC1,120,0\n";
+    let r = audit(
+        "class",
+        &config,
+        &[
+            ("baseline.csv", BASELINE),
+            ("wms.csv", WMS),
+            ("erp.csv", erp),
+            ("shop.csv", "sku,quantity\nMUG-1,143\nTEE-1,120\n"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(one(&r), row("MUG-1", "DC2", "wms->erp", "unexplained", -2));
+}
+
+#[test]
+fn a_sku_in_one_system_only_is_reported_not_dropped() {
+    // The WMS has a sku nobody else knows: the ERP shows nothing of it.
+    let r = case(
+        "only",
+        &[(
+            "wms.csv",
+            "sku,location,on_hand,committed\nMUG-1,DC1,100,5\nMUG-1,DC2,50,0\nTEE-1,DC1,120,0\nNEW-1,DC1,30,0\n",
+        )],
+    );
+    assert_eq!(one(&r), row("NEW-1", "DC1", "wms->erp", "unexplained", -30));
+    assert_eq!(r.rows[0].values.get("erp"), None);
+    assert_eq!(r.not_counted, 1);
+    assert!(
+        r.absent.iter().any(|a| a.system == "erp" && a.keys == 1),
+        "{r:?}"
+    );
+    assert!(
+        r.absent.iter().any(|a| a.system == "shop" && a.keys == 1),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn json_has_the_design_shape() {
+    let r = case(
+        "json",
+        &[("shop.csv", "sku,quantity\nMUG-1,150\nTEE-1,120\n")],
+    );
+    let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+    let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(keys.len(), 5, "{v}");
+    for k in ["at", "skus_compared", "drifting", "handoffs", "rows"] {
+        assert!(v.get(k).is_some(), "{k}");
+    }
+    assert_eq!(v["at"], "2026-11-20T12:00:00Z");
+    let row = &v["rows"][0];
+    for k in [
+        "sku", "location", "baseline", "values", "expected", "handoff", "cause", "delta",
+    ] {
+        assert!(row.get(k).is_some(), "{k}: {row}");
+    }
+    assert_eq!(row["values"]["shop"], 150);
+    assert_eq!(row["expected"]["shop"], 145);
+    let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    assert_eq!(back, r);
+}
