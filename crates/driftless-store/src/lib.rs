@@ -7,7 +7,9 @@
 //! - this module: the trait and the values that cross it.
 //! - [`sqlite`]: embedded SQLite with a single writer task and group commit.
 //! - [`schema`]: the tables, shared in spirit by every backend.
+//! - [`outbox`]: the fan-out half: dirty rows, push results, dead letters, observations.
 
+pub mod outbox;
 pub mod schema;
 pub mod sqlite;
 
@@ -16,6 +18,7 @@ use driftless_core::{Event, Levels, Location, Outcome, Prepared, Sku};
 use std::future::Future;
 use std::pin::Pin;
 
+pub use outbox::Outbox;
 pub use sqlite::SqliteStore;
 
 /// A boxed future, so the trait can be used as `Arc<dyn Store>` and the backend chosen at start-up.
@@ -123,8 +126,8 @@ pub struct AuditRecord {
     pub report_json: String,
 }
 
-/// The storage seam.
-pub trait Store: Send + Sync + 'static {
+/// The storage seam. Fan-out's half is [`Outbox`].
+pub trait Store: Outbox + Send + Sync + 'static {
     /// Decides and stores a batch in order, in one transaction; returns once it is durable.
     fn apply(
         &self,

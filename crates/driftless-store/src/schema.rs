@@ -75,4 +75,41 @@ pub const SQLITE: &[&str] = &[
         report TEXT NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS audits_by_time ON audits (at_nanos)",
+    // Fan-out (see `outbox.rs`): the dispatcher's cursor over dirty rows.
+    "CREATE INDEX IF NOT EXISTS outbox_scan ON outbox (channel, dirty, changed_nanos, sku)",
+    // Per (channel, sku): the last acknowledged push and the compare basis, retry state, dead
+    // letters, hold, and the channel's own reports for override detection.
+    "CREATE TABLE IF NOT EXISTS channel_skus (
+        channel TEXT NOT NULL,
+        sku TEXT NOT NULL,
+        acked_quantity INTEGER,
+        acked_version INTEGER,
+        acked_nanos INTEGER,
+        basis INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_nanos INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        last_error_nanos INTEGER,
+        dead_version INTEGER,
+        held INTEGER NOT NULL DEFAULT 0,
+        observed_quantity INTEGER,
+        observed_nanos INTEGER,
+        observed_actor TEXT,
+        diverged_nanos INTEGER,
+        PRIMARY KEY (channel, sku)
+    ) WITHOUT ROWID",
+    // Acknowledged pushes with the times the integration matrix measures; trimmed per channel.
+    "CREATE TABLE IF NOT EXISTS push_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel TEXT NOT NULL,
+        sku TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        quantity INTEGER NOT NULL,
+        source TEXT,
+        occurred_nanos INTEGER,
+        received_nanos INTEGER,
+        changed_nanos INTEGER NOT NULL,
+        acked_nanos INTEGER NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS push_log_by_channel ON push_log (channel, id)",
 ];

@@ -58,8 +58,10 @@ struct Job {
 /// The embedded store.
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
-    read: SqlitePool,
+    pub(crate) read: SqlitePool,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Fan-out's write connection (`outbox.rs`), opened on first use.
+    pub(crate) side: tokio::sync::OnceCell<SqlitePool>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -131,6 +133,7 @@ impl SqliteStore {
             jobs: tx,
             read,
             writer: Mutex::new(Some(handle)),
+            side: tokio::sync::OnceCell::new(),
         })
     }
 }
@@ -210,7 +213,9 @@ impl Writer {
         if self.cache.len() + slots.len() > self.opts.max_cached_slots {
             self.cache.clear();
         }
-        let mut tx = self.conn.begin().await?;
+        // IMMEDIATE: take the write lock up front, so a fan-out write between this transaction's
+        // first read and first write makes it wait instead of failing with a stale snapshot.
+        let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
         let mut seen = lookup_ids(&mut tx, &ids).await?;
         let missing: Vec<(Sku, Location)> = slots
             .into_iter()

@@ -1,0 +1,816 @@
+//! The durable side of fan-out. The ledger writer marks `(channel, sku)` rows of `outbox` dirty, with
+//! a growing version, in the same transaction as the events; this module is what the per-channel
+//! dispatchers do with those rows: read the dirty ones (with the quantities they need, from one
+//! consistent snapshot), record what each push came to (acknowledged, failed and when to retry,
+//! dead-lettered, compare failure), keep channel observations for override detection, and answer
+//! the channel status, replay and matrix questions.
+//!
+//! A row stays dirty until a push of its *current* version is acknowledged: acknowledging an older
+//! version leaves it dirty, which is how bursts coalesce into one more push of the latest value, and
+//! how a crash between a push and its record only causes a retry of the same idempotent push.
+//!
+//! Every write here runs in a `BEGIN IMMEDIATE` transaction on a connection of its own, so it queues
+//! behind the ledger writer (which also begins immediately) instead of invalidating its snapshot.
+
+use crate::sqlite::{from_nanos, nanos};
+use crate::{BoxFuture, Incident, SqliteStore, StoreError};
+use chrono::{DateTime, Utc};
+use driftless_core::{Levels, Location, State};
+use sqlx::sqlite::{SqliteConnection, SqlitePool, SqlitePoolOptions};
+use sqlx::{QueryBuilder, Row, Sqlite};
+use std::collections::HashMap;
+
+/// Most rows one scan returns; the dispatcher pages.
+pub const MAX_SCAN: usize = 2000;
+/// Push log rows kept per channel for the matrix and "last push".
+pub const PUSH_LOG_KEEP: i64 = 100_000;
+
+/// What to read.
+#[derive(Debug, Clone)]
+pub enum ScanFrom {
+    /// Dirty rows after a `(changed_nanos, sku)` cursor, oldest change first.
+    After(i64, String),
+    /// These skus, dirty or not (retries coming due, rows re-read after a push).
+    Skus(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Scan {
+    pub channel: String,
+    /// Whose ATP feeds the channel.
+    pub locations: Vec<Location>,
+    pub from: ScanFrom,
+    pub limit: usize,
+}
+
+/// One `(channel, sku)` as the dispatcher needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub sku: String,
+    pub version: i64,
+    pub dirty: bool,
+    pub changed_nanos: i64,
+    /// Sum of ATP over the channel's locations, from the same snapshot as `version`.
+    pub atp: i64,
+    pub acked_quantity: Option<i64>,
+    pub acked_version: Option<i64>,
+    /// The value the hub believes the channel shows: the compare value of the next push.
+    pub basis: Option<i64>,
+    pub attempts: u32,
+    pub next_attempt_nanos: i64,
+    pub held: bool,
+    pub dead_version: Option<i64>,
+    /// The newest applied event of the sku (for the integration matrix).
+    pub source: Option<String>,
+    pub occurred_nanos: Option<i64>,
+    pub received_nanos: Option<i64>,
+}
+
+/// A latency sample of one acknowledged push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushSample {
+    pub channel: String,
+    pub source: Option<String>,
+    pub occurred_nanos: Option<i64>,
+    pub received_nanos: Option<i64>,
+    pub changed_nanos: i64,
+    pub acked_nanos: i64,
+}
+
+/// What became of one push, to be recorded.
+#[derive(Debug, Clone)]
+pub enum PushRecord {
+    Acked {
+        sku: String,
+        version: i64,
+        quantity: i64,
+        at: DateTime<Utc>,
+        sample: PushSample,
+    },
+    /// A failed attempt; `dead` moves it to the dead-letter list (with an incident).
+    Failed {
+        sku: String,
+        version: i64,
+        attempts: u32,
+        next_attempt: DateTime<Utc>,
+        error: String,
+        dead: Option<Incident>,
+    },
+    /// The channel shows `basis`, not what the hub last pushed (a compare failure or an observation
+    /// that outlived the SLA). `hold` stops pushing the sku; otherwise it is pushed again at once
+    /// with `basis` as the compare value.
+    Rebased {
+        sku: String,
+        basis: Option<i64>,
+        hold: bool,
+        incident: Incident,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub sku: String,
+    pub version: i64,
+    pub attempts: u32,
+    pub error: Option<String>,
+    pub at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushError {
+    pub sku: String,
+    pub attempts: u32,
+    pub error: String,
+    pub at: DateTime<Utc>,
+    pub next_attempt: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastPush {
+    pub sku: String,
+    pub quantity: i64,
+    pub version: i64,
+    pub at: DateTime<Utc>,
+}
+
+/// `GET /v1/channels/{id}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelStatus {
+    /// Dirty rows: changes not yet acknowledged by the channel.
+    pub pending: i64,
+    pub held: Vec<String>,
+    pub dead_letters: Vec<DeadLetter>,
+    /// Skus whose last attempt failed and that are waiting to retry.
+    pub errors: Vec<PushError>,
+    pub last_push: Option<LastPush>,
+}
+
+/// What an observation found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub acked_quantity: Option<i64>,
+    /// Since when the channel has shown something other than the last acknowledged push.
+    pub diverged_since: Option<DateTime<Utc>>,
+}
+
+/// A divergence that outlived its SLA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Divergence {
+    pub sku: String,
+    pub observed: i64,
+    pub acked_quantity: Option<i64>,
+    pub since: DateTime<Utc>,
+    pub actor: Option<String>,
+}
+
+/// The fan-out half of the storage seam; every [`crate::Store`] is one.
+pub trait Outbox: Send + Sync {
+    /// Reads outbox rows with everything a push needs, from one snapshot.
+    fn outbox_scan<'a>(
+        &'a self,
+        scan: &'a Scan,
+    ) -> BoxFuture<'a, Result<Vec<OutboxRow>, StoreError>>;
+
+    /// Records push results in one transaction.
+    fn outbox_record<'a>(
+        &'a self,
+        channel: &'a str,
+        records: &'a [PushRecord],
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    fn channel_status<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<ChannelStatus, StoreError>>;
+
+    /// Puts dead-lettered and held skus (one, or all of the channel) back in the queue with a fresh
+    /// attempt budget; returns how many.
+    fn outbox_replay<'a>(
+        &'a self,
+        channel: &'a str,
+        sku: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Records what the channel reports it shows.
+    fn observe<'a>(
+        &'a self,
+        channel: &'a str,
+        sku: &'a str,
+        quantity: i64,
+        actor: Option<&'a str>,
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Observed, StoreError>>;
+
+    /// Observations that have differed from the last acknowledged push since before `before`.
+    fn divergences<'a>(
+        &'a self,
+        channel: &'a str,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Divergence>, StoreError>>;
+
+    /// The newest push samples of every channel, at most `limit` per channel.
+    fn push_samples(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PushSample>, StoreError>>;
+
+    /// Source lag (`received - occurred`, nanoseconds) of applied events, at most `limit` per
+    /// source, with every source ever seen.
+    fn source_lags(
+        &self,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<HashMap<String, Vec<i64>>, StoreError>>;
+
+    /// Trims the push log; run now and then.
+    fn outbox_maintain<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+impl SqliteStore {
+    /// The connection for this module's writes, opened on first use.
+    async fn side(&self) -> Result<&SqlitePool, StoreError> {
+        self.side
+            .get_or_try_init(|| async {
+                let opts = (*self.read.connect_options()).clone().read_only(false);
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(opts)
+                    .await
+            })
+            .await
+            .map_err(StoreError::from)
+    }
+}
+
+async fn immediate(pool: &SqlitePool) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
+    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+}
+
+async fn insert_incident(conn: &mut SqliteConnection, i: &Incident) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO incidents (kind, sku, location, system, event_id, detail, at_nanos) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&i.kind)
+    .bind(&i.sku)
+    .bind(&i.location)
+    .bind(&i.system)
+    .bind(&i.event_id)
+    .bind(&i.detail)
+    .bind(nanos(i.at))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+const ROW_COLUMNS: &str = "o.sku, o.version, o.dirty, o.changed_nanos, s.acked_quantity, \
+    s.acked_version, s.basis, COALESCE(s.attempts, 0) AS attempts, \
+    COALESCE(s.next_attempt_nanos, 0) AS next_attempt_nanos, COALESCE(s.held, 0) AS held, \
+    s.dead_version";
+
+fn row_of(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxRow, StoreError> {
+    let attempts: i64 = r.try_get("attempts")?;
+    Ok(OutboxRow {
+        sku: r.try_get("sku")?,
+        version: r.try_get("version")?,
+        dirty: r.try_get::<i64, _>("dirty")? != 0,
+        changed_nanos: r.try_get("changed_nanos")?,
+        atp: 0,
+        acked_quantity: r.try_get("acked_quantity")?,
+        acked_version: r.try_get("acked_version")?,
+        basis: r.try_get("basis")?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        next_attempt_nanos: r.try_get("next_attempt_nanos")?,
+        held: r.try_get::<i64, _>("held")? != 0,
+        dead_version: r.try_get("dead_version")?,
+        source: None,
+        occurred_nanos: None,
+        received_nanos: None,
+    })
+}
+
+impl Outbox for SqliteStore {
+    fn outbox_scan<'a>(
+        &'a self,
+        scan: &'a Scan,
+    ) -> BoxFuture<'a, Result<Vec<OutboxRow>, StoreError>> {
+        Box::pin(async move {
+            let limit = scan.limit.clamp(1, MAX_SCAN);
+            // One read transaction: the versions and the cells come from the same snapshot, so the
+            // quantity pushed for a version is the quantity of that version.
+            let mut tx = self.read.begin().await?;
+            let mut rows: Vec<OutboxRow> = Vec::new();
+            match &scan.from {
+                ScanFrom::After(at, sku) => {
+                    let sql = format!(
+                        "SELECT {ROW_COLUMNS} FROM outbox o LEFT JOIN channel_skus s \
+                         ON s.channel = o.channel AND s.sku = o.sku \
+                         WHERE o.channel = ? AND o.dirty = 1 AND (o.changed_nanos, o.sku) > (?, ?) \
+                         ORDER BY o.changed_nanos, o.sku LIMIT ?"
+                    );
+                    for r in sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(&scan.channel)
+                        .bind(at)
+                        .bind(sku)
+                        .bind(limit as i64)
+                        .fetch_all(&mut *tx)
+                        .await?
+                    {
+                        rows.push(row_of(&r)?);
+                    }
+                }
+                ScanFrom::Skus(skus) => {
+                    for chunk in skus.chunks(500).take(limit.div_ceil(500)) {
+                        let mut q = QueryBuilder::<Sqlite>::new(format!(
+                            "SELECT {ROW_COLUMNS} FROM outbox o LEFT JOIN channel_skus s \
+                             ON s.channel = o.channel AND s.sku = o.sku WHERE o.channel = "
+                        ));
+                        q.push_bind(&scan.channel).push(" AND o.sku IN (");
+                        let mut sep = q.separated(", ");
+                        for s in chunk {
+                            sep.push_bind(s);
+                        }
+                        q.push(")");
+                        for r in q.build().fetch_all(&mut *tx).await? {
+                            rows.push(row_of(&r)?);
+                        }
+                    }
+                }
+            }
+            if rows.is_empty() {
+                tx.commit().await?;
+                return Ok(rows);
+            }
+            let index: HashMap<String, usize> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.sku.clone(), i))
+                .collect();
+            let mut levels: HashMap<(usize, String), Levels> = HashMap::new();
+            let skus: Vec<String> = rows.iter().map(|r| r.sku.clone()).collect();
+            for chunk in skus.chunks(500) {
+                let mut q = QueryBuilder::<Sqlite>::new(
+                    "SELECT sku, location, state, value FROM cells WHERE sku IN (",
+                );
+                let mut sep = q.separated(", ");
+                for s in chunk {
+                    sep.push_bind(s);
+                }
+                q.push(")");
+                for r in q.build().fetch_all(&mut *tx).await? {
+                    let sku: String = r.try_get(0)?;
+                    let loc: String = r.try_get(1)?;
+                    if !scan.locations.iter().any(|l| l.as_str() == loc) {
+                        continue;
+                    }
+                    let state: i64 = r.try_get(2)?;
+                    let value: i64 = r.try_get(3)?;
+                    let (Some(&i), Some(st)) = (
+                        index.get(&sku),
+                        usize::try_from(state)
+                            .ok()
+                            .and_then(|s| State::ALL.get(s).copied()),
+                    ) else {
+                        continue;
+                    };
+                    levels.entry((i, loc)).or_default().set(st, value);
+                }
+                // The newest applied event per sku: SQLite takes the bare columns from the row
+                // holding the maximum.
+                let mut q = QueryBuilder::<Sqlite>::new(
+                    "SELECT sku, source, MAX(received_nanos), at_nanos FROM events \
+                     WHERE outcome = 'applied' AND sku IN (",
+                );
+                let mut sep = q.separated(", ");
+                for s in chunk {
+                    sep.push_bind(s);
+                }
+                q.push(") GROUP BY sku");
+                let latest = q.build().fetch_all(&mut *tx).await?;
+                for r in latest {
+                    let sku: String = r.try_get(0)?;
+                    if let Some(&i) = index.get(&sku) {
+                        rows[i].source = r.try_get(1)?;
+                        rows[i].received_nanos = r.try_get(2)?;
+                        rows[i].occurred_nanos = r.try_get(3)?;
+                    }
+                }
+            }
+            tx.commit().await?;
+            for ((i, _), l) in levels {
+                rows[i].atp = rows[i].atp.saturating_add(l.available());
+            }
+            Ok(rows)
+        })
+    }
+
+    fn outbox_record<'a>(
+        &'a self,
+        channel: &'a str,
+        records: &'a [PushRecord],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            if records.is_empty() {
+                return Ok(());
+            }
+            let pool = self.side().await?;
+            let mut tx = immediate(pool).await?;
+            let now = nanos(Utc::now());
+            for r in records {
+                match r {
+                    PushRecord::Acked {
+                        sku,
+                        version,
+                        quantity,
+                        at,
+                        sample,
+                    } => {
+                        sqlx::query(
+                            "INSERT INTO channel_skus (channel, sku, acked_quantity, acked_version, \
+                             acked_nanos, basis, attempts, next_attempt_nanos, last_error, \
+                             dead_version, diverged_nanos) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?3, 0, 0, NULL, NULL, NULL) \
+                             ON CONFLICT (channel, sku) DO UPDATE SET \
+                             acked_quantity = ?3, acked_version = ?4, acked_nanos = ?5, basis = ?3, \
+                             attempts = 0, next_attempt_nanos = 0, last_error = NULL, \
+                             last_error_nanos = NULL, dead_version = NULL, \
+                             diverged_nanos = CASE WHEN observed_quantity IS NULL \
+                               OR observed_quantity = ?3 THEN NULL ELSE diverged_nanos END",
+                        )
+                        .bind(channel)
+                        .bind(sku)
+                        .bind(quantity)
+                        .bind(version)
+                        .bind(nanos(*at))
+                        .execute(&mut *tx)
+                        .await?;
+                        // Clean only if nothing newer arrived meanwhile: a newer version keeps the
+                        // row dirty and is pushed next, coalescing everything in between.
+                        sqlx::query(
+                            "UPDATE outbox SET dirty = 0 WHERE channel = ? AND sku = ? AND version = ?",
+                        )
+                        .bind(channel)
+                        .bind(sku)
+                        .bind(version)
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query(
+                            "INSERT INTO push_log (channel, sku, version, quantity, source, \
+                             occurred_nanos, received_nanos, changed_nanos, acked_nanos) \
+                             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        )
+                        .bind(channel)
+                        .bind(sku)
+                        .bind(version)
+                        .bind(quantity)
+                        .bind(&sample.source)
+                        .bind(sample.occurred_nanos)
+                        .bind(sample.received_nanos)
+                        .bind(sample.changed_nanos)
+                        .bind(sample.acked_nanos)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    PushRecord::Failed {
+                        sku,
+                        version,
+                        attempts,
+                        next_attempt,
+                        error,
+                        dead,
+                    } => {
+                        sqlx::query(
+                            "INSERT INTO channel_skus (channel, sku, attempts, next_attempt_nanos, \
+                             last_error, last_error_nanos, dead_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                             ON CONFLICT (channel, sku) DO UPDATE SET attempts = ?3, \
+                             next_attempt_nanos = ?4, last_error = ?5, last_error_nanos = ?6, \
+                             dead_version = ?7",
+                        )
+                        .bind(channel)
+                        .bind(sku)
+                        .bind(i64::from(*attempts))
+                        .bind(nanos(*next_attempt))
+                        .bind(error)
+                        .bind(now)
+                        .bind(dead.as_ref().map(|_| *version))
+                        .execute(&mut *tx)
+                        .await?;
+                        if let Some(i) = dead {
+                            insert_incident(&mut tx, i).await?;
+                        }
+                    }
+                    PushRecord::Rebased {
+                        sku,
+                        basis,
+                        hold,
+                        incident,
+                    } => {
+                        sqlx::query(
+                            "INSERT INTO channel_skus (channel, sku, basis, held, attempts, \
+                             next_attempt_nanos, diverged_nanos) VALUES (?1, ?2, ?3, ?4, 0, 0, NULL) \
+                             ON CONFLICT (channel, sku) DO UPDATE SET basis = ?3, held = ?4, \
+                             attempts = 0, next_attempt_nanos = 0, diverged_nanos = NULL",
+                        )
+                        .bind(channel)
+                        .bind(sku)
+                        .bind(basis)
+                        .bind(i64::from(*hold))
+                        .execute(&mut *tx)
+                        .await?;
+                        if !*hold {
+                            mark_dirty(&mut tx, channel, Some(sku), now).await?;
+                        }
+                        insert_incident(&mut tx, incident).await?;
+                    }
+                }
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn channel_status<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<ChannelStatus, StoreError>> {
+        Box::pin(async move {
+            let mut tx = self.read.begin().await?;
+            let pending: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE channel = ? AND dirty = 1")
+                    .bind(channel)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let held: Vec<String> = sqlx::query_scalar(
+                "SELECT sku FROM channel_skus WHERE channel = ? AND held = 1 ORDER BY sku LIMIT 1000",
+            )
+            .bind(channel)
+            .fetch_all(&mut *tx)
+            .await?;
+            let dead = sqlx::query(
+                "SELECT sku, dead_version, attempts, last_error, last_error_nanos FROM channel_skus \
+                 WHERE channel = ? AND dead_version IS NOT NULL ORDER BY sku LIMIT 1000",
+            )
+            .bind(channel)
+            .fetch_all(&mut *tx)
+            .await?;
+            let dead_letters = dead
+                .iter()
+                .map(|r| {
+                    Ok(DeadLetter {
+                        sku: r.try_get(0)?,
+                        version: r.try_get(1)?,
+                        attempts: u32::try_from(r.try_get::<i64, _>(2)?).unwrap_or(u32::MAX),
+                        error: r.try_get(3)?,
+                        at: r.try_get::<Option<i64>, _>(4)?.map(from_nanos),
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let errs = sqlx::query(
+                "SELECT sku, attempts, last_error, last_error_nanos, next_attempt_nanos \
+                 FROM channel_skus WHERE channel = ? AND dead_version IS NULL AND attempts > 0 \
+                 AND last_error IS NOT NULL ORDER BY last_error_nanos DESC LIMIT 100",
+            )
+            .bind(channel)
+            .fetch_all(&mut *tx)
+            .await?;
+            let errors = errs
+                .iter()
+                .map(|r| {
+                    Ok(PushError {
+                        sku: r.try_get(0)?,
+                        attempts: u32::try_from(r.try_get::<i64, _>(1)?).unwrap_or(u32::MAX),
+                        error: r.try_get(2)?,
+                        at: from_nanos(r.try_get::<Option<i64>, _>(3)?.unwrap_or(0)),
+                        next_attempt: from_nanos(r.try_get(4)?),
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let last = sqlx::query(
+                "SELECT sku, quantity, version, acked_nanos FROM push_log WHERE channel = ? \
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(channel)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let last_push = match last {
+                Some(r) => Some(LastPush {
+                    sku: r.try_get(0)?,
+                    quantity: r.try_get(1)?,
+                    version: r.try_get(2)?,
+                    at: from_nanos(r.try_get(3)?),
+                }),
+                None => None,
+            };
+            tx.commit().await?;
+            Ok(ChannelStatus {
+                pending,
+                held,
+                dead_letters,
+                errors,
+                last_push,
+            })
+        })
+    }
+
+    fn outbox_replay<'a>(
+        &'a self,
+        channel: &'a str,
+        sku: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let pool = self.side().await?;
+            let mut tx = immediate(pool).await?;
+            let now = nanos(Utc::now());
+            let skus: Vec<String> = sqlx::query_scalar(
+                "SELECT sku FROM channel_skus WHERE channel = ?1 AND (?2 IS NULL OR sku = ?2) \
+                 AND (dead_version IS NOT NULL OR held = 1)",
+            )
+            .bind(channel)
+            .bind(sku)
+            .fetch_all(&mut *tx)
+            .await?;
+            for s in &skus {
+                sqlx::query(
+                    "UPDATE channel_skus SET dead_version = NULL, held = 0, attempts = 0, \
+                     next_attempt_nanos = 0 WHERE channel = ? AND sku = ?",
+                )
+                .bind(channel)
+                .bind(s)
+                .execute(&mut *tx)
+                .await?;
+                mark_dirty(&mut tx, channel, Some(s), now).await?;
+            }
+            tx.commit().await?;
+            Ok(skus.len() as u64)
+        })
+    }
+
+    fn observe<'a>(
+        &'a self,
+        channel: &'a str,
+        sku: &'a str,
+        quantity: i64,
+        actor: Option<&'a str>,
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Observed, StoreError>> {
+        Box::pin(async move {
+            let pool = self.side().await?;
+            let mut tx = immediate(pool).await?;
+            let t = nanos(at);
+            // The divergence clock starts at the first differing observation and stops when the
+            // channel agrees again (or a new push is acknowledged).
+            sqlx::query(
+                "INSERT INTO channel_skus (channel, sku, observed_quantity, observed_nanos, observed_actor, \
+                 diverged_nanos) VALUES (?1, ?2, ?3, ?4, ?5, ?4) \
+                 ON CONFLICT (channel, sku) DO UPDATE SET observed_quantity = ?3, observed_nanos = ?4, \
+                 observed_actor = ?5, diverged_nanos = CASE \
+                   WHEN acked_quantity IS NOT NULL AND acked_quantity = ?3 THEN NULL \
+                   WHEN diverged_nanos IS NULL THEN ?4 ELSE diverged_nanos END",
+            )
+            .bind(channel)
+            .bind(sku)
+            .bind(quantity)
+            .bind(t)
+            .bind(actor)
+            .execute(&mut *tx)
+            .await?;
+            let r = sqlx::query(
+                "SELECT acked_quantity, diverged_nanos FROM channel_skus WHERE channel = ? AND sku = ?",
+            )
+            .bind(channel)
+            .bind(sku)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Observed {
+                acked_quantity: r.try_get(0)?,
+                diverged_since: r.try_get::<Option<i64>, _>(1)?.map(from_nanos),
+            })
+        })
+    }
+
+    fn divergences<'a>(
+        &'a self,
+        channel: &'a str,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Divergence>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT sku, observed_quantity, acked_quantity, diverged_nanos, observed_actor \
+                 FROM channel_skus WHERE channel = ? AND diverged_nanos IS NOT NULL \
+                 AND diverged_nanos <= ? AND held = 0 AND observed_quantity IS NOT NULL \
+                 ORDER BY diverged_nanos LIMIT ?",
+            )
+            .bind(channel)
+            .bind(nanos(before))
+            .bind(limit.clamp(1, MAX_SCAN) as i64)
+            .fetch_all(&self.read)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Divergence {
+                        sku: r.try_get(0)?,
+                        observed: r.try_get(1)?,
+                        acked_quantity: r.try_get(2)?,
+                        since: from_nanos(r.try_get(3)?),
+                        actor: r.try_get(4)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn push_samples(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PushSample>, StoreError>> {
+        Box::pin(async move {
+            let channels: Vec<String> = sqlx::query_scalar("SELECT DISTINCT channel FROM outbox")
+                .fetch_all(&self.read)
+                .await?;
+            let mut out = Vec::new();
+            for c in channels {
+                let rows = sqlx::query(
+                    "SELECT source, occurred_nanos, received_nanos, changed_nanos, acked_nanos \
+                     FROM push_log WHERE channel = ? ORDER BY id DESC LIMIT ?",
+                )
+                .bind(&c)
+                .bind(limit.max(1) as i64)
+                .fetch_all(&self.read)
+                .await?;
+                for r in rows {
+                    out.push(PushSample {
+                        channel: c.clone(),
+                        source: r.try_get(0)?,
+                        occurred_nanos: r.try_get(1)?,
+                        received_nanos: r.try_get(2)?,
+                        changed_nanos: r.try_get(3)?,
+                        acked_nanos: r.try_get(4)?,
+                    });
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn source_lags(
+        &self,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<HashMap<String, Vec<i64>>, StoreError>> {
+        Box::pin(async move {
+            let sources: Vec<String> = sqlx::query_scalar("SELECT DISTINCT source FROM events")
+                .fetch_all(&self.read)
+                .await?;
+            let mut out = HashMap::new();
+            for s in sources {
+                let lags: Vec<i64> = sqlx::query_scalar(
+                    "SELECT received_nanos - at_nanos FROM events WHERE source = ? \
+                     AND outcome = 'applied' LIMIT ?",
+                )
+                .bind(&s)
+                .bind(limit.max(1) as i64)
+                .fetch_all(&self.read)
+                .await?;
+                out.insert(s, lags);
+            }
+            Ok(out)
+        })
+    }
+
+    fn outbox_maintain<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let newest: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(id) FROM push_log WHERE channel = ?")
+                    .bind(channel)
+                    .fetch_one(&self.read)
+                    .await?;
+            if let Some(n) = newest {
+                let pool = self.side().await?;
+                let mut tx = immediate(pool).await?;
+                // Ids are shared by all channels, so this keeps at least the newest rows of this one.
+                sqlx::query("DELETE FROM push_log WHERE channel = ? AND id <= ?")
+                    .bind(channel)
+                    .bind(n - PUSH_LOG_KEEP)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Marks outbox rows dirty again (replay, overwrite after an override), bumping `changed_nanos` so
+/// the dispatcher's cursor sees them.
+async fn mark_dirty(
+    conn: &mut SqliteConnection,
+    channel: &str,
+    sku: Option<&str>,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE outbox SET dirty = 1, changed_nanos = MAX(changed_nanos, ?3) \
+         WHERE channel = ?1 AND (?2 IS NULL OR sku = ?2)",
+    )
+    .bind(channel)
+    .bind(sku)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
