@@ -8,6 +8,8 @@
 //! - `spill`: hash partitioning by sku, in memory or spilled to temporary files.
 //! - `engine`: the join, expected values, thresholds and attribution.
 //! - [`cause`]: the probable-cause rules and their precedence.
+//! - [`render`]: terminal table, CSV and HTML (with inline SVG charts).
+//! - [`trend`]: drift per hand-off over stored audits, and the repair-or-rebuild reading.
 //!
 //! # How it stays fast and bounded
 //! Reading is the expensive part, so the files are parsed on all cores at once, each row turned
@@ -22,8 +24,11 @@
 pub mod cause;
 mod engine;
 mod input;
+pub mod render;
 pub mod report;
 mod spill;
+mod svg;
+pub mod trend;
 
 use chrono::{DateTime, Utc};
 use driftless_config::Settings;
