@@ -6,11 +6,15 @@
 //! - [`routes`]: the handlers.
 //! - [`auth`]: bearer tokens.
 //! - [`error`]: the one error type of this boundary.
+//! - [`fanout`]: the per-channel dispatchers; [`channels`] and [`matrix`]: their HTTP surface.
 //!
 //! Most tests build [`app`] in-process; the binary uses [`Server`].
 
 pub mod auth;
+pub mod channels;
 pub mod error;
+pub mod fanout;
+pub mod matrix;
 pub mod routes;
 pub mod wire;
 
@@ -30,6 +34,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub tokens: Arc<auth::Tokens>,
     pub channels: Arc<Vec<ChannelSpec>>,
+    /// How the fan-out dispatchers run (tests shorten the timings).
+    pub fanout: Arc<fanout::FanoutOptions>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -47,6 +53,7 @@ impl AppState {
             channels: Arc::new(settings.channel_specs()),
             settings: Arc::new(settings),
             store,
+            fanout: Arc::new(fanout::FanoutOptions::default()),
         }
     }
 }
@@ -81,10 +88,13 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let store = self.state.store.clone();
+        let (fanout, _) = fanout::Fanout::start(&self.state);
         let router = app(self.state);
         let r = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
             .await;
+        // Dispatchers stop before the store closes, so their last results are recorded.
+        fanout.stop().await;
         store.close().await;
         r
     }

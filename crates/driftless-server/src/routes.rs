@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/incidents", get(get_incidents))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .merge(crate::channels::routes())
         .with_state(state)
 }
 

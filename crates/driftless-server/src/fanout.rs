@@ -1,0 +1,811 @@
+//! Fan-out: one dispatcher task per channel, started with the server and stopped before the store
+//! closes. A dispatcher follows the durable outbox with a cursor, pushes the *latest* quantity of
+//! each dirty sku through the channel's connector (so a burst of changes to one sku becomes one
+//! push), and records every result in the store; nothing about a push lives only in memory, so a
+//! restart resumes where the last one stopped.
+//!
+//! Per push: the compare value is what the hub last saw acknowledged (or what a compare failure
+//! reported), the idempotency key is derived from `(channel, sku, version, quantity, compare)` so a
+//! retry after a lost answer is recognised by the channel. Failures back off exponentially with
+//! jitter; a channel's `Retry-After` pauses the whole channel; `max_attempts` failures (or one that
+//! cannot succeed) move the sku to the dead-letter list until replayed or superseded by a newer
+//! version. A compare failure, or an observation that differs from the last acknowledged push for
+//! longer than the hop's SLA, is a `channel_override` incident and the channel's `on_override`
+//! applies: `overwrite` pushes again against the observed value, `hold` stops pushing the sku.
+
+use crate::AppState;
+use chrono::{DateTime, Utc};
+use driftless_config::{ChannelConfig, OnOverride, Settings};
+use driftless_connectors::{ClientOptions, Connector, Endpoint, Push, PushOutcome};
+use driftless_core::{ChannelSpec, Sku};
+use driftless_store::outbox::{OutboxRow, PushRecord, PushSample, Scan, ScanFrom};
+use driftless_store::{Incident, Store};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Reads a secret by environment variable name.
+pub type EnvFn = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Knobs with production defaults; tests and the benchmark shorten them.
+#[derive(Clone)]
+pub struct FanoutOptions {
+    /// How often a dispatcher looks for new dirty rows when idle.
+    pub poll: Duration,
+    /// First retry delay; doubles per attempt up to `max_backoff`, with jitter.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Pushes in flight per channel.
+    pub concurrency: usize,
+    /// Pushes started per second per channel; `None` for no limit.
+    pub rate_per_second: Option<u32>,
+    /// How often observations are checked against the SLA.
+    pub sweep_every: Duration,
+    /// Divergence tolerated when no hop to the channel states an SLA.
+    pub default_sla: Duration,
+    /// Full rescans of the outbox, a safety net behind the cursor.
+    pub rescan_every: Duration,
+    pub client: ClientOptions,
+    /// Where connector secrets come from (the process environment by default).
+    pub env: EnvFn,
+    /// `false` leaves dispatchers off (tests of the HTTP surface alone).
+    pub enabled: bool,
+}
+
+impl Default for FanoutOptions {
+    fn default() -> Self {
+        FanoutOptions {
+            poll: Duration::from_millis(5),
+            base_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(300),
+            concurrency: 32,
+            rate_per_second: None,
+            sweep_every: Duration::from_secs(1),
+            default_sla: Duration::from_secs(300),
+            rescan_every: Duration::from_secs(30),
+            client: ClientOptions::default(),
+            env: Arc::new(|k| std::env::var(k).ok()),
+            enabled: true,
+        }
+    }
+}
+
+impl std::fmt::Debug for FanoutOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FanoutOptions")
+            .field("poll", &self.poll)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The running dispatchers.
+#[derive(Debug)]
+pub struct Fanout {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Fanout {
+    /// Starts one dispatcher per channel with a connector. A channel whose connector cannot be
+    /// built (a missing secret) is reported and left out; the rest run.
+    pub fn start(state: &AppState) -> (Fanout, Vec<String>) {
+        let (stop, rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let mut errors = Vec::new();
+        let opts = state.fanout.clone();
+        if !opts.enabled {
+            return (Fanout { stop, tasks }, errors);
+        }
+        for c in &state.settings.channels {
+            let env = opts.env.clone();
+            let endpoint =
+                match driftless_connectors::build(c, &state.settings, &opts.client, &move |k| {
+                    env(k)
+                }) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::error!(error = %e, "channel not started");
+                        errors.push(e.to_string());
+                        continue;
+                    }
+                };
+            let sla = sla_for(&state.settings, c.spec.id.as_str()).unwrap_or(opts.default_sla);
+            match endpoint {
+                Endpoint::None => {}
+                Endpoint::Push(conn) => {
+                    let d = Dispatcher::new(c.clone(), state.store.clone(), conn, &opts, sla);
+                    tasks.push(tokio::spawn(d.run(rx.clone())));
+                }
+                Endpoint::Snapshot(sink) => {
+                    tasks.push(tokio::spawn(snapshot_loop(
+                        c.spec.clone(),
+                        state.store.clone(),
+                        sink,
+                        rx.clone(),
+                    )));
+                }
+            }
+        }
+        (Fanout { stop, tasks }, errors)
+    }
+
+    /// Stops every dispatcher: in-flight pushes finish (bounded by the connector timeout) and their
+    /// results are recorded before this returns.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// The tightest SLA of the hops that end at this channel.
+pub fn sla_for(s: &Settings, channel: &str) -> Option<Duration> {
+    s.hops
+        .iter()
+        .filter(|h| h.to.as_str() == channel)
+        .map(|h| h.latency_sla)
+        .min()
+}
+
+/// Exponential backoff with "equal jitter": half the delay is fixed (so retries do spread out),
+/// half random (so a fleet of failed pushes does not retry in lockstep).
+pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let d = exp.min(max);
+    let half = d / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+struct Done {
+    row: OutboxRow,
+    quantity: i64,
+    outcome: PushOutcome,
+    at: DateTime<Utc>,
+}
+
+struct Dispatcher {
+    cfg: ChannelConfig,
+    store: Arc<dyn Store>,
+    conn: Arc<dyn Connector>,
+    opts: Arc<FanoutOptions>,
+    sla: Duration,
+    cursor: (i64, String),
+    inflight: HashSet<String>,
+    /// Skus seen dirty while a push of them was in flight...
+    skipped: HashSet<String>,
+    /// ...to be read again once it completed.
+    recheck: HashSet<String>,
+    /// sku -> when its retry is due (nanoseconds).
+    retries: HashMap<String, i64>,
+    /// Consecutive compare failures per sku, so a channel that always refuses cannot loop us.
+    cas_streak: HashMap<String, u32>,
+    paused_until: Option<Instant>,
+    tokens: f64,
+    tokens_at: Instant,
+    sem: Arc<Semaphore>,
+    done_tx: mpsc::Sender<Done>,
+    done_rx: mpsc::Receiver<Done>,
+}
+
+fn now_nanos() -> i64 {
+    Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+impl Dispatcher {
+    fn new(
+        cfg: ChannelConfig,
+        store: Arc<dyn Store>,
+        conn: Arc<dyn Connector>,
+        opts: &Arc<FanoutOptions>,
+        sla: Duration,
+    ) -> Dispatcher {
+        let concurrency = opts.concurrency.clamp(1, 1024);
+        let (done_tx, done_rx) = mpsc::channel(concurrency * 2);
+        Dispatcher {
+            cfg,
+            store,
+            conn,
+            opts: opts.clone(),
+            sla,
+            cursor: (i64::MIN, String::new()),
+            inflight: HashSet::new(),
+            skipped: HashSet::new(),
+            recheck: HashSet::new(),
+            retries: HashMap::new(),
+            cas_streak: HashMap::new(),
+            paused_until: None,
+            tokens: 0.0,
+            tokens_at: Instant::now(),
+            sem: Arc::new(Semaphore::new(concurrency)),
+            done_tx,
+            done_rx,
+        }
+    }
+
+    fn id(&self) -> &str {
+        self.cfg.spec.id.as_str()
+    }
+
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut last_rescan = Instant::now();
+        let mut last_sweep = Instant::now();
+        let mut last_maintain = Instant::now();
+        loop {
+            let mut done = Vec::new();
+            while let Ok(d) = self.done_rx.try_recv() {
+                done.push(d);
+            }
+            if !done.is_empty() {
+                self.settle(done).await;
+            }
+            if *stop.borrow() {
+                break;
+            }
+            if last_rescan.elapsed() >= self.opts.rescan_every {
+                self.cursor = (i64::MIN, String::new());
+                last_rescan = Instant::now();
+            }
+            if last_sweep.elapsed() >= self.opts.sweep_every {
+                self.sweep().await;
+                last_sweep = Instant::now();
+            }
+            if last_maintain.elapsed() >= Duration::from_secs(60) {
+                if let Err(e) = self.store.outbox_maintain(self.id()).await {
+                    tracing::warn!(channel = self.id(), error = %e, "trimming the push log failed");
+                }
+                last_maintain = Instant::now();
+            }
+            let busy = self.dispatch().await;
+            let wait = if busy { Duration::ZERO } else { self.opts.poll };
+            tokio::select! {
+                _ = stop.changed() => {}
+                d = self.done_rx.recv() => {
+                    if let Some(d) = d {
+                        self.settle(vec![d]).await;
+                    }
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        // Let in-flight pushes finish and record them: an unrecorded acknowledgement would only
+        // cause an idempotent re-push after restart, but recording it is cheaper.
+        let all = self.opts.concurrency.clamp(1, 1024) as u32;
+        let _ = self.sem.acquire_many(all).await;
+        let mut done = Vec::new();
+        while let Ok(d) = self.done_rx.try_recv() {
+            done.push(d);
+        }
+        self.settle(done).await;
+    }
+
+    fn free(&self) -> usize {
+        self.sem.available_permits()
+    }
+
+    /// Starts as many pushes as slots, rate limit and pause allow. `true` if it started any.
+    async fn dispatch(&mut self) -> bool {
+        if let Some(p) = self.paused_until {
+            if Instant::now() < p {
+                return false;
+            }
+            self.paused_until = None;
+        }
+        let free = self.free();
+        if free == 0 {
+            return false;
+        }
+        let now = now_nanos();
+        // Due retries and rechecks first: they are the oldest changes.
+        let mut targeted: Vec<String> = self.recheck.drain().collect();
+        let due: Vec<String> = self
+            .retries
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(s, _)| s.clone())
+            .take(free)
+            .collect();
+        for s in &due {
+            self.retries.remove(s);
+        }
+        targeted.extend(due);
+        let mut rows = Vec::new();
+        if !targeted.is_empty() {
+            rows.extend(self.scan(ScanFrom::Skus(targeted), free * 2).await);
+        }
+        let scanned = self
+            .scan(
+                ScanFrom::After(self.cursor.0, self.cursor.1.clone()),
+                free.max(1),
+            )
+            .await;
+        if let Some(last) = scanned.last() {
+            self.cursor = (last.changed_nanos, last.sku.clone());
+        }
+        rows.extend(scanned);
+        let mut started = false;
+        let mut seen = HashSet::new();
+        for row in rows {
+            if !seen.insert(row.sku.clone()) {
+                continue;
+            }
+            if self.inflight.contains(&row.sku) {
+                self.recheck_later(row.sku);
+                continue;
+            }
+            if !row.dirty || row.held || row.dead_version == Some(row.version) {
+                continue;
+            }
+            if row.next_attempt_nanos > now {
+                self.retries.insert(row.sku.clone(), row.next_attempt_nanos);
+                continue;
+            }
+            if !self.take_token() {
+                // Out of rate budget: come back to it on the next round.
+                self.retries.insert(row.sku.clone(), now);
+                continue;
+            }
+            let Ok(permit) = self.sem.clone().try_acquire_owned() else {
+                self.retries.insert(row.sku.clone(), now);
+                continue;
+            };
+            started = true;
+            self.start(row, permit);
+        }
+        started
+    }
+
+    fn recheck_later(&mut self, sku: String) {
+        self.skipped.insert(sku);
+    }
+
+    fn take_token(&mut self) -> bool {
+        let Some(rate) = self.opts.rate_per_second.filter(|r| *r > 0) else {
+            return true;
+        };
+        let rate = f64::from(rate);
+        let el = self.tokens_at.elapsed().as_secs_f64();
+        self.tokens_at = Instant::now();
+        // A one-second burst at most.
+        self.tokens = (self.tokens + el * rate).min(rate);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    async fn scan(&self, from: ScanFrom, limit: usize) -> Vec<OutboxRow> {
+        let scan = Scan {
+            channel: self.id().to_owned(),
+            locations: self.cfg.spec.locations.clone(),
+            from,
+            limit,
+        };
+        match self.store.outbox_scan(&scan).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(channel = self.id(), error = %e, "reading the outbox failed");
+                Vec::new()
+            }
+        }
+    }
+
+    fn start(&mut self, row: OutboxRow, permit: tokio::sync::OwnedSemaphorePermit) {
+        let quantity = match Sku::parse(row.sku.clone()) {
+            Ok(s) => self.cfg.spec.quantity(&s, row.atp),
+            Err(_) => 0,
+        };
+        let push = Push {
+            channel: self.id().to_owned(),
+            sku: row.sku.clone(),
+            quantity,
+            compare: row.basis,
+            idempotency_key: driftless_connectors::idempotency_key(
+                self.id(),
+                &row.sku,
+                row.version,
+                quantity,
+                row.basis,
+            ),
+        };
+        self.inflight.insert(row.sku.clone());
+        let conn = self.conn.clone();
+        let tx = self.done_tx.clone();
+        tokio::spawn(async move {
+            let outcome = conn.push(&push).await;
+            let at = Utc::now();
+            // The permit is released after the result is queued, so `stop` waiting for every
+            // permit also waits for every result.
+            let _ = tx
+                .send(Done {
+                    row,
+                    quantity,
+                    outcome,
+                    at,
+                })
+                .await;
+            drop(permit);
+        });
+    }
+
+    /// Records a batch of results in one transaction and updates the in-memory schedule.
+    async fn settle(&mut self, done: Vec<Done>) {
+        let mut records = Vec::with_capacity(done.len());
+        let channel = self.id().to_owned();
+        for d in done {
+            let sku = d.row.sku.clone();
+            self.inflight.remove(&sku);
+            match d.outcome {
+                PushOutcome::Acked => {
+                    self.cas_streak.remove(&sku);
+                    records.push(PushRecord::Acked {
+                        sku: sku.clone(),
+                        version: d.row.version,
+                        quantity: d.quantity,
+                        at: d.at,
+                        sample: PushSample {
+                            channel: channel.clone(),
+                            source: d.row.source.clone(),
+                            occurred_nanos: d.row.occurred_nanos,
+                            received_nanos: d.row.received_nanos,
+                            changed_nanos: d.row.changed_nanos,
+                            acked_nanos: d.at.timestamp_nanos_opt().unwrap_or(i64::MAX),
+                        },
+                    });
+                }
+                PushOutcome::CompareFailed { current, actor } => {
+                    let streak = self.cas_streak.entry(sku.clone()).or_default();
+                    *streak += 1;
+                    if *streak > 3 {
+                        // The channel keeps refusing even the value it reported: treat as a
+                        // failure so backoff and the dead-letter list apply.
+                        self.cas_streak.remove(&sku);
+                        let msg = "compare failed three times in a row".to_owned();
+                        records.push(self.failed(&d.row, msg, true, None));
+                        continue;
+                    }
+                    let hold = self.cfg.on_override == OnOverride::Hold;
+                    let incident = override_incident(
+                        &channel,
+                        &sku,
+                        d.row.basis,
+                        current,
+                        actor.as_deref(),
+                        d.quantity,
+                        hold,
+                        "the channel refused the compare-and-set",
+                        d.at,
+                    );
+                    records.push(PushRecord::Rebased {
+                        sku: sku.clone(),
+                        basis: current,
+                        hold,
+                        incident,
+                    });
+                }
+                PushOutcome::RetryAfter(wait) => {
+                    self.paused_until = Some(Instant::now() + wait);
+                    let msg = format!("the channel asked to retry after {}ms", wait.as_millis());
+                    records.push(self.failed(&d.row, msg, true, Some(wait)));
+                }
+                PushOutcome::Failed(f) => {
+                    records.push(self.failed(&d.row, f.message, f.retryable, None));
+                }
+            }
+            if self.skipped.remove(&sku) {
+                self.recheck.insert(sku);
+            }
+        }
+        if records.is_empty() {
+            return;
+        }
+        // A record that cannot be written is retried with the next batch: losing it would lose an
+        // attempt count or a dead letter; repeating it is harmless (every write is an upsert).
+        let mut delay = Duration::from_millis(10);
+        loop {
+            match self.store.outbox_record(&channel, &records).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(channel = %channel, error = %e, "recording push results failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn failed(
+        &mut self,
+        row: &OutboxRow,
+        message: String,
+        retryable: bool,
+        at_least: Option<Duration>,
+    ) -> PushRecord {
+        let attempts = row.attempts.saturating_add(1);
+        let dead = !retryable || attempts >= self.cfg.max_attempts;
+        let wait = backoff(attempts, self.opts.base_backoff, self.opts.max_backoff)
+            .max(at_least.unwrap_or_default());
+        let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        if !dead {
+            self.retries.insert(
+                row.sku.clone(),
+                next.timestamp_nanos_opt().unwrap_or(i64::MAX),
+            );
+        }
+        let incident = dead.then(|| Incident {
+            kind: "dead_letter".into(),
+            sku: Some(row.sku.clone()),
+            location: None,
+            system: Some(self.id().to_owned()),
+            event_id: None,
+            detail: format!(
+                "push of version {} to channel `{}` gave up after {attempts} attempt(s): {message}; \
+                 POST /v1/channels/{}/replay to retry",
+                row.version,
+                self.id(),
+                self.id()
+            ),
+            at: Utc::now(),
+        });
+        PushRecord::Failed {
+            sku: row.sku.clone(),
+            version: row.version,
+            attempts,
+            next_attempt: next,
+            error: message,
+            dead: incident,
+        }
+    }
+
+    /// Observations that differ from the last acknowledged push for longer than the SLA.
+    async fn sweep(&mut self) {
+        let before = Utc::now() - chrono::Duration::from_std(self.sla).unwrap_or_default();
+        let list = match self.store.divergences(self.id(), before, 500).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(channel = self.id(), error = %e, "reading observations failed");
+                return;
+            }
+        };
+        if list.is_empty() {
+            return;
+        }
+        let hold = self.cfg.on_override == OnOverride::Hold;
+        let channel = self.id().to_owned();
+        let records: Vec<PushRecord> = list
+            .into_iter()
+            .map(|d| {
+                let why = format!(
+                    "the channel has reported {} since {} (longer than the {}s SLA)",
+                    d.observed,
+                    d.since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    self.sla.as_secs_f64()
+                );
+                PushRecord::Rebased {
+                    sku: d.sku.clone(),
+                    basis: Some(d.observed),
+                    hold,
+                    incident: override_incident(
+                        &channel,
+                        &d.sku,
+                        d.acked_quantity,
+                        Some(d.observed),
+                        d.actor.as_deref(),
+                        d.acked_quantity.unwrap_or(0),
+                        hold,
+                        &why,
+                        d.since,
+                    ),
+                }
+            })
+            .collect();
+        if let Err(e) = self.store.outbox_record(&channel, &records).await {
+            tracing::warn!(channel = %channel, error = %e, "recording overrides failed");
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn override_incident(
+    channel: &str,
+    sku: &str,
+    expected: Option<i64>,
+    current: Option<i64>,
+    actor: Option<&str>,
+    pushing: i64,
+    hold: bool,
+    why: &str,
+    at: DateTime<Utc>,
+) -> Incident {
+    let show = |v: Option<i64>| v.map_or_else(|| "an unknown value".to_owned(), |v| v.to_string());
+    let delta = match (expected, current) {
+        (Some(e), Some(c)) => format!(" ({:+})", c - e),
+        _ => String::new(),
+    };
+    let policy = if hold {
+        "policy hold: the hub stops pushing this sku until POST /v1/channels/{id}/replay".to_owned()
+    } else {
+        format!(
+            "policy overwrite: the hub pushes {pushing} again with {} as the compare value",
+            show(current)
+        )
+    };
+    Incident {
+        kind: "channel_override".into(),
+        sku: Some(sku.to_owned()),
+        location: None,
+        system: Some(actor.map_or_else(|| channel.to_owned(), |a| format!("{channel}:{a}"))),
+        event_id: None,
+        detail: format!(
+            "channel `{channel}` shows {} where the hub last had {} acknowledged{delta}; changed by {}; {why}; {}",
+            show(current),
+            show(expected),
+            actor.unwrap_or("someone unknown"),
+            policy.replace("{id}", channel),
+        ),
+        at,
+    }
+}
+
+/// The file connector: on its schedule, write every sku's channel quantity and mark the outbox rows
+/// read before the snapshot clean (a change after that read stays dirty for the next one).
+async fn snapshot_loop(
+    spec: ChannelSpec,
+    store: Arc<dyn Store>,
+    sink: driftless_connectors::file::FileSink,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if let Err(e) = snapshot_once(&spec, store.as_ref(), &sink).await {
+            tracing::warn!(channel = spec.id.as_str(), error = %e, "writing the snapshot failed");
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(sink.every) => {}
+        }
+    }
+}
+
+pub async fn snapshot_once(
+    spec: &ChannelSpec,
+    store: &dyn Store,
+    sink: &driftless_connectors::file::FileSink,
+) -> anyhow_like::Result<usize> {
+    let channel = spec.id.as_str().to_owned();
+    // 1. What is dirty now (bounded pages).
+    let mut dirty = Vec::new();
+    let mut cursor = (i64::MIN, String::new());
+    loop {
+        let page = store
+            .outbox_scan(&Scan {
+                channel: channel.clone(),
+                locations: spec.locations.clone(),
+                from: ScanFrom::After(cursor.0, cursor.1.clone()),
+                limit: driftless_store::outbox::MAX_SCAN,
+            })
+            .await?;
+        let Some(last) = page.last() else { break };
+        cursor = (last.changed_nanos, last.sku.clone());
+        let n = page.len();
+        dirty.extend(page);
+        if n < driftless_store::outbox::MAX_SCAN {
+            break;
+        }
+    }
+    // 2. Every sku's quantity, after that read.
+    let mut rows = Vec::new();
+    let mut after: Option<Sku> = None;
+    loop {
+        let page = store.inventory_page(after.as_ref(), 1000).await?;
+        let n = page.len();
+        for (sku, locs) in page {
+            let atp: i64 = locs
+                .iter()
+                .filter(|l| spec.feeds_from(&l.location))
+                .map(|l| l.levels.available())
+                .fold(0, i64::saturating_add);
+            rows.push((sku.to_string(), spec.quantity(&sku, atp)));
+            after = Some(sku);
+        }
+        if n < 1000 {
+            break;
+        }
+    }
+    let bytes = driftless_connectors::file::transform::csv(&rows);
+    let path = sink.clone();
+    tokio::task::spawn_blocking(move || path.write(&bytes))
+        .await
+        .map_err(|e| anyhow_like::Error(e.to_string()))?
+        .map_err(|e| anyhow_like::Error(format!("{}: {e}", sink.path.display())))?;
+    // 3. Those rows are now delivered.
+    let at = Utc::now();
+    let acked: Vec<PushRecord> = dirty
+        .into_iter()
+        .map(|r| {
+            let q = Sku::parse(r.sku.clone())
+                .map(|s| spec.quantity(&s, r.atp))
+                .unwrap_or(0);
+            PushRecord::Acked {
+                sample: PushSample {
+                    channel: channel.clone(),
+                    source: r.source.clone(),
+                    occurred_nanos: r.occurred_nanos,
+                    received_nanos: r.received_nanos,
+                    changed_nanos: r.changed_nanos,
+                    acked_nanos: at.timestamp_nanos_opt().unwrap_or(i64::MAX),
+                },
+                sku: r.sku,
+                version: r.version,
+                quantity: q,
+                at,
+            }
+        })
+        .collect();
+    for chunk in acked.chunks(2000) {
+        store.outbox_record(&channel, chunk).await?;
+    }
+    Ok(rows.len())
+}
+
+/// A small error type for the snapshot path, so this crate needs no error framework.
+pub mod anyhow_like {
+    #[derive(Debug)]
+    pub struct Error(pub String);
+
+    impl std::fmt::Display for Error {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl From<driftless_store::StoreError> for Error {
+        fn from(e: driftless_store::StoreError) -> Self {
+            Error(e.to_string())
+        }
+    }
+
+    pub type Result<T> = std::result::Result<T, Error>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(2);
+        for _ in 0..100 {
+            let d1 = backoff(1, base, max);
+            assert!(d1 >= Duration::from_millis(50) && d1 <= base);
+            let d4 = backoff(4, base, max);
+            assert!(d4 >= Duration::from_millis(400) && d4 <= Duration::from_millis(800));
+            let d30 = backoff(30, base, max);
+            assert!(d30 >= Duration::from_secs(1) && d30 <= max);
+        }
+    }
+
+    #[test]
+    fn override_detail_says_who_when_how_much() {
+        let i = override_incident(
+            "shop",
+            "TEE",
+            Some(10),
+            Some(7),
+            Some("ann"),
+            12,
+            false,
+            "the channel refused the compare-and-set",
+            Utc::now(),
+        );
+        assert_eq!(i.kind, "channel_override");
+        assert!(i.detail.contains("shows 7") && i.detail.contains("(-3)"));
+        assert!(i.detail.contains("ann") && i.detail.contains("overwrite"));
+        assert_eq!(i.system.as_deref(), Some("shop:ann"));
+    }
+}
