@@ -89,6 +89,10 @@ pub struct Faults {
     pub retry_rate: f64,
     /// Longest delay before such a retry lands, in minutes.
     pub retry_max_delay_min: u32,
+    /// The storefront lowers its own quantity when it takes an order (as Shopify does), between
+    /// the integration's writes. Off: its quantity only changes when written (a storefront whose
+    /// availability is managed entirely by the feed).
+    pub shop_decrements: bool,
 }
 
 /// Everything one run depends on. Two runs with equal `Params` produce identical output.
@@ -152,6 +156,7 @@ impl Params {
                 overrides_per_day: 0.0,
                 retry_rate: 0.0,
                 retry_max_delay_min: 120,
+                shop_decrements: false,
             },
         };
         let f = &mut p.faults;
@@ -181,7 +186,13 @@ impl Params {
                 fast_files(f);
                 f.overrides_per_day = 12.0;
             }
-            "retry-storm" => f.retry_rate = 0.3,
+            "retry-storm" => {
+                // Hourly files and a queue that redelivers messages hours late.
+                f.export_every_h = 1;
+                f.import_every_min = 15;
+                f.retry_rate = 0.3;
+                f.retry_max_delay_min = 600;
+            }
             "everything" => {
                 f.weekdays_only = true;
                 p.flash_skus = 5;
@@ -236,21 +247,20 @@ impl Params {
             }
             Ok(x)
         }
+        fn boolean(key: &str, v: &str) -> Result<bool, SimError> {
+            match v {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" => Ok(false),
+                _ => Err(SimError::Invalid(format!(
+                    "`{key}` is true or false, not `{v}`"
+                ))),
+            }
+        }
         let f = &mut self.faults;
         match key {
             "export_hour" => f.export_hour = minutes(key, value, 23)?,
             "export_every_h" => f.export_every_h = minutes(key, value, 168)?,
-            "weekdays_only" => {
-                f.weekdays_only = match value {
-                    "true" | "1" | "yes" => true,
-                    "false" | "0" | "no" => false,
-                    _ => {
-                        return Err(SimError::Invalid(format!(
-                            "`weekdays_only` is true or false, not `{value}`"
-                        )));
-                    }
-                }
-            }
+            "weekdays_only" => f.weekdays_only = boolean(key, value)?,
             "import_every_min" => f.import_every_min = minutes(key, value, 10_080)?.max(1),
             "poll_every_min" => f.poll_every_min = minutes(key, value, 1440)?,
             "order_sync_min" => f.order_sync_min = minutes(key, value, 1440)?.max(1),
@@ -260,6 +270,7 @@ impl Params {
             "overrides_per_day" => f.overrides_per_day = rate(key, value, 100_000.0)?,
             "retry_rate" => f.retry_rate = share(key, value)?,
             "retry_max_delay_min" => f.retry_max_delay_min = minutes(key, value, 1440)?.max(1),
+            "shop_decrements" => f.shop_decrements = boolean(key, value)?,
             "orders_per_sku_day" => self.orders_per_sku_day = rate(key, value, 1000.0)?,
             "zipf" => self.zipf = rate(key, value, 3.0)?,
             "b2b_share" => self.b2b_share = share(key, value)?,
@@ -305,6 +316,7 @@ impl Params {
 
 /// Every name [`Params::set`] accepts.
 pub const SETTINGS: [&str; 22] = [
+    "shop_decrements",
     "export_hour",
     "export_every_h",
     "weekdays_only",
@@ -326,7 +338,6 @@ pub const SETTINGS: [&str; 22] = [
     "flash_multiplier",
     "flash_hours",
     "snapshot_hour",
-    "days (use --days)",
 ];
 
 #[cfg(test)]

@@ -866,7 +866,7 @@ impl World {
             state: OrderState::Placed,
             erp_closed: false,
         });
-        if !b2b {
+        if !b2b && self.p.faults.shop_decrements {
             self.shop[sku] -= packs;
             self.sh1[sku] -= packs;
             self.sh2[sku] -= packs;
@@ -1176,7 +1176,8 @@ impl World {
         }
         // A message from an earlier run that timed out is redelivered after the newer file.
         if landed && self.imported >= 2 && self.rng_fault.chance(self.p.faults.retry_rate) {
-            let d = self.rng_lat.range(MIN, 30 * MIN);
+            let max = i64::from(self.p.faults.retry_max_delay_min) * MIN;
+            let d = self.rng_lat.range(MIN, max.max(30 * MIN));
             let k = self.imported - 2;
             self.at(self.now + d, Action::Import { retry_of: Some(k) });
         }

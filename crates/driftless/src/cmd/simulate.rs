@@ -91,9 +91,9 @@ pub fn params(args: &Args) -> Result<Params, SimError> {
     p.skus = args.skus as usize;
     p.days = args.days;
     for kv in &args.set {
-        let (k, v) = kv.split_once('=').ok_or_else(|| {
-            SimError::Invalid(format!("--set {kv:?}: expected KEY=VALUE"))
-        })?;
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| SimError::Invalid(format!("--set {kv:?}: expected KEY=VALUE")))?;
         p.set(k.trim(), v.trim())?;
     }
     p.validate()?;
@@ -164,10 +164,7 @@ fn temp_dir() -> PathBuf {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    std::env::temp_dir().join(format!(
-        "driftless-simulate-{}-{nanos}",
-        std::process::id()
-    ))
+    std::env::temp_dir().join(format!("driftless-simulate-{}-{nanos}", std::process::id()))
 }
 
 /// Runs the auditor on the files in `dir`, with the configuration the run used.
