@@ -153,7 +153,12 @@ async fn hub(
     tokio::task::JoinHandle<std::io::Result<()>>,
 )> {
     let settings = Settings::parse("bench", CONFIG).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store = SqliteStore::open(dir, settings.rules.clone(), settings.channel_specs()).await?;
+    let opts = driftless_store::sqlite::SqliteOptions {
+        fsync: std::env::var("BENCH_NOFSYNC").is_err(),
+        ..Default::default()
+    };
+    let store =
+        SqliteStore::open_with(dir, settings.rules.clone(), settings.channel_specs(), opts).await?;
     let server = Server::bind("127.0.0.1:0", AppState::new(settings, Arc::new(store))).await?;
     let addr = server.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -217,7 +222,11 @@ async fn send(
 
 /// The ceiling, second form: the same rows handed to SQLite as one JSON array per statement and
 /// unpacked by `json_each` inside SQLite, which avoids binding every value separately.
-async fn bare_insert_json(dir: &std::path::Path, rows: &[Row], batch: usize) -> anyhow::Result<f64> {
+async fn bare_insert_json(
+    dir: &std::path::Path,
+    rows: &[Row],
+    batch: usize,
+) -> anyhow::Result<f64> {
     let mut conn = SqliteConnectOptions::new()
         .filename(dir.join("bare-json.sqlite3"))
         .create_if_missing(true)
@@ -232,7 +241,16 @@ async fn bare_insert_json(dir: &std::path::Path, rows: &[Row], batch: usize) -> 
     for chunk in rows.chunks(batch) {
         let arr: Vec<serde_json::Value> = chunk
             .iter()
-            .map(|r| serde_json::json!([r.id, r.sku, r.location, r.at_nanos, if r.set { "set" } else { "adjust" }, r.qty]))
+            .map(|r| {
+                serde_json::json!([
+                    r.id,
+                    r.sku,
+                    r.location,
+                    r.at_nanos,
+                    if r.set { "set" } else { "adjust" },
+                    r.qty
+                ])
+            })
             .collect();
         let body = serde_json::Value::Array(arr).to_string();
         let mut tx = conn.begin().await?;
@@ -294,6 +312,14 @@ async fn bare_insert(dir: &std::path::Path, rows: &[Row], batch: usize) -> anyho
 
 fn main() -> anyhow::Result<()> {
     let o = parse_args()?;
+    // reqwest is built without a default TLS provider (the connectors pick ring); install it once.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Ok(filter) = std::env::var("DRIFTLESS_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

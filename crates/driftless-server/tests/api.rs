@@ -52,6 +52,8 @@ const SHOP: &str = "shop-demo-token";
 const READ: &str = "read-demo-token";
 
 async fn spawn_app() -> TestApp {
+    // reqwest is built without a default TLS provider (the connectors pick ring); install it once.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let text = CONFIG;
     let settings = Settings::parse("test.toml", text).unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -56,6 +56,8 @@ fn event(i: usize) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_loses_no_acknowledged_event_and_applies_none_twice() {
+    // reqwest is built without a default TLS provider (the connectors pick ring); install it once.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("driftless.toml");
     std::fs::write(&config, CONFIG).unwrap();

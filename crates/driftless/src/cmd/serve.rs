@@ -91,6 +91,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("binding {listen}"))?;
         let addr = server.local_addr()?;
+        // Installed before announcing the address, so a SIGTERM right after start drains.
+        let shutdown = driftless_server::shutdown_signal();
         if args.config.is_none() {
             tracing::warn!(
                 "no --config given: using the example configuration with its PUBLIC demo tokens; \
@@ -101,7 +103,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // One line on stdout that scripts can wait for.
         println!("listening on http://{addr}");
         server
-            .run_until_stopped(driftless_server::shutdown_signal())
+            .run_until_stopped(shutdown)
             .await?;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
