@@ -43,6 +43,9 @@ pub struct Evaluation {
     pub handoff: Score,
     /// The right key, hand-off and cause.
     pub cause: Score,
+    /// The right key and hand-off, and a cause that contributed over the threshold (differs from
+    /// `cause` only where defects compound on one key).
+    pub cause_contributing: Score,
     pub per_cause: BTreeMap<String, Score>,
     /// Rows where the auditor disagreed, for inspection: (sku, location, truth, reported).
     pub mistakes: Vec<Mistake>,
@@ -68,6 +71,7 @@ pub fn evaluate(truth: &[TruthRow], reported: &[Reported]) -> Evaluation {
         .collect();
     let mut hand_right = 0;
     let mut cause_right = 0;
+    let mut contributing_right = 0;
     let mut per: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
     for row in truth {
         per.entry(row.cause.clone()).or_default().2 += 1;
@@ -79,6 +83,9 @@ pub fn evaluate(truth: &[TruthRow], reported: &[Reported]) -> Evaluation {
         match t.get(&key) {
             Some(tr) if tr.handoff == row.handoff => {
                 hand_right += 1;
+                if tr.contributing.contains(&row.cause) || tr.cause == row.cause {
+                    contributing_right += 1;
+                }
                 if tr.cause == row.cause {
                     cause_right += 1;
                     per.entry(row.cause.clone()).or_default().0 += 1;
@@ -113,6 +120,11 @@ pub fn evaluate(truth: &[TruthRow], reported: &[Reported]) -> Evaluation {
     Evaluation {
         handoff: Score::new(hand_right, reported.len() as u64, truth.len() as u64),
         cause: Score::new(cause_right, reported.len() as u64, truth.len() as u64),
+        cause_contributing: Score::new(
+            contributing_right,
+            reported.len() as u64,
+            truth.len() as u64,
+        ),
         per_cause: per
             .into_iter()
             .map(|(c, (right, rep, tru))| (c, Score::new(right, rep, tru)))
@@ -132,6 +144,7 @@ mod tests {
             handoff: h.into(),
             cause: c.into(),
             delta: 5,
+            contributing: vec![c.into()],
         }
     }
     fn r(sku: &str, loc: &str, h: &str, c: &str) -> Reported {

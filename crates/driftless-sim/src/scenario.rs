@@ -156,7 +156,7 @@ impl Params {
                 overrides_per_day: 0.0,
                 retry_rate: 0.0,
                 retry_max_delay_min: 120,
-                shop_decrements: false,
+                shop_decrements: true,
             },
         };
         let f = &mut p.faults;
@@ -181,6 +181,9 @@ impl Params {
             "phantom" => {
                 fast_files(f);
                 f.phantom_share = 1.0;
+                // Phantom availability shows where other channels commit stock through the ERP;
+                // the storefront's own sales it decrements itself.
+                p.b2b_share = 0.4;
             }
             "overrides" => {
                 fast_files(f);

@@ -201,9 +201,15 @@ pub fn render_text(s: &Summary) -> String {
         );
         let _ = writeln!(
             o,
-            "  cause      precision {:>7}  recall {:>7}",
+            "  cause      precision {:>7}  recall {:>7}  (main cause)",
             pct(e.cause.precision),
             pct(e.cause.recall)
+        );
+        let _ = writeln!(
+            o,
+            "  cause      precision {:>7}  recall {:>7}  (any cause contributing over threshold)",
+            pct(e.cause_contributing.precision),
+            pct(e.cause_contributing.recall)
         );
         for (c, sc) in &e.per_cause {
             let _ = writeln!(

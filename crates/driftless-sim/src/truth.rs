@@ -26,6 +26,10 @@ pub struct TruthRow {
     pub cause: String,
     /// The drifting system's value minus its expected value.
     pub delta: i64,
+    /// Every cause whose share of the deviation is itself over the threshold (the main `cause`
+    /// first). Usually one; two when defects compound (a mis-mapped sku that is also a weekend
+    /// behind).
+    pub contributing: Vec<String>,
 }
 
 /// The systems' values at one moment.
@@ -77,14 +81,26 @@ pub fn settled(run: &Run) -> Option<Vec<TruthRow>> {
     ))
 }
 
-fn largest(components: &[(&'static str, i64)]) -> &'static str {
+/// The main cause (largest component) and every cause whose component alone is drift.
+fn split(
+    components: &[(&'static str, i64)],
+    expected: i64,
+    units: i64,
+    pct: f64,
+) -> (&'static str, Vec<String>) {
     let mut best = ("unexplained", 0i64);
     for (name, c) in components {
         if c.abs() > best.1.abs() {
             best = (name, *c);
         }
     }
-    best.0
+    let mut all = vec![best.0.to_owned()];
+    for (name, c) in components {
+        if *name != best.0 && config::is_drift(*c, expected, units, pct) {
+            all.push((*name).to_owned());
+        }
+    }
+    (best.0, all)
 }
 
 pub(crate) fn rows(run: &Run, v: &View<'_>) -> Vec<TruthRow> {
@@ -116,14 +132,19 @@ pub(crate) fn rows(run: &Run, v: &View<'_>) -> Vec<TruthRow> {
         let delta = v.shop[sku] - expected;
         if config::is_drift(delta, expected, units, pct) {
             let m = &v.shop_meta[sku];
-            let cause = match v.shadows {
-                _ if m.person => "manual_override",
-                None => "sync_lag",
-                Some((no_retry, mapped)) => largest(&[
-                    ("out_of_sequence", v.shop[sku] - no_retry[sku]),
-                    ("committed_not_mapped", no_retry[sku] - mapped[sku]),
-                    ("sync_lag", mapped[sku] - expected),
-                ]),
+            let (cause, contributing) = match v.shadows {
+                _ if m.person => ("manual_override", vec!["manual_override".to_owned()]),
+                None => ("sync_lag", vec!["sync_lag".to_owned()]),
+                Some((no_retry, mapped)) => split(
+                    &[
+                        ("out_of_sequence", v.shop[sku] - no_retry[sku]),
+                        ("committed_not_mapped", no_retry[sku] - mapped[sku]),
+                        ("sync_lag", mapped[sku] - expected),
+                    ],
+                    expected,
+                    units,
+                    pct,
+                ),
             };
             out.push(TruthRow {
                 sku: name.clone(),
@@ -131,6 +152,7 @@ pub(crate) fn rows(run: &Run, v: &View<'_>) -> Vec<TruthRow> {
                 handoff: "erp->shop".into(),
                 cause: cause.into(),
                 delta,
+                contributing,
             });
         }
         for (l, loc) in LOCATIONS.iter().enumerate() {
@@ -143,13 +165,14 @@ pub(crate) fn rows(run: &Run, v: &View<'_>) -> Vec<TruthRow> {
                     handoff: "physical->wms".into(),
                     cause: "count_variance".into(),
                     delta: d_wms,
+                    contributing: vec!["count_variance".into()],
                 });
                 continue;
             }
             let d_erp = v.erp_on[c] - v.wms[c];
             if config::is_drift(d_erp, v.wms[c], units, pct) {
-                let cause = if hub {
-                    "sync_lag"
+                let (cause, contributing) = if hub {
+                    ("sync_lag", vec!["sync_lag".to_owned()])
                 } else {
                     let m = &v.erp_meta[c];
                     let mis = run.mismapped[sku];
@@ -159,11 +182,16 @@ pub(crate) fn rows(run: &Run, v: &View<'_>) -> Vec<TruthRow> {
                     } else {
                         0
                     };
-                    largest(&[
-                        ("out_of_sequence", oos),
-                        ("uom_mismatch", t(m.w_max) - m.w_max),
-                        ("sync_lag", m.w_max - v.wms[c]),
-                    ])
+                    split(
+                        &[
+                            ("out_of_sequence", oos),
+                            ("uom_mismatch", t(m.w_max) - m.w_max),
+                            ("sync_lag", m.w_max - v.wms[c]),
+                        ],
+                        v.wms[c],
+                        units,
+                        pct,
+                    )
                 };
                 out.push(TruthRow {
                     sku: name.clone(),
@@ -171,6 +199,7 @@ pub(crate) fn rows(run: &Run, v: &View<'_>) -> Vec<TruthRow> {
                     handoff: "wms->erp".into(),
                     cause: cause.into(),
                     delta: d_erp,
+                    contributing,
                 });
             }
         }

@@ -67,20 +67,19 @@ fn each_cause_drifts_on_point_to_point_and_stops_when_switched_off() {
         ("retry-storm", "any", "out_of_sequence", "retry_rate", "0"),
     ];
     for (scenario, handoff, cause, key, off) in cases {
-        let p = small(scenario, Architecture::PointToPoint, 7);
-        let on = causes(&p);
-        let n = on
-            .iter()
-            .filter(|(h, c)| (handoff == "any" || h == handoff) && c == cause)
-            .count();
-        assert!(
-            n >= 3,
-            "{scenario}: only {n} {handoff}/{cause} rows: {on:?}"
-        );
-        let mut q = p.clone();
-        q.set(key, off).unwrap();
-        let off_rows = causes(&q);
-        let m = off_rows.iter().filter(|(_, c)| c == cause).count();
+        // Summed over three seeds: one small run can be quiet by chance, three rarely are.
+        let (mut n, mut m) = (0, 0);
+        for seed in [5, 6, 7] {
+            let p = small(scenario, Architecture::PointToPoint, seed);
+            n += causes(&p)
+                .iter()
+                .filter(|(h, c)| (handoff == "any" || h == handoff) && c == cause)
+                .count();
+            let mut q = p.clone();
+            q.set(key, off).unwrap();
+            m += causes(&q).iter().filter(|(_, c)| c == cause).count();
+        }
+        assert!(n >= 6, "{scenario}: only {n} {handoff}/{cause} rows");
         assert!(
             m * 4 < n,
             "{scenario}: switching `{key}` off left {m} of {n} {cause} rows"
