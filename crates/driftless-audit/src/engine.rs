@@ -97,6 +97,8 @@ const EMPTY: Slot = Slot {
 struct Entry<'a> {
     sku: &'a [u8],
     loc: &'a [u8],
+    /// The location's first 8 bytes, so that most comparisons need not touch `loc`'s bytes.
+    loc_key: u64,
     next: u32,
     baseline: Option<i64>,
     baseline_line: u64,
@@ -152,31 +154,109 @@ struct Joined<'a> {
 
 impl<'a> Joined<'a> {
     fn key(&mut self, sku: &'a [u8], loc: &'a [u8]) -> usize {
-        let head = self.groups.get(sku).copied().unwrap_or(NONE);
-        let mut i = head;
-        while i != NONE {
-            let e = &self.entries[i as usize];
-            if e.loc == loc {
-                return i as usize;
-            }
-            i = e.next;
-        }
+        use std::collections::hash_map::Entry as E;
         let idx = self.entries.len();
+        let loc_key = prefix(loc);
+        let head = match self.groups.entry(sku) {
+            E::Occupied(mut o) => {
+                let head = *o.get();
+                let mut i = head;
+                while i != NONE {
+                    let e = &self.entries[i as usize];
+                    if e.loc_key == loc_key
+                        && e.loc.len() == loc.len()
+                        && (loc.len() <= 8 || e.loc == loc)
+                    {
+                        return i as usize;
+                    }
+                    i = e.next;
+                }
+                o.insert(idx as u32);
+                head
+            }
+            E::Vacant(v) => {
+                v.insert(idx as u32);
+                NONE
+            }
+        };
         self.entries.push(Entry {
             sku,
             loc,
+            loc_key,
             next: head,
             baseline: None,
             baseline_line: 0,
         });
         self.slots.extend(std::iter::repeat_n(EMPTY, self.n));
-        self.groups.insert(sku, idx as u32);
         idx
     }
 }
 
-/// Judges one partition's bytes.
+fn prefix(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    let n = b.len().min(8);
+    w[..n].copy_from_slice(&b[..n]);
+    u64::from_le_bytes(w)
+}
+
+/// Bytes of records joined at once: small enough that the join's hash table, entries and slots
+/// stay in the CPU caches. A partition read back from the spill is split into sub-partitions of
+/// about this size first (a sequential pass), which is several times faster than joining it whole
+/// with a cache miss per record.
+const SUB_BYTES: usize = 1 << 16;
+
+/// Length of the record starting at `i`.
+fn record_len(ctx: &Ctx<'_>, b: &[u8], i: usize) -> usize {
+    let mut j = i + 1 + 8;
+    j += 1 + b[j] as usize; // sku
+    j += 1 + b[j] as usize; // location
+    match ctx.kinds[b[i] as usize] {
+        Kind::Baseline | Kind::Snapshot(_) => {
+            j += 1 + 8 * b[j].count_ones() as usize;
+        }
+        Kind::Changes(_) => {
+            j += 8;
+            j += 1 + if b[j] == 1 { 8 } else { 0 };
+            j += 8;
+            j += 1 + b[j] as usize;
+        }
+    }
+    j - i
+}
+
+/// Judges one partition's bytes, in cache-sized sub-partitions.
 pub(crate) fn run_partition(ctx: &Ctx<'_>, bytes: &[u8]) -> PartResult {
+    let k = bytes.len().div_ceil(SUB_BYTES);
+    if k <= 1 {
+        return run_sub(ctx, bytes);
+    }
+    let mut subs: Vec<Vec<u8>> = (0..k)
+        .map(|_| Vec::with_capacity(SUB_BYTES + SUB_BYTES / 4))
+        .collect();
+    let mut i = 0;
+    while i < bytes.len() {
+        let len = record_len(ctx, bytes, i);
+        let sku_len = bytes[i + 9] as usize;
+        let sku = &bytes[i + 10..i + 10 + sku_len];
+        // Other bits of the hash than the partition's, so the split is even.
+        let s = (crate::spill::hash_bytes(sku) & 0xff_ffff) as usize % k;
+        subs[s].extend_from_slice(&bytes[i..i + len]);
+        i += len;
+    }
+    let n = ctx.systems.len();
+    let mut acc = PartResult {
+        handoffs: vec![(0, 0); n],
+        absent: vec![0; n],
+        ..PartResult::default()
+    };
+    for sub in subs {
+        let r = run_sub(ctx, &sub);
+        crate::merge(&mut acc, r);
+    }
+    acc
+}
+
+fn run_sub(ctx: &Ctx<'_>, bytes: &[u8]) -> PartResult {
     let n = ctx.systems.len();
     let mut out = PartResult {
         handoffs: vec![(0, 0); n],

@@ -209,6 +209,8 @@ pub fn run_files_with(
         None
     };
 
+    let timing = std::env::var_os("DRIFTLESS_AUDIT_TIMING").is_some();
+    let t0 = std::time::Instant::now();
     // Phase 1: read every file, biggest first, on every core.
     let mut order: Vec<usize> = (0..files.len()).collect();
     order.sort_by_key(|i| {
@@ -258,7 +260,7 @@ pub fn run_files_with(
             if done {
                 break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
         for h in handles {
             out.push(
@@ -283,6 +285,13 @@ pub fn run_files_with(
         })?;
     let infos = infos.into_inner().unwrap_or_else(|e| e.into_inner());
 
+    if timing {
+        eprintln!(
+            "read: {:.3}s ({parts} partitions, spill: {})",
+            t0.elapsed().as_secs_f64(),
+            spill_dir.is_some()
+        );
+    }
     // The chain as the join sees it.
     let mut systems = Vec::new();
     for (i, id) in chain.iter().enumerate() {
@@ -352,7 +361,7 @@ pub fn run_files_with(
             if done {
                 break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
         handles
             .into_iter()
@@ -362,6 +371,9 @@ pub fn run_files_with(
             })
             .collect()
     });
+    if timing {
+        eprintln!("join: {:.3}s", t0.elapsed().as_secs_f64());
+    }
     drop(spill_dir);
     let mut all = PartResult {
         handoffs: vec![(0, 0); ctx.systems.len()],
@@ -415,7 +427,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn merge(acc: &mut PartResult, r: PartResult) {
+pub(crate) fn merge(acc: &mut PartResult, r: PartResult) {
     acc.rows.extend(r.rows);
     acc.compared += r.compared;
     for (a, b) in acc.handoffs.iter_mut().zip(r.handoffs) {
