@@ -778,14 +778,14 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
             .as_ref()
             .map_or("none", |v| v.get_ref().as_str())
             .to_owned();
-        if !["webhook", "shopify", "file", "none"].contains(&connector.as_str()) {
-            if let Some(v) = &c.connector {
-                loc.err(
-                    v.span(),
-                    format!("unknown connector {connector:?}"),
-                    Some("one of webhook, shopify, file, none".into()),
-                );
-            }
+        if !["webhook", "shopify", "file", "none"].contains(&connector.as_str())
+            && let Some(v) = &c.connector
+        {
+            loc.err(
+                v.span(),
+                format!("unknown connector {connector:?}"),
+                Some("one of webhook, shopify, file, none".into()),
+            );
         }
         if connector == "webhook" && c.url.is_none() {
             loc.err(

@@ -134,6 +134,11 @@ impl EventError {
     }
 }
 
+/// `(state name, quantity)` pairs as a wire format hands them over.
+type Quantities<'a> = Vec<(&'a str, i64)>;
+/// `Change::Adjust` or `Change::Set`.
+type MakeChange = fn(StateMap<i64>) -> Change;
+
 /// Longest accepted `reason` / `ref`, in bytes.
 pub const MAX_TEXT: usize = 512;
 
@@ -200,23 +205,23 @@ impl Event {
         }
         let position = Position::parse(raw.occurred_at, raw.seq)
             .map_err(|e| EventError::new("occurred_at", e))?;
-        let (field, list, make): (&str, &Vec<(&str, i64)>, fn(StateMap<i64>) -> Change) =
-            match (&raw.adjust, &raw.set) {
-                (Some(a), None) => ("adjust", a, Change::Adjust),
-                (None, Some(s)) => ("set", s, Change::Set),
-                (Some(_), Some(_)) => {
-                    return Err(EventError::new(
-                        "adjust",
-                        "exactly one of `adjust` or `set` may be present, not both",
-                    ));
-                }
-                (None, None) => {
-                    return Err(EventError::new(
-                        "adjust",
-                        "exactly one of `adjust` or `set` is required",
-                    ));
-                }
-            };
+        let (field, list, make): (&str, &Quantities<'_>, MakeChange) = match (&raw.adjust, &raw.set)
+        {
+            (Some(a), None) => ("adjust", a, Change::Adjust),
+            (None, Some(s)) => ("set", s, Change::Set),
+            (Some(_), Some(_)) => {
+                return Err(EventError::new(
+                    "adjust",
+                    "exactly one of `adjust` or `set` may be present, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(EventError::new(
+                    "adjust",
+                    "exactly one of `adjust` or `set` is required",
+                ));
+            }
+        };
         if list.is_empty() {
             return Err(EventError::new(field, "must name at least one state"));
         }

@@ -132,11 +132,13 @@ pub struct Rules {
 }
 
 impl Rules {
-    /// Checks what needs the configuration (source, sku, unit) and converts to base units.
-    pub fn prepare(&self, event: Event) -> Result<Prepared, (Event, Rejection)> {
+    /// Checks what needs the configuration (source, sku, unit) and converts to base units. A
+    /// refused event comes back with the reason, so the caller can record it; boxed because the
+    /// refusal is the rare path and the event is large.
+    pub fn prepare(&self, event: Event) -> Result<Prepared, Box<(Event, Rejection)>> {
         if !self.systems.contains(&event.source) {
             let msg = format!("unknown source system `{}`", event.source);
-            return Err((event, Rejection(msg)));
+            return Err(Box::new((event, Rejection(msg))));
         }
         if let Some(known) = &self.known_skus
             && !known.contains(&event.sku)
@@ -145,7 +147,7 @@ impl Rules {
                 "unknown sku `{}` (strict mode: declare it under [[items]])",
                 event.sku
             );
-            return Err((event, Rejection(msg)));
+            return Err(Box::new((event, Rejection(msg))));
         }
         let unit = event.uom.clone().unwrap_or_else(Unit::base);
         let base = match event
@@ -154,7 +156,7 @@ impl Rules {
             .try_map(|_, q| self.units.to_base(&event.sku, &unit, q))
         {
             Ok(b) => b,
-            Err(e) => return Err((event, Rejection(e.to_string()))),
+            Err(e) => return Err(Box::new((event, Rejection(e.to_string())))),
         };
         if let Some((s, q)) = base
             .iter()
@@ -164,7 +166,7 @@ impl Rules {
                 "{s} = {q} EA after conversion exceeds the limit of {}",
                 crate::MAX_QUANTITY
             );
-            return Err((event, Rejection(msg)));
+            return Err(Box::new((event, Rejection(msg))));
         }
         let fingerprint = event.fingerprint();
         Ok(Prepared {

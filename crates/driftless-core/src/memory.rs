@@ -48,7 +48,8 @@ impl MemoryLedger {
     pub fn apply(&mut self, event: Event) -> Applied {
         let prepared = match self.rules.prepare(event) {
             Ok(p) => p,
-            Err((_, r)) => {
+            Err(refused) => {
+                let (_, r) = *refused;
                 return Applied {
                     outcome: Outcome::Rejected,
                     detail: Some(r.0),

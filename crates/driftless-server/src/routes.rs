@@ -86,10 +86,13 @@ async fn post_events(
         .into_iter()
         .map(|e| match st.settings.rules.prepare(e) {
             Ok(p) => Incoming::Event(Box::new(p)),
-            Err((event, r)) => Incoming::Rejected {
-                event: Box::new(event),
-                reason: r.0,
-            },
+            Err(refused) => {
+                let (event, r) = *refused;
+                Incoming::Rejected {
+                    event: Box::new(event),
+                    reason: r.0,
+                }
+            }
         })
         .collect();
     let receipts = st.store.apply(chrono::Utc::now(), batch).await?;

@@ -62,6 +62,9 @@ pub struct LocationLevels {
     pub levels: Levels,
 }
 
+/// One sku with every location it has.
+pub type SkuLevels = (Sku, Vec<LocationLevels>);
+
 /// One ledger entry in a sku's history.
 #[derive(Debug, Clone)]
 pub struct HistoryEntry {
@@ -146,7 +149,7 @@ pub trait Store: Outbox + Send + Sync + 'static {
         &'a self,
         after: Option<&'a Sku>,
         limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<(Sku, Vec<LocationLevels>)>, StoreError>>;
+    ) -> BoxFuture<'a, Result<Vec<SkuLevels>, StoreError>>;
 
     /// The newest `limit` ledger entries of a sku, oldest first.
     fn history<'a>(

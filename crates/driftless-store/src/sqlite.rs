@@ -6,7 +6,7 @@
 use crate::schema;
 use crate::{
     AuditRecord, BoxFuture, HistoryEntry, Incident, IncidentFilter, Incoming, LocationLevels,
-    Receipt, Store, StoreError,
+    Receipt, SkuLevels, Store, StoreError,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use driftless_core::{
@@ -648,7 +648,7 @@ impl Store for SqliteStore {
         &'a self,
         after: Option<&'a Sku>,
         limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<(Sku, Vec<LocationLevels>)>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Vec<SkuLevels>, StoreError>> {
         Box::pin(async move {
             let rows = sqlx::query(
                 "SELECT sku, location, state, value FROM cells WHERE sku IN \
@@ -659,7 +659,7 @@ impl Store for SqliteStore {
             .bind(limit as i64)
             .fetch_all(&self.read)
             .await?;
-            let mut out: Vec<(Sku, Vec<LocationLevels>)> = Vec::new();
+            let mut out: Vec<SkuLevels> = Vec::new();
             for (sku, loc, lv) in levels_of(&rows)? {
                 let ll = to_location_levels(loc, lv)?;
                 match out.last_mut() {

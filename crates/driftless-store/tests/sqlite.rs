@@ -91,10 +91,13 @@ fn incoming(rules: &Rules, events: &[Event]) -> Vec<Incoming> {
         .iter()
         .map(|e| match rules.prepare(e.clone()) {
             Ok(p) => Incoming::Event(Box::new(p)),
-            Err((event, r)) => Incoming::Rejected {
-                event: Box::new(event),
-                reason: r.0,
-            },
+            Err(refused) => {
+                let (event, r) = *refused;
+                Incoming::Rejected {
+                    event: Box::new(event),
+                    reason: r.0,
+                }
+            }
         })
         .collect()
 }
