@@ -11,12 +11,17 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 static PROVIDER: Once = Once::new();
 
-/// A client for one channel.
-pub fn client(opts: &ClientOptions) -> Result<reqwest::Client, String> {
+/// Installs the ring TLS provider for every reqwest client of the process (once).
+pub fn install_provider() {
     PROVIDER.call_once(|| {
         // Fails only if another provider was installed first, which is as good.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+/// A client for one channel.
+pub fn client(opts: &ClientOptions) -> Result<reqwest::Client, String> {
+    install_provider();
     reqwest::Client::builder()
         .timeout(opts.timeout)
         .connect_timeout(opts.connect_timeout)
@@ -35,6 +40,15 @@ pub fn retry_after(value: Option<&str>, default: Duration) -> Duration {
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map(|s| Duration::from_secs_f64(s.min(MAX_RETRY_AFTER.as_secs_f64())))
         .unwrap_or(default)
+}
+
+/// A transport error as a failure: a connection never made cannot have been applied.
+pub fn failure(e: &reqwest::Error) -> crate::Failure {
+    if e.is_connect() {
+        crate::Failure::not_sent(describe(e))
+    } else {
+        crate::Failure::retry(describe(e))
+    }
 }
 
 /// A transport error in words an operator can act on.

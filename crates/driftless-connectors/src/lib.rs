@@ -11,10 +11,12 @@
 //! - [`shopify`]: Admin GraphQL `inventorySetQuantities` with compare-and-set and `@idempotent`.
 //! - [`file`]: a CSV snapshot written on a schedule for batch consumers (not a per-sku push).
 //! - [`http`]: the one HTTP client setup (TLS provider, timeouts) and `Retry-After`.
+//! - [`standin`]: local stand-in channels (webhook receiver, Shopify) with fault injection.
 
 pub mod file;
 pub mod http;
 pub mod shopify;
+pub mod standin;
 pub mod webhook;
 
 use driftless_config::{ChannelConfig, Settings};
@@ -48,13 +50,27 @@ pub struct Failure {
     /// `false` when retrying the same push cannot help (a 4xx, a missing id mapping): the dispatcher
     /// dead-letters it at once instead of spending the attempt budget.
     pub retryable: bool,
+    /// `true` when the channel may have applied the push anyway (a timeout, a dropped connection, a
+    /// 5xx): the dispatcher then repeats this exact push, same key, before sending anything newer.
+    pub in_doubt: bool,
     pub message: String,
 }
 
 impl Failure {
+    /// Retryable, and possibly applied.
     pub fn retry(message: impl Into<String>) -> Failure {
         Failure {
             retryable: true,
+            in_doubt: true,
+            message: message.into(),
+        }
+    }
+
+    /// Retryable, and certainly not applied (the connection was never made).
+    pub fn not_sent(message: impl Into<String>) -> Failure {
+        Failure {
+            retryable: true,
+            in_doubt: false,
             message: message.into(),
         }
     }
@@ -62,6 +78,7 @@ impl Failure {
     pub fn permanent(message: impl Into<String>) -> Failure {
         Failure {
             retryable: false,
+            in_doubt: false,
             message: message.into(),
         }
     }

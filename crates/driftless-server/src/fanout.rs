@@ -162,6 +162,8 @@ pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
 
 struct Done {
     row: OutboxRow,
+    /// The version and quantity pushed (a pinned push repeats an older pair).
+    version: i64,
     quantity: i64,
     outcome: PushOutcome,
     at: DateTime<Utc>,
@@ -396,10 +398,12 @@ impl Dispatcher {
     }
 
     fn start(&mut self, row: OutboxRow, permit: tokio::sync::OwnedSemaphorePermit) {
-        let quantity = match Sku::parse(row.sku.clone()) {
+        let latest = match Sku::parse(row.sku.clone()) {
             Ok(s) => self.cfg.spec.quantity(&s, row.atp),
             Err(_) => 0,
         };
+        // A push in doubt is repeated exactly (same key) before anything newer goes out.
+        let (version, quantity) = row.pinned.unwrap_or((row.version, latest));
         let push = Push {
             channel: self.id().to_owned(),
             sku: row.sku.clone(),
@@ -408,7 +412,7 @@ impl Dispatcher {
             idempotency_key: driftless_connectors::idempotency_key(
                 self.id(),
                 &row.sku,
-                row.version,
+                version,
                 quantity,
                 row.basis,
             ),
@@ -424,6 +428,7 @@ impl Dispatcher {
             let _ = tx
                 .send(Done {
                     row,
+                    version,
                     quantity,
                     outcome,
                     at,
@@ -440,12 +445,12 @@ impl Dispatcher {
         for d in done {
             let sku = d.row.sku.clone();
             self.inflight.remove(&sku);
-            match d.outcome {
+            match d.outcome.clone() {
                 PushOutcome::Acked => {
                     self.cas_streak.remove(&sku);
                     records.push(PushRecord::Acked {
                         sku: sku.clone(),
-                        version: d.row.version,
+                        version: d.version,
                         quantity: d.quantity,
                         at: d.at,
                         sample: PushSample {
@@ -466,7 +471,7 @@ impl Dispatcher {
                         // failure so backoff and the dead-letter list apply.
                         self.cas_streak.remove(&sku);
                         let msg = "compare failed three times in a row".to_owned();
-                        records.push(self.failed(&d.row, msg, true, None));
+                        records.push(self.failed(&d, msg, true, None, d.row.pinned));
                         continue;
                     }
                     let hold = self.cfg.on_override == OnOverride::Hold;
@@ -491,10 +496,17 @@ impl Dispatcher {
                 PushOutcome::RetryAfter(wait) => {
                     self.paused_until = Some(Instant::now() + wait);
                     let msg = format!("the channel asked to retry after {}ms", wait.as_millis());
-                    records.push(self.failed(&d.row, msg, true, Some(wait)));
+                    // Refused before being applied: nothing new in doubt.
+                    records.push(self.failed(&d, msg, true, Some(wait), d.row.pinned));
                 }
                 PushOutcome::Failed(f) => {
-                    records.push(self.failed(&d.row, f.message, f.retryable, None));
+                    // A timeout, a dropped connection or a 5xx may have been applied: pin it.
+                    let pin = if f.in_doubt {
+                        Some((d.version, d.quantity))
+                    } else {
+                        d.row.pinned
+                    };
+                    records.push(self.failed(&d, f.message, f.retryable, None, pin));
                 }
             }
             if self.skipped.remove(&sku) {
@@ -521,11 +533,13 @@ impl Dispatcher {
 
     fn failed(
         &mut self,
-        row: &OutboxRow,
+        d: &Done,
         message: String,
         retryable: bool,
         at_least: Option<Duration>,
+        pinned: Option<(i64, i64)>,
     ) -> PushRecord {
+        let row = &d.row;
         let attempts = row.attempts.saturating_add(1);
         let dead = !retryable || attempts >= self.cfg.max_attempts;
         let wait = backoff(attempts, self.opts.base_backoff, self.opts.max_backoff)
@@ -546,7 +560,7 @@ impl Dispatcher {
             detail: format!(
                 "push of version {} to channel `{}` gave up after {attempts} attempt(s): {message}; \
                  POST /v1/channels/{}/replay to retry",
-                row.version,
+                d.version,
                 self.id(),
                 self.id()
             ),
@@ -555,6 +569,7 @@ impl Dispatcher {
         PushRecord::Failed {
             sku: row.sku.clone(),
             version: row.version,
+            pinned,
             attempts,
             next_attempt: next,
             error: message,

@@ -56,6 +56,10 @@ pub struct OutboxRow {
     pub acked_version: Option<i64>,
     /// The value the hub believes the channel shows: the compare value of the next push.
     pub basis: Option<i64>,
+    /// A push whose fate is unknown (it timed out, the connection dropped): `(version, quantity)`.
+    /// It is repeated as it was, same key, until the channel answers; only then does the newest
+    /// version go out, compared against a value the hub knows.
+    pub pinned: Option<(i64, i64)>,
     pub attempts: u32,
     pub next_attempt_nanos: i64,
     pub held: bool,
@@ -87,10 +91,12 @@ pub enum PushRecord {
         at: DateTime<Utc>,
         sample: PushSample,
     },
-    /// A failed attempt; `dead` moves it to the dead-letter list (with an incident).
+    /// A failed attempt; `dead` moves it to the dead-letter list (with an incident). `pinned` is
+    /// the push to repeat as it was (`(version, quantity)`), when the channel may have applied it.
     Failed {
         sku: String,
         version: i64,
+        pinned: Option<(i64, i64)>,
         attempts: u32,
         next_attempt: DateTime<Utc>,
         error: String,
@@ -261,7 +267,7 @@ async fn insert_incident(conn: &mut SqliteConnection, i: &Incident) -> Result<()
 }
 
 const ROW_COLUMNS: &str = "o.sku, o.version, o.dirty, o.changed_nanos, s.acked_quantity, \
-    s.acked_version, s.basis, COALESCE(s.attempts, 0) AS attempts, \
+    s.acked_version, s.basis, s.pinned_version, s.pinned_quantity, COALESCE(s.attempts, 0) AS attempts, \
     COALESCE(s.next_attempt_nanos, 0) AS next_attempt_nanos, COALESCE(s.held, 0) AS held, \
     s.dead_version";
 
@@ -276,6 +282,9 @@ fn row_of(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxRow, StoreError> {
         acked_quantity: r.try_get("acked_quantity")?,
         acked_version: r.try_get("acked_version")?,
         basis: r.try_get("basis")?,
+        pinned: r
+            .try_get::<Option<i64>, _>("pinned_version")?
+            .zip(r.try_get::<Option<i64>, _>("pinned_quantity")?),
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
         next_attempt_nanos: r.try_get("next_attempt_nanos")?,
         held: r.try_get::<i64, _>("held")? != 0,
@@ -429,6 +438,7 @@ impl Outbox for SqliteStore {
                              VALUES (?1, ?2, ?3, ?4, ?5, ?3, 0, 0, NULL, NULL, NULL) \
                              ON CONFLICT (channel, sku) DO UPDATE SET \
                              acked_quantity = ?3, acked_version = ?4, acked_nanos = ?5, basis = ?3, \
+                             pinned_version = NULL, pinned_quantity = NULL, \
                              attempts = 0, next_attempt_nanos = 0, last_error = NULL, \
                              last_error_nanos = NULL, dead_version = NULL, \
                              diverged_nanos = CASE WHEN observed_quantity IS NULL \
@@ -471,6 +481,7 @@ impl Outbox for SqliteStore {
                     PushRecord::Failed {
                         sku,
                         version,
+                        pinned,
                         attempts,
                         next_attempt,
                         error,
@@ -478,10 +489,11 @@ impl Outbox for SqliteStore {
                     } => {
                         sqlx::query(
                             "INSERT INTO channel_skus (channel, sku, attempts, next_attempt_nanos, \
-                             last_error, last_error_nanos, dead_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                             last_error, last_error_nanos, dead_version, pinned_version, pinned_quantity) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
                              ON CONFLICT (channel, sku) DO UPDATE SET attempts = ?3, \
                              next_attempt_nanos = ?4, last_error = ?5, last_error_nanos = ?6, \
-                             dead_version = ?7",
+                             dead_version = ?7, pinned_version = ?8, pinned_quantity = ?9",
                         )
                         .bind(channel)
                         .bind(sku)
@@ -490,6 +502,8 @@ impl Outbox for SqliteStore {
                         .bind(error)
                         .bind(now)
                         .bind(dead.as_ref().map(|_| *version))
+                        .bind(pinned.map(|p| p.0))
+                        .bind(pinned.map(|p| p.1))
                         .execute(&mut *tx)
                         .await?;
                         if let Some(i) = dead {
@@ -506,7 +520,8 @@ impl Outbox for SqliteStore {
                             "INSERT INTO channel_skus (channel, sku, basis, held, attempts, \
                              next_attempt_nanos, diverged_nanos) VALUES (?1, ?2, ?3, ?4, 0, 0, NULL) \
                              ON CONFLICT (channel, sku) DO UPDATE SET basis = ?3, held = ?4, \
-                             attempts = 0, next_attempt_nanos = 0, diverged_nanos = NULL",
+                             attempts = 0, next_attempt_nanos = 0, diverged_nanos = NULL, \
+                             pinned_version = NULL, pinned_quantity = NULL",
                         )
                         .bind(channel)
                         .bind(sku)

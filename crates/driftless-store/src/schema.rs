@@ -86,6 +86,8 @@ pub const SQLITE: &[&str] = &[
         acked_version INTEGER,
         acked_nanos INTEGER,
         basis INTEGER,
+        pinned_version INTEGER,
+        pinned_quantity INTEGER,
         attempts INTEGER NOT NULL DEFAULT 0,
         next_attempt_nanos INTEGER NOT NULL DEFAULT 0,
         last_error TEXT,

@@ -165,15 +165,24 @@ impl ShopifyConnector {
         Ok(v)
     }
 
-    /// The channel's current `available`, after a compare failure.
+    /// The channel's current `available`, after a compare failure. Paced like a push, and tried a
+    /// few times: right after a refusal the bucket is often low.
     async fn read_current(&self, item: &str) -> Option<i64> {
-        match self
-            .call(&transform::read_request(item, &self.location))
-            .await
-        {
-            Ok(v) => transform::parse_read(&v).ok().flatten(),
-            Err(_) => None,
+        for _ in 0..3 {
+            let wait = self.pace().min(MAX_INLINE_WAIT);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            match self
+                .call(&transform::read_request(item, &self.location))
+                .await
+            {
+                Ok(v) if transform::parse_set(&v) == SetAnswer::Throttled => continue,
+                Ok(v) => return transform::parse_read(&v).ok().flatten(),
+                Err(_) => continue,
+            }
         }
+        None
     }
 }
 

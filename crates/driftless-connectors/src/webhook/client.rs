@@ -72,7 +72,7 @@ impl Connector for WebhookConnector {
                 .await;
             let mut resp = match sent {
                 Ok(r) => r,
-                Err(e) => return PushOutcome::Failed(Failure::retry(crate::http::describe(&e))),
+                Err(e) => return PushOutcome::Failed(crate::http::failure(&e)),
             };
             let status = resp.status().as_u16();
             let retry_after = resp
@@ -87,7 +87,7 @@ impl Connector for WebhookConnector {
                     Ok(Some(_)) | Ok(None) => break,
                     // A 2xx whose body was cut is still a 2xx: the status line is the answer.
                     Err(e) if !(200..300).contains(&status) => {
-                        return PushOutcome::Failed(Failure::retry(crate::http::describe(&e)));
+                        return PushOutcome::Failed(crate::http::failure(&e));
                     }
                     Err(_) => break,
                 }

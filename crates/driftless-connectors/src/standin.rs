@@ -1,0 +1,552 @@
+//! Stand-in channels: small real HTTP/1.1 servers on 127.0.0.1 that behave like a webhook receiver
+//! or Shopify's Admin GraphQL endpoint, for tests, the benchmark and demos. They check what the real
+//! systems check (the signature, the request shapes Shopify documents, compare-and-set, idempotency
+//! keys) and can inject faults: 5xx, 429, answers that arrive after the client gave up, and
+//! connections dropped after or before applying.
+//!
+//! HTTP is parsed by hand on purpose: a framework would not let a test drop a connection mid-request.
+
+use crate::webhook::transform as wh;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+const MAX_HEAD: usize = 16 * 1024;
+const MAX_BODY: usize = 1024 * 1024;
+
+/// Which system the stand-in plays.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Verifies `X-Driftless-Signature` with this key.
+    Webhook { secret: Vec<u8> },
+    /// Checks the access token and the API version in the path.
+    Shopify { token: String, api_version: String },
+}
+
+/// Injected faults; `rate` of requests fail, split evenly between the kinds.
+#[derive(Debug, Clone)]
+pub struct Faults {
+    pub rate: f64,
+    pub seed: u64,
+    /// How long a stalled answer takes (longer than the client's timeout).
+    pub stall: Duration,
+}
+
+impl Faults {
+    pub fn none() -> Faults {
+        Faults {
+            rate: 0.0,
+            seed: 1,
+            stall: Duration::ZERO,
+        }
+    }
+}
+
+/// One applied change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub key: String,
+    pub sku: String,
+    pub from: Option<i64>,
+    pub to: i64,
+}
+
+/// Everything the stand-in saw; tests read it.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// The channel's quantities (by sku; for Shopify by InventoryItem GID).
+    pub quantities: HashMap<String, i64>,
+    pub applied: Vec<Applied>,
+    pub requests: u64,
+    pub bad_signatures: u64,
+    /// Requests whose shape differs from the documented one (Shopify mode).
+    pub shape_errors: Vec<String>,
+    pub conflicts: u64,
+    pub faults: u64,
+    /// A key seen again with a different body: what an idempotent API refuses.
+    pub key_reuse_mismatch: u64,
+    replies: HashMap<String, (u16, String, String)>,
+    bucket: f64,
+    bucket_at: Option<Instant>,
+}
+
+type OnApply = Arc<dyn Fn(&str, i64) + Send + Sync>;
+
+/// A running stand-in.
+pub struct StandIn {
+    pub addr: SocketAddr,
+    pub ledger: Arc<Mutex<Ledger>>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for StandIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StandIn").field("addr", &self.addr).finish()
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Shared {
+    mode: Mode,
+    faults: Faults,
+    rng: Mutex<u64>,
+    ledger: Arc<Mutex<Ledger>>,
+    on_apply: Option<OnApply>,
+}
+
+impl StandIn {
+    pub async fn start(mode: Mode, faults: Faults) -> std::io::Result<StandIn> {
+        Self::start_with(mode, faults, None).await
+    }
+
+    /// `on_apply(sku, quantity)` runs when a push is applied (the benchmark's clock).
+    pub async fn start_with(
+        mode: Mode,
+        faults: Faults,
+        on_apply: Option<OnApply>,
+    ) -> std::io::Result<StandIn> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let ledger = Arc::new(Mutex::new(Ledger {
+            bucket: 100.0,
+            ..Ledger::default()
+        }));
+        let shared = Arc::new(Shared {
+            mode,
+            rng: Mutex::new(faults.seed.max(1)),
+            faults,
+            ledger: ledger.clone(),
+            on_apply,
+        });
+        let task = tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let _ = sock.set_nodelay(true);
+                tokio::spawn(serve(sock, shared.clone()));
+            }
+        });
+        Ok(StandIn { addr, ledger, task })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sets a quantity behind the hub's back (a person editing the storefront).
+    pub fn set(&self, key: &str, quantity: i64) {
+        self.lock().quantities.insert(key.to_owned(), quantity);
+    }
+
+    pub fn get(&self, key: &str) -> Option<i64> {
+        self.lock().quantities.get(key).copied()
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    ServerError,
+    TooMany,
+    Stall,
+    DropAfterApply,
+    DropBeforeApply,
+}
+
+impl Shared {
+    fn roll(&self) -> Option<Fault> {
+        if self.faults.rate <= 0.0 {
+            return None;
+        }
+        let mut s = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        // xorshift64: deterministic given the seed.
+        let mut next = || {
+            *s ^= *s << 13;
+            *s ^= *s >> 7;
+            *s ^= *s << 17;
+            (*s >> 11) as f64 / (1u64 << 53) as f64
+        };
+        if next() >= self.faults.rate {
+            return None;
+        }
+        Some(match (next() * 5.0) as u32 {
+            0 => Fault::ServerError,
+            1 => Fault::TooMany,
+            2 => Fault::Stall,
+            3 => Fault::DropAfterApply,
+            _ => Fault::DropBeforeApply,
+        })
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct Request {
+    path: String,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Request> {
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        if buf.len() > MAX_HEAD {
+            return None;
+        }
+        let mut chunk = [0u8; 8192];
+        let n = sock.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let path = lines.next()?.split(' ').nth(1)?.to_owned();
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if len > MAX_BODY {
+        return None;
+    }
+    let start = head_end + 4;
+    while buf.len() < start + len {
+        let mut chunk = [0u8; 8192];
+        let n = sock.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = buf[start..start + len].to_vec();
+    buf.drain(..start + len);
+    Some(Request {
+        path,
+        headers,
+        body,
+    })
+}
+
+async fn respond(sock: &mut TcpStream, status: u16, extra: &str, body: &str) -> bool {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        409 => "Conflict",
+        429 => "Too Many Requests",
+        _ => "Error",
+    };
+    let msg = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}\r\n{body}",
+        body.len()
+    );
+    sock.write_all(msg.as_bytes()).await.is_ok()
+}
+
+/// What to do with a request once it is understood.
+enum Action {
+    Reply(u16, String, String),
+    /// Apply (maybe) and then stall or drop, per the fault.
+    Fault(Fault, Option<Applied>, (u16, String, String)),
+}
+
+async fn serve(mut sock: TcpStream, sh: Arc<Shared>) {
+    let mut buf = Vec::new();
+    while let Some(req) = read_request(&mut sock, &mut buf).await {
+        let action = match &sh.mode {
+            Mode::Webhook { secret } => webhook(&sh, secret, &req),
+            Mode::Shopify { token, api_version } => shopify(&sh, token, api_version, &req),
+        };
+        match action {
+            Action::Reply(s, extra, body) => {
+                if !respond(&mut sock, s, &extra, &body).await {
+                    return;
+                }
+            }
+            Action::Fault(f, apply, (s, extra, body)) => {
+                sh.ledger().faults += 1;
+                match f {
+                    Fault::ServerError => {
+                        let _ = respond(&mut sock, 500, "", "{\"error\":\"injected\"}").await;
+                    }
+                    Fault::TooMany => {
+                        let _ = respond(&mut sock, 429, "retry-after: 0\r\n", "{}").await;
+                    }
+                    Fault::DropBeforeApply => return,
+                    Fault::DropAfterApply | Fault::Stall => {
+                        if let Some(a) = apply {
+                            commit(&sh, a, (s, extra.clone(), body.clone()));
+                        }
+                        if f == Fault::Stall {
+                            tokio::time::sleep(sh.faults.stall).await;
+                            let _ = respond(&mut sock, s, &extra, &body).await;
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Applies a change and remembers the answer under its key.
+fn commit(sh: &Shared, a: Applied, reply: (u16, String, String)) {
+    let mut l = sh.ledger();
+    l.quantities.insert(a.sku.clone(), a.to);
+    l.replies.insert(a.key.clone(), reply);
+    let (sku, to) = (a.sku.clone(), a.to);
+    l.applied.push(a);
+    drop(l);
+    if let Some(f) = &sh.on_apply {
+        f(&sku, to);
+    }
+}
+
+fn webhook(sh: &Shared, secret: &[u8], req: &Request) -> Action {
+    let mut l = sh.ledger();
+    l.requests += 1;
+    let sig = req
+        .headers
+        .get("x-driftless-signature")
+        .map(String::as_str)
+        .unwrap_or("");
+    if !wh::verify(secret, &req.body, sig) {
+        l.bad_signatures += 1;
+        return Action::Reply(401, String::new(), "{\"error\":\"bad signature\"}".into());
+    }
+    let Ok(b) = serde_json::from_slice::<wh::PushBody>(&req.body) else {
+        return Action::Reply(400, String::new(), "{\"error\":\"bad body\"}".into());
+    };
+    if req.headers.get("idempotency-key") != Some(&b.idempotency_key) {
+        return Action::Reply(400, String::new(), "{\"error\":\"key mismatch\"}".into());
+    }
+    if let Some((s, e, body)) = l.replies.get(&b.idempotency_key).cloned() {
+        return Action::Reply(s, e, body);
+    }
+    let fault = sh.roll();
+    let current = l.quantities.get(&b.sku).copied();
+    // `null` means "first push": nothing to compare against.
+    if b.compare_quantity.is_some() && b.compare_quantity != current {
+        l.conflicts += 1;
+        let body = json!({"current_quantity": current}).to_string();
+        l.replies.insert(
+            b.idempotency_key.clone(),
+            (409, String::new(), body.clone()),
+        );
+        return Action::Reply(409, String::new(), body);
+    }
+    let applied = Applied {
+        key: b.idempotency_key.clone(),
+        sku: b.sku.clone(),
+        from: current,
+        to: b.quantity,
+    };
+    let ok = (200, String::new(), "{\"ok\":true}".to_owned());
+    drop(l);
+    match fault {
+        None => {
+            commit(sh, applied, ok.clone());
+            Action::Reply(ok.0, ok.1, ok.2)
+        }
+        Some(f) => Action::Fault(f, Some(applied), ok),
+    }
+}
+
+fn shape_error(l: &mut Ledger, msg: String) -> Action {
+    l.shape_errors.push(msg.clone());
+    Action::Reply(
+        200,
+        String::new(),
+        json!({"errors": [{"message": msg}]}).to_string(),
+    )
+}
+
+fn is_gid(v: &Value, kind: &str) -> bool {
+    v.as_str().is_some_and(|s| {
+        s.strip_prefix("gid://shopify/")
+            .and_then(|r| r.strip_prefix(kind))
+            .and_then(|r| r.strip_prefix('/'))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+fn shopify(sh: &Shared, token: &str, version: &str, req: &Request) -> Action {
+    let mut l = sh.ledger();
+    l.requests += 1;
+    if req.path != format!("/admin/api/{version}/graphql.json") {
+        return Action::Reply(404, String::new(), "{\"errors\":\"Not Found\"}".into());
+    }
+    if req
+        .headers
+        .get("x-shopify-access-token")
+        .map(String::as_str)
+        != Some(token)
+    {
+        return Action::Reply(
+            401,
+            String::new(),
+            "{\"errors\":\"[API] Invalid API key or access token\"}".into(),
+        );
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(&req.body) else {
+        return shape_error(&mut l, "body is not JSON".into());
+    };
+    let query = v["query"].as_str().unwrap_or("");
+    // The cost bucket: 100 points, 50 per second, 10 per call.
+    let now = Instant::now();
+    let el = l
+        .bucket_at
+        .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+    l.bucket = (l.bucket + el * 50.0).min(100.0);
+    l.bucket_at = Some(now);
+    let cost = |avail: f64| {
+        json!({"cost": {"requestedQueryCost": 10, "actualQueryCost": 10,
+            "throttleStatus": {"maximumAvailable": 100.0, "currentlyAvailable": avail, "restoreRate": 50.0}}})
+    };
+    if l.bucket < 10.0 {
+        let avail = l.bucket;
+        return Action::Reply(
+            200,
+            String::new(),
+            json!({"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}],
+                "extensions": cost(avail)})
+            .to_string(),
+        );
+    }
+    l.bucket -= 10.0;
+    let avail = l.bucket;
+    if query.contains("inventoryItem(") {
+        let item = &v["variables"]["item"];
+        if !is_gid(item, "InventoryItem") || !is_gid(&v["variables"]["location"], "Location") {
+            return shape_error(&mut l, format!("read-back ids must be GID strings: {v}"));
+        }
+        let q = l.quantities.get(item.as_str().unwrap_or("")).copied();
+        let level = q.map(|q| json!({"quantities": [{"name": "available", "quantity": q}]}));
+        return Action::Reply(
+            200,
+            String::new(),
+            json!({"data": {"inventoryItem": {"inventoryLevel": level}}, "extensions": cost(avail)})
+                .to_string(),
+        );
+    }
+    if !query.contains("inventorySetQuantities(input: $input)")
+        || !query.contains("@idempotent(key: $idempotencyKey)")
+    {
+        return shape_error(
+            &mut l,
+            format!("not an idempotent inventorySetQuantities: {query}"),
+        );
+    }
+    let Some(key) = v["variables"]["idempotencyKey"].as_str().map(str::to_owned) else {
+        return shape_error(&mut l, "idempotencyKey variable missing".into());
+    };
+    let input = &v["variables"]["input"];
+    let q = &input["quantities"];
+    let problems: Vec<&str> = [
+        (
+            input["name"] != "available",
+            "input.name must be \"available\"",
+        ),
+        (
+            !input["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "input.reason is required",
+        ),
+        (
+            q.as_array().is_none_or(|a| a.len() != 1),
+            "one quantity per call",
+        ),
+        (
+            !is_gid(&q[0]["inventoryItemId"], "InventoryItem"),
+            "inventoryItemId must be an InventoryItem GID string",
+        ),
+        (
+            !is_gid(&q[0]["locationId"], "Location"),
+            "locationId must be a Location GID string",
+        ),
+        (!q[0]["quantity"].is_i64(), "quantity must be an integer"),
+        (
+            version >= "2026-04"
+                && !q[0]
+                    .as_object()
+                    .is_some_and(|o| o.contains_key("changeFromQuantity")),
+            "changeFromQuantity is required from 2026-04 (null to skip the check)",
+        ),
+    ]
+    .into_iter()
+    .filter(|(bad, _)| *bad)
+    .map(|(_, m)| m)
+    .collect();
+    if !problems.is_empty() {
+        return shape_error(&mut l, problems.join("; "));
+    }
+    let body_text = String::from_utf8_lossy(&req.body).into_owned();
+    if let Some((s, e, b)) = l.replies.get(&key).cloned() {
+        // The same key with different parameters is refused, as Shopify does.
+        if l.replies.get(&format!("{key}#body")).map(|x| &x.2) != Some(&body_text) {
+            l.key_reuse_mismatch += 1;
+        }
+        return Action::Reply(s, e, b);
+    }
+    let item = q[0]["inventoryItemId"].as_str().unwrap_or("").to_owned();
+    let to = q[0]["quantity"].as_i64().unwrap_or(0);
+    let compare = q[0]
+        .get("changeFromQuantity")
+        .or_else(|| q[0].get("compareQuantity"))
+        .and_then(Value::as_i64);
+    let current = l.quantities.get(&item).copied();
+    l.replies
+        .insert(format!("{key}#body"), (0, String::new(), body_text));
+    if compare.is_some() && compare != current {
+        l.conflicts += 1;
+        let body = json!({"data": {"inventorySetQuantities": {"inventoryAdjustmentGroup": null,
+            "userErrors": [{"code": "CHANGE_FROM_QUANTITY_STALE", "field": ["input", "quantities", "0", "changeFromQuantity"],
+                "message": "The changeFromQuantity value does not match persisted value."}]}},
+            "extensions": cost(avail)})
+        .to_string();
+        l.replies.insert(key, (200, String::new(), body.clone()));
+        return Action::Reply(200, String::new(), body);
+    }
+    let ok = (
+        200,
+        String::new(),
+        json!({"data": {"inventorySetQuantities": {"inventoryAdjustmentGroup": {"id": "gid://shopify/InventoryAdjustmentGroup/1"},
+            "userErrors": []}}, "extensions": cost(avail)})
+        .to_string(),
+    );
+    let applied = Applied {
+        key,
+        sku: item,
+        from: current,
+        to,
+    };
+    let fault = sh.roll();
+    drop(l);
+    match fault {
+        None => {
+            commit(sh, applied, ok.clone());
+            Action::Reply(ok.0, ok.1, ok.2)
+        }
+        Some(f) => Action::Fault(f, Some(applied), ok),
+    }
+}

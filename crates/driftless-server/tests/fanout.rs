@@ -1,0 +1,580 @@
+//! Fan-out end to end: a hub on 127.0.0.1 over the embedded store, pushing through real HTTP to
+//! stand-in channels (webhook receiver, Shopify GraphQL) that verify signatures and request shapes,
+//! enforce compare-and-set and idempotency keys, and inject faults.
+//!
+//! Waiting is bounded (a test fails instead of hanging) but nothing asserts on time.
+
+use driftless_config::Settings;
+use driftless_connectors::standin::{Faults, Mode, StandIn};
+use driftless_server::fanout::FanoutOptions;
+use driftless_server::{AppState, Server};
+use driftless_store::SqliteStore;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+const SECRET: &str = "test-webhook-key";
+static SEQ: AtomicU64 = AtomicU64::new(1);
+
+fn config(channel: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+auth = "none"
+
+[[systems]]
+id = "wms"
+role = "wms"
+
+[[systems]]
+id = "shop"
+role = "storefront"
+
+[authority]
+on_hand = ["wms"]
+
+{channel}
+
+[[hops]]
+from = "wms"
+to = "shop"
+trigger = "event"
+latency_sla = "1s"
+{extra}
+"#
+    )
+}
+
+fn webhook_channel(url: &str, on_override: &str) -> String {
+    format!(
+        r#"[[channels]]
+id = "shop"
+locations = ["DC1"]
+connector = "webhook"
+url = "{url}"
+secret_env = "SHOP_SECRET"
+on_override = "{on_override}"
+max_attempts = 40
+"#
+    )
+}
+
+fn opts() -> FanoutOptions {
+    FanoutOptions {
+        poll: Duration::from_millis(5),
+        base_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(80),
+        sweep_every: Duration::from_millis(20),
+        client: driftless_connectors::ClientOptions {
+            timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+        env: Arc::new(|k| match k {
+            "SHOP_SECRET" => Some(SECRET.into()),
+            "SHOP_TOKEN" => Some("shpat_test".into()),
+            _ => None,
+        }),
+        ..FanoutOptions::default()
+    }
+}
+
+struct Hub {
+    base: String,
+    http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn hub(text: &str, dir: &Path, fanout: FanoutOptions) -> Hub {
+    driftless_connectors::http::install_provider();
+    let settings = Settings::parse("test.toml", text).unwrap();
+    let store = SqliteStore::open(dir, settings.rules.clone(), settings.channel_specs())
+        .await
+        .unwrap();
+    let mut state = AppState::new(settings, Arc::new(store));
+    state.fanout = Arc::new(fanout);
+    let server = Server::bind("127.0.0.1:0", state).await.unwrap();
+    let base = format!("http://{}", server.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    Hub {
+        base,
+        http: reqwest::Client::new(),
+        stop: Some(tx),
+        task,
+    }
+}
+
+impl Hub {
+    async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+
+    /// Sets on_hand of `sku` at DC1; returns the outcome.
+    async fn set(&self, sku: &str, on_hand: i64) -> String {
+        self.set_many(&[(sku, on_hand)]).await.remove(0)
+    }
+
+    async fn set_many(&self, items: &[(&str, i64)]) -> Vec<String> {
+        let events: Vec<Value> = items
+            .iter()
+            .map(|(sku, q)| {
+                let n = SEQ.fetch_add(1, Ordering::Relaxed);
+                json!({"id": format!("e-{n}"), "source": "wms", "sku": sku, "location": "DC1",
+                    "occurred_at": "2026-11-27T10:00:00Z", "seq": n, "set": {"on_hand": q}})
+            })
+            .collect();
+        let r: Value = self
+            .http
+            .post(format!("{}/v1/events", self.base))
+            .json(&events)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["outcome"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn incidents(&self, kind: &str) -> Vec<Value> {
+        self.get(&format!("/v1/incidents?kind={kind}&limit=1000"))
+            .await["incidents"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+/// Polls `check` until it holds; fails the test after a generous bound instead of hanging.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..1200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+fn webhook_standin(faults: Faults) -> impl std::future::Future<Output = std::io::Result<StandIn>> {
+    StandIn::start(
+        Mode::Webhook {
+            secret: SECRET.as_bytes().to_vec(),
+        },
+        faults,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn converges_when_the_channel_fails_30_percent_of_calls() {
+    let ch = webhook_standin(Faults {
+        rate: 0.3,
+        seed: 42,
+        stall: Duration::from_millis(600),
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub(
+        &config(&webhook_channel(&ch.url("/push"), "overwrite"), ""),
+        dir.path(),
+        opts(),
+    )
+    .await;
+    // 400 changes over 40 skus, in bursts, so pushes overlap with new versions.
+    let mut expected: HashMap<String, i64> = HashMap::new();
+    for round in 0..10i64 {
+        let batch: Vec<(String, i64)> = (0..40)
+            .map(|i| (format!("SKU-{i}"), (round * 7 + i * 3) % 50))
+            .collect();
+        let refs: Vec<(&str, i64)> = batch.iter().map(|(s, q)| (s.as_str(), *q)).collect();
+        assert!(hub.set_many(&refs).await.iter().all(|o| o == "applied"));
+        for (s, q) in batch {
+            expected.insert(s, q);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eventually("every sku at its final quantity on the channel", || async {
+        expected.iter().all(|(s, q)| ch.get(s) == Some(*q))
+            && hub.get("/v1/channels/shop").await["pending"] == 0
+    })
+    .await;
+    let l = ch.lock();
+    assert!(l.faults > 20, "faults were injected: {}", l.faults);
+    assert_eq!(l.bad_signatures, 0);
+    // A retry that carried a new key, or a wrong compare value, would have met a 409 here.
+    assert_eq!(l.conflicts, 0, "no compare failure without an override");
+    // Each applied change starts where the previous one ended: no adjustment applied twice.
+    let mut last: HashMap<&str, i64> = HashMap::new();
+    let mut keys = std::collections::HashSet::new();
+    for a in &l.applied {
+        assert!(keys.insert(a.key.clone()), "key {} applied twice", a.key);
+        assert_eq!(a.from, last.get(a.sku.as_str()).copied(), "{a:?}");
+        last.insert(&a.sku, a.to);
+    }
+    drop(l);
+    assert!(hub.incidents("channel_override").await.is_empty());
+    let status = hub.get("/v1/channels/shop").await;
+    assert_eq!(status["dead_letters"], json!([]));
+    assert!(status["last_push"]["sku"].is_string());
+    // Every push acknowledged is a sample of the documented hop.
+    let m = hub.get("/v1/matrix").await;
+    let hop = &m["hops"][0];
+    assert_eq!(
+        (hop["from"].as_str(), hop["to"].as_str()),
+        (Some("wms"), Some("shop"))
+    );
+    assert!(hop["end_to_end"]["n"].as_u64().unwrap() >= 40);
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_resumes_pending_pushes_and_coalesces_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // First run: the channel is down (nothing listens there).
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}/push", dead.local_addr().unwrap());
+    drop(dead);
+    let h1 = hub(
+        &config(&webhook_channel(&dead_url, "overwrite"), ""),
+        dir.path(),
+        opts(),
+    )
+    .await;
+    for q in 1..=50 {
+        assert_eq!(h1.set("HOT", q).await, "applied");
+    }
+    assert_eq!(h1.set("COLD", 9).await, "applied");
+    eventually("the pushes failed at least once", || async {
+        !h1.get("/v1/channels/shop").await["errors"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    assert_eq!(h1.get("/v1/channels/shop").await["pending"], 2);
+    h1.shutdown().await;
+
+    // Second run: the channel is up; the pending pushes go out, the 50 changes as one.
+    let ch = webhook_standin(Faults::none()).await.unwrap();
+    let h2 = hub(
+        &config(&webhook_channel(&ch.url("/push"), "overwrite"), ""),
+        dir.path(),
+        opts(),
+    )
+    .await;
+    eventually("both skus arrived", || async {
+        ch.get("HOT") == Some(50) && ch.get("COLD") == Some(9)
+    })
+    .await;
+    eventually("nothing pending", || async {
+        h2.get("/v1/channels/shop").await["pending"] == 0
+    })
+    .await;
+    let hot: Vec<_> = ch
+        .lock()
+        .applied
+        .iter()
+        .filter(|a| a.sku == "HOT")
+        .cloned()
+        .collect();
+    assert_eq!(hot.len(), 1, "50 changes coalesced into one push: {hot:?}");
+    h2.shutdown().await;
+}
+
+async fn override_scenario(policy: &str) -> (StandIn, Hub, tempfile::TempDir) {
+    let ch = webhook_standin(Faults::none()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub(
+        &config(&webhook_channel(&ch.url("/push"), policy), ""),
+        dir.path(),
+        opts(),
+    )
+    .await;
+    hub.set("TEE", 10).await;
+    eventually("first push", || async { ch.get("TEE") == Some(10) }).await;
+    eventually("acknowledged", || async {
+        hub.get("/v1/channels/shop").await["pending"] == 0
+    })
+    .await;
+    // A person edits the storefront; then the hub has news.
+    ch.set("TEE", 7);
+    hub.set("TEE", 12).await;
+    eventually("a channel_override incident", || async {
+        !hub.incidents("channel_override").await.is_empty()
+    })
+    .await;
+    (ch, hub, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_failure_is_an_incident_and_overwrite_wins() {
+    let (ch, hub, _dir) = override_scenario("overwrite").await;
+    eventually("overwritten", || async { ch.get("TEE") == Some(12) }).await;
+    let inc = hub.incidents("channel_override").await;
+    let d = inc[0]["detail"].as_str().unwrap();
+    assert!(
+        d.contains("shows 7") && d.contains("last had 10") && d.contains("(-3)"),
+        "{d}"
+    );
+    assert_eq!(inc[0]["sku"], "TEE");
+    // The overwrite was compared against what the channel showed, not blindly set.
+    let last = ch.lock().applied.last().cloned().unwrap();
+    assert_eq!((last.from, last.to), (Some(7), 12));
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_failure_with_hold_stops_pushing_until_replay() {
+    let (ch, hub, _dir) = override_scenario("hold").await;
+    eventually("held", || async {
+        hub.get("/v1/channels/shop").await["held"] == json!(["TEE"])
+    })
+    .await;
+    hub.set("TEE", 15).await;
+    // A change while held is recorded but not pushed.
+    eventually("the change is pending", || async {
+        hub.get("/v1/channels/shop").await["pending"] == 1
+    })
+    .await;
+    assert_eq!(ch.get("TEE"), Some(7));
+    let (code, r) = hub
+        .post("/v1/channels/shop/replay", json!({"sku": "TEE"}))
+        .await;
+    assert_eq!((code, r["replayed"].as_u64()), (200, Some(1)));
+    eventually("replayed against the value the channel showed", || async {
+        ch.get("TEE") == Some(15)
+    })
+    .await;
+    assert!(
+        hub.incidents("channel_override").await[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("policy hold")
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observation_outliving_the_sla_is_an_override() {
+    let ch = webhook_standin(Faults::none()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(&webhook_channel(&ch.url("/push"), "overwrite"), "")
+        .replace("latency_sla = \"1s\"", "latency_sla = \"100ms\"");
+    let hub = hub(&text, dir.path(), opts()).await;
+    hub.set("CAP", 20).await;
+    eventually("pushed", || async { ch.get("CAP") == Some(20) }).await;
+    eventually("acknowledged", || async {
+        hub.get("/v1/channels/shop").await["pending"] == 0
+    })
+    .await;
+    // The channel reports what it shows now: someone sold 3 offline and edited it.
+    ch.set("CAP", 17);
+    let (code, r) = hub
+        .post(
+            "/v1/channels/shop/observations",
+            json!({"observations": [{"sku": "CAP", "quantity": 17, "actor": "staff:ann"}]}),
+        )
+        .await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["results"][0]["acknowledged_quantity"], 20);
+    eventually("incident and overwrite", || async {
+        ch.get("CAP") == Some(20) && !hub.incidents("channel_override").await.is_empty()
+    })
+    .await;
+    let inc = hub.incidents("channel_override").await;
+    assert!(inc[0]["detail"].as_str().unwrap().contains("staff:ann"));
+    // An observation that agrees with the last push is no incident.
+    let (code, _) = hub
+        .post(
+            "/v1/channels/shop/observations",
+            json!({"observations": [{"sku": "CAP", "quantity": 20}]}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hub.incidents("channel_override").await.len(), 1);
+    let (code, _) = hub
+        .post(
+            "/v1/channels/nope/observations",
+            json!({"observations": []}),
+        )
+        .await;
+    assert_eq!(code, 404);
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_signature_is_refused_by_the_channel_and_dead_lettered() {
+    let ch = StandIn::start(
+        Mode::Webhook {
+            secret: b"the-channel-has-another-key".to_vec(),
+        },
+        Faults::none(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub(
+        &config(&webhook_channel(&ch.url("/push"), "overwrite"), ""),
+        dir.path(),
+        opts(),
+    )
+    .await;
+    hub.set("SIG", 3).await;
+    eventually("dead letter", || async {
+        hub.get("/v1/channels/shop").await["dead_letters"]
+            .as_array()
+            .is_some_and(|d| d.len() == 1)
+    })
+    .await;
+    assert!(ch.lock().bad_signatures >= 1);
+    assert_eq!(ch.get("SIG"), None);
+    let dl = hub.incidents("dead_letter").await;
+    assert!(dl[0]["detail"].as_str().unwrap().contains("HTTP 401"));
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shopify_set_quantities_with_gids_cas_and_throttle() {
+    let ch = StandIn::start(
+        Mode::Shopify {
+            token: "shpat_test".into(),
+            api_version: "2026-04".into(),
+        },
+        Faults {
+            rate: 0.2,
+            seed: 7,
+            stall: Duration::from_millis(600),
+        },
+    )
+    .await
+    .unwrap();
+    // 2^53 + 1 and up: ids a float would corrupt.
+    let mut items = String::new();
+    for i in 0..15u64 {
+        items.push_str(&format!(
+            "[[items]]\nsku = \"S-{i}\"\nshopify_inventory_item_id = \"{}\"\n",
+            9_007_199_254_740_993u64 + i
+        ));
+    }
+    let channel = format!(
+        r#"[[channels]]
+id = "shop"
+locations = ["DC1"]
+connector = "shopify"
+shop_domain = "{}"
+api_version = "2026-04"
+token_env = "SHOP_TOKEN"
+max_attempts = 40
+
+{items}
+[[locations]]
+id = "DC1"
+shopify_location_id = "9007199254740999"
+"#,
+        ch.url("")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub(&config(&channel, ""), dir.path(), opts()).await;
+    let batch: Vec<(String, i64)> = (0..15).map(|i| (format!("S-{i}"), i * 2 + 1)).collect();
+    let refs: Vec<(&str, i64)> = batch.iter().map(|(s, q)| (s.as_str(), *q)).collect();
+    hub.set_many(&refs).await;
+    let gid = |i: u64| {
+        format!(
+            "gid://shopify/InventoryItem/{}",
+            9_007_199_254_740_993u64 + i
+        )
+    };
+    eventually("all items set in Shopify", || async {
+        (0..15).all(|i| ch.get(&gid(i)) == Some(i as i64 * 2 + 1))
+    })
+    .await;
+    {
+        let l = ch.lock();
+        assert!(l.shape_errors.is_empty(), "{:?}", l.shape_errors);
+        assert_eq!(l.conflicts, 0);
+        assert_eq!(l.key_reuse_mismatch, 0);
+    }
+    // Someone changes S-0 in the Shopify admin: CHANGE_FROM_QUANTITY_STALE, read-back, overwrite.
+    ch.set(&gid(0), 100);
+    hub.set("S-0", 4).await;
+    eventually("overwritten after a stale compare", || async {
+        ch.get(&gid(0)) == Some(4)
+    })
+    .await;
+    let inc = hub.incidents("channel_override").await;
+    assert!(
+        inc[0]["detail"].as_str().unwrap().contains("shows 100"),
+        "{inc:?}"
+    );
+    assert!(ch.lock().shape_errors.is_empty());
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_connector_writes_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out/shop.csv");
+    let channel = format!(
+        r#"[[channels]]
+id = "shop"
+locations = ["DC1"]
+safety_stock = 1
+connector = "file"
+path = "{}"
+schedule = "every 50ms"
+"#,
+        out.display()
+    );
+    let hub = hub(&config(&channel, ""), &dir.path().join("data"), opts()).await;
+    hub.set("B", 5).await;
+    hub.set("A,1", 3).await;
+    eventually("snapshot with both skus", || async {
+        std::fs::read_to_string(&out).is_ok_and(|s| s == "sku,quantity\n\"A,1\",2\nB,4\n")
+    })
+    .await;
+    eventually("delivered", || async {
+        hub.get("/v1/channels/shop").await["pending"] == 0
+    })
+    .await;
+    hub.shutdown().await;
+}
