@@ -454,6 +454,16 @@ impl RowEncoder<'_, '_> {
                 let mut bad = false;
                 for (s, c) in cols.slot.iter().enumerate() {
                     let Some(c) = *c else { continue };
+                    // The reported column is usually also a state column: parse it once.
+                    if s == REPORTED
+                        && let Some(same) = cols.slot[..REPORTED].iter().position(|x| *x == Some(c))
+                    {
+                        if mask & (1 << same) != 0 {
+                            vals[s] = vals[same];
+                            mask |= 1 << s;
+                        }
+                        continue;
+                    }
                     let required = s == REPORTED || Some(c) == cols.slot[REPORTED];
                     match convert(self.problems, c, required) {
                         Ok(v) => {
