@@ -35,6 +35,8 @@ enum Command {
     Trend(cmd::trend::Args),
     /// Simulate the six causes of drift on point-to-point or on the hub.
     Simulate(cmd::simulate::Args),
+    /// The integration matrix: measured latency per hop against its SLA (table, JSON or DOT).
+    Matrix(cmd::matrix::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Audit(a) => cmd::audit::run(a),
         Command::Trend(a) => cmd::trend::run(a),
         Command::Simulate(a) => cmd::simulate::run(a),
+        Command::Matrix(a) => cmd::matrix::run(a),
     };
     match result {
         Ok(code) => code,

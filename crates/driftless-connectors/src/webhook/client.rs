@@ -1,7 +1,7 @@
 //! The webhook connector's I/O: one signed POST per push.
 
 use super::transform;
-use crate::{BoxFuture, ClientOptions, Connector, Failure, Push, PushOutcome};
+use crate::{BoxFuture, ClientOptions, Connector, Push, PushOutcome};
 use driftless_config::ChannelConfig;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 
