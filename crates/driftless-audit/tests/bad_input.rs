@@ -59,7 +59,10 @@ fn quotes_crlf_bom_and_decimal_zeros_are_read_as_meant() {
 
 #[test]
 fn a_bad_number_is_located() {
-    let e = first("badnum", &[("wms.csv", "sku,location,on_hand\nMUG-1,DC1,12x\n")]);
+    let e = first(
+        "badnum",
+        &[("wms.csv", "sku,location,on_hand\nMUG-1,DC1,12x\n")],
+    );
     assert!(e.file.ends_with("wms.csv"), "{e}");
     assert_eq!((e.line, e.column), (2, 3), "{e}");
     assert!(e.message.contains("`12x` is not a whole number"), "{e}");
@@ -88,18 +91,30 @@ fn thousands_of_bad_rows_are_counted_and_the_first_shown() {
 fn duplicate_keys_name_both_lines() {
     let e = first(
         "dup",
-        &[("erp.csv", "sku,location,on_hand\nMUG-1,DC1,100\nMUG-2,DC1,1\nMUG-1,DC1,90\n")],
+        &[(
+            "erp.csv",
+            "sku,location,on_hand\nMUG-1,DC1,100\nMUG-2,DC1,1\nMUG-1,DC1,90\n",
+        )],
     );
     assert!(e.file.ends_with("erp.csv"), "{e}");
     assert_eq!(e.line, 4, "{e}");
     assert!(e.message.contains("line 2"), "{e}");
-    let e = first("dup-base", &[("baseline.csv", "sku,location,quantity\nMUG-1,DC1,1\nMUG-1,DC1,1\n")]);
+    let e = first(
+        "dup-base",
+        &[(
+            "baseline.csv",
+            "sku,location,quantity\nMUG-1,DC1,1\nMUG-1,DC1,1\n",
+        )],
+    );
     assert_eq!(e.line, 3, "{e}");
 }
 
 #[test]
 fn missing_columns_list_the_header() {
-    let e = first("nocol", &[("wms.csv", "sku,location,qty_on_hand\nMUG-1,DC1,100\n")]);
+    let e = first(
+        "nocol",
+        &[("wms.csv", "sku,location,qty_on_hand\nMUG-1,DC1,100\n")],
+    );
     assert_eq!(e.line, 1, "{e}");
     assert!(e.message.contains("missing column `on_hand`"), "{e}");
     assert!(e.message.contains("qty_on_hand"), "{e}");
@@ -116,17 +131,32 @@ fn malformed_rows_and_files() {
     assert!(e.message.contains("2 fields but the header has 3"), "{e}");
     let e = first("empty", &[("erp.csv", "")]);
     assert!(e.message.contains("empty"), "{e}");
-    let e = first("quote", &[("erp.csv", "sku,location,on_hand\n\"MUG-1,DC1,100\nMUG-2,DC1,3\n")]);
+    let e = first(
+        "quote",
+        &[(
+            "erp.csv",
+            "sku,location,on_hand\n\"MUG-1,DC1,100\nMUG-2,DC1,3\n",
+        )],
+    );
     assert_eq!(e.line, 2, "{e}");
     let long = format!("sku,location,on_hand\n{},DC1,1\n", "X".repeat(200));
     let e = first("long", &[("wms.csv", &long)]);
     assert!(e.message.contains("at most 128 bytes"), "{e}");
-    let e = first("space", &[("wms.csv", "sku,location,on_hand\n\"MUG-1 \",DC1,1\n")]);
+    let e = first(
+        "space",
+        &[("wms.csv", "sku,location,on_hand\n\"MUG-1 \",DC1,1\n")],
+    );
     assert!(e.message.contains("white space"), "{e}");
     assert_eq!((e.line, e.column), (2, 1), "{e}");
-    let e = first("unit", &[("wms.csv", "sku,location,on_hand,unit\nMUG-1,DC1,1,PAL\n")]);
+    let e = first(
+        "unit",
+        &[("wms.csv", "sku,location,on_hand,unit\nMUG-1,DC1,1,PAL\n")],
+    );
     assert!(e.message.contains("unknown unit `PAL`"), "{e}");
-    let e = first("emptyloc", &[("baseline.csv", "sku,location,quantity\nMUG-1,,1\n")]);
+    let e = first(
+        "emptyloc",
+        &[("baseline.csv", "sku,location,quantity\nMUG-1,,1\n")],
+    );
     assert!(e.message.contains("location is empty"), "{e}");
 }
 
@@ -162,11 +192,17 @@ fn invalid_utf8_is_refused_not_guessed() {
 fn change_log_problems_are_located() {
     let e = first(
         "badtime",
-        &[("shop-changes.csv", "sku,location,at,quantity,actor\nMUG-1,,yesterday,5,alice\n")],
+        &[(
+            "shop-changes.csv",
+            "sku,location,at,quantity,actor\nMUG-1,,yesterday,5,alice\n",
+        )],
     );
     assert!(e.file.ends_with("shop-changes.csv"), "{e}");
     assert_eq!((e.line, e.column), (2, 3), "{e}");
-    let e = first("noactor", &[("shop-changes.csv", "sku,location,at,quantity\n")]);
+    let e = first(
+        "noactor",
+        &[("shop-changes.csv", "sku,location,at,quantity\n")],
+    );
     assert!(e.message.contains("`actor`"), "{e}");
 }
 
@@ -182,7 +218,10 @@ fn json_lines_snapshots_read_like_csv() {
         &[
             ("baseline.csv", BASELINE),
             ("wms.csv", WMS),
-            ("erp.csv", "{\"item\": \"MUG-1\", \"location\": \"DC1\", \"qty\": 100}\n\n"),
+            (
+                "erp.csv",
+                "{\"item\": \"MUG-1\", \"location\": \"DC1\", \"qty\": 100}\n\n",
+            ),
             ("shop.csv", SHOP),
         ],
     )
@@ -194,7 +233,10 @@ fn json_lines_snapshots_read_like_csv() {
         &[
             ("baseline.csv", BASELINE),
             ("wms.csv", WMS),
-            ("erp.csv", "{\"item\": \"MUG-1\", \"location\": \"DC1\", \"qty\": 100}\n{\"item\": \"MUG-2\", \"qty\": }\n"),
+            (
+                "erp.csv",
+                "{\"item\": \"MUG-1\", \"location\": \"DC1\", \"qty\": 100}\n{\"item\": \"MUG-2\", \"qty\": }\n",
+            ),
             ("shop.csv", SHOP),
         ],
     );

@@ -85,4 +85,3 @@ pub fn audit(name: &str, config: &str, files: &[(&str, &str)]) -> Result<Report,
     };
     run_files(&settings, &input)
 }
-
