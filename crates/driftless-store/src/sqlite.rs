@@ -732,17 +732,10 @@ impl Store for SqliteStore {
         incident: &'a Incident,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            // Outside the event path: a short write on its own connection. WAL and the busy timeout
-            // serialise it with the writer.
-            let mut conn = self.read.acquire().await?;
-            sqlx::query("PRAGMA query_only = 0")
-                .execute(&mut *conn)
-                .await?;
-            let r = insert_incidents(&mut conn, std::slice::from_ref(incident)).await;
-            sqlx::query("PRAGMA query_only = 1")
-                .execute(&mut *conn)
-                .await?;
-            r
+            // Outside the event path: a short write on the side connection. WAL and the busy
+            // timeout serialise it with the ledger writer.
+            let mut conn = self.side().await?.acquire().await?;
+            insert_incidents(&mut conn, std::slice::from_ref(incident)).await
         })
     }
 
@@ -750,10 +743,7 @@ impl Store for SqliteStore {
         Box::pin(async move {
             let handoffs = serde_json::to_string(&a.handoffs)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let mut conn = self.read.acquire().await?;
-            sqlx::query("PRAGMA query_only = 0")
-                .execute(&mut *conn)
-                .await?;
+            let mut conn = self.side().await?.acquire().await?;
             let r = sqlx::query(
                 "INSERT INTO audits (at_nanos, skus_compared, drifting, handoffs, report) \
                  VALUES (?, ?, ?, ?, ?)",
@@ -765,9 +755,6 @@ impl Store for SqliteStore {
             .bind(a.report_json.clone())
             .execute(&mut *conn)
             .await;
-            sqlx::query("PRAGMA query_only = 1")
-                .execute(&mut *conn)
-                .await?;
             Ok(r?.last_insert_rowid())
         })
     }

@@ -227,3 +227,54 @@ async fn records_incidents_and_history() {
     );
     store.close().await;
 }
+
+#[tokio::test]
+async fn audits_and_outside_incidents_are_kept() {
+    use driftless_store::{AuditRecord, Incident};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), rules(), channels())
+        .await
+        .unwrap();
+    let day = |d: u32| chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, d, 12, 0, 0).unwrap();
+    for d in [1, 8, 15] {
+        let a = AuditRecord {
+            at: day(d),
+            skus_compared: 100,
+            drifting: i64::from(d),
+            handoffs: vec![("wms->erp".into(), i64::from(d), 10 * i64::from(d))],
+            report_json: format!("{{\"day\":{d}}}"),
+        };
+        store.save_audit(&a).await.unwrap();
+    }
+    let since = store.audits_since(day(8)).await.unwrap();
+    assert_eq!(
+        since.iter().map(|a| a.drifting).collect::<Vec<_>>(),
+        [8, 15]
+    );
+    assert_eq!(since[1].handoffs, vec![("wms->erp".to_owned(), 15, 150)]);
+    let incident = Incident {
+        kind: "channel_override".into(),
+        sku: Some("TEE".into()),
+        location: None,
+        system: Some("shop".into()),
+        event_id: None,
+        detail: "shop showed 12, hub pushed 9".into(),
+        at: day(2),
+    };
+    store.record_incident(&incident).await.unwrap();
+    let got = store
+        .incidents(&IncidentFilter {
+            limit: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(got, vec![incident]);
+    store.close().await;
+    // Still there after a restart.
+    let store = SqliteStore::open(dir.path(), rules(), channels())
+        .await
+        .unwrap();
+    assert_eq!(store.audits_since(day(1)).await.unwrap().len(), 3);
+    store.close().await;
+}
