@@ -231,7 +231,7 @@ pub trait Outbox: Send + Sync {
 
 impl SqliteStore {
     /// The connection for this module's writes, opened on first use.
-    async fn side(&self) -> Result<&SqlitePool, StoreError> {
+    pub(crate) async fn side(&self) -> Result<&SqlitePool, StoreError> {
         self.side
             .get_or_try_init(|| async {
                 let opts = (*self.read.connect_options()).clone().read_only(false);
