@@ -251,6 +251,10 @@ pub struct Run {
     pub settled: Option<Settled>,
     pub orders_accepted: u64,
     pub orders_lost: u64,
+    /// Hub: every delivery of an event to the core before the snapshot, in order, with its time
+    /// (seconds since the start). Redeliveries of a retry storm appear again. The demo replays
+    /// these over HTTP.
+    pub hub_events: Vec<(i64, Event)>,
 }
 
 /// The systems' values after in-flight work finished (hub only).
@@ -321,6 +325,8 @@ struct World {
     shop_keys: HashSet<u64>,
     push_key: u64,
 
+    delivered: Vec<(i64, usize)>,
+    recording: bool,
     queue: BinaryHeap<Queued>,
     qn: u64,
     now: i64,
@@ -384,6 +390,12 @@ pub fn run(p: &Params) -> Result<Run, SimError> {
         w.sh2.clone(),
     );
     let logs = (w.wms_log.clone(), w.erp_log.clone(), w.shop_log.clone());
+    w.recording = false;
+    let hub_events: Vec<(i64, Event)> = w
+        .delivered
+        .iter()
+        .map(|(t, i)| (*t, w.events[*i].0.clone()))
+        .collect();
     let settled = if p.architecture == Architecture::Hub {
         // Let everything already sent land; no new business happens.
         while let Some(q) = w.queue.pop() {
@@ -430,6 +442,7 @@ pub fn run(p: &Params) -> Result<Run, SimError> {
         settled,
         orders_accepted: w.orders_accepted,
         orders_lost: w.orders_lost,
+        hub_events,
     })
 }
 
@@ -541,6 +554,8 @@ impl World {
             last_acked: vec![None; n],
             shop_keys: HashSet::new(),
             push_key: 1,
+            delivered: Vec::new(),
+            recording: true,
             queue: BinaryHeap::new(),
             qn: 0,
             now: 0,
@@ -1416,6 +1431,9 @@ impl World {
     }
 
     fn deliver(&mut self, idx: usize) {
+        if self.recording {
+            self.delivered.push((self.now, idx));
+        }
         let (ev, sku, l) = self.events[idx].clone();
         let feeds = self.spec.feeds_from(&ev.location);
         let Some(ledger) = self.ledger.as_mut() else {
