@@ -1,0 +1,267 @@
+//! `driftless simulate` end to end: flags and their errors, the `--out` files, determinism through
+//! the binary, and the auditor's accuracy against the simulator's ground truth on small sizes.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn driftless(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn temp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("driftless-sim-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn bad_flags_exit_2_with_a_clear_message() {
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["simulate", "--scenario", "nope", "--architecture", "hub"],
+            "nope",
+        ),
+        (
+            &[
+                "simulate",
+                "--scenario",
+                "phantom",
+                "--architecture",
+                "star",
+            ],
+            "star",
+        ),
+        (&["simulate", "--scenario", "phantom"], "--architecture"),
+        (
+            &[
+                "simulate",
+                "--scenario",
+                "phantom",
+                "--architecture",
+                "hub",
+                "--set",
+                "bogus=1",
+            ],
+            "unknown setting `bogus`",
+        ),
+        (
+            &[
+                "simulate",
+                "--scenario",
+                "phantom",
+                "--architecture",
+                "hub",
+                "--set",
+                "retry_rate=2",
+            ],
+            "retry_rate",
+        ),
+        (
+            &[
+                "simulate",
+                "--scenario",
+                "phantom",
+                "--architecture",
+                "hub",
+                "--skus",
+                "0",
+            ],
+            "--skus",
+        ),
+    ];
+    for (args, needle) in cases {
+        let o = driftless(args);
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+    }
+}
+
+fn read_dir(d: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn out_writes_exactly_the_audit_files_byte_for_byte_per_seed() {
+    let (a, b) = (temp("a"), temp("b"));
+    for d in [&a, &b] {
+        let o = driftless(&[
+            "simulate",
+            "--scenario",
+            "everything",
+            "--architecture",
+            "point-to-point",
+            "--skus",
+            "40",
+            "--seed",
+            "9",
+            "--out",
+            d.to_str().unwrap(),
+        ]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+    let (fa, fb) = (read_dir(&a), read_dir(&b));
+    assert_eq!(fa, fb, "same seed, same bytes");
+    let names: Vec<&str> = fa.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "at.txt",
+            "baseline.csv",
+            "driftless.toml",
+            "erp-changes.csv",
+            "erp.csv",
+            "shop-changes.csv",
+            "shop.csv",
+            "truth.csv",
+            "wms-changes.csv",
+            "wms.csv"
+        ]
+    );
+    // The configuration written is one the product accepts.
+    let o = driftless(&["check-config", a.join("driftless.toml").to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let at = std::fs::read_to_string(a.join("at.txt")).unwrap();
+    assert_eq!(at.trim(), "2026-11-09T09:00:00Z");
+    let truth = std::fs::read_to_string(a.join("truth.csv")).unwrap();
+    assert!(truth.starts_with("sku,location,handoff,cause\n"));
+    assert!(truth.lines().count() > 10, "{truth}");
+    let _ = std::fs::remove_dir_all(&a);
+    let _ = std::fs::remove_dir_all(&b);
+}
+
+fn evaluate(scenario: &str, arch: &str, seed: u64) -> Value {
+    let seed = seed.to_string();
+    let o = driftless(&[
+        "simulate",
+        "--scenario",
+        scenario,
+        "--architecture",
+        arch,
+        "--skus",
+        "60",
+        "--seed",
+        &seed,
+        "--evaluate",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        code(&o) == 0 || code(&o) == 1,
+        "{scenario} {arch}: {}",
+        stderr(&o)
+    );
+    serde_json::from_slice(&o.stdout).expect("one JSON object")
+}
+
+/// Right over true and right over reported, summed over two seeds.
+fn scores(scenario: &str, arch: &str) -> ((f64, f64), (f64, f64)) {
+    let (mut hr, mut cr, mut rep, mut tru) = (0.0, 0.0, 0.0, 0.0);
+    for seed in [1, 2] {
+        let v = evaluate(scenario, arch, seed);
+        let e = &v["evaluation"];
+        hr += e["handoff"]["right"].as_f64().unwrap();
+        cr += e["cause"]["right"].as_f64().unwrap();
+        rep += e["handoff"]["reported"].as_f64().unwrap();
+        tru += e["handoff"]["truth"].as_f64().unwrap();
+        assert!(v["drift"]["erp"]["units"].is_i64());
+        assert!(v["series"].as_array().is_some_and(|s| s.len() > 100));
+    }
+    let r = |a: f64, b: f64| if b == 0.0 { 1.0 } else { a / b };
+    ((r(hr, rep), r(hr, tru)), (r(cr, rep), r(cr, tru)))
+}
+
+fn assert_goals(scenario: &str, arch: &str) {
+    let ((hp, hr), (cp, cr)) = scores(scenario, arch);
+    assert!(
+        hp >= 0.99 && hr >= 0.99,
+        "{scenario} {arch}: hand-off {hp:.3}/{hr:.3}"
+    );
+    assert!(
+        cp >= 0.95 && cr >= 0.95,
+        "{scenario} {arch}: cause {cp:.3}/{cr:.3}"
+    );
+}
+
+#[test]
+fn the_auditor_meets_the_goals_on_the_hub() {
+    for (s, _) in driftless_sim::SCENARIOS {
+        assert_goals(s, "hub");
+    }
+}
+
+#[test]
+fn the_auditor_names_the_hand_off_on_every_point_to_point_scenario() {
+    for (s, _) in driftless_sim::SCENARIOS {
+        let ((hp, hr), _) = scores(s, "point-to-point");
+        assert!(hp >= 0.99 && hr >= 0.99, "{s}: hand-off {hp:.3}/{hr:.3}");
+    }
+}
+
+#[test]
+fn the_auditor_meets_the_goals_on_point_to_point_batch_polling_units_overrides() {
+    for s in [
+        "weekend-batch",
+        "flash-sale-polling",
+        "uom-cases",
+        "overrides",
+    ] {
+        assert_goals(s, "point-to-point");
+    }
+}
+
+// The three below miss the cause goal with the auditor as it is. The reasons are the auditor's,
+// not the simulation's (see docs/simulator.md, "Evaluation"): the storefront's own order
+// decrements hide the write that set its quantity; the ERP's change log carries on-hand only, so
+// an earlier committed quantity cannot be reconstructed; and where two defects compound on one
+// key the auditor prefers direct evidence while the truth names the larger share.
+
+#[test]
+#[ignore = "auditor: cannot see phantom availability behind storefront order decrements"]
+fn the_auditor_meets_the_goals_on_point_to_point_phantom() {
+    assert_goals("phantom", "point-to-point");
+}
+
+#[test]
+#[ignore = "auditor: the last integration write is hidden behind storefront order decrements"]
+fn the_auditor_meets_the_goals_on_point_to_point_retry_storm() {
+    assert_goals("retry-storm", "point-to-point");
+}
+
+#[test]
+#[ignore = "auditor: compound causes (weekend batch plus redelivery or unit mapping)"]
+fn the_auditor_meets_the_goals_on_point_to_point_everything() {
+    assert_goals("everything", "point-to-point");
+}
+
+#[test]
+fn json_summary_compares_the_architectures() {
+    let p2p = evaluate("flash-sale-polling", "point-to-point", 1);
+    let hub = evaluate("flash-sale-polling", "hub", 1);
+    assert!(p2p["oversells"]["integration_orders"].as_u64().unwrap() > 0);
+    assert_eq!(hub["oversells"]["integration_orders"].as_u64(), Some(0));
+    assert_eq!(hub["settled_integration_rows"].as_u64(), Some(0));
+    assert!(p2p.get("settled_integration_rows").is_none());
+}
