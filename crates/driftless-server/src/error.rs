@@ -26,7 +26,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn status_code(&self) -> (StatusCode, &'static str) {
+    pub fn status_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),

@@ -15,6 +15,7 @@ pub mod channels;
 pub mod error;
 pub mod fanout;
 pub mod matrix;
+pub mod metrics;
 pub mod routes;
 pub mod wire;
 
@@ -34,6 +35,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub tokens: Arc<auth::Tokens>,
     pub channels: Arc<Vec<ChannelSpec>>,
+    pub metrics: Arc<metrics::Metrics>,
     /// How the fan-out dispatchers run (tests shorten the timings).
     pub fanout: Arc<fanout::FanoutOptions>,
 }
@@ -51,6 +53,7 @@ impl AppState {
         AppState {
             tokens: Arc::new(auth::Tokens::from_settings(&settings)),
             channels: Arc::new(settings.channel_specs()),
+            metrics: Arc::default(),
             settings: Arc::new(settings),
             store,
             fanout: Arc::new(fanout::FanoutOptions::default()),

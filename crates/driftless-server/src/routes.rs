@@ -32,6 +32,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/incidents", get(get_incidents))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .route(
+            "/metrics",
+            get(|State(st): State<AppState>| async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    st.metrics.render(),
+                )
+            }),
+        )
         .merge(crate::channels::routes())
         .with_state(state)
 }
@@ -52,6 +61,21 @@ async fn readyz(State(st): State<AppState>) -> Response {
 
 async fn post_events(
     State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+    inflight: Arc<Semaphore>,
+) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
+    let r = ingest(&st, headers, body, inflight).await;
+    match &r {
+        Ok(_) => st.metrics.request(started.elapsed()),
+        Err(e) => st.metrics.refused(e.status_code().1),
+    }
+    r
+}
+
+async fn ingest(
+    st: &AppState,
     headers: HeaderMap,
     body: Body,
     inflight: Arc<Semaphore>,
@@ -96,6 +120,9 @@ async fn post_events(
         })
         .collect();
     let receipts = st.store.apply(chrono::Utc::now(), batch).await?;
+    for r in &receipts {
+        st.metrics.outcome(r.outcome);
+    }
     let results: Vec<Value> = ids
         .iter()
         .zip(&receipts)

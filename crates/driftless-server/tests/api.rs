@@ -449,6 +449,19 @@ async fn paging_and_health() {
     assert!(seen.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(app.get("", "/healthz").await.0, StatusCode::OK);
     assert_eq!(app.get("", "/readyz").await.0, StatusCode::OK);
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("driftless_events_total{outcome=\"applied\"} 25\n"),
+        "{metrics}"
+    );
     assert_eq!(
         app.get(READ, "/v1/inventory?limit=0").await.0,
         StatusCode::BAD_REQUEST
