@@ -122,7 +122,7 @@ fn generate(args: &[String]) -> Result<(), String> {
         if (7..10).contains(&kind) && committed > 2 {
             shop = erp; // committed not mapped
         }
-        let loc = if i % 2 == 0 { "DC1" } else { "DC2" };
+        let loc = if i.is_multiple_of(2) { "DC1" } else { "DC2" };
         (loc, physical, wms, committed, erp, shop)
     };
     let write = |name: &str,

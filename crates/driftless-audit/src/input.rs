@@ -501,7 +501,7 @@ impl RowEncoder<'_, '_> {
                 };
                 let source_at = match cols.source_at.map(|i| (i, field(i))) {
                     None => None,
-                    Some((_, b)) if b.is_empty() => None,
+                    Some((_, [])) => None,
                     Some((i, b)) => match parse_time(b) {
                         Ok(t) => Some(t),
                         Err(m) => {
@@ -633,7 +633,7 @@ fn read_csv(
             continue;
         }
         row.row(&cols, pos, |i| rec.get(i).unwrap_or(b""));
-        if rows % 4096 == 0 {
+        if rows.is_multiple_of(4096) {
             let byte = rec.position().map_or(0, |p| p.byte());
             row.progress(byte);
         }

@@ -286,9 +286,9 @@ pub fn html(t: &Trend) -> String {
             esc(h)
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<p><strong>{}</strong></p></body></html>\n",
+        "<p><strong>{}</strong></p></body></html>",
         esc(&t.reading.sentence())
     );
     o

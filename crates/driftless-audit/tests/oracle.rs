@@ -12,6 +12,9 @@ use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// One key: `(sku, location, baseline, wms on_hand, erp (on_hand, committed))`.
+type Cell = (u8, u8, Option<i64>, Option<i64>, Option<(i64, i64)>);
+
 #[derive(Debug, Clone)]
 struct World {
     units: i64,
@@ -20,7 +23,7 @@ struct World {
     allocation: f64,
     pack: u32,
     /// Per (sku, location): baseline, wms on_hand, erp (on_hand, committed); `None` = no row.
-    cells: Vec<(u8, u8, Option<i64>, Option<i64>, Option<(i64, i64)>)>,
+    cells: Vec<Cell>,
     /// Per sku: the shop's quantity.
     shop: Vec<(u8, Option<i64>)>,
 }
