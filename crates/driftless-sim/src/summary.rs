@@ -48,6 +48,8 @@ pub struct SystemDrift {
 pub struct HandoffDrift {
     pub rows: u64,
     pub abs_units: u64,
+    /// The largest |delta| of one key.
+    pub max_units: u64,
 }
 
 pub const HANDOFFS: [&str; 3] = ["physical->wms", "wms->erp", "erp->shop"];
@@ -85,6 +87,7 @@ pub fn build(run: &Run, truth: &[TruthRow], settled: Option<&[TruthRow]>) -> Sum
         let h = handoffs.entry(r.handoff.clone()).or_default();
         h.rows += 1;
         h.abs_units += r.delta.unsigned_abs();
+        h.max_units = h.max_units.max(r.delta.unsigned_abs());
         *causes.entry(r.cause.clone()).or_default() += 1;
     }
     let hub = run.settled.is_some();

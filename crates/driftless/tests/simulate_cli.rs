@@ -265,3 +265,39 @@ fn json_summary_compares_the_architectures() {
     assert_eq!(hub["settled_integration_rows"].as_u64(), Some(0));
     assert!(p2p.get("settled_integration_rows").is_none());
 }
+
+#[test]
+fn demo_replays_over_http_and_the_storefront_ends_in_step_with_the_hub() {
+    let dir = temp("demo");
+    let o = driftless(&[
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--skus",
+        "12",
+        "--days",
+        "1",
+        "--seconds",
+        "3",
+        "--exit",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(code(&o), 0, "{out}\n{}", stderr(&o));
+    assert!(out.contains("events over HTTP: applied"), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("storefront shows the hub's channel quantity for"))
+        .unwrap_or_default();
+    let nums: Vec<&str> = line
+        .split(' ')
+        .filter(|w| w.parse::<u32>().is_ok())
+        .collect();
+    assert!(
+        nums.len() == 2 && nums[0] == nums[1] && nums[0] != "0",
+        "{out}"
+    );
+    assert!(dir.join("driftless-demo.toml").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
