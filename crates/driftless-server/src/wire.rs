@@ -299,3 +299,42 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever arrives, parsing answers; it never panics.
+        #[test]
+        fn any_bytes(body in prop::collection::vec(any::<u8>(), 0..2048), nd in any::<bool>()) {
+            let _ = parse_body(&body, nd, 100);
+        }
+
+        /// Near-miss events: valid JSON with fields of the wrong kind or value.
+        #[test]
+        fn near_misses(
+            id in prop::option::of("\\PC{0,300}"),
+            sku in prop::option::of("\\PC{0,200}"),
+            at in prop::option::of("[0-9TZ:.+-]{0,40}"),
+            seq in any::<i128>(),
+            q in any::<i64>(),
+            state in "[a-z_]{0,12}",
+        ) {
+            let mut o = serde_json::Map::new();
+            if let Some(id) = id { o.insert("id".into(), id.into()); }
+            if let Some(sku) = sku { o.insert("sku".into(), sku.into()); }
+            if let Some(at) = at { o.insert("occurred_at".into(), at.into()); }
+            o.insert("source".into(), "wms".into());
+            o.insert("location".into(), "DC1".into());
+            o.insert("seq".into(), serde_json::Number::from_i128(seq).map_or(Value::Null, Value::Number));
+            o.insert("adjust".into(), serde_json::json!({ state: q }));
+            let body = Value::Object(o).to_string();
+            if let Ok((_, ev)) = parse_body(body.as_bytes(), false, 10) {
+                prop_assert_eq!(ev.len(), 1);
+                prop_assert!(ev[0].change.quantities().iter().all(|(_, v)| v.unsigned_abs() <= driftless_core::MAX_QUANTITY as u64));
+            }
+        }
+    }
+}
