@@ -26,6 +26,8 @@ pub struct Summary {
     pub oversells: Oversells,
     pub orders_accepted: u64,
     pub orders_lost: u64,
+    /// Orders turned away although physical stock could have filled them.
+    pub orders_lost_with_stock: u64,
     /// Hourly drift per system.
     pub series: Vec<Sample>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -104,6 +106,7 @@ pub fn build(run: &Run, truth: &[TruthRow], settled: Option<&[TruthRow]>) -> Sum
         oversells: run.oversells,
         orders_accepted: run.orders_accepted,
         orders_lost: run.orders_lost,
+        orders_lost_with_stock: run.orders_lost_with_stock,
         series: run.series.clone(),
         hub: hub.then(|| run.hub.clone()),
         settled_integration_rows: settled
@@ -161,7 +164,11 @@ pub fn render_text(s: &Summary) -> String {
     );
     for h in HANDOFFS {
         if let Some(d) = s.handoffs.get(h) {
-            let _ = writeln!(o, "  {:<14} {:>6} keys {:>9} units", h, d.rows, d.abs_units);
+            let _ = writeln!(
+                o,
+                "  {:<14} {:>6} keys {:>9} units (largest {})",
+                h, d.rows, d.abs_units, d.max_units
+            );
         }
     }
     if !s.causes.is_empty() {
@@ -173,6 +180,11 @@ pub fn render_text(s: &Summary) -> String {
         o,
         "\noversells: {} orders ({} units) of {} accepted; {} from stale or wrong system views, {} from unrecorded shrink",
         ov.orders, ov.units, s.orders_accepted, ov.integration_orders, ov.shrink_orders
+    );
+    let _ = writeln!(
+        o,
+        "turned away: {} orders, {} of them while physical stock could have filled them",
+        s.orders_lost, s.orders_lost_with_stock
     );
     if let Some(h) = &s.hub {
         let list: Vec<String> = h.outcomes.iter().map(|(c, n)| format!("{c} {n}")).collect();

@@ -251,6 +251,9 @@ pub struct Run {
     pub settled: Option<Settled>,
     pub orders_accepted: u64,
     pub orders_lost: u64,
+    /// Of the orders turned away, those the physical stock could have filled: sales lost to a view
+    /// that showed too little.
+    pub orders_lost_with_stock: u64,
     /// Hub: every delivery of an event to the core before the snapshot, in order, with its time
     /// (seconds since the start). Redeliveries of a retry storm appear again. The demo replays
     /// these over HTTP.
@@ -339,6 +342,7 @@ struct World {
     hub: HubStats,
     orders_accepted: u64,
     orders_lost: u64,
+    orders_lost_with_stock: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -442,6 +446,7 @@ pub fn run(p: &Params) -> Result<Run, SimError> {
         settled,
         orders_accepted: w.orders_accepted,
         orders_lost: w.orders_lost,
+        orders_lost_with_stock: w.orders_lost_with_stock,
         hub_events,
     })
 }
@@ -567,6 +572,7 @@ impl World {
             hub: HubStats::default(),
             orders_accepted: 0,
             orders_lost: 0,
+            orders_lost_with_stock: 0,
         })
     }
 
@@ -857,6 +863,10 @@ impl World {
         };
         if !accepted {
             self.orders_lost += 1;
+            let phys: i64 = (0..NLOC).map(|l| self.phys[sku * NLOC + l]).sum();
+            if phys - self.open[sku] >= units {
+                self.orders_lost_with_stock += 1;
+            }
             return Ok(());
         }
         self.orders_accepted += 1;
