@@ -6,11 +6,14 @@
 //! 2. `out_of_sequence`: `S`'s change log shows that the write which set its current value came
 //!    from an integration and carried data older (`source_at`) than data an integration had
 //!    already written to the same sku and location.
-//! 3. `manual_override`: the write which set `S`'s current value was a person's (its actor is not
-//!    in `[audit] integration_actors`).
-//! 4. `uom_mismatch`: `S` is off by a configured pack factor: its value times (or divided by) a
-//!    unit factor that applies to the sku (`[[units]]`, the system's snapshot unit, a channel's
-//!    selling pack) gives the expected value.
+//! 3. `manual_override`: a person (an actor not in `[audit] integration_actors`) wrote `S`'s value
+//!    since the integration last synced it (its last write carrying `source_at`); a storefront's
+//!    own checkout keeps decrementing a hand-set value, so the person's write need not be the
+//!    very last. In a log without any `source_at`, the last write must be the person's.
+//! 4. `uom_mismatch`: `S` is off by a configured pack factor: its value times (or divided by,
+//!    floored) a unit factor that applies to the sku (`[[units]]`, the system's snapshot unit, a
+//!    channel's selling pack) gives the expected value — or one of the values expected earlier in
+//!    the lag window (late *and* wrongly converted is still a conversion error).
 //! 5. `committed_not_mapped`: `S` is off by exactly `U`'s committed quantity (summed over the
 //!    channel's locations for a storefront), or a storefront shows the channel quantity computed
 //!    as if nothing were committed: phantom availability.
@@ -71,21 +74,39 @@ impl Cause {
 pub(crate) fn probable(g: &Group<'_, '_>, s: usize, k: u32, actual: i64, expected: i64) -> Cause {
     let ctx = g.ctx();
     let log = g.log(s, k);
+    let machine = |a: &str| ctx.audit.is_integration(a);
     if let Some(last) = log.last() {
-        let machine = |a: &str| ctx.audit.is_integration(a);
-        if machine(last.actor) {
-            if let Some(src) = last.source_at
-                && log[..log.len() - 1]
-                    .iter()
-                    .any(|e| machine(e.actor) && e.source_at.is_some_and(|t| t > src))
-            {
-                return Cause::OutOfSequence;
-            }
-        } else {
+        if machine(last.actor)
+            && let Some(src) = last.source_at
+            && log[..log.len() - 1]
+                .iter()
+                .any(|e| machine(e.actor) && e.source_at.is_some_and(|t| t > src))
+        {
+            return Cause::OutOfSequence;
+        }
+        // The value a person wrote lives on until the integration next syncs the sku (a
+        // storefront's own checkout keeps decrementing it): so a person's write after the last
+        // sync (an integration write carrying `source_at`) counts, not only the very last write.
+        // Logs without `source_at` cannot show syncs; there only the last write counts.
+        let since_sync = match log
+            .iter()
+            .rposition(|e| machine(e.actor) && e.source_at.is_some())
+        {
+            Some(i) => &log[i + 1..],
+            None if log.iter().all(|e| e.source_at.is_none()) => &log[log.len() - 1..],
+            None => &log[..],
+        };
+        if since_sync.iter().any(|e| !machine(e.actor)) {
             return Cause::ManualOverride;
         }
     }
-    if uom(g, s, actual, expected) {
+    // What the system should have shown at earlier moments of the hop's window: a system that is
+    // both late and wrongly converted is off by a pack factor from one of these.
+    let earlier = earlier_expected(g, s, k, expected);
+    if std::iter::once(expected)
+        .chain(earlier.iter().copied())
+        .any(|e| uom(g, s, actual, e))
+    {
         return Cause::UomMismatch;
     }
     let committed = g.upstream_committed(s, k);
@@ -95,7 +116,7 @@ pub(crate) fn probable(g: &Group<'_, '_>, s: usize, k: u32, actual: i64, expecte
     {
         return Cause::CommittedNotMapped;
     }
-    if lag(g, s, k, actual, expected) {
+    if earlier.contains(&actual) {
         return Cause::SyncLag;
     }
     Cause::Unexplained
@@ -127,18 +148,19 @@ fn uom(g: &Group<'_, '_>, s: usize, actual: i64, expected: i64) -> bool {
     }
     factors.into_iter().filter(|f| *f > 1).any(|f| {
         actual.checked_mul(f) == Some(expected)
-            || (expected > 0 && actual == expected.div_euclid(f))
+            || (actual > 0 && actual == expected.div_euclid(f))
             || expected.checked_mul(f) == Some(actual)
     })
 }
 
-/// `actual` equals what `s` would have been expected to show at some moment of the lag window,
-/// given the upstream's change log.
-fn lag(g: &Group<'_, '_>, s: usize, k: u32, actual: i64, expected: i64) -> bool {
+/// The values `s` would have been expected to show at earlier moments of the lag window (the
+/// window's start and every upstream change inside it), reconstructed from the upstream's change
+/// log; without the current `expected`. Empty when the upstream has no log for this key.
+fn earlier_expected(g: &Group<'_, '_>, s: usize, k: u32, expected: i64) -> Vec<i64> {
     let ctx = g.ctx();
     let up = g.upstream(s);
     if up == usize::MAX {
-        return false;
+        return Vec::new();
     }
     let sys = &ctx.systems[s];
     let upstream_keys = if sys.measure == Measure::Channel && !ctx.systems[up].channel_like {
@@ -152,7 +174,7 @@ fn lag(g: &Group<'_, '_>, s: usize, k: u32, actual: i64, expected: i64) -> bool 
         .filter(|(_, l)| !l.is_empty())
         .collect();
     if logs.is_empty() {
-        return false;
+        return Vec::new();
     }
     let start = sys
         .window_ms
@@ -163,6 +185,7 @@ fn lag(g: &Group<'_, '_>, s: usize, k: u32, actual: i64, expected: i64) -> bool 
             .flat_map(|(_, l)| l.iter().map(|c| c.at))
             .filter(|t| *t > start),
     );
+    let mut out = Vec::new();
     let mut ov: Vec<(u32, i64)> = Vec::new();
     for t in moments {
         ov.clear();
@@ -175,11 +198,11 @@ fn lag(g: &Group<'_, '_>, s: usize, k: u32, actual: i64, expected: i64) -> bool 
             continue;
         }
         if let Some(e) = g.expected(s, k, &ov)
-            && e == actual
             && e != expected
+            && !out.contains(&e)
         {
-            return true;
+            out.push(e);
         }
     }
-    false
+    out
 }
