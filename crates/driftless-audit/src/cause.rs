@@ -3,9 +3,12 @@
 //!
 //! 1. `count_variance`: the drift entered at `physical -> <head>`: the head system disagrees with
 //!    the count. It is a count or shrink problem, not an integration one; no other rule applies.
-//! 2. `out_of_sequence`: `S`'s change log shows that the write which set its current value came
-//!    from an integration and carried data older (`source_at`) than data an integration had
-//!    already written to the same sku and location.
+//! 2. `out_of_sequence`: in `S`'s change log, the last sync (an integration write carrying
+//!    `source_at`) wrote data older than data an integration had already written to the same sku
+//!    and location (a machine write without `source_at`, such as a checkout decrement, carries
+//!    data as of its own time), and that stale write is what drifts: the newest data written
+//!    before it is within the threshold of the expected value. (When even the newest data is
+//!    off, the integration is simply behind: the lag rule decides.)
 //! 3. `manual_override`: a person (an actor not in `[audit] integration_actors`) wrote `S`'s value
 //!    since the integration last synced it (its last write carrying `source_at`); a storefront's
 //!    own checkout keeps decrementing a hand-set value, so the person's write need not be the
@@ -16,7 +19,8 @@
 //!    the lag window (late *and* wrongly converted is still a conversion error).
 //! 5. `committed_not_mapped`: `S` is off by exactly `U`'s committed quantity (summed over the
 //!    channel's locations for a storefront), or a storefront shows the channel quantity computed
-//!    as if nothing were committed: phantom availability.
+//!    as if nothing were committed — now, or at its last sync (the value the sync wrote equals
+//!    that quantity computed from `U`'s stock at the sync's `source_at`): phantom availability.
 //! 6. `sync_lag`: `S` equals a value its expected value had earlier, within the hop's window
 //!    (`latency_sla` plus the schedule's interval of the `U -> S` hop; the whole log when the hop
 //!    is not documented), reconstructed from `U`'s change log.
@@ -28,7 +32,7 @@
 //! configured transform come next. Equality with some earlier value is the weakest evidence — the
 //! longer the window, the more values to match by chance — so lag is tested last.
 
-use crate::engine::{Group, Measure};
+use crate::engine::{Change, Group, Measure};
 
 /// The causes of §13.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -75,13 +79,8 @@ pub(crate) fn probable(g: &Group<'_, '_>, s: usize, k: u32, actual: i64, expecte
     let ctx = g.ctx();
     let log = g.log(s, k);
     let machine = |a: &str| ctx.audit.is_integration(a);
-    if let Some(last) = log.last() {
-        if machine(last.actor)
-            && let Some(src) = last.source_at
-            && log[..log.len() - 1]
-                .iter()
-                .any(|e| machine(e.actor) && e.source_at.is_some_and(|t| t > src))
-        {
+    if !log.is_empty() {
+        if out_of_sequence(g, &log, expected) {
             return Cause::OutOfSequence;
         }
         // The value a person wrote lives on until the integration next syncs the sku (a
@@ -112,7 +111,8 @@ pub(crate) fn probable(g: &Group<'_, '_>, s: usize, k: u32, actual: i64, expecte
     let committed = g.upstream_committed(s, k);
     if committed > 0
         && ((actual - expected).abs() == committed
-            || g.channel_without_committed(s, k) == Some(actual))
+            || g.channel_without_committed(s, k, &[]) == Some(actual)
+            || phantom_at_last_sync(g, s, k, &log))
     {
         return Cause::CommittedNotMapped;
     }
@@ -120,6 +120,71 @@ pub(crate) fn probable(g: &Group<'_, '_>, s: usize, k: u32, actual: i64, expecte
         return Cause::SyncLag;
     }
     Cause::Unexplained
+}
+
+/// The last sync (an integration write carrying `source_at`) wrote data older than data an
+/// integration had already written (a machine write without `source_at`, such as a checkout
+/// decrement, carries data as of its own time) — and that stale write is what makes the row
+/// drift: the newest data written before it would not be over the threshold. When even the newest
+/// data is off, the integration is simply behind, and the lag rule decides.
+fn out_of_sequence(g: &Group<'_, '_>, log: &[Change<'_>], expected: i64) -> bool {
+    let ctx = g.ctx();
+    let machine = |a: &str| ctx.audit.is_integration(a);
+    let Some(i) = log
+        .iter()
+        .rposition(|e| machine(e.actor) && e.source_at.is_some())
+    else {
+        return false;
+    };
+    let src = log[i].source_at.unwrap_or(log[i].at);
+    let newest = log[..i]
+        .iter()
+        .filter(|e| machine(e.actor))
+        .max_by_key(|e| (e.source_at.unwrap_or(e.at), e.at));
+    match newest {
+        Some(n) if n.source_at.unwrap_or(n.at) > src => {
+            let th = ctx.audit.threshold_for(g.sku());
+            !crate::engine::over(&th, n.quantity - expected, expected)
+        }
+        _ => false,
+    }
+}
+
+/// A storefront's last sync wrote the channel quantity of the upstream's stock *as if nothing
+/// were committed*, reconstructed at the sync's `source_at` from the upstream's change log (the
+/// storefront's own checkout has decremented it since, so its current value no longer shows it).
+fn phantom_at_last_sync(g: &Group<'_, '_>, s: usize, k: u32, log: &[Change<'_>]) -> bool {
+    let ctx = g.ctx();
+    let up = g.upstream(s);
+    if up == usize::MAX
+        || ctx.systems[s].measure != Measure::Channel
+        || ctx.systems[up].channel_like
+    {
+        return false;
+    }
+    let Some(sync) = log
+        .iter()
+        .rev()
+        .find(|e| ctx.audit.is_integration(e.actor) && e.source_at.is_some())
+    else {
+        return false;
+    };
+    let t = sync.source_at.unwrap_or(sync.at);
+    let mut ov = Vec::new();
+    for kk in g.feeding(s, k) {
+        let l = g.log(up, kk);
+        if l.is_empty() {
+            continue;
+        }
+        match l.iter().rev().find(|c| c.at <= t) {
+            Some(c) => ov.push((kk, c.quantity)),
+            // The upstream's value before its first logged change is unknown.
+            None => return false,
+        }
+    }
+    let with = g.expected(s, k, &ov);
+    let without = g.channel_without_committed(s, k, &ov);
+    without == Some(sync.quantity) && with != without
 }
 
 /// Off by a pack factor: `actual * f == expected`, `actual == floor(expected / f)` or

@@ -576,7 +576,12 @@ impl Group<'_, '_> {
     }
 
     /// The channel quantity `s` would show if the upstream's committed stock were ignored.
-    pub(crate) fn channel_without_committed(&self, s: usize, k: u32) -> Option<i64> {
+    pub(crate) fn channel_without_committed(
+        &self,
+        s: usize,
+        k: u32,
+        ov: Overrides<'_>,
+    ) -> Option<i64> {
         let up = self.upstream(s);
         if up == PHYS
             || self.ctx.systems[s].measure != Measure::Channel
@@ -585,7 +590,7 @@ impl Group<'_, '_> {
             return None;
         }
         let sum = self.feeding(s, k).into_iter().fold(0i64, |acc, kk| {
-            acc.saturating_add(self.atp(up, kk, PHYS, &[]).saturating_add(self.state(
+            acc.saturating_add(self.atp(up, kk, up, ov).saturating_add(self.state(
                 up,
                 kk,
                 COMMITTED,
