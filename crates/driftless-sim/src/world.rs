@@ -254,10 +254,21 @@ pub struct Run {
     /// Of the orders turned away, those the physical stock could have filled: sales lost to a view
     /// that showed too little.
     pub orders_lost_with_stock: u64,
+    /// Hub: every event sent, and every delivery to the core before the snapshot (time in seconds
+    /// since the start, index into `sent`); see [`Run::hub_events`].
+    sent: Vec<Event>,
+    deliveries: Vec<(i64, usize)>,
+}
+
+impl Run {
     /// Hub: every delivery of an event to the core before the snapshot, in order, with its time
     /// (seconds since the start). Redeliveries of a retry storm appear again. The demo replays
     /// these over HTTP.
-    pub hub_events: Vec<(i64, Event)>,
+    pub fn hub_events(&self) -> impl Iterator<Item = (i64, &Event)> + '_ {
+        self.deliveries
+            .iter()
+            .filter_map(|(t, i)| self.sent.get(*i).map(|e| (*t, e)))
+    }
 }
 
 /// The systems' values after in-flight work finished (hub only).
@@ -395,11 +406,6 @@ pub fn run(p: &Params) -> Result<Run, SimError> {
     );
     let logs = (w.wms_log.clone(), w.erp_log.clone(), w.shop_log.clone());
     w.recording = false;
-    let hub_events: Vec<(i64, Event)> = w
-        .delivered
-        .iter()
-        .map(|(t, i)| (*t, w.events[*i].0.clone()))
-        .collect();
     let settled = if p.architecture == Architecture::Hub {
         // Let everything already sent land; no new business happens.
         while let Some(q) = w.queue.pop() {
@@ -447,7 +453,8 @@ pub fn run(p: &Params) -> Result<Run, SimError> {
         orders_accepted: w.orders_accepted,
         orders_lost: w.orders_lost,
         orders_lost_with_stock: w.orders_lost_with_stock,
-        hub_events,
+        sent: w.events.into_iter().map(|(e, _, _)| e).collect(),
+        deliveries: w.delivered,
     })
 }
 

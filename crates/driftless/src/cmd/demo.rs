@@ -487,7 +487,7 @@ async fn demo(args: Args, params: Params) -> anyhow::Result<ExitCode> {
     );
 
     let sim = driftless_sim::simulate(&params)?;
-    let events = &sim.run.hub_events;
+    let events: Vec<(i64, &Event)> = sim.run.hub_events().collect();
     let span = events.last().map_or(1, |(t, _)| (*t).max(1));
     let start = Utc::now();
     let sim_start = DateTime::parse_from_rfc3339(driftless_sim::world::START)
@@ -507,7 +507,7 @@ async fn demo(args: Args, params: Params) -> anyhow::Result<ExitCode> {
         let now = Utc::now();
         let mut batch: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
         while next < events.len() && real(events[next].0) <= now {
-            let (_, e) = &events[next];
+            let (_, e) = events[next];
             let occ_sim = (e.position.occurred_at() - sim_start).num_milliseconds() as f64 / 1000.0;
             let occurred = start + ChronoDuration::milliseconds((occ_sim / speed * 1000.0) as i64);
             batch
