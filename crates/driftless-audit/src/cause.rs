@@ -6,9 +6,9 @@
 //! 2. `out_of_sequence`: in `S`'s change log, the last sync (an integration write carrying
 //!    `source_at`) wrote data older than data an integration had already written to the same sku
 //!    and location (a machine write without `source_at`, such as a checkout decrement, carries
-//!    data as of its own time), and that stale write is what drifts: the newest data written
-//!    before it is within the threshold of the expected value. (When even the newest data is
-//!    off, the integration is simply behind: the lag rule decides.)
+//!    data as of its own time), and that stale write accounts for at least as much of the delta
+//!    (`|stale - newest|`) as the lag of the newest data does (`|newest - expected|`); otherwise
+//!    the integration is mostly behind and the lag rule decides.
 //! 3. `manual_override`: a person (an actor not in `[audit] integration_actors`) wrote `S`'s value
 //!    since the integration last synced it (its last write carrying `source_at`); a storefront's
 //!    own checkout keeps decrementing a hand-set value, so the person's write need not be the
@@ -124,12 +124,11 @@ pub(crate) fn probable(g: &Group<'_, '_>, s: usize, k: u32, actual: i64, expecte
 
 /// The last sync (an integration write carrying `source_at`) wrote data older than data an
 /// integration had already written (a machine write without `source_at`, such as a checkout
-/// decrement, carries data as of its own time) — and that stale write is what makes the row
-/// drift: the newest data written before it would not be over the threshold. When even the newest
-/// data is off, the integration is simply behind, and the lag rule decides.
+/// decrement, carries data as of its own time) — and that stale write accounts for at least as
+/// much of the drift as the lag behind the newest data does. When the newest data is further off
+/// than the stale write moved it, the integration is mostly behind, and the lag rule decides.
 fn out_of_sequence(g: &Group<'_, '_>, log: &[Change<'_>], expected: i64) -> bool {
-    let ctx = g.ctx();
-    let machine = |a: &str| ctx.audit.is_integration(a);
+    let machine = |a: &str| g.ctx().audit.is_integration(a);
     let Some(i) = log
         .iter()
         .rposition(|e| machine(e.actor) && e.source_at.is_some())
@@ -142,9 +141,11 @@ fn out_of_sequence(g: &Group<'_, '_>, log: &[Change<'_>], expected: i64) -> bool
         .filter(|e| machine(e.actor))
         .max_by_key(|e| (e.source_at.unwrap_or(e.at), e.at));
     match newest {
+        // Both the stale write and the lag behind it contribute; the larger share names the
+        // cause: `stale - newest` is the out-of-sequence part, `newest - expected` the lag.
         Some(n) if n.source_at.unwrap_or(n.at) > src => {
-            let th = ctx.audit.threshold_for(g.sku());
-            !crate::engine::over(&th, n.quantity - expected, expected)
+            let stale = log[i].quantity;
+            (stale - n.quantity).abs() >= (n.quantity - expected).abs()
         }
         _ => false,
     }
