@@ -25,6 +25,8 @@ enum Command {
     Serve(cmd::serve::Args),
     /// The five-minute tour: hub, simulated WMS/ERP and storefront, and where to look.
     Demo(cmd::demo::Args),
+    /// Send a CSV batch file of a system's events to a running hub (re-importing applies nothing twice).
+    Import(cmd::import::Args),
     /// Validate a configuration file and explain each error with its line and a fix.
     CheckConfig(cmd::check_config::Args),
     /// Print the SHA-256 of a bearer token, for the configuration file.
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(a) => cmd::serve::run(a),
         Command::Demo(a) => cmd::demo::run(a),
+        Command::Import(a) => cmd::import::run(a),
         Command::CheckConfig(a) => cmd::check_config::run(a),
         Command::TokenHash(a) => cmd::check_config::token_hash(a),
         Command::Audit(a) => cmd::audit::run(a),

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod check_config;
 pub mod demo;
+pub mod import;
 pub mod matrix;
 pub mod serve;
 pub mod simulate;
