@@ -158,3 +158,62 @@ fn the_same_business_drifts_on_point_to_point() {
         assert!(integration > 0 || name == "flash-sale-polling", "{name}");
     }
 }
+
+/// The truth's keys and hand-offs follow from the files alone (DESIGN section 13's arithmetic):
+/// recomputed here from the CSV text, independently of the simulator's internal state.
+#[test]
+fn truth_hand_offs_are_the_arithmetic_of_the_files() {
+    use std::collections::BTreeMap;
+    for arch in [Architecture::PointToPoint, Architecture::Hub] {
+        let o = simulate(&small("everything", arch, 11)).unwrap();
+        let files: BTreeMap<&str, String> = o.files().into_iter().collect();
+        let rows = |name: &str| -> Vec<Vec<String>> {
+            files[name]
+                .lines()
+                .skip(1)
+                .map(|l| l.split(',').map(str::to_owned).collect())
+                .collect()
+        };
+        let num = |s: &str| s.parse::<i64>().unwrap();
+        let drift = |d: i64, e: i64| d.abs() > 2 && d.abs() as f64 > 0.01 * e.abs() as f64;
+        let mut base = BTreeMap::new();
+        for r in rows("baseline.csv") {
+            base.insert((r[0].clone(), r[1].clone()), num(&r[2]));
+        }
+        let mut wms = BTreeMap::new();
+        for r in rows("wms.csv") {
+            wms.insert((r[0].clone(), r[1].clone()), num(&r[2]));
+        }
+        let mut erp = BTreeMap::new();
+        for r in rows("erp.csv") {
+            erp.insert((r[0].clone(), r[1].clone()), (num(&r[2]), num(&r[3])));
+        }
+        let spec = o.run.settings.channel("shop").unwrap().spec.clone();
+        let mut expect = BTreeMap::new();
+        for (k, v) in &base {
+            let w = wms[k];
+            if drift(w - v, *v) {
+                expect.insert(k.clone(), "physical->wms".to_owned());
+            } else if drift(erp[k].0 - w, w) {
+                expect.insert(k.clone(), "wms->erp".to_owned());
+            }
+        }
+        for r in rows("shop.csv") {
+            let atp: i64 = erp
+                .iter()
+                .filter(|((s, _), _)| *s == r[0])
+                .map(|(_, (on, com))| on - com)
+                .sum();
+            let e = spec.quantity(&driftless_core::Sku::parse(r[0].clone()).unwrap(), atp);
+            if drift(num(&r[1]) - e, e) {
+                expect.insert((r[0].clone(), String::new()), "erp->shop".to_owned());
+            }
+        }
+        let truth: BTreeMap<(String, String), String> = rows("truth.csv")
+            .into_iter()
+            .map(|r| ((r[0].clone(), r[1].clone()), r[2].clone()))
+            .collect();
+        assert_eq!(truth, expect, "{arch:?}");
+        assert!(!truth.is_empty());
+    }
+}

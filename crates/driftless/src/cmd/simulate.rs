@@ -56,6 +56,7 @@ pub struct Args {
     /// truth.csv here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// `text` for people, `json` for one object with the whole summary.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
     /// Audit the output and print precision and recall against the ground truth.
@@ -71,13 +72,10 @@ fn scenario_help() -> String {
     for (n, d) in SCENARIOS {
         s.push_str(&format!("  {n:<20} {d}\n"));
     }
-    s.push_str(
-        "\nSettings for --set: export_hour, export_every_h (0: a file every 5 min), weekdays_only,\n\
-         import_every_min, poll_every_min, order_sync_min, cased_share, uom_mismapped_share,\n\
-         phantom_share, overrides_per_day, retry_rate, retry_max_delay_min, orders_per_sku_day,\n\
-         zipf, b2b_share, shrink_per_day, cycle_count_share, flash_skus, flash_multiplier,\n\
-         flash_hours, snapshot_hour.",
-    );
+    s.push_str("\nSettings for --set (see docs/simulator.md):\n");
+    for chunk in driftless_sim::scenario::SETTINGS.chunks(6) {
+        s.push_str(&format!("  {}\n", chunk.join(", ")));
+    }
     s
 }
 
