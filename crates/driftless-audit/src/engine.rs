@@ -63,6 +63,8 @@ pub(crate) struct Ctx<'a> {
     pub audit: &'a AuditSettings,
     pub units: &'a UnitTable,
     pub at_ms: i64,
+    /// A placeholder sku for channel quantities of channels without per-sku rules.
+    pub any_sku: Sku,
 }
 
 /// What one partition found.
@@ -128,6 +130,26 @@ impl<'a> Decoder<'a> {
         let v = self.b[self.i];
         self.i += 1;
         v
+    }
+    fn u32(&mut self) -> u32 {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&self.b[self.i..self.i + 4]);
+        self.i += 4;
+        u32::from_le_bytes(w)
+    }
+    /// A zigzag LEB128 varint (see `input::put_varint`).
+    fn varint(&mut self) -> i64 {
+        let mut z: u64 = 0;
+        let mut shift = 0;
+        loop {
+            let byte = self.u8();
+            z |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                break;
+            }
+            shift += 7;
+        }
+        ((z >> 1) as i64) ^ -((z & 1) as i64)
     }
     fn i64(&mut self) -> i64 {
         let mut w = [0u8; 8];
@@ -207,12 +229,19 @@ const SUB_BYTES: usize = 1 << 16;
 
 /// Length of the record starting at `i`.
 fn record_len(ctx: &Ctx<'_>, b: &[u8], i: usize) -> usize {
-    let mut j = i + 1 + 8;
+    let mut j = i + 1 + 4;
     j += 1 + b[j] as usize; // sku
     j += 1 + b[j] as usize; // location
     match ctx.kinds[b[i] as usize] {
         Kind::Baseline | Kind::Snapshot(_) => {
-            j += 1 + 8 * b[j].count_ones() as usize;
+            let values = b[j].count_ones();
+            j += 1;
+            for _ in 0..values {
+                while b[j] >= 0x80 {
+                    j += 1;
+                }
+                j += 1;
+            }
         }
         Kind::Changes(_) => {
             j += 8;
@@ -224,34 +253,46 @@ fn record_len(ctx: &Ctx<'_>, b: &[u8], i: usize) -> usize {
     j - i
 }
 
-/// Judges one partition's bytes, in cache-sized sub-partitions.
-pub(crate) fn run_partition(ctx: &Ctx<'_>, bytes: &[u8]) -> PartResult {
-    let k = bytes.len().div_ceil(SUB_BYTES);
-    if k <= 1 {
-        return run_sub(ctx, bytes);
-    }
-    let mut subs: Vec<Vec<u8>> = (0..k)
-        .map(|_| Vec::with_capacity(SUB_BYTES + SUB_BYTES / 4))
-        .collect();
-    let mut i = 0;
-    while i < bytes.len() {
-        let len = record_len(ctx, bytes, i);
-        let sku_len = bytes[i + 9] as usize;
-        let sku = &bytes[i + 10..i + 10 + sku_len];
-        // Other bits of the hash than the partition's, so the split is even.
-        let s = (crate::spill::hash_bytes(sku) & 0xff_ffff) as usize % k;
-        subs[s].extend_from_slice(&bytes[i..i + len]);
-        i += len;
-    }
+/// Judges one partition (its bytes from every reading worker), in cache-sized sub-partitions;
+/// `scratch` keeps the sub-partition buffers between partitions so their memory is reused rather
+/// than faulted in afresh each time.
+pub(crate) fn run_partition(
+    ctx: &Ctx<'_>,
+    chunks: &[Vec<u8>],
+    scratch: &mut Vec<Vec<u8>>,
+) -> PartResult {
+    let total: usize = chunks.iter().map(Vec::len).sum();
+    let k = total.div_ceil(SUB_BYTES).max(1);
     let n = ctx.systems.len();
     let mut acc = PartResult {
         handoffs: vec![(0, 0); n],
         absent: vec![0; n],
         ..PartResult::default()
     };
-    for sub in subs {
-        let r = run_sub(ctx, &sub);
-        crate::merge(&mut acc, r);
+    if k == 1 && chunks.len() == 1 {
+        crate::merge(&mut acc, run_sub(ctx, &chunks[0]));
+        return acc;
+    }
+    while scratch.len() < k {
+        scratch.push(Vec::with_capacity(SUB_BYTES + SUB_BYTES / 4));
+    }
+    for sub in scratch.iter_mut().take(k) {
+        sub.clear();
+    }
+    for bytes in chunks {
+        let mut i = 0;
+        while i < bytes.len() {
+            let len = record_len(ctx, bytes, i);
+            let sku_len = bytes[i + 5] as usize;
+            let sku = &bytes[i + 6..i + 6 + sku_len];
+            // Other bits of the hash than the partition's, so the split is even.
+            let s = (crate::spill::hash_bytes(sku) & 0xff_ffff) as usize % k;
+            scratch[s].extend_from_slice(&bytes[i..i + len]);
+            i += len;
+        }
+    }
+    for sub in scratch.iter().take(k) {
+        crate::merge(&mut acc, run_sub(ctx, sub));
     }
     acc
 }
@@ -288,7 +329,7 @@ fn run_sub(ctx: &Ctx<'_>, bytes: &[u8]) -> PartResult {
     };
     while d.i < bytes.len() {
         let file = d.u8() as usize;
-        let line = d.i64() as u64;
+        let line = u64::from(d.u32());
         let sku = d.bytes();
         let loc = d.bytes();
         match ctx.kinds[file] {
@@ -297,7 +338,7 @@ fn run_sub(ctx: &Ctx<'_>, bytes: &[u8]) -> PartResult {
                 let mut v = 0;
                 for i in 0..SLOTS {
                     if mask & (1 << i) != 0 {
-                        let x = d.i64();
+                        let x = d.varint();
                         if i == ON_HAND {
                             v = x;
                         }
@@ -318,7 +359,7 @@ fn run_sub(ctx: &Ctx<'_>, bytes: &[u8]) -> PartResult {
                 let mut v = [0i64; SLOTS];
                 for (i, slot) in v.iter_mut().enumerate() {
                     if mask & (1 << i) != 0 {
-                        *slot = d.i64();
+                        *slot = d.varint();
                     }
                 }
                 let k = j.key(sku, loc);
@@ -497,6 +538,25 @@ impl Group<'_, '_> {
             .saturating_sub(st(UNAVAILABLE))
     }
 
+    /// Calls `f` with each location key whose upstream ATP feeds channel system `s` at key `k`
+    /// (the allocation-free form of [`Group::feeding`], for the per-key hot path).
+    fn each_feeding(&self, s: usize, k: u32, mut f: impl FnMut(u32)) {
+        let sys = &self.ctx.systems[s];
+        let loc = self.loc(k);
+        if !loc.is_empty() {
+            if sys.all_locations || self.feeds(sys, loc) {
+                f(k);
+            }
+            return;
+        }
+        for &kk in self.keys {
+            let l = self.loc(kk);
+            if !l.is_empty() && (sys.all_locations || self.feeds(sys, l)) {
+                f(kk);
+            }
+        }
+    }
+
     /// The location keys whose upstream ATP feeds channel system `s` at key `k`.
     pub(crate) fn feeding(&self, s: usize, k: u32) -> Vec<u32> {
         let sys = &self.ctx.systems[s];
@@ -524,6 +584,10 @@ impl Group<'_, '_> {
 
     pub(crate) fn channel_qty(&self, s: usize, atp_sum: i64) -> i64 {
         let spec = &self.ctx.systems[s].spec;
+        if spec.rules.is_empty() {
+            // No per-sku rule to match: any sku gives the same terms, so skip building one.
+            return spec.quantity(&self.ctx.any_sku, atp_sum);
+        }
         match Sku::parse(self.sku) {
             Ok(sku) => spec.quantity(&sku, atp_sum),
             Err(_) => 0,
@@ -550,10 +614,10 @@ impl Group<'_, '_> {
                 if up != PHYS && self.ctx.systems[up].channel_like {
                     return Some(self.state(up, k, REPORTED, up, ov));
                 }
-                let sum = self
-                    .feeding(s, k)
-                    .into_iter()
-                    .fold(0i64, |acc, kk| acc.saturating_add(self.atp(up, kk, up, ov)));
+                let mut sum = 0i64;
+                self.each_feeding(s, k, |kk| {
+                    sum = sum.saturating_add(self.atp(up, kk, up, ov));
+                });
                 Some(self.channel_qty(s, sum))
             }
         }

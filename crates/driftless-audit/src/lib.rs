@@ -211,6 +211,12 @@ pub fn run_files_with(
 
     let timing = std::env::var_os("DRIFTLESS_AUDIT_TIMING").is_some();
     let t0 = std::time::Instant::now();
+    // In memory, each worker's share of a partition is at most the partition's size.
+    let reserve = if spill_dir.is_some() {
+        0
+    } else {
+        (total_bytes / parts as u64) as usize + 4096
+    };
     // Phase 1: read every file, biggest first, on every core.
     let mut order: Vec<usize> = (0..files.len()).collect();
     order.sort_by_key(|i| {
@@ -228,7 +234,7 @@ pub fn run_files_with(
                 let (infos, problems, problem_total) = (&infos, &problems, &problem_total);
                 let dir = spill_dir.as_ref().map(SpillDir::path);
                 sc.spawn(move || {
-                    let mut writer = PartWriter::new(parts, dir, w);
+                    let mut writer = PartWriter::new(parts, dir, w, reserve);
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(&f) = order.get(i) else { break };
@@ -310,6 +316,8 @@ pub fn run_files_with(
         audit,
         units: &settings.rules.units,
         at_ms: input.at.timestamp_millis(),
+        any_sku: driftless_core::Sku::parse("any")
+            .map_err(|e| AuditError::Config(e.to_string()))?,
     };
 
     // Phase 2: join each partition, on every core.
@@ -327,23 +335,23 @@ pub fn run_files_with(
                         absent: vec![0; ctx.systems.len()],
                         ..PartResult::default()
                     };
-                    let mut bytes = Vec::new();
+                    let mut scratch = Vec::new();
                     loop {
                         let p = next.fetch_add(1, Ordering::Relaxed);
                         if p >= parts {
                             break;
                         }
-                        bytes.clear();
-                        {
+                        let chunks = {
                             let mut rs = lock(readers_lock);
-                            for r in rs.iter_mut() {
-                                r.take(p, &mut bytes).map_err(|e| AuditError::Io {
+                            rs.iter_mut()
+                                .map(|r| r.take(p))
+                                .collect::<std::io::Result<Vec<_>>>()
+                                .map_err(|e| AuditError::Io {
                                     file: "spill files".into(),
                                     error: e,
-                                })?;
-                            }
-                        }
-                        let r = engine::run_partition(ctx, &bytes);
+                                })?
+                        };
+                        let r = engine::run_partition(ctx, &chunks, &mut scratch);
                         merge(&mut acc, r);
                         parts_done.fetch_add(1, Ordering::Relaxed);
                     }

@@ -49,9 +49,16 @@ pub(crate) struct PartWriter {
 }
 
 impl PartWriter {
-    pub(crate) fn new(parts: usize, dir: Option<&Path>, worker: usize) -> PartWriter {
+    /// `reserve`: bytes to reserve per partition up front (in memory: the expected size, so the
+    /// buffers never move while growing; address space that is never written costs nothing).
+    pub(crate) fn new(
+        parts: usize,
+        dir: Option<&Path>,
+        worker: usize,
+        reserve: usize,
+    ) -> PartWriter {
         PartWriter {
-            bufs: (0..parts).map(|_| Vec::new()).collect(),
+            bufs: (0..parts).map(|_| Vec::with_capacity(reserve)).collect(),
             files: (0..parts).map(|_| None).collect(),
             dir: dir.map(Path::to_path_buf),
             worker,
@@ -116,18 +123,20 @@ pub(crate) struct PartReader {
 }
 
 impl PartReader {
-    /// Appends partition `p`'s bytes to `out`, freeing them here.
-    pub(crate) fn take(&mut self, p: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+    /// Partition `p`'s bytes, handed over (no copy when they were kept in memory).
+    pub(crate) fn take(&mut self, p: usize) -> std::io::Result<Vec<u8>> {
+        let rest = std::mem::take(&mut self.bufs[p]);
         if self.files[p]
             && let Some(dir) = &self.dir
         {
             let path = dir.join(format!("p{p}-w{}", self.worker));
-            File::open(&path)?.read_to_end(out)?;
+            let mut out = Vec::new();
+            File::open(&path)?.read_to_end(&mut out)?;
             let _ = fs::remove_file(path);
+            out.extend_from_slice(&rest);
+            return Ok(out);
         }
-        out.extend_from_slice(&self.bufs[p]);
-        self.bufs[p] = Vec::new();
-        Ok(())
+        Ok(rest)
     }
 }
 
