@@ -142,6 +142,40 @@ impl Fanout {
     }
 }
 
+/// Writes push results in batches, retrying until they are stored (losing one would lose an
+/// attempt count or a dead letter; repeating one is harmless: every write is an upsert), then tells
+/// the dispatcher which skus are settled.
+async fn record_loop(
+    store: Arc<dyn Store>,
+    channel: String,
+    mut rx: mpsc::Receiver<(Vec<PushRecord>, Vec<String>)>,
+    settled: mpsc::UnboundedSender<Vec<String>>,
+) {
+    while let Some((mut records, mut skus)) = rx.recv().await {
+        while records.len() < 4000 {
+            match rx.try_recv() {
+                Ok((r, s)) => {
+                    records.extend(r);
+                    skus.extend(s);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut delay = Duration::from_millis(10);
+        loop {
+            match store.outbox_record(&channel, &records).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(channel = %channel, error = %e, "recording push results failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let _ = settled.send(skus);
+    }
+}
+
 /// The tightest SLA of the hops that end at this channel.
 pub fn sla_for(s: &Settings, channel: &str) -> Option<Duration> {
     s.hops
@@ -191,6 +225,10 @@ struct Dispatcher {
     sem: Arc<Semaphore>,
     done_tx: mpsc::Sender<Done>,
     done_rx: mpsc::Receiver<Done>,
+    /// Skus whose results are on their way to the store: not pushed again until recorded, so the
+    /// next push compares against the value just acknowledged.
+    unsettled: HashSet<String>,
+    records_tx: Option<mpsc::Sender<(Vec<PushRecord>, Vec<String>)>>,
 }
 
 fn now_nanos() -> i64 {
@@ -225,6 +263,8 @@ impl Dispatcher {
             sem: Arc::new(Semaphore::new(concurrency)),
             done_tx,
             done_rx,
+            unsettled: HashSet::new(),
+            records_tx: None,
         }
     }
 
@@ -233,6 +273,19 @@ impl Dispatcher {
     }
 
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        // Results are written by a recorder task so that waiting for the ledger's write lock never
+        // holds up the next pushes.
+        let (records_tx, records_rx) = mpsc::channel(64);
+        // Unbounded but bounded in practice by the pushes in flight: each message names skus
+        // that were pushed.
+        let (settled_tx, mut settled_rx) = mpsc::unbounded_channel();
+        let recorder = tokio::spawn(record_loop(
+            self.store.clone(),
+            self.id().to_owned(),
+            records_rx,
+            settled_tx,
+        ));
+        self.records_tx = Some(records_tx);
         let mut last_rescan = Instant::now();
         let mut last_sweep = Instant::now();
         let mut last_maintain = Instant::now();
@@ -261,13 +314,22 @@ impl Dispatcher {
                 }
                 last_maintain = Instant::now();
             }
+            while let Ok(skus) = settled_rx.try_recv() {
+                self.settled(skus);
+            }
             let busy = self.dispatch().await;
             let wait = if busy { Duration::ZERO } else { self.opts.poll };
             tokio::select! {
                 _ = stop.changed() => {}
+                Some(skus) = settled_rx.recv() => self.settled(skus),
                 d = self.done_rx.recv() => {
                     if let Some(d) = d {
-                        self.settle(vec![d]).await;
+                        // Record everything that finished meanwhile in the same transaction.
+                        let mut done = vec![d];
+                        while let Ok(x) = self.done_rx.try_recv() {
+                            done.push(x);
+                        }
+                        self.settle(done).await;
                     }
                 }
                 _ = tokio::time::sleep(wait) => {}
@@ -282,6 +344,17 @@ impl Dispatcher {
             done.push(d);
         }
         self.settle(done).await;
+        self.records_tx = None;
+        let _ = recorder.await;
+    }
+
+    fn settled(&mut self, skus: Vec<String>) {
+        for s in skus {
+            self.unsettled.remove(&s);
+            if self.skipped.remove(&s) {
+                self.recheck.insert(s);
+            }
+        }
     }
 
     fn free(&self) -> usize {
@@ -334,7 +407,7 @@ impl Dispatcher {
             if !seen.insert(row.sku.clone()) {
                 continue;
             }
-            if self.inflight.contains(&row.sku) {
+            if self.inflight.contains(&row.sku) || self.unsettled.contains(&row.sku) {
                 self.recheck_later(row.sku);
                 continue;
             }
@@ -441,6 +514,7 @@ impl Dispatcher {
     /// Records a batch of results in one transaction and updates the in-memory schedule.
     async fn settle(&mut self, done: Vec<Done>) {
         let mut records = Vec::with_capacity(done.len());
+        let mut skus = Vec::with_capacity(done.len());
         let channel = self.id().to_owned();
         for d in done {
             let sku = d.row.sku.clone();
@@ -472,6 +546,7 @@ impl Dispatcher {
                         self.cas_streak.remove(&sku);
                         let msg = "compare failed three times in a row".to_owned();
                         records.push(self.failed(&d, msg, true, None, d.row.pinned));
+                        skus.push(sku);
                         continue;
                     }
                     let hold = self.cfg.on_override == OnOverride::Hold;
@@ -509,25 +584,16 @@ impl Dispatcher {
                     records.push(self.failed(&d, f.message, f.retryable, None, pin));
                 }
             }
-            if self.skipped.remove(&sku) {
-                self.recheck.insert(sku);
-            }
+            skus.push(sku);
         }
         if records.is_empty() {
             return;
         }
-        // A record that cannot be written is retried with the next batch: losing it would lose an
-        // attempt count or a dead letter; repeating it is harmless (every write is an upsert).
-        let mut delay = Duration::from_millis(10);
-        loop {
-            match self.store.outbox_record(&channel, &records).await {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(channel = %channel, error = %e, "recording push results failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
+        self.unsettled.extend(skus.iter().cloned());
+        if let Some(tx) = &self.records_tx
+            && tx.send((records, skus)).await.is_err()
+        {
+            tracing::error!(channel = %channel, "the recorder stopped; push results not recorded");
         }
     }
 

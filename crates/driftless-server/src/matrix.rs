@@ -295,7 +295,11 @@ pub fn to_table(m: &Matrix) -> String {
 }
 
 fn dot_id(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    let escaped = s
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n");
+    format!("\"{escaped}\"")
 }
 
 /// A Graphviz drawing: systems as nodes, hops as edges labelled with trigger, SLA and measured p99;
@@ -315,10 +319,10 @@ pub fn to_dot(m: &Matrix) -> String {
     for h in &m.hops {
         let mut label = h.trigger.clone().unwrap_or_else(|| "undocumented".into());
         if let Some(sla) = h.sla_ms {
-            let _ = write!(label, "\\nSLA {}", human(sla));
+            let _ = write!(label, "\nSLA {}", human(sla));
         }
         if let Some(q) = h.end_to_end.or(h.source_lag) {
-            let _ = write!(label, "\\np99 {}", human(q.p99));
+            let _ = write!(label, "\np99 {}", human(q.p99));
         }
         let mut attrs = vec![format!("label={}", dot_id(&label))];
         if h.within_sla == Some(false) {

@@ -234,7 +234,12 @@ impl SqliteStore {
     pub(crate) async fn side(&self) -> Result<&SqlitePool, StoreError> {
         self.side
             .get_or_try_init(|| async {
-                let opts = (*self.read.connect_options()).clone().read_only(false);
+                // NORMAL, not FULL: a push record lost to a power cut only makes the dispatcher
+                // repeat that push with the same idempotency key, which the channel recognises.
+                let opts = (*self.read.connect_options())
+                    .clone()
+                    .read_only(false)
+                    .synchronous(sqlx::sqlite::SqliteSynchronous::Normal);
                 SqlitePoolOptions::new()
                     .max_connections(1)
                     .connect_with(opts)
@@ -245,8 +250,39 @@ impl SqliteStore {
     }
 }
 
-async fn immediate(pool: &SqlitePool) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
-    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+/// A write transaction taken in turn with the ledger writer (see `SqliteStore::gate`).
+struct WriteTx {
+    tx: sqlx::Transaction<'static, Sqlite>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
+}
+
+impl WriteTx {
+    async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn immediate(store: &SqliteStore) -> Result<WriteTx, StoreError> {
+    let pool = store.side().await?;
+    let turn = store.gate.clone().lock_owned().await;
+    Ok(WriteTx {
+        tx: pool.begin_with("BEGIN IMMEDIATE").await?,
+        _turn: turn,
+    })
 }
 
 async fn insert_incident(conn: &mut SqliteConnection, i: &Incident) -> Result<(), StoreError> {
@@ -419,8 +455,7 @@ impl Outbox for SqliteStore {
             if records.is_empty() {
                 return Ok(());
             }
-            let pool = self.side().await?;
-            let mut tx = immediate(pool).await?;
+            let mut tx = immediate(self).await?;
             let now = nanos(Utc::now());
             for r in records {
                 match r {
@@ -630,8 +665,7 @@ impl Outbox for SqliteStore {
         sku: Option<&'a str>,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move {
-            let pool = self.side().await?;
-            let mut tx = immediate(pool).await?;
+            let mut tx = immediate(self).await?;
             let now = nanos(Utc::now());
             let skus: Vec<String> = sqlx::query_scalar(
                 "SELECT sku FROM channel_skus WHERE channel = ?1 AND (?2 IS NULL OR sku = ?2) \
@@ -666,8 +700,7 @@ impl Outbox for SqliteStore {
         at: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<Observed, StoreError>> {
         Box::pin(async move {
-            let pool = self.side().await?;
-            let mut tx = immediate(pool).await?;
+            let mut tx = immediate(self).await?;
             let t = nanos(at);
             // The divergence clock starts at the first differing observation and stops when the
             // channel agrees again (or a new push is acknowledged).
@@ -795,8 +828,7 @@ impl Outbox for SqliteStore {
                     .fetch_one(&self.read)
                     .await?;
             if let Some(n) = newest {
-                let pool = self.side().await?;
-                let mut tx = immediate(pool).await?;
+                let mut tx = immediate(self).await?;
                 // Ids are shared by all channels, so this keeps at least the newest rows of this one.
                 sqlx::query("DELETE FROM push_log WHERE channel = ? AND id <= ?")
                     .bind(channel)

@@ -62,6 +62,9 @@ pub struct SqliteStore {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Fan-out's write connection (`outbox.rs`), opened on first use.
     pub(crate) side: tokio::sync::OnceCell<SqlitePool>,
+    /// Held by every writer of the process for the length of its transaction: waiting here is a
+    /// queue, where SQLite's busy handler would sleep and poll.
+    pub(crate) gate: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -125,12 +128,14 @@ impl SqliteStore {
             .connect_with(base.read_only(true))
             .await?;
         let (tx, rx) = mpsc::channel(opts.max_pending);
+        let gate = std::sync::Arc::new(tokio::sync::Mutex::new(()));
         let writer = Writer {
             conn,
             rules,
             channels,
             cache: HashMap::new(),
             opts,
+            gate: gate.clone(),
         };
         let handle = tokio::spawn(writer.run(rx));
         Ok(SqliteStore {
@@ -138,6 +143,7 @@ impl SqliteStore {
             read,
             writer: Mutex::new(Some(handle)),
             side: tokio::sync::OnceCell::new(),
+            gate,
         })
     }
 }
@@ -148,6 +154,7 @@ struct Writer {
     channels: Vec<ChannelSpec>,
     cache: HashMap<(Sku, Location), [Cell; 5]>,
     opts: SqliteOptions,
+    gate: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Rows a group commit writes, gathered while deciding and written at the end with multi-row
@@ -227,6 +234,8 @@ impl Writer {
         }
         // IMMEDIATE: take the write lock up front, so a fan-out write between this transaction's
         // first read and first write makes it wait instead of failing with a stale snapshot.
+        let gate = self.gate.clone();
+        let _turn = gate.lock().await;
         let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
         let mut seen = lookup_ids(&mut tx, &ids).await?;
         let missing: Vec<(Sku, Location)> = slots
