@@ -307,15 +307,20 @@ impl Params {
                 self.days
             )));
         }
-        if self.flash_skus > self.skus {
+        // A budget on the size of one run: the hub keeps every event id it has seen.
+        let sku_days = self.skus as u64 * u64::from(self.days);
+        if sku_days > MAX_SKU_DAYS {
             return Err(SimError::Invalid(format!(
-                "flash_skus ({}) exceeds the number of skus ({})",
-                self.flash_skus, self.skus
+                "--skus {} for --days {} is {sku_days} sku-days; one run is limited to {MAX_SKU_DAYS} (for example 20000 skus for 10 days)",
+                self.skus, self.days
             )));
         }
         Ok(())
     }
 }
+
+/// The largest `skus * days` of one run (about 1.6 GB on the hub).
+pub const MAX_SKU_DAYS: u64 = 200_000;
 
 /// Every name [`Params::set`] accepts.
 pub const SETTINGS: [&str; 22] = [
