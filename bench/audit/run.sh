@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The drift audit benchmark: our audit vs DuckDB (the same full outer join and threshold query)
+# vs a bare CSV parse, on the same generated files, sorted and shuffled; wall time and peak RSS of
+# each as a separate process (GNU time), medians of RUNS runs, and the ratios.
+#
+#   bench/audit/run.sh [ROWS] [RUNS]      # defaults: 10000000 rows, 3 runs
+#
+# Files are generated once per ROWS under $AUDIT_BENCH_DIR (default /tmp/driftless-audit-bench)
+# and read warm (from the page cache) by every contender: one untimed parse warms them first.
+set -euo pipefail
+ROWS=${1:-10000000}
+RUNS=${2:-3}
+DATA=${AUDIT_BENCH_DIR:-/tmp/driftless-audit-bench}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+
+cd "$ROOT"
+cargo build --release -q -p driftless-audit-bench
+BIN="$ROOT/target/release/audit-bench"
+python3 -c "import duckdb" 2>/dev/null || pip install --quiet duckdb
+TIME=/usr/bin/time
+[ -x "$TIME" ] || { echo "needs GNU time at /usr/bin/time" >&2; exit 2; }
+
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GB; duckdb $(python3 -c 'import duckdb; print(duckdb.__version__)')"
+echo "rows per file: $ROWS; runs: $RUNS (medians)"
+RESULTS=$(mktemp)
+for variant in sorted shuffled; do
+  dir="$DATA/$ROWS-$variant"
+  if [ ! -f "$dir/shop.csv" ]; then
+    flag=""; [ "$variant" = shuffled ] && flag="--shuffled"
+    "$BIN" gen --rows "$ROWS" --out "$dir" $flag
+  fi
+  echo "$variant: $(du -sh "$dir" | cut -f1) in 4 CSV files"
+  "$BIN" parse "$dir" 2>/dev/null  # warm the page cache
+  for run in $(seq "$RUNS"); do
+    for tool in audit duckdb parse; do
+      case $tool in
+        audit) cmd=("$BIN" audit "$dir") ;;
+        duckdb) cmd=(python3 "$HERE/duckdb_audit.py" "$dir") ;;
+        parse) cmd=("$BIN" parse "$dir") ;;
+      esac
+      out=$("$TIME" -f "TIME %e %M" "${cmd[@]}" 2>&1 >/dev/null)
+      echo "$out" | grep -v '^TIME' | sed "s/^/  [$variant run $run] /" >&2
+      echo "$variant $tool $(echo "$out" | awk '/^TIME/{print $2, $3}')" >>"$RESULTS"
+    done
+  done
+done
+
+python3 - "$RESULTS" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+res = {}
+for v, tool, wall, rss in rows:
+    res.setdefault((v, tool), []).append((float(wall), int(rss)))
+print()
+print(f"{'variant':<10}{'contender':<10}{'wall s (median)':>17}{'peak RSS MB':>13}")
+for v in ("sorted", "shuffled"):
+    med = {}
+    for tool in ("audit", "duckdb", "parse"):
+        xs = res.get((v, tool), [])
+        if not xs:
+            continue
+        wall = statistics.median(x[0] for x in xs)
+        rss = max(x[1] for x in xs) / 1024
+        med[tool] = (wall, rss)
+        print(f"{v:<10}{tool:<10}{wall:>17.2f}{rss:>13.0f}")
+    if "audit" in med and "duckdb" in med and "parse" in med:
+        a, d, p = med["audit"][0], med["duckdb"][0], med["parse"][0]
+        print(f"{v:<10}ratios: audit/duckdb {a / d:.2f}x (goal <= 1.0), audit/parse {a / p:.2f}x (goal <= 1.5), audit peak RSS {med['audit'][1]:.0f} MB (goal <= 1024)")
+PY
+rm -f "$RESULTS"
