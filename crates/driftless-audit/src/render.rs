@@ -73,8 +73,9 @@ pub fn table(report: &Report) -> String {
     for a in &report.absent {
         let _ = writeln!(
             o,
-            "{}: {} sku/locations missing from its snapshot (counted as 0)",
-            a.system, a.keys
+            "{}: {} sku/locations missing (counted as 0)",
+            cut(&a.system, 24),
+            a.keys
         );
     }
     let _ = writeln!(o);
