@@ -369,3 +369,210 @@ fn json_has_the_design_shape() {
     let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
     assert_eq!(back, r);
 }
+
+#[test]
+fn manual_override_survives_checkout_decrements() {
+    // A person set 200; the storefront's checkout has sold 3 since; no sync came after.
+    let r = case(
+        "manual-checkout",
+        &[
+            ("shop.csv", "sku,quantity\nMUG-1,145\nTEE-1,197\n"),
+            (
+                "shop-changes.csv",
+                "sku,location,at,quantity,actor,source_at\n\
+                 TEE-1,,2026-11-20T08:00:00Z,120,shop-connector,2026-11-20T08:00:00Z\n\
+                 TEE-1,,2026-11-20T09:30:00Z,200,alice@example.com,\n\
+                 TEE-1,,2026-11-20T10:00:00Z,199,checkout,\n\
+                 TEE-1,,2026-11-20T11:00:00Z,197,checkout,\n",
+            ),
+        ],
+    );
+    assert_eq!(
+        one(&r),
+        row("TEE-1", "", "erp->shop", "manual_override", 77)
+    );
+}
+
+#[test]
+fn phantom_availability_seen_at_the_last_sync() {
+    // The sync wrote on-hand (150) instead of ATP (145); checkout has sold 2 since, so the
+    // current value (148) is off by neither the committed 5 nor a pack factor.
+    let r = case(
+        "phantom-sync",
+        &[
+            ("shop.csv", "sku,quantity\nMUG-1,148\nTEE-1,120\n"),
+            (
+                "shop-changes.csv",
+                "sku,location,at,quantity,actor,source_at\n\
+                 MUG-1,,2026-11-20T10:00:00Z,150,shop-connector,2026-11-20T10:00:00Z\n\
+                 MUG-1,,2026-11-20T10:30:00Z,149,checkout,\n\
+                 MUG-1,,2026-11-20T11:00:00Z,148,checkout,\n",
+            ),
+        ],
+    );
+    assert_eq!(
+        one(&r),
+        row("MUG-1", "", "erp->shop", "committed_not_mapped", 3)
+    );
+}
+
+const WMS_LOG: &str = "sku,location,at,quantity,actor\n\
+    MUG-1,DC2,2026-11-19T08:00:00Z,50,wms-sync\n\
+    MUG-1,DC2,2026-11-19T10:00:00Z,48,wms-sync\n\
+    MUG-1,DC2,2026-11-20T06:00:00Z,40,wms-sync\n\
+    MUG-1,DC2,2026-11-20T10:00:00Z,30,wms-sync\n";
+
+fn stale_write(name: &str, newest: i64, stale: i64) -> Report {
+    let erp = format!(
+        "sku,location,on_hand,committed\nMUG-1,DC1,100,5\nMUG-1,DC2,{stale},0\nTEE-1,DC1,120,0\n"
+    );
+    let log = format!(
+        "sku,location,at,quantity,actor,source_at\n\
+         MUG-1,DC2,2026-11-19T09:00:00Z,50,wms-sync,2026-11-19T08:00:00Z\n\
+         MUG-1,DC2,2026-11-20T07:00:00Z,{newest},wms-sync,2026-11-20T06:00:00Z\n\
+         MUG-1,DC2,2026-11-20T08:00:00Z,{stale},wms-sync,2026-11-19T10:00:00Z\n"
+    );
+    let shop = format!("sku,quantity\nMUG-1,{}\nTEE-1,120\n", 95 + stale);
+    case(
+        name,
+        &[
+            (
+                "baseline.csv",
+                "sku,location,quantity\nMUG-1,DC1,100\nMUG-1,DC2,30\nTEE-1,DC1,120\n",
+            ),
+            (
+                "wms.csv",
+                "sku,location,on_hand,committed\nMUG-1,DC1,100,5\nMUG-1,DC2,30,0\nTEE-1,DC1,120,0\n",
+            ),
+            ("erp.csv", &erp),
+            ("shop.csv", &shop),
+            ("wms-changes.csv", WMS_LOG),
+            ("erp-changes.csv", &log),
+        ],
+    )
+}
+
+#[test]
+fn a_stale_write_is_out_of_sequence_when_it_makes_the_drift() {
+    // Newest data said 32 (2 off); the retried older write put back 48.
+    let r = stale_write("oos-share", 32, 48);
+    assert_eq!(
+        one(&r),
+        row("MUG-1", "DC2", "wms->erp", "out_of_sequence", 18)
+    );
+}
+
+#[test]
+fn a_stale_write_on_a_late_integration_is_lag() {
+    // Newest data said 40 (10 off, the integration is behind); the stale write moved it 8 more.
+    let r = stale_write("oos-lag", 40, 48);
+    assert_eq!(one(&r), row("MUG-1", "DC2", "wms->erp", "sync_lag", 18));
+}
+
+#[test]
+fn late_and_wrongly_converted_is_uom_mismatch() {
+    // The ERP shows 12: the WMS's 144 of this morning read as cases (now 120).
+    let r = case(
+        "uom-lag",
+        &[
+            (
+                "erp.csv",
+                "sku,location,on_hand,committed\nMUG-1,DC1,100,5\nMUG-1,DC2,50,0\nTEE-1,DC1,12,0\n",
+            ),
+            ("shop.csv", "sku,quantity\nMUG-1,145\nTEE-1,12\n"),
+            (
+                "wms-changes.csv",
+                "sku,location,at,quantity,actor\nTEE-1,DC1,2026-11-20T06:00:00Z,144,wms-sync\nTEE-1,DC1,2026-11-20T10:00:00Z,120,wms-sync\n",
+            ),
+        ],
+    );
+    assert_eq!(
+        one(&r),
+        row("TEE-1", "DC1", "wms->erp", "uom_mismatch", -108)
+    );
+}
+
+#[test]
+fn a_partial_count_judges_only_what_it_counted() {
+    let base = "sku,location,quantity\nMUG-1,DC1,100\nTEE-1,DC1,120\n";
+    let r = case("partial", &[("baseline.csv", base)]);
+    assert_eq!(r.drifting, 0, "{r:?}");
+    assert_eq!(r.not_counted, 1);
+    let r = case(
+        "partial-drift",
+        &[
+            ("baseline.csv", base),
+            (
+                "erp.csv",
+                "sku,location,on_hand,committed\nMUG-1,DC1,100,5\nMUG-1,DC2,40,0\nTEE-1,DC1,120,0\n",
+            ),
+            ("shop.csv", "sku,quantity\nMUG-1,135\nTEE-1,120\n"),
+        ],
+    );
+    assert_eq!(one(&r), row("MUG-1", "DC2", "wms->erp", "unexplained", -10));
+    assert_eq!(r.rows[0].baseline, None);
+    assert_eq!(r.rows[0].expected.get("wms"), None);
+}
+
+#[test]
+fn a_storefront_reporting_per_location_is_judged_per_location() {
+    let shop = "sku,location,quantity\nMUG-1,DC1,95\nMUG-1,DC2,60\nTEE-1,DC1,120\n";
+    let r = case("shop-loc", &[("shop.csv", shop)]);
+    assert_eq!(one(&r), row("MUG-1", "DC2", "erp->shop", "unexplained", 10));
+    // Three location keys, no channel-level key.
+    assert_eq!(r.skus_compared, 3);
+}
+
+#[test]
+fn a_system_reporting_available_is_compared_with_upstream_atp() {
+    let config = CONFIG.replace(
+        "[audit]",
+        "[audit.snapshots.erp]\nreports = \"available\"\n\n[audit]",
+    );
+    let files = |erp: &'static str, shop: &'static str| {
+        vec![
+            ("baseline.csv", BASELINE),
+            ("wms.csv", WMS),
+            ("erp.csv", erp),
+            ("shop.csv", shop),
+        ]
+    };
+    let ok = audit(
+        "avail",
+        &config,
+        &files(
+            "sku,location,available\nMUG-1,DC1,95\nMUG-1,DC2,50\nTEE-1,DC1,120\n",
+            SHOP,
+        ),
+    )
+    .unwrap();
+    assert_eq!(ok.drifting, 0, "{ok:?}");
+    // Showing on-hand as available: off by exactly the committed 5.
+    // (The storefront follows the ERP, so only the ERP is reported.)
+    let bad = audit(
+        "avail-bad",
+        &config,
+        &files(
+            "sku,location,available\nMUG-1,DC1,100\nMUG-1,DC2,50\nTEE-1,DC1,120\n",
+            "sku,quantity\nMUG-1,150\nTEE-1,120\n",
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        one(&bad),
+        row("MUG-1", "DC1", "wms->erp", "committed_not_mapped", 5)
+    );
+}
+
+#[test]
+fn a_state_missing_upstream_comes_from_further_upstream() {
+    // The ERP export has no committed column: the storefront's ATP uses the WMS's.
+    let r = case(
+        "fallback",
+        &[(
+            "erp.csv",
+            "sku,location,on_hand\nMUG-1,DC1,100\nMUG-1,DC2,50\nTEE-1,DC1,120\n",
+        )],
+    );
+    assert_eq!(r.drifting, 0, "{r:?}");
+}

@@ -46,7 +46,7 @@ latency_sla = "30m"
 chain = ["wms", "erp", "shop"]
 threshold_units = 2
 threshold_pct = 1.0
-integration_actors = ["wms-sync", "erp-connector", "shop-connector"]
+integration_actors = ["wms-sync", "erp-connector", "shop-connector", "checkout"]
 "#;
 
 pub fn at() -> DateTime<Utc> {
