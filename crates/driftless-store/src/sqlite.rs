@@ -136,6 +136,7 @@ impl SqliteStore {
             cache: HashMap::new(),
             opts,
             gate: gate.clone(),
+            lookup_groups: 0,
         };
         let handle = tokio::spawn(writer.run(rx));
         Ok(SqliteStore {
@@ -155,7 +156,15 @@ struct Writer {
     cache: HashMap<(Sku, Location), [Cell; 5]>,
     opts: SqliteOptions,
     gate: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Groups left that look their ids up before deciding. Normally a group decides first and
+    /// lets the primary key tell it whether any id was already stored (one lookup query fewer per
+    /// group); when one was, the group is redone with lookups, and so are the next few, because
+    /// redeliveries come in storms.
+    lookup_groups: u32,
 }
+
+/// Groups that look ids up after a group found an already-stored id.
+const LOOKUP_AFTER_DUPLICATE: u32 = 64;
 
 /// Rows a group commit writes, gathered while deciding and written at the end with multi-row
 /// statements (one statement per thousand rows instead of one per row).
@@ -192,14 +201,24 @@ impl Writer {
                 }
             }
             let started = std::time::Instant::now();
-            let result = self.commit_group(&jobs).await;
+            let lookup = self.lookup_groups > 0;
+            self.lookup_groups = self.lookup_groups.saturating_sub(1);
+            let mut result = self.commit_group(&jobs, lookup).await;
+            if matches!(result, Ok(None)) {
+                // An id in the group was already stored: the optimistic decisions are void.
+                self.cache.clear();
+                self.lookup_groups = LOOKUP_AFTER_DUPLICATE;
+                result = self.commit_group(&jobs, true).await;
+            }
             tracing::debug!(
                 requests = jobs.len(),
                 events = n,
                 ms = started.elapsed().as_secs_f64() * 1e3,
                 "group commit"
             );
-            match result {
+            match result.and_then(|r| {
+                r.ok_or_else(|| StoreError::Corrupt("ids changed under the writer".into()))
+            }) {
                 Ok(receipts) => {
                     for (job, r) in jobs.into_iter().zip(receipts) {
                         let _ = job.reply.send(Ok(r));
@@ -218,7 +237,13 @@ impl Writer {
         }
     }
 
-    async fn commit_group(&mut self, jobs: &[Job]) -> Result<Vec<Vec<Receipt>>, StoreError> {
+    /// Decides and writes one group in one transaction. With `lookup` false, ids are assumed new
+    /// and the insert checks it: `Ok(None)` means one was not, and nothing was written.
+    async fn commit_group(
+        &mut self,
+        jobs: &[Job],
+        lookup: bool,
+    ) -> Result<Option<Vec<Vec<Receipt>>>, StoreError> {
         let mut ids: Vec<&str> = Vec::new();
         let mut slots: HashSet<(Sku, Location)> = HashSet::new();
         for j in jobs {
@@ -237,7 +262,11 @@ impl Writer {
         let gate = self.gate.clone();
         let _turn = gate.lock().await;
         let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
-        let mut seen = lookup_ids(&mut tx, &ids).await?;
+        let mut seen = if lookup {
+            lookup_ids(&mut tx, &ids).await?
+        } else {
+            HashMap::new()
+        };
         let missing: Vec<(Sku, Location)> = slots
             .into_iter()
             .filter(|k| !self.cache.contains_key(k))
@@ -329,9 +358,12 @@ impl Writer {
             }
             out.push(receipts);
         }
-        flush(&mut tx, &pending, &self.cache).await?;
+        if !flush(&mut tx, &pending, &self.cache).await? {
+            tx.rollback().await?;
+            return Ok(None);
+        }
         tx.commit().await?;
-        Ok(out)
+        Ok(Some(out))
     }
 }
 
@@ -457,11 +489,14 @@ async fn sum_after(
     Ok(stored.saturating_add(unflushed))
 }
 
+/// Writes the group's rows. Returns false, having written part of them, when an event id was
+/// already stored (the caller rolls back).
 async fn flush(
     conn: &mut SqliteConnection,
     pending: &Pending,
     cache: &HashMap<(Sku, Location), [Cell; 5]>,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
+    let mut inserted = 0u64;
     for chunk in pending.events.chunks(1000) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO events (id, fingerprint, source, sku, location, at_nanos, seq, kind, \
@@ -489,7 +524,11 @@ async fn flush(
                 .push_bind(r.effective)
                 .push_bind(r.detail.clone());
         });
-        q.build().execute(&mut *conn).await?;
+        q.push(" ON CONFLICT (id) DO NOTHING");
+        inserted += q.build().execute(&mut *conn).await?.rows_affected();
+    }
+    if inserted != pending.events.len() as u64 {
+        return Ok(false);
     }
     let cells: Vec<(&(Sku, Location), usize, &Cell)> = pending
         .cells
@@ -540,7 +579,8 @@ async fn flush(
         );
         q.build().execute(&mut *conn).await?;
     }
-    insert_incidents(conn, &pending.incidents).await
+    insert_incidents(conn, &pending.incidents).await?;
+    Ok(true)
 }
 
 async fn insert_incidents(
