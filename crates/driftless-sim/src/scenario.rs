@@ -116,7 +116,8 @@ pub struct Params {
     pub shrink_per_day: f64,
     /// Share of (sku, location) cycle-counted each day.
     pub cycle_count_share: f64,
-    /// Skus in a flash sale on the last full day (0: none).
+    /// Skus in a flash sale from noon on the last full day, or on the snapshot's day when the
+    /// snapshot is after noon (0: none).
     pub flash_skus: usize,
     /// Demand multiplier during the flash sale.
     pub flash_multiplier: f64,

@@ -713,7 +713,9 @@ impl World {
             }
         }
         if !self.flash.is_empty() && self.p.days >= 1 {
-            let day = i64::from(self.p.days) - 1;
+            // At noon on the snapshot's day when the snapshot falls after noon (the audit then
+            // catches the sale in progress), else at noon the day before.
+            let day = i64::from(self.p.days) - i64::from(self.p.snapshot_hour <= 12);
             self.at(day * DAY + 12 * HOUR, Action::FlashStart);
         }
         self.at(HOUR, Action::Sample);
