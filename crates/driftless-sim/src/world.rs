@@ -142,22 +142,11 @@ impl Ord for Queued {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OrderState {
-    /// Accepted by the storefront, not yet downloaded by the ERP (point-to-point).
-    Placed,
-    /// Waiting for a pick wave at its location.
-    Released,
-    Shipped,
-    Cancelled,
-}
-
 #[derive(Debug, Clone)]
 struct Order {
     sku: usize,
     units: i64,
     loc: usize,
-    state: OrderState,
     /// The ERP has closed the line (point-to-point: released its committed quantity).
     erp_closed: bool,
 }
@@ -897,7 +886,6 @@ impl World {
             sku,
             units,
             loc,
-            state: OrderState::Placed,
             erp_closed: false,
         });
         if !b2b && self.p.faults.shop_decrements {
@@ -922,11 +910,9 @@ impl World {
                 1,
                 5,
             );
-            self.orders[id].state = OrderState::Released;
             self.released[loc].push(id);
         } else if b2b {
             self.erp_com[sku * NLOC + loc] += units;
-            self.orders[id].state = OrderState::Released;
             self.released[loc].push(id);
         } else {
             self.placed.push(id);
@@ -961,7 +947,6 @@ impl World {
                 if self.phys[c] >= units {
                     self.phys[c] -= units;
                     self.wms[c] -= units;
-                    self.orders[id].state = OrderState::Shipped;
                     let v = self.wms[c];
                     self.log(WMS, sku, Some(l), v, "wms", None, format!("ship SO-{id}"));
                     if self.hub() {
@@ -974,7 +959,6 @@ impl World {
                 } else {
                     // Short pick: the shelf is emptier than the WMS thought. The picker's count
                     // corrects the WMS and the line is cancelled.
-                    self.orders[id].state = OrderState::Cancelled;
                     let found = self.phys[c];
                     if self.wms[c] != found {
                         self.wms[c] = found;
@@ -1261,7 +1245,6 @@ impl World {
             let loc = self.best_location(sku).0;
             let o = &mut self.orders[id];
             o.loc = loc;
-            o.state = OrderState::Released;
             self.erp_com[sku * NLOC + loc] += o.units;
             self.released[loc].push(id);
         }
