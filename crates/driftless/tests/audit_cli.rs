@@ -235,3 +235,62 @@ fn audits_are_stored_and_trended() {
     let out = trend("svg");
     assert!(text(&out.stdout).starts_with("<svg"));
 }
+
+#[test]
+fn live_audits_the_running_hub() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let d = tempfile::tempdir().unwrap();
+    let mut hub = Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(d.path())
+        .env("DRIFTLESS_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(hub.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .trim_start_matches("listening on http://")
+        .to_owned();
+    let body = r#"[{"id":"c1","source":"wms","sku":"TEE-1","location":"DC1","occurred_at":"2026-11-27T10:00:00Z","set":{"on_hand":100}}]"#;
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        s,
+        "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer wms-demo-token\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains("applied"), "{answer}");
+
+    // The example channel has no connector: nothing was ever acknowledged, so the storefront is
+    // reported as showing none of the 100 the hub says it may sell.
+    let out = Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args([
+            "audit",
+            "--live",
+            "--no-history",
+            "--format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(d.path())
+        .output()
+        .unwrap();
+    let _ = Command::new("kill")
+        .args(["-TERM", &hub.id().to_string()])
+        .status();
+    let _ = hub.wait();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["rows"][0]["sku"], "TEE-1");
+    assert_eq!(v["rows"][0]["handoff"], "hub->shop");
+    assert_eq!(v["rows"][0]["expected"]["shop"], 100);
+    assert_eq!(v["rows"][0]["values"]["shop"], serde_json::Value::Null);
+}

@@ -27,11 +27,16 @@ pub struct Args {
     /// Configuration file (TOML): chain, thresholds, units, channels, snapshot formats.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
-    /// The physical count: CSV `sku,location,quantity[,unit]`.
-    #[arg(long)]
-    pub baseline: PathBuf,
+    /// The physical count: CSV `sku,location,quantity[,unit]` (optional with --live).
+    #[arg(long, required_unless_present = "live")]
+    pub baseline: Option<PathBuf>,
     /// One snapshot per system of the chain, as SYSTEM=FILE (CSV, or JSON lines for .jsonl).
-    #[arg(long = "snapshot", value_name = "SYSTEM=FILE", required = true)]
+    #[arg(
+        long = "snapshot",
+        value_name = "SYSTEM=FILE",
+        required_unless_present = "live",
+        conflicts_with = "live"
+    )]
     pub snapshots: Vec<String>,
     /// Optional change logs, as SYSTEM=FILE: `sku,location,at,quantity,actor[,source_at][,ref]`.
     #[arg(long = "changes", value_name = "SYSTEM=FILE")]
@@ -50,6 +55,10 @@ pub struct Args {
     /// Do not store this audit.
     #[arg(long)]
     pub no_history: bool,
+    /// Audit the hub itself: its ledger (in the data directory) against what each channel was
+    /// last acknowledged to show and what it was last observed showing.
+    #[arg(long, conflicts_with = "changes")]
+    pub live: bool,
 }
 
 fn pairs(list: &[String], what: &str) -> anyhow::Result<Vec<(SystemId, PathBuf)>> {
@@ -95,12 +104,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         },
     };
+    if args.live {
+        let report = match live::run(&settings, args.baseline.as_deref(), at) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("{e:#}");
+                eprintln!("audit not run (exit status 2)");
+                return Ok(ExitCode::from(2));
+            }
+        };
+        return finish(&args, &settings, &report);
+    }
     let input = match (
         pairs(&args.snapshots, "snapshot"),
         pairs(&args.changes, "changes"),
     ) {
         (Ok(snapshots), Ok(changes)) => AuditInput {
-            baseline: args.baseline.clone(),
+            baseline: args.baseline.clone().unwrap_or_default(),
             snapshots,
             changes,
             at,
@@ -136,7 +156,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    finish(&args, &settings, &report)
+}
 
+/// Prints (or writes) the report, stores it, and turns it into the exit status.
+fn finish(args: &Args, settings: &Settings, report: &Report) -> anyhow::Result<ExitCode> {
+    let report = report.clone();
     let text = match args.format {
         Format::Table => render::table(&report),
         Format::Json => serde_json::to_string_pretty(&report)? + "\n",
@@ -156,7 +181,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 
     if !args.no_history
-        && let Err(e) = store(&settings, &report)
+        && let Err(e) = store(settings, &report)
     {
         eprintln!("warning: the audit was not stored for trends: {e:#}");
     }
@@ -227,4 +252,214 @@ fn store(settings: &Settings, report: &Report) -> anyhow::Result<()> {
         store.close().await;
         r.map(|_| ()).map_err(anyhow::Error::from)
     })
+}
+
+/// `--live`: the hub's own view written out as snapshot files, then the same audit as for files,
+/// so one engine (and one set of rules) judges both.
+mod live {
+    use super::*;
+    use driftless_config::{Role, SystemSpec};
+    use driftless_store::outbox::{Scan, ScanFrom};
+    use driftless_store::{Outbox, SqliteStore};
+    use std::collections::HashMap;
+    use std::io::BufWriter;
+
+    /// Skus per outbox read.
+    const BATCH: usize = 500;
+
+    /// A private temporary directory, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> std::io::Result<TempDir> {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let p =
+                std::env::temp_dir().join(format!("driftless-live-{}-{nanos}", std::process::id()));
+            std::fs::create_dir(&p)?;
+            Ok(TempDir(p))
+        }
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn field(s: &str) -> String {
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_owned()
+        }
+    }
+
+    /// One audit per channel (each fed by the hub), merged into one report: chain `hub -> channel`,
+    /// plus `physical -> hub` when a baseline is given.
+    pub fn run(
+        settings: &Settings,
+        baseline: Option<&Path>,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<Report> {
+        if settings.channels.is_empty() {
+            anyhow::bail!("--live audits the hub's channels, and the configuration declares none");
+        }
+        let dir = TempDir::new().context("creating a temporary directory")?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(write_views(settings, dir.path(), at))?;
+        let hub = SystemId::parse("hub").map_err(|e| anyhow::anyhow!("{e}"))?;
+        let empty = dir.path().join("no-baseline.csv");
+        std::fs::write(&empty, "sku,location,quantity\n")?;
+        let mut merged: Option<Report> = None;
+        for (i, ch) in settings.channels.iter().enumerate() {
+            let id = ch.spec.id.clone();
+            let mut s = settings.clone();
+            s.systems.retain(|x| x.id != hub && x.id != id);
+            s.systems.push(SystemSpec {
+                id: hub.clone(),
+                role: Role::Wms,
+                token_sha256: None,
+            });
+            s.systems.push(SystemSpec {
+                id: id.clone(),
+                role: Role::Storefront,
+                token_sha256: None,
+            });
+            s.audit.chain = vec![hub.clone(), id.clone()];
+            s.audit.snapshots.clear();
+            s.hops.clear();
+            // The physical count is judged once, in the first channel's run.
+            let base = match baseline {
+                Some(b) if i == 0 => b.to_path_buf(),
+                _ => empty.clone(),
+            };
+            let input = AuditInput {
+                baseline: base,
+                snapshots: vec![
+                    (hub.clone(), dir.path().join("hub.csv")),
+                    (id.clone(), dir.path().join(format!("{id}.csv"))),
+                ],
+                changes: vec![(id.clone(), dir.path().join(format!("{id}-changes.csv")))],
+                at,
+            };
+            let r = driftless_audit::run_files(&s, &input).map_err(|e| anyhow::anyhow!("{e}"))?;
+            merged = Some(match merged {
+                None => r,
+                Some(mut m) => {
+                    m.skus_compared += r.skus_compared;
+                    m.drifting += r.drifting;
+                    m.handoffs.extend(r.handoffs.into_iter().skip(1));
+                    m.rows.extend(r.rows);
+                    m.absent
+                        .extend(r.absent.into_iter().filter(|a| a.system != "hub"));
+                    m
+                }
+            });
+        }
+        let mut report = merged.context("no channel audited")?;
+        report.rows.sort_by(|a, b| {
+            (&a.sku, &a.location, &a.handoff).cmp(&(&b.sku, &b.location, &b.handoff))
+        });
+        Ok(report)
+    }
+
+    /// `hub.csv` (every sku at every location, every state) and per channel `<id>.csv` (what it
+    /// was last acknowledged to show, or last observed showing when that differs) and
+    /// `<id>-changes.csv` (the observations that differ, with who made them when known).
+    async fn write_views(settings: &Settings, dir: &Path, at: DateTime<Utc>) -> anyhow::Result<()> {
+        let store = SqliteStore::open(
+            &settings.server.data_dir,
+            settings.rules.clone(),
+            settings.channel_specs(),
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "opening the ledger in {}",
+                settings.server.data_dir.display()
+            )
+        })?;
+        let result = async {
+            let mut w = BufWriter::new(std::fs::File::create(dir.join("hub.csv"))?);
+            writeln!(w, "sku,location,on_hand,committed,reserved,unavailable")?;
+            let mut skus: Vec<String> = Vec::new();
+            let mut after = None;
+            loop {
+                let page = store.inventory_page(after.as_ref(), 1000).await?;
+                let Some((last, _)) = page.last() else { break };
+                let last = last.clone();
+                for (sku, locs) in &page {
+                    for l in locs {
+                        let v = &l.levels;
+                        writeln!(
+                            w,
+                            "{},{},{},{},{},{}",
+                            field(sku.as_str()),
+                            field(l.location.as_str()),
+                            v.on_hand,
+                            v.committed,
+                            v.reserved,
+                            v.unavailable
+                        )?;
+                    }
+                    skus.push(sku.to_string());
+                }
+                after = Some(last);
+            }
+            w.flush()?;
+            for ch in &settings.channels {
+                let id = ch.spec.id.as_str();
+                let mut shown: HashMap<String, i64> = HashMap::new();
+                for chunk in skus.chunks(BATCH) {
+                    let scan = Scan {
+                        channel: id.to_owned(),
+                        locations: ch.spec.locations.clone(),
+                        from: ScanFrom::Skus(chunk.to_vec()),
+                        limit: BATCH,
+                    };
+                    for r in store.outbox_scan(&scan).await? {
+                        if let Some(q) = r.acked_quantity {
+                            shown.insert(r.sku, q);
+                        }
+                    }
+                }
+                let diverged = store.divergences(id, at, 10_000_000).await?;
+                let mut log = BufWriter::new(std::fs::File::create(
+                    dir.join(format!("{id}-changes.csv")),
+                )?);
+                writeln!(log, "sku,location,at,quantity,actor")?;
+                for d in &diverged {
+                    shown.insert(d.sku.clone(), d.observed);
+                    writeln!(
+                        log,
+                        "{},,{},{},{}",
+                        field(&d.sku),
+                        d.since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        d.observed,
+                        field(d.actor.as_deref().unwrap_or("unknown"))
+                    )?;
+                }
+                log.flush()?;
+                let mut w = BufWriter::new(std::fs::File::create(dir.join(format!("{id}.csv")))?);
+                writeln!(w, "sku,quantity")?;
+                for sku in &skus {
+                    if let Some(q) = shown.get(sku) {
+                        writeln!(w, "{},{q}", field(sku))?;
+                    }
+                }
+                w.flush()?;
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        store.close().await;
+        result
+    }
 }
