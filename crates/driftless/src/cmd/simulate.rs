@@ -134,6 +134,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Format::Json => println!("{}", serde_json::to_string(&outcome.summary)?),
         Format::Text => {
             print!("{}", driftless_sim::summary::render_text(&outcome.summary));
+            let other = match args.architecture {
+                Arch::PointToPoint => "hub",
+                Arch::Hub => "point-to-point",
+            };
+            println!(
+                "\nthe same business on the other architecture: driftless simulate --scenario {} --architecture {other} --seed {}",
+                args.scenario, args.seed
+            );
             if let Some(out) = &args.out {
                 println!(
                     "\nwrote {} files to {}; audit them with:\n  cd {} && driftless audit --config driftless.toml --baseline baseline.csv \\\n    --snapshot wms=wms.csv --snapshot erp=erp.csv --snapshot shop=shop.csv \\\n    --changes wms=wms-changes.csv --changes erp=erp-changes.csv --changes shop=shop-changes.csv \\\n    --at \"$(cat at.txt)\"",
