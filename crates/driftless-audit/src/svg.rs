@@ -49,11 +49,11 @@ pub fn lines(
     let (left, right, top, bottom) = (56.0, 180.0, 16.0, 36.0);
     let pw = w - left - right;
     let ph = h - top - bottom;
-    let max = series
+    let top_value = series
         .iter()
         .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
-        .fold(0.0f64, f64::max)
-        .max(1.0);
+        .fold(0.0f64, f64::max);
+    let max = nice_max(top_value);
     let mut o = String::new();
     let _ = write!(
         o,
@@ -66,11 +66,11 @@ pub fn lines(
         r = left + pw
     );
     for i in 0..=4 {
-        let v = max * f64::from(i) / 4.0;
+        let v = (max * f64::from(i) / 4.0) as u64;
         let y = top + ph - ph * f64::from(i) / 4.0;
         let _ = write!(
             o,
-            "<text x=\"{x}\" y=\"{ty:.1}\" text-anchor=\"end\" font-size=\"11\">{v:.0}</text>",
+            "<text x=\"{x}\" y=\"{ty:.1}\" text-anchor=\"end\" font-size=\"11\">{v}</text>",
             x = left - 4.0,
             ty = y + 4.0
         );
@@ -120,4 +120,30 @@ pub fn lines(
     }
     o.push_str("</svg>");
     o
+}
+
+/// The y-axis top: the smallest `4 x {1, 2, 5} x 10^k` at or above `v`, so the four tick
+/// intervals are whole numbers.
+fn nice_max(v: f64) -> f64 {
+    let mut unit = 1.0;
+    loop {
+        for m in [1.0, 2.0, 5.0] {
+            if 4.0 * m * unit >= v {
+                return 4.0 * m * unit;
+            }
+        }
+        unit *= 10.0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn axis_tops_give_whole_ticks() {
+        assert_eq!(super::nice_max(0.0), 4.0);
+        assert_eq!(super::nice_max(1.0), 4.0);
+        assert_eq!(super::nice_max(27.0), 40.0);
+        assert_eq!(super::nice_max(41.0), 80.0);
+        assert_eq!(super::nice_max(1234.0), 2000.0);
+    }
 }

@@ -41,7 +41,8 @@ pub struct Trend {
     /// Every hand-off seen, in first-seen order.
     pub handoffs: Vec<String>,
     pub points: Vec<TrendPoint>,
-    /// The hand-off whose drift grows fastest, with its slope in drifting skus per day.
+    /// The hand-off whose drift grows fastest, with its slope in drifting skus per day; only when
+    /// the growth over the window is at least 2 skus and a quarter of its average.
     pub degrading: Option<(String, f64)>,
     pub reading: Reading,
 }
@@ -93,16 +94,21 @@ pub fn analyze(mut points: Vec<TrendPoint>) -> Trend {
         };
     };
     let days = |t: DateTime<Utc>| (t - first).num_seconds() as f64 / 86_400.0;
+    let span = points.last().map_or(0.0, |p| days(p.at));
+    // Degrading: the fitted growth over the window is real, not noise: at least 2 skus and at
+    // least a quarter of the hand-off's average.
     let degrading = handoffs
         .iter()
-        .map(|h| {
+        .filter_map(|h| {
             let pts: Vec<(f64, f64)> = points
                 .iter()
                 .map(|p| (days(p.at), drifting(p, h) as f64))
                 .collect();
-            (h.clone(), slope(&pts))
+            let s = slope(&pts);
+            let mean = pts.iter().map(|p| p.1).sum::<f64>() / pts.len() as f64;
+            let growth = s * span;
+            (s > 0.0 && growth >= 2.0 && growth >= 0.25 * mean).then(|| (h.clone(), s))
         })
-        .filter(|(_, s)| *s > 0.0)
         .max_by(|a, b| a.1.total_cmp(&b.1));
 
     let integration: Vec<&String> = handoffs

@@ -32,10 +32,10 @@ integration_actors = ["shop-connector"]
 "#;
 
 fn write(dir: &Path, erp: &str) {
-    let shop = if erp == ERP_UOM {
-        "sku,quantity\nMUG-1,96\nTEE-1,10\n"
-    } else {
-        "sku,quantity\nMUG-1,96\nTEE-1,120\n"
+    let shop = match erp {
+        ERP_UOM => "sku,quantity\nMUG-1,96\nTEE-1,10\n",
+        ERP_TWO => "sku,quantity\nMUG-1,76\nTEE-1,10\n",
+        _ => "sku,quantity\nMUG-1,96\nTEE-1,120\n",
     };
     std::fs::write(dir.join("driftless.toml"), CONFIG).unwrap();
     std::fs::write(
@@ -53,6 +53,8 @@ fn write(dir: &Path, erp: &str) {
 }
 
 const ERP_OK: &str = "sku,location,on_hand,committed\nMUG-1,DC1,100,4\nTEE-1,DC2,120,0\n";
+/// TEE-1 booked in cases and MUG-1 short by 20.
+const ERP_TWO: &str = "sku,location,on_hand,committed\nMUG-1,DC1,80,4\nTEE-1,DC2,10,0\n";
 /// TEE-1 booked in cases: 10 instead of 120.
 const ERP_UOM: &str = "sku,location,on_hand,committed\nMUG-1,DC1,100,4\nTEE-1,DC2,10,0\n";
 
@@ -196,7 +198,7 @@ fn audits_are_stored_and_trended() {
             .code(),
         Some(0)
     );
-    write(d.path(), ERP_UOM);
+    write(d.path(), ERP_TWO);
     assert_eq!(audit(d.path(), &[]).status.code(), Some(1));
     let trend = |fmt: &str| {
         Command::new(env!("CARGO_BIN_EXE_driftless"))
@@ -218,6 +220,7 @@ fn audits_are_stored_and_trended() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["audits"], 2, "{v}");
+    assert_eq!(v["series"][1]["handoffs"][1]["drifting_skus"], 2, "{v}");
     assert_eq!(v["degrading"]["handoff"], "wms->erp", "{v}");
     assert!(
         v["reading"]
