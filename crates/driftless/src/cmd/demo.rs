@@ -406,8 +406,16 @@ async fn hub_quantities(addr: &str) -> anyhow::Result<BTreeMap<String, i64>> {
 }
 
 fn remove_old_ledger(dir: &Path) -> anyhow::Result<()> {
-    // Only the demo's own ledger files: the demo starts from an empty ledger every run, because it
-    // replays the same event ids.
+    // The demo starts from an empty ledger every run, because it replays the same event ids. It
+    // only ever removes a ledger it wrote itself (its configuration file marks the directory), so
+    // pointing --data-dir at a real deployment's directory cannot wipe it.
+    let ledger = dir.join("driftless.sqlite3");
+    if ledger.exists() && !dir.join("driftless-demo.toml").exists() {
+        anyhow::bail!(
+            "{} holds a ledger the demo did not create; choose another --data-dir",
+            dir.display()
+        );
+    }
     for name in [
         "driftless.sqlite3",
         "driftless.sqlite3-wal",
