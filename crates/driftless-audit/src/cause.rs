@@ -17,7 +17,8 @@
 //!    floored) a unit factor that applies to the sku (`[[units]]`, the system's snapshot unit, a
 //!    channel's selling pack) gives the expected value — or one of the values expected earlier in
 //!    the lag window (late *and* wrongly converted is still a conversion error).
-//! 5. `committed_not_mapped`: `S` is off by exactly `U`'s committed quantity (summed over the
+//! 5. `committed_not_mapped` (only for systems judged on availability: `available` or a channel
+//!    quantity): `S` is off by exactly `U`'s committed quantity (summed over the
 //!    channel's locations for a storefront), or a storefront shows the channel quantity computed
 //!    as if nothing were committed — now, or at its last sync (the value the sync wrote equals
 //!    that quantity computed from `U`'s stock at the sync's `source_at`): phantom availability.
@@ -108,7 +109,11 @@ pub(crate) fn probable(g: &Group<'_, '_>, s: usize, k: u32, actual: i64, expecte
     {
         return Cause::UomMismatch;
     }
-    let committed = g.upstream_committed(s, k);
+    // Phantom availability is about what may be sold: only systems judged on availability (ATP
+    // or a channel quantity) can show it; a stock count off by the committed quantity is more
+    // likely a coincidence than a mapping error.
+    let sells = matches!(ctx.systems[s].measure, Measure::Atp | Measure::Channel);
+    let committed = if sells { g.upstream_committed(s, k) } else { 0 };
     if committed > 0
         && ((actual - expected).abs() == committed
             || g.channel_without_committed(s, k, &[]) == Some(actual)
