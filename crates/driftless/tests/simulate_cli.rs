@@ -270,5 +270,26 @@ fn demo_replays_over_http_and_the_storefront_ends_in_step_with_the_hub() {
         "{out}"
     );
     assert!(dir.join("driftless-demo.toml").exists());
+    // A second run starts again from an empty ledger in its own directory.
+    let again = driftless(&[
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--skus",
+        "5",
+        "--days",
+        "1",
+        "--seconds",
+        "1",
+        "--exit",
+    ]);
+    assert_eq!(code(&again), 0, "{}", stderr(&again));
+    let out = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        !out.contains("duplicate 0") || out.contains("applied"),
+        "{out}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
