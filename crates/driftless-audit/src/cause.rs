@@ -24,7 +24,8 @@
 //!    that quantity computed from `U`'s stock at the sync's `source_at`): phantom availability.
 //! 6. `sync_lag`: `S` equals a value its expected value had earlier, within the hop's window
 //!    (`latency_sla` plus the schedule's interval of the `U -> S` hop; the whole log when the hop
-//!    is not documented), reconstructed from `U`'s change log.
+//!    is not documented) or as of the data of `S`'s last sync when that is older (an integration
+//!    silent beyond its SLA is still lagging), reconstructed from `U`'s change log.
 //! 7. `unexplained`: none of the above.
 //!
 //! Why this order: the change log of `S` names who wrote the current value, which is direct
@@ -102,7 +103,12 @@ pub(crate) fn probable(g: &Group<'_, '_>, s: usize, k: u32, actual: i64, expecte
     }
     // What the system should have shown at earlier moments of the hop's window: a system that is
     // both late and wrongly converted is off by a pack factor from one of these.
-    let earlier = earlier_expected(g, s, k, expected);
+    let last_sync = log
+        .iter()
+        .rev()
+        .find(|e| machine(e.actor) && e.source_at.is_some())
+        .and_then(|e| e.source_at);
+    let earlier = earlier_expected(g, s, k, expected, last_sync);
     if std::iter::once(expected)
         .chain(earlier.iter().copied())
         .any(|e| uom(g, s, actual, e))
@@ -225,9 +231,16 @@ fn uom(g: &Group<'_, '_>, s: usize, actual: i64, expected: i64) -> bool {
 }
 
 /// The values `s` would have been expected to show at earlier moments of the lag window (the
-/// window's start and every upstream change inside it), reconstructed from the upstream's change
-/// log; without the current `expected`. Empty when the upstream has no log for this key.
-fn earlier_expected(g: &Group<'_, '_>, s: usize, k: u32, expected: i64) -> Vec<i64> {
+/// window's start, every upstream change inside it, and the data time of `s`'s last sync when that
+/// is older), reconstructed from the upstream's change log; without the current `expected`.
+/// Empty when the upstream has no log for this key.
+fn earlier_expected(
+    g: &Group<'_, '_>,
+    s: usize,
+    k: u32,
+    expected: i64,
+    last_sync: Option<i64>,
+) -> Vec<i64> {
     let ctx = g.ctx();
     let up = g.upstream(s);
     if up == usize::MAX {
@@ -251,6 +264,9 @@ fn earlier_expected(g: &Group<'_, '_>, s: usize, k: u32, expected: i64) -> Vec<i
         .window_ms
         .map_or(i64::MIN, |w| ctx.at_ms.saturating_sub(w));
     let mut moments: Vec<i64> = vec![start];
+    // An integration silent for longer than its window still shows the upstream as of its last
+    // sync's data: that moment counts even before the window (lag beyond the SLA is still lag).
+    moments.extend(last_sync.filter(|t| *t < start));
     moments.extend(
         logs.iter()
             .flat_map(|(_, l)| l.iter().map(|c| c.at))

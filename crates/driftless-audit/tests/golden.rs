@@ -576,3 +576,32 @@ fn a_state_missing_upstream_comes_from_further_upstream() {
     );
     assert_eq!(r.drifting, 0, "{r:?}");
 }
+
+#[test]
+fn an_integration_silent_beyond_its_window_is_still_lag() {
+    // The ERP's last sync carried the WMS's data of three days ago (50); the WMS has shipped
+    // 20 since. The value is older than the 28 h window, but it is what the last sync wrote.
+    let r = case(
+        "lag-silent",
+        &[
+            (
+                "wms.csv",
+                "sku,location,on_hand,committed\nMUG-1,DC1,100,5\nMUG-1,DC2,30,0\nTEE-1,DC1,120,0\n",
+            ),
+            (
+                "baseline.csv",
+                "sku,location,quantity\nMUG-1,DC1,100\nMUG-1,DC2,30\nTEE-1,DC1,120\n",
+            ),
+            ("shop.csv", "sku,quantity\nMUG-1,145\nTEE-1,120\n"),
+            (
+                "wms-changes.csv",
+                "sku,location,at,quantity,actor\nMUG-1,DC2,2026-11-16T08:00:00Z,50,wms-sync\nMUG-1,DC2,2026-11-17T10:00:00Z,30,wms-sync\n",
+            ),
+            (
+                "erp-changes.csv",
+                "sku,location,at,quantity,actor,source_at\nMUG-1,DC2,2026-11-17T01:00:00Z,50,wms-sync,2026-11-16T22:00:00Z\n",
+            ),
+        ],
+    );
+    assert_eq!(one(&r), row("MUG-1", "DC2", "wms->erp", "sync_lag", 20));
+}
