@@ -1,7 +1,7 @@
 //! The simulation itself: physical stock, the customers, the warehouse, and the three systems
 //! (WMS, ERP, storefront) connected either point-to-point or through the driftless core.
 //!
-//! A discrete-event loop over whole seconds. Everything that happens is an [`Action`] in one queue
+//! A discrete-event loop over whole seconds. Everything that happens is an `Action` in one queue
 //! ordered by `(time, insertion number)`, so a run is a pure function of its [`Params`]. The model
 //! keeps, beside every system's value, the provenance of that value (which write produced it, from
 //! which upstream data, through which transform), which is what the ground truth is computed from.
