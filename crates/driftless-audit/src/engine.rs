@@ -104,6 +104,8 @@ struct Entry<'a> {
     next: u32,
     baseline: Option<i64>,
     baseline_line: u64,
+    /// Velocity class named by the baseline (index + 1), 0 when none.
+    class: u8,
 }
 
 /// One change-log entry.
@@ -208,6 +210,7 @@ impl<'a> Joined<'a> {
             next: head,
             baseline: None,
             baseline_line: 0,
+            class: 0,
         });
         self.slots.extend(std::iter::repeat_n(EMPTY, self.n));
         idx
@@ -241,6 +244,9 @@ fn record_len(ctx: &Ctx<'_>, b: &[u8], i: usize) -> usize {
                     j += 1;
                 }
                 j += 1;
+            }
+            if matches!(ctx.kinds[b[i] as usize], Kind::Baseline) {
+                j += 1; // velocity class
             }
         }
         Kind::Changes(_) => {
@@ -344,6 +350,7 @@ fn run_sub(ctx: &Ctx<'_>, bytes: &[u8]) -> PartResult {
                         }
                     }
                 }
+                let class = d.u8();
                 let k = j.key(sku, loc);
                 let e = &mut j.entries[k];
                 if e.baseline.is_some() {
@@ -352,6 +359,7 @@ fn run_sub(ctx: &Ctx<'_>, bytes: &[u8]) -> PartResult {
                 } else {
                     e.baseline = Some(v);
                     e.baseline_line = line;
+                    e.class = class;
                 }
             }
             Kind::Snapshot(s) => {
@@ -454,6 +462,28 @@ impl Group<'_, '_> {
 
     pub(crate) fn ctx(&self) -> &Ctx<'_> {
         self.ctx
+    }
+
+    /// The thresholds at key `k`: the velocity class the baseline names for it (for a channel-level
+    /// key, the tightest its locations name), else the first class whose sku pattern matches.
+    pub(crate) fn threshold(&self, k: u32) -> Threshold {
+        let classes = &self.ctx.audit.classes;
+        let named = |kk: u32| {
+            let c = self.entries[kk as usize].class as usize;
+            (c > 0).then(|| classes.get(c - 1)).flatten()
+        };
+        let class = if self.loc(k).is_empty() {
+            self.keys
+                .iter()
+                .filter_map(|kk| named(*kk))
+                .min_by_key(|c| (c.threshold.units, (c.threshold.pct * 1e6) as i64))
+        } else {
+            named(k)
+        };
+        class.map_or_else(
+            || self.ctx.audit.threshold_for(self.sku),
+            |c| c.threshold.clone(),
+        )
     }
 
     /// Whether system `s` is compared at key `k`.
@@ -700,10 +730,7 @@ impl Group<'_, '_> {
                 }
                 let actual = self.shown(s, k).unwrap_or(0);
                 let delta = actual.saturating_sub(exp);
-                if hit.is_none()
-                    && delta != 0
-                    && over(&self.ctx.audit.threshold_for(self.sku), delta, exp)
-                {
+                if hit.is_none() && delta != 0 && over(&self.threshold(k), delta, exp) {
                     hit = Some((s, actual, exp));
                 }
             }

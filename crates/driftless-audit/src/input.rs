@@ -54,6 +54,8 @@ pub(crate) struct FileSpec {
     pub reports: Option<&'static str>,
     /// Storefront or marketplace: its `quantity` is a channel quantity, not on-hand.
     pub channel_like: bool,
+    /// Velocity class names (`[[audit.classes]] name`), for the baseline's `class` column.
+    pub classes: Vec<String>,
 }
 
 /// What reading one file found out about its layout.
@@ -190,6 +192,8 @@ struct Columns {
     location: Option<usize>,
     slot: [Option<usize>; SLOTS],
     unit: Option<usize>,
+    /// The baseline's velocity class column (`class` or `velocity`).
+    class: Option<usize>,
     at: usize,
     source_at: Option<usize>,
     actor: usize,
@@ -246,6 +250,7 @@ fn columns(spec: &FileSpec, header: &[String], info: &mut FileInfo) -> Result<Co
                 .ok_or_else(|| missing(spec, header, "quantity"))?;
             cols.slot[ON_HAND] = Some(q);
             cols.slot[REPORTED] = Some(q);
+            cols.class = find(header, s, "class").or_else(|| find(header, s, "velocity"));
             info.reports = Some("quantity");
         }
         Kind::Snapshot(_) => {
@@ -340,6 +345,10 @@ impl Units<'_> {
             }
         }
     }
+}
+
+fn name_of(spec: &FileSpec) -> &str {
+    &spec.name
 }
 
 /// Where a reader reports its progress.
@@ -490,9 +499,35 @@ impl RowEncoder<'_, '_> {
                         Err(()) => bad = true,
                     }
                 }
+                // The baseline may name each row's velocity class: 0 none, else index + 1.
+                let mut class = 0u8;
+                if let Some(c) = cols.class {
+                    let name = String::from_utf8_lossy(field(c));
+                    let name = name.trim();
+                    if !name.is_empty() {
+                        match self.spec.classes.iter().position(|x| x == name) {
+                            Some(i) => class = (i + 1).min(255) as u8,
+                            None => {
+                                let known = if self.spec.classes.is_empty() {
+                                    "none are configured under [[audit.classes]]".to_owned()
+                                } else {
+                                    format!("configured: {}", self.spec.classes.join(", "))
+                                };
+                                self.problems.push(
+                                    name_of(self.spec),
+                                    line,
+                                    col(c),
+                                    format!("unknown velocity class `{name}` ({known})"),
+                                );
+                                return;
+                            }
+                        }
+                    }
+                }
                 if bad {
                     return;
                 }
+                let is_baseline = matches!(self.spec.kind, Kind::Baseline);
                 let b = self.sink.writer.buf(p);
                 b.push(self.sink.file_index);
                 b.extend_from_slice(&(line as u32).to_le_bytes());
@@ -505,6 +540,9 @@ impl RowEncoder<'_, '_> {
                     if mask & (1 << s) != 0 {
                         put_varint(b, *v);
                     }
+                }
+                if is_baseline {
+                    b.push(class);
                 }
             }
             Kind::Changes(_) => {

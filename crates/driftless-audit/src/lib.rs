@@ -502,6 +502,12 @@ fn spec_for(
         },
         reports,
         channel_like,
+        classes: settings
+            .audit
+            .classes
+            .iter()
+            .map(|c| c.name.clone())
+            .collect(),
     }
 }
 

@@ -605,3 +605,35 @@ fn an_integration_silent_beyond_its_window_is_still_lag() {
     );
     assert_eq!(one(&r), row("MUG-1", "DC2", "wms->erp", "sync_lag", 20));
 }
+
+#[test]
+fn the_baseline_can_name_each_rows_velocity_class() {
+    let config = format!(
+        "{CONFIG}\n[[audit.classes]]\nname = \"fast\"\nsku = \"NOTHING-*\"\nthreshold_units = 0\nthreshold_pct = 0\n"
+    );
+    let erp = "sku,location,on_hand,committed\nMUG-1,DC1,100,5\nMUG-1,DC2,48,0\nTEE-1,DC1,120,0\n";
+    let files = |baseline: &'static str| {
+        vec![
+            ("baseline.csv", baseline),
+            ("wms.csv", WMS),
+            ("erp.csv", erp),
+            ("shop.csv", "sku,quantity\nMUG-1,143\nTEE-1,120\n"),
+        ]
+    };
+    // No class named: 2 units off is within the default threshold.
+    let r = audit("class-col-none", &config, &files(BASELINE)).unwrap();
+    assert_eq!(r.drifting, 0, "{r:?}");
+    // The count names MUG-1 at DC2 a fast mover: now 2 units off is drift.
+    let named = "sku,location,quantity,class\nMUG-1,DC1,100,\nMUG-1,DC2,50,fast\nTEE-1,DC1,120,\n";
+    let r = audit("class-col", &config, &files(named)).unwrap();
+    assert_eq!(one(&r), row("MUG-1", "DC2", "wms->erp", "unexplained", -2));
+    // An unknown class is bad input, located.
+    let bad = "sku,location,quantity,class\nMUG-1,DC1,100,turbo\n";
+    match audit("class-col-bad", &config, &files(bad)) {
+        Err(driftless_audit::AuditError::Input { errors, .. }) => {
+            assert_eq!((errors[0].line, errors[0].column), (2, 4), "{}", errors[0]);
+            assert!(errors[0].message.contains("turbo"), "{}", errors[0]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
