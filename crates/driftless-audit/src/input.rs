@@ -30,6 +30,34 @@ pub(crate) const MAX_ROWS: u64 = 500_000_000;
 const MAX_ACTOR: usize = 128;
 /// Longest accepted line in a JSON-lines file.
 const MAX_JSON_LINE: usize = 64 * 1024;
+/// Longest accepted CSV line (a record, quotes included): far above any real row, low enough
+/// that a file without line breaks (a binary export, a wrong delimiter setting) cannot make the
+/// reader buffer gigabytes before anything is checked.
+const MAX_CSV_LINE: u64 = 1024 * 1024;
+
+/// Passes bytes through, failing once more than [`MAX_CSV_LINE`] bytes go by without a line
+/// break.
+struct LineLimit<R> {
+    inner: R,
+    run: u64,
+}
+
+impl<R: Read> Read for LineLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        match buf[..n].iter().rposition(|b| *b == b'\n') {
+            Some(i) => self.run = (n - i - 1) as u64,
+            None => self.run += n as u64,
+        }
+        if self.run > MAX_CSV_LINE {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a line longer than {MAX_CSV_LINE} bytes (is this a CSV file?)"),
+            ));
+        }
+        Ok(n)
+    }
+}
 
 /// What a file is to the audit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -634,15 +662,19 @@ fn read_csv(
         .has_headers(false)
         .flexible(true)
         .buffer_capacity(1 << 20)
-        .from_reader(file);
+        .from_reader(LineLimit {
+            inner: file,
+            run: 0,
+        });
     let mut rec = csv::ByteRecord::new();
-    let read =
-        |rdr: &mut csv::Reader<File>, rec: &mut csv::ByteRecord| -> Result<bool, InputError> {
-            rdr.read_byte_record(rec).map_err(|e| {
-                let line = e.position().map_or(0, |p| p.line());
-                err(line, 0, format!("unreadable CSV: {e}"))
-            })
-        };
+    let read = |rdr: &mut csv::Reader<LineLimit<File>>,
+                rec: &mut csv::ByteRecord|
+     -> Result<bool, InputError> {
+        rdr.read_byte_record(rec).map_err(|e| {
+            let line = e.position().map_or(0, |p| p.line());
+            err(line, 0, format!("unreadable CSV: {e}"))
+        })
+    };
     if !read(&mut rdr, &mut rec)? {
         return Err(err(
             1,

@@ -277,3 +277,11 @@ fn configuration_problems_are_named() {
     let e = driftless_audit::run_files(&settings, &input).unwrap_err();
     assert!(e.to_string().contains("nope.csv"), "{e}");
 }
+
+#[test]
+fn a_file_without_line_breaks_is_refused_early() {
+    let mut text = String::from("sku,location,on_hand\nMUG-1,DC1,");
+    text.push_str(&"9".repeat(3 * 1024 * 1024));
+    let e = first("longline", &[("wms.csv", &text)]);
+    assert!(e.message.contains("longer than"), "{e}");
+}
