@@ -101,8 +101,12 @@ latency_sla = "50ms"
     let rules = settings.rules.clone();
     let mut state = AppState::new(settings, store.clone());
     state.fanout = Arc::new(FanoutOptions {
-        concurrency: 64,
+        concurrency: std::env::var("FANOUT_CONCURRENCY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64),
         env: Arc::new(|_| Some("bench".into())),
+        enabled: std::env::var_os("FANOUT_OFF").is_none(),
         ..FanoutOptions::default()
     });
     let server = Server::bind("127.0.0.1:0", state).await?;

@@ -20,7 +20,7 @@ use driftless_connectors::{ClientOptions, Connector, Endpoint, Push, PushOutcome
 use driftless_core::{ChannelSpec, Sku};
 use driftless_store::outbox::{OutboxRow, PushRecord, PushSample, Scan, ScanFrom};
 use driftless_store::{Incident, Store};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -149,7 +149,7 @@ async fn record_loop(
     store: Arc<dyn Store>,
     channel: String,
     mut rx: mpsc::Receiver<(Vec<PushRecord>, Vec<String>)>,
-    settled: mpsc::UnboundedSender<Vec<String>>,
+    settled: mpsc::UnboundedSender<(Vec<String>, Vec<String>)>,
 ) {
     while let Some((mut records, mut skus)) = rx.recv().await {
         while records.len() < 4000 {
@@ -162,17 +162,17 @@ async fn record_loop(
             }
         }
         let mut delay = Duration::from_millis(10);
-        loop {
+        let again = loop {
             match store.outbox_record(&channel, &records).await {
-                Ok(()) => break,
+                Ok(again) => break again,
                 Err(e) => {
                     tracing::warn!(channel = %channel, error = %e, "recording push results failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
-        }
-        let _ = settled.send(skus);
+        };
+        let _ = settled.send((skus, again));
     }
 }
 
@@ -215,8 +215,9 @@ struct Dispatcher {
     skipped: HashSet<String>,
     /// ...to be read again once it completed.
     recheck: HashSet<String>,
-    /// sku -> when its retry is due (nanoseconds).
-    retries: HashMap<String, i64>,
+    /// Retries by due time (nanoseconds), and the due time of each sku.
+    retry_queue: BTreeSet<(i64, String)>,
+    retry_at: HashMap<String, i64>,
     /// Consecutive compare failures per sku, so a channel that always refuses cannot loop us.
     cas_streak: HashMap<String, u32>,
     paused_until: Option<Instant>,
@@ -255,7 +256,8 @@ impl Dispatcher {
             inflight: HashSet::new(),
             skipped: HashSet::new(),
             recheck: HashSet::new(),
-            retries: HashMap::new(),
+            retry_queue: BTreeSet::new(),
+            retry_at: HashMap::new(),
             cas_streak: HashMap::new(),
             paused_until: None,
             tokens: 0.0,
@@ -314,14 +316,14 @@ impl Dispatcher {
                 }
                 last_maintain = Instant::now();
             }
-            while let Ok(skus) = settled_rx.try_recv() {
-                self.settled(skus);
+            while let Ok(m) = settled_rx.try_recv() {
+                self.settled(m);
             }
             let busy = self.dispatch().await;
             let wait = if busy { Duration::ZERO } else { self.opts.poll };
             tokio::select! {
                 _ = stop.changed() => {}
-                Some(skus) = settled_rx.recv() => self.settled(skus),
+                Some(m) = settled_rx.recv() => self.settled(m),
                 d = self.done_rx.recv() => {
                     if let Some(d) = d {
                         // Record everything that finished meanwhile in the same transaction.
@@ -348,20 +350,46 @@ impl Dispatcher {
         let _ = recorder.await;
     }
 
-    fn settled(&mut self, skus: Vec<String>) {
+    fn settled(&mut self, (skus, again): (Vec<String>, Vec<String>)) {
         for s in skus {
             self.unsettled.remove(&s);
             if self.skipped.remove(&s) {
                 self.recheck.insert(s);
             }
         }
+        self.recheck.extend(again);
     }
 
     fn free(&self) -> usize {
         self.sem.available_permits()
     }
 
+    fn due_retries(&mut self, now: i64, limit: usize) -> Vec<String> {
+        let mut due = Vec::new();
+        while due.len() < limit {
+            match self.retry_queue.first() {
+                Some((t, _)) if *t <= now => {
+                    if let Some((_, s)) = self.retry_queue.pop_first() {
+                        self.retry_at.remove(&s);
+                        due.push(s);
+                    }
+                }
+                _ => break,
+            }
+        }
+        due
+    }
+
+    fn retry(&mut self, sku: String, at: i64) {
+        if let Some(old) = self.retry_at.insert(sku.clone(), at) {
+            self.retry_queue.remove(&(old, sku.clone()));
+        }
+        self.retry_queue.insert((at, sku));
+    }
+
     /// Starts as many pushes as slots, rate limit and pause allow. `true` if it started any.
+    /// Reads only as many rows as there are free slots: a row read ahead would go stale while
+    /// newer versions arrive.
     async fn dispatch(&mut self) -> bool {
         if let Some(p) = self.paused_until {
             if Instant::now() < p {
@@ -376,26 +404,14 @@ impl Dispatcher {
         let now = now_nanos();
         // Due retries and rechecks first: they are the oldest changes.
         let mut targeted: Vec<String> = self.recheck.drain().collect();
-        let due: Vec<String> = self
-            .retries
-            .iter()
-            .filter(|(_, t)| **t <= now)
-            .map(|(s, _)| s.clone())
-            .take(free)
-            .collect();
-        for s in &due {
-            self.retries.remove(s);
-        }
-        targeted.extend(due);
+        targeted.extend(self.due_retries(now, free));
         let mut rows = Vec::new();
         if !targeted.is_empty() {
-            rows.extend(self.scan(ScanFrom::Skus(targeted), free * 2).await);
+            let n = targeted.len();
+            rows.extend(self.scan(ScanFrom::Skus(targeted), n).await);
         }
         let scanned = self
-            .scan(
-                ScanFrom::After(self.cursor.0, self.cursor.1.clone()),
-                free.max(1),
-            )
+            .scan(ScanFrom::After(self.cursor.0, self.cursor.1.clone()), free)
             .await;
         if let Some(last) = scanned.last() {
             self.cursor = (last.changed_nanos, last.sku.clone());
@@ -415,16 +431,16 @@ impl Dispatcher {
                 continue;
             }
             if row.next_attempt_nanos > now {
-                self.retries.insert(row.sku.clone(), row.next_attempt_nanos);
+                self.retry(row.sku.clone(), row.next_attempt_nanos);
                 continue;
             }
+            // Out of rate budget or slots: due again at once, read again next round.
             if !self.take_token() {
-                // Out of rate budget: come back to it on the next round.
-                self.retries.insert(row.sku.clone(), now);
+                self.retry(row.sku.clone(), now);
                 continue;
             }
             let Ok(permit) = self.sem.clone().try_acquire_owned() else {
-                self.retries.insert(row.sku.clone(), now);
+                self.retry(row.sku.clone(), now);
                 continue;
             };
             started = true;
@@ -612,7 +628,7 @@ impl Dispatcher {
             .max(at_least.unwrap_or_default());
         let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
         if !dead {
-            self.retries.insert(
+            self.retry(
                 row.sku.clone(),
                 next.timestamp_nanos_opt().unwrap_or(i64::MAX),
             );
@@ -685,7 +701,7 @@ impl Dispatcher {
                 }
             })
             .collect();
-        if let Err(e) = self.store.outbox_record(&channel, &records).await {
+        if let Err(e) = self.store.outbox_record(&channel, &records).await.map(drop) {
             tracing::warn!(channel = %channel, error = %e, "recording overrides failed");
         }
     }

@@ -22,6 +22,8 @@ use std::collections::HashMap;
 
 /// Most rows one scan returns; the dispatcher pages.
 pub const MAX_SCAN: usize = 2000;
+/// Rows per scanned page whose newest event is looked up for the matrix.
+pub const LATEST_SAMPLE: usize = 16;
 /// Push log rows kept per channel for the matrix and "last push".
 pub const PUSH_LOG_KEEP: i64 = 100_000;
 
@@ -177,12 +179,13 @@ pub trait Outbox: Send + Sync {
         scan: &'a Scan,
     ) -> BoxFuture<'a, Result<Vec<OutboxRow>, StoreError>>;
 
-    /// Records push results in one transaction.
+    /// Records push results in one transaction. Returns the acknowledged skus that are still
+    /// dirty (a newer version arrived while the push was on its way): they are due again.
     fn outbox_record<'a>(
         &'a self,
         channel: &'a str,
         records: &'a [PushRecord],
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
 
     fn channel_status<'a>(
         &'a self,
@@ -418,13 +421,14 @@ impl Outbox for SqliteStore {
                     levels.entry((i, loc)).or_default().set(st, value);
                 }
                 // The newest applied event per sku: SQLite takes the bare columns from the row
-                // holding the maximum.
+                // holding the maximum. Only for a sample of each page: the integration matrix
+                // needs percentiles, not every push, and this is the scan's dearest query.
                 let mut q = QueryBuilder::<Sqlite>::new(
                     "SELECT sku, source, MAX(received_nanos), at_nanos FROM events \
                      WHERE outcome = 'applied' AND sku IN (",
                 );
                 let mut sep = q.separated(", ");
-                for s in chunk {
+                for s in chunk.iter().take(LATEST_SAMPLE) {
                     sep.push_bind(s);
                 }
                 q.push(") GROUP BY sku");
@@ -450,68 +454,26 @@ impl Outbox for SqliteStore {
         &'a self,
         channel: &'a str,
         records: &'a [PushRecord],
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
         Box::pin(async move {
+            let mut again = Vec::new();
             if records.is_empty() {
-                return Ok(());
+                return Ok(again);
             }
             let mut tx = immediate(self).await?;
             let now = nanos(Utc::now());
+            // Runs of acknowledgements (the hot path) are written with multi-row statements;
+            // order with the other records is kept.
+            let mut acked: Vec<&PushRecord> = Vec::new();
             for r in records {
+                if !matches!(r, PushRecord::Acked { .. }) && !acked.is_empty() {
+                    again.extend(write_acked(&mut tx, channel, &acked).await?);
+                    acked.clear();
+                }
                 match r {
-                    PushRecord::Acked {
-                        sku,
-                        version,
-                        quantity,
-                        at,
-                        sample,
-                    } => {
-                        sqlx::query(
-                            "INSERT INTO channel_skus (channel, sku, acked_quantity, acked_version, \
-                             acked_nanos, basis, attempts, next_attempt_nanos, last_error, \
-                             dead_version, diverged_nanos) \
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?3, 0, 0, NULL, NULL, NULL) \
-                             ON CONFLICT (channel, sku) DO UPDATE SET \
-                             acked_quantity = ?3, acked_version = ?4, acked_nanos = ?5, basis = ?3, \
-                             pinned_version = NULL, pinned_quantity = NULL, \
-                             attempts = 0, next_attempt_nanos = 0, last_error = NULL, \
-                             last_error_nanos = NULL, dead_version = NULL, \
-                             diverged_nanos = CASE WHEN observed_quantity IS NULL \
-                               OR observed_quantity = ?3 THEN NULL ELSE diverged_nanos END",
-                        )
-                        .bind(channel)
-                        .bind(sku)
-                        .bind(quantity)
-                        .bind(version)
-                        .bind(nanos(*at))
-                        .execute(&mut *tx)
-                        .await?;
-                        // Clean only if nothing newer arrived meanwhile: a newer version keeps the
-                        // row dirty and is pushed next, coalescing everything in between.
-                        sqlx::query(
-                            "UPDATE outbox SET dirty = 0 WHERE channel = ? AND sku = ? AND version = ?",
-                        )
-                        .bind(channel)
-                        .bind(sku)
-                        .bind(version)
-                        .execute(&mut *tx)
-                        .await?;
-                        sqlx::query(
-                            "INSERT INTO push_log (channel, sku, version, quantity, source, \
-                             occurred_nanos, received_nanos, changed_nanos, acked_nanos) \
-                             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        )
-                        .bind(channel)
-                        .bind(sku)
-                        .bind(version)
-                        .bind(quantity)
-                        .bind(&sample.source)
-                        .bind(sample.occurred_nanos)
-                        .bind(sample.received_nanos)
-                        .bind(sample.changed_nanos)
-                        .bind(sample.acked_nanos)
-                        .execute(&mut *tx)
-                        .await?;
+                    PushRecord::Acked { .. } => {
+                        acked.push(r);
+                        continue;
                     }
                     PushRecord::Failed {
                         sku,
@@ -571,8 +533,11 @@ impl Outbox for SqliteStore {
                     }
                 }
             }
+            if !acked.is_empty() {
+                again.extend(write_acked(&mut tx, channel, &acked).await?);
+            }
             tx.commit().await?;
-            Ok(())
+            Ok(again)
         })
     }
 
@@ -840,6 +805,96 @@ impl Outbox for SqliteStore {
             Ok(())
         })
     }
+}
+
+/// Writes a run of acknowledgements: the new compare basis, the outbox rows cleaned where no newer
+/// version arrived meanwhile (a newer version stays dirty and is pushed next, coalescing everything
+/// in between), and the push log.
+async fn write_acked(
+    conn: &mut SqliteConnection,
+    channel: &str,
+    run: &[&PushRecord],
+) -> Result<Vec<String>, StoreError> {
+    let mut again = Vec::new();
+    let rows: Vec<(&String, i64, i64, i64, &PushSample)> = run
+        .iter()
+        .filter_map(|r| match r {
+            PushRecord::Acked {
+                sku,
+                version,
+                quantity,
+                at,
+                sample,
+            } => Some((sku, *version, *quantity, nanos(*at), sample)),
+            _ => None,
+        })
+        .collect();
+    for chunk in rows.chunks(500) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO channel_skus (channel, sku, acked_quantity, acked_version, acked_nanos, \
+             basis, attempts, next_attempt_nanos) ",
+        );
+        q.push_values(chunk, |mut b, (sku, version, quantity, at, _)| {
+            b.push_bind(channel)
+                .push_bind(*sku)
+                .push_bind(*quantity)
+                .push_bind(*version)
+                .push_bind(*at)
+                .push_bind(*quantity)
+                .push_bind(0i64)
+                .push_bind(0i64);
+        });
+        q.push(
+            " ON CONFLICT (channel, sku) DO UPDATE SET acked_quantity = excluded.acked_quantity, \
+             acked_version = excluded.acked_version, acked_nanos = excluded.acked_nanos, \
+             basis = excluded.basis, pinned_version = NULL, pinned_quantity = NULL, attempts = 0, \
+             next_attempt_nanos = 0, last_error = NULL, last_error_nanos = NULL, \
+             dead_version = NULL, diverged_nanos = CASE WHEN observed_quantity IS NULL \
+             OR observed_quantity = excluded.acked_quantity THEN NULL ELSE diverged_nanos END",
+        );
+        q.build().execute(&mut *conn).await?;
+        // UPDATE ... FROM drives the update from the list, one primary-key probe per row.
+        let mut q = QueryBuilder::<Sqlite>::new("UPDATE outbox SET dirty = 0 FROM (VALUES ");
+        let mut sep = q.separated(", ");
+        for (sku, version, ..) in chunk {
+            sep.push("(");
+            sep.push_bind_unseparated(*sku);
+            sep.push_unseparated(", ");
+            sep.push_bind_unseparated(*version);
+            sep.push_unseparated(")");
+        }
+        q.push(") AS v WHERE outbox.channel = ")
+            .push_bind(channel)
+            .push(" AND outbox.sku = v.column1 AND outbox.version = v.column2");
+        q.build().execute(&mut *conn).await?;
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO push_log (channel, sku, version, quantity, source, occurred_nanos, \
+             received_nanos, changed_nanos, acked_nanos) ",
+        );
+        q.push_values(chunk, |mut b, (sku, version, quantity, _, sample)| {
+            b.push_bind(channel)
+                .push_bind(*sku)
+                .push_bind(*version)
+                .push_bind(*quantity)
+                .push_bind(&sample.source)
+                .push_bind(sample.occurred_nanos)
+                .push_bind(sample.received_nanos)
+                .push_bind(sample.changed_nanos)
+                .push_bind(sample.acked_nanos);
+        });
+        q.build().execute(&mut *conn).await?;
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT sku FROM outbox WHERE channel = ");
+        q.push_bind(channel).push(" AND dirty = 1 AND sku IN (");
+        let mut sep = q.separated(", ");
+        for (sku, ..) in chunk {
+            sep.push_bind(*sku);
+        }
+        q.push(")");
+        for r in q.build().fetch_all(&mut *conn).await? {
+            again.push(r.try_get(0)?);
+        }
+    }
+    Ok(again)
 }
 
 /// Marks outbox rows dirty again (replay, overwrite after an override), bumping `changed_nanos` so
