@@ -469,7 +469,7 @@ fn shopify(sh: &Shared, token: &str, version: &str, req: &Request) -> Action {
             "input.name must be \"available\"",
         ),
         (
-            !input["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            input["reason"].as_str().is_none_or(str::is_empty),
             "input.reason is required",
         ),
         (

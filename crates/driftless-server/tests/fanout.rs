@@ -237,20 +237,21 @@ async fn converges_when_the_channel_fails_30_percent_of_calls() {
             && hub.get("/v1/channels/shop").await["pending"] == 0
     })
     .await;
-    let l = ch.lock();
-    assert!(l.faults > 20, "faults were injected: {}", l.faults);
-    assert_eq!(l.bad_signatures, 0);
-    // A retry that carried a new key, or a wrong compare value, would have met a 409 here.
-    assert_eq!(l.conflicts, 0, "no compare failure without an override");
-    // Each applied change starts where the previous one ended: no adjustment applied twice.
-    let mut last: HashMap<&str, i64> = HashMap::new();
-    let mut keys = std::collections::HashSet::new();
-    for a in &l.applied {
-        assert!(keys.insert(a.key.clone()), "key {} applied twice", a.key);
-        assert_eq!(a.from, last.get(a.sku.as_str()).copied(), "{a:?}");
-        last.insert(&a.sku, a.to);
+    {
+        let l = ch.lock();
+        assert!(l.faults > 20, "faults were injected: {}", l.faults);
+        assert_eq!(l.bad_signatures, 0);
+        // A retry that carried a new key, or a wrong compare value, would have met a 409 here.
+        assert_eq!(l.conflicts, 0, "no compare failure without an override");
+        // Each applied change starts where the previous one ended: no adjustment applied twice.
+        let mut last: HashMap<&str, i64> = HashMap::new();
+        let mut keys = std::collections::HashSet::new();
+        for a in &l.applied {
+            assert!(keys.insert(a.key.clone()), "key {} applied twice", a.key);
+            assert_eq!(a.from, last.get(a.sku.as_str()).copied(), "{a:?}");
+            last.insert(&a.sku, a.to);
+        }
     }
-    drop(l);
     assert!(hub.incidents("channel_override").await.is_empty());
     let status = hub.get("/v1/channels/shop").await;
     assert_eq!(status["dead_letters"], json!([]));
