@@ -228,6 +228,10 @@ pub struct ChannelConfig {
     pub token_env: Option<String>,
     /// Pushes after which a failing one goes to the dead-letter list.
     pub max_attempts: u32,
+    /// Pushes in flight at once (`None`: the hub's default).
+    pub concurrency: Option<u32>,
+    /// Pushes started per second at most (`None`: no limit beyond the channel's own answers).
+    pub rate_limit: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -799,6 +803,14 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
             .as_ref()
             .and_then(|v| positive(loc, v, "max_attempts", 100))
             .unwrap_or(8);
+        let concurrency = c
+            .concurrency
+            .as_ref()
+            .and_then(|v| positive(loc, v, "concurrency", 1024));
+        let rate_limit = c
+            .rate_limit
+            .as_ref()
+            .and_then(|v| positive(loc, v, "rate_limit", 1_000_000));
         channels.push(ChannelConfig {
             spec: ChannelSpec {
                 id,
@@ -830,6 +842,8 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
             api_version: c.api_version.clone(),
             token_env: c.token_env.clone(),
             max_attempts,
+            concurrency,
+            rate_limit,
         });
     }
 

@@ -135,6 +135,8 @@ pub struct RawChannel {
     pub api_version: Option<String>,
     pub token_env: Option<String>,
     pub max_attempts: Option<S<i64>>,
+    pub concurrency: Option<S<i64>>,
+    pub rate_limit: Option<S<i64>>,
     #[serde(default)]
     pub rules: Vec<RawChannelRule>,
 }

@@ -70,6 +70,9 @@ pub struct Ledger {
     pub faults: u64,
     /// A key seen again with a different body: what an idempotent API refuses.
     pub key_reuse_mismatch: u64,
+    /// Requests being handled right now, and the most ever at once.
+    pub active: u64,
+    pub max_active: u64,
     replies: HashMap<String, (u16, String, String)>,
     bucket: f64,
     bucket_at: Option<Instant>,
@@ -271,9 +274,29 @@ enum Action {
     Fault(Fault, Option<Applied>, (u16, String, String)),
 }
 
+/// Counts a request as active for as long as it lives, whichever way it ends.
+struct Active(Arc<Mutex<Ledger>>);
+
+impl Active {
+    fn new(l: &Arc<Mutex<Ledger>>) -> Active {
+        let mut g = l.lock().unwrap_or_else(|p| p.into_inner());
+        g.active += 1;
+        g.max_active = g.max_active.max(g.active);
+        Active(l.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.active = g.active.saturating_sub(1);
+    }
+}
+
 async fn serve(mut sock: TcpStream, sh: Arc<Shared>) {
     let mut buf = Vec::new();
     while let Some(req) = read_request(&mut sock, &mut buf).await {
+        let _active = Active::new(&sh.ledger);
         let action = match &sh.mode {
             Mode::Webhook { secret } => webhook(&sh, secret, &req),
             Mode::Shopify { token, api_version } => shopify(&sh, token, api_version, &req),

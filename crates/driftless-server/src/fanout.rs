@@ -37,9 +37,10 @@ pub struct FanoutOptions {
     /// First retry delay; doubles per attempt up to `max_backoff`, with jitter.
     pub base_backoff: Duration,
     pub max_backoff: Duration,
-    /// Pushes in flight per channel.
+    /// Pushes in flight per channel, unless the channel sets `concurrency`.
     pub concurrency: usize,
-    /// Pushes started per second per channel; `None` for no limit.
+    /// Pushes started per second per channel unless the channel sets `rate_limit`; `None` for no
+    /// limit.
     pub rate_per_second: Option<u32>,
     /// How often observations are checked against the SLA.
     pub sweep_every: Duration,
@@ -224,6 +225,8 @@ struct Dispatcher {
     tokens: f64,
     tokens_at: Instant,
     sem: Arc<Semaphore>,
+    concurrency: usize,
+    rate: Option<u32>,
     done_tx: mpsc::Sender<Done>,
     done_rx: mpsc::Receiver<Done>,
     /// Skus whose results are on their way to the store: not pushed again until recorded, so the
@@ -244,7 +247,12 @@ impl Dispatcher {
         opts: &Arc<FanoutOptions>,
         sla: Duration,
     ) -> Dispatcher {
-        let concurrency = opts.concurrency.clamp(1, 1024);
+        // The channel's own limits win over the hub-wide defaults.
+        let concurrency = cfg
+            .concurrency
+            .map_or(opts.concurrency, |c| c as usize)
+            .clamp(1, 1024);
+        let rate = cfg.rate_limit.or(opts.rate_per_second);
         let (done_tx, done_rx) = mpsc::channel(concurrency * 2);
         Dispatcher {
             cfg,
@@ -263,6 +271,8 @@ impl Dispatcher {
             tokens: 0.0,
             tokens_at: Instant::now(),
             sem: Arc::new(Semaphore::new(concurrency)),
+            concurrency,
+            rate,
             done_tx,
             done_rx,
             unsettled: HashSet::new(),
@@ -339,7 +349,7 @@ impl Dispatcher {
         }
         // Let in-flight pushes finish and record them: an unrecorded acknowledgement would only
         // cause an idempotent re-push after restart, but recording it is cheaper.
-        let all = self.opts.concurrency.clamp(1, 1024) as u32;
+        let all = self.concurrency as u32;
         let _ = self.sem.acquire_many(all).await;
         let mut done = Vec::new();
         while let Ok(d) = self.done_rx.try_recv() {
@@ -454,7 +464,7 @@ impl Dispatcher {
     }
 
     fn take_token(&mut self) -> bool {
-        let Some(rate) = self.opts.rate_per_second.filter(|r| *r > 0) else {
+        let Some(rate) = self.rate.filter(|r| *r > 0) else {
             return true;
         };
         let rate = f64::from(rate);

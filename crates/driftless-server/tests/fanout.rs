@@ -579,3 +579,34 @@ schedule = "every 50ms"
     .await;
     hub.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_channel_concurrency_and_rate_limit_hold() {
+    let ch = webhook_standin(Faults {
+        rate: 0.0,
+        seed: 1,
+        stall: Duration::ZERO,
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let channel =
+        webhook_channel(&ch.url("/push"), "overwrite") + "concurrency = 2\nrate_limit = 200\n";
+    let hub = hub(&config(&channel, ""), dir.path(), opts()).await;
+    let batch: Vec<(String, i64)> = (0..60).map(|i| (format!("R-{i}"), i + 1)).collect();
+    let refs: Vec<(&str, i64)> = batch.iter().map(|(s, q)| (s.as_str(), *q)).collect();
+    hub.set_many(&refs).await;
+    eventually("all pushed", || async {
+        batch.iter().all(|(s, q)| ch.get(s) == Some(*q))
+    })
+    .await;
+    let l = ch.lock();
+    assert!(
+        l.max_active <= 2,
+        "at most 2 pushes at once, saw {}",
+        l.max_active
+    );
+    assert_eq!(l.applied.len(), 60);
+    drop(l);
+    hub.shutdown().await;
+}
