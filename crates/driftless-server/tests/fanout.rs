@@ -600,13 +600,14 @@ async fn per_channel_concurrency_and_rate_limit_hold() {
         batch.iter().all(|(s, q)| ch.get(s) == Some(*q))
     })
     .await;
-    let l = ch.lock();
+    let (max_active, applied) = {
+        let l = ch.lock();
+        (l.max_active, l.applied.len())
+    };
     assert!(
-        l.max_active <= 2,
-        "at most 2 pushes at once, saw {}",
-        l.max_active
+        max_active <= 2,
+        "at most 2 pushes at once, saw {max_active}"
     );
-    assert_eq!(l.applied.len(), 60);
-    drop(l);
+    assert_eq!(applied, 60);
     hub.shutdown().await;
 }
