@@ -668,12 +668,14 @@ impl Outbox for SqliteStore {
             let mut tx = immediate(self).await?;
             let t = nanos(at);
             // The divergence clock starts at the first differing observation and stops when the
-            // channel agrees again (or a new push is acknowledged).
+            // channel agrees again or a new push is acknowledged; an observation made before the
+            // last acknowledgement says nothing about it.
             sqlx::query(
                 "INSERT INTO channel_skus (channel, sku, observed_quantity, observed_nanos, observed_actor, \
                  diverged_nanos) VALUES (?1, ?2, ?3, ?4, ?5, ?4) \
                  ON CONFLICT (channel, sku) DO UPDATE SET observed_quantity = ?3, observed_nanos = ?4, \
                  observed_actor = ?5, diverged_nanos = CASE \
+                   WHEN acked_nanos IS NOT NULL AND ?4 < acked_nanos THEN diverged_nanos \
                    WHEN acked_quantity IS NOT NULL AND acked_quantity = ?3 THEN NULL \
                    WHEN diverged_nanos IS NULL THEN ?4 ELSE diverged_nanos END",
             )
@@ -849,8 +851,7 @@ async fn write_acked(
              acked_version = excluded.acked_version, acked_nanos = excluded.acked_nanos, \
              basis = excluded.basis, pinned_version = NULL, pinned_quantity = NULL, attempts = 0, \
              next_attempt_nanos = 0, last_error = NULL, last_error_nanos = NULL, \
-             dead_version = NULL, diverged_nanos = CASE WHEN observed_quantity IS NULL \
-             OR observed_quantity = excluded.acked_quantity THEN NULL ELSE diverged_nanos END",
+             dead_version = NULL, diverged_nanos = NULL",
         );
         q.build().execute(&mut *conn).await?;
         // UPDATE ... FROM drives the update from the list, one primary-key probe per row.
