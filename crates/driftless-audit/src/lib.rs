@@ -336,21 +336,23 @@ pub fn run_files_with(
                         ..PartResult::default()
                     };
                     let mut scratch = Vec::new();
+                    let mut chunks: Vec<Vec<u8>> = Vec::new();
                     loop {
                         let p = next.fetch_add(1, Ordering::Relaxed);
                         if p >= parts {
                             break;
                         }
-                        let chunks = {
+                        let claims: Vec<_> = {
                             let mut rs = lock(readers_lock);
-                            rs.iter_mut()
-                                .map(|r| r.take(p))
-                                .collect::<std::io::Result<Vec<_>>>()
-                                .map_err(|e| AuditError::Io {
-                                    file: "spill files".into(),
-                                    error: e,
-                                })?
+                            rs.iter_mut().map(|r| r.claim(p)).collect()
                         };
+                        chunks.resize_with(claims.len(), Vec::new);
+                        for (c, buf) in claims.into_iter().zip(chunks.iter_mut()) {
+                            c.read_into(buf).map_err(|e| AuditError::Io {
+                                file: "spill files".into(),
+                                error: e,
+                            })?;
+                        }
                         let r = engine::run_partition(ctx, &chunks, &mut scratch);
                         merge(&mut acc, r);
                         parts_done.fetch_add(1, Ordering::Relaxed);

@@ -123,20 +123,43 @@ pub(crate) struct PartReader {
 }
 
 impl PartReader {
-    /// Partition `p`'s bytes, handed over (no copy when they were kept in memory).
-    pub(crate) fn take(&mut self, p: usize) -> std::io::Result<Vec<u8>> {
-        let rest = std::mem::take(&mut self.bufs[p]);
-        if self.files[p]
-            && let Some(dir) = &self.dir
-        {
-            let path = dir.join(format!("p{p}-w{}", self.worker));
-            let mut out = Vec::new();
-            File::open(&path)?.read_to_end(&mut out)?;
-            let _ = fs::remove_file(path);
-            out.extend_from_slice(&rest);
-            return Ok(out);
+    /// Claims partition `p`: its in-memory bytes and its spill file, to be read by
+    /// [`Claim::read_into`] outside any lock shared with other workers.
+    pub(crate) fn claim(&mut self, p: usize) -> Claim {
+        Claim {
+            rest: std::mem::take(&mut self.bufs[p]),
+            file: if self.files[p] {
+                self.dir
+                    .as_ref()
+                    .map(|d| d.join(format!("p{p}-w{}", self.worker)))
+            } else {
+                None
+            },
         }
-        Ok(rest)
+    }
+}
+
+/// One worker's share of one partition.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    rest: Vec<u8>,
+    file: Option<PathBuf>,
+}
+
+impl Claim {
+    /// Puts the bytes in `out`, reusing its allocation when they come from a spill file (so each
+    /// partition does not fault in fresh memory).
+    pub(crate) fn read_into(self, out: &mut Vec<u8>) -> std::io::Result<()> {
+        match self.file {
+            None => *out = self.rest,
+            Some(path) => {
+                out.clear();
+                File::open(&path)?.read_to_end(out)?;
+                let _ = fs::remove_file(path);
+                out.extend_from_slice(&self.rest);
+            }
+        }
+        Ok(())
     }
 }
 
