@@ -228,7 +228,7 @@ fn prefix(b: &[u8]) -> u64 {
 /// stay in the CPU caches. A partition read back from the spill is split into sub-partitions of
 /// about this size first (a sequential pass), which is several times faster than joining it whole
 /// with a cache miss per record.
-const SUB_BYTES: usize = 1 << 16;
+pub(crate) const SUB_BYTES: usize = 1 << 16;
 
 /// Length of the record starting at `i`.
 fn record_len(ctx: &Ctx<'_>, b: &[u8], i: usize) -> usize {
@@ -266,9 +266,10 @@ pub(crate) fn run_partition(
     ctx: &Ctx<'_>,
     chunks: &[Vec<u8>],
     scratch: &mut Vec<Vec<u8>>,
+    sub_bytes: usize,
 ) -> PartResult {
     let total: usize = chunks.iter().map(Vec::len).sum();
-    let k = total.div_ceil(SUB_BYTES).max(1);
+    let k = total.div_ceil(sub_bytes.max(1)).max(1);
     let n = ctx.systems.len();
     let mut acc = PartResult {
         handoffs: vec![(0, 0); n],
@@ -280,7 +281,7 @@ pub(crate) fn run_partition(
         return acc;
     }
     while scratch.len() < k {
-        scratch.push(Vec::with_capacity(SUB_BYTES + SUB_BYTES / 4));
+        scratch.push(Vec::with_capacity(sub_bytes + sub_bytes / 4));
     }
     for sub in scratch.iter_mut().take(k) {
         sub.clear();

@@ -144,6 +144,39 @@ pub fn run_files_with(
     input: &AuditInput,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Report, AuditError> {
+    run_files_tuned(settings, input, progress, &Tuning::default())
+}
+
+/// Sizes of the partitioned join. The defaults suit any input; tests shrink them so that small
+/// files take the spilled, split paths that only large inputs take otherwise.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// Input above this many bytes is spilled to temporary files.
+    pub spill_above: u64,
+    /// Input bytes per partition.
+    pub part_bytes: u64,
+    /// Bytes of records joined at once.
+    pub sub_bytes: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            spill_above: SPILL_ABOVE,
+            part_bytes: PART_BYTES,
+            sub_bytes: engine::SUB_BYTES,
+        }
+    }
+}
+
+#[doc(hidden)]
+pub fn run_files_tuned(
+    settings: &Settings,
+    input: &AuditInput,
+    progress: &(dyn Fn(Progress) + Sync),
+    tuning: &Tuning,
+) -> Result<Report, AuditError> {
     let audit = &settings.audit;
     let chain = &audit.chain;
     if chain.is_empty() {
@@ -199,8 +232,8 @@ pub fn run_files_with(
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8);
-    let parts = (total_bytes.div_ceil(PART_BYTES) as usize).clamp(workers, 4096);
-    let spill_dir = if total_bytes > SPILL_ABOVE {
+    let parts = (total_bytes.div_ceil(tuning.part_bytes.max(1)) as usize).clamp(workers, 4096);
+    let spill_dir = if total_bytes > tuning.spill_above {
         Some(SpillDir::create().map_err(|e| AuditError::Io {
             file: std::env::temp_dir().display().to_string(),
             error: e,
@@ -353,7 +386,7 @@ pub fn run_files_with(
                                 error: e,
                             })?;
                         }
-                        let r = engine::run_partition(ctx, &chunks, &mut scratch);
+                        let r = engine::run_partition(ctx, &chunks, &mut scratch, tuning.sub_bytes);
                         merge(&mut acc, r);
                         parts_done.fetch_add(1, Ordering::Relaxed);
                     }

@@ -201,6 +201,9 @@ proptest! {
             at: common::at(),
         };
         let report = run_files(&settings, &input).unwrap();
+        let tuned = driftless_audit::Tuning { spill_above: 0, part_bytes: 100, sub_bytes: 64 };
+        let spilled = driftless_audit::run_files_tuned(&settings, &input, &|_| {}, &tuned).unwrap();
+        prop_assert_eq!(&spilled, &report);
         let got: Rows = report.rows.iter().map(|r| (r.sku.clone(), r.location.clone(), r.handoff.clone(), r.delta)).collect();
         let (want, compared, per) = oracle(&w, &settings);
         prop_assert_eq!(&got, &want);

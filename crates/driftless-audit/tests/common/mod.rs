@@ -83,5 +83,19 @@ pub fn audit(name: &str, config: &str, files: &[(&str, &str)]) -> Result<Report,
             .collect(),
         at: at(),
     };
-    run_files(&settings, &input)
+    let r = run_files(&settings, &input);
+    // The same audit through the paths only large inputs take (spilled to files, tiny
+    // partitions, split again before the join) must give the same report.
+    let tuned = driftless_audit::Tuning {
+        spill_above: 0,
+        part_bytes: 40,
+        sub_bytes: 24,
+    };
+    let t = driftless_audit::run_files_tuned(&settings, &input, &|_| {}, &tuned);
+    match (&r, &t) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "spilled and in-memory audits differ"),
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+        _ => panic!("spilled and in-memory audits differ: {r:?} vs {t:?}"),
+    }
+    r
 }
