@@ -394,15 +394,18 @@ impl Outbox for SqliteStore {
             let mut levels: HashMap<(usize, String), Levels> = HashMap::new();
             let skus: Vec<String> = rows.iter().map(|r| r.sku.clone()).collect();
             for chunk in skus.chunks(500) {
-                let mut q = QueryBuilder::<Sqlite>::new(
-                    "SELECT sku, location, state, value FROM cells WHERE sku IN (",
-                );
-                let mut sep = q.separated(", ");
-                for s in chunk {
-                    sep.push_bind(s);
-                }
-                q.push(")");
-                for r in q.build().fetch_all(&mut *tx).await? {
+                // The list travels as one JSON parameter so the statement text is constant and
+                // its prepared form is reused; CROSS JOIN keeps SQLite probing `cells` per sku.
+                let list =
+                    serde_json::to_string(chunk).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let cells = sqlx::query(
+                    "SELECT c.sku, c.location, c.state, c.value FROM json_each(?) AS j \
+                     CROSS JOIN cells AS c ON c.sku = j.value",
+                )
+                .bind(&list)
+                .fetch_all(&mut *tx)
+                .await?;
+                for r in cells {
                     let sku: String = r.try_get(0)?;
                     let loc: String = r.try_get(1)?;
                     if !scan.locations.iter().any(|l| l.as_str() == loc) {
@@ -423,16 +426,17 @@ impl Outbox for SqliteStore {
                 // The newest applied event per sku: SQLite takes the bare columns from the row
                 // holding the maximum. Only for a sample of each page: the integration matrix
                 // needs percentiles, not every push, and this is the scan's dearest query.
-                let mut q = QueryBuilder::<Sqlite>::new(
-                    "SELECT sku, source, MAX(received_nanos), at_nanos FROM events \
-                     WHERE outcome = 'applied' AND sku IN (",
-                );
-                let mut sep = q.separated(", ");
-                for s in chunk.iter().take(LATEST_SAMPLE) {
-                    sep.push_bind(s);
-                }
-                q.push(") GROUP BY sku");
-                let latest = q.build().fetch_all(&mut *tx).await?;
+                let sample = &chunk[..chunk.len().min(LATEST_SAMPLE)];
+                let list = serde_json::to_string(sample)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let latest = sqlx::query(
+                    "SELECT e.sku, e.source, MAX(e.received_nanos), e.at_nanos FROM json_each(?) AS j \
+                     CROSS JOIN events AS e ON e.sku = j.value WHERE e.outcome = 'applied' \
+                     GROUP BY e.sku",
+                )
+                .bind(&list)
+                .fetch_all(&mut *tx)
+                .await?;
                 for r in latest {
                     let sku: String = r.try_get(0)?;
                     if let Some(&i) = index.get(&sku) {
