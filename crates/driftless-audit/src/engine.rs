@@ -293,7 +293,7 @@ pub(crate) fn run_partition(
             let sku_len = bytes[i + 5] as usize;
             let sku = &bytes[i + 6..i + 6 + sku_len];
             // Other bits of the hash than the partition's, so the split is even.
-            let s = (crate::spill::hash_bytes(sku) & 0xff_ffff) as usize % k;
+            let s = crate::spill::bucket(crate::spill::hash_bytes(sku) & 0xffff_ffff, k);
             scratch[s].extend_from_slice(&bytes[i..i + len]);
             i += len;
         }

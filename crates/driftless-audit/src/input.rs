@@ -500,7 +500,7 @@ impl RowEncoder<'_, '_> {
                 .and_then(|v| units.to_base(sku, unit, v))
                 .map_err(|m| problems.push(name, line, col(i), m))
         };
-        let p = (hash_bytes(sku) >> 40) as usize % self.sink.writer.parts();
+        let p = crate::spill::bucket(hash_bytes(sku) >> 32, self.sink.writer.parts());
         match self.spec.kind {
             Kind::Baseline | Kind::Snapshot(_) => {
                 let mut vals = [0i64; SLOTS];

@@ -187,6 +187,25 @@ pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
     h
 }
 
+/// Maps 32 hash bits (`h < 2^32`) to `0..n` by multiply-shift instead of a division: a division
+/// per row was a visible share of reading.
+#[inline]
+pub(crate) fn bucket(h: u64, n: usize) -> usize {
+    ((h & 0xffff_ffff) * n as u64 >> 32) as usize
+}
+
+/// MurmurHash3's 64-bit finalizer, with a different seed than the partitioning.
+#[inline]
+fn remix(h: u64) -> u64 {
+    let mut x = h ^ 0x9e37_79b9_7f4a_7c15;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^= x >> 33;
+    x
+}
+
 /// `BuildHasher` for the join's maps, over [`hash_bytes`].
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct FastHash;
@@ -206,7 +225,10 @@ impl std::hash::Hasher for FastHasher {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        self.0 = self.0.rotate_left(7) ^ hash_bytes(bytes);
+        // Remixed: the rows reaching one map share bits of `hash_bytes` (the partition and
+        // sub-partition were chosen from them), and hashbrown takes its bucket from the low bits
+        // and its tag from the top ones. A bijective remix spreads them again.
+        self.0 = self.0.rotate_left(7) ^ remix(hash_bytes(bytes));
     }
     fn write_u8(&mut self, i: u8) {
         self.0 = self.0.rotate_left(7) ^ u64::from(i);
