@@ -191,7 +191,7 @@ pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
 /// per row was a visible share of reading.
 #[inline]
 pub(crate) fn bucket(h: u64, n: usize) -> usize {
-    ((h & 0xffff_ffff) * n as u64 >> 32) as usize
+    (((h & 0xffff_ffff) * n as u64) >> 32) as usize
 }
 
 /// MurmurHash3's 64-bit finalizer, with a different seed than the partitioning.
