@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The drift audit benchmark: our audit vs DuckDB (the same full outer join and threshold query)
 # vs a bare CSV parse, on the same generated files, sorted and shuffled; wall time and peak RSS of
-# each as a separate process (GNU time), medians of RUNS runs, and the ratios.
+# each as a separate process (GNU time), medians of RUNS runs, and the ratios. "parse" splits
+# every field (the floor); "typed" also checks identifiers are UTF-8 and converts quantities.
 #
 #   bench/audit/run.sh [ROWS] [RUNS]      # defaults: 10000000 rows, 3 runs
 #
@@ -33,11 +34,12 @@ for variant in sorted shuffled; do
   echo "$variant: $(du -sh "$dir" | cut -f1) in 4 CSV files"
   "$BIN" parse "$dir" 2>/dev/null  # warm the page cache
   for run in $(seq "$RUNS"); do
-    for tool in audit duckdb parse; do
+    for tool in audit duckdb parse typed; do
       case $tool in
         audit) cmd=("$BIN" audit "$dir") ;;
         duckdb) cmd=(python3 "$HERE/duckdb_audit.py" "$dir") ;;
         parse) cmd=("$BIN" parse "$dir") ;;
+        typed) cmd=("$BIN" parse "$dir" --typed) ;;
       esac
       out=$("$TIME" -f "TIME %e %M" "${cmd[@]}" 2>&1 >/dev/null)
       echo "$out" | grep -v '^TIME' | sed "s/^/  [$variant run $run] /" >&2
@@ -56,7 +58,7 @@ print()
 print(f"{'variant':<10}{'contender':<10}{'wall s (median)':>17}{'peak RSS MB':>13}")
 for v in ("sorted", "shuffled"):
     med = {}
-    for tool in ("audit", "duckdb", "parse"):
+    for tool in ("audit", "duckdb", "parse", "typed"):
         xs = res.get((v, tool), [])
         if not xs:
             continue
@@ -67,5 +69,7 @@ for v in ("sorted", "shuffled"):
     if "audit" in med and "duckdb" in med and "parse" in med:
         a, d, p = med["audit"][0], med["duckdb"][0], med["parse"][0]
         print(f"{v:<10}ratios: audit/duckdb {a / d:.2f}x (goal <= 1.0), audit/parse {a / p:.2f}x (goal <= 1.5), audit peak RSS {med['audit'][1]:.0f} MB (goal <= 1024)")
+        if "typed" in med:
+            print(f"{v:<10}        audit/typed parse {a / med['typed'][0]:.2f}x")
 PY
 rm -f "$RESULTS"
