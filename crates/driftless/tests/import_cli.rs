@@ -78,7 +78,10 @@ fn import(hub: &Hub, file: &std::path::Path, extra: &[&str]) -> (Option<i32>, St
 fn on_hand(hub: &Hub, sku: &str) -> Option<i64> {
     // reqwest is built without a default TLS provider (the connectors pick ring); install it once.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
     rt.block_on(async {
         let v: Value = reqwest::Client::new()
             .get(format!("{}/v1/inventory/{sku}", hub.base))
