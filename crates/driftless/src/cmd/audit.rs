@@ -256,11 +256,11 @@ fn store(settings: &Settings, report: &Report) -> anyhow::Result<()> {
 
 /// `--live`: the hub's own view written out as snapshot files, then the same audit as for files,
 /// so one engine (and one set of rules) judges both.
-mod live {
+pub mod live {
     use super::*;
     use driftless_config::{Role, SystemSpec};
     use driftless_store::outbox::{Scan, ScanFrom};
-    use driftless_store::{Outbox, SqliteStore};
+    use driftless_store::{SqliteStore, Store};
     use std::collections::HashMap;
     use std::io::BufWriter;
 
@@ -268,10 +268,11 @@ mod live {
     const BATCH: usize = 500;
 
     /// A private temporary directory, removed when dropped.
-    struct TempDir(PathBuf);
+    #[derive(Debug)]
+    pub struct TempDir(PathBuf);
 
     impl TempDir {
-        fn new() -> std::io::Result<TempDir> {
+        pub fn new() -> std::io::Result<TempDir> {
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos());
@@ -280,7 +281,7 @@ mod live {
             std::fs::create_dir(&p)?;
             Ok(TempDir(p))
         }
-        fn path(&self) -> &Path {
+        pub fn path(&self) -> &Path {
             &self.0
         }
     }
@@ -313,9 +314,39 @@ mod live {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        rt.block_on(write_views(settings, dir.path(), at))?;
+        rt.block_on(async {
+            let store = SqliteStore::open(
+                &settings.server.data_dir,
+                settings.rules.clone(),
+                settings.channel_specs(),
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "opening the ledger in {}",
+                    settings.server.data_dir.display()
+                )
+            })?;
+            let r = write_views(&store, settings, dir.path(), at).await;
+            store.close().await;
+            r
+        })?;
+        audit_views(settings, dir.path(), baseline, at)
+    }
+
+    /// Judges the views [`write_views`] wrote to `dir`: one audit per channel, merged. Blocking
+    /// (a running hub calls it from `spawn_blocking` after `write_views` with its own store).
+    pub fn audit_views(
+        settings: &Settings,
+        dir: &Path,
+        baseline: Option<&Path>,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<Report> {
+        if settings.channels.is_empty() {
+            anyhow::bail!("--live audits the hub's channels, and the configuration declares none");
+        }
         let hub = SystemId::parse("hub").map_err(|e| anyhow::anyhow!("{e}"))?;
-        let empty = dir.path().join("no-baseline.csv");
+        let empty = dir.join("no-baseline.csv");
         std::fs::write(&empty, "sku,location,quantity\n")?;
         let mut merged: Option<Report> = None;
         for (i, ch) in settings.channels.iter().enumerate() {
@@ -343,10 +374,10 @@ mod live {
             let input = AuditInput {
                 baseline: base,
                 snapshots: vec![
-                    (hub.clone(), dir.path().join("hub.csv")),
-                    (id.clone(), dir.path().join(format!("{id}.csv"))),
+                    (hub.clone(), dir.join("hub.csv")),
+                    (id.clone(), dir.join(format!("{id}.csv"))),
                 ],
-                changes: vec![(id.clone(), dir.path().join(format!("{id}-changes.csv")))],
+                changes: vec![(id.clone(), dir.join(format!("{id}-changes.csv")))],
                 at,
             };
             let r = driftless_audit::run_files(&s, &input).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -373,20 +404,13 @@ mod live {
     /// `hub.csv` (every sku at every location, every state) and per channel `<id>.csv` (what it
     /// was last acknowledged to show, or last observed showing when that differs) and
     /// `<id>-changes.csv` (the observations that differ, with who made them when known).
-    async fn write_views(settings: &Settings, dir: &Path, at: DateTime<Utc>) -> anyhow::Result<()> {
-        let store = SqliteStore::open(
-            &settings.server.data_dir,
-            settings.rules.clone(),
-            settings.channel_specs(),
-        )
-        .await
-        .with_context(|| {
-            format!(
-                "opening the ledger in {}",
-                settings.server.data_dir.display()
-            )
-        })?;
-        let result = async {
+    pub async fn write_views(
+        store: &dyn Store,
+        settings: &Settings,
+        dir: &Path,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        async {
             let mut w = BufWriter::new(std::fs::File::create(dir.join("hub.csv"))?);
             writeln!(w, "sku,location,on_hand,committed,reserved,unavailable")?;
             let mut skus: Vec<String> = Vec::new();
@@ -458,8 +482,6 @@ mod live {
             }
             anyhow::Ok(())
         }
-        .await;
-        store.close().await;
-        result
+        .await
     }
 }
