@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! audit-bench gen   --rows N --out DIR [--shuffled] [--seed S]
-//! audit-bench audit DIR
+//! audit-bench audit DIR [--in-memory]
 //! audit-bench parse DIR [--threads T] [--typed]
 //! ```
 
@@ -176,7 +176,13 @@ fn audit(args: &[String]) -> Result<(), String> {
         at: "2026-11-20T12:00:00Z".parse().map_err(|e| format!("{e}"))?,
     };
     let t = Instant::now();
-    let report = driftless_audit::run_files(&settings, &input).map_err(|e| e.to_string())?;
+    // `--in-memory`: never spill (faster, but memory grows with the input).
+    let mut tuning = driftless_audit::Tuning::default();
+    if args.iter().any(|a| a == "--in-memory") {
+        tuning.spill_above = u64::MAX;
+    }
+    let report = driftless_audit::run_files_tuned(&settings, &input, &|_| {}, &tuning)
+        .map_err(|e| e.to_string())?;
     let handoffs: Vec<String> = report
         .handoffs
         .iter()
