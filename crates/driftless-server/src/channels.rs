@@ -146,10 +146,12 @@ async fn observe(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Json(body): Json<Observations>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let who = writer(&st, &headers)?;
     channel(&st, &id)?;
+    let body: Observations =
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
     if let Principal::System(me) = &who
         && me.as_str() != id
     {

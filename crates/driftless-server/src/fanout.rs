@@ -195,6 +195,12 @@ pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
     half + half.mul_f64(fastrand::f64())
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Unsettled {
+    batches: u32,
+    acked: Option<(i64, i64)>,
+}
+
 struct Done {
     row: OutboxRow,
     /// The version and quantity pushed (a pinned push repeats an older pair).
@@ -229,9 +235,10 @@ struct Dispatcher {
     rate: Option<u32>,
     done_tx: mpsc::Sender<Done>,
     done_rx: mpsc::Receiver<Done>,
-    /// Skus whose results are on their way to the store: not pushed again until recorded, so the
-    /// next push compares against the value just acknowledged.
-    unsettled: HashSet<String>,
+    /// Skus whose results are on their way to the store, with how many batches are and the
+    /// newest acknowledgement among them `(version, quantity)`. An acknowledged sku may be pushed
+    /// again at once (its next compare value is known here); any other result waits until stored.
+    unsettled: HashMap<String, Unsettled>,
     records_tx: Option<mpsc::Sender<(Vec<PushRecord>, Vec<String>)>>,
 }
 
@@ -275,7 +282,7 @@ impl Dispatcher {
             rate,
             done_tx,
             done_rx,
-            unsettled: HashSet::new(),
+            unsettled: HashMap::new(),
             records_tx: None,
         }
     }
@@ -362,7 +369,12 @@ impl Dispatcher {
 
     fn settled(&mut self, (skus, again): (Vec<String>, Vec<String>)) {
         for s in skus {
-            self.unsettled.remove(&s);
+            if let Some(u) = self.unsettled.get_mut(&s) {
+                u.batches = u.batches.saturating_sub(1);
+                if u.batches == 0 {
+                    self.unsettled.remove(&s);
+                }
+            }
             if self.skipped.remove(&s) {
                 self.recheck.insert(s);
             }
@@ -429,13 +441,36 @@ impl Dispatcher {
         rows.extend(scanned);
         let mut started = false;
         let mut seen = HashSet::new();
-        for row in rows {
+        for mut row in rows {
             if !seen.insert(row.sku.clone()) {
                 continue;
             }
-            if self.inflight.contains(&row.sku) || self.unsettled.contains(&row.sku) {
+            if self.inflight.contains(&row.sku) {
                 self.recheck_later(row.sku);
                 continue;
+            }
+            match self.unsettled.get(&row.sku) {
+                None => {}
+                Some(Unsettled { acked: None, .. }) => {
+                    self.recheck_later(row.sku);
+                    continue;
+                }
+                Some(Unsettled {
+                    acked: Some((v, q)),
+                    ..
+                }) => {
+                    if row.version <= *v {
+                        // Already delivered; the store will clean the row.
+                        self.recheck_later(row.sku);
+                        continue;
+                    }
+                    // The row still shows the state before that acknowledgement.
+                    row.basis = Some(*q);
+                    row.pinned = None;
+                    row.attempts = 0;
+                    row.next_attempt_nanos = 0;
+                    row.dead_version = None;
+                }
             }
             if !row.dirty || row.held || row.dead_version == Some(row.version) {
                 continue;
@@ -541,8 +576,10 @@ impl Dispatcher {
     async fn settle(&mut self, done: Vec<Done>) {
         let mut records = Vec::with_capacity(done.len());
         let mut skus = Vec::with_capacity(done.len());
+        let mut acks: Vec<Option<(i64, i64)>> = Vec::with_capacity(done.len());
         let channel = self.id().to_owned();
         for d in done {
+            acks.push(matches!(d.outcome, PushOutcome::Acked).then_some((d.version, d.quantity)));
             let sku = d.row.sku.clone();
             self.inflight.remove(&sku);
             match d.outcome.clone() {
@@ -615,7 +652,19 @@ impl Dispatcher {
         if records.is_empty() {
             return;
         }
-        self.unsettled.extend(skus.iter().cloned());
+        for (s, ack) in skus.iter().zip(&acks) {
+            let u = self.unsettled.entry(s.clone()).or_insert(Unsettled {
+                batches: 0,
+                acked: None,
+            });
+            u.batches += 1;
+            // A later non-acknowledgement (a failure after an ack) must wait to be stored.
+            u.acked = match (ack, u.acked) {
+                (Some(a), Some(b)) if b.0 > a.0 => Some(b),
+                (Some(a), _) => Some(*a),
+                (None, _) => None,
+            };
+        }
         if let Some(tx) = &self.records_tx
             && tx.send((records, skus)).await.is_err()
         {
