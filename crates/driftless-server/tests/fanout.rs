@@ -440,6 +440,16 @@ async fn an_observation_outliving_the_sla_is_an_override() {
         )
         .await;
     assert_eq!(code, 404);
+    let (code, r) = hub
+        .post(
+            "/v1/channels/shop/observations",
+            json!({"observations": [{"sku": "CAP"}]}),
+        )
+        .await;
+    assert_eq!(
+        (code, r["error"]["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
     hub.shutdown().await;
 }
 
