@@ -202,6 +202,10 @@ fn phantom_at_last_sync(g: &Group<'_, '_>, s: usize, k: u32, log: &[Change<'_>])
 /// Off by a pack factor: `actual * f == expected`, `actual == floor(expected / f)` or
 /// `expected * f == actual` for a factor `f > 1` that applies to the sku.
 fn uom(g: &Group<'_, '_>, s: usize, actual: i64, expected: i64) -> bool {
+    // Equal values are not off by anything (both 0 would match every factor).
+    if actual == expected {
+        return false;
+    }
     let ctx = g.ctx();
     let sku = g.sku();
     let mut factors: Vec<i64> = ctx

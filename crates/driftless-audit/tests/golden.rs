@@ -637,3 +637,24 @@ fn the_baseline_can_name_each_rows_velocity_class() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn zero_is_not_off_by_a_pack_factor() {
+    // The WMS sold out (0) then received 120 this morning; the ERP still shows 0. Zero times any
+    // case factor is zero, so only the lag rule can explain it.
+    let r = case(
+        "zero-lag",
+        &[
+            (
+                "erp.csv",
+                "sku,location,on_hand,committed\nMUG-1,DC1,100,5\nMUG-1,DC2,50,0\nTEE-1,DC1,0,0\n",
+            ),
+            ("shop.csv", "sku,quantity\nMUG-1,145\nTEE-1,0\n"),
+            (
+                "wms-changes.csv",
+                "sku,location,at,quantity,actor\nTEE-1,DC1,2026-11-19T16:00:00Z,0,wms-sync\nTEE-1,DC1,2026-11-20T08:00:00Z,120,wms-sync\n",
+            ),
+        ],
+    );
+    assert_eq!(one(&r), row("TEE-1", "DC1", "wms->erp", "sync_lag", -120));
+}
