@@ -238,6 +238,13 @@ latency_sla = "50ms"
             lat.last().copied().unwrap_or(f64::NAN),
         );
     }
+    for (c, ch) in chans.iter().enumerate() {
+        let l = ch.lock();
+        println!(
+            "channel {c}: {} compare failures, {} requests",
+            l.conflicts, l.requests
+        );
+    }
     drop(chans);
     Ok(())
 }

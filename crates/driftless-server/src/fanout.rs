@@ -425,8 +425,17 @@ impl Dispatcher {
         }
         let now = now_nanos();
         // Due retries and rechecks first: they are the oldest changes.
-        let mut targeted: Vec<String> = self.recheck.drain().collect();
-        targeted.extend(self.due_retries(now, free));
+        // Bounded by one scan; the rest waits for the next round.
+        let mut targeted: Vec<String> = Vec::new();
+        while targeted.len() < driftless_store::outbox::MAX_SCAN {
+            let Some(s) = self.recheck.iter().next().cloned() else {
+                break;
+            };
+            self.recheck.remove(&s);
+            targeted.push(s);
+        }
+        let room = driftless_store::outbox::MAX_SCAN - targeted.len();
+        targeted.extend(self.due_retries(now, free.min(room)));
         let mut rows = Vec::new();
         if !targeted.is_empty() {
             let n = targeted.len();
@@ -439,12 +448,20 @@ impl Dispatcher {
             self.cursor = (last.changed_nanos, last.sku.clone());
         }
         rows.extend(scanned);
+        // A sku read twice keeps its later reading: the cursor scan runs after the targeted one,
+        // and dropping its newer version would lose it behind the cursor.
+        let mut last: HashMap<String, usize> = HashMap::new();
+        for (i, r) in rows.iter().enumerate() {
+            last.insert(r.sku.clone(), i);
+        }
+        let rows: Vec<OutboxRow> = rows
+            .into_iter()
+            .enumerate()
+            .filter(|(i, r)| last.get(&r.sku) == Some(i))
+            .map(|(_, r)| r)
+            .collect();
         let mut started = false;
-        let mut seen = HashSet::new();
         for mut row in rows {
-            if !seen.insert(row.sku.clone()) {
-                continue;
-            }
             if self.inflight.contains(&row.sku) {
                 self.recheck_later(row.sku);
                 continue;
