@@ -16,7 +16,8 @@
 //! 4. `uom_mismatch`: `S` is off by a configured pack factor: its value times (or divided by,
 //!    floored) a unit factor that applies to the sku (`[[units]]`, the system's snapshot unit, a
 //!    channel's selling pack) gives the expected value — or one of the values expected earlier in
-//!    the lag window (late *and* wrongly converted is still a conversion error).
+//!    the lag window, when the conversion accounts for at least as much of the delta as the lag
+//!    (`|earlier - actual| >= |expected - earlier|`; otherwise it is `sync_lag`).
 //! 5. `committed_not_mapped` (only for systems judged on availability: `available` or a channel
 //!    quantity): `S` is off by exactly `U`'s committed quantity (summed over the
 //!    channel's locations for a storefront), or a storefront shows the channel quantity computed
@@ -109,11 +110,17 @@ pub(crate) fn probable(g: &Group<'_, '_>, s: usize, k: u32, actual: i64, expecte
         .find(|e| machine(e.actor) && e.source_at.is_some())
         .and_then(|e| e.source_at);
     let earlier = earlier_expected(g, s, k, expected, last_sync);
-    if std::iter::once(expected)
-        .chain(earlier.iter().copied())
-        .any(|e| uom(g, s, actual, e))
-    {
+    if uom(g, s, actual, expected) {
         return Cause::UomMismatch;
+    }
+    // Off by a factor from an earlier value: both a conversion error and lag; the larger share
+    // of the delta names the cause (as for a stale write).
+    if let Some(e) = earlier.iter().copied().find(|e| uom(g, s, actual, *e)) {
+        return if (e - actual).abs() >= (expected - e).abs() {
+            Cause::UomMismatch
+        } else {
+            Cause::SyncLag
+        };
     }
     // Phantom availability is about what may be sold: only systems judged on availability (ATP
     // or a channel quantity) can show it; a stock count off by the committed quantity is more

@@ -17,14 +17,27 @@ pub(crate) struct SpillDir {
 }
 
 impl SpillDir {
+    /// A fresh directory: process id, a per-process counter and the clock make the name unique
+    /// even for audits started in the same instant by one process (tests, a scheduler);
+    /// `create_dir` refusing an existing name keeps two audits from ever sharing one.
     pub(crate) fn create() -> std::io::Result<SpillDir> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let base = std::env::temp_dir();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let path = base.join(format!("driftless-audit-{}-{nanos}", std::process::id()));
-        fs::create_dir(&path)?;
-        Ok(SpillDir { path })
+        loop {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let path = base.join(format!(
+                "driftless-audit-{}-{n}-{nanos}",
+                std::process::id()
+            ));
+            match fs::create_dir(&path) {
+                Ok(()) => return Ok(SpillDir { path }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     pub(crate) fn path(&self) -> &Path {

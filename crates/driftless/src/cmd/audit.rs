@@ -273,9 +273,12 @@ pub mod live {
 
     impl TempDir {
         pub fn new() -> std::io::Result<TempDir> {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
+                .map_or(0, |d| d.as_nanos())
+                + u128::from(n);
             let p =
                 std::env::temp_dir().join(format!("driftless-live-{}-{nanos}", std::process::id()));
             std::fs::create_dir(&p)?;
