@@ -26,7 +26,9 @@
 //! 6. `sync_lag`: `S` equals a value its expected value had earlier, within the hop's window
 //!    (`latency_sla` plus the schedule's interval of the `U -> S` hop; the whole log when the hop
 //!    is not documented) or as of the data of `S`'s last sync when that is older (an integration
-//!    silent beyond its SLA is still lagging), reconstructed from `U`'s change log.
+//!    silent beyond its SLA is still lagging), reconstructed from `U`'s change log; or `S`'s last
+//!    sync wrote exactly the expected value and only machines (checkout) wrote since: local
+//!    activity the upstream has not caught up with yet (orders not yet downloaded).
 //! 7. `unexplained`: none of the above.
 //!
 //! Why this order: the change log of `S` names who wrote the current value, which is direct
@@ -135,6 +137,18 @@ pub(crate) fn probable(g: &Group<'_, '_>, s: usize, k: u32, actual: i64, expecte
         return Cause::CommittedNotMapped;
     }
     if earlier.contains(&actual) {
+        return Cause::SyncLag;
+    }
+    // The last sync wrote what is expected now, and only machines (a storefront's checkout) have
+    // written since: the difference is local activity the upstream has not caught up with yet
+    // (orders not downloaded) — a lag in the other direction.
+    if let Some(i) = log
+        .iter()
+        .rposition(|e| machine(e.actor) && e.source_at.is_some())
+        && i + 1 < log.len()
+        && log[i].quantity == expected
+        && log[i + 1..].iter().all(|e| machine(e.actor))
+    {
         return Cause::SyncLag;
     }
     Cause::Unexplained

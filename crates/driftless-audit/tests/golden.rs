@@ -658,3 +658,23 @@ fn zero_is_not_off_by_a_pack_factor() {
     );
     assert_eq!(one(&r), row("TEE-1", "DC1", "wms->erp", "sync_lag", -120));
 }
+
+#[test]
+fn orders_the_upstream_has_not_downloaded_are_lag() {
+    // The last sync wrote the expected 145; the storefront has sold 4 since, which the ERP
+    // has not downloaded yet.
+    let r = case(
+        "orders-lag",
+        &[
+            ("shop.csv", "sku,quantity\nMUG-1,141\nTEE-1,120\n"),
+            (
+                "shop-changes.csv",
+                "sku,location,at,quantity,actor,source_at\n\
+                 MUG-1,,2026-11-20T10:00:00Z,145,shop-connector,2026-11-20T10:00:00Z\n\
+                 MUG-1,,2026-11-20T10:30:00Z,143,checkout,\n\
+                 MUG-1,,2026-11-20T11:30:00Z,141,checkout,\n",
+            ),
+        ],
+    );
+    assert_eq!(one(&r), row("MUG-1", "", "erp->shop", "sync_lag", -4));
+}
