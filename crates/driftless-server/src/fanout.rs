@@ -426,13 +426,10 @@ impl Dispatcher {
         let now = now_nanos();
         // Due retries and rechecks first: they are the oldest changes.
         // Bounded by one scan; the rest waits for the next round.
-        let mut targeted: Vec<String> = Vec::new();
-        while targeted.len() < driftless_store::outbox::MAX_SCAN {
-            let Some(s) = self.recheck.iter().next().cloned() else {
-                break;
-            };
-            self.recheck.remove(&s);
-            targeted.push(s);
+        let mut targeted: Vec<String> = self.recheck.drain().collect();
+        if targeted.len() > driftless_store::outbox::MAX_SCAN {
+            self.recheck
+                .extend(targeted.split_off(driftless_store::outbox::MAX_SCAN));
         }
         let room = driftless_store::outbox::MAX_SCAN - targeted.len();
         targeted.extend(self.due_retries(now, free.min(room)));
