@@ -44,6 +44,8 @@ pub struct Args {
     /// When the snapshots were taken (RFC 3339); lag windows are judged against it. Default: now.
     #[arg(long)]
     pub at: Option<String>,
+    /// table (summary first, 80 columns), json (DESIGN §13), csv (every row) or html (one
+    /// self-contained page with charts).
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
     /// Write the report here instead of standard output.

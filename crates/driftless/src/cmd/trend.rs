@@ -27,6 +27,7 @@ pub struct Args {
     /// How many days back to look.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub days: u32,
+    /// text (table and reading), svg (the chart), html (chart and reading) or json (the series).
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
     /// Write here instead of standard output (for svg and html, a chart file).
