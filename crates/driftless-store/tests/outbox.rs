@@ -1,0 +1,267 @@
+//! The fan-out half of the SQLite store: dirty rows and their versions, coalescing through the
+//! version check, pins, dead letters and replay, observations and the divergence clock.
+
+use chrono::{Duration, Utc};
+use driftless_core::event::RawEvent;
+use driftless_core::{Authority, ChannelSpec, Event, Location, Ppm, Rules, State, SystemId};
+use driftless_store::outbox::{PushRecord, PushSample, Scan, ScanFrom};
+use driftless_store::{Incident, Incoming, Outbox, SqliteStore, Store};
+
+fn rules() -> Rules {
+    let mut authority = Authority::default();
+    authority.set_writers(State::OnHand, vec![SystemId::parse("wms").unwrap()]);
+    Rules {
+        authority,
+        systems: vec![SystemId::parse("wms").unwrap()].into_iter().collect(),
+        ..Rules::default()
+    }
+}
+
+fn channel() -> ChannelSpec {
+    ChannelSpec {
+        id: SystemId::parse("shop").unwrap(),
+        locations: vec![Location::parse("DC1").unwrap()],
+        safety_stock: 0,
+        allocation: Ppm::ONE,
+        pack: 1,
+        rules: vec![],
+    }
+}
+
+async fn set(store: &SqliteStore, r: &Rules, id: &str, sku: &str, loc: &str, q: i64, seq: u64) {
+    let e = Event::from_raw(&RawEvent {
+        id,
+        source: "wms",
+        sku,
+        location: loc,
+        occurred_at: "2026-11-27T10:00:00Z",
+        seq,
+        set: Some(vec![("on_hand", q)]),
+        ..RawEvent::default()
+    })
+    .unwrap();
+    let p = r.prepare(e).unwrap();
+    store
+        .apply(Utc::now(), vec![Incoming::Event(Box::new(p))])
+        .await
+        .unwrap();
+}
+
+fn scan(from: ScanFrom) -> Scan {
+    Scan {
+        channel: "shop".into(),
+        locations: channel().locations,
+        from,
+        limit: 100,
+    }
+}
+
+fn all() -> Scan {
+    scan(ScanFrom::After(i64::MIN, String::new()))
+}
+
+fn acked(sku: &str, version: i64, quantity: i64) -> PushRecord {
+    PushRecord::Acked {
+        sku: sku.into(),
+        version,
+        quantity,
+        at: Utc::now(),
+        sample: PushSample {
+            channel: "shop".into(),
+            source: None,
+            occurred_nanos: None,
+            received_nanos: None,
+            changed_nanos: 0,
+            acked_nanos: 0,
+        },
+    }
+}
+
+#[tokio::test]
+async fn versions_coalesce_and_only_the_current_one_cleans() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rules();
+    let store = SqliteStore::open(dir.path(), r.clone(), vec![channel()])
+        .await
+        .unwrap();
+    for (i, q) in [5, 9, 12].into_iter().enumerate() {
+        set(&store, &r, &format!("e{i}"), "A", "DC1", q, i as u64 + 1).await;
+    }
+    // A location the channel does not sell from marks nothing.
+    set(&store, &r, "other", "B", "DC9", 4, 1).await;
+    let rows = store.outbox_scan(&all()).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let a = &rows[0];
+    assert_eq!(
+        (a.sku.as_str(), a.version, a.atp, a.dirty),
+        ("A", 3, 12, true)
+    );
+    assert_eq!((a.basis, a.pinned, a.attempts), (None, None, 0));
+    assert_eq!(a.source.as_deref(), Some("wms"));
+    // Acknowledging an older version leaves the row dirty, and says so.
+    let again = store
+        .outbox_record("shop", &[acked("A", 2, 9)])
+        .await
+        .unwrap();
+    assert_eq!(again, vec!["A".to_string()]);
+    let rows = store.outbox_scan(&all()).await.unwrap();
+    assert_eq!((rows[0].basis, rows[0].version), (Some(9), 3));
+    let again = store
+        .outbox_record("shop", &[acked("A", 3, 12)])
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    assert!(store.outbox_scan(&all()).await.unwrap().is_empty());
+    let status = store.channel_status("shop").await.unwrap();
+    assert_eq!(status.pending, 0);
+    assert_eq!(status.last_push.unwrap().quantity, 12);
+    // A targeted read returns clean rows too, with the new compare basis.
+    let rows = store
+        .outbox_scan(&scan(ScanFrom::Skus(vec!["A".into()])))
+        .await
+        .unwrap();
+    assert_eq!((rows[0].dirty, rows[0].basis), (false, Some(12)));
+}
+
+#[tokio::test]
+async fn pins_dead_letters_and_replay_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rules();
+    {
+        let store = SqliteStore::open(dir.path(), r.clone(), vec![channel()])
+            .await
+            .unwrap();
+        set(&store, &r, "e1", "A", "DC1", 3, 1).await;
+        set(&store, &r, "e2", "B", "DC1", 4, 1).await;
+        let dead = Incident {
+            kind: "dead_letter".into(),
+            sku: Some("B".into()),
+            location: None,
+            system: Some("shop".into()),
+            event_id: None,
+            detail: "gave up".into(),
+            at: Utc::now(),
+        };
+        store
+            .outbox_record(
+                "shop",
+                &[
+                    PushRecord::Failed {
+                        sku: "A".into(),
+                        version: 1,
+                        pinned: Some((1, 3)),
+                        attempts: 1,
+                        next_attempt: Utc::now() + Duration::seconds(60),
+                        error: "timed out".into(),
+                        dead: None,
+                    },
+                    PushRecord::Failed {
+                        sku: "B".into(),
+                        version: 1,
+                        pinned: None,
+                        attempts: 8,
+                        next_attempt: Utc::now(),
+                        error: "HTTP 500".into(),
+                        dead: Some(dead),
+                    },
+                ],
+            )
+            .await
+            .unwrap();
+        store.close().await;
+    }
+    let store = SqliteStore::open(dir.path(), r.clone(), vec![channel()])
+        .await
+        .unwrap();
+    let rows = store.outbox_scan(&all()).await.unwrap();
+    let a = rows.iter().find(|x| x.sku == "A").unwrap();
+    assert_eq!((a.pinned, a.attempts), (Some((1, 3)), 1));
+    assert!(a.next_attempt_nanos > Utc::now().timestamp_nanos_opt().unwrap());
+    let b = rows.iter().find(|x| x.sku == "B").unwrap();
+    assert_eq!(b.dead_version, Some(1));
+    let status = store.channel_status("shop").await.unwrap();
+    assert_eq!(status.pending, 2);
+    assert_eq!(status.dead_letters.len(), 1);
+    assert_eq!(status.errors.len(), 1);
+    assert_eq!(store.outbox_replay("shop", None).await.unwrap(), 1);
+    let rows = store.outbox_scan(&all()).await.unwrap();
+    let b = rows.iter().find(|x| x.sku == "B").unwrap();
+    assert_eq!((b.dead_version, b.attempts), (None, 0));
+    assert!(
+        store
+            .channel_status("shop")
+            .await
+            .unwrap()
+            .dead_letters
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn observations_start_and_stop_the_divergence_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rules();
+    let store = SqliteStore::open(dir.path(), r.clone(), vec![channel()])
+        .await
+        .unwrap();
+    set(&store, &r, "e1", "A", "DC1", 10, 1).await;
+    store
+        .outbox_record("shop", &[acked("A", 1, 10)])
+        .await
+        .unwrap();
+    let t0 = Utc::now();
+    let o = store.observe("shop", "A", 10, None, t0).await.unwrap();
+    assert_eq!((o.acked_quantity, o.diverged_since), (Some(10), None));
+    let o = store
+        .observe("shop", "A", 7, Some("staff:ann"), t0 + Duration::seconds(1))
+        .await
+        .unwrap();
+    let since = o.diverged_since.unwrap();
+    // A second differing report does not restart the clock.
+    let o = store
+        .observe("shop", "A", 6, None, t0 + Duration::seconds(2))
+        .await
+        .unwrap();
+    assert_eq!(o.diverged_since, Some(since));
+    assert!(
+        store
+            .divergences("shop", since - Duration::seconds(1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let d = store
+        .divergences("shop", since + Duration::seconds(5), 10)
+        .await
+        .unwrap();
+    assert_eq!((d[0].observed, d[0].acked_quantity), (6, Some(10)));
+    // Holding stops the clock's consequences and lists the sku.
+    store
+        .outbox_record(
+            "shop",
+            &[PushRecord::Rebased {
+                sku: "A".into(),
+                basis: Some(6),
+                hold: true,
+                incident: Incident {
+                    kind: "channel_override".into(),
+                    sku: Some("A".into()),
+                    location: None,
+                    system: Some("shop".into()),
+                    event_id: None,
+                    detail: "shows 6".into(),
+                    at: Utc::now(),
+                },
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.channel_status("shop").await.unwrap().held, vec!["A"]);
+    assert!(
+        store
+            .divergences("shop", Utc::now() + Duration::hours(1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
