@@ -203,7 +203,8 @@ pub async fn matrix(
     store: &dyn driftless_store::Store,
 ) -> Result<crate::matrix::Matrix, driftless_store::StoreError> {
     let samples = store.push_samples(MATRIX_SAMPLES).await?;
-    let lags = store.source_lags(MATRIX_SAMPLES).await?;
+    let systems: Vec<String> = settings.systems.iter().map(|s| s.id.to_string()).collect();
+    let lags = store.source_lags(&systems, MATRIX_SAMPLES).await?;
     Ok(crate::matrix::compute(settings, &samples, &lags))
 }
 

@@ -845,7 +845,7 @@ pub async fn snapshot_once(
     spec: &ChannelSpec,
     store: &dyn Store,
     sink: &driftless_connectors::file::FileSink,
-) -> anyhow_like::Result<usize> {
+) -> Result<usize, SnapshotError> {
     let channel = spec.id.as_str().to_owned();
     // 1. What is dirty now (bounded pages).
     let mut dirty = Vec::new();
@@ -890,8 +890,8 @@ pub async fn snapshot_once(
     let path = sink.clone();
     tokio::task::spawn_blocking(move || path.write(&bytes))
         .await
-        .map_err(|e| anyhow_like::Error(e.to_string()))?
-        .map_err(|e| anyhow_like::Error(format!("{}: {e}", sink.path.display())))?;
+        .map_err(|e| SnapshotError::Write(e.to_string()))?
+        .map_err(|e| SnapshotError::Write(format!("{}: {e}", sink.path.display())))?;
     // 3. Those rows are now delivered.
     let at = Utc::now();
     let acked: Vec<PushRecord> = dirty
@@ -922,24 +922,13 @@ pub async fn snapshot_once(
     Ok(rows.len())
 }
 
-/// A small error type for the snapshot path, so this crate needs no error framework.
-pub mod anyhow_like {
-    #[derive(Debug)]
-    pub struct Error(pub String);
-
-    impl std::fmt::Display for Error {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str(&self.0)
-        }
-    }
-
-    impl From<driftless_store::StoreError> for Error {
-        fn from(e: driftless_store::StoreError) -> Self {
-            Error(e.to_string())
-        }
-    }
-
-    pub type Result<T> = std::result::Result<T, Error>;
+/// Why a snapshot was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Store(#[from] driftless_store::StoreError),
+    #[error("{0}")]
+    Write(String),
 }
 
 #[cfg(test)]
