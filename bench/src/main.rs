@@ -81,7 +81,7 @@ fn rows(n: usize, skus: usize, locations: usize, prefix: &str) -> Vec<Row> {
             x ^= x >> 7;
             x ^= x << 17;
             let secs = base + (i / 100) as i64;
-            let set = x % 50 == 0;
+            let set = x.is_multiple_of(50);
             Row {
                 id: format!("{prefix}{i}"),
                 sku: format!("SKU-{:06}", x % skus as u64),
@@ -189,10 +189,7 @@ async fn send(
         let queue = queue.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
-            loop {
-                let Some(body) = queue.lock().ok().and_then(|mut q| q.pop()) else {
-                    break;
-                };
+            while let Some(body) = queue.lock().ok().and_then(|mut q| q.pop()) {
                 let t = Instant::now();
                 let r = http
                     .post(&url)
