@@ -290,7 +290,7 @@ mod tests {
         assert!(parse_body(b"{", false, 10).is_err());
         assert!(parse_body(b"[]", false, 10).is_err());
         assert!(parse_body(b"42", false, 10).is_err());
-        let many = format!("[{}]", vec![ONE; 11].join(","));
+        let many = format!("[{}]", [ONE; 11].join(","));
         assert!(
             parse_body(many.as_bytes(), false, 10)
                 .unwrap_err()

@@ -781,8 +781,9 @@ impl Store for SqliteStore {
         incident: &'a Incident,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            // Outside the event path: a short write on the side connection. WAL and the busy
-            // timeout serialise it with the ledger writer.
+            // Outside the event path: a short write on the side connection, taken in turn with
+            // the ledger writer (the gate), so neither waits on SQLite's busy polling.
+            let _turn = self.gate.clone().lock_owned().await;
             let mut conn = self.side().await?.acquire().await?;
             insert_incidents(&mut conn, std::slice::from_ref(incident)).await
         })
@@ -792,6 +793,7 @@ impl Store for SqliteStore {
         Box::pin(async move {
             let handoffs = serde_json::to_string(&a.handoffs)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let _turn = self.gate.clone().lock_owned().await;
             let mut conn = self.side().await?.acquire().await?;
             let r = sqlx::query(
                 "INSERT INTO audits (at_nanos, skus_compared, drifting, handoffs, report) \

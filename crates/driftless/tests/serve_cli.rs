@@ -93,3 +93,51 @@ fn sigterm_drains_and_exits_zero() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// `[audit] schedule`: the running hub audits itself and stores the audit for `trend`.
+#[test]
+fn the_hub_audits_itself_on_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("driftless.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:0\"\nauth = \"none\"\n\n[[systems]]\nid = \"wms\"\nrole = \"wms\"\n\n\
+         [[channels]]\nid = \"shop\"\nlocations = [\"DC1\"]\nconnector = \"none\"\n\n\
+         [audit]\nschedule = \"every 1s\"\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let mut child = driftless()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .env("DRIFTLESS_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let mut stored = 0;
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let out = driftless()
+            .args(["trend", "--days", "1", "--format", "json", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        stored = v["series"].as_array().map_or(0, Vec::len);
+        if stored >= 2 {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(stored >= 2, "the schedule stored {stored} audits in 10 s");
+}

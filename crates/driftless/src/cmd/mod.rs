@@ -5,6 +5,7 @@ pub mod check_config;
 pub mod demo;
 pub mod import;
 pub mod matrix;
+pub mod self_audit;
 pub mod serve;
 pub mod simulate;
 pub mod trend;

@@ -87,6 +87,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let origin = settings.origin.clone();
         let data_dir = settings.server.data_dir.clone();
         let state = AppState::new(settings, store);
+        let self_audit = super::self_audit::spawn(state.settings.clone(), state.store.clone());
         let server = Server::bind(&listen, state)
             .await
             .with_context(|| format!("binding {listen}"))?;
@@ -102,9 +103,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         tracing::info!(%addr, config = %origin, ledger = %data_dir.join("driftless.sqlite3").display(), "driftless is serving");
         // One line on stdout that scripts can wait for.
         println!("listening on http://{addr}");
-        server
-            .run_until_stopped(shutdown)
-            .await?;
+        server.run_until_stopped(shutdown).await?;
+        if let Some(task) = self_audit {
+            task.abort();
+        }
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
