@@ -217,15 +217,10 @@ async fn send(
     })
 }
 
-/// The ceiling, second form: the same rows handed to SQLite as one JSON array per statement and
-/// unpacked by `json_each` inside SQLite, which avoids binding every value separately.
-async fn bare_insert_json(
-    dir: &std::path::Path,
-    rows: &[Row],
-    batch: usize,
-) -> anyhow::Result<f64> {
+/// A fresh database with the ledger's schema and the ledger's durability settings.
+async fn bare_db(dir: &std::path::Path, name: &str) -> anyhow::Result<sqlx::SqliteConnection> {
     let mut conn = SqliteConnectOptions::new()
-        .filename(dir.join("bare-json.sqlite3"))
+        .filename(dir.join(name))
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
@@ -234,6 +229,17 @@ async fn bare_insert_json(
     for stmt in driftless_store::schema::SQLITE {
         sqlx::query(*stmt).execute(&mut conn).await?;
     }
+    Ok(conn)
+}
+
+/// The ceiling, second form: the same rows handed to SQLite as one JSON array per statement and
+/// unpacked by `json_each` inside SQLite, which avoids binding every value separately.
+async fn bare_insert_json(
+    dir: &std::path::Path,
+    rows: &[Row],
+    batch: usize,
+) -> anyhow::Result<f64> {
+    let mut conn = bare_db(dir, "bare-json.sqlite3").await?;
     let start = Instant::now();
     for chunk in rows.chunks(batch) {
         let arr: Vec<serde_json::Value> = chunk
@@ -268,16 +274,7 @@ async fn bare_insert_json(
 /// The ceiling: the same rows into the same table with multi-row INSERTs, one transaction per
 /// batch, no HTTP, no JSON, no idempotency lookup, no fold.
 async fn bare_insert(dir: &std::path::Path, rows: &[Row], batch: usize) -> anyhow::Result<f64> {
-    let mut conn = SqliteConnectOptions::new()
-        .filename(dir.join("bare.sqlite3"))
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .connect()
-        .await?;
-    for stmt in driftless_store::schema::SQLITE {
-        sqlx::query(*stmt).execute(&mut conn).await?;
-    }
+    let mut conn = bare_db(dir, "bare.sqlite3").await?;
     let start = Instant::now();
     for chunk in rows.chunks(batch) {
         let mut tx = conn.begin().await?;

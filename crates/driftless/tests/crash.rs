@@ -2,10 +2,10 @@
 //! killed while concurrent clients are being acknowledged, restarted on the same data directory,
 //! and audited through its own HTTP API.
 
+mod common;
+
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,29 +18,6 @@ auth = "none"
 id = "wms"
 role = "wms"
 "#;
-
-fn start(config: &std::path::Path, data: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_driftless"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .arg("--data-dir")
-        .arg(data)
-        .env("DRIFTLESS_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start driftless");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read address");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    (child, addr)
-}
 
 fn event(i: usize) -> Value {
     json!({
@@ -62,7 +39,7 @@ async fn sigkill_loses_no_acknowledged_event_and_applies_none_twice() {
     let config = dir.path().join("driftless.toml");
     std::fs::write(&config, CONFIG).unwrap();
     let data = dir.path().join("data");
-    let (mut child, base) = start(&config, &data);
+    let (mut child, base) = common::serve(&config, &data);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -116,7 +93,7 @@ async fn sigkill_loses_no_acknowledged_event_and_applies_none_twice() {
     let acked: HashSet<usize> = acked.lock().unwrap().clone();
     assert!(acked.len() >= 4000);
 
-    let (mut child, base) = start(&config, &data);
+    let (mut child, base) = common::serve(&config, &data);
     // Every acknowledged event is in the ledger; every sku's on_hand equals the number of its
     // events in the ledger (each adds 1), so none was applied twice.
     let mut stored: HashSet<usize> = HashSet::new();

@@ -1,9 +1,10 @@
 //! `driftless import` through the real binaries: a CSV stock file sent to a running hub, imported
 //! twice without applying anything twice, and a bad file refused whole with its line and column.
 
+mod common;
+
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 const CONFIG: &str = r#"
 [server]
@@ -38,30 +39,12 @@ impl Drop for Hub {
 fn hub(dir: &std::path::Path) -> Hub {
     let config = dir.join("driftless.toml");
     std::fs::write(&config, CONFIG).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_driftless"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .env("DRIFTLESS_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let (child, base) = common::serve(&config, &dir.join("data"));
     Hub { child, base }
 }
 
 fn import(hub: &Hub, file: &std::path::Path, extra: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_driftless"))
+    let out = common::driftless()
         .args(["import", "--source", "wms", "--url", &hub.base])
         .args(extra)
         .arg(file)

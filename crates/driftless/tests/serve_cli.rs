@@ -4,9 +4,9 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-fn driftless() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_driftless"))
-}
+mod common;
+
+use common::driftless;
 
 #[test]
 fn check_config_names_line_column_and_fix() {
@@ -107,20 +107,7 @@ fn the_hub_audits_itself_on_schedule() {
     )
     .unwrap();
     let data = dir.path().join("data");
-    let mut child = driftless()
-        .args(["serve", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&data)
-        .env("DRIFTLESS_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut child, _) = common::serve(&config, &data);
     let mut stored = 0;
     for _ in 0..100 {
         std::thread::sleep(std::time::Duration::from_millis(100));
