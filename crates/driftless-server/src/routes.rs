@@ -21,6 +21,7 @@ pub fn router(state: AppState) -> Router {
     // Bounds the bodies held in memory at once: beyond this many concurrent writes the API answers
     // 503 with Retry-After instead of queueing without limit.
     let inflight = Arc::new(Semaphore::new(256));
+    let all = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
     Router::new()
         .route(
             "/v1/events",
@@ -42,8 +43,24 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .merge(crate::channels::routes())
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let all = all.clone();
+                async move {
+                    // Every request holds a permit while it runs; past the bound the hub answers
+                    // 503 with Retry-After at once rather than letting work pile up.
+                    match all.try_acquire_owned() {
+                        Ok(_permit) => next.run(req).await,
+                        Err(_) => ApiError::Overloaded.into_response(),
+                    }
+                }
+            },
+        ))
         .with_state(state)
 }
+
+/// Requests handled at once, all routes together.
+pub const MAX_CONCURRENT_REQUESTS: usize = 2048;
 
 async fn readyz(State(st): State<AppState>) -> Response {
     match st.store.ping().await {
