@@ -966,18 +966,7 @@ impl World {
                     // Short pick: the shelf is emptier than the WMS thought. The picker's count
                     // corrects the WMS and the line is cancelled.
                     let found = self.phys[c];
-                    if self.wms[c] != found {
-                        self.wms[c] = found;
-                        self.log(
-                            WMS,
-                            sku,
-                            Some(l),
-                            found,
-                            "wms",
-                            None,
-                            format!("short pick SO-{id}"),
-                        );
-                    }
+                    self.wms_counted(c, found, format!("short pick SO-{id}"));
                     if self.hub() {
                         let eid = format!("short:SO-{id}");
                         self.wms_set(sku, l, found, &eid);
@@ -1118,23 +1107,22 @@ impl World {
         Ok(())
     }
 
+    /// A person counted `found` units at `cell`: the WMS takes the count, and its change log says
+    /// why (only when the value changes: the log records writes that change something).
+    fn wms_counted(&mut self, cell: usize, found: i64, why: String) {
+        if self.wms[cell] != found {
+            self.wms[cell] = found;
+            let (sku, l) = (cell / NLOC, cell % NLOC);
+            self.log(WMS, sku, Some(l), found, "wms", None, why);
+        }
+    }
+
     fn count(&mut self, cell: usize) -> Result<(), SimError> {
         let (sku, l) = (cell / NLOC, cell % NLOC);
         let found = self.phys[cell];
         let n = self.count_seq;
         self.count_seq += 1;
-        if self.wms[cell] != found {
-            self.wms[cell] = found;
-            self.log(
-                WMS,
-                sku,
-                Some(l),
-                found,
-                "wms",
-                None,
-                format!("cycle count CC-{n}"),
-            );
-        }
+        self.wms_counted(cell, found, format!("cycle count CC-{n}"));
         if self.hub() {
             let eid = format!("count:CC-{n}");
             self.wms_set(sku, l, found, &eid);
