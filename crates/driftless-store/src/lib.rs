@@ -35,6 +35,10 @@ pub enum StoreError {
     Closed,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A group commit failed and was rolled back; nothing of the request was stored. The cause
+    /// (shared by every request of the group) is in the message.
+    #[error("the ledger write failed and was rolled back: {0}")]
+    WriteFailed(String),
 }
 
 /// One event handed to the store, already validated against the configuration.

@@ -217,7 +217,9 @@ impl Writer {
                 "group commit"
             );
             match result.and_then(|r| {
-                r.ok_or_else(|| StoreError::Corrupt("ids changed under the writer".into()))
+                r.ok_or_else(|| {
+                    StoreError::WriteFailed("an event id was stored by another writer".into())
+                })
             }) {
                 Ok(receipts) => {
                     for (job, r) in jobs.into_iter().zip(receipts) {
@@ -230,7 +232,7 @@ impl Writer {
                     tracing::error!(error = %e, "group commit failed");
                     let msg = e.to_string();
                     for job in jobs {
-                        let _ = job.reply.send(Err(StoreError::Corrupt(msg.clone())));
+                        let _ = job.reply.send(Err(StoreError::WriteFailed(msg.clone())));
                     }
                 }
             }
