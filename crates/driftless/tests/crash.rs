@@ -19,6 +19,11 @@ id = "wms"
 role = "wms"
 "#;
 
+/// Sends a request and reads its JSON answer.
+async fn json(req: reqwest::RequestBuilder) -> Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 fn event(i: usize) -> Value {
     json!({
         "id": format!("e{i}"),
@@ -100,27 +105,14 @@ async fn sigkill_loses_no_acknowledged_event_and_applies_none_twice() {
     let mut per_sku: BTreeMap<String, usize> = BTreeMap::new();
     for k in 0..40 {
         let sku = format!("K{k:02}");
-        let h: Value = http
-            .get(format!("{base}/v1/inventory/{sku}/history?limit=10000"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let h: Value =
+            json(http.get(format!("{base}/v1/inventory/{sku}/history?limit=10000"))).await;
         for e in h["entries"].as_array().unwrap() {
             let id: usize = e["id"].as_str().unwrap()[1..].parse().unwrap();
             assert!(stored.insert(id), "event {id} stored twice");
             *per_sku.entry(sku.clone()).or_default() += 1;
         }
-        let inv: Value = http
-            .get(format!("{base}/v1/inventory/{sku}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let inv: Value = json(http.get(format!("{base}/v1/inventory/{sku}"))).await;
         assert_eq!(
             inv["locations"][0]["on_hand"].as_u64().unwrap() as usize,
             per_sku[&sku],
@@ -140,15 +132,7 @@ async fn sigkill_loses_no_acknowledged_event_and_applies_none_twice() {
     all.sort_unstable();
     for chunk in all.chunks(1000) {
         let body = Value::Array(chunk.iter().map(|i| event(*i)).collect());
-        let v: Value = http
-            .post(format!("{base}/v1/events"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = json(http.post(format!("{base}/v1/events")).json(&body)).await;
         assert!(
             v["results"]
                 .as_array()
