@@ -231,6 +231,10 @@ pub trait Outbox: Send + Sync {
 
     /// Trims the push log; run now and then.
     fn outbox_maintain<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// A counter that grows after every commit that marked outbox rows dirty, so a dispatcher can
+    /// wait for work instead of polling. Only a hint: the outbox rows stay the truth.
+    fn outbox_changes(&self) -> tokio::sync::watch::Receiver<u64>;
 }
 
 impl SqliteStore {
@@ -336,6 +340,10 @@ fn row_of(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxRow, StoreError> {
 }
 
 impl Outbox for SqliteStore {
+    fn outbox_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     fn outbox_scan<'a>(
         &'a self,
         scan: &'a Scan,
@@ -542,6 +550,7 @@ impl Outbox for SqliteStore {
                 again.extend(write_acked(&mut tx, channel, &acked).await?);
             }
             tx.commit().await?;
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
             Ok(again)
         })
     }
@@ -657,6 +666,7 @@ impl Outbox for SqliteStore {
                 mark_dirty(&mut tx, channel, Some(s), now).await?;
             }
             tx.commit().await?;
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
             Ok(skus.len() as u64)
         })
     }

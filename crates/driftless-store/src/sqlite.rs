@@ -65,6 +65,9 @@ pub struct SqliteStore {
     /// Held by every writer of the process for the length of its transaction: waiting here is a
     /// queue, where SQLite's busy handler would sleep and poll.
     pub(crate) gate: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Bumped by the writer after a commit that marked outbox rows dirty (see
+    /// [`crate::Outbox::outbox_changes`]).
+    pub(crate) changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -129,7 +132,9 @@ impl SqliteStore {
             .await?;
         let (tx, rx) = mpsc::channel(opts.max_pending);
         let gate = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+        let changes = std::sync::Arc::new(tokio::sync::watch::Sender::new(0u64));
         let writer = Writer {
+            changes: changes.clone(),
             conn,
             rules,
             channels,
@@ -145,6 +150,7 @@ impl SqliteStore {
             writer: Mutex::new(Some(handle)),
             side: tokio::sync::OnceCell::new(),
             gate,
+            changes,
         })
     }
 }
@@ -156,6 +162,7 @@ struct Writer {
     cache: HashMap<(Sku, Location), [Cell; 5]>,
     opts: SqliteOptions,
     gate: std::sync::Arc<tokio::sync::Mutex<()>>,
+    changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     /// Groups left that look their ids up before deciding. Normally a group decides first and
     /// lets the primary key tell it whether any id was already stored (one lookup query fewer per
     /// group); when one was, the group is redone with lookups, and so are the next few, because
@@ -365,6 +372,9 @@ impl Writer {
             return Ok(None);
         }
         tx.commit().await?;
+        if !pending.outbox.is_empty() {
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
         Ok(Some(out))
     }
 }
