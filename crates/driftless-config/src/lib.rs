@@ -230,9 +230,17 @@ pub struct ChannelConfig {
     pub max_attempts: u32,
     /// Pushes in flight at once (`None`: the hub's default).
     pub concurrency: Option<u32>,
-    /// Pushes started per second at most (`None`: no limit beyond the channel's own answers).
+    /// Requests started per second at most (`None`: no limit beyond the channel's own answers).
+    /// A request carries one push, or one batch when `batch_size` is above 1.
     pub rate_limit: Option<u32>,
+    /// Pushes per request, 1..=[`MAX_BATCH_SIZE`]; 1 (the default) is the contract's one sku per
+    /// request, above 1 the webhook's batch shape (`docs/fanout.md`).
+    pub batch_size: u32,
 }
+
+/// Most pushes one batch request carries: about 75 KB of body, a few hundred microseconds of
+/// work for the receiver, and a request that still fits well inside a client timeout.
+pub const MAX_BATCH_SIZE: i64 = 500;
 
 #[derive(Debug, Clone)]
 pub struct ItemSpec {
@@ -811,6 +819,26 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
             .rate_limit
             .as_ref()
             .and_then(|v| positive(loc, v, "rate_limit", 1_000_000));
+        let batch_size = c
+            .batch_size
+            .as_ref()
+            .and_then(|v| positive(loc, v, "batch_size", MAX_BATCH_SIZE))
+            .unwrap_or(1);
+        // Only the webhook has a batch request; elsewhere a batch would be pushed one by one in
+        // one slot, slower than the default, which is not what the key promises.
+        if batch_size > 1
+            && connector != "webhook"
+            && let Some(v) = &c.batch_size
+        {
+            loc.err(
+                v.span(),
+                format!(
+                    "batch_size above 1 needs a connector with a batch request (webhook); \
+                     channel `{id}` uses {connector}"
+                ),
+                Some("remove batch_size or set it to 1".into()),
+            );
+        }
         channels.push(ChannelConfig {
             spec: ChannelSpec {
                 id,
@@ -844,6 +872,7 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
             max_attempts,
             concurrency,
             rate_limit,
+            batch_size,
         });
     }
 
@@ -977,6 +1006,44 @@ mod tests {
 
         let e = Settings::parse("f.toml", "[authority]\non_hand = [\"ghost\"]\n").unwrap_err();
         assert!(e.0[0].message.contains("unknown system `ghost`"), "{e}");
+    }
+
+    #[test]
+    fn batch_size_is_checked_with_its_position() {
+        let channel = |connector: &str, batch: &str| {
+            format!(
+                "[[channels]]\nid = \"shop\"\nlocations = [\"DC1\"]\nconnector = \"{connector}\"\n\
+                 url = \"http://127.0.0.1:1/push\"\nsecret_env = \"S\"\n{batch}"
+            )
+        };
+        let s = Settings::parse("f.toml", &channel("webhook", "")).unwrap();
+        assert_eq!(
+            s.channels[0].batch_size, 1,
+            "one sku per request by default"
+        );
+        let s = Settings::parse("f.toml", &channel("webhook", "batch_size = 500\n")).unwrap();
+        assert_eq!(s.channels[0].batch_size, 500);
+        for bad in ["0", "501", "-3"] {
+            let e = Settings::parse(
+                "f.toml",
+                &channel("webhook", &format!("batch_size = {bad}\n")),
+            )
+            .unwrap_err();
+            assert_eq!(e.0.len(), 1, "{e}");
+            assert_eq!((e.0[0].line, e.0[0].column), (7, 14), "{e}");
+            assert!(
+                e.0[0].message.contains("batch_size") && e.0[0].message.contains("1 to 500"),
+                "{e}"
+            );
+        }
+        let e = Settings::parse("f.toml", &channel("none", "batch_size = 10\n")).unwrap_err();
+        assert_eq!((e.0[0].line, e.0[0].column), (7, 14), "{e}");
+        assert!(e.0[0].message.contains("webhook"), "{e}");
+        assert!(Settings::parse("f.toml", &channel("none", "batch_size = 1\n")).is_ok());
+        // A quoted number is a type error at the value (serde names the type, the position the key).
+        let e =
+            Settings::parse("f.toml", &channel("webhook", "batch_size = \"10\"\n")).unwrap_err();
+        assert_eq!((e.0[0].line, e.0[0].column), (7, 14), "{e}");
     }
 
     #[test]

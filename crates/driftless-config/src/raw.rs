@@ -137,6 +137,7 @@ pub struct RawChannel {
     pub max_attempts: Option<S<i64>>,
     pub concurrency: Option<S<i64>>,
     pub rate_limit: Option<S<i64>>,
+    pub batch_size: Option<S<i64>>,
     #[serde(default)]
     pub rules: Vec<RawChannelRule>,
 }
