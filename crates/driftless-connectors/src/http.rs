@@ -35,9 +35,13 @@ pub fn client(opts: &ClientOptions) -> Result<reqwest::Client, String> {
 
 /// `Retry-After` in seconds (the HTTP-date form is rare from APIs and falls back to `default`).
 pub fn retry_after(value: Option<&str>, default: Duration) -> Duration {
-    value
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
+    retry_after_secs(value.and_then(|v| v.trim().parse::<f64>().ok()), default)
+}
+
+/// A wait in seconds as a channel stated it (a header or a JSON number), bounded by
+/// [`MAX_RETRY_AFTER`]; `default` when absent or nonsense.
+pub fn retry_after_secs(secs: Option<f64>, default: Duration) -> Duration {
+    secs.filter(|s| s.is_finite() && *s >= 0.0)
         .map(|s| Duration::from_secs_f64(s.min(MAX_RETRY_AFTER.as_secs_f64())))
         .unwrap_or(default)
 }

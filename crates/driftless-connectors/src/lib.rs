@@ -107,6 +107,33 @@ pub trait Connector: Send + Sync + std::fmt::Debug + 'static {
 
     /// Hands one quantity over. Never panics; every transport problem is a [`PushOutcome`].
     fn push<'a>(&'a self, push: &'a Push) -> BoxFuture<'a, PushOutcome>;
+
+    /// Hands several quantities over (distinct skus, at most the channel's `batch_size`) and
+    /// answers one outcome per push, in order. Each outcome means exactly what it would mean for
+    /// that push sent alone, so the dispatcher treats them one by one.
+    ///
+    /// The default pushes one after another, so a connector without a batch request needs no
+    /// change. It stops at the first `RetryAfter`: the channel asked to be left alone, and the
+    /// pushes not sent yet are certainly not applied, so they get the same answer.
+    fn push_batch<'a>(&'a self, pushes: &'a [Push]) -> BoxFuture<'a, Vec<PushOutcome>> {
+        Box::pin(one_by_one(self, pushes))
+    }
+}
+
+/// The default [`Connector::push_batch`]: one push after another, stopping at the first
+/// `RetryAfter`.
+pub async fn one_by_one<C: Connector + ?Sized>(c: &C, pushes: &[Push]) -> Vec<PushOutcome> {
+    let mut out = Vec::with_capacity(pushes.len());
+    for p in pushes {
+        let o = c.push(p).await;
+        let stop = matches!(o, PushOutcome::RetryAfter(_));
+        out.push(o.clone());
+        if stop {
+            out.resize(pushes.len(), o);
+            break;
+        }
+    }
+    out
 }
 
 /// How a configured channel is reached.

@@ -4,6 +4,11 @@
 //! keys) and can inject faults: 5xx, 429, answers that arrive after the client gave up, and
 //! connections dropped after or before applying.
 //!
+//! The webhook stand-in takes both the single shape and the batch shape (`docs/fanout.md`): the
+//! signature covers the whole batch body, each item is compared and deduplicated by its own key,
+//! and a fault hits the request as a whole, as a real receiver's crash or overload would; a batch
+//! may also meet a sixth fault, some of its items answered 500 or 429 while the rest apply.
+//!
 //! HTTP is parsed by hand on purpose: a framework would not let a test drop a connection mid-request.
 
 use crate::webhook::transform as wh;
@@ -73,7 +78,14 @@ pub struct Ledger {
     /// Requests being handled right now, and the most ever at once.
     pub active: u64,
     pub max_active: u64,
-    replies: HashMap<String, (u16, String, String)>,
+    /// Webhook batch requests, and the most pushes one carried.
+    pub batches: u64,
+    pub largest_batch: usize,
+    /// A sku named twice in one batch: the hub never sends that (one push per sku in flight).
+    pub batch_duplicate_skus: u64,
+    /// Items of a batch answered with an injected per-item error (not applied).
+    pub item_faults: u64,
+    replies: HashMap<String, Reply>,
     bucket: f64,
     bucket_at: Option<Instant>,
 }
@@ -165,30 +177,44 @@ enum Fault {
     Stall,
     DropAfterApply,
     DropBeforeApply,
+    /// Batches only: some items answered 500 or 429 (not applied), the others applied.
+    ItemErrors,
+}
+
+/// A status, extra header lines and a body.
+type Reply = (u16, String, String);
+
+/// What a request changes, applied at once or, for a fault, before stalling or dropping.
+#[derive(Default)]
+struct Effects {
+    applied: Vec<(Applied, Reply)>,
+    /// Answers remembered under their keys without a change (compare failures).
+    remembered: Vec<(String, Reply)>,
 }
 
 impl Shared {
-    fn roll(&self) -> Option<Fault> {
-        if self.faults.rate <= 0.0 {
-            return None;
-        }
+    /// xorshift64: deterministic given the seed.
+    fn next(&self) -> f64 {
         let mut s = self.rng.lock().unwrap_or_else(|p| p.into_inner());
-        // xorshift64: deterministic given the seed.
-        let mut next = || {
-            *s ^= *s << 13;
-            *s ^= *s >> 7;
-            *s ^= *s << 17;
-            (*s >> 11) as f64 / (1u64 << 53) as f64
-        };
-        if next() >= self.faults.rate {
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        (*s >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A fault for this request or none; `batch` adds per-item errors to the kinds.
+    fn roll(&self, batch: bool) -> Option<Fault> {
+        if self.faults.rate <= 0.0 || self.next() >= self.faults.rate {
             return None;
         }
-        Some(match (next() * 5.0) as u32 {
+        let kinds = if batch { 6.0 } else { 5.0 };
+        Some(match (self.next() * kinds) as u32 {
             0 => Fault::ServerError,
             1 => Fault::TooMany,
             2 => Fault::Stall,
             3 => Fault::DropAfterApply,
-            _ => Fault::DropBeforeApply,
+            4 => Fault::DropBeforeApply,
+            _ => Fault::ItemErrors,
         })
     }
 
@@ -271,7 +297,7 @@ async fn respond(sock: &mut TcpStream, status: u16, extra: &str, body: &str) -> 
 enum Action {
     Reply(u16, String, String),
     /// Apply (maybe) and then stall or drop, per the fault.
-    Fault(Fault, Option<Applied>, (u16, String, String)),
+    Fault(Fault, Effects, Reply),
 }
 
 /// Counts a request as active for as long as it lives, whichever way it ends.
@@ -307,7 +333,7 @@ async fn serve(mut sock: TcpStream, sh: Arc<Shared>) {
                     return;
                 }
             }
-            Action::Fault(f, apply, (s, extra, body)) => {
+            Action::Fault(f, effects, (s, extra, body)) => {
                 sh.ledger().faults += 1;
                 match f {
                     Fault::ServerError => {
@@ -317,10 +343,14 @@ async fn serve(mut sock: TcpStream, sh: Arc<Shared>) {
                         let _ = respond(&mut sock, 429, "retry-after: 0\r\n", "{}").await;
                     }
                     Fault::DropBeforeApply => return,
-                    Fault::DropAfterApply | Fault::Stall => {
-                        if let Some(a) = apply {
-                            commit(&sh, a, (s, extra.clone(), body.clone()));
+                    // Decided (and committed) by the batch handler, which answers normally.
+                    Fault::ItemErrors => {
+                        if !respond(&mut sock, s, &extra, &body).await {
+                            return;
                         }
+                    }
+                    Fault::DropAfterApply | Fault::Stall => {
+                        commit(&sh, effects);
                         if f == Fault::Stall {
                             tokio::time::sleep(sh.faults.stall).await;
                             let _ = respond(&mut sock, s, &extra, &body).await;
@@ -333,16 +363,38 @@ async fn serve(mut sock: TcpStream, sh: Arc<Shared>) {
     }
 }
 
-/// Applies a change and remembers the answer under its key.
-fn commit(sh: &Shared, a: Applied, reply: (u16, String, String)) {
+/// Applies changes and remembers the answers under their keys.
+fn commit(sh: &Shared, e: Effects) {
     let mut l = sh.ledger();
-    l.quantities.insert(a.sku.clone(), a.to);
-    l.replies.insert(a.key.clone(), reply);
-    let (sku, to) = (a.sku.clone(), a.to);
-    l.applied.push(a);
+    let done = commit_locked(&mut l, e);
     drop(l);
     if let Some(f) = &sh.on_apply {
-        f(&sku, to);
+        for (sku, to) in done {
+            f(&sku, to);
+        }
+    }
+}
+
+/// [`commit`] under a lock the caller holds; returns `(sku, quantity)` per applied change for the
+/// `on_apply` hook, which runs after the lock is released.
+fn commit_locked(l: &mut Ledger, e: Effects) -> Vec<(String, i64)> {
+    for (k, r) in e.remembered {
+        l.replies.insert(k, r);
+    }
+    let mut done = Vec::with_capacity(e.applied.len());
+    for (a, reply) in e.applied {
+        l.quantities.insert(a.sku.clone(), a.to);
+        l.replies.insert(a.key.clone(), reply);
+        done.push((a.sku.clone(), a.to));
+        l.applied.push(a);
+    }
+    done
+}
+
+fn one(a: Applied, reply: Reply) -> Effects {
+    Effects {
+        applied: vec![(a, reply)],
+        remembered: Vec::new(),
     }
 }
 
@@ -358,8 +410,14 @@ fn webhook(sh: &Shared, secret: &[u8], req: &Request) -> Action {
         l.bad_signatures += 1;
         return Action::Reply(401, String::new(), "{\"error\":\"bad signature\"}".into());
     }
-    let Ok(b) = serde_json::from_slice::<wh::PushBody>(&req.body) else {
-        return Action::Reply(400, String::new(), "{\"error\":\"bad body\"}".into());
+    let b = match serde_json::from_slice::<wh::PushBody>(&req.body) {
+        Ok(b) => b,
+        Err(_) => match serde_json::from_slice::<wh::BatchBody>(&req.body) {
+            Ok(batch) => return webhook_batch(sh, l, req, batch),
+            Err(_) => {
+                return Action::Reply(400, String::new(), "{\"error\":\"bad body\"}".into());
+            }
+        },
     };
     if req.headers.get("idempotency-key") != Some(&b.idempotency_key) {
         return Action::Reply(400, String::new(), "{\"error\":\"key mismatch\"}".into());
@@ -367,7 +425,7 @@ fn webhook(sh: &Shared, secret: &[u8], req: &Request) -> Action {
     if let Some((s, e, body)) = l.replies.get(&b.idempotency_key).cloned() {
         return Action::Reply(s, e, body);
     }
-    let fault = sh.roll();
+    let fault = sh.roll(false);
     let current = l.quantities.get(&b.sku).copied();
     // `null` means "first push": nothing to compare against.
     if b.compare_quantity.is_some() && b.compare_quantity != current {
@@ -389,10 +447,118 @@ fn webhook(sh: &Shared, secret: &[u8], req: &Request) -> Action {
     drop(l);
     match fault {
         None => {
-            commit(sh, applied, ok.clone());
+            commit(sh, one(applied, ok.clone()));
             Action::Reply(ok.0, ok.1, ok.2)
         }
-        Some(f) => Action::Fault(f, Some(applied), ok),
+        Some(f) => Action::Fault(f, one(applied, ok.clone()), ok),
+    }
+}
+
+/// A batch: the key must be the one derived from the items, each item is answered from its key if
+/// seen before, else compared and applied in order, exactly as a single push would be.
+fn webhook_batch(
+    sh: &Shared,
+    mut l: std::sync::MutexGuard<'_, Ledger>,
+    req: &Request,
+    b: wh::BatchBody,
+) -> Action {
+    l.batches += 1;
+    l.largest_batch = l.largest_batch.max(b.pushes.len());
+    if b.pushes.is_empty() || b.pushes.len() > 500 {
+        return Action::Reply(413, String::new(), "{\"error\":\"1 to 500 pushes\"}".into());
+    }
+    let key = wh::batch_key_of(b.pushes.iter().map(|p| p.idempotency_key.as_str()));
+    if req.headers.get("idempotency-key") != Some(&key) {
+        return Action::Reply(400, String::new(), "{\"error\":\"key mismatch\"}".into());
+    }
+    let fault = sh.roll(true);
+    let mut effects = Effects::default();
+    let mut results = Vec::with_capacity(b.pushes.len());
+    // What the items before this one did, so that compares run in order.
+    let mut overlay: HashMap<&str, i64> = HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for p in &b.pushes {
+        if !seen.insert(p.sku.as_str()) {
+            l.batch_duplicate_skus += 1;
+        }
+        let result = |status: u16| wh::ItemResult {
+            idempotency_key: p.idempotency_key.clone(),
+            status,
+            current_quantity: None,
+            changed_by: None,
+            retry_after: None,
+            error: None,
+        };
+        if let Some((status, _, body)) = l.replies.get(&p.idempotency_key) {
+            let current = serde_json::from_str::<Value>(body)
+                .ok()
+                .and_then(|v| v["current_quantity"].as_i64());
+            results.push(wh::ItemResult {
+                current_quantity: current,
+                ..result(*status)
+            });
+            continue;
+        }
+        if fault == Some(Fault::ItemErrors) && sh.next() < 0.5 {
+            l.item_faults += 1;
+            results.push(if sh.next() < 0.5 {
+                wh::ItemResult {
+                    error: Some("injected".into()),
+                    ..result(500)
+                }
+            } else {
+                wh::ItemResult {
+                    retry_after: Some(0.0),
+                    ..result(429)
+                }
+            });
+            continue;
+        }
+        let current = overlay
+            .get(p.sku.as_str())
+            .copied()
+            .or_else(|| l.quantities.get(&p.sku).copied());
+        if p.compare_quantity.is_some() && p.compare_quantity != current {
+            l.conflicts += 1;
+            let body = json!({"current_quantity": current}).to_string();
+            effects
+                .remembered
+                .push((p.idempotency_key.clone(), (409, String::new(), body)));
+            results.push(wh::ItemResult {
+                current_quantity: current,
+                ..result(409)
+            });
+            continue;
+        }
+        overlay.insert(&p.sku, p.quantity);
+        effects.applied.push((
+            Applied {
+                key: p.idempotency_key.clone(),
+                sku: p.sku.clone(),
+                from: current,
+                to: p.quantity,
+            },
+            (200, String::new(), "{\"ok\":true}".to_owned()),
+        ));
+        results.push(result(200));
+    }
+    let body = serde_json::to_string(&wh::BatchAnswer { results }).unwrap_or_default();
+    let ok = (200, String::new(), body);
+    match fault {
+        None | Some(Fault::ItemErrors) => {
+            let done = commit_locked(&mut l, effects);
+            drop(l);
+            if let Some(f) = &sh.on_apply {
+                for (sku, to) in done {
+                    f(&sku, to);
+                }
+            }
+            match fault {
+                None => Action::Reply(ok.0, ok.1, ok.2),
+                Some(f) => Action::Fault(f, Effects::default(), ok),
+            }
+        }
+        Some(f) => Action::Fault(f, effects, ok),
     }
 }
 
@@ -563,13 +729,13 @@ fn shopify(sh: &Shared, token: &str, version: &str, req: &Request) -> Action {
         from: current,
         to,
     };
-    let fault = sh.roll();
+    let fault = sh.roll(false);
     drop(l);
     match fault {
         None => {
-            commit(sh, applied, ok.clone());
+            commit(sh, one(applied, ok.clone()));
             Action::Reply(ok.0, ok.1, ok.2)
         }
-        Some(f) => Action::Fault(f, Some(applied), ok),
+        Some(f) => Action::Fault(f, one(applied, ok.clone()), ok),
     }
 }

@@ -122,6 +122,249 @@ async fn webhook_transport_failures_are_retryable_and_in_doubt() {
     }
 }
 
+fn webhook_standin(faults: Faults) -> impl std::future::Future<Output = std::io::Result<StandIn>> {
+    StandIn::start(
+        Mode::Webhook {
+            secret: b"k".to_vec(),
+        },
+        faults,
+    )
+}
+
+#[tokio::test]
+async fn webhook_batch_is_answered_per_item() {
+    let ch = webhook_standin(Faults::none()).await.unwrap();
+    let c = WebhookConnector::new(ch.url("/push"), b"k".to_vec(), &ClientOptions::default())
+        .unwrap()
+        .with_batches(true);
+    let first = [
+        push("A", 5, None, 1),
+        push("B", 6, None, 1),
+        push("C", 7, None, 1),
+    ];
+    assert_eq!(c.push_batch(&first).await, vec![PushOutcome::Acked; 3]);
+    assert_eq!(
+        (ch.get("A"), ch.get("B"), ch.get("C")),
+        (Some(5), Some(6), Some(7))
+    );
+    // Someone changed B: its compare fails, and only its; A and C go through in the same request.
+    ch.set("B", 2);
+    let second = [
+        push("A", 8, Some(5), 2),
+        push("B", 9, Some(6), 2),
+        push("C", 10, Some(7), 2),
+    ];
+    let o = c.push_batch(&second).await;
+    assert_eq!(o[0], PushOutcome::Acked);
+    assert_eq!(
+        o[1],
+        PushOutcome::CompareFailed {
+            current: Some(2),
+            actor: None
+        }
+    );
+    assert_eq!(o[2], PushOutcome::Acked);
+    assert_eq!(
+        (ch.get("A"), ch.get("B"), ch.get("C")),
+        (Some(8), Some(2), Some(10))
+    );
+    // The same items again, regrouped with a new one (what a retry after a lost answer does):
+    // each is answered from its own key, nothing is applied twice.
+    let applied = ch.lock().applied.len();
+    let again = [second[2].clone(), push("D", 1, None, 1), second[1].clone()];
+    let o = c.push_batch(&again).await;
+    assert_eq!(o[0], PushOutcome::Acked);
+    assert_eq!(o[1], PushOutcome::Acked);
+    assert!(matches!(
+        o[2],
+        PushOutcome::CompareFailed {
+            current: Some(2),
+            ..
+        }
+    ));
+    assert_eq!(ch.lock().applied.len(), applied + 1, "only D is new");
+    // A single push through a batching connector travels in the batch shape.
+    assert_eq!(c.push(&push("E", 3, None, 1)).await, PushOutcome::Acked);
+    let l = ch.lock();
+    assert_eq!((l.batches, l.largest_batch), (4, 3));
+    assert_eq!((l.bad_signatures, l.batch_duplicate_skus), (0, 0));
+}
+
+#[tokio::test]
+async fn webhook_batch_signature_is_checked_by_the_receiver() {
+    let ch = webhook_standin(Faults::none()).await.unwrap();
+    let items = [push("A", 5, None, 1), push("B", 6, None, 1)];
+    let body = driftless_connectors::webhook::transform::batch_body(&items);
+    let key = driftless_connectors::webhook::transform::batch_key(&items);
+    driftless_connectors::http::install_provider();
+    let http = reqwest::Client::new();
+    let send = |body: Vec<u8>, sig: String, key: String| {
+        http.post(ch.url("/push"))
+            .header("Idempotency-Key", key)
+            .header("X-Driftless-Signature", sig)
+            .body(body)
+            .send()
+    };
+    let sign = |b: &[u8]| driftless_connectors::webhook::transform::signature(b"k", b);
+    // One quantity changed after signing: refused, nothing applied.
+    let tampered = String::from_utf8(body.clone())
+        .unwrap()
+        .replace("\"quantity\":6", "\"quantity\":60");
+    let r = send(tampered.into_bytes(), sign(&body), key.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    // Signed with another key: refused.
+    let other = driftless_connectors::webhook::transform::signature(b"other", &body);
+    let r = send(body.clone(), other, key.clone()).await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let bad = ch.lock().bad_signatures;
+    assert_eq!((bad, ch.get("B")), (2, None));
+    // A batch key that is not derived from the items: refused as a bad request.
+    let r = send(body.clone(), sign(&body), "dlb-0".into())
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    // Right: one result per item.
+    let r = send(body.clone(), sign(&body), key).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["results"].as_array().unwrap().len(), 2);
+    assert_eq!(ch.get("B"), Some(6));
+    // And through the connector with a wrong key: refused for good, every item.
+    let c = WebhookConnector::new(
+        ch.url("/push"),
+        b"wrong".to_vec(),
+        &ClientOptions::default(),
+    )
+    .unwrap()
+    .with_batches(true);
+    for o in c
+        .push_batch(&[push("C", 1, None, 1), push("D", 1, None, 1)])
+        .await
+    {
+        assert!(matches!(o, PushOutcome::Failed(f) if !f.retryable && f.message.contains("401")));
+    }
+}
+
+#[tokio::test]
+async fn webhook_batch_faults_hit_the_whole_request() {
+    let ch = webhook_standin(Faults {
+        rate: 1.0,
+        seed: 3,
+        stall: Duration::from_millis(500),
+    })
+    .await
+    .unwrap();
+    let opts = ClientOptions {
+        timeout: Duration::from_millis(200),
+        ..ClientOptions::default()
+    };
+    let c = WebhookConnector::new(ch.url("/push"), b"k".to_vec(), &opts)
+        .unwrap()
+        .with_batches(true);
+    let mut kinds = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        let items: Vec<Push> = (0..8)
+            .map(|j| push(&format!("S{i}-{j}"), 1, None, 1))
+            .collect();
+        let o = c.push_batch(&items).await;
+        assert_eq!(o.len(), 8);
+        let per_item = o.iter().any(|x| *x != o[0]);
+        if per_item {
+            // Some items refused (500/429, not applied), the others applied.
+            kinds.insert("per-item");
+            for (p, x) in items.iter().zip(&o) {
+                let applied = ch.get(&p.sku).is_some();
+                assert_eq!(applied, *x == PushOutcome::Acked, "{p:?} {x:?}");
+            }
+            continue;
+        }
+        match &o[0] {
+            PushOutcome::RetryAfter(d) => {
+                assert_eq!(*d, Duration::ZERO);
+                kinds.insert("retry-after");
+            }
+            PushOutcome::Failed(f) => {
+                assert!(f.retryable && f.in_doubt, "{f:?}");
+                kinds.insert(if f.message.contains("HTTP 500") {
+                    "500"
+                } else {
+                    "transport"
+                });
+            }
+            other => panic!("every call was faulted: {other:?}"),
+        }
+    }
+    assert_eq!(kinds.len(), 4, "{kinds:?}");
+    assert!(ch.lock().item_faults > 0);
+}
+
+#[tokio::test]
+async fn the_default_batch_pushes_one_by_one_and_stops_when_asked_to_wait() {
+    // Shopify has no batch request: the trait's default sends one mutation per push.
+    let ch = StandIn::start(
+        Mode::Shopify {
+            token: "shpat".into(),
+            api_version: "2026-04".into(),
+        },
+        Faults::none(),
+    )
+    .await
+    .unwrap();
+    let items: HashMap<String, String> = (0..3)
+        .map(|i| {
+            (
+                format!("S{i}"),
+                format!("gid://shopify/InventoryItem/{}", i + 1),
+            )
+        })
+        .collect();
+    let c = ShopifyConnector::new(
+        &ch.url(""),
+        "2026-04",
+        "shpat".into(),
+        items,
+        "gid://shopify/Location/9".into(),
+        &ClientOptions::default(),
+    )
+    .unwrap();
+    let pushes: Vec<Push> = (0..3)
+        .map(|i| push(&format!("S{i}"), i + 1, None, 1))
+        .collect();
+    assert_eq!(c.push_batch(&pushes).await, vec![PushOutcome::Acked; 3]);
+    assert_eq!(ch.lock().requests, 3);
+    assert_eq!(ch.get("gid://shopify/InventoryItem/3"), Some(3));
+
+    // A connector that asks to wait at the second push: the third is not sent, and waits too.
+    #[derive(Debug, Default)]
+    struct Busy(std::sync::Mutex<Vec<String>>);
+    impl Connector for Busy {
+        fn kind(&self) -> &'static str {
+            "busy"
+        }
+        fn push<'a>(&'a self, p: &'a Push) -> driftless_connectors::BoxFuture<'a, PushOutcome> {
+            Box::pin(async move {
+                let mut seen = self.0.lock().unwrap();
+                seen.push(p.sku.clone());
+                if seen.len() == 2 {
+                    PushOutcome::RetryAfter(Duration::from_secs(3))
+                } else {
+                    PushOutcome::Acked
+                }
+            })
+        }
+    }
+    let b = Busy::default();
+    let o = b.push_batch(&pushes).await;
+    let wait = PushOutcome::RetryAfter(Duration::from_secs(3));
+    assert_eq!(o, vec![PushOutcome::Acked, wait.clone(), wait]);
+    assert_eq!(
+        *b.0.lock().unwrap(),
+        vec!["S0".to_string(), "S1".to_string()]
+    );
+}
+
 #[tokio::test]
 async fn shopify_gids_stale_compare_and_throttle() {
     let ch = StandIn::start(
