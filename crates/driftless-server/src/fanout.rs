@@ -4,6 +4,13 @@
 //! push), and records every result in the store; nothing about a push lives only in memory, so a
 //! restart resumes where the last one stopped.
 //!
+//! A dispatcher sleeps until the store says a commit marked outbox rows dirty (or recorded push
+//! results), a push finishes, a retry comes due, or the poll interval passes (a safety net: the
+//! wake-up is a hint, the outbox rows are the truth). With `batch_size` above 1 the rows ready at
+//! a wake-up go out in requests of up to that many pushes; a batch never waits to fill, so it
+//! adds no latency, and batches grow by themselves when the channel is busy. Every push of a batch
+//! keeps its own key, compare value and outcome.
+//!
 //! Per push: the compare value is what the hub last saw acknowledged (or what a compare failure
 //! reported), the idempotency key is derived from `(channel, sku, version, quantity, compare)` so a
 //! retry after a lost answer is recognised by the channel. Failures back off exponentially with
@@ -16,7 +23,7 @@
 use crate::AppState;
 use chrono::{DateTime, Utc};
 use driftless_config::{ChannelConfig, OnOverride, Settings};
-use driftless_connectors::{ClientOptions, Connector, Endpoint, Push, PushOutcome};
+use driftless_connectors::{ClientOptions, Connector, Endpoint, Failure, Push, PushOutcome};
 use driftless_core::{ChannelSpec, Sku};
 use driftless_store::outbox::{OutboxRow, PushRecord, PushSample, Scan, ScanFrom};
 use driftless_store::{Incident, Store};
@@ -32,14 +39,15 @@ pub type EnvFn = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 /// Knobs with production defaults; tests and the benchmark shorten them.
 #[derive(Clone)]
 pub struct FanoutOptions {
-    /// How often a dispatcher looks for new dirty rows when idle.
+    /// Longest a dispatcher waits for a wake-up before it looks at the outbox anyway. Dispatchers
+    /// wake on the store's change counter, so this only bounds the cost of a missed hint.
     pub poll: Duration,
     /// First retry delay; doubles per attempt up to `max_backoff`, with jitter.
     pub base_backoff: Duration,
     pub max_backoff: Duration,
-    /// Pushes in flight per channel, unless the channel sets `concurrency`.
+    /// Requests in flight per channel, unless the channel sets `concurrency`.
     pub concurrency: usize,
-    /// Pushes started per second per channel unless the channel sets `rate_limit`; `None` for no
+    /// Requests started per second per channel unless the channel sets `rate_limit`; `None` for no
     /// limit.
     pub rate_per_second: Option<u32>,
     /// How often observations are checked against the SLA.
@@ -58,7 +66,7 @@ pub struct FanoutOptions {
 impl Default for FanoutOptions {
     fn default() -> Self {
         FanoutOptions {
-            poll: Duration::from_millis(5),
+            poll: Duration::from_millis(100),
             base_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(300),
             concurrency: 32,
@@ -186,6 +194,21 @@ pub fn sla_for(s: &Settings, channel: &str) -> Option<Duration> {
         .min()
 }
 
+/// Splits the ready rows into requests of at most `max` pushes, as even as possible (250 rows at
+/// 100 become 84 + 83 + 83, not 100 + 100 + 50), so that no request waits on an oversized one.
+fn batches<T>(rows: Vec<T>, max: usize) -> Vec<Vec<T>> {
+    let n = rows.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let k = n.div_ceil(max.max(1));
+    let (base, extra) = (n / k, n % k);
+    let mut it = rows.into_iter();
+    (0..k)
+        .map(|i| it.by_ref().take(base + usize::from(i < extra)).collect())
+        .collect()
+}
+
 /// Exponential backoff with "equal jitter": half the delay is fixed (so retries do spread out),
 /// half random (so a fleet of failed pushes does not retry in lockstep).
 pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
@@ -233,8 +256,11 @@ struct Dispatcher {
     sem: Arc<Semaphore>,
     concurrency: usize,
     rate: Option<u32>,
-    done_tx: mpsc::Sender<Done>,
-    done_rx: mpsc::Receiver<Done>,
+    /// Pushes per request (1: the contract's single shape).
+    batch_size: usize,
+    /// One message per request: the results of all its pushes.
+    done_tx: mpsc::Sender<Vec<Done>>,
+    done_rx: mpsc::Receiver<Vec<Done>>,
     /// Skus whose results are on their way to the store, with how many batches are and the
     /// newest acknowledgement among them `(version, quantity)`. An acknowledged sku may be pushed
     /// again at once (its next compare value is known here); any other result waits until stored.
@@ -260,6 +286,7 @@ impl Dispatcher {
             .map_or(opts.concurrency, |c| c as usize)
             .clamp(1, 1024);
         let rate = cfg.rate_limit.or(opts.rate_per_second);
+        let cfg_batch = cfg.batch_size;
         let (done_tx, done_rx) = mpsc::channel(concurrency * 2);
         Dispatcher {
             cfg,
@@ -280,6 +307,7 @@ impl Dispatcher {
             sem: Arc::new(Semaphore::new(concurrency)),
             concurrency,
             rate,
+            batch_size: (cfg_batch as usize).max(1),
             done_tx,
             done_rx,
             unsettled: HashMap::new(),
@@ -308,10 +336,13 @@ impl Dispatcher {
         let mut last_rescan = Instant::now();
         let mut last_sweep = Instant::now();
         let mut last_maintain = Instant::now();
+        let mut changes = self.store.outbox_changes();
+        // A store that stopped counting (closing) leaves the poll interval.
+        let mut changes_open = true;
         loop {
             let mut done = Vec::new();
             while let Ok(d) = self.done_rx.try_recv() {
-                done.push(d);
+                done.extend(d);
             }
             if !done.is_empty() {
                 self.settle(done).await;
@@ -336,21 +367,29 @@ impl Dispatcher {
             while let Ok(m) = settled_rx.try_recv() {
                 self.settled(m);
             }
+            // Seen before reading: a commit from here on wakes the wait below, so a change that
+            // lands during the scan is not left for the safety timer.
+            changes.borrow_and_update();
             let busy = self.dispatch().await;
-            let wait = if busy { Duration::ZERO } else { self.opts.poll };
+            let wait = if busy {
+                Duration::ZERO
+            } else {
+                self.idle_wait()
+            };
             tokio::select! {
                 _ = stop.changed() => {}
                 Some(m) = settled_rx.recv() => self.settled(m),
                 d = self.done_rx.recv() => {
                     if let Some(d) = d {
                         // Record everything that finished meanwhile in the same transaction.
-                        let mut done = vec![d];
+                        let mut done = d;
                         while let Ok(x) = self.done_rx.try_recv() {
-                            done.push(x);
+                            done.extend(x);
                         }
                         self.settle(done).await;
                     }
                 }
+                r = changes.changed(), if changes_open => changes_open = r.is_ok(),
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -360,7 +399,7 @@ impl Dispatcher {
         let _ = self.sem.acquire_many(all).await;
         let mut done = Vec::new();
         while let Ok(d) = self.done_rx.try_recv() {
-            done.push(d);
+            done.extend(d);
         }
         self.settle(done).await;
         self.records_tx = None;
@@ -386,6 +425,34 @@ impl Dispatcher {
         self.sem.available_permits()
     }
 
+    /// How long to sleep when nothing was started: until the poll interval, or sooner if a retry
+    /// comes due and a slot is free (a finishing push wakes the loop anyway), but not before a
+    /// pause or the rate limit would let anything go.
+    fn idle_wait(&self) -> Duration {
+        let mut wait = self.opts.poll;
+        if self.free() > 0
+            && let Some((due, _)) = self.retry_queue.first()
+        {
+            let ns = due.saturating_sub(now_nanos()).max(0);
+            wait = wait.min(Duration::from_nanos(ns.unsigned_abs()));
+        }
+        if let Some(p) = self.paused_until {
+            wait = wait.max(p.saturating_duration_since(Instant::now()));
+        }
+        if let Some(t) = self.token_wait() {
+            wait = wait.max(t);
+        }
+        // Never a busy loop, whatever the clocks say.
+        wait.max(Duration::from_millis(1))
+    }
+
+    /// Time until the rate limit has a request to spend, if it has none now.
+    fn token_wait(&self) -> Option<Duration> {
+        let rate = f64::from(self.rate.filter(|r| *r > 0)?);
+        let have = (self.tokens + self.tokens_at.elapsed().as_secs_f64() * rate).min(rate);
+        (have < 1.0).then(|| Duration::from_secs_f64((1.0 - have) / rate))
+    }
+
     fn due_retries(&mut self, now: i64, limit: usize) -> Vec<String> {
         let mut due = Vec::new();
         while due.len() < limit {
@@ -409,9 +476,9 @@ impl Dispatcher {
         self.retry_queue.insert((at, sku));
     }
 
-    /// Starts as many pushes as slots, rate limit and pause allow. `true` if it started any.
-    /// Reads only as many rows as there are free slots: a row read ahead would go stale while
-    /// newer versions arrive.
+    /// Starts as many requests as slots, rate limit and pause allow. `true` if it started any.
+    /// Reads only as many rows as the free slots can carry (`batch_size` each): a row read ahead
+    /// would go stale while newer versions arrive.
     async fn dispatch(&mut self) -> bool {
         if let Some(p) = self.paused_until {
             if Instant::now() < p {
@@ -424,6 +491,9 @@ impl Dispatcher {
             return false;
         }
         let now = now_nanos();
+        let capacity = free
+            .saturating_mul(self.batch_size)
+            .min(driftless_store::outbox::MAX_SCAN);
         // Due retries and rechecks first: they are the oldest changes.
         // Bounded by one scan; the rest waits for the next round.
         let mut targeted: Vec<String> = self.recheck.drain().collect();
@@ -432,14 +502,17 @@ impl Dispatcher {
                 .extend(targeted.split_off(driftless_store::outbox::MAX_SCAN));
         }
         let room = driftless_store::outbox::MAX_SCAN - targeted.len();
-        targeted.extend(self.due_retries(now, free.min(room)));
+        targeted.extend(self.due_retries(now, capacity.min(room)));
         let mut rows = Vec::new();
         if !targeted.is_empty() {
             let n = targeted.len();
             rows.extend(self.scan(ScanFrom::Skus(targeted), n).await);
         }
         let scanned = self
-            .scan(ScanFrom::After(self.cursor.0, self.cursor.1.clone()), free)
+            .scan(
+                ScanFrom::After(self.cursor.0, self.cursor.1.clone()),
+                capacity,
+            )
             .await;
         if let Some(last) = scanned.last() {
             self.cursor = (last.changed_nanos, last.sku.clone());
@@ -457,7 +530,7 @@ impl Dispatcher {
             .filter(|(i, r)| last.get(&r.sku) == Some(i))
             .map(|(_, r)| r)
             .collect();
-        let mut started = false;
+        let mut ready = Vec::new();
         for mut row in rows {
             if self.inflight.contains(&row.sku) {
                 self.recheck_later(row.sku);
@@ -493,17 +566,25 @@ impl Dispatcher {
                 self.retry(row.sku.clone(), row.next_attempt_nanos);
                 continue;
             }
+            ready.push(row);
+        }
+        let mut started = false;
+        for batch in batches(ready, self.batch_size) {
             // Out of rate budget or slots: due again at once, read again next round.
             if !self.take_token() {
-                self.retry(row.sku.clone(), now);
+                for row in batch {
+                    self.retry(row.sku, now);
+                }
                 continue;
             }
             let Ok(permit) = self.sem.clone().try_acquire_owned() else {
-                self.retry(row.sku.clone(), now);
+                for row in batch {
+                    self.retry(row.sku, now);
+                }
                 continue;
             };
             started = true;
-            self.start(row, permit);
+            self.start(batch, permit);
         }
         started
     }
@@ -545,43 +626,58 @@ impl Dispatcher {
         }
     }
 
-    fn start(&mut self, row: OutboxRow, permit: tokio::sync::OwnedSemaphorePermit) {
-        let latest = match Sku::parse(row.sku.clone()) {
-            Ok(s) => self.cfg.spec.quantity(&s, row.atp),
-            Err(_) => 0,
-        };
-        // A push in doubt is repeated exactly (same key) before anything newer goes out.
-        let (version, quantity) = row.pinned.unwrap_or((row.version, latest));
-        let push = Push {
-            channel: self.id().to_owned(),
-            sku: row.sku.clone(),
-            quantity,
-            compare: row.basis,
-            idempotency_key: driftless_connectors::idempotency_key(
-                self.id(),
-                &row.sku,
-                version,
+    /// Sends one request: a single push, or a batch of pushes of distinct skus.
+    fn start(&mut self, rows: Vec<OutboxRow>, permit: tokio::sync::OwnedSemaphorePermit) {
+        let mut pushes = Vec::with_capacity(rows.len());
+        let mut sent = Vec::with_capacity(rows.len());
+        for row in rows {
+            let latest = match Sku::parse(row.sku.clone()) {
+                Ok(s) => self.cfg.spec.quantity(&s, row.atp),
+                Err(_) => 0,
+            };
+            // A push in doubt is repeated exactly (same key) before anything newer goes out.
+            let (version, quantity) = row.pinned.unwrap_or((row.version, latest));
+            pushes.push(Push {
+                channel: self.id().to_owned(),
+                sku: row.sku.clone(),
                 quantity,
-                row.basis,
-            ),
-        };
-        self.inflight.insert(row.sku.clone());
+                compare: row.basis,
+                idempotency_key: driftless_connectors::idempotency_key(
+                    self.id(),
+                    &row.sku,
+                    version,
+                    quantity,
+                    row.basis,
+                ),
+            });
+            self.inflight.insert(row.sku.clone());
+            sent.push((row, version, quantity));
+        }
         let conn = self.conn.clone();
         let tx = self.done_tx.clone();
         tokio::spawn(async move {
-            let outcome = conn.push(&push).await;
+            let mut outcomes = conn.push_batch(&pushes).await;
             let at = Utc::now();
-            // The permit is released after the result is queued, so `stop` waiting for every
-            // permit also waits for every result.
-            let _ = tx
-                .send(Done {
+            // A connector owes one outcome per push; one that answered fewer may still have
+            // applied them, so the missing ones are in doubt.
+            outcomes.resize(
+                pushes.len(),
+                PushOutcome::Failed(Failure::retry("the connector gave no outcome")),
+            );
+            let done = sent
+                .into_iter()
+                .zip(outcomes)
+                .map(|((row, version, quantity), outcome)| Done {
                     row,
                     version,
                     quantity,
                     outcome,
                     at,
                 })
-                .await;
+                .collect();
+            // The permit is released after the results are queued, so `stop` waiting for every
+            // permit also waits for every result.
+            let _ = tx.send(done).await;
             drop(permit);
         });
     }
@@ -947,6 +1043,22 @@ mod tests {
             let d30 = backoff(30, base, max);
             assert!(d30 >= Duration::from_secs(1) && d30 <= max);
         }
+    }
+
+    #[test]
+    fn batches_are_even_and_bounded() {
+        let sizes = |n: usize, max: usize| -> Vec<usize> {
+            let b = batches((0..n).collect::<Vec<_>>(), max);
+            // Nothing lost, nothing reordered.
+            assert_eq!(b.concat(), (0..n).collect::<Vec<_>>());
+            b.iter().map(Vec::len).collect()
+        };
+        assert_eq!(sizes(0, 100), Vec::<usize>::new());
+        assert_eq!(sizes(5, 1), vec![1; 5]);
+        assert_eq!(sizes(7, 100), vec![7]);
+        assert_eq!(sizes(100, 100), vec![100]);
+        assert_eq!(sizes(250, 100), vec![84, 83, 83]);
+        assert_eq!(sizes(2000, 500), vec![500; 4]);
     }
 
     #[test]

@@ -62,6 +62,16 @@ max_attempts = 40
     )
 }
 
+/// Options whose safety poll never fires during a test: whatever happens must come from the
+/// store's wake-up, a finished push or a retry coming due.
+fn opts_without_polling() -> FanoutOptions {
+    FanoutOptions {
+        poll: Duration::from_secs(3600),
+        rescan_every: Duration::from_secs(3600),
+        ..opts()
+    }
+}
+
 fn opts() -> FanoutOptions {
     FanoutOptions {
         poll: Duration::from_millis(5),
@@ -205,6 +215,39 @@ fn webhook_standin(faults: Faults) -> impl std::future::Future<Output = std::io:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn converges_when_the_channel_fails_30_percent_of_calls() {
+    let l = converge_under_faults("", 40, opts()).await;
+    assert_eq!(
+        l.batches, 0,
+        "one sku per request unless batch_size says otherwise"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_converge_when_the_channel_fails_30_percent_of_requests() {
+    // No safety poll: retries, rechecks and new changes must all wake the dispatcher by themselves.
+    let l = converge_under_faults("batch_size = 25\n", 200, opts_without_polling()).await;
+    assert!(l.batches > 10, "batches sent: {}", l.batches);
+    assert!(
+        l.largest_batch > 1 && l.largest_batch <= 25,
+        "{}",
+        l.largest_batch
+    );
+    assert!(l.item_faults > 0, "some items were refused inside a batch");
+    assert_eq!(l.batch_duplicate_skus, 0, "one push per sku in flight");
+}
+
+/// What the stand-in saw, for the callers' own checks.
+struct Seen {
+    batches: u64,
+    largest_batch: usize,
+    item_faults: u64,
+    batch_duplicate_skus: u64,
+}
+
+/// Ten bursts of changes over `skus` skus against a channel that fails 30% of requests (500s,
+/// 429s, answers after the timeout, connections dropped before or after applying): every sku ends
+/// at its last quantity, every change applied once, from the value the previous one left.
+async fn converge_under_faults(extra: &str, skus: i64, fanout: FanoutOptions) -> Seen {
     let ch = webhook_standin(Faults {
         rate: 0.3,
         seed: 42,
@@ -213,16 +256,12 @@ async fn converges_when_the_channel_fails_30_percent_of_calls() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let hub = hub(
-        &config(&webhook_channel(&ch.url("/push"), "overwrite"), ""),
-        dir.path(),
-        opts(),
-    )
-    .await;
-    // 400 changes over 40 skus, in bursts, so pushes overlap with new versions.
+    let channel = webhook_channel(&ch.url("/push"), "overwrite") + extra;
+    let hub = hub(&config(&channel, ""), dir.path(), fanout).await;
+    // In bursts, so pushes overlap with new versions.
     let mut expected: HashMap<String, i64> = HashMap::new();
     for round in 0..10i64 {
-        let batch: Vec<(String, i64)> = (0..40)
+        let batch: Vec<(String, i64)> = (0..skus)
             .map(|i| (format!("SKU-{i}"), (round * 7 + i * 3) % 50))
             .collect();
         let refs: Vec<(&str, i64)> = batch.iter().map(|(s, q)| (s.as_str(), *q)).collect();
@@ -237,7 +276,7 @@ async fn converges_when_the_channel_fails_30_percent_of_calls() {
             && hub.get("/v1/channels/shop").await["pending"] == 0
     })
     .await;
-    {
+    let seen = {
         let l = ch.lock();
         assert!(l.faults > 20, "faults were injected: {}", l.faults);
         assert_eq!(l.bad_signatures, 0);
@@ -251,7 +290,13 @@ async fn converges_when_the_channel_fails_30_percent_of_calls() {
             assert_eq!(a.from, last.get(a.sku.as_str()).copied(), "{a:?}");
             last.insert(&a.sku, a.to);
         }
-    }
+        Seen {
+            batches: l.batches,
+            largest_batch: l.largest_batch,
+            item_faults: l.item_faults,
+            batch_duplicate_skus: l.batch_duplicate_skus,
+        }
+    };
     assert!(hub.incidents("channel_override").await.is_empty());
     let status = hub.get("/v1/channels/shop").await;
     assert_eq!(status["dead_letters"], json!([]));
@@ -265,6 +310,7 @@ async fn converges_when_the_channel_fails_30_percent_of_calls() {
     );
     assert!(hop["end_to_end"]["n"].as_u64().unwrap() >= 40);
     hub.shutdown().await;
+    seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -619,5 +665,199 @@ async fn per_channel_concurrency_and_rate_limit_hold() {
         "at most 2 pushes at once, saw {max_active}"
     );
     assert_eq!(applied, 60);
+    hub.shutdown().await;
+}
+
+/// Five skus pushed in batches and acknowledged; then someone edits two of them on the channel and
+/// the hub changes all five in one commit, so they travel in one batch.
+async fn batch_override_scenario(policy: &str) -> (StandIn, Hub, tempfile::TempDir) {
+    let ch = webhook_standin(Faults::none()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let channel = webhook_channel(&ch.url("/push"), policy) + "batch_size = 10\n";
+    let hub = hub(&config(&channel, ""), dir.path(), opts_without_polling()).await;
+    let skus = ["A", "B", "C", "D", "E"];
+    let first: Vec<(&str, i64)> = skus.iter().map(|s| (*s, 10)).collect();
+    hub.set_many(&first).await;
+    eventually("first pushes acknowledged", || async {
+        skus.iter().all(|s| ch.get(s) == Some(10))
+            && hub.get("/v1/channels/shop").await["pending"] == 0
+    })
+    .await;
+    ch.set("B", 7);
+    ch.set("D", 3);
+    let second: Vec<(&str, i64)> = skus.iter().map(|s| (*s, 12)).collect();
+    hub.set_many(&second).await;
+    eventually("two channel_override incidents", || async {
+        hub.incidents("channel_override").await.len() == 2
+    })
+    .await;
+    (ch, hub, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_compare_inside_a_batch_is_that_skus_incident_alone() {
+    let (ch, hub, _dir) = batch_override_scenario("overwrite").await;
+    eventually("everything at the hub's quantity", || async {
+        ["A", "B", "C", "D", "E"]
+            .iter()
+            .all(|s| ch.get(s) == Some(12))
+            && hub.get("/v1/channels/shop").await["pending"] == 0
+    })
+    .await;
+    let mut inc: Vec<(String, String)> = hub
+        .incidents("channel_override")
+        .await
+        .iter()
+        .map(|i| {
+            (
+                i["sku"].as_str().unwrap().to_owned(),
+                i["detail"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    inc.sort();
+    assert_eq!(inc.len(), 2, "{inc:?}");
+    assert_eq!(inc[0].0, "B");
+    assert!(
+        inc[0].1.contains("shows 7") && inc[0].1.contains("(-3)"),
+        "{}",
+        inc[0].1
+    );
+    assert_eq!(inc[1].0, "D");
+    assert!(
+        inc[1].1.contains("shows 3") && inc[1].1.contains("(-7)"),
+        "{}",
+        inc[1].1
+    );
+    {
+        let l = ch.lock();
+        assert_eq!(l.conflicts, 2);
+        assert_eq!(l.largest_batch, 5, "the five changes went in one request");
+        // The others were applied from the acknowledged value in that same request; the two
+        // overridden ones were overwritten against what the channel showed, not blindly set.
+        let last = |sku: &str| {
+            let a = l.applied.iter().rev().find(|a| a.sku == sku).unwrap();
+            (a.from, a.to)
+        };
+        for s in ["A", "C", "E"] {
+            assert_eq!(last(s), (Some(10), 12), "{s}");
+        }
+        assert_eq!(last("B"), (Some(7), 12));
+        assert_eq!(last("D"), (Some(3), 12));
+    }
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_inside_a_batch_holds_only_the_overridden_skus() {
+    let (ch, hub, _dir) = batch_override_scenario("hold").await;
+    eventually("B and D held, the rest delivered", || async {
+        hub.get("/v1/channels/shop").await["held"] == json!(["B", "D"])
+            && ["A", "C", "E"].iter().all(|s| ch.get(s) == Some(12))
+    })
+    .await;
+    assert_eq!((ch.get("B"), ch.get("D")), (Some(7), Some(3)));
+    let (code, r) = hub.post("/v1/channels/shop/replay", json!({})).await;
+    assert_eq!((code, r["replayed"].as_u64()), (200, Some(2)));
+    eventually("replayed against the values the channel showed", || async {
+        ch.get("B") == Some(12) && ch.get("D") == Some(12)
+    })
+    .await;
+    assert_eq!(
+        ch.lock().conflicts,
+        2,
+        "the replay compared against 7 and 3"
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_a_wrong_signature_is_refused_and_every_item_dead_lettered() {
+    let ch = StandIn::start(
+        Mode::Webhook {
+            secret: b"the-channel-has-another-key".to_vec(),
+        },
+        Faults::none(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let channel = webhook_channel(&ch.url("/push"), "overwrite") + "batch_size = 10\n";
+    let hub = hub(&config(&channel, ""), dir.path(), opts()).await;
+    hub.set_many(&[("S1", 3), ("S2", 4), ("S3", 5)]).await;
+    eventually("three dead letters", || async {
+        hub.get("/v1/channels/shop").await["dead_letters"]
+            .as_array()
+            .is_some_and(|d| d.len() == 3)
+    })
+    .await;
+    {
+        let l = ch.lock();
+        // One request carried the three (one commit, one read); refused before it was parsed.
+        assert_eq!((l.requests, l.bad_signatures), (1, 1));
+        assert!(l.applied.is_empty());
+    }
+    let dl = hub.incidents("dead_letter").await;
+    assert!(
+        dl.iter()
+            .all(|d| d["detail"].as_str().unwrap().contains("HTTP 401"))
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_respect_concurrency_and_the_rate_limit_counts_requests() {
+    let ch = webhook_standin(Faults::none()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // 5 requests a second with a burst of 5: 300 changes in requests of at most 20 take at
+    // least 15 requests, so they arrive only if each request carries many pushes.
+    let channel = webhook_channel(&ch.url("/push"), "overwrite")
+        + "concurrency = 2\nrate_limit = 5\nbatch_size = 20\n";
+    let hub = hub(&config(&channel, ""), dir.path(), opts_without_polling()).await;
+    let batch: Vec<(String, i64)> = (0..300).map(|i| (format!("R-{i}"), i + 1)).collect();
+    let refs: Vec<(&str, i64)> = batch.iter().map(|(s, q)| (s.as_str(), *q)).collect();
+    hub.set_many(&refs).await;
+    eventually("all pushed", || async {
+        batch.iter().all(|(s, q)| ch.get(s) == Some(*q))
+    })
+    .await;
+    {
+        let l = ch.lock();
+        assert!(
+            l.max_active <= 2,
+            "at most 2 requests at once, saw {}",
+            l.max_active
+        );
+        assert_eq!(l.applied.len(), 300);
+        assert!(l.largest_batch <= 20, "{}", l.largest_batch);
+        // 300 pushes in 15 to a few dozen requests: not one request per push.
+        assert!(
+            l.requests >= 15 && l.requests < 60,
+            "{} requests",
+            l.requests
+        );
+    }
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_is_pushed_on_the_stores_wake_up_not_the_poll() {
+    let ch = webhook_standin(Faults::none()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub(
+        &config(&webhook_channel(&ch.url("/push"), "overwrite"), ""),
+        dir.path(),
+        opts_without_polling(),
+    )
+    .await;
+    // The dispatcher has started and gone to sleep for an hour before this change exists.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    hub.set("WAKE", 4).await;
+    eventually("pushed without waiting for the poll", || async {
+        ch.get("WAKE") == Some(4)
+    })
+    .await;
+    hub.set("WAKE", 5).await;
+    eventually("and again", || async { ch.get("WAKE") == Some(5) }).await;
     hub.shutdown().await;
 }
