@@ -4,8 +4,9 @@
 //! push). Every event sets `on_hand` to a globally increasing number, so a push of quantity `q`
 //! reflects every earlier event of that sku with a value up to `q`.
 //!
-//! `cargo run --release -p driftless-bench --bin fanout -- [events_per_second] [skus] [seconds]`
-//! (defaults 10000 100000 10).
+//! `cargo run --release -p driftless-bench --bin fanout -- [events_per_second] [skus] [seconds]
+//! [batch_size]` (defaults 10000 100000 10 100). `batch_size` is the channels' pushes per request:
+//! 1 is the contract's one sku per request, above 1 the webhook batch shape.
 
 use driftless_config::Settings;
 use driftless_connectors::standin::{Faults, Mode, StandIn};
@@ -32,6 +33,7 @@ async fn main() -> anyhow::Result<()> {
     let rate: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let skus: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let secs: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(10);
+    let batch: u32 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(100);
     driftless_connectors::http::install_provider();
 
     let mut chans = Vec::new();
@@ -78,12 +80,14 @@ locations = ["DC1"]
 connector = "webhook"
 url = "{}"
 secret_env = "BENCH_SECRET"
+batch_size = {batch}
 [[channels]]
 id = "market"
 locations = ["DC1"]
 connector = "webhook"
 url = "{}"
 secret_env = "BENCH_SECRET"
+batch_size = {batch}
 [[hops]]
 from = "wms"
 to = "shop"
@@ -200,7 +204,7 @@ latency_sla = "50ms"
     task.await??;
 
     println!(
-        "offered {} events in {:.1}s ({:.0}/s) over {skus} skus to 2 channels; {overloaded} batches refused",
+        "offered {} events in {:.1}s ({:.0}/s) over {skus} skus to 2 channels (batch_size {batch}); {overloaded} batches refused",
         acks.len(),
         offered_for.as_secs_f64(),
         acks.len() as f64 / offered_for.as_secs_f64()
@@ -241,8 +245,11 @@ latency_sla = "50ms"
     for (c, ch) in chans.iter().enumerate() {
         let l = ch.lock();
         println!(
-            "channel {c}: {} compare failures, {} requests",
-            l.conflicts, l.requests
+            "channel {c}: {} compare failures, {} requests ({:.1} pushes per request, largest {})",
+            l.conflicts,
+            l.requests,
+            l.applied.len() as f64 / l.requests.max(1) as f64,
+            l.largest_batch.max(1)
         );
     }
     drop(chans);
