@@ -155,6 +155,14 @@ async fn hub(
     let settings = Settings::parse("bench", CONFIG).map_err(|e| anyhow::anyhow!("{e}"))?;
     let opts = driftless_store::sqlite::SqliteOptions {
         fsync: std::env::var("BENCH_NOFSYNC").is_err(),
+        max_dirty_slots: std::env::var("BENCH_MAX_DIRTY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000),
+        max_cached_slots: std::env::var("BENCH_MAX_CACHED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(500_000),
         ..Default::default()
     };
     let store =

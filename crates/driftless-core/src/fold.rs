@@ -217,26 +217,9 @@ impl Rules {
                 (Outcome::Override, Some(detail), *applied)
             }
         };
-        let key = ev.order_key();
         let mut effects = Vec::new();
         if apply {
-            for (s, q) in p.base.iter() {
-                let cell = &cells[s.index()];
-                if !cell.is_newer(&key) {
-                    continue;
-                }
-                effects.push((
-                    s,
-                    if ev.change.is_set() {
-                        Effect::Rebase {
-                            key: key.clone(),
-                            value: q,
-                        }
-                    } else {
-                        Effect::Add(q)
-                    },
-                ));
-            }
+            effects = effects_of(ev.change.is_set(), &ev.order_key(), &p.base, cells);
             if effects.is_empty() && outcome == Outcome::Applied {
                 outcome = if ev.change.is_set() {
                     Outcome::Stale
@@ -260,4 +243,30 @@ impl Rules {
             effects,
         }
     }
+}
+
+/// What an event that counts (`effective`) does to the cells as they are: an adjustment adds to
+/// every state whose base it is positioned after; a `set` re-bases every state whose base is older.
+/// Shared by [`Rules::decide`] and by a store replaying stored events after a crash, which must not
+/// consult the configuration again (it may have changed since the event was decided).
+pub fn effects_of(
+    is_set: bool,
+    key: &OrderKey,
+    base: &StateMap<i64>,
+    cells: &[Cell; 5],
+) -> Vec<(State, Effect)> {
+    base.iter()
+        .filter(|(s, _)| cells[s.index()].is_newer(key))
+        .map(|(s, q)| {
+            let effect = if is_set {
+                Effect::Rebase {
+                    key: key.clone(),
+                    value: q,
+                }
+            } else {
+                Effect::Add(q)
+            };
+            (s, effect)
+        })
+        .collect()
 }

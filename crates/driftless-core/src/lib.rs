@@ -29,7 +29,7 @@ pub use authority::{Authority, Policy, Verdict};
 pub use channel::{ChannelRule, ChannelSpec, Levels, Ppm};
 pub use event::{Change, Event, EventError, OrderKey, Position};
 pub use event::{Fingerprint, RawEvent};
-pub use fold::{Cell, Decision, Effect, Outcome, Prepared, Rejection, Rules};
+pub use fold::{Cell, Decision, Effect, Outcome, Prepared, Rejection, Rules, effects_of};
 pub use glob::Glob;
 pub use id::{EventId, IdError, Location, Sku, SystemId, Unit};
 pub use memory::MemoryLedger;

@@ -7,8 +7,12 @@
 //! - this module: the trait and the values that cross it.
 //! - [`sqlite`]: embedded SQLite with a single writer task and group commit.
 //! - [`schema`]: the tables, shared in spirit by every backend.
+//! - `cells`: the writer's cells, written behind the events and replayed after a crash.
+//! - `marks`: outbox rows, written behind the same way.
 //! - [`outbox`]: the fan-out half: dirty rows, push results, dead letters, observations.
 
+mod cells;
+mod marks;
 pub mod outbox;
 pub mod schema;
 pub mod sqlite;

@@ -12,10 +12,11 @@
 //! Every write here runs in a `BEGIN IMMEDIATE` transaction on a connection of its own, so it queues
 //! behind the ledger writer (which also begins immediately) instead of invalidating its snapshot.
 
+use crate::marks::Mark;
 use crate::sqlite::{from_nanos, nanos};
 use crate::{BoxFuture, Incident, SqliteStore, StoreError};
 use chrono::{DateTime, Utc};
-use driftless_core::{Levels, Location, State};
+use driftless_core::{Location, Sku};
 use sqlx::sqlite::{SqliteConnection, SqlitePool, SqlitePoolOptions};
 use sqlx::{QueryBuilder, Row, Sqlite};
 use std::collections::HashMap;
@@ -258,6 +259,122 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// One attempt at a scan; `None` when a slice of rows was written meanwhile.
+    async fn scan_once(
+        &self,
+        scan: &Scan,
+        limit: usize,
+    ) -> Result<Option<Vec<OutboxRow>>, StoreError> {
+        let channel = scan.channel.as_str();
+        let (generation, held): (u64, Vec<(Sku, Mark)>) = {
+            let m = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+            let held = match &scan.from {
+                ScanFrom::After(at, sku) => m.dirty_after(channel, (*at, sku.as_str()), limit),
+                ScanFrom::Skus(skus) => skus
+                    .iter()
+                    .take(limit)
+                    .filter_map(|s| Sku::parse(s.clone()).ok())
+                    .filter_map(|s| m.get(channel, &s).cloned().map(|x| (s, x)))
+                    .collect(),
+            };
+            (m.generation(), held)
+        };
+        let mut tx = self.read.begin().await?;
+        let mut stored: Vec<OutboxRow> = Vec::new();
+        // Where the table's part of the answer stops being complete.
+        let mut horizon: Option<(i64, String)> = None;
+        match &scan.from {
+            ScanFrom::After(at, sku) => {
+                let sql = format!(
+                    "SELECT {ROW_COLUMNS} FROM outbox o LEFT JOIN channel_skus s \
+                     ON s.channel = o.channel AND s.sku = o.sku \
+                     WHERE o.channel = ? AND o.dirty = 1 AND (o.changed_nanos, o.sku) > (?, ?) \
+                     ORDER BY o.changed_nanos, o.sku LIMIT ?"
+                );
+                let mut from = (*at, sku.clone());
+                loop {
+                    let page = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                        .bind(channel)
+                        .bind(from.0)
+                        .bind(&from.1)
+                        .bind(limit as i64)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    let full = page.len() == limit;
+                    for r in &page {
+                        stored.push(row_of(r)?);
+                    }
+                    if let Some(last) = stored.last() {
+                        from = (last.changed_nanos, last.sku.clone());
+                    }
+                    horizon = full.then(|| from.clone());
+                    // Rows held in memory replace their table copies; keep reading while the
+                    // table's part comes out empty but is not exhausted.
+                    self.drop_held(channel, &mut stored);
+                    if !full || !stored.is_empty() {
+                        break;
+                    }
+                }
+            }
+            ScanFrom::Skus(skus) => {
+                for chunk in skus.chunks(500).take(limit.div_ceil(500)) {
+                    let mut q = QueryBuilder::<Sqlite>::new(format!(
+                        "SELECT {ROW_COLUMNS} FROM outbox o LEFT JOIN channel_skus s \
+                         ON s.channel = o.channel AND s.sku = o.sku WHERE o.channel = "
+                    ));
+                    q.push_bind(channel).push(" AND o.sku IN (");
+                    let mut sep = q.separated(", ");
+                    for s in chunk {
+                        sep.push_bind(s);
+                    }
+                    q.push(")");
+                    for r in q.build().fetch_all(&mut *tx).await? {
+                        stored.push(row_of(&r)?);
+                    }
+                }
+                self.drop_held(channel, &mut stored);
+            }
+        }
+        let skus: Vec<&Sku> = held.iter().map(|(s, _)| s).collect();
+        let states = states_of(&mut tx, channel, &skus).await?;
+        tx.commit().await?;
+        if self.marks.lock().map(|m| m.generation()).unwrap_or(0) != generation {
+            return Ok(None);
+        }
+        let mut rows = stored;
+        for (sku, m) in &held {
+            rows.push(row_of_mark(sku, m, states.get(sku.as_str()))?);
+        }
+        if let ScanFrom::After(..) = &scan.from {
+            rows.sort_by(|a, b| (a.changed_nanos, &a.sku).cmp(&(b.changed_nanos, &b.sku)));
+            // Each part is complete only up to its own last row when it was cut at `limit`.
+            let held_horizon = (held.len() == limit)
+                .then(|| held.last().map(|(s, m)| (m.changed_nanos, s.to_string())))
+                .flatten();
+            let cut = match (horizon, held_horizon) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some((t, s)) = cut {
+                rows.retain(|r| (r.changed_nanos, r.sku.as_str()) <= (t, s.as_str()));
+            }
+            rows.truncate(limit);
+        }
+        Ok(Some(rows))
+    }
+
+    /// Drops table rows whose outbox state is held in memory (the memory is newer).
+    fn drop_held(&self, channel: &str, rows: &mut Vec<OutboxRow>) {
+        let m = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+        rows.retain(|r| {
+            Sku::parse(r.sku.clone())
+                .map(|s| m.get(channel, &s).is_none())
+                .unwrap_or(true)
+        });
+    }
+}
+
 /// A write transaction taken in turn with the ledger writer (see `SqliteStore::gate`).
 struct WriteTx {
     tx: sqlx::Transaction<'static, Sqlite>,
@@ -278,6 +395,13 @@ impl std::ops::DerefMut for WriteTx {
 }
 
 impl WriteTx {
+    /// Commits and hands back the turn, so what follows the commit in memory (the marks) still
+    /// happens before the ledger writer's next transaction.
+    async fn commit_holding(self) -> Result<tokio::sync::OwnedMutexGuard<()>, StoreError> {
+        self.tx.commit().await?;
+        Ok(self._turn)
+    }
+
     async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;
         Ok(())
@@ -310,10 +434,83 @@ async fn insert_incident(conn: &mut SqliteConnection, i: &Incident) -> Result<()
     Ok(())
 }
 
-const ROW_COLUMNS: &str = "o.sku, o.version, o.dirty, o.changed_nanos, s.acked_quantity, \
+const ROW_COLUMNS: &str = "o.sku, o.version, o.dirty, o.changed_nanos, o.atp, o.source, \
+    o.occurred_nanos, o.received_nanos, s.acked_quantity, \
     s.acked_version, s.basis, s.pinned_version, s.pinned_quantity, COALESCE(s.attempts, 0) AS attempts, \
     COALESCE(s.next_attempt_nanos, 0) AS next_attempt_nanos, COALESCE(s.held, 0) AS held, \
     s.dead_version";
+
+/// The columns of `channel_skus` a row needs, for rows whose outbox state is held in memory.
+const STATE_COLUMNS: &str = "s.sku, s.acked_quantity, s.acked_version, s.basis, s.pinned_version, \
+    s.pinned_quantity, COALESCE(s.attempts, 0) AS attempts, \
+    COALESCE(s.next_attempt_nanos, 0) AS next_attempt_nanos, COALESCE(s.held, 0) AS held, \
+    s.dead_version";
+
+/// A row whose outbox state is held in memory (see `marks.rs`), with its `channel_skus` state.
+fn row_of_mark(
+    sku: &Sku,
+    m: &Mark,
+    state: Option<&sqlx::sqlite::SqliteRow>,
+) -> Result<OutboxRow, StoreError> {
+    let mut row = OutboxRow {
+        sku: sku.to_string(),
+        version: m.version,
+        dirty: m.dirty,
+        changed_nanos: m.changed_nanos,
+        atp: m.atp,
+        acked_quantity: None,
+        acked_version: None,
+        basis: None,
+        pinned: None,
+        attempts: 0,
+        next_attempt_nanos: 0,
+        held: false,
+        dead_version: None,
+        source: m.source.clone(),
+        occurred_nanos: m.occurred_nanos,
+        received_nanos: m.received_nanos,
+    };
+    if let Some(r) = state {
+        let attempts: i64 = r.try_get("attempts")?;
+        row.acked_quantity = r.try_get("acked_quantity")?;
+        row.acked_version = r.try_get("acked_version")?;
+        row.basis = r.try_get("basis")?;
+        row.pinned = r
+            .try_get::<Option<i64>, _>("pinned_version")?
+            .zip(r.try_get::<Option<i64>, _>("pinned_quantity")?);
+        row.attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
+        row.next_attempt_nanos = r.try_get("next_attempt_nanos")?;
+        row.held = r.try_get::<i64, _>("held")? != 0;
+        row.dead_version = r.try_get("dead_version")?;
+    }
+    Ok(row)
+}
+
+/// `channel_skus` rows of these skus, by sku.
+async fn states_of(
+    conn: &mut SqliteConnection,
+    channel: &str,
+    skus: &[&Sku],
+) -> Result<HashMap<String, sqlx::sqlite::SqliteRow>, StoreError> {
+    let mut out = HashMap::new();
+    for chunk in skus.chunks(500) {
+        let list = serde_json::to_string(&chunk.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let sql = format!(
+            "SELECT {STATE_COLUMNS} FROM json_each(?) AS j CROSS JOIN channel_skus AS s \
+             ON s.channel = ? AND s.sku = j.value"
+        );
+        for r in sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(list)
+            .bind(channel)
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            out.insert(r.try_get::<String, _>("sku")?, r);
+        }
+    }
+    Ok(out)
+}
 
 fn row_of(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxRow, StoreError> {
     let attempts: i64 = r.try_get("attempts")?;
@@ -322,7 +519,7 @@ fn row_of(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxRow, StoreError> {
         version: r.try_get("version")?,
         dirty: r.try_get::<i64, _>("dirty")? != 0,
         changed_nanos: r.try_get("changed_nanos")?,
-        atp: 0,
+        atp: r.try_get("atp")?,
         acked_quantity: r.try_get("acked_quantity")?,
         acked_version: r.try_get("acked_version")?,
         basis: r.try_get("basis")?,
@@ -333,9 +530,9 @@ fn row_of(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxRow, StoreError> {
         next_attempt_nanos: r.try_get("next_attempt_nanos")?,
         held: r.try_get::<i64, _>("held")? != 0,
         dead_version: r.try_get("dead_version")?,
-        source: None,
-        occurred_nanos: None,
-        received_nanos: None,
+        source: r.try_get("source")?,
+        occurred_nanos: r.try_get("occurred_nanos")?,
+        received_nanos: r.try_get("received_nanos")?,
     })
 }
 
@@ -350,116 +547,15 @@ impl Outbox for SqliteStore {
     ) -> BoxFuture<'a, Result<Vec<OutboxRow>, StoreError>> {
         Box::pin(async move {
             let limit = scan.limit.clamp(1, MAX_SCAN);
-            // One read transaction: the versions and the cells come from the same snapshot, so the
-            // quantity pushed for a version is the quantity of that version.
-            let mut tx = self.read.begin().await?;
-            let mut rows: Vec<OutboxRow> = Vec::new();
-            match &scan.from {
-                ScanFrom::After(at, sku) => {
-                    let sql = format!(
-                        "SELECT {ROW_COLUMNS} FROM outbox o LEFT JOIN channel_skus s \
-                         ON s.channel = o.channel AND s.sku = o.sku \
-                         WHERE o.channel = ? AND o.dirty = 1 AND (o.changed_nanos, o.sku) > (?, ?) \
-                         ORDER BY o.changed_nanos, o.sku LIMIT ?"
-                    );
-                    for r in sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .bind(&scan.channel)
-                        .bind(at)
-                        .bind(sku)
-                        .bind(limit as i64)
-                        .fetch_all(&mut *tx)
-                        .await?
-                    {
-                        rows.push(row_of(&r)?);
-                    }
-                }
-                ScanFrom::Skus(skus) => {
-                    for chunk in skus.chunks(500).take(limit.div_ceil(500)) {
-                        let mut q = QueryBuilder::<Sqlite>::new(format!(
-                            "SELECT {ROW_COLUMNS} FROM outbox o LEFT JOIN channel_skus s \
-                             ON s.channel = o.channel AND s.sku = o.sku WHERE o.channel = "
-                        ));
-                        q.push_bind(&scan.channel).push(" AND o.sku IN (");
-                        let mut sep = q.separated(", ");
-                        for s in chunk {
-                            sep.push_bind(s);
-                        }
-                        q.push(")");
-                        for r in q.build().fetch_all(&mut *tx).await? {
-                            rows.push(row_of(&r)?);
-                        }
-                    }
+            // Rows held in memory are newer than their table copies. Read the memory first and
+            // the table second; a slice written in between (the generation moves) means start
+            // again, because the table may then hold rows the first read did not see as written.
+            for _ in 0..16 {
+                if let Some(rows) = self.scan_once(scan, limit).await? {
+                    return Ok(rows);
                 }
             }
-            if rows.is_empty() {
-                tx.commit().await?;
-                return Ok(rows);
-            }
-            let index: HashMap<String, usize> = rows
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (r.sku.clone(), i))
-                .collect();
-            let mut levels: HashMap<(usize, String), Levels> = HashMap::new();
-            let skus: Vec<String> = rows.iter().map(|r| r.sku.clone()).collect();
-            for chunk in skus.chunks(500) {
-                // The list travels as one JSON parameter so the statement text is constant and
-                // its prepared form is reused; CROSS JOIN keeps SQLite probing `cells` per sku.
-                let list =
-                    serde_json::to_string(chunk).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let cells = sqlx::query(
-                    "SELECT c.sku, c.location, c.state, c.value FROM json_each(?) AS j \
-                     CROSS JOIN cells AS c ON c.sku = j.value",
-                )
-                .bind(&list)
-                .fetch_all(&mut *tx)
-                .await?;
-                for r in cells {
-                    let sku: String = r.try_get(0)?;
-                    let loc: String = r.try_get(1)?;
-                    if !scan.locations.iter().any(|l| l.as_str() == loc) {
-                        continue;
-                    }
-                    let state: i64 = r.try_get(2)?;
-                    let value: i64 = r.try_get(3)?;
-                    let (Some(&i), Some(st)) = (
-                        index.get(&sku),
-                        usize::try_from(state)
-                            .ok()
-                            .and_then(|s| State::ALL.get(s).copied()),
-                    ) else {
-                        continue;
-                    };
-                    levels.entry((i, loc)).or_default().set(st, value);
-                }
-                // The newest applied event per sku: SQLite takes the bare columns from the row
-                // holding the maximum. Only for a sample of each page: the integration matrix
-                // needs percentiles, not every push, and this is the scan's dearest query.
-                let sample = &chunk[..chunk.len().min(LATEST_SAMPLE)];
-                let list = serde_json::to_string(sample)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let latest = sqlx::query(
-                    "SELECT e.sku, e.source, MAX(e.received_nanos), e.at_nanos FROM json_each(?) AS j \
-                     CROSS JOIN events AS e ON e.sku = j.value WHERE e.outcome = 'applied' \
-                     GROUP BY e.sku",
-                )
-                .bind(&list)
-                .fetch_all(&mut *tx)
-                .await?;
-                for r in latest {
-                    let sku: String = r.try_get(0)?;
-                    if let Some(&i) = index.get(&sku) {
-                        rows[i].source = r.try_get(1)?;
-                        rows[i].received_nanos = r.try_get(2)?;
-                        rows[i].occurred_nanos = r.try_get(3)?;
-                    }
-                }
-            }
-            tx.commit().await?;
-            for ((i, _), l) in levels {
-                rows[i].atp = rows[i].atp.saturating_add(l.available());
-            }
-            Ok(rows)
+            Err(StoreError::Overloaded)
         })
     }
 
@@ -473,6 +569,9 @@ impl Outbox for SqliteStore {
             if records.is_empty() {
                 return Ok(again);
             }
+            // What the rows held in memory (see `marks.rs`) must learn once this commits.
+            let mut acks: Vec<(&String, i64)> = Vec::new();
+            let mut redirty: Vec<&String> = Vec::new();
             let mut tx = immediate(self).await?;
             let now = nanos(Utc::now());
             // Runs of acknowledgements (the hot path) are written with multi-row statements;
@@ -484,7 +583,8 @@ impl Outbox for SqliteStore {
                     acked.clear();
                 }
                 match r {
-                    PushRecord::Acked { .. } => {
+                    PushRecord::Acked { sku, version, .. } => {
+                        acks.push((sku, *version));
                         acked.push(r);
                         continue;
                     }
@@ -541,6 +641,7 @@ impl Outbox for SqliteStore {
                         .await?;
                         if !*hold {
                             mark_dirty(&mut tx, channel, Some(sku), now).await?;
+                            redirty.push(sku);
                         }
                         insert_incident(&mut tx, incident).await?;
                     }
@@ -549,7 +650,31 @@ impl Outbox for SqliteStore {
             if !acked.is_empty() {
                 again.extend(write_acked(&mut tx, channel, &acked).await?);
             }
-            tx.commit().await?;
+            let _turn = tx.commit_holding().await?;
+            {
+                let mut m = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+                for s in redirty {
+                    if let Ok(sku) = Sku::parse(s.clone()) {
+                        m.redirty(channel, Some(&sku), now);
+                    }
+                }
+                // A row held in memory answers for itself whether it is still dirty.
+                let mut held_again: Vec<String> = Vec::new();
+                let mut held: std::collections::HashSet<&str> = Default::default();
+                for (s, version) in acks {
+                    let Ok(sku) = Sku::parse(s.clone()) else {
+                        continue;
+                    };
+                    if let Some(still) = m.acked(channel, &sku, version) {
+                        held.insert(s.as_str());
+                        if still {
+                            held_again.push(s.clone());
+                        }
+                    }
+                }
+                again.retain(|s| !held.contains(s.as_str()));
+                again.extend(held_again);
+            }
             self.changes.send_modify(|n| *n = n.wrapping_add(1));
             Ok(again)
         })
@@ -561,11 +686,23 @@ impl Outbox for SqliteStore {
     ) -> BoxFuture<'a, Result<ChannelStatus, StoreError>> {
         Box::pin(async move {
             let mut tx = self.read.begin().await?;
-            let pending: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE channel = ? AND dirty = 1")
-                    .bind(channel)
-                    .fetch_one(&mut *tx)
-                    .await?;
+            // Rows held in memory count as they are there, their table copies not at all.
+            let (held, held_dirty) = {
+                let m = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+                let held: Vec<String> = m.skus_of(channel).map(|s| s.to_string()).collect();
+                (held, m.dirty_count(channel) as i64)
+            };
+            let list =
+                serde_json::to_string(&held).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let stored: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM outbox WHERE channel = ? AND dirty = 1 \
+                 AND sku NOT IN (SELECT value FROM json_each(?))",
+            )
+            .bind(channel)
+            .bind(list)
+            .fetch_one(&mut *tx)
+            .await?;
+            let pending = stored + held_dirty;
             let held: Vec<String> = sqlx::query_scalar(
                 "SELECT sku FROM channel_skus WHERE channel = ? AND held = 1 ORDER BY sku LIMIT 1000",
             )
@@ -665,7 +802,15 @@ impl Outbox for SqliteStore {
                 .await?;
                 mark_dirty(&mut tx, channel, Some(s), now).await?;
             }
-            tx.commit().await?;
+            let _turn = tx.commit_holding().await?;
+            {
+                let mut m = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+                for s in &skus {
+                    if let Ok(sku) = Sku::parse(s.clone()) {
+                        m.redirty(channel, Some(&sku), now);
+                    }
+                }
+            }
             self.changes.send_modify(|n| *n = n.wrapping_add(1));
             Ok(skus.len() as u64)
         })
@@ -750,7 +895,7 @@ impl Outbox for SqliteStore {
 
     fn push_samples(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PushSample>, StoreError>> {
         Box::pin(async move {
-            let channels: Vec<String> = sqlx::query_scalar("SELECT DISTINCT channel FROM outbox")
+            let channels: Vec<String> = sqlx::query_scalar("SELECT DISTINCT channel FROM push_log")
                 .fetch_all(&self.read)
                 .await?;
             let mut out = Vec::new();
@@ -790,7 +935,7 @@ impl Outbox for SqliteStore {
             for s in sources {
                 let lags: Vec<i64> = sqlx::query_scalar(
                     "SELECT received_nanos - at_nanos FROM events WHERE source = ? \
-                     AND outcome = 'applied' LIMIT ?",
+                     AND outcome = 'applied' ORDER BY lsn DESC LIMIT ?",
                 )
                 .bind(s)
                 .bind(limit.max(1) as i64)

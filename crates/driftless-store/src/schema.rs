@@ -2,18 +2,23 @@
 //! epoch (UTC), so that they compare as numbers in every backend.
 //!
 //! - `events`: the append-only ledger. One row per event that claimed its id (applied, stale,
-//!   covered, override). `effective` marks rows whose deltas count in a later re-base.
+//!   covered, override), `lsn` its position in decision order. `effective` marks rows whose deltas
+//!   count in a later re-base.
 //! - `cells`: the folded value of each `(sku, location, state)` and the key of the `set` it is based
-//!   on. A cache of the fold over `events`, written in the same transaction.
+//!   on, as of ledger position `lsn`. A cache of the fold over `events`, written behind (see
+//!   `cells.rs`); `meta.cells_watermark` is the position up to which every change is written.
 //! - `outbox`: `(channel, sku)` pairs whose quantity may have changed, with a version that grows on
-//!   every change, written in the same transaction as the events it follows from.
+//!   every change and the channel's ATP at that version (plus the newest applied event, for the
+//!   integration matrix). Written behind the events (see `marks.rs`); `lsn` is the newest event
+//!   the version counts and `meta.outbox_watermark` the position up to which every mark is written.
 //! - `incidents`: overrides, conflicts, stale and covered events, rejections, channel incidents.
 //! - `audits`: every drift audit, for trends.
 
 /// SQLite schema, applied at open; every statement is idempotent.
 pub const SQLITE: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS events (
-        id TEXT NOT NULL PRIMARY KEY,
+        lsn INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
         fingerprint BLOB NOT NULL,
         source TEXT NOT NULL,
         sku TEXT NOT NULL,
@@ -33,7 +38,7 @@ pub const SQLITE: &[&str] = &[
         outcome TEXT NOT NULL,
         effective INTEGER NOT NULL,
         detail TEXT
-    ) WITHOUT ROWID",
+    )",
     "CREATE INDEX IF NOT EXISTS events_by_cell ON events (sku, location, at_nanos, seq, id)",
     "CREATE TABLE IF NOT EXISTS cells (
         sku TEXT NOT NULL,
@@ -43,17 +48,23 @@ pub const SQLITE: &[&str] = &[
         set_nanos INTEGER,
         set_seq INTEGER,
         set_id TEXT,
+        lsn INTEGER NOT NULL,
         PRIMARY KEY (sku, location, state)
     ) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS outbox (
         channel TEXT NOT NULL,
         sku TEXT NOT NULL,
         version INTEGER NOT NULL,
+        lsn INTEGER NOT NULL,
         dirty INTEGER NOT NULL,
         changed_nanos INTEGER NOT NULL,
+        atp INTEGER NOT NULL,
+        source TEXT,
+        occurred_nanos INTEGER,
+        received_nanos INTEGER,
         PRIMARY KEY (channel, sku)
     ) WITHOUT ROWID",
-    "CREATE INDEX IF NOT EXISTS outbox_dirty ON outbox (channel, dirty)",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT NOT NULL PRIMARY KEY, value INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS incidents (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         kind TEXT NOT NULL,

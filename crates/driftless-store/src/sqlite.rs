@@ -3,6 +3,8 @@
 //! one transaction (group commit: one fsync for everything that queued while the previous commit
 //! was on disk). Readers use a separate pool; WAL mode lets them run beside the writer.
 
+use crate::cells::{CellCache, FlushRows, Overlay, SkuCells, Slot};
+use crate::marks::{Change, Mark, Marks};
 use crate::schema;
 use crate::{
     AuditRecord, BoxFuture, HistoryEntry, Incident, IncidentFilter, Incoming, LocationLevels,
@@ -11,14 +13,14 @@ use crate::{
 use chrono::{DateTime, TimeZone, Utc};
 use driftless_core::{
     Cell, ChannelSpec, Effect, EventId, Fingerprint, Levels, Location, OrderKey, Outcome, Position,
-    Prepared, Rules, Sku, State,
+    Prepared, Rules, Sku, State, StateMap, effects_of,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, QueryBuilder, Row, Sqlite};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -36,6 +38,16 @@ pub struct SqliteOptions {
     pub max_cached_slots: usize,
     /// `synchronous = FULL`: a commit survives power loss, not only a process crash.
     pub fsync: bool,
+    /// Changed `(sku, location)` slots the writer keeps unwritten (see `cells.rs`); above this, each
+    /// group commit also writes a slice of them.
+    pub max_dirty_slots: usize,
+    /// Events a crash would have to replay before the writer writes every waiting cell.
+    pub max_replay_events: i64,
+    /// How long the writer waits idle before writing every waiting cell.
+    pub idle_flush: Duration,
+    /// Whether the writer writes the waiting cells when the store is dropped or closed. Off only
+    /// in tests that stand in for a crash.
+    pub flush_on_exit: bool,
 }
 
 impl Default for SqliteOptions {
@@ -45,14 +57,24 @@ impl Default for SqliteOptions {
             max_group_events: 20_000,
             max_cached_slots: 500_000,
             fsync: true,
+            max_dirty_slots: 100_000,
+            max_replay_events: 1_000_000,
+            idle_flush: Duration::from_millis(500),
+            flush_on_exit: true,
         }
     }
 }
 
-struct Job {
+struct Request {
     received_at: DateTime<Utc>,
     batch: Vec<Incoming>,
     reply: oneshot::Sender<Result<Vec<Receipt>, StoreError>>,
+}
+
+enum Job {
+    Apply(Request),
+    /// Write every waiting cell, then answer (shutdown).
+    Flush(oneshot::Sender<()>),
 }
 
 /// The embedded store.
@@ -68,6 +90,10 @@ pub struct SqliteStore {
     /// Bumped by the writer after a commit that marked outbox rows dirty (see
     /// [`crate::Outbox::outbox_changes`]).
     pub(crate) changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Cells not written to the table yet (see `cells.rs`).
+    pub(crate) overlay: std::sync::Arc<Overlay>,
+    /// Outbox rows not written to the table yet (see `marks.rs`).
+    pub(crate) marks: std::sync::Arc<std::sync::Mutex<Marks>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -123,6 +149,19 @@ impl SqliteStore {
             .pragma("wal_autocheckpoint", "10000")
             .pragma("temp_store", "memory");
         let mut conn = base.clone().connect().await?;
+        let earlier: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM sqlite_master WHERE name = 'events') \
+             - (SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'lsn')",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        if earlier > 0 {
+            return Err(StoreError::Corrupt(format!(
+                "{} holds a ledger in the schema of an earlier development version (events \
+                 without positions); start with an empty data directory",
+                file.display()
+            )));
+        }
         for stmt in schema::SQLITE {
             sqlx::query(*stmt).execute(&mut conn).await?;
         }
@@ -133,16 +172,22 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(opts.max_pending);
         let gate = std::sync::Arc::new(tokio::sync::Mutex::new(()));
         let changes = std::sync::Arc::new(tokio::sync::watch::Sender::new(0u64));
-        let writer = Writer {
+        let overlay = std::sync::Arc::new(Overlay::default());
+        let marks = std::sync::Arc::new(std::sync::Mutex::new(Marks::default()));
+        let mut writer = Writer {
             changes: changes.clone(),
             conn,
             rules,
             channels,
-            cache: HashMap::new(),
+            cache: CellCache::default(),
+            overlay: overlay.clone(),
+            marks: marks.clone(),
+            next_lsn: 1,
             opts,
             gate: gate.clone(),
             lookup_groups: 0,
         };
+        writer.recover().await?;
         let handle = tokio::spawn(writer.run(rx));
         Ok(SqliteStore {
             jobs: tx,
@@ -151,6 +196,8 @@ impl SqliteStore {
             side: tokio::sync::OnceCell::new(),
             gate,
             changes,
+            overlay,
+            marks,
         })
     }
 }
@@ -159,12 +206,16 @@ struct Writer {
     conn: SqliteConnection,
     rules: Rules,
     channels: Vec<ChannelSpec>,
-    cache: HashMap<(Sku, Location), [Cell; 5]>,
+    cache: CellCache,
+    overlay: std::sync::Arc<Overlay>,
+    marks: std::sync::Arc<std::sync::Mutex<Marks>>,
+    /// The position the next stored event gets.
+    next_lsn: i64,
     opts: SqliteOptions,
     gate: std::sync::Arc<tokio::sync::Mutex<()>>,
     changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     /// Groups left that look their ids up before deciding. Normally a group decides first and
-    /// lets the primary key tell it whether any id was already stored (one lookup query fewer per
+    /// lets the unique index tell it whether any id was already stored (one lookup query fewer per
     /// group); when one was, the group is redone with lookups, and so are the next few, because
     /// redeliveries come in storms.
     lookup_groups: u32,
@@ -178,13 +229,18 @@ const LOOKUP_AFTER_DUPLICATE: u32 = 64;
 #[derive(Default)]
 struct Pending {
     events: Vec<EventRow>,
-    /// Slots written by this group, with a bit per state that changed.
+    /// Slots changed by this group, with a bit per state that changed.
     cells: HashMap<(Sku, Location), u8>,
-    outbox: HashSet<(String, Sku)>,
+    /// Marked `(channel index, sku)`: the first and newest marking events and how many.
+    outbox: HashMap<(usize, Sku), (i64, i64, i64)>,
+    /// The newest applied event per sku in this group: `(source, occurred, received)`, for the
+    /// integration matrix's latencies.
+    samples: HashMap<Sku, (String, i64, i64)>,
     incidents: Vec<Incident>,
 }
 
 struct EventRow {
+    lsn: i64,
     p: Prepared,
     received: i64,
     outcome: Outcome,
@@ -194,15 +250,50 @@ struct EventRow {
 
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
-        while let Some(first) = rx.recv().await {
+        loop {
+            // While cells or outbox rows wait to be written, an idle moment writes them all.
+            let waiting = self.cache.dirty_slots() > 0
+                || self.marks.lock().map(|m| m.len() > 0).unwrap_or(true);
+            let first = if waiting {
+                match tokio::time::timeout(self.opts.idle_flush, rx.recv()).await {
+                    Ok(j) => j,
+                    Err(_) => {
+                        self.flush_all().await;
+                        continue;
+                    }
+                }
+            } else {
+                rx.recv().await
+            };
+            let first = match first {
+                Some(Job::Apply(j)) => j,
+                Some(Job::Flush(reply)) => {
+                    if self.opts.flush_on_exit {
+                        self.flush_all().await;
+                    }
+                    let _ = reply.send(());
+                    continue;
+                }
+                None => {
+                    if self.opts.flush_on_exit {
+                        self.flush_all().await;
+                    }
+                    return;
+                }
+            };
             let mut jobs = vec![first];
             let mut n = jobs[0].batch.len();
+            let mut flush_after: Option<oneshot::Sender<()>> = None;
             // Take everything that queued during the previous commit, up to the group limit.
             while n < self.opts.max_group_events {
                 match rx.try_recv() {
-                    Ok(j) => {
+                    Ok(Job::Apply(j)) => {
                         n += j.batch.len();
                         jobs.push(j);
+                    }
+                    Ok(Job::Flush(reply)) => {
+                        flush_after = Some(reply);
+                        break;
                     }
                     Err(_) => break,
                 }
@@ -213,7 +304,6 @@ impl Writer {
             let mut result = self.commit_group(&jobs, lookup).await;
             if matches!(result, Ok(None)) {
                 // An id in the group was already stored: the optimistic decisions are void.
-                self.cache.clear();
                 self.lookup_groups = LOOKUP_AFTER_DUPLICATE;
                 result = self.commit_group(&jobs, true).await;
             }
@@ -234,8 +324,6 @@ impl Writer {
                     }
                 }
                 Err(e) => {
-                    // The cache may hold decisions of the rolled-back transaction.
-                    self.cache.clear();
                     tracing::error!(error = %e, "group commit failed");
                     let msg = e.to_string();
                     for job in jobs {
@@ -243,29 +331,48 @@ impl Writer {
                     }
                 }
             }
+            if let Some(reply) = flush_after {
+                if self.opts.flush_on_exit {
+                    self.flush_all().await;
+                }
+                let _ = reply.send(());
+            }
         }
     }
 
     /// Decides and writes one group in one transaction. With `lookup` false, ids are assumed new
-    /// and the insert checks it: `Ok(None)` means one was not, and nothing was written.
+    /// and the insert checks it: `Ok(None)` means one was not, and nothing was written. Whatever
+    /// does not commit leaves the cached cells as they were.
     async fn commit_group(
         &mut self,
-        jobs: &[Job],
+        jobs: &[Request],
+        lookup: bool,
+    ) -> Result<Option<Vec<Vec<Receipt>>>, StoreError> {
+        let r = self.try_group(jobs, lookup).await;
+        if matches!(r, Ok(Some(_))) {
+            self.cache.commit_group();
+        } else {
+            self.cache.rollback_group();
+        }
+        r
+    }
+
+    async fn try_group(
+        &mut self,
+        jobs: &[Request],
         lookup: bool,
     ) -> Result<Option<Vec<Vec<Receipt>>>, StoreError> {
         let mut ids: Vec<&str> = Vec::new();
-        let mut slots: HashSet<(Sku, Location)> = HashSet::new();
+        let mut skus: HashSet<&Sku> = HashSet::new();
         for j in jobs {
             for item in &j.batch {
                 if let Incoming::Event(p) = item {
                     ids.push(p.event.id.as_str());
-                    slots.insert((p.event.sku.clone(), p.event.location.clone()));
+                    skus.insert(&p.event.sku);
                 }
             }
         }
-        if self.cache.len() + slots.len() > self.opts.max_cached_slots {
-            self.cache.clear();
-        }
+        self.cache.evict_clean(self.opts.max_cached_slots);
         // IMMEDIATE: take the write lock up front, so a fan-out write between this transaction's
         // first read and first write makes it wait instead of failing with a stale snapshot.
         let gate = self.gate.clone();
@@ -276,12 +383,15 @@ impl Writer {
         } else {
             HashMap::new()
         };
-        let missing: Vec<(Sku, Location)> = slots
+        let missing: Vec<&Sku> = skus
             .into_iter()
-            .filter(|k| !self.cache.contains_key(k))
+            .filter(|k| !self.cache.contains(k))
             .collect();
-        load_cells(&mut tx, &missing, &mut self.cache).await?;
+        for (sku, cells, _) in load_skus(&mut tx, &missing).await? {
+            self.cache.insert_loaded(sku, cells);
+        }
 
+        let mut lsn = self.next_lsn;
         let mut pending = Pending::default();
         let mut out = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -308,32 +418,59 @@ impl Writer {
                     Incoming::Event(p) => p,
                 };
                 let ev = &p.event;
-                let key = (ev.sku.clone(), ev.location.clone());
-                let cells = self.cache.entry(key.clone()).or_default();
                 let prior = seen.get(ev.id.as_str()).copied();
+                let cells = self.cache.cells_mut(&ev.sku, &ev.location);
                 let d = self.rules.decide(p, prior, cells);
+                let mut mask = 0u8;
                 for (state, effect) in &d.effects {
                     let cell = &mut cells[state.index()];
                     match effect {
                         Effect::Add(delta) => cell.value = cell.value.saturating_add(*delta),
                         Effect::Rebase { key: k, value } => {
-                            let later =
-                                sum_after(&mut tx, &pending, &ev.sku, &ev.location, *state, k)
-                                    .await?;
+                            let later = sum_after(
+                                &mut tx,
+                                Some(&pending),
+                                &ev.sku,
+                                &ev.location,
+                                *state,
+                                k,
+                                None,
+                            )
+                            .await?;
                             *cell = Cell {
                                 value: value.saturating_add(later),
                                 set: Some(k.clone()),
                             };
                         }
                     }
+                    mask |= 1 << state.index();
                 }
-                if !d.effects.is_empty() {
-                    let mask = pending.cells.entry(key).or_default();
-                    for (state, _) in &d.effects {
-                        *mask |= 1 << state.index();
+                if mask != 0 {
+                    // Effects imply the event claims its id, so it is stored at `lsn`.
+                    self.cache.mark_dirty(&ev.sku, &ev.location, mask, lsn);
+                    *pending
+                        .cells
+                        .entry((ev.sku.clone(), ev.location.clone()))
+                        .or_default() |= mask;
+                }
+                // Every event that counts marks the outbox, even an accepted override that
+                // changed nothing: a crash replay can then count versions from the stored outcome.
+                if d.effective && matches!(d.outcome, Outcome::Applied | Outcome::Override) {
+                    for (i, c) in self.channels.iter().enumerate() {
+                        if c.feeds_from(&ev.location) {
+                            let m = pending
+                                .outbox
+                                .entry((i, ev.sku.clone()))
+                                .or_insert((lsn, lsn, 0));
+                            m.1 = lsn;
+                            m.2 += 1;
+                        }
                     }
-                    for c in self.channels.iter().filter(|c| c.feeds_from(&ev.location)) {
-                        pending.outbox.insert((c.id.to_string(), ev.sku.clone()));
+                    if d.outcome == Outcome::Applied {
+                        pending.samples.insert(
+                            ev.sku.clone(),
+                            (ev.source.to_string(), ev.position.at_nanos, received),
+                        );
                     }
                 }
                 if matches!(
@@ -353,12 +490,14 @@ impl Writer {
                 if d.claims_id {
                     seen.insert(ev.id.to_string(), p.fingerprint);
                     pending.events.push(EventRow {
+                        lsn,
                         p: (**p).clone(),
                         received,
                         outcome: d.outcome,
                         effective: d.effective,
                         detail: d.detail.clone(),
                     });
+                    lsn += 1;
                 }
                 receipts.push(Receipt {
                     outcome: d.outcome,
@@ -367,17 +506,416 @@ impl Writer {
             }
             out.push(receipts);
         }
-        if !flush(&mut tx, &pending, &self.cache).await? {
+        if !insert_events(&mut tx, &pending.events).await? {
             tx.rollback().await?;
             return Ok(None);
         }
+        insert_incidents(&mut tx, &pending.incidents).await?;
+        // Outbox rows are written behind too (see `marks.rs`): read the stored rows this group
+        // marks for the first time, so versions continue from them.
+        // The gate is held, so only this task changes the marks until it is released; the lock
+        // is only for readers, and is never held across an await.
+        let mut first: HashMap<usize, Vec<&Sku>> = HashMap::new();
+        {
+            let marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, sku) in pending.outbox.keys() {
+                if marks.get(self.channels[*i].id.as_str(), sku).is_none() {
+                    first.entry(*i).or_default().push(sku);
+                }
+            }
+        }
+        let mut stored: HashMap<(usize, Sku), Mark> = HashMap::new();
+        for (i, skus) in first {
+            for (sku, m) in load_marks(&mut tx, self.channels[i].id.as_str(), &skus).await? {
+                stored.insert((i, sku), m);
+            }
+        }
+        // Write a slice of the cells that wait, once more of them wait than the writer keeps
+        // unwritten, or once the replay a crash would need grows long.
+        let last = lsn - 1;
+        let over = self
+            .cache
+            .dirty_slots()
+            .saturating_sub(self.opts.max_dirty_slots * 3 / 4);
+        let tail = last - self.cache.watermark(last);
+        let want = if self.cache.dirty_slots() > self.opts.max_dirty_slots {
+            over
+        } else if tail > self.opts.max_replay_events {
+            self.cache.dirty_slots()
+        } else {
+            0
+        };
+        let slice = self.cache.take_slice(want);
+        write_cells(&mut tx, &slice, last).await?;
+        set_meta(
+            &mut tx,
+            "cells_watermark",
+            watermark_after(&self.cache, &slice, last),
+        )
+        .await?;
+        // The same for outbox rows, leaving out those this group marks (they change after the
+        // commit, and the slice must not write an older state over them).
+        let (mark_slice, outbox_wm) = {
+            let marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+            let mark_slice: Vec<(String, Sku, Mark)> = if marks.len() > self.opts.max_dirty_slots {
+                let n = marks.len() - self.opts.max_dirty_slots * 3 / 4;
+                marks
+                    .take_slice(n + pending.outbox.len())
+                    .into_iter()
+                    .filter(|(c, s, _)| {
+                        !self
+                            .channels
+                            .iter()
+                            .position(|x| x.id.as_str() == c)
+                            .is_some_and(|i| pending.outbox.contains_key(&(i, s.clone())))
+                    })
+                    .take(n)
+                    .collect()
+            } else if last - marks.watermark(last) > self.opts.max_replay_events {
+                marks.take_slice(usize::MAX)
+            } else {
+                Vec::new()
+            };
+            let outbox_wm = if pending.outbox.is_empty() && mark_slice.len() == marks.len() {
+                last
+            } else {
+                marks.watermark(last).min(self.next_lsn - 1)
+            };
+            (mark_slice, outbox_wm)
+        };
+        write_marks(&mut tx, &mark_slice).await?;
+        set_meta(&mut tx, "outbox_watermark", outbox_wm).await?;
         tx.commit().await?;
+        self.next_lsn = lsn;
+        self.cache.written(&slice);
+        self.publish(pending.cells.keys().map(|(s, _)| s), &slice);
+        let now = nanos(Utc::now());
+        let mut marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+        for ((i, sku), (first, at, events)) in &pending.outbox {
+            let c = &self.channels[*i];
+            marks.mark(
+                c.id.as_str(),
+                sku,
+                stored.remove(&(*i, sku.clone())),
+                Change {
+                    first: *first,
+                    lsn: *at,
+                    events: *events,
+                    now_nanos: now,
+                    atp: self.cache.channel_atp(sku, c),
+                    sample: pending.samples.get(sku).cloned(),
+                },
+            );
+        }
+        marks.written(&mark_slice);
+        drop(marks);
         if !pending.outbox.is_empty() {
             self.changes.send_modify(|n| *n = n.wrapping_add(1));
         }
         Ok(Some(out))
     }
+
+    /// After a commit: readers see the changed skus through the overlay until they are written.
+    fn publish<'a>(&self, changed: impl Iterator<Item = &'a Sku>, written: &FlushRows) {
+        let mut ov = self.overlay.write().unwrap_or_else(|p| p.into_inner());
+        for sku in changed {
+            if let Some(c) = self.cache.get(sku) {
+                ov.insert(sku.clone(), c.levels());
+            }
+        }
+        for (sku, _) in written {
+            ov.remove(sku);
+        }
+    }
+
+    /// Writes every waiting cell, a slice per transaction.
+    async fn flush_all(&mut self) {
+        while self.cache.dirty_slots() > 0 {
+            let slice = self.cache.take_slice(FLUSH_SLICE);
+            let last = self.next_lsn - 1;
+            let r = async {
+                let gate = self.gate.clone();
+                let _turn = gate.lock().await;
+                let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+                write_cells(&mut tx, &slice, last).await?;
+                set_meta(
+                    &mut tx,
+                    "cells_watermark",
+                    watermark_after(&self.cache, &slice, last),
+                )
+                .await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>(())
+            }
+            .await;
+            match r {
+                Ok(()) => {
+                    self.cache.written(&slice);
+                    self.publish(std::iter::empty(), &slice);
+                }
+                Err(e) => {
+                    // The events are durable; the cells stay waiting and a restart replays them.
+                    tracing::warn!(error = %e, "writing cells failed; will retry");
+                    return;
+                }
+            }
+        }
+        loop {
+            let last = self.next_lsn - 1;
+            if self.marks.lock().map(|m| m.len() == 0).unwrap_or(true) {
+                return;
+            }
+            let marks = self.marks.clone();
+            let r = async {
+                let gate = self.gate.clone();
+                let _turn = gate.lock().await;
+                // Taken again under the gate: a dispatcher may have acknowledged a row since.
+                let (slice, after) = {
+                    let m = marks.lock().unwrap_or_else(|p| p.into_inner());
+                    let slice = m.take_slice(FLUSH_SLICE);
+                    let after = if slice.len() == m.len() {
+                        last
+                    } else {
+                        m.watermark(last)
+                    };
+                    (slice, after)
+                };
+                let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+                write_marks(&mut tx, &slice).await?;
+                set_meta(&mut tx, "outbox_watermark", after).await?;
+                tx.commit().await?;
+                marks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .written(&slice);
+                Ok::<_, StoreError>(())
+            }
+            .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "writing outbox rows failed; will retry");
+                return;
+            }
+        }
+    }
+
+    /// Rebuilds the cells a crash left unwritten: replays, in decision order, the effective events
+    /// after the watermark, skipping per row what the row already holds. The stored outcome and
+    /// `effective` flag are used, not the configuration, which may have changed since.
+    async fn recover(&mut self) -> Result<(), StoreError> {
+        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(lsn), 0) FROM events")
+            .fetch_one(&mut self.conn)
+            .await?;
+        self.next_lsn = last + 1;
+        self.recover_cells(last).await?;
+        self.recover_marks(last).await?;
+        self.flush_all().await;
+        Ok(())
+    }
+
+    /// Rebuilds the outbox rows a crash left unwritten: each applied event after the watermark
+    /// that a stored row does not count yet (`outbox.lsn`) adds a version, as it did when it was
+    /// decided; the quantity is the channel's ATP now (the cells are recovered first).
+    async fn recover_marks(&mut self, last: i64) -> Result<(), StoreError> {
+        let watermark: i64 =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'outbox_watermark'")
+                .fetch_optional(&mut self.conn)
+                .await?
+                .unwrap_or(0);
+        if last <= watermark || self.channels.is_empty() {
+            return Ok(());
+        }
+        // Per (channel index, sku): newest marking event, how many, newest applied sample.
+        type Acc = (i64, i64, Option<(String, i64, i64)>);
+        let mut acc: HashMap<(usize, Sku), Acc> = HashMap::new();
+        let mut stored: HashMap<(usize, Sku), Option<Mark>> = HashMap::new();
+        let mut after = watermark;
+        loop {
+            let rows = sqlx::query(
+                "SELECT lsn, source, sku, location, at_nanos, received_nanos, outcome FROM events \
+                 WHERE lsn > ? AND effective = 1 AND outcome IN ('applied', 'override') \
+                 ORDER BY lsn LIMIT 10000",
+            )
+            .bind(after)
+            .fetch_all(&mut self.conn)
+            .await?;
+            let Some(tail) = rows.last() else { break };
+            after = tail.try_get("lsn")?;
+            for r in &rows {
+                let lsn: i64 = r.try_get("lsn")?;
+                let sku = Sku::parse(r.try_get::<String, _>("sku")?)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let loc = Location::parse(r.try_get::<String, _>("location")?)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                for i in 0..self.channels.len() {
+                    if !self.channels[i].feeds_from(&loc) {
+                        continue;
+                    }
+                    let key = (i, sku.clone());
+                    if !stored.contains_key(&key) {
+                        let m = load_marks(&mut self.conn, self.channels[i].id.as_str(), &[&sku])
+                            .await?
+                            .pop()
+                            .map(|(_, m)| m);
+                        stored.insert(key.clone(), m);
+                    }
+                    if stored[&key].as_ref().is_some_and(|m| m.lsn >= lsn) {
+                        continue;
+                    }
+                    let a = acc.entry(key).or_default();
+                    a.0 = lsn;
+                    a.1 += 1;
+                    if r.try_get::<String, _>("outcome")? == "applied" {
+                        a.2 = Some((
+                            r.try_get("source")?,
+                            r.try_get("at_nanos")?,
+                            r.try_get("received_nanos")?,
+                        ));
+                    }
+                }
+            }
+        }
+        let missing: Vec<Sku> = acc
+            .keys()
+            .map(|(_, s)| s.clone())
+            .filter(|s| !self.cache.contains(s))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let refs: Vec<&Sku> = missing.iter().collect();
+        for (sku, cells, _) in load_skus(&mut self.conn, &refs).await? {
+            self.cache.insert_loaded(sku, cells);
+        }
+        let now = nanos(Utc::now());
+        let n = acc.len();
+        let mut marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+        for ((i, sku), (lsn, events, sample)) in acc {
+            let c = &self.channels[i];
+            let prior = stored.remove(&(i, sku.clone())).flatten();
+            marks.mark(
+                c.id.as_str(),
+                &sku,
+                prior,
+                Change {
+                    first: lsn - events + 1,
+                    lsn,
+                    events,
+                    now_nanos: now,
+                    atp: self.cache.channel_atp(&sku, c),
+                    sample,
+                },
+            );
+        }
+        tracing::info!(rows = n, "replayed the ledger tail into the outbox");
+        Ok(())
+    }
+
+    async fn recover_cells(&mut self, last: i64) -> Result<(), StoreError> {
+        let watermark: i64 =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'cells_watermark'")
+                .fetch_optional(&mut self.conn)
+                .await?
+                .unwrap_or(0);
+        if last <= watermark {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let mut row_lsns: HashMap<(Sku, Location), [i64; 5]> = HashMap::new();
+        let mut after = watermark;
+        let mut replayed = 0u64;
+        loop {
+            let rows = sqlx::query(
+                "SELECT lsn, id, sku, location, at_nanos, seq, kind, on_hand, committed, reserved, \
+                 incoming, unavailable FROM events WHERE lsn > ? AND effective = 1 \
+                 ORDER BY lsn LIMIT 10000",
+            )
+            .bind(after)
+            .fetch_all(&mut self.conn)
+            .await?;
+            let Some(tail) = rows.last() else { break };
+            after = tail.try_get("lsn")?;
+            for r in &rows {
+                let lsn: i64 = r.try_get("lsn")?;
+                let sku = Sku::parse(r.try_get::<String, _>("sku")?)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let loc = Location::parse(r.try_get::<String, _>("location")?)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                if !self.cache.contains(&sku) {
+                    for (s, cells, lsns) in load_skus(&mut self.conn, &[&sku]).await? {
+                        for (slot, l) in cells.slots.iter().zip(lsns) {
+                            row_lsns.insert((s.clone(), slot.loc.clone()), l);
+                        }
+                        self.cache.insert_loaded(s, cells);
+                    }
+                }
+                let key = OrderKey {
+                    position: Position {
+                        at_nanos: r.try_get("at_nanos")?,
+                        seq: r.try_get::<i64, _>("seq")? as u64,
+                    },
+                    id: EventId::parse(r.try_get::<String, _>("id")?)
+                        .map_err(|e| StoreError::Corrupt(format!("event id: {e}")))?,
+                };
+                let held = row_lsns
+                    .get(&(sku.clone(), loc.clone()))
+                    .copied()
+                    .unwrap_or([0; 5]);
+                let mut base = StateMap::new();
+                for s in State::ALL {
+                    if let Some(q) = r.try_get::<Option<i64>, _>(s.as_str())?
+                        && held[s.index()] < lsn
+                    {
+                        base.insert(s, q);
+                    }
+                }
+                let is_set = r.try_get::<String, _>("kind")? == "set";
+                let cells = self.cache.cells_mut(&sku, &loc);
+                let mut mask = 0u8;
+                for (state, effect) in effects_of(is_set, &key, &base, cells) {
+                    let cell = &mut cells[state.index()];
+                    match effect {
+                        Effect::Add(delta) => cell.value = cell.value.saturating_add(delta),
+                        Effect::Rebase { key: k, value } => {
+                            let later =
+                                sum_after(&mut self.conn, None, &sku, &loc, state, &k, Some(lsn))
+                                    .await?;
+                            *cell = Cell {
+                                value: value.saturating_add(later),
+                                set: Some(k),
+                            };
+                        }
+                    }
+                    mask |= 1 << state.index();
+                }
+                if mask != 0 {
+                    self.cache.mark_dirty(&sku, &loc, mask, lsn);
+                }
+                replayed += 1;
+            }
+            self.cache.commit_group();
+        }
+        tracing::info!(
+            events = replayed,
+            ms = started.elapsed().as_millis() as u64,
+            "replayed the ledger tail into the cells"
+        );
+        Ok(())
+    }
 }
+
+/// The watermark to store with a slice: every change is written once the slice holds every
+/// waiting slot; otherwise the current one, which is conservative (a replay from an earlier
+/// position skips what rows already hold).
+fn watermark_after(cache: &CellCache, slice: &FlushRows, last: i64) -> i64 {
+    let slots: usize = slice.iter().map(|(_, v)| v.len()).sum();
+    if slots == cache.dirty_slots() {
+        last
+    } else {
+        cache.watermark(last)
+    }
+}
+
+/// Slots one idle or shutdown flush writes per transaction.
+const FLUSH_SLICE: usize = 20_000;
 
 async fn lookup_ids(
     conn: &mut SqliteConnection,
@@ -426,59 +964,75 @@ fn cell_from_row(row: &SqliteRow) -> Result<(usize, Cell), StoreError> {
     Ok((i, Cell { value, set }))
 }
 
-async fn load_cells(
+/// Every stored location of each sku, with the position each row is written as of.
+async fn load_skus(
     conn: &mut SqliteConnection,
-    keys: &[(Sku, Location)],
-    cache: &mut HashMap<(Sku, Location), [Cell; 5]>,
-) -> Result<(), StoreError> {
-    for chunk in keys.chunks(400) {
-        for k in chunk {
-            cache.insert(k.clone(), Default::default());
-        }
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT sku, location, state, value, set_nanos, set_seq, set_id FROM cells \
-             WHERE (sku, location) IN (VALUES ",
-        );
-        let mut sep = q.separated(", ");
-        for (s, l) in chunk {
-            sep.push("(");
-            sep.push_bind_unseparated(s.to_string());
-            sep.push_unseparated(", ");
-            sep.push_bind_unseparated(l.to_string());
-            sep.push_unseparated(")");
-        }
-        q.push(")");
-        for row in q.build().fetch_all(&mut *conn).await? {
+    skus: &[&Sku],
+) -> Result<Vec<(Sku, SkuCells, Vec<[i64; 5]>)>, StoreError> {
+    let mut out: Vec<(Sku, SkuCells, Vec<[i64; 5]>)> = Vec::with_capacity(skus.len());
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(skus.len());
+    for s in skus {
+        index.insert(s.as_str(), out.len());
+        out.push(((*s).clone(), SkuCells::default(), Vec::new()));
+    }
+    for chunk in skus.chunks(500) {
+        // One JSON parameter keeps the statement text constant, so its prepared form is reused.
+        let list = serde_json::to_string(&chunk.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let rows = sqlx::query(
+            "SELECT c.sku, c.location, c.state, c.value, c.set_nanos, c.set_seq, c.set_id, c.lsn \
+             FROM json_each(?) AS j CROSS JOIN cells AS c ON c.sku = j.value",
+        )
+        .bind(list)
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in rows {
             let sku: String = row.try_get("sku")?;
             let loc: String = row.try_get("location")?;
+            let lsn: i64 = row.try_get("lsn")?;
             let (i, cell) = cell_from_row(&row)?;
-            let key = (
-                Sku::parse(sku).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                Location::parse(loc).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            );
-            if let Some(slot) = cache.get_mut(&key) {
-                slot[i] = cell;
-            }
+            let Some(&at) = index.get(sku.as_str()) else {
+                continue;
+            };
+            let (_, cells, lsns) = &mut out[at];
+            let k = match cells.slots.iter().position(|s| s.loc.as_str() == loc) {
+                Some(k) => k,
+                None => {
+                    cells.slots.push(Slot {
+                        loc: Location::parse(loc)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        cells: Default::default(),
+                        dirty: 0,
+                        first_lsn: 0,
+                    });
+                    lsns.push([0; 5]);
+                    cells.slots.len() - 1
+                }
+            };
+            cells.slots[k].cells[i] = cell;
+            lsns[k][i] = lsn;
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// The sum of effective adjust deltas for one state positioned after `k`: those already stored
-/// plus those decided earlier in this (uncommitted, unflushed) group.
+/// (before position `before`, when replaying) plus those decided earlier in this (uncommitted,
+/// unwritten) group.
 async fn sum_after(
     conn: &mut SqliteConnection,
-    pending: &Pending,
+    pending: Option<&Pending>,
     sku: &Sku,
     loc: &Location,
     state: State,
     k: &OrderKey,
+    before: Option<i64>,
 ) -> Result<i64, StoreError> {
     let col = state.as_str();
     let sql = format!(
         "SELECT COALESCE(SUM({col}), 0) FROM events WHERE sku = ? AND location = ? \
          AND kind = 'adjust' AND effective = 1 AND {col} IS NOT NULL \
-         AND (at_nanos > ? OR (at_nanos = ? AND (seq > ? OR (seq = ? AND id > ?))))"
+         AND (at_nanos > ? OR (at_nanos = ? AND (seq > ? OR (seq = ? AND id > ?)))) AND lsn < ?"
     );
     let stored: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
         .bind(sku.to_string())
@@ -488,10 +1042,12 @@ async fn sum_after(
         .bind(k.position.seq as i64)
         .bind(k.position.seq as i64)
         .bind(k.id.to_string())
+        .bind(before.unwrap_or(i64::MAX))
         .fetch_one(&mut *conn)
         .await?;
     let unflushed: i64 = pending
-        .events
+        .map(|p| p.events.as_slice())
+        .unwrap_or_default()
         .iter()
         .filter(|r| r.effective && !r.p.event.change.is_set())
         .filter(|r| &r.p.event.sku == sku && &r.p.event.location == loc)
@@ -501,23 +1057,23 @@ async fn sum_after(
     Ok(stored.saturating_add(unflushed))
 }
 
-/// Writes the group's rows. Returns false, having written part of them, when an event id was
+/// Inserts the group's events. Returns false, having inserted part of them, when an event id was
 /// already stored (the caller rolls back).
-async fn flush(
+async fn insert_events(
     conn: &mut SqliteConnection,
-    pending: &Pending,
-    cache: &HashMap<(Sku, Location), [Cell; 5]>,
+    events: &[EventRow],
 ) -> Result<bool, StoreError> {
     let mut inserted = 0u64;
-    for chunk in pending.events.chunks(1000) {
+    for chunk in events.chunks(1000) {
         let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO events (id, fingerprint, source, sku, location, at_nanos, seq, kind, \
+            "INSERT INTO events (lsn, id, fingerprint, source, sku, location, at_nanos, seq, kind, \
              on_hand, committed, reserved, incoming, unavailable, uom, reason, ref, \
              received_nanos, outcome, effective, detail) ",
         );
         q.push_values(chunk, |mut b, r| {
             let e = &r.p.event;
-            b.push_bind(e.id.to_string())
+            b.push_bind(r.lsn)
+                .push_bind(e.id.to_string())
                 .push_bind(r.p.fingerprint.0.to_vec())
                 .push_bind(e.source.to_string())
                 .push_bind(e.sku.to_string())
@@ -539,60 +1095,135 @@ async fn flush(
         q.push(" ON CONFLICT (id) DO NOTHING");
         inserted += q.build().execute(&mut *conn).await?.rows_affected();
     }
-    if inserted != pending.events.len() as u64 {
-        return Ok(false);
+    Ok(inserted == events.len() as u64)
+}
+
+/// The stored outbox rows of these skus of one channel.
+pub(crate) async fn load_marks(
+    conn: &mut SqliteConnection,
+    channel: &str,
+    skus: &[&Sku],
+) -> Result<Vec<(Sku, Mark)>, StoreError> {
+    let mut out = Vec::new();
+    for chunk in skus.chunks(500) {
+        let list = serde_json::to_string(&chunk.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let rows = sqlx::query(
+            "SELECT o.sku, o.version, o.lsn, o.dirty, o.changed_nanos, o.atp, o.source, \
+             o.occurred_nanos, o.received_nanos FROM json_each(?) AS j \
+             CROSS JOIN outbox AS o ON o.channel = ? AND o.sku = j.value",
+        )
+        .bind(list)
+        .bind(channel)
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in rows {
+            let sku = Sku::parse(r.try_get::<String, _>(0)?)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.push((
+                sku,
+                Mark {
+                    version: r.try_get(1)?,
+                    lsn: r.try_get(2)?,
+                    dirty: r.try_get::<i64, _>(3)? != 0,
+                    changed_nanos: r.try_get(4)?,
+                    atp: r.try_get(5)?,
+                    source: r.try_get(6)?,
+                    occurred_nanos: r.try_get(7)?,
+                    received_nanos: r.try_get(8)?,
+                    first_lsn: 0,
+                },
+            ));
+        }
     }
-    let cells: Vec<(&(Sku, Location), usize, &Cell)> = pending
-        .cells
+    Ok(out)
+}
+
+/// Writes a slice of outbox rows held in memory.
+async fn write_marks(
+    conn: &mut SqliteConnection,
+    slice: &[(String, Sku, Mark)],
+) -> Result<(), StoreError> {
+    for chunk in slice.chunks(2000) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO outbox (channel, sku, version, lsn, dirty, changed_nanos, atp, source, \
+             occurred_nanos, received_nanos) ",
+        );
+        q.push_values(chunk, |mut b, (c, s, m)| {
+            b.push_bind(c.as_str())
+                .push_bind(s.as_str())
+                .push_bind(m.version)
+                .push_bind(m.lsn)
+                .push_bind(i64::from(m.dirty))
+                .push_bind(m.changed_nanos)
+                .push_bind(m.atp)
+                .push_bind(m.source.as_deref())
+                .push_bind(m.occurred_nanos)
+                .push_bind(m.received_nanos);
+        });
+        q.push(
+            " ON CONFLICT (channel, sku) DO UPDATE SET version = excluded.version, \
+             lsn = excluded.lsn, dirty = excluded.dirty, changed_nanos = excluded.changed_nanos, \
+             atp = excluded.atp, source = excluded.source, \
+             occurred_nanos = excluded.occurred_nanos, received_nanos = excluded.received_nanos",
+        );
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Writes a slice of waiting cells, as of ledger position `lsn`.
+async fn write_cells(
+    conn: &mut SqliteConnection,
+    slice: &FlushRows,
+    lsn: i64,
+) -> Result<(), StoreError> {
+    let rows: Vec<(&Sku, &Location, usize, &Cell)> = slice
         .iter()
-        .filter_map(|(k, mask)| cache.get(k).map(|c| (k, *mask, c)))
-        .flat_map(|(k, mask, c)| {
-            c.iter()
-                .enumerate()
-                .filter(move |(i, _)| mask & (1 << i) != 0)
-                .map(move |(i, cell)| (k, i, cell))
+        .flat_map(|(sku, slots)| {
+            slots.iter().flat_map(move |(loc, mask, cells)| {
+                cells
+                    .iter()
+                    .enumerate()
+                    .filter(move |(i, _)| mask & (1 << i) != 0)
+                    .map(move |(i, cell)| (sku, loc, i, cell))
+            })
         })
         .collect();
-    for chunk in cells.chunks(2000) {
+    for chunk in rows.chunks(2000) {
         let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO cells (sku, location, state, value, set_nanos, set_seq, set_id) ",
+            "INSERT INTO cells (sku, location, state, value, set_nanos, set_seq, set_id, lsn) ",
         );
-        q.push_values(chunk, |mut b, ((sku, loc), i, cell)| {
-            b.push_bind(sku.to_string())
-                .push_bind(loc.to_string())
+        q.push_values(chunk, |mut b, (sku, loc, i, cell)| {
+            b.push_bind(sku.as_str())
+                .push_bind(loc.as_str())
                 .push_bind(*i as i64)
                 .push_bind(cell.value)
                 .push_bind(cell.set.as_ref().map(|k| k.position.at_nanos))
                 .push_bind(cell.set.as_ref().map(|k| k.position.seq as i64))
-                .push_bind(cell.set.as_ref().map(|k| k.id.to_string()));
+                .push_bind(cell.set.as_ref().map(|k| k.id.to_string()))
+                .push_bind(lsn);
         });
         q.push(
             " ON CONFLICT (sku, location, state) DO UPDATE SET value = excluded.value, \
-             set_nanos = excluded.set_nanos, set_seq = excluded.set_seq, set_id = excluded.set_id",
+             set_nanos = excluded.set_nanos, set_seq = excluded.set_seq, set_id = excluded.set_id, \
+             lsn = excluded.lsn",
         );
         q.build().execute(&mut *conn).await?;
     }
-    let now = nanos(Utc::now());
-    let outbox: Vec<&(String, Sku)> = pending.outbox.iter().collect();
-    for chunk in outbox.chunks(3000) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO outbox (channel, sku, version, dirty, changed_nanos) ",
-        );
-        q.push_values(chunk, |mut b, (c, s)| {
-            b.push_bind(c.clone())
-                .push_bind(s.to_string())
-                .push_bind(1i64)
-                .push_bind(1i64)
-                .push_bind(now);
-        });
-        q.push(
-            " ON CONFLICT (channel, sku) DO UPDATE SET version = outbox.version + 1, dirty = 1, \
-             changed_nanos = excluded.changed_nanos",
-        );
-        q.build().execute(&mut *conn).await?;
-    }
-    insert_incidents(conn, &pending.incidents).await?;
-    Ok(true)
+    Ok(())
+}
+
+async fn set_meta(conn: &mut SqliteConnection, key: &str, lsn: i64) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO meta (key, value) VALUES (?, ?) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(key)
+    .bind(lsn)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 async fn insert_incidents(
@@ -640,6 +1271,30 @@ fn levels_of(rows: &[SqliteRow]) -> Result<Vec<(String, String, Levels)>, StoreE
     Ok(out)
 }
 
+/// Overlays unwritten levels on stored ones: the overlay is newer wherever it has a location.
+fn merge_levels(out: &mut Vec<LocationLevels>, fresh: &[(Location, Levels)]) {
+    for (loc, lv) in fresh {
+        match out.iter_mut().find(|x| &x.location == loc) {
+            Some(x) => x.levels = *lv,
+            None => out.push(LocationLevels {
+                location: loc.clone(),
+                levels: *lv,
+            }),
+        }
+    }
+    out.sort_by(|a, b| a.location.cmp(&b.location));
+}
+
+impl SqliteStore {
+    /// The overlay's levels of these skus (read before the table; see `cells::Overlay`).
+    pub(crate) fn overlay_of(&self, skus: &[Sku]) -> HashMap<Sku, Vec<(Location, Levels)>> {
+        let ov = self.overlay.read().unwrap_or_else(|p| p.into_inner());
+        skus.iter()
+            .filter_map(|s| ov.get(s).map(|v| (s.clone(), v.clone())))
+            .collect()
+    }
+}
+
 fn to_location_levels(loc: String, levels: Levels) -> Result<LocationLevels, StoreError> {
     Ok(LocationLevels {
         location: Location::parse(loc).map_err(|e| StoreError::Corrupt(e.to_string()))?,
@@ -656,11 +1311,11 @@ impl Store for SqliteStore {
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();
             self.jobs
-                .try_send(Job {
+                .try_send(Job::Apply(Request {
                     received_at,
                     batch,
                     reply,
-                })
+                }))
                 .map_err(|e| match e {
                     mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
                     mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
@@ -674,6 +1329,8 @@ impl Store for SqliteStore {
         sku: &'a Sku,
     ) -> BoxFuture<'a, Result<Option<Vec<LocationLevels>>, StoreError>> {
         Box::pin(async move {
+            // The overlay first, then the table (see `cells::Overlay`).
+            let fresh = self.overlay_of(std::slice::from_ref(sku));
             let rows = sqlx::query(
                 "SELECT sku, location, state, value FROM cells WHERE sku = ? ORDER BY location, state",
             )
@@ -684,6 +1341,9 @@ impl Store for SqliteStore {
                 .into_iter()
                 .map(|(_, l, lv)| to_location_levels(l, lv))
                 .collect::<Result<_, _>>()?;
+            if let Some(locs) = fresh.get(sku) {
+                merge_levels(&mut out, locs);
+            }
             // Locations known only from events that changed nothing (an override held back, a
             // stale count) still show, at zero: the sku has been seen there.
             let seen: Vec<String> = sqlx::query_scalar(
@@ -711,25 +1371,61 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<SkuLevels>, StoreError>> {
         Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT sku, location, state, value FROM cells WHERE sku IN \
-                 (SELECT DISTINCT sku FROM cells WHERE sku > ? ORDER BY sku LIMIT ?) \
-                 ORDER BY sku, location, state",
+            let limit = limit.max(1);
+            // The overlay's first skus after `after`, then the table's: the page is the first
+            // `limit` of both.
+            let fresh: BTreeMap<Sku, Vec<(Location, Levels)>> = {
+                let ov = self.overlay.read().unwrap_or_else(|p| p.into_inner());
+                let range = match after {
+                    Some(a) => ov.range::<Sku, _>((
+                        std::ops::Bound::Excluded(a),
+                        std::ops::Bound::Unbounded,
+                    )),
+                    None => ov.range::<Sku, _>(..),
+                };
+                range
+                    .take(limit)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            };
+            let mut tx = self.read.begin().await?;
+            let stored: Vec<String> = sqlx::query_scalar(
+                "SELECT DISTINCT sku FROM cells WHERE sku > ? ORDER BY sku LIMIT ?",
             )
             .bind(after.map_or_else(String::new, |s| s.to_string()))
             .bind(limit as i64)
-            .fetch_all(&self.read)
+            .fetch_all(&mut *tx)
             .await?;
-            let mut out: Vec<SkuLevels> = Vec::new();
+            let mut skus: Vec<String> = stored;
+            skus.extend(fresh.keys().map(|k| k.to_string()));
+            skus.sort_unstable();
+            skus.dedup();
+            skus.truncate(limit);
+            let list =
+                serde_json::to_string(&skus).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let rows = sqlx::query(
+                "SELECT c.sku, c.location, c.state, c.value FROM json_each(?) AS j \
+                 CROSS JOIN cells AS c ON c.sku = j.value ORDER BY c.sku, c.location, c.state",
+            )
+            .bind(list)
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            let mut by_sku: HashMap<String, Vec<LocationLevels>> = HashMap::new();
             for (sku, loc, lv) in levels_of(&rows)? {
-                let ll = to_location_levels(loc, lv)?;
-                match out.last_mut() {
-                    Some((s, v)) if s.as_str() == sku => v.push(ll),
-                    _ => out.push((
-                        Sku::parse(sku).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                        vec![ll],
-                    )),
+                by_sku
+                    .entry(sku)
+                    .or_default()
+                    .push(to_location_levels(loc, lv)?);
+            }
+            let mut out: Vec<SkuLevels> = Vec::with_capacity(skus.len());
+            for s in skus {
+                let mut locs = by_sku.remove(&s).unwrap_or_default();
+                let sku = Sku::parse(s).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                if let Some(f) = fresh.get(&sku) {
+                    merge_levels(&mut locs, f);
                 }
+                out.push((sku, locs));
             }
             Ok(out)
         })
@@ -860,6 +1556,11 @@ impl Store for SqliteStore {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            // Write the waiting cells, so the next start has nothing to replay.
+            let (reply, done) = oneshot::channel();
+            if self.jobs.send(Job::Flush(reply)).await.is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(30), done).await;
+            }
             let handle = self.writer.lock().ok().and_then(|mut h| h.take());
             if let Some(h) = handle {
                 // The writer stops once every sender is gone; ours is the last one only if the

@@ -1,0 +1,347 @@
+//! The ledger writer's cells, written behind.
+//!
+//! Every event row is durable before it is acknowledged; the folded cells are not written with it.
+//! Writing a cell per event dirtied one random page of the `cells` B-tree per event (with 2M
+//! `(sku, location)` slots nearly every cell has a page of its own), which cost as much as the
+//! events themselves. Instead the writer keeps changed cells here and writes them later in key
+//! order, many to a page, sweeping through the key space a slice per group commit; a crash loses
+//! nothing because the cells are a function of the events: on open the store replays the events
+//! after the watermark (the oldest change not yet written) and skips, per row, what the row already
+//! holds (`cells.lsn`).
+//!
+//! Readers see unwritten cells through the [`Overlay`], which the writer updates after each commit.
+//!
+//! No I/O here: the writer (`sqlite.rs`) loads and writes.
+
+use driftless_core::{Cell, ChannelSpec, Levels, Location, Sku, State};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// One `(sku, location)` in memory.
+#[derive(Debug, Clone)]
+pub(crate) struct Slot {
+    pub loc: Location,
+    pub cells: [Cell; 5],
+    /// A bit per state changed since the slot was last written.
+    pub dirty: u8,
+    /// Ledger position of the first change not yet written (0 when clean).
+    pub first_lsn: i64,
+}
+
+/// Every location of one sku known to the ledger. A sku is cached whole, so that a channel's
+/// quantity (a sum over its locations) can be computed from memory.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SkuCells {
+    pub slots: Vec<Slot>,
+}
+
+impl SkuCells {
+    pub fn levels(&self) -> Vec<(Location, Levels)> {
+        self.slots
+            .iter()
+            .map(|s| (s.loc.clone(), levels_of(&s.cells)))
+            .collect()
+    }
+
+    fn is_dirty(&self) -> bool {
+        self.slots.iter().any(|s| s.dirty != 0)
+    }
+}
+
+pub(crate) fn levels_of(cells: &[Cell; 5]) -> Levels {
+    let mut l = Levels::default();
+    for s in State::ALL {
+        l.set(s, cells[s.index()].value);
+    }
+    l
+}
+
+/// Cells the readers must see that the `cells` table does not hold yet: per sku, the levels of
+/// every location. Read it *before* the table: a sku leaves the overlay only after the transaction
+/// that wrote it has committed, so overlay-then-table never misses an acknowledged change.
+pub(crate) type Overlay = std::sync::RwLock<BTreeMap<Sku, Vec<(Location, Levels)>>>;
+
+/// The rows one slice writes: per sku, the dirty slots with their dirty states.
+pub(crate) type FlushRows = Vec<(Sku, Vec<(Location, u8, [Cell; 5])>)>;
+
+#[derive(Debug, Default)]
+pub(crate) struct CellCache {
+    skus: HashMap<Sku, SkuCells>,
+    slots: usize,
+    dirty_slots: usize,
+    /// Skus with a dirty slot, in the `cells` table's key order.
+    sweep: BTreeSet<Sku>,
+    /// Where the sweep stopped last.
+    cursor: Option<Sku>,
+    /// How many dirty slots have each first unwritten position; the smallest is the watermark.
+    firsts: BTreeMap<i64, u32>,
+    /// The skus this group changed, as they were before (None: not cached).
+    undo: HashMap<Sku, Option<SkuCells>>,
+}
+
+impl CellCache {
+    pub fn contains(&self, sku: &Sku) -> bool {
+        self.skus.contains_key(sku)
+    }
+
+    pub fn get(&self, sku: &Sku) -> Option<&SkuCells> {
+        self.skus.get(sku)
+    }
+
+    pub fn dirty_slots(&self) -> usize {
+        self.dirty_slots
+    }
+
+    /// A sku as the table holds it (clean).
+    pub fn insert_loaded(&mut self, sku: Sku, cells: SkuCells) {
+        self.slots += cells.slots.len();
+        if let Some(old) = self.skus.insert(sku, cells) {
+            self.slots -= old.slots.len();
+        }
+    }
+
+    /// Drops clean skus when more than `max` slots are cached. Dirty ones must stay until written.
+    pub fn evict_clean(&mut self, max: usize) {
+        if self.slots <= max {
+            return;
+        }
+        self.skus.retain(|_, c| c.is_dirty());
+        self.slots = self.skus.values().map(|c| c.slots.len()).sum();
+    }
+
+    /// The cells of a slot for this group to change (the sku must be cached or be new).
+    pub fn cells_mut(&mut self, sku: &Sku, loc: &Location) -> &mut [Cell; 5] {
+        if !self.undo.contains_key(sku) {
+            self.undo.insert(sku.clone(), self.skus.get(sku).cloned());
+        }
+        let entry = self.skus.entry(sku.clone()).or_default();
+        let i = match entry.slots.iter().position(|s| &s.loc == loc) {
+            Some(i) => i,
+            None => {
+                entry.slots.push(Slot {
+                    loc: loc.clone(),
+                    cells: Default::default(),
+                    dirty: 0,
+                    first_lsn: 0,
+                });
+                self.slots += 1;
+                entry.slots.len() - 1
+            }
+        };
+        &mut entry.slots[i].cells
+    }
+
+    /// Marks states of a slot changed by the event at `lsn`.
+    pub fn mark_dirty(&mut self, sku: &Sku, loc: &Location, mask: u8, lsn: i64) {
+        let Some(slot) = self
+            .skus
+            .get_mut(sku)
+            .and_then(|c| c.slots.iter_mut().find(|s| &s.loc == loc))
+        else {
+            return;
+        };
+        if slot.dirty == 0 {
+            slot.first_lsn = lsn;
+            *self.firsts.entry(lsn).or_default() += 1;
+            self.dirty_slots += 1;
+            self.sweep.insert(sku.clone());
+        }
+        slot.dirty |= mask;
+    }
+
+    /// The group committed: its changes stay.
+    pub fn commit_group(&mut self) {
+        self.undo.clear();
+    }
+
+    /// The group rolled back: its skus return to what they were.
+    pub fn rollback_group(&mut self) {
+        if self.undo.is_empty() {
+            return;
+        }
+        for (sku, prev) in self.undo.drain() {
+            match prev {
+                Some(c) => {
+                    self.skus.insert(sku, c);
+                }
+                None => {
+                    self.skus.remove(&sku);
+                }
+            }
+        }
+        self.reindex();
+    }
+
+    fn reindex(&mut self) {
+        self.slots = 0;
+        self.dirty_slots = 0;
+        self.sweep.clear();
+        self.firsts.clear();
+        for (sku, c) in &self.skus {
+            self.slots += c.slots.len();
+            for s in c.slots.iter().filter(|s| s.dirty != 0) {
+                self.dirty_slots += 1;
+                *self.firsts.entry(s.first_lsn).or_default() += 1;
+                self.sweep.insert(sku.clone());
+            }
+        }
+    }
+
+    /// Every change at or before the watermark is in the table.
+    pub fn watermark(&self, last_lsn: i64) -> i64 {
+        self.firsts
+            .first_key_value()
+            .map_or(last_lsn, |(first, _)| first - 1)
+    }
+
+    /// Picks the next slice of the sweep: dirty skus from where the last slice stopped, in key
+    /// order, until at least `slots` dirty slots are taken (all of them with `usize::MAX`).
+    pub fn take_slice(&self, slots: usize) -> FlushRows {
+        let mut out: FlushRows = Vec::new();
+        if slots == 0 || self.sweep.is_empty() {
+            return out;
+        }
+        let after: Vec<&Sku> = match &self.cursor {
+            Some(c) => {
+                self.sweep
+                    .range::<Sku, _>((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))
+                    .chain(self.sweep.range::<Sku, _>((
+                        std::ops::Bound::Unbounded,
+                        std::ops::Bound::Included(c),
+                    )))
+                    .collect()
+            }
+            None => self.sweep.iter().collect(),
+        };
+        let mut taken = 0usize;
+        for sku in after {
+            let Some(c) = self.skus.get(sku) else {
+                continue;
+            };
+            let rows: Vec<(Location, u8, [Cell; 5])> = c
+                .slots
+                .iter()
+                .filter(|s| s.dirty != 0)
+                .map(|s| (s.loc.clone(), s.dirty, s.cells.clone()))
+                .collect();
+            taken += rows.len();
+            out.push((sku.clone(), rows));
+            if taken >= slots {
+                break;
+            }
+        }
+        out
+    }
+
+    /// A slice committed: its skus are clean (they were written with their latest cells).
+    pub fn written(&mut self, rows: &FlushRows) {
+        for (sku, _) in rows {
+            if let Some(c) = self.skus.get_mut(sku) {
+                for s in c.slots.iter_mut().filter(|s| s.dirty != 0) {
+                    if let Some(n) = self.firsts.get_mut(&s.first_lsn) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.firsts.remove(&s.first_lsn);
+                        }
+                    }
+                    s.dirty = 0;
+                    s.first_lsn = 0;
+                    self.dirty_slots -= 1;
+                }
+            }
+            self.sweep.remove(sku);
+        }
+        if let Some((last, _)) = rows.last() {
+            self.cursor = Some(last.clone());
+        }
+    }
+
+    /// Sum of ATP over the locations a channel sells from.
+    pub fn channel_atp(&self, sku: &Sku, channel: &ChannelSpec) -> i64 {
+        self.skus.get(sku).map_or(0, |c| {
+            c.slots
+                .iter()
+                .filter(|s| channel.feeds_from(&s.loc))
+                .fold(0i64, |a, s| {
+                    a.saturating_add(levels_of(&s.cells).available())
+                })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sku(s: &str) -> Sku {
+        Sku::parse(s).unwrap()
+    }
+
+    fn loc(s: &str) -> Location {
+        Location::parse(s).unwrap()
+    }
+
+    #[test]
+    fn slices_sweep_in_key_order_and_wrap() {
+        let mut c = CellCache::default();
+        for (i, s) in ["C", "A", "B", "D"].iter().enumerate() {
+            c.cells_mut(&sku(s), &loc("L1"))[0].value = 1;
+            c.mark_dirty(&sku(s), &loc("L1"), 1, 10 + i as i64);
+        }
+        c.commit_group();
+        assert_eq!(c.watermark(99), 9);
+        let first = c.take_slice(2);
+        let names: Vec<&str> = first.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(names, ["A", "B"]);
+        c.written(&first);
+        // C (lsn 10) is still unwritten, so the watermark stays before it.
+        assert_eq!(c.watermark(99), 9);
+        c.cells_mut(&sku("A"), &loc("L1"))[0].value = 2;
+        c.mark_dirty(&sku("A"), &loc("L1"), 1, 20);
+        c.commit_group();
+        let second = c.take_slice(3);
+        let names: Vec<&str> = second.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(names, ["C", "D", "A"]);
+        c.written(&second);
+        assert_eq!(c.dirty_slots(), 0);
+        assert_eq!(c.watermark(99), 99);
+    }
+
+    #[test]
+    fn a_rolled_back_group_leaves_nothing_behind() {
+        let mut c = CellCache::default();
+        c.cells_mut(&sku("A"), &loc("L1"))[0].value = 5;
+        c.mark_dirty(&sku("A"), &loc("L1"), 1, 1);
+        c.commit_group();
+        c.cells_mut(&sku("A"), &loc("L1"))[0].value = 7;
+        c.mark_dirty(&sku("A"), &loc("L2"), 1, 2);
+        c.cells_mut(&sku("B"), &loc("L1"))[0].value = 1;
+        c.mark_dirty(&sku("B"), &loc("L1"), 1, 3);
+        c.rollback_group();
+        assert_eq!(c.get(&sku("A")).unwrap().slots[0].cells[0].value, 5);
+        assert!(!c.contains(&sku("B")));
+        assert_eq!(c.dirty_slots(), 1);
+        assert_eq!(c.watermark(9), 0);
+    }
+
+    #[test]
+    fn eviction_keeps_unwritten_skus() {
+        let mut c = CellCache::default();
+        c.insert_loaded(
+            sku("CLEAN"),
+            SkuCells {
+                slots: vec![Slot {
+                    loc: loc("L1"),
+                    cells: Default::default(),
+                    dirty: 0,
+                    first_lsn: 0,
+                }],
+            },
+        );
+        c.cells_mut(&sku("DIRTY"), &loc("L1"))[0].value = 1;
+        c.mark_dirty(&sku("DIRTY"), &loc("L1"), 1, 1);
+        c.commit_group();
+        c.evict_clean(1);
+        assert!(!c.contains(&sku("CLEAN")));
+        assert!(c.contains(&sku("DIRTY")));
+    }
+}

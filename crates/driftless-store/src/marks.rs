@@ -1,0 +1,218 @@
+//! Outbox rows, written behind like the cells (see `cells.rs`).
+//!
+//! Upserting `outbox` per group cost two random B-tree pages per marked `(channel, sku)` (the row
+//! and its place in the dispatcher's index), as much as the events themselves. The ledger writer
+//! keeps marked rows here instead, shared with the fan-out half of the store, and writes them to
+//! the table in key-ordered slices. While a row is here it is the truth for its `(channel, sku)`;
+//! the table's copy is older. A crash loses nothing: versions count marking events, and the open
+//! replays the events after `meta.outbox_watermark`, skipping those a stored row already counts
+//! (`outbox.lsn`).
+//!
+//! Every change to this structure happens while holding the store's write gate, so a slice taken
+//! and written by the writer cannot race an acknowledgement recorded by a dispatcher.
+
+use driftless_core::Sku;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// The state of one `(channel, sku)` outbox row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Mark {
+    pub version: i64,
+    /// The newest event this version counts.
+    pub lsn: i64,
+    pub dirty: bool,
+    pub changed_nanos: i64,
+    pub atp: i64,
+    pub source: Option<String>,
+    pub occurred_nanos: Option<i64>,
+    pub received_nanos: Option<i64>,
+    /// Ledger position of the first change not yet written (0 for a row read from the table).
+    pub first_lsn: i64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Marks {
+    /// Per channel, per sku.
+    rows: BTreeMap<String, BTreeMap<Sku, Mark>>,
+    len: usize,
+    /// Per channel, the dirty rows in the dispatcher's scan order.
+    dirty: HashMap<String, BTreeSet<(i64, Sku)>>,
+    firsts: BTreeMap<i64, u32>,
+    /// Where the last slice stopped.
+    cursor: Option<(String, Sku)>,
+    /// Grows with every written slice, so a reader can tell that rows left meanwhile.
+    generation: u64,
+}
+
+/// What a marking event brings to a row.
+#[derive(Debug, Clone)]
+pub(crate) struct Change {
+    /// The first and the newest marking event of the group.
+    pub first: i64,
+    pub lsn: i64,
+    /// Marking events since the row's last version (a group may hold several).
+    pub events: i64,
+    pub now_nanos: i64,
+    pub atp: i64,
+    /// The newest applied event: `(source, occurred, received)`.
+    pub sample: Option<(String, i64, i64)>,
+}
+
+impl Marks {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn get(&self, channel: &str, sku: &Sku) -> Option<&Mark> {
+        self.rows.get(channel).and_then(|m| m.get(sku))
+    }
+
+    /// Skus of a channel held here (their table rows are stale).
+    pub fn skus_of<'a>(&'a self, channel: &str) -> impl Iterator<Item = &'a Sku> + 'a {
+        self.rows.get(channel).into_iter().flat_map(|m| m.keys())
+    }
+
+    /// Applies a change to a row; `stored` is the table's row when this is the first change
+    /// since it was written (`None`: no row yet).
+    pub fn mark(&mut self, channel: &str, sku: &Sku, stored: Option<Mark>, c: Change) {
+        let per = self.rows.entry(channel.to_owned()).or_default();
+        let existing = per.remove(sku);
+        let fresh = existing.is_none();
+        let mut m = existing.or(stored).unwrap_or(Mark {
+            version: 0,
+            lsn: 0,
+            dirty: false,
+            changed_nanos: 0,
+            atp: 0,
+            source: None,
+            occurred_nanos: None,
+            received_nanos: None,
+            first_lsn: 0,
+        });
+        let set = self.dirty.entry(channel.to_owned()).or_default();
+        if m.dirty {
+            set.remove(&(m.changed_nanos, sku.clone()));
+        }
+        if fresh {
+            self.len += 1;
+            m.first_lsn = c.first;
+            *self.firsts.entry(c.first).or_default() += 1;
+        }
+        m.version += c.events;
+        m.lsn = c.lsn;
+        m.dirty = true;
+        m.changed_nanos = c.now_nanos;
+        m.atp = c.atp;
+        if let Some((source, occurred, received)) = c.sample {
+            m.source = Some(source);
+            m.occurred_nanos = Some(occurred);
+            m.received_nanos = Some(received);
+        }
+        set.insert((m.changed_nanos, sku.clone()));
+        per.insert(sku.clone(), m);
+    }
+
+    /// A push of `version` was acknowledged: the row is clean unless a newer version came.
+    /// Returns `Some(still_dirty)` when the row is held here.
+    pub fn acked(&mut self, channel: &str, sku: &Sku, version: i64) -> Option<bool> {
+        let m = self.rows.get_mut(channel)?.get_mut(sku)?;
+        if m.version == version && m.dirty {
+            m.dirty = false;
+            if let Some(set) = self.dirty.get_mut(channel) {
+                set.remove(&(m.changed_nanos, sku.clone()));
+            }
+        }
+        Some(m.dirty)
+    }
+
+    /// Marks rows dirty again (replay, overwrite after an override); `None` is every row of the
+    /// channel held here.
+    pub fn redirty(&mut self, channel: &str, sku: Option<&Sku>, now_nanos: i64) {
+        let Some(per) = self.rows.get_mut(channel) else {
+            return;
+        };
+        let set = self.dirty.entry(channel.to_owned()).or_default();
+        for (s, m) in per.iter_mut() {
+            if sku.is_some_and(|want| want != s) {
+                continue;
+            }
+            if m.dirty {
+                set.remove(&(m.changed_nanos, s.clone()));
+            }
+            m.dirty = true;
+            m.changed_nanos = m.changed_nanos.max(now_nanos);
+            set.insert((m.changed_nanos, s.clone()));
+        }
+    }
+
+    /// Dirty rows of a channel after the cursor, in scan order, at most `limit`.
+    pub fn dirty_after(&self, channel: &str, after: (i64, &str), limit: usize) -> Vec<(Sku, Mark)> {
+        let Some(set) = self.dirty.get(channel) else {
+            return Vec::new();
+        };
+        set.iter()
+            .filter(|(t, s)| (*t, s.as_str()) > after)
+            .take(limit)
+            .filter_map(|(_, s)| self.get(channel, s).map(|m| (s.clone(), m.clone())))
+            .collect()
+    }
+
+    pub fn dirty_count(&self, channel: &str) -> usize {
+        self.dirty.get(channel).map_or(0, |s| s.len())
+    }
+
+    /// Every change at or before the watermark is in the table.
+    pub fn watermark(&self, last_lsn: i64) -> i64 {
+        self.firsts
+            .first_key_value()
+            .map_or(last_lsn, |(first, _)| first - 1)
+    }
+
+    /// The next `n` rows to write, in key order from where the last slice stopped.
+    pub fn take_slice(&self, n: usize) -> Vec<(String, Sku, Mark)> {
+        let all = self
+            .rows
+            .iter()
+            .flat_map(|(c, per)| per.iter().map(move |(s, m)| (c, s, m)));
+        let (before, after): (Vec<_>, Vec<_>) = all.partition(|(c, s, _)| {
+            self.cursor
+                .as_ref()
+                .is_some_and(|(cc, cs)| (c.as_str(), s.as_str()) <= (cc.as_str(), cs.as_str()))
+        });
+        after
+            .into_iter()
+            .chain(before)
+            .take(n)
+            .map(|(c, s, m)| (c.clone(), s.clone(), m.clone()))
+            .collect()
+    }
+
+    /// A slice is in the table: its rows leave (the table's copy is now as new).
+    pub fn written(&mut self, slice: &[(String, Sku, Mark)]) {
+        for (c, s, _) in slice {
+            let Some(m) = self.rows.get_mut(c).and_then(|per| per.remove(s)) else {
+                continue;
+            };
+            self.len -= 1;
+            if m.dirty
+                && let Some(set) = self.dirty.get_mut(c)
+            {
+                set.remove(&(m.changed_nanos, s.clone()));
+            }
+            if let Some(n) = self.firsts.get_mut(&m.first_lsn) {
+                *n -= 1;
+                if *n == 0 {
+                    self.firsts.remove(&m.first_lsn);
+                }
+            }
+        }
+        if let Some((c, s, _)) = slice.last() {
+            self.cursor = Some((c.clone(), s.clone()));
+            self.generation += 1;
+        }
+    }
+}
