@@ -200,18 +200,25 @@ impl CellCache {
         if slots == 0 || self.sweep.is_empty() {
             return out;
         }
-        let after: Vec<&Sku> = match &self.cursor {
-            Some(c) => {
-                self.sweep
-                    .range::<Sku, _>((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))
-                    .chain(self.sweep.range::<Sku, _>((
+        // From the cursor to the end, then from the start: lazily, the set may be large.
+        let (tail, head): (
+            Box<dyn Iterator<Item = &Sku>>,
+            Box<dyn Iterator<Item = &Sku>>,
+        ) =
+            match &self.cursor {
+                Some(c) => (
+                    Box::new(self.sweep.range::<Sku, _>((
+                        std::ops::Bound::Excluded(c),
+                        std::ops::Bound::Unbounded,
+                    ))),
+                    Box::new(self.sweep.range::<Sku, _>((
                         std::ops::Bound::Unbounded,
                         std::ops::Bound::Included(c),
-                    )))
-                    .collect()
-            }
-            None => self.sweep.iter().collect(),
-        };
+                    ))),
+                ),
+                None => (Box::new(self.sweep.iter()), Box::new(std::iter::empty())),
+            };
+        let after = tail.chain(head);
         let mut taken = 0usize;
         for sku in after {
             let Some(c) = self.skus.get(sku) else {

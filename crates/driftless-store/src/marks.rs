@@ -174,21 +174,49 @@ impl Marks {
 
     /// The next `n` rows to write, in key order from where the last slice stopped.
     pub fn take_slice(&self, n: usize) -> Vec<(String, Sku, Mark)> {
-        let all = self
-            .rows
-            .iter()
-            .flat_map(|(c, per)| per.iter().map(move |(s, m)| (c, s, m)));
-        let (before, after): (Vec<_>, Vec<_>) = all.partition(|(c, s, _)| {
-            self.cursor
-                .as_ref()
-                .is_some_and(|(cc, cs)| (c.as_str(), s.as_str()) <= (cc.as_str(), cs.as_str()))
-        });
-        after
-            .into_iter()
-            .chain(before)
-            .take(n)
-            .map(|(c, s, m)| (c.clone(), s.clone(), m.clone()))
-            .collect()
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let mut out = Vec::new();
+        if n == 0 || self.len == 0 {
+            return out;
+        }
+        // Rows after the cursor (the rest of its channel, then later channels), then from the
+        // start up to the cursor: lazily, there may be many.
+        type Range<'a> = (std::ops::Bound<&'a Sku>, std::ops::Bound<&'a Sku>);
+        let mut parts: Vec<(&String, Range)> = Vec::new();
+        match &self.cursor {
+            Some((cc, cs)) => {
+                for c in self
+                    .rows
+                    .range::<String, _>((Included(cc), Unbounded))
+                    .map(|(c, _)| c)
+                {
+                    parts.push((
+                        c,
+                        (if c == cc { Excluded(cs) } else { Unbounded }, Unbounded),
+                    ));
+                }
+                for c in self
+                    .rows
+                    .range::<String, _>((Unbounded, Included(cc)))
+                    .map(|(c, _)| c)
+                {
+                    parts.push((
+                        c,
+                        (Unbounded, if c == cc { Included(cs) } else { Unbounded }),
+                    ));
+                }
+            }
+            None => parts.extend(self.rows.keys().map(|c| (c, (Unbounded, Unbounded)))),
+        }
+        for (c, range) in parts {
+            for (s, m) in self.rows[c].range::<Sku, _>(range) {
+                if out.len() >= n {
+                    return out;
+                }
+                out.push((c.clone(), s.clone(), m.clone()));
+            }
+        }
+        out
     }
 
     /// A slice is in the table: its rows leave (the table's copy is now as new).
@@ -214,5 +242,64 @@ impl Marks {
             self.cursor = Some((c.clone(), s.clone()));
             self.generation += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sku(s: &str) -> Sku {
+        Sku::parse(s).unwrap()
+    }
+
+    fn change(first: i64, lsn: i64, events: i64) -> Change {
+        Change {
+            first,
+            lsn,
+            events,
+            now_nanos: lsn * 10,
+            atp: 7,
+            sample: None,
+        }
+    }
+
+    #[test]
+    fn versions_count_events_and_acks_clean_only_the_current_one() {
+        let mut m = Marks::default();
+        m.mark("shop", &sku("A"), None, change(1, 3, 2));
+        assert_eq!(m.get("shop", &sku("A")).unwrap().version, 2);
+        m.mark("shop", &sku("A"), None, change(5, 5, 1));
+        assert_eq!(m.acked("shop", &sku("A"), 2), Some(true));
+        assert_eq!(m.dirty_count("shop"), 1);
+        assert_eq!(m.acked("shop", &sku("A"), 3), Some(false));
+        assert_eq!(m.dirty_count("shop"), 0);
+        assert_eq!(m.acked("shop", &sku("B"), 1), None);
+        // The first marking event of the first group is what the watermark waits for.
+        assert_eq!(m.watermark(9), 0);
+    }
+
+    #[test]
+    fn slices_go_round_in_key_order_across_channels() {
+        let mut m = Marks::default();
+        for (i, (c, s)) in [("b", "X"), ("a", "Y"), ("a", "X"), ("b", "W")]
+            .iter()
+            .enumerate()
+        {
+            m.mark(c, &sku(s), None, change(i as i64 + 1, i as i64 + 1, 1));
+        }
+        let keys = |v: &[(String, Sku, Mark)]| -> Vec<String> {
+            v.iter().map(|(c, s, _)| format!("{c}/{s}")).collect()
+        };
+        let first = m.take_slice(3);
+        assert_eq!(keys(&first), ["a/X", "a/Y", "b/W"]);
+        m.written(&first);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.watermark(9), 0, "b/X (first 1) is still waiting");
+        m.mark("a", &sku("Z"), None, change(8, 8, 1));
+        m.mark("a", &sku("A"), None, change(9, 9, 1));
+        assert_eq!(keys(&m.take_slice(5)), ["b/X", "a/A", "a/Z"]);
+        let dirty = m.dirty_after("a", (0, ""), 10);
+        assert_eq!(dirty.len(), 2);
     }
 }

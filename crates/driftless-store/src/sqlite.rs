@@ -250,21 +250,30 @@ struct EventRow {
 
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        let mut idle = false;
         loop {
             // While cells or outbox rows wait to be written, an idle moment writes them all.
             let waiting = self.cache.dirty_slots() > 0
                 || self.marks.lock().map(|m| m.len() > 0).unwrap_or(true);
             let first = if waiting {
-                match tokio::time::timeout(self.opts.idle_flush, rx.recv()).await {
+                // Once idle, one slice at a time, looking for new work between slices.
+                let wait = if idle {
+                    Duration::from_millis(1)
+                } else {
+                    self.opts.idle_flush
+                };
+                match tokio::time::timeout(wait, rx.recv()).await {
                     Ok(j) => j,
                     Err(_) => {
-                        self.flush_all().await;
+                        self.flush_slice().await;
+                        idle = true;
                         continue;
                     }
                 }
             } else {
                 rx.recv().await
             };
+            idle = false;
             let first = match first {
                 Some(Job::Apply(j)) => j,
                 Some(Job::Flush(reply)) => {
@@ -533,15 +542,14 @@ impl Writer {
         // Write a slice of the cells that wait, once more of them wait than the writer keeps
         // unwritten, or once the replay a crash would need grows long.
         let last = lsn - 1;
-        let over = self
-            .cache
-            .dirty_slots()
-            .saturating_sub(self.opts.max_dirty_slots * 3 / 4);
+        // Small slices, a little more than the group changed, keep every commit short; the
+        // sweep's key order still puts many rows on each page because so many wait.
         let tail = last - self.cache.watermark(last);
         let want = if self.cache.dirty_slots() > self.opts.max_dirty_slots {
-            over
+            (self.cache.dirty_slots() - self.opts.max_dirty_slots + 2 * pending.cells.len())
+                .min(FLUSH_SLICE)
         } else if tail > self.opts.max_replay_events {
-            self.cache.dirty_slots()
+            FLUSH_SLICE
         } else {
             0
         };
@@ -557,25 +565,26 @@ impl Writer {
         // commit, and the slice must not write an older state over them).
         let (mark_slice, outbox_wm) = {
             let marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
-            let mark_slice: Vec<(String, Sku, Mark)> = if marks.len() > self.opts.max_dirty_slots {
-                let n = marks.len() - self.opts.max_dirty_slots * 3 / 4;
-                marks
-                    .take_slice(n + pending.outbox.len())
-                    .into_iter()
-                    .filter(|(c, s, _)| {
-                        !self
-                            .channels
-                            .iter()
-                            .position(|x| x.id.as_str() == c)
-                            .is_some_and(|i| pending.outbox.contains_key(&(i, s.clone())))
-                    })
-                    .take(n)
-                    .collect()
+            let over = marks.len().saturating_sub(self.opts.max_dirty_slots);
+            let n = if over > 0 {
+                (over + 2 * pending.outbox.len()).min(FLUSH_SLICE)
             } else if last - marks.watermark(last) > self.opts.max_replay_events {
-                marks.take_slice(usize::MAX)
+                FLUSH_SLICE
             } else {
-                Vec::new()
+                0
             };
+            let mark_slice: Vec<(String, Sku, Mark)> = marks
+                .take_slice(n + pending.outbox.len())
+                .into_iter()
+                .filter(|(c, s, _)| {
+                    !self
+                        .channels
+                        .iter()
+                        .position(|x| x.id.as_str() == c)
+                        .is_some_and(|i| pending.outbox.contains_key(&(i, s.clone())))
+                })
+                .take(n)
+                .collect();
             let outbox_wm = if pending.outbox.is_empty() && mark_slice.len() == marks.len() {
                 last
             } else {
@@ -628,9 +637,15 @@ impl Writer {
         }
     }
 
-    /// Writes every waiting cell, a slice per transaction.
+    /// Writes every waiting cell and outbox row, a slice per transaction.
     async fn flush_all(&mut self) {
-        while self.cache.dirty_slots() > 0 {
+        while self.flush_slice().await {}
+    }
+
+    /// Writes one slice of waiting cells, or else of outbox rows; false when nothing waits (or
+    /// the write failed: the rows stay waiting, and a restart would replay them).
+    async fn flush_slice(&mut self) -> bool {
+        if self.cache.dirty_slots() > 0 {
             let slice = self.cache.take_slice(FLUSH_SLICE);
             let last = self.next_lsn - 1;
             let r = async {
@@ -648,52 +663,53 @@ impl Writer {
                 Ok::<_, StoreError>(())
             }
             .await;
-            match r {
+            return match r {
                 Ok(()) => {
                     self.cache.written(&slice);
                     self.publish(std::iter::empty(), &slice);
+                    true
                 }
                 Err(e) => {
-                    // The events are durable; the cells stay waiting and a restart replays them.
-                    tracing::warn!(error = %e, "writing cells failed; will retry");
-                    return;
+                    tracing::warn!(error = %e, "writing cells failed; a restart would replay them");
+                    false
                 }
-            }
+            };
         }
-        loop {
-            let last = self.next_lsn - 1;
-            if self.marks.lock().map(|m| m.len() == 0).unwrap_or(true) {
-                return;
-            }
-            let marks = self.marks.clone();
-            let r = async {
-                let gate = self.gate.clone();
-                let _turn = gate.lock().await;
-                // Taken again under the gate: a dispatcher may have acknowledged a row since.
-                let (slice, after) = {
-                    let m = marks.lock().unwrap_or_else(|p| p.into_inner());
-                    let slice = m.take_slice(FLUSH_SLICE);
-                    let after = if slice.len() == m.len() {
-                        last
-                    } else {
-                        m.watermark(last)
-                    };
-                    (slice, after)
+        let last = self.next_lsn - 1;
+        if self.marks.lock().map(|m| m.len() == 0).unwrap_or(true) {
+            return false;
+        }
+        let marks = self.marks.clone();
+        let r = async {
+            let gate = self.gate.clone();
+            let _turn = gate.lock().await;
+            // Taken under the gate: a dispatcher may have acknowledged a row since.
+            let (slice, after) = {
+                let m = marks.lock().unwrap_or_else(|p| p.into_inner());
+                let slice = m.take_slice(FLUSH_SLICE);
+                let after = if slice.len() == m.len() {
+                    last
+                } else {
+                    m.watermark(last)
                 };
-                let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
-                write_marks(&mut tx, &slice).await?;
-                set_meta(&mut tx, "outbox_watermark", after).await?;
-                tx.commit().await?;
-                marks
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .written(&slice);
-                Ok::<_, StoreError>(())
-            }
-            .await;
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "writing outbox rows failed; will retry");
-                return;
+                (slice, after)
+            };
+            let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+            write_marks(&mut tx, &slice).await?;
+            set_meta(&mut tx, "outbox_watermark", after).await?;
+            tx.commit().await?;
+            marks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .written(&slice);
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "writing outbox rows failed; a restart would replay them");
+                false
             }
         }
     }
