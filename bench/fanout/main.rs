@@ -8,6 +8,10 @@
 //! [batch_size]` (defaults 10000 100000 10 100). `batch_size` is the channels' pushes per request:
 //! 1 is the contract's one sku per request, above 1 the webhook batch shape.
 
+/// The allocator the `driftless` binary uses, so the hub is measured as it runs.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use driftless_config::Settings;
 use driftless_connectors::standin::{Faults, Mode, StandIn};
 use driftless_server::fanout::FanoutOptions;

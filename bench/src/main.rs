@@ -9,6 +9,10 @@
 //! `--runs` runs. Durability is on everywhere (`synchronous = FULL`): an acknowledged event is on
 //! disk, as in production.
 
+/// The allocator the `driftless` binary uses, so the hub is measured as it runs.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use driftless_config::Settings;
 use driftless_server::{AppState, Server};

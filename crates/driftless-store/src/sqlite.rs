@@ -227,21 +227,21 @@ const LOOKUP_AFTER_DUPLICATE: u32 = 64;
 /// Rows a group commit writes, gathered while deciding and written at the end with multi-row
 /// statements (one statement per thousand rows instead of one per row).
 #[derive(Default)]
-struct Pending {
-    events: Vec<EventRow>,
+struct Pending<'a> {
+    events: Vec<EventRow<'a>>,
     /// Slots changed by this group, with a bit per state that changed.
-    cells: HashMap<(Sku, Location), u8>,
+    cells: HashMap<(&'a Sku, &'a Location), u8>,
     /// Marked `(channel index, sku)`: the first and newest marking events and how many.
-    outbox: HashMap<(usize, Sku), (i64, i64, i64)>,
+    outbox: HashMap<(usize, &'a Sku), (i64, i64, i64)>,
     /// The newest applied event per sku in this group: `(source, occurred, received)`, for the
     /// integration matrix's latencies.
-    samples: HashMap<Sku, (String, i64, i64)>,
+    samples: HashMap<&'a Sku, (&'a str, i64, i64)>,
     incidents: Vec<Incident>,
 }
 
-struct EventRow {
+struct EventRow<'a> {
     lsn: i64,
-    p: Prepared,
+    p: &'a Prepared,
     received: i64,
     outcome: Outcome,
     effective: bool,
@@ -386,12 +386,18 @@ impl Writer {
         // first read and first write makes it wait instead of failing with a stale snapshot.
         let gate = self.gate.clone();
         let _turn = gate.lock().await;
+        let t0 = std::time::Instant::now();
         let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
-        let mut seen = if lookup {
-            lookup_ids(&mut tx, &ids).await?
-        } else {
-            HashMap::new()
-        };
+        // Ids already stored, then every id this group claims, borrowed from the requests.
+        let mut seen: HashMap<&str, Fingerprint> = HashMap::with_capacity(ids.len());
+        if lookup {
+            let stored = lookup_ids(&mut tx, &ids).await?;
+            for id in &ids {
+                if let Some(f) = stored.get(*id) {
+                    seen.insert(id, *f);
+                }
+            }
+        }
         let missing: Vec<&Sku> = skus
             .into_iter()
             .filter(|k| !self.cache.contains(k))
@@ -400,6 +406,8 @@ impl Writer {
             self.cache.insert_loaded(sku, cells);
         }
 
+        let t_load = t0.elapsed();
+        let t0 = std::time::Instant::now();
         let mut lsn = self.next_lsn;
         let mut pending = Pending::default();
         let mut out = Vec::with_capacity(jobs.len());
@@ -457,28 +465,22 @@ impl Writer {
                 if mask != 0 {
                     // Effects imply the event claims its id, so it is stored at `lsn`.
                     self.cache.mark_dirty(&ev.sku, &ev.location, mask, lsn);
-                    *pending
-                        .cells
-                        .entry((ev.sku.clone(), ev.location.clone()))
-                        .or_default() |= mask;
+                    *pending.cells.entry((&ev.sku, &ev.location)).or_default() |= mask;
                 }
                 // Every event that counts marks the outbox, even an accepted override that
                 // changed nothing: a crash replay can then count versions from the stored outcome.
                 if d.effective && matches!(d.outcome, Outcome::Applied | Outcome::Override) {
                     for (i, c) in self.channels.iter().enumerate() {
                         if c.feeds_from(&ev.location) {
-                            let m = pending
-                                .outbox
-                                .entry((i, ev.sku.clone()))
-                                .or_insert((lsn, lsn, 0));
+                            let m = pending.outbox.entry((i, &ev.sku)).or_insert((lsn, lsn, 0));
                             m.1 = lsn;
                             m.2 += 1;
                         }
                     }
                     if d.outcome == Outcome::Applied {
                         pending.samples.insert(
-                            ev.sku.clone(),
-                            (ev.source.to_string(), ev.position.at_nanos, received),
+                            &ev.sku,
+                            (ev.source.as_str(), ev.position.at_nanos, received),
                         );
                     }
                 }
@@ -497,10 +499,10 @@ impl Writer {
                     });
                 }
                 if d.claims_id {
-                    seen.insert(ev.id.to_string(), p.fingerprint);
+                    seen.insert(ev.id.as_str(), p.fingerprint);
                     pending.events.push(EventRow {
                         lsn,
-                        p: (**p).clone(),
+                        p,
                         received,
                         outcome: d.outcome,
                         effective: d.effective,
@@ -515,10 +517,14 @@ impl Writer {
             }
             out.push(receipts);
         }
+        let t_decide = t0.elapsed();
+        let t0 = std::time::Instant::now();
         if !insert_events(&mut tx, &pending.events).await? {
             tx.rollback().await?;
             return Ok(None);
         }
+        let t_events = t0.elapsed();
+        let t0 = std::time::Instant::now();
         insert_incidents(&mut tx, &pending.incidents).await?;
         // Outbox rows are written behind too (see `marks.rs`): read the stored rows this group
         // marks for the first time, so versions continue from them.
@@ -554,6 +560,8 @@ impl Writer {
             0
         };
         let slice = self.cache.take_slice(want);
+        let t_marks = t0.elapsed();
+        let t0 = std::time::Instant::now();
         write_cells(&mut tx, &slice, last).await?;
         set_meta(
             &mut tx,
@@ -581,7 +589,7 @@ impl Writer {
                         .channels
                         .iter()
                         .position(|x| x.id.as_str() == c)
-                        .is_some_and(|i| pending.outbox.contains_key(&(i, s.clone())))
+                        .is_some_and(|i| pending.outbox.contains_key(&(i, s)))
                 })
                 .take(n)
                 .collect();
@@ -594,10 +602,12 @@ impl Writer {
         };
         write_marks(&mut tx, &mark_slice).await?;
         set_meta(&mut tx, "outbox_watermark", outbox_wm).await?;
+        let t_slices = t0.elapsed();
+        let t0 = std::time::Instant::now();
         tx.commit().await?;
         self.next_lsn = lsn;
         self.cache.written(&slice);
-        self.publish(pending.cells.keys().map(|(s, _)| s), &slice);
+        self.publish(pending.cells.keys().map(|(s, _)| *s), &slice);
         let now = nanos(Utc::now());
         let mut marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
         for ((i, sku), (first, at, events)) in &pending.outbox {
@@ -605,14 +615,17 @@ impl Writer {
             marks.mark(
                 c.id.as_str(),
                 sku,
-                stored.remove(&(*i, sku.clone())),
+                stored.remove(&(*i, (*sku).clone())),
                 Change {
                     first: *first,
                     lsn: *at,
                     events: *events,
                     now_nanos: now,
                     atp: self.cache.channel_atp(sku, c),
-                    sample: pending.samples.get(sku).cloned(),
+                    sample: pending
+                        .samples
+                        .get(sku)
+                        .map(|(s, o, r)| (s.to_string(), *o, *r)),
                 },
             );
         }
@@ -621,6 +634,17 @@ impl Writer {
         if !pending.outbox.is_empty() {
             self.changes.send_modify(|n| *n = n.wrapping_add(1));
         }
+        tracing::debug!(
+            load_ms = t_load.as_secs_f64() * 1e3,
+            decide_ms = t_decide.as_secs_f64() * 1e3,
+            events_ms = t_events.as_secs_f64() * 1e3,
+            marks_ms = t_marks.as_secs_f64() * 1e3,
+            slices_ms = t_slices.as_secs_f64() * 1e3,
+            commit_ms = t0.elapsed().as_secs_f64() * 1e3,
+            cells = slice.len(),
+            outbox = mark_slice.len(),
+            "group phases"
+        );
         Ok(Some(out))
     }
 
@@ -1037,7 +1061,7 @@ async fn load_skus(
 /// unwritten) group.
 async fn sum_after(
     conn: &mut SqliteConnection,
-    pending: Option<&Pending>,
+    pending: Option<&Pending<'_>>,
     sku: &Sku,
     loc: &Location,
     state: State,
@@ -1077,7 +1101,7 @@ async fn sum_after(
 /// already stored (the caller rolls back).
 async fn insert_events(
     conn: &mut SqliteConnection,
-    events: &[EventRow],
+    events: &[EventRow<'_>],
 ) -> Result<bool, StoreError> {
     let mut inserted = 0u64;
     for chunk in events.chunks(1000) {

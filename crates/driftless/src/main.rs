@@ -5,6 +5,11 @@
 
 mod cmd;
 
+/// mimalloc: the hub allocates many small, short-lived strings per event, and glibc's allocator
+/// took ~15% of ingest CPU in profiles.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
