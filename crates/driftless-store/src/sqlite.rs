@@ -82,6 +82,7 @@ pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
     pub(crate) read: SqlitePool,
     writer: Mutex<Option<JoinHandle<()>>>,
+    checkpointer: Mutex<Option<JoinHandle<()>>>,
     /// Fan-out's write connection (`outbox.rs`), opened on first use.
     pub(crate) side: tokio::sync::OnceCell<SqlitePool>,
     /// Held by every writer of the process for the length of its transaction: waiting here is a
@@ -142,11 +143,12 @@ impl SqliteStore {
                 SqliteSynchronous::Normal
             })
             .busy_timeout(Duration::from_secs(10))
-            // 256 MiB of page cache and checkpoints every ~40 MiB of WAL: random-key inserts into
-            // the cell and index B-trees dirty many pages per commit, and rereading them from the
-            // OS on every group costs more than the memory.
+            // 256 MiB of page cache: random-key inserts into the index B-trees dirty many pages
+            // per commit, and rereading them from the OS on every group costs more than the
+            // memory. No automatic checkpoints: one would run inside whichever commit crossed the
+            // threshold and stall every request of that group; a task of its own does them.
             .pragma("cache_size", "-262144")
-            .pragma("wal_autocheckpoint", "10000")
+            .pragma("wal_autocheckpoint", "0")
             .pragma("temp_store", "memory");
         let mut conn = base.clone().connect().await?;
         let earlier: i64 = sqlx::query_scalar(
@@ -167,7 +169,7 @@ impl SqliteStore {
         }
         let read = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(base.read_only(true))
+            .connect_with(base.clone().read_only(true))
             .await?;
         let (tx, rx) = mpsc::channel(opts.max_pending);
         let gate = std::sync::Arc::new(tokio::sync::Mutex::new(()));
@@ -189,10 +191,12 @@ impl SqliteStore {
         };
         writer.recover().await?;
         let handle = tokio::spawn(writer.run(rx));
+        let checkpointer = tokio::spawn(checkpoint(base.clone().connect().await?));
         Ok(SqliteStore {
             jobs: tx,
             read,
             writer: Mutex::new(Some(handle)),
+            checkpointer: Mutex::new(Some(checkpointer)),
             side: tokio::sync::OnceCell::new(),
             gate,
             changes,
@@ -954,6 +958,35 @@ fn watermark_after(cache: &CellCache, slice: &FlushRows, last: i64) -> i64 {
     }
 }
 
+/// Copies the WAL back into the database beside the writer, on the other core. PASSIVE never takes
+/// the write lock, so commits go on while it runs; the writer starts the WAL over once everything
+/// in it is copied.
+async fn checkpoint(mut conn: SqliteConnection) {
+    let mut tick = tokio::time::interval(Duration::from_millis(CHECKPOINT_EVERY_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&mut conn)
+            .await
+        {
+            Ok((_, log, done)) if log - done > WAL_WARN_FRAMES => {
+                tracing::warn!(
+                    frames = log,
+                    copied = done,
+                    "the WAL is growing faster than it is checkpointed"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "checkpoint failed; will retry"),
+        }
+    }
+}
+
+const CHECKPOINT_EVERY_MS: u64 = 200;
+/// WAL frames (4 KiB pages) not yet copied back that are worth a warning.
+const WAL_WARN_FRAMES: i64 = 250_000;
+
 /// Slots one idle or shutdown flush writes per transaction.
 const FLUSH_SLICE: usize = 20_000;
 
@@ -1600,6 +1633,11 @@ impl Store for SqliteStore {
             let (reply, done) = oneshot::channel();
             if self.jobs.send(Job::Flush(reply)).await.is_ok() {
                 let _ = tokio::time::timeout(Duration::from_secs(30), done).await;
+            }
+            let handle = self.checkpointer.lock().ok().and_then(|mut h| h.take());
+            if let Some(h) = handle {
+                h.abort();
+                let _ = h.await;
             }
             let handle = self.writer.lock().ok().and_then(|mut h| h.take());
             if let Some(h) = handle {
