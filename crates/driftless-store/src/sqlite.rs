@@ -785,11 +785,7 @@ impl Writer {
             let Some(tail) = rows.last() else { break };
             after = tail.try_get("lsn")?;
             for r in &rows {
-                let lsn: i64 = r.try_get("lsn")?;
-                let sku = Sku::parse(r.try_get::<String, _>("sku")?)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let loc = Location::parse(r.try_get::<String, _>("location")?)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let (lsn, sku, loc) = slot_of(r)?;
                 for i in 0..self.channels.len() {
                     if !self.channels[i].feeds_from(&loc) {
                         continue;
@@ -878,11 +874,7 @@ impl Writer {
             let Some(tail) = rows.last() else { break };
             after = tail.try_get("lsn")?;
             for r in &rows {
-                let lsn: i64 = r.try_get("lsn")?;
-                let sku = Sku::parse(r.try_get::<String, _>("sku")?)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let loc = Location::parse(r.try_get::<String, _>("location")?)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let (lsn, sku, loc) = slot_of(r)?;
                 if !self.cache.contains(&sku) {
                     for (s, cells, lsns) in load_skus(&mut self.conn, &[&sku]).await? {
                         for (slot, l) in cells.slots.iter().zip(lsns) {
@@ -986,6 +978,15 @@ async fn checkpoint(mut conn: SqliteConnection) {
 const CHECKPOINT_EVERY_MS: u64 = 200;
 /// WAL frames (4 KiB pages) not yet copied back that are worth a warning.
 const WAL_WARN_FRAMES: i64 = 250_000;
+
+/// The position, sku and location of a replayed event row.
+fn slot_of(r: &SqliteRow) -> Result<(i64, Sku, Location), StoreError> {
+    let sku = Sku::parse(r.try_get::<String, _>("sku")?)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let loc = Location::parse(r.try_get::<String, _>("location")?)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok((r.try_get("lsn")?, sku, loc))
+}
 
 /// Slots one idle or shutdown flush writes per transaction.
 const FLUSH_SLICE: usize = 20_000;

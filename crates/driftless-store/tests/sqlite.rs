@@ -136,17 +136,7 @@ async fn matches_the_reference_across_groups_and_restart() {
         assert_eq!(got, expected, "seed {seed}");
 
         let store = SqliteStore::open(&sub, rules(), channels()).await.unwrap();
-        for (sku, loc) in reference.all_levels().keys() {
-            let want = reference.levels(sku, loc);
-            let have = store
-                .inventory(sku)
-                .await
-                .unwrap()
-                .and_then(|v| v.into_iter().find(|l| &l.location == loc))
-                .map(|l| l.levels)
-                .unwrap_or_default();
-            assert_eq!(have, want, "seed {seed} {sku} {loc}");
-        }
+        assert_levels(&store, &reference, &format!("seed {seed}")).await;
         store.close().await;
     }
 }
