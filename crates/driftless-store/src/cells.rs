@@ -99,13 +99,24 @@ impl CellCache {
         }
     }
 
-    /// Drops clean skus when more than `max` slots are cached. Dirty ones must stay until written.
+    /// When more than `max` slots are cached, drops clean skus until a quarter of `max` is free.
+    /// Dropping only that many keeps most of the cache warm (dropping every clean sku made each
+    /// following group load nearly all its skus again). Dirty ones must stay until written.
     pub fn evict_clean(&mut self, max: usize) {
         if self.slots <= max {
             return;
         }
-        self.skus.retain(|_, c| c.is_dirty());
-        self.slots = self.skus.values().map(|c| c.slots.len()).sum();
+        let mut excess = self.slots - max * 3 / 4;
+        let mut dropped = 0usize;
+        self.skus.retain(|_, c| {
+            if excess == 0 || c.is_dirty() {
+                return true;
+            }
+            excess = excess.saturating_sub(c.slots.len());
+            dropped += c.slots.len();
+            false
+        });
+        self.slots -= dropped;
     }
 
     /// The cells of a slot for this group to change (the sku must be cached or be new).
@@ -349,6 +360,23 @@ mod tests {
         c.commit_group();
         c.evict_clean(1);
         assert!(!c.contains(&sku("CLEAN")));
+        assert!(c.contains(&sku("DIRTY")));
+        // Only as many clean skus go as needed to free a quarter of the bound.
+        for i in 0..8 {
+            c.insert_loaded(
+                sku(&format!("K{i}")),
+                SkuCells {
+                    slots: vec![Slot {
+                        loc: loc("L1"),
+                        cells: Default::default(),
+                        dirty: 0,
+                        first_lsn: 0,
+                    }],
+                },
+            );
+        }
+        c.evict_clean(8);
+        assert_eq!(c.slots, 6);
         assert!(c.contains(&sku("DIRTY")));
     }
 }
