@@ -27,6 +27,18 @@ pub(crate) struct Slot {
     pub first_lsn: i64,
 }
 
+impl Slot {
+    /// A location with nothing waiting to be written.
+    pub fn clean(loc: Location) -> Slot {
+        Slot {
+            loc,
+            cells: Default::default(),
+            dirty: 0,
+            first_lsn: 0,
+        }
+    }
+}
+
 /// Every location of one sku known to the ledger. A sku is cached whole, so that a channel's
 /// quantity (a sum over its locations) can be computed from memory.
 #[derive(Debug, Clone, Default)]
@@ -128,12 +140,7 @@ impl CellCache {
         let i = match entry.slots.iter().position(|s| &s.loc == loc) {
             Some(i) => i,
             None => {
-                entry.slots.push(Slot {
-                    loc: loc.clone(),
-                    cells: Default::default(),
-                    dirty: 0,
-                    first_lsn: 0,
-                });
+                entry.slots.push(Slot::clean(loc.clone()));
                 self.slots += 1;
                 entry.slots.len() - 1
             }
@@ -347,12 +354,7 @@ mod tests {
         c.insert_loaded(
             sku("CLEAN"),
             SkuCells {
-                slots: vec![Slot {
-                    loc: loc("L1"),
-                    cells: Default::default(),
-                    dirty: 0,
-                    first_lsn: 0,
-                }],
+                slots: vec![Slot::clean(loc("L1"))],
             },
         );
         c.cells_mut(&sku("DIRTY"), &loc("L1"))[0].value = 1;
@@ -366,12 +368,7 @@ mod tests {
             c.insert_loaded(
                 sku(&format!("K{i}")),
                 SkuCells {
-                    slots: vec![Slot {
-                        loc: loc("L1"),
-                        cells: Default::default(),
-                        dirty: 0,
-                        first_lsn: 0,
-                    }],
+                    slots: vec![Slot::clean(loc("L1"))],
                 },
             );
         }

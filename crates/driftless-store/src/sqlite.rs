@@ -742,9 +742,8 @@ impl Writer {
         }
     }
 
-    /// Rebuilds the cells a crash left unwritten: replays, in decision order, the effective events
-    /// after the watermark, skipping per row what the row already holds. The stored outcome and
-    /// `effective` flag are used, not the configuration, which may have changed since.
+    /// Brings what a crash left unwritten up to the ledger (cells first: the outbox rows' quantities
+    /// come from them), then writes it all, so serving starts with nothing waiting.
     async fn recover(&mut self) -> Result<(), StoreError> {
         let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(lsn), 0) FROM events")
             .fetch_one(&mut self.conn)
@@ -760,11 +759,7 @@ impl Writer {
     /// that a stored row does not count yet (`outbox.lsn`) adds a version, as it did when it was
     /// decided; the quantity is the channel's ATP now (the cells are recovered first).
     async fn recover_marks(&mut self, last: i64) -> Result<(), StoreError> {
-        let watermark: i64 =
-            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'outbox_watermark'")
-                .fetch_optional(&mut self.conn)
-                .await?
-                .unwrap_or(0);
+        let watermark = get_meta(&mut self.conn, "outbox_watermark").await?;
         if last <= watermark || self.channels.is_empty() {
             return Ok(());
         }
@@ -849,12 +844,11 @@ impl Writer {
         Ok(())
     }
 
+    /// Rebuilds the cells a crash left unwritten: replays, in decision order, the effective events
+    /// after the watermark, skipping per row what the row already holds. The stored outcome and
+    /// `effective` flag are used, not the configuration, which may have changed since.
     async fn recover_cells(&mut self, last: i64) -> Result<(), StoreError> {
-        let watermark: i64 =
-            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'cells_watermark'")
-                .fetch_optional(&mut self.conn)
-                .await?
-                .unwrap_or(0);
+        let watermark = get_meta(&mut self.conn, "cells_watermark").await?;
         if last <= watermark {
             return Ok(());
         }
@@ -1072,13 +1066,9 @@ async fn load_skus(
             let k = match cells.slots.iter().position(|s| s.loc.as_str() == loc) {
                 Some(k) => k,
                 None => {
-                    cells.slots.push(Slot {
-                        loc: Location::parse(loc)
-                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                        cells: Default::default(),
-                        dirty: 0,
-                        first_lsn: 0,
-                    });
+                    cells.slots.push(Slot::clean(
+                        Location::parse(loc).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    ));
                     lsns.push([0; 5]);
                     cells.slots.len() - 1
                 }
@@ -1286,6 +1276,15 @@ async fn write_cells(
         q.build().execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// A position stored in `meta`; 0 (the start of the ledger) when none is.
+async fn get_meta(conn: &mut SqliteConnection, key: &str) -> Result<i64, StoreError> {
+    let v: Option<i64> = sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(v.unwrap_or(0))
 }
 
 async fn set_meta(conn: &mut SqliteConnection, key: &str, lsn: i64) -> Result<(), StoreError> {
