@@ -211,6 +211,18 @@ impl CellCache {
             .map_or(last_lsn, |(first, _)| first - 1)
     }
 
+    /// The watermark to store with a slice about to be written: every change is written once the
+    /// slice holds every waiting slot; otherwise the current one, which is conservative (a replay
+    /// from an earlier position skips what rows already hold).
+    pub fn watermark_after(&self, slice: &FlushRows, last_lsn: i64) -> i64 {
+        let slots: usize = slice.iter().map(|(_, v)| v.len()).sum();
+        if slots == self.dirty_slots {
+            last_lsn
+        } else {
+            self.watermark(last_lsn)
+        }
+    }
+
     /// Picks the next slice of the sweep: dirty skus from where the last slice stopped, in key
     /// order, until at least `slots` dirty slots are taken (all of them with `usize::MAX`).
     pub fn take_slice(&self, slots: usize) -> FlushRows {

@@ -172,6 +172,16 @@ impl Marks {
             .map_or(last_lsn, |(first, _)| first - 1)
     }
 
+    /// The watermark to store with a slice of `slice_len` rows about to be written: the last
+    /// position once the slice holds every row, otherwise the current (conservative) one.
+    pub fn watermark_after(&self, slice_len: usize, last_lsn: i64) -> i64 {
+        if slice_len == self.len {
+            last_lsn
+        } else {
+            self.watermark(last_lsn)
+        }
+    }
+
     /// The next `n` rows to write, in key order from where the last slice stopped.
     pub fn take_slice(&self, n: usize) -> Vec<(String, Sku, Mark)> {
         use std::ops::Bound::{Excluded, Included, Unbounded};

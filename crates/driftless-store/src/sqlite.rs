@@ -570,7 +570,7 @@ impl Writer {
         set_meta(
             &mut tx,
             "cells_watermark",
-            watermark_after(&self.cache, &slice, last),
+            self.cache.watermark_after(&slice, last),
         )
         .await?;
         // The same for outbox rows, leaving out those this group marks (they change after the
@@ -597,8 +597,9 @@ impl Writer {
                 })
                 .take(n)
                 .collect();
-            let outbox_wm = if pending.outbox.is_empty() && mark_slice.len() == marks.len() {
-                last
+            // This group's marks join after the commit, from its first position on.
+            let outbox_wm = if pending.outbox.is_empty() {
+                marks.watermark_after(mark_slice.len(), last)
             } else {
                 marks.watermark(last).min(self.next_lsn - 1)
             };
@@ -684,7 +685,7 @@ impl Writer {
                 set_meta(
                     &mut tx,
                     "cells_watermark",
-                    watermark_after(&self.cache, &slice, last),
+                    self.cache.watermark_after(&slice, last),
                 )
                 .await?;
                 tx.commit().await?;
@@ -715,11 +716,7 @@ impl Writer {
             let (slice, after) = {
                 let m = marks.lock().unwrap_or_else(|p| p.into_inner());
                 let slice = m.take_slice(FLUSH_SLICE);
-                let after = if slice.len() == m.len() {
-                    last
-                } else {
-                    m.watermark(last)
-                };
+                let after = m.watermark_after(slice.len(), last);
                 (slice, after)
             };
             let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
@@ -929,18 +926,6 @@ impl Writer {
             "replayed the ledger tail into the cells"
         );
         Ok(())
-    }
-}
-
-/// The watermark to store with a slice: every change is written once the slice holds every
-/// waiting slot; otherwise the current one, which is conservative (a replay from an earlier
-/// position skips what rows already hold).
-fn watermark_after(cache: &CellCache, slice: &FlushRows, last: i64) -> i64 {
-    let slots: usize = slice.iter().map(|(_, v)| v.len()).sum();
-    if slots == cache.dirty_slots() {
-        last
-    } else {
-        cache.watermark(last)
     }
 }
 
