@@ -12,6 +12,7 @@
 //! - [`outbox`]: the fan-out half: dirty rows, push results, dead letters, observations.
 
 mod cells;
+mod keys;
 mod marks;
 pub mod outbox;
 pub mod schema;

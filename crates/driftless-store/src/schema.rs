@@ -4,6 +4,9 @@
 //! - `events`: the append-only ledger. One row per event that claimed its id (applied, stale,
 //!   covered, override), `lsn` its position in decision order. `effective` marks rows whose deltas
 //!   count in a later re-base.
+//! - `event_keys`: the events of each `(sku, location)` in fold order, for history and re-bases.
+//!   Written behind (see `keys.rs`); `meta.keys_watermark` is the position up to which every event
+//!   has its entry.
 //! - `cells`: the folded value of each `(sku, location, state)` and the key of the `set` it is based
 //!   on, as of ledger position `lsn`. A cache of the fold over `events`, written behind (see
 //!   `cells.rs`); `meta.cells_watermark` is the position up to which every change is written.
@@ -39,7 +42,18 @@ pub const SQLITE: &[&str] = &[
         effective INTEGER NOT NULL,
         detail TEXT
     )",
-    "CREATE INDEX IF NOT EXISTS events_by_cell ON events (sku, location, at_nanos, seq, id)",
+    // The per-cell index is a table written behind (see `keys.rs`); an earlier version kept it as
+    // an index on `events`, which every insert had to update.
+    "DROP INDEX IF EXISTS events_by_cell",
+    "CREATE TABLE IF NOT EXISTS event_keys (
+        sku TEXT NOT NULL,
+        location TEXT NOT NULL,
+        at_nanos INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        id TEXT NOT NULL,
+        lsn INTEGER NOT NULL,
+        PRIMARY KEY (sku, location, at_nanos, seq, id)
+    ) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS cells (
         sku TEXT NOT NULL,
         location TEXT NOT NULL,

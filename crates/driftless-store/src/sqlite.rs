@@ -4,6 +4,7 @@
 //! was on disk). Readers use a separate pool; WAL mode lets them run beside the writer.
 
 use crate::cells::{CellCache, FlushRows, Overlay, SkuCells, Slot};
+use crate::keys::{Entry, KeySlice, KeyTail};
 use crate::marks::{Change, Mark, Marks};
 use crate::schema;
 use crate::{
@@ -48,6 +49,9 @@ pub struct SqliteOptions {
     /// Whether the writer writes the waiting cells when the store is dropped or closed. Off only
     /// in tests that stand in for a crash.
     pub flush_on_exit: bool,
+    /// Events whose per-cell index entries the writer keeps unwritten (see `keys.rs`); above
+    /// this, each group commit also writes a slice of them.
+    pub max_unindexed_events: usize,
 }
 
 impl Default for SqliteOptions {
@@ -61,6 +65,7 @@ impl Default for SqliteOptions {
             max_replay_events: 1_000_000,
             idle_flush: Duration::from_millis(500),
             flush_on_exit: true,
+            max_unindexed_events: 200_000,
         }
     }
 }
@@ -95,6 +100,8 @@ pub struct SqliteStore {
     pub(crate) overlay: std::sync::Arc<Overlay>,
     /// Outbox rows not written to the table yet (see `marks.rs`).
     pub(crate) marks: std::sync::Arc<std::sync::Mutex<Marks>>,
+    /// Per-cell index entries not written to the table yet (see `keys.rs`).
+    pub(crate) keys: std::sync::Arc<std::sync::RwLock<KeyTail>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -176,7 +183,9 @@ impl SqliteStore {
         let changes = std::sync::Arc::new(tokio::sync::watch::Sender::new(0u64));
         let overlay = std::sync::Arc::new(Overlay::default());
         let marks = std::sync::Arc::new(std::sync::Mutex::new(Marks::default()));
+        let keys = std::sync::Arc::new(std::sync::RwLock::new(KeyTail::default()));
         let mut writer = Writer {
+            keys: keys.clone(),
             changes: changes.clone(),
             conn,
             rules,
@@ -202,6 +211,7 @@ impl SqliteStore {
             changes,
             overlay,
             marks,
+            keys,
         })
     }
 }
@@ -213,6 +223,7 @@ struct Writer {
     cache: CellCache,
     overlay: std::sync::Arc<Overlay>,
     marks: std::sync::Arc<std::sync::Mutex<Marks>>,
+    keys: std::sync::Arc<std::sync::RwLock<KeyTail>>,
     /// The position the next stored event gets.
     next_lsn: i64,
     opts: SqliteOptions,
@@ -258,7 +269,8 @@ impl Writer {
         loop {
             // While cells or outbox rows wait to be written, an idle moment writes them all.
             let waiting = self.cache.dirty_slots() > 0
-                || self.marks.lock().map(|m| m.len() > 0).unwrap_or(true);
+                || self.marks.lock().map(|m| m.len() > 0).unwrap_or(true)
+                || self.keys.read().map(|k| k.len() > 0).unwrap_or(true);
             let first = if waiting {
                 // Once idle, one slice at a time, looking for new work between slices.
                 let wait = if idle {
@@ -450,6 +462,7 @@ impl Writer {
                         Effect::Rebase { key: k, value } => {
                             let later = sum_after(
                                 &mut tx,
+                                &self.keys,
                                 Some(&pending),
                                 &ev.sku,
                                 &ev.location,
@@ -607,10 +620,43 @@ impl Writer {
         };
         write_marks(&mut tx, &mark_slice).await?;
         set_meta(&mut tx, "outbox_watermark", outbox_wm).await?;
+        // And for the per-cell index: the sweep writes a little more than the group adds.
+        let (key_slice, keys_wm) = {
+            let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+            let over = keys.len().saturating_sub(self.opts.max_unindexed_events);
+            let n = if over > 0 {
+                (over + 2 * pending.events.len()).min(FLUSH_SLICE)
+            } else if last - keys.watermark_after(&KeySlice::new(), self.next_lsn)
+                > self.opts.max_replay_events
+            {
+                FLUSH_SLICE
+            } else {
+                0
+            };
+            let slice = keys.take_slice(n);
+            let wm = keys.watermark_after(&slice, self.next_lsn);
+            (slice, wm)
+        };
+        write_keys(&mut tx, &key_slice).await?;
+        set_meta(&mut tx, "keys_watermark", keys_wm).await?;
         let t_slices = t0.elapsed();
         let t0 = std::time::Instant::now();
         tx.commit().await?;
         self.next_lsn = lsn;
+        {
+            let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+            keys.written(&key_slice);
+            for r in &pending.events {
+                let e = &r.p.event;
+                keys.push(
+                    &e.sku,
+                    &e.location,
+                    entry_of(r.lsn, e.order_key(), e.change.is_set(), r.effective, |s| {
+                        r.p.base.get(s)
+                    }),
+                );
+            }
+        }
         self.cache.written(&slice);
         self.publish(pending.cells.keys().map(|(s, _)| *s), &slice);
         let now = nanos(Utc::now());
@@ -648,6 +694,10 @@ impl Writer {
             commit_ms = t0.elapsed().as_secs_f64() * 1e3,
             cells = slice.len(),
             outbox = mark_slice.len(),
+            keys = key_slice
+                .iter()
+                .map(|(_, s)| s.iter().map(|(_, v)| v.len()).sum::<usize>())
+                .sum::<usize>(),
             "group phases"
         );
         Ok(Some(out))
@@ -706,7 +756,7 @@ impl Writer {
         }
         let last = self.next_lsn - 1;
         if self.marks.lock().map(|m| m.len() == 0).unwrap_or(true) {
-            return false;
+            return self.flush_keys().await;
         }
         let marks = self.marks.clone();
         let r = async {
@@ -739,6 +789,87 @@ impl Writer {
         }
     }
 
+    /// Writes one slice of waiting index entries; false when none wait or the write failed.
+    async fn flush_keys(&mut self) -> bool {
+        let (slice, wm) = {
+            let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+            if keys.len() == 0 {
+                return false;
+            }
+            let slice = keys.take_slice(FLUSH_SLICE);
+            let wm = keys.watermark_after(&slice, self.next_lsn);
+            (slice, wm)
+        };
+        let r = async {
+            let gate = self.gate.clone();
+            let _turn = gate.lock().await;
+            let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+            write_keys(&mut tx, &slice).await?;
+            set_meta(&mut tx, "keys_watermark", wm).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        match r {
+            Ok(()) => {
+                self.keys
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .written(&slice);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "writing index entries failed; a restart would replay them");
+                false
+            }
+        }
+    }
+
+    /// Reads back into the tail (`keys.rs`) every event after the watermark whose index entry a
+    /// crash left unwritten; a data directory of an earlier version, without `event_keys`, gets
+    /// its whole index this way.
+    async fn recover_keys(&mut self, last: i64) -> Result<(), StoreError> {
+        let watermark = get_meta(&mut self.conn, "keys_watermark").await?;
+        if last <= watermark {
+            return Ok(());
+        }
+        let mut after = watermark;
+        let mut n = 0u64;
+        loop {
+            let rows = sqlx::query(
+                "SELECT lsn, id, sku, location, at_nanos, seq, kind, effective, on_hand, committed, \
+                 reserved, incoming, unavailable FROM events e WHERE lsn > ? AND NOT EXISTS \
+                 (SELECT 1 FROM event_keys x WHERE x.sku = e.sku AND x.location = e.location \
+                 AND x.at_nanos = e.at_nanos AND x.seq = e.seq AND x.id = e.id) \
+                 ORDER BY lsn LIMIT 10000",
+            )
+            .bind(after)
+            .fetch_all(&mut self.conn)
+            .await?;
+            let Some(tail) = rows.last() else { break };
+            after = tail.try_get("lsn")?;
+            let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+            for r in &rows {
+                let (lsn, sku, loc) = slot_of(r)?;
+                let key = order_key_of(r)?;
+                let is_set = r.try_get::<String, _>("kind")? == "set";
+                let effective = r.try_get::<i64, _>("effective")? != 0;
+                let mut base = [None; 5];
+                for s in State::ALL {
+                    base[s.index()] = r.try_get::<Option<i64>, _>(s.as_str())?;
+                }
+                keys.push(
+                    &sku,
+                    &loc,
+                    entry_of(lsn, key, is_set, effective, |s| base[s.index()]),
+                );
+                n += 1;
+            }
+        }
+        tracing::info!(events = n, "read the ledger tail back into the index");
+        Ok(())
+    }
+
     /// Brings what a crash left unwritten up to the ledger (cells first: the outbox rows' quantities
     /// come from them), then writes it all, so serving starts with nothing waiting.
     async fn recover(&mut self) -> Result<(), StoreError> {
@@ -746,6 +877,8 @@ impl Writer {
             .fetch_one(&mut self.conn)
             .await?;
         self.next_lsn = last + 1;
+        // The index first: replaying the cells re-bases counts over it.
+        self.recover_keys(last).await?;
         self.recover_cells(last).await?;
         self.recover_marks(last).await?;
         self.flush_all().await;
@@ -874,14 +1007,7 @@ impl Writer {
                         self.cache.insert_loaded(s, cells);
                     }
                 }
-                let key = OrderKey {
-                    position: Position {
-                        at_nanos: r.try_get("at_nanos")?,
-                        seq: r.try_get::<i64, _>("seq")? as u64,
-                    },
-                    id: EventId::parse(r.try_get::<String, _>("id")?)
-                        .map_err(|e| StoreError::Corrupt(format!("event id: {e}")))?,
-                };
+                let key = order_key_of(r)?;
                 let held = row_lsns
                     .get(&(sku.clone(), loc.clone()))
                     .copied()
@@ -902,9 +1028,17 @@ impl Writer {
                     match effect {
                         Effect::Add(delta) => cell.value = cell.value.saturating_add(delta),
                         Effect::Rebase { key: k, value } => {
-                            let later =
-                                sum_after(&mut self.conn, None, &sku, &loc, state, &k, Some(lsn))
-                                    .await?;
+                            let later = sum_after(
+                                &mut self.conn,
+                                &self.keys,
+                                None,
+                                &sku,
+                                &loc,
+                                state,
+                                &k,
+                                Some(lsn),
+                            )
+                            .await?;
                             *cell = Cell {
                                 value: value.saturating_add(later),
                                 set: Some(k),
@@ -965,6 +1099,62 @@ fn slot_of(r: &SqliteRow) -> Result<(i64, Sku, Location), StoreError> {
     let loc = Location::parse(r.try_get::<String, _>("location")?)
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok((r.try_get("lsn")?, sku, loc))
+}
+
+/// The fold-order key of a stored event row.
+fn order_key_of(r: &SqliteRow) -> Result<OrderKey, StoreError> {
+    Ok(OrderKey {
+        position: Position {
+            at_nanos: r.try_get("at_nanos")?,
+            seq: r.try_get::<i64, _>("seq")? as u64,
+        },
+        id: EventId::parse(r.try_get::<String, _>("id")?)
+            .map_err(|e| StoreError::Corrupt(format!("event id: {e}")))?,
+    })
+}
+
+/// The index entry of a stored event: only effective adjustments count in a later re-base.
+fn entry_of(
+    lsn: i64,
+    key: OrderKey,
+    is_set: bool,
+    effective: bool,
+    base: impl Fn(State) -> Option<i64>,
+) -> Entry {
+    let mut deltas = [None; 5];
+    if effective && !is_set {
+        for s in State::ALL {
+            deltas[s.index()] = base(s);
+        }
+    }
+    Entry { lsn, key, deltas }
+}
+
+/// Writes a slice of index entries, in key order.
+async fn write_keys(conn: &mut SqliteConnection, slice: &KeySlice) -> Result<(), StoreError> {
+    let rows: Vec<(&Sku, &Location, &Entry)> = slice
+        .iter()
+        .flat_map(|(sku, slots)| {
+            slots
+                .iter()
+                .flat_map(move |(loc, v)| v.iter().map(move |e| (sku, loc, e)))
+        })
+        .collect();
+    for chunk in rows.chunks(2000) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO event_keys (sku, location, at_nanos, seq, id, lsn) ",
+        );
+        q.push_values(chunk, |mut b, (sku, loc, e)| {
+            b.push_bind(sku.as_str())
+                .push_bind(loc.as_str())
+                .push_bind(e.key.position.at_nanos)
+                .push_bind(e.key.position.seq as i64)
+                .push_bind(e.key.id.as_str())
+                .push_bind(e.lsn);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Slots one idle or shutdown flush writes per transaction.
@@ -1068,8 +1258,10 @@ async fn load_skus(
 /// The sum of effective adjust deltas for one state positioned after `k`: those already stored
 /// (before position `before`, when replaying) plus those decided earlier in this (uncommitted,
 /// unwritten) group.
+#[allow(clippy::too_many_arguments)]
 async fn sum_after(
     conn: &mut SqliteConnection,
+    keys: &std::sync::RwLock<KeyTail>,
     pending: Option<&Pending<'_>>,
     sku: &Sku,
     loc: &Location,
@@ -1078,10 +1270,19 @@ async fn sum_after(
     before: Option<i64>,
 ) -> Result<i64, StoreError> {
     let col = state.as_str();
+    // The tail before the table (see `keys.rs`); the writer is the only one that changes either.
+    let held = keys.read().unwrap_or_else(|p| p.into_inner()).sum_after(
+        sku,
+        loc,
+        state,
+        k,
+        before.unwrap_or(i64::MAX),
+    );
     let sql = format!(
-        "SELECT COALESCE(SUM({col}), 0) FROM events WHERE sku = ? AND location = ? \
-         AND kind = 'adjust' AND effective = 1 AND {col} IS NOT NULL \
-         AND (at_nanos > ? OR (at_nanos = ? AND (seq > ? OR (seq = ? AND id > ?)))) AND lsn < ?"
+        "SELECT COALESCE(SUM(e.{col}), 0) FROM event_keys x JOIN events e ON e.lsn = x.lsn \
+         WHERE x.sku = ? AND x.location = ? \
+         AND (x.at_nanos > ? OR (x.at_nanos = ? AND (x.seq > ? OR (x.seq = ? AND x.id > ?)))) \
+         AND x.lsn < ? AND e.kind = 'adjust' AND e.effective = 1 AND e.{col} IS NOT NULL"
     );
     let stored: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
         .bind(sku.to_string())
@@ -1103,7 +1304,7 @@ async fn sum_after(
         .filter(|r| &r.p.event.order_key() > k)
         .filter_map(|r| r.p.base.get(state))
         .fold(0i64, |a, d| a.saturating_add(d));
-    Ok(stored.saturating_add(unflushed))
+    Ok(stored.saturating_add(held).saturating_add(unflushed))
 }
 
 /// Inserts the group's events. Returns false, having inserted part of them, when an event id was
@@ -1404,12 +1605,24 @@ impl Store for SqliteStore {
             }
             // Locations known only from events that changed nothing (an override held back, a
             // stale count) still show, at zero: the sku has been seen there.
-            let seen: Vec<String> = sqlx::query_scalar(
-                "SELECT DISTINCT location FROM events WHERE sku = ? ORDER BY location",
-            )
-            .bind(sku.to_string())
-            .fetch_all(&self.read)
-            .await?;
+            // The index's tail before its table (see `keys.rs`).
+            let mut seen: Vec<String> = self
+                .keys
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .of_sku(sku)
+                .map(|(l, _)| l.to_string())
+                .collect();
+            seen.extend(
+                sqlx::query_scalar::<_, String>(
+                    "SELECT DISTINCT location FROM event_keys WHERE sku = ?",
+                )
+                .bind(sku.to_string())
+                .fetch_all(&self.read)
+                .await?,
+            );
+            seen.sort();
+            seen.dedup();
             if out.is_empty() && seen.is_empty() {
                 return Ok(None);
             }
@@ -1495,19 +1708,51 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<HistoryEntry>, StoreError>> {
         Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT * FROM events WHERE sku = ? ORDER BY at_nanos DESC, seq DESC, id DESC LIMIT ?",
+            // The newest `limit` of the index's tail, read before its table (see `keys.rs`).
+            let mut held: Vec<(OrderKey, i64)> = self
+                .keys
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .of_sku(sku)
+                .flat_map(|(_, v)| v.iter().map(|e| (e.key.clone(), e.lsn)))
+                .collect();
+            held.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            held.truncate(limit);
+            let mut rows = sqlx::query(
+                "SELECT e.* FROM event_keys x JOIN events e ON e.lsn = x.lsn WHERE x.sku = ? \
+                 ORDER BY x.at_nanos DESC, x.seq DESC, x.id DESC LIMIT ?",
             )
             .bind(sku.to_string())
             .bind(limit as i64)
             .fetch_all(&self.read)
             .await?;
-            let mut out = rows
+            if !held.is_empty() {
+                let lsns = serde_json::to_string(&held.iter().map(|(_, l)| *l).collect::<Vec<_>>())
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                rows.extend(
+                    sqlx::query(
+                        "SELECT e.* FROM json_each(?) AS j CROSS JOIN events AS e ON e.lsn = j.value",
+                    )
+                    .bind(lsns)
+                    .fetch_all(&self.read)
+                    .await?,
+                );
+            }
+            let mut keyed = rows
                 .iter()
-                .map(history_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            out.reverse();
-            Ok(out)
+                .map(|r| {
+                    Ok((
+                        order_key_of(r)?,
+                        r.try_get::<i64, _>("lsn")?,
+                        history_row(r)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            // An entry written while this read ran is in both halves.
+            keyed.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            keyed.dedup_by_key(|(_, lsn, _)| *lsn);
+            keyed.truncate(limit);
+            Ok(keyed.into_iter().rev().map(|(_, _, h)| h).collect())
         })
     }
 
