@@ -166,7 +166,7 @@ async fn hub(
         max_cached_slots: std::env::var("BENCH_MAX_CACHED")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(500_000),
+            .unwrap_or(1_000_000),
         ..Default::default()
     };
     let store =

@@ -59,7 +59,7 @@ impl Default for SqliteOptions {
         SqliteOptions {
             max_pending: 1024,
             max_group_events: 20_000,
-            max_cached_slots: 500_000,
+            max_cached_slots: 1_000_000,
             fsync: true,
             max_dirty_slots: 100_000,
             max_replay_events: 1_000_000,
@@ -281,7 +281,7 @@ impl Writer {
                 match tokio::time::timeout(wait, rx.recv()).await {
                     Ok(j) => j,
                     Err(_) => {
-                        self.flush_slice().await;
+                        self.flush_slice(IDLE_SLICE).await;
                         idle = true;
                         continue;
                     }
@@ -718,14 +718,14 @@ impl Writer {
 
     /// Writes every waiting cell and outbox row, a slice per transaction.
     async fn flush_all(&mut self) {
-        while self.flush_slice().await {}
+        while self.flush_slice(FLUSH_SLICE).await {}
     }
 
     /// Writes one slice of waiting cells, or else of outbox rows; false when nothing waits (or
     /// the write failed: the rows stay waiting, and a restart would replay them).
-    async fn flush_slice(&mut self) -> bool {
+    async fn flush_slice(&mut self, n: usize) -> bool {
         if self.cache.dirty_slots() > 0 {
-            let slice = self.cache.take_slice(FLUSH_SLICE);
+            let slice = self.cache.take_slice(n);
             let last = self.next_lsn - 1;
             let r = async {
                 let gate = self.gate.clone();
@@ -756,7 +756,7 @@ impl Writer {
         }
         let last = self.next_lsn - 1;
         if self.marks.lock().map(|m| m.len() == 0).unwrap_or(true) {
-            return self.flush_keys().await;
+            return self.flush_keys(n).await;
         }
         let marks = self.marks.clone();
         let r = async {
@@ -765,7 +765,7 @@ impl Writer {
             // Taken under the gate: a dispatcher may have acknowledged a row since.
             let (slice, after) = {
                 let m = marks.lock().unwrap_or_else(|p| p.into_inner());
-                let slice = m.take_slice(FLUSH_SLICE);
+                let slice = m.take_slice(n);
                 let after = m.watermark_after(slice.len(), last);
                 (slice, after)
             };
@@ -790,13 +790,13 @@ impl Writer {
     }
 
     /// Writes one slice of waiting index entries; false when none wait or the write failed.
-    async fn flush_keys(&mut self) -> bool {
+    async fn flush_keys(&mut self, n: usize) -> bool {
         let (slice, wm) = {
             let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
             if keys.len() == 0 {
                 return false;
             }
-            let slice = keys.take_slice(FLUSH_SLICE);
+            let slice = keys.take_slice(n);
             let wm = keys.watermark_after(&slice, self.next_lsn);
             (slice, wm)
         };
@@ -1157,8 +1157,11 @@ async fn write_keys(conn: &mut SqliteConnection, slice: &KeySlice) -> Result<(),
     Ok(())
 }
 
-/// Slots one idle or shutdown flush writes per transaction.
+/// Rows a shutdown flush writes per transaction, and the most a group commit writes beside its events.
 const FLUSH_SLICE: usize = 20_000;
+/// Rows an idle moment writes per transaction: a request that arrives meanwhile waits for the
+/// slice, so it is a few milliseconds of work, not the hundred a shutdown slice takes.
+const IDLE_SLICE: usize = 2_000;
 
 async fn lookup_ids(
     conn: &mut SqliteConnection,
