@@ -229,6 +229,33 @@ async fn send(
     })
 }
 
+/// The single-event ceiling: the same client and requests against an HTTP server that reads each
+/// body and answers at once, on the same machine. What is left between it and the hub is the
+/// hub's own work (parsing, deciding, the durable commit).
+async fn bare_http() -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()>)> {
+    let app = axum::Router::new().route(
+        "/v1/events",
+        axum::routing::post(|body: axum::body::Bytes| async move {
+            let _ = body.len();
+            (
+                [("content-type", "application/json")],
+                r#"{"results":[{"outcome":"applied"}]}"#,
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    Ok((format!("http://{addr}"), tx))
+}
+
 /// A fresh database with the ledger's schema and the ledger's durability settings.
 async fn bare_db(dir: &std::path::Path, name: &str) -> anyhow::Result<sqlx::SqliteConnection> {
     let mut conn = SqliteConnectOptions::new()
@@ -316,6 +343,7 @@ fn main() -> anyhow::Result<()> {
         let mut batched = Vec::new();
         let mut bare = Vec::new();
         let mut bare_by_cell = Vec::new();
+        let mut bare_http_rps = Vec::new();
         let mut single = Vec::new();
         for run in 0..o.runs {
             let stream = rows(o.events, o.skus, o.locations, &format!("r{run}-"));
@@ -349,6 +377,18 @@ fn main() -> anyhow::Result<()> {
             let _ = stop.send(());
             task.await??;
 
+            let (http_base, http_stop) = bare_http().await?;
+            let bodies: Vec<String> = singles.iter().map(|r| json(r).to_string()).collect();
+            let m = send(&http_base, bodies, o.single, o.clients).await?;
+            println!(
+                "run {run}: bare HTTP {:>10.0} requests/s  p50 {:>7.1} ms  p99 {:>7.1} ms",
+                m.events_per_sec,
+                m.p50.as_secs_f64() * 1e3,
+                m.p99.as_secs_f64() * 1e3
+            );
+            bare_http_rps.push(m.events_per_sec);
+            let _ = http_stop.send(());
+
             let bare_dir = tempfile::tempdir()?;
             let b = bare_insert(bare_dir.path(), &stream, o.batch, false).await?;
             println!("run {run}: bare SQLite INSERT {:>10.0} rows/s", b);
@@ -373,6 +413,9 @@ fn main() -> anyhow::Result<()> {
         println!("| batched / that | {:.2}x |", b_eps / by_cell);
         println!("| single-event ingest ({} clients) | {:.0} events/s |", o.clients, med(&single, |m| m.events_per_sec));
         println!("| single-event latency p50 / p99 | {:.1} / {:.1} ms |", med(&single, |m| m.p50.as_secs_f64() * 1e3), med(&single, |m| m.p99.as_secs_f64() * 1e3));
+        let http = median(bare_http_rps.clone());
+        println!("| bare HTTP round trip, same client and requests (ceiling) | {:.0} requests/s |", http);
+        println!("| single-event / that | {:.2}x |", med(&single, |m| m.events_per_sec) / http);
         anyhow::Ok(())
     })
 }
