@@ -658,7 +658,7 @@ impl Writer {
             }
         }
         self.cache.written(&slice);
-        self.publish(pending.cells.keys().map(|(s, _)| *s), &slice);
+        self.publish(pending.cells.keys().copied(), &slice);
         let now = nanos(Utc::now());
         let mut marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
         for ((i, sku), (first, at, events)) in &pending.outbox {
@@ -703,12 +703,26 @@ impl Writer {
         Ok(Some(out))
     }
 
-    /// After a commit: readers see the changed skus through the overlay until they are written.
-    fn publish<'a>(&self, changed: impl Iterator<Item = &'a Sku>, written: &FlushRows) {
+    /// After a commit: readers see the changed slots through the overlay until they are written.
+    /// Only changed slots go in (a sku's other locations are in the table already), so a change
+    /// costs one slot's levels, not a copy of every location of its sku.
+    fn publish<'a>(
+        &self,
+        changed: impl Iterator<Item = (&'a Sku, &'a Location)>,
+        written: &FlushRows,
+    ) {
         let mut ov = self.overlay.write().unwrap_or_else(|p| p.into_inner());
-        for sku in changed {
-            if let Some(c) = self.cache.get(sku) {
-                ov.insert(sku.clone(), c.levels());
+        for (sku, loc) in changed {
+            let Some(levels) = self.cache.get(sku).and_then(|c| c.levels_at(loc)) else {
+                continue;
+            };
+            let locs = match ov.get_mut(sku) {
+                Some(v) => v,
+                None => ov.entry(sku.clone()).or_default(),
+            };
+            match locs.iter_mut().find(|(l, _)| l == loc) {
+                Some((_, lv)) => *lv = levels,
+                None => locs.push((loc.clone(), levels)),
             }
         }
         for (sku, _) in written {
