@@ -148,6 +148,16 @@ struct Measured {
     p99: Duration,
 }
 
+/// One run's line for one measurement.
+fn report(run: usize, what: &str, unit: &str, m: &Measured) {
+    println!(
+        "run {run}: {what} {:>10.0} {unit}/s  request p50 {:>7.1} ms  p99 {:>7.1} ms",
+        m.events_per_sec,
+        m.p50.as_secs_f64() * 1e3,
+        m.p99.as_secs_f64() * 1e3
+    );
+}
+
 /// Starts a hub on a fresh data directory and returns its base URL and a stopper.
 async fn hub(
     dir: &std::path::Path,
@@ -356,23 +366,13 @@ fn main() -> anyhow::Result<()> {
             let (base, stop, task) = hub(dir.path()).await?;
             // A few requests in flight, as several feeds would have: the writer commits them as one.
             let m = send(&base, bodies, o.events, 4).await?;
-            println!(
-                "run {run}: batched   {:>10.0} events/s  request p50 {:>7.1} ms  p99 {:>7.1} ms",
-                m.events_per_sec,
-                m.p50.as_secs_f64() * 1e3,
-                m.p99.as_secs_f64() * 1e3
-            );
+            report(run, "batched  ", "events", &m);
             batched.push(m);
 
             let singles = rows(o.single, o.skus, o.locations, &format!("s{run}-"));
             let bodies: Vec<String> = singles.iter().map(|r| json(r).to_string()).collect();
             let m = send(&base, bodies, o.single, o.clients).await?;
-            println!(
-                "run {run}: single    {:>10.0} events/s  request p50 {:>7.1} ms  p99 {:>7.1} ms",
-                m.events_per_sec,
-                m.p50.as_secs_f64() * 1e3,
-                m.p99.as_secs_f64() * 1e3
-            );
+            report(run, "single   ", "events", &m);
             single.push(m);
             let _ = stop.send(());
             task.await??;
@@ -380,12 +380,7 @@ fn main() -> anyhow::Result<()> {
             let (http_base, http_stop) = bare_http().await?;
             let bodies: Vec<String> = singles.iter().map(|r| json(r).to_string()).collect();
             let m = send(&http_base, bodies, o.single, o.clients).await?;
-            println!(
-                "run {run}: bare HTTP {:>10.0} requests/s  p50 {:>7.1} ms  p99 {:>7.1} ms",
-                m.events_per_sec,
-                m.p50.as_secs_f64() * 1e3,
-                m.p99.as_secs_f64() * 1e3
-            );
+            report(run, "bare HTTP", "requests", &m);
             bare_http_rps.push(m.events_per_sec);
             let _ = http_stop.send(());
 

@@ -850,18 +850,19 @@ impl Writer {
         let mut after = watermark;
         let mut n = 0u64;
         loop {
-            let rows = sqlx::query(
+            let rows = replay_page(
+                &mut self.conn,
                 "SELECT lsn, id, sku, location, at_nanos, seq, kind, effective, on_hand, committed, \
                  reserved, incoming, unavailable FROM events e WHERE lsn > ? AND NOT EXISTS \
                  (SELECT 1 FROM event_keys x WHERE x.sku = e.sku AND x.location = e.location \
                  AND x.at_nanos = e.at_nanos AND x.seq = e.seq AND x.id = e.id) \
                  ORDER BY lsn LIMIT 10000",
+                &mut after,
             )
-            .bind(after)
-            .fetch_all(&mut self.conn)
             .await?;
-            let Some(tail) = rows.last() else { break };
-            after = tail.try_get("lsn")?;
+            if rows.is_empty() {
+                break;
+            }
             let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
             for r in &rows {
                 let (lsn, sku, loc) = slot_of(r)?;
@@ -913,16 +914,17 @@ impl Writer {
         let mut stored: HashMap<(usize, Sku), Option<Mark>> = HashMap::new();
         let mut after = watermark;
         loop {
-            let rows = sqlx::query(
+            let rows = replay_page(
+                &mut self.conn,
                 "SELECT lsn, source, sku, location, at_nanos, received_nanos, outcome FROM events \
                  WHERE lsn > ? AND effective = 1 AND outcome IN ('applied', 'override') \
                  ORDER BY lsn LIMIT 10000",
+                &mut after,
             )
-            .bind(after)
-            .fetch_all(&mut self.conn)
             .await?;
-            let Some(tail) = rows.last() else { break };
-            after = tail.try_get("lsn")?;
+            if rows.is_empty() {
+                break;
+            }
             for r in &rows {
                 let (lsn, sku, loc) = slot_of(r)?;
                 for i in 0..self.channels.len() {
@@ -1001,16 +1003,17 @@ impl Writer {
         let mut after = watermark;
         let mut replayed = 0u64;
         loop {
-            let rows = sqlx::query(
+            let rows = replay_page(
+                &mut self.conn,
                 "SELECT lsn, id, sku, location, at_nanos, seq, kind, on_hand, committed, reserved, \
                  incoming, unavailable FROM events WHERE lsn > ? AND effective = 1 \
                  ORDER BY lsn LIMIT 10000",
+                &mut after,
             )
-            .bind(after)
-            .fetch_all(&mut self.conn)
             .await?;
-            let Some(tail) = rows.last() else { break };
-            after = tail.try_get("lsn")?;
+            if rows.is_empty() {
+                break;
+            }
             for r in &rows {
                 let (lsn, sku, loc) = slot_of(r)?;
                 if !self.cache.contains(&sku) {
@@ -1105,6 +1108,20 @@ async fn checkpoint(mut conn: SqliteConnection) {
 const CHECKPOINT_EVERY_MS: u64 = 200;
 /// WAL frames (4 KiB pages) not yet copied back that are worth a warning.
 const WAL_WARN_FRAMES: i64 = 250_000;
+
+/// The next page of event rows after position `*after` for a replay, moving `*after` past it;
+/// empty at the end. `sql` selects `lsn`, takes the position as its one parameter and orders by it.
+async fn replay_page(
+    conn: &mut SqliteConnection,
+    sql: &'static str,
+    after: &mut i64,
+) -> Result<Vec<SqliteRow>, StoreError> {
+    let rows = sqlx::query(sql).bind(*after).fetch_all(&mut *conn).await?;
+    if let Some(last) = rows.last() {
+        *after = last.try_get("lsn")?;
+    }
+    Ok(rows)
+}
 
 /// The position, sku and location of a replayed event row.
 fn slot_of(r: &SqliteRow) -> Result<(i64, Sku, Location), StoreError> {
