@@ -298,6 +298,100 @@ async fn unwritten_cells_are_read_and_survive_a_crash() {
     }
 }
 
+/// A data directory of the build that kept the per-cell index on `events` (no `event_keys`, no
+/// `keys_watermark`) gets the index built from the ledger on its first open, and the old index
+/// dropped: history and re-bases read the same as before.
+#[tokio::test]
+async fn a_ledger_without_event_keys_gets_them_on_open() {
+    use sqlx::{ConnectOptions, Connection};
+    let dir = tempfile::tempdir().unwrap();
+    let events = stream(400, 5);
+    let mut reference = MemoryLedger::new(rules());
+    let store = SqliteStore::open(dir.path(), rules(), channels())
+        .await
+        .unwrap();
+    for c in events.chunks(11) {
+        store
+            .apply(Utc::now(), incoming(&rules(), c))
+            .await
+            .unwrap();
+        for e in c {
+            reference.apply(e.clone());
+        }
+    }
+    let skus: Vec<Sku> = (0..4)
+        .map(|i| Sku::parse(format!("S{i}")).unwrap())
+        .collect();
+    let mut want = Vec::new();
+    for sku in &skus {
+        want.push(store.history(sku, 10_000).await.unwrap());
+    }
+    store.close().await;
+
+    // Back to the earlier layout.
+    let file = dir.path().join("driftless.sqlite3");
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&file)
+        .connect()
+        .await
+        .unwrap();
+    for stmt in [
+        "DROP TABLE event_keys",
+        "DELETE FROM meta WHERE key = 'keys_watermark'",
+        "CREATE INDEX events_by_cell ON events (sku, location, at_nanos, seq, id)",
+    ] {
+        sqlx::query(stmt).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+
+    let store = SqliteStore::open(dir.path(), rules(), channels())
+        .await
+        .unwrap();
+    for (sku, want) in skus.iter().zip(&want) {
+        let have = store.history(sku, 10_000).await.unwrap();
+        let key = |v: &[driftless_store::HistoryEntry]| {
+            v.iter()
+                .map(|e| (e.id.clone(), e.outcome))
+                .collect::<Vec<_>>()
+        };
+        assert!(want.len() > 50);
+        assert_eq!(key(&have), key(want), "{sku}");
+    }
+    assert_levels(&store, &reference, "after the index was rebuilt").await;
+    // More events, late counts among them, after the rebuild still re-base over it.
+    let more: Vec<Event> = stream(200, 77)
+        .into_iter()
+        .map(|mut e| {
+            e.id = driftless_core::EventId::parse(format!("more-{}", e.id.as_str())).unwrap();
+            e
+        })
+        .collect();
+    for c in more.chunks(9) {
+        store
+            .apply(Utc::now(), incoming(&rules(), c))
+            .await
+            .unwrap();
+        for e in c {
+            reference.apply(e.clone());
+        }
+    }
+    assert_levels(&store, &reference, "after more events").await;
+    store.close().await;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&file)
+        .connect()
+        .await
+        .unwrap();
+    let (indexed, stored, old): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM event_keys), (SELECT COUNT(*) FROM events), \
+         (SELECT COUNT(*) FROM sqlite_master WHERE name = 'events_by_cell')",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!((indexed, old), (stored, 0));
+}
+
 #[tokio::test]
 async fn records_incidents_and_history() {
     let dir = tempfile::tempdir().unwrap();
