@@ -38,13 +38,28 @@ pub(crate) struct Entry {
 /// A slice to write: whole skus, each slot with the entries it had when taken.
 pub(crate) type KeySlice = Vec<(Sku, Vec<(Location, Vec<Entry>)>)>;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct KeyTail {
     skus: BTreeMap<Sku, BTreeMap<Location, Vec<Entry>>>,
+    /// The newest `at_nanos` of any entry in the table (`meta.keys_max_at`). A count positioned
+    /// after it has nothing in the table to re-base over, so the writer skips the query; counts
+    /// usually are the newest event of their cell.
+    written_max_at: i64,
     /// Positions of every entry held, for the watermark.
     lsns: BTreeSet<i64>,
     /// Where the last slice ended.
     cursor: Option<Sku>,
+}
+
+impl Default for KeyTail {
+    fn default() -> Self {
+        KeyTail {
+            skus: BTreeMap::new(),
+            written_max_at: i64::MIN,
+            lsns: BTreeSet::new(),
+            cursor: None,
+        }
+    }
 }
 
 impl KeyTail {
@@ -105,8 +120,28 @@ impl KeyTail {
         oldest.unwrap_or(next).min(next) - 1
     }
 
+    /// What the table's newest position is known to be (`i64::MAX`: unknown).
+    pub fn set_written_max_at(&mut self, at: i64) {
+        self.written_max_at = at;
+    }
+
+    /// The table's newest `at_nanos` once `slice` is written too.
+    pub fn written_max_at_after(&self, slice: &KeySlice) -> i64 {
+        slice
+            .iter()
+            .flat_map(|(_, slots)| slots.iter().flat_map(|(_, v)| v.iter()))
+            .map(|e| e.key.position.at_nanos)
+            .fold(self.written_max_at, i64::max)
+    }
+
+    /// Whether the table may hold an entry positioned after `k`.
+    pub fn table_may_hold_after(&self, k: &OrderKey) -> bool {
+        k.position.at_nanos <= self.written_max_at
+    }
+
     /// The slice is in the table: drops its entries (a slot's entries taken are a prefix of it).
     pub fn written(&mut self, slice: &KeySlice) {
+        self.written_max_at = self.written_max_at_after(slice);
         for (sku, slots) in slice {
             let Some(locs) = self.skus.get_mut(sku) else {
                 continue;
@@ -221,6 +256,33 @@ mod tests {
         t.written(&s);
         assert_eq!(t.len(), 1);
         assert_eq!(t.of_sku(&a.0).next().map(|(_, v)| v[0].lsn), Some(3));
+    }
+
+    #[test]
+    fn the_table_may_hold_later_entries_only_up_to_the_newest_written() {
+        let mut t = KeyTail::default();
+        let a = slot("A", "L1");
+        assert!(!t.table_may_hold_after(&entry(0, i64::MIN + 1).key));
+        t.push(&a.0, &a.1, entry(1, 10));
+        t.push(&a.0, &a.1, entry(2, 30));
+        assert!(
+            !t.table_may_hold_after(&entry(9, 5).key),
+            "nothing written yet"
+        );
+        let s = t.take_slice(10);
+        assert_eq!(t.written_max_at_after(&s), 30);
+        t.written(&s);
+        assert!(
+            t.table_may_hold_after(&entry(9, 30).key),
+            "same time, later id"
+        );
+        assert!(t.table_may_hold_after(&entry(9, 5).key));
+        assert!(!t.table_may_hold_after(&entry(9, 31).key));
+        t.set_written_max_at(i64::MAX);
+        assert!(
+            t.table_may_hold_after(&entry(9, 31).key),
+            "unknown: always ask"
+        );
     }
 
     #[test]

@@ -621,7 +621,7 @@ impl Writer {
         write_marks(&mut tx, &mark_slice).await?;
         set_meta(&mut tx, "outbox_watermark", outbox_wm).await?;
         // And for the per-cell index: the sweep writes a little more than the group adds.
-        let (key_slice, keys_wm) = {
+        let (key_slice, keys_wm, keys_max_at) = {
             let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
             let over = keys.len().saturating_sub(self.opts.max_unindexed_events);
             let n = if over > 0 {
@@ -635,9 +635,10 @@ impl Writer {
             };
             let slice = keys.take_slice(n);
             let wm = keys.watermark_after(&slice, self.next_lsn);
-            (slice, wm)
+            let max_at = keys.written_max_at_after(&slice);
+            (slice, wm, max_at)
         };
-        write_keys(&mut tx, &key_slice).await?;
+        write_keys(&mut tx, &key_slice, keys_max_at).await?;
         set_meta(&mut tx, "keys_watermark", keys_wm).await?;
         let t_slices = t0.elapsed();
         let t0 = std::time::Instant::now();
@@ -805,20 +806,21 @@ impl Writer {
 
     /// Writes one slice of waiting index entries; false when none wait or the write failed.
     async fn flush_keys(&mut self, n: usize) -> bool {
-        let (slice, wm) = {
+        let (slice, wm, max_at) = {
             let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
             if keys.len() == 0 {
                 return false;
             }
             let slice = keys.take_slice(n);
             let wm = keys.watermark_after(&slice, self.next_lsn);
-            (slice, wm)
+            let max_at = keys.written_max_at_after(&slice);
+            (slice, wm, max_at)
         };
         let r = async {
             let gate = self.gate.clone();
             let _turn = gate.lock().await;
             let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
-            write_keys(&mut tx, &slice).await?;
+            write_keys(&mut tx, &slice, max_at).await?;
             set_meta(&mut tx, "keys_watermark", wm).await?;
             tx.commit().await?;
             Ok::<_, StoreError>(())
@@ -843,6 +845,22 @@ impl Writer {
     /// crash left unwritten; a data directory of an earlier version, without `event_keys`, gets
     /// its whole index this way.
     async fn recover_keys(&mut self, last: i64) -> Result<(), StoreError> {
+        // The table's newest position; a table written before it was kept is read once.
+        let max_at: Option<i64> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'keys_max_at'")
+                .fetch_optional(&mut self.conn)
+                .await?;
+        let max_at = match max_at {
+            Some(v) => v,
+            None => sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(at_nanos) FROM event_keys")
+                .fetch_one(&mut self.conn)
+                .await?
+                .unwrap_or(i64::MIN),
+        };
+        self.keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_written_max_at(max_at);
         let watermark = get_meta(&mut self.conn, "keys_watermark").await?;
         if last <= watermark {
             return Ok(());
@@ -1161,8 +1179,16 @@ fn entry_of(
     Entry { lsn, key, deltas }
 }
 
-/// Writes a slice of index entries, in key order.
-async fn write_keys(conn: &mut SqliteConnection, slice: &KeySlice) -> Result<(), StoreError> {
+/// Writes a slice of index entries, in key order, and the table's newest position after it.
+async fn write_keys(
+    conn: &mut SqliteConnection,
+    slice: &KeySlice,
+    max_at: i64,
+) -> Result<(), StoreError> {
+    if slice.is_empty() {
+        return Ok(());
+    }
+    set_meta(conn, "keys_max_at", max_at).await?;
     let rows: Vec<(&Sku, &Location, &Entry)> = slice
         .iter()
         .flat_map(|(sku, slots)| {
@@ -1305,30 +1331,32 @@ async fn sum_after(
 ) -> Result<i64, StoreError> {
     let col = state.as_str();
     // The tail before the table (see `keys.rs`); the writer is the only one that changes either.
-    let held = keys.read().unwrap_or_else(|p| p.into_inner()).sum_after(
-        sku,
-        loc,
-        state,
-        k,
-        before.unwrap_or(i64::MAX),
-    );
+    let (held, ask) = {
+        let t = keys.read().unwrap_or_else(|p| p.into_inner());
+        let held = t.sum_after(sku, loc, state, k, before.unwrap_or(i64::MAX));
+        (held, t.table_may_hold_after(k))
+    };
     let sql = format!(
         "SELECT COALESCE(SUM(e.{col}), 0) FROM event_keys x JOIN events e ON e.lsn = x.lsn \
          WHERE x.sku = ? AND x.location = ? \
          AND (x.at_nanos > ? OR (x.at_nanos = ? AND (x.seq > ? OR (x.seq = ? AND x.id > ?)))) \
          AND x.lsn < ? AND e.kind = 'adjust' AND e.effective = 1 AND e.{col} IS NOT NULL"
     );
-    let stored: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
-        .bind(sku.to_string())
-        .bind(loc.to_string())
-        .bind(k.position.at_nanos)
-        .bind(k.position.at_nanos)
-        .bind(k.position.seq as i64)
-        .bind(k.position.seq as i64)
-        .bind(k.id.to_string())
-        .bind(before.unwrap_or(i64::MAX))
-        .fetch_one(&mut *conn)
-        .await?;
+    let stored: i64 = if !ask {
+        0
+    } else {
+        sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(sku.to_string())
+            .bind(loc.to_string())
+            .bind(k.position.at_nanos)
+            .bind(k.position.at_nanos)
+            .bind(k.position.seq as i64)
+            .bind(k.position.seq as i64)
+            .bind(k.id.to_string())
+            .bind(before.unwrap_or(i64::MAX))
+            .fetch_one(&mut *conn)
+            .await?
+    };
     let unflushed: i64 = pending
         .map(|p| p.events.as_slice())
         .unwrap_or_default()
