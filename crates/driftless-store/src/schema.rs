@@ -6,7 +6,7 @@
 //!   count in a later re-base.
 //! - `event_keys`: the events of each `(sku, location)` in fold order, for history and re-bases.
 //!   Written behind (see `keys.rs`); `meta.keys_watermark` is the position up to which every event
-//!   has its entry.
+//!   has its entry, `meta.keys_max_at` the newest `at_nanos` the table holds.
 //! - `cells`: the folded value of each `(sku, location, state)` and the key of the `set` it is based
 //!   on, as of ledger position `lsn`. A cache of the fold over `events`, written behind (see
 //!   `cells.rs`); `meta.cells_watermark` is the position up to which every change is written.
