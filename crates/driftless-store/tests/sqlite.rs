@@ -298,6 +298,24 @@ async fn unwritten_cells_are_read_and_survive_a_crash() {
     }
 }
 
+/// Applies `events` to the store in requests of `per` and to the reference.
+async fn apply_both(
+    store: &SqliteStore,
+    reference: &mut MemoryLedger,
+    events: &[Event],
+    per: usize,
+) {
+    for c in events.chunks(per) {
+        store
+            .apply(Utc::now(), incoming(&rules(), c))
+            .await
+            .unwrap();
+        for e in c {
+            reference.apply(e.clone());
+        }
+    }
+}
+
 /// A data directory of the build that kept the per-cell index on `events` (no `event_keys`, no
 /// `keys_watermark`) gets the index built from the ledger on its first open, and the old index
 /// dropped: history and re-bases read the same as before.
@@ -310,15 +328,7 @@ async fn a_ledger_without_event_keys_gets_them_on_open() {
     let store = SqliteStore::open(dir.path(), rules(), channels())
         .await
         .unwrap();
-    for c in events.chunks(11) {
-        store
-            .apply(Utc::now(), incoming(&rules(), c))
-            .await
-            .unwrap();
-        for e in c {
-            reference.apply(e.clone());
-        }
-    }
+    apply_both(&store, &mut reference, &events, 11).await;
     let skus: Vec<Sku> = (0..4)
         .map(|i| Sku::parse(format!("S{i}")).unwrap())
         .collect();
@@ -366,15 +376,7 @@ async fn a_ledger_without_event_keys_gets_them_on_open() {
             e
         })
         .collect();
-    for c in more.chunks(9) {
-        store
-            .apply(Utc::now(), incoming(&rules(), c))
-            .await
-            .unwrap();
-        for e in c {
-            reference.apply(e.clone());
-        }
-    }
+    apply_both(&store, &mut reference, &more, 9).await;
     assert_levels(&store, &reference, "after more events").await;
     store.close().await;
     let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
