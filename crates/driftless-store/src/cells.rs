@@ -69,8 +69,9 @@ pub(crate) fn levels_of(cells: &[Cell; 5]) -> Levels {
 }
 
 /// Cells the readers must see that the `cells` table does not hold yet: per sku, the levels of
-/// every location changed since the sku was last written. Read it *before* the table: a sku leaves the overlay only after the transaction
-/// that wrote it has committed, so overlay-then-table never misses an acknowledged change.
+/// every location changed since the sku was last written. Read it *before* the table: a sku leaves
+/// the overlay only after the transaction that wrote it has committed, so overlay-then-table never
+/// misses an acknowledged change.
 pub(crate) type Overlay = std::sync::RwLock<BTreeMap<Sku, Vec<(Location, Levels)>>>;
 
 /// The rows one slice writes: per sku, the dirty slots with their dirty states.

@@ -109,6 +109,16 @@ impl KeyTail {
         out
     }
 
+    /// The next slice to write (see [`KeyTail::take_slice`]) with what is stored beside it in the
+    /// same transaction: the watermark after it (positions from `next` on belong to the group
+    /// being committed) and the table's newest `at_nanos` after it.
+    pub fn take_slice_to_write(&mut self, n: usize, next: i64) -> (KeySlice, i64, i64) {
+        let slice = self.take_slice(n);
+        let wm = self.watermark_after(&slice, next);
+        let max_at = self.written_max_at_after(&slice);
+        (slice, wm, max_at)
+    }
+
     /// The position up to which every entry is in the table once `slice` is, given that the
     /// entries of positions from `next` on are not (the group being committed).
     pub fn watermark_after(&self, slice: &KeySlice, next: i64) -> i64 {

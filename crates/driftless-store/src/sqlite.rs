@@ -267,7 +267,8 @@ impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let mut idle = false;
         loop {
-            // While cells or outbox rows wait to be written, an idle moment writes them all.
+            // While cells, outbox rows or index entries wait to be written, an idle moment writes
+            // them all.
             let waiting = self.cache.dirty_slots() > 0
                 || self.marks.lock().map(|m| m.len() > 0).unwrap_or(true)
                 || self.keys.read().map(|k| k.len() > 0).unwrap_or(true);
@@ -633,10 +634,7 @@ impl Writer {
             } else {
                 0
             };
-            let slice = keys.take_slice(n);
-            let wm = keys.watermark_after(&slice, self.next_lsn);
-            let max_at = keys.written_max_at_after(&slice);
-            (slice, wm, max_at)
+            keys.take_slice_to_write(n, self.next_lsn)
         };
         write_keys(&mut tx, &key_slice, keys_max_at).await?;
         set_meta(&mut tx, "keys_watermark", keys_wm).await?;
@@ -731,13 +729,14 @@ impl Writer {
         }
     }
 
-    /// Writes every waiting cell and outbox row, a slice per transaction.
+    /// Writes every waiting cell, outbox row and index entry, a slice per transaction.
     async fn flush_all(&mut self) {
         while self.flush_slice(FLUSH_SLICE).await {}
     }
 
-    /// Writes one slice of waiting cells, or else of outbox rows; false when nothing waits (or
-    /// the write failed: the rows stay waiting, and a restart would replay them).
+    /// Writes one slice of waiting cells, or else of outbox rows, or else of index entries; false
+    /// when nothing waits (or the write failed: the rows stay waiting, and a restart would replay
+    /// them).
     async fn flush_slice(&mut self, n: usize) -> bool {
         if self.cache.dirty_slots() > 0 {
             let slice = self.cache.take_slice(n);
@@ -811,10 +810,7 @@ impl Writer {
             if keys.len() == 0 {
                 return false;
             }
-            let slice = keys.take_slice(n);
-            let wm = keys.watermark_after(&slice, self.next_lsn);
-            let max_at = keys.written_max_at_after(&slice);
-            (slice, wm, max_at)
+            keys.take_slice_to_write(n, self.next_lsn)
         };
         let r = async {
             let gate = self.gate.clone();
@@ -846,11 +842,7 @@ impl Writer {
     /// its whole index this way.
     async fn recover_keys(&mut self, last: i64) -> Result<(), StoreError> {
         // The table's newest position; a table written before it was kept is read once.
-        let max_at: Option<i64> =
-            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'keys_max_at'")
-                .fetch_optional(&mut self.conn)
-                .await?;
-        let max_at = match max_at {
+        let max_at = match meta_value(&mut self.conn, "keys_max_at").await? {
             Some(v) => v,
             None => sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(at_nanos) FROM event_keys")
                 .fetch_one(&mut self.conn)
@@ -1526,13 +1518,17 @@ async fn write_cells(
     Ok(())
 }
 
-/// A position stored in `meta`; 0 (the start of the ledger) when none is.
-async fn get_meta(conn: &mut SqliteConnection, key: &str) -> Result<i64, StoreError> {
-    let v: Option<i64> = sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+/// A value stored in `meta`, if one is.
+async fn meta_value(conn: &mut SqliteConnection, key: &str) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
         .bind(key)
         .fetch_optional(&mut *conn)
-        .await?;
-    Ok(v.unwrap_or(0))
+        .await?)
+}
+
+/// A position stored in `meta`; 0 (the start of the ledger) when none is.
+async fn get_meta(conn: &mut SqliteConnection, key: &str) -> Result<i64, StoreError> {
+    Ok(meta_value(conn, key).await?.unwrap_or(0))
 }
 
 async fn set_meta(conn: &mut SqliteConnection, key: &str, lsn: i64) -> Result<(), StoreError> {
