@@ -13,8 +13,9 @@
 //!
 //! No I/O here: the writer (`sqlite.rs`) loads and writes.
 
+use crate::FastMap;
 use driftless_core::{Cell, ChannelSpec, Levels, Location, Sku, State};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One `(sku, location)` in memory.
 #[derive(Debug, Clone)]
@@ -72,14 +73,62 @@ pub(crate) fn levels_of(cells: &[Cell; 5]) -> Levels {
 /// every location changed since the sku was last written. Read it *before* the table: a sku leaves
 /// the overlay only after the transaction that wrote it has committed, so overlay-then-table never
 /// misses an acknowledged change.
-pub(crate) type Overlay = std::sync::RwLock<BTreeMap<Sku, Vec<(Location, Levels)>>>;
+pub(crate) type Overlay = std::sync::RwLock<OverlayMap>;
+
+/// The overlay's map: hashed for the writer, which updates a sku per changed slot (a string-keyed
+/// B-tree cost a dozen cache-missing comparisons each), with the skus also kept in key order for
+/// paged reads.
+#[derive(Debug, Default)]
+pub(crate) struct OverlayMap {
+    levels: FastMap<Sku, Vec<(Location, Levels)>>,
+    order: BTreeSet<Sku>,
+}
+
+impl OverlayMap {
+    pub fn get(&self, sku: &Sku) -> Option<&Vec<(Location, Levels)>> {
+        self.levels.get(sku)
+    }
+
+    /// The levels of one slot, as of the commit just made.
+    pub fn set(&mut self, sku: &Sku, loc: &Location, levels: Levels) {
+        if let Some(locs) = self.levels.get_mut(sku) {
+            match locs.iter_mut().find(|(l, _)| l == loc) {
+                Some((_, lv)) => *lv = levels,
+                None => locs.push((loc.clone(), levels)),
+            }
+            return;
+        }
+        self.order.insert(sku.clone());
+        self.levels.insert(sku.clone(), vec![(loc.clone(), levels)]);
+    }
+
+    pub fn remove(&mut self, sku: &Sku) {
+        if self.levels.remove(sku).is_some() {
+            self.order.remove(sku);
+        }
+    }
+
+    /// Skus after `after` (all with `None`) in key order, with their locations.
+    pub fn after<'a>(
+        &'a self,
+        after: Option<&'a Sku>,
+    ) -> impl Iterator<Item = (&'a Sku, &'a Vec<(Location, Levels)>)> + 'a {
+        let range = match after {
+            Some(a) => self
+                .order
+                .range::<Sku, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+            None => self.order.range::<Sku, _>(..),
+        };
+        range.filter_map(|s| self.levels.get(s).map(|v| (s, v)))
+    }
+}
 
 /// The rows one slice writes: per sku, the dirty slots with their dirty states.
 pub(crate) type FlushRows = Vec<(Sku, Vec<(Location, u8, [Cell; 5])>)>;
 
 #[derive(Debug, Default)]
 pub(crate) struct CellCache {
-    skus: HashMap<Sku, SkuCells>,
+    skus: FastMap<Sku, SkuCells>,
     slots: usize,
     dirty_slots: usize,
     /// Skus with a dirty slot, in the `cells` table's key order.
@@ -89,7 +138,7 @@ pub(crate) struct CellCache {
     /// How many dirty slots have each first unwritten position; the smallest is the watermark.
     firsts: BTreeMap<i64, u32>,
     /// What this group changed, as it was before.
-    undo: HashMap<Sku, Undo>,
+    undo: FastMap<Sku, Undo>,
 }
 
 /// One sku's state before the group: whether it was cached, how many slots it had, and the slots
@@ -175,18 +224,21 @@ impl CellCache {
 
     /// Marks states of a slot changed by the event at `lsn`.
     pub fn mark_dirty(&mut self, sku: &Sku, loc: &Location, mask: u8, lsn: i64) {
-        let Some(slot) = self
-            .skus
-            .get_mut(sku)
-            .and_then(|c| c.slots.iter_mut().find(|s| &s.loc == loc))
-        else {
+        let Some(c) = self.skus.get_mut(sku) else {
+            return;
+        };
+        // The sweep holds skus with a dirty slot: only the first one adds it.
+        let was_dirty = c.is_dirty();
+        let Some(slot) = c.slots.iter_mut().find(|s| &s.loc == loc) else {
             return;
         };
         if slot.dirty == 0 {
             slot.first_lsn = lsn;
             *self.firsts.entry(lsn).or_default() += 1;
             self.dirty_slots += 1;
-            self.sweep.insert(sku.clone());
+            if !was_dirty {
+                self.sweep.insert(sku.clone());
+            }
         }
         slot.dirty |= mask;
     }

@@ -21,8 +21,9 @@
 //!
 //! No I/O here: the writer (`sqlite.rs`) loads and writes.
 
+use crate::FastMap;
 use driftless_core::{Location, OrderKey, Sku, State};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::ops::Bound;
 
 /// One stored event not yet in `event_keys`.
@@ -40,7 +41,12 @@ pub(crate) type KeySlice = Vec<(Sku, Vec<(Location, Vec<Entry>)>)>;
 
 #[derive(Debug)]
 pub(crate) struct KeyTail {
-    skus: BTreeMap<Sku, BTreeMap<Location, Vec<Entry>>>,
+    /// Per sku, its slots (a few, in arrival order) with their entries. Hashed: every event
+    /// pushes one entry, and a string-keyed B-tree over a hundred thousand skus cost a dozen
+    /// comparisons, each a cache miss, per push.
+    skus: FastMap<Sku, Vec<(Location, Vec<Entry>)>>,
+    /// The same skus in key order, for the sweep; a sku joins when it gets its first entry.
+    order: BTreeSet<Sku>,
     /// The newest `at_nanos` of any entry in the table (`meta.keys_max_at`). A count positioned
     /// after it has nothing in the table to re-base over, so the writer skips the query; counts
     /// usually are the newest event of their cell.
@@ -54,7 +60,8 @@ pub(crate) struct KeyTail {
 impl Default for KeyTail {
     fn default() -> Self {
         KeyTail {
-            skus: BTreeMap::new(),
+            skus: FastMap::default(),
+            order: BTreeSet::new(),
             written_max_at: i64::MIN,
             lsns: BTreeSet::new(),
             cursor: None,
@@ -72,17 +79,19 @@ impl KeyTail {
         self.lsns.insert(e.lsn);
         let locs = match self.skus.get_mut(sku) {
             Some(l) => l,
-            None => self.skus.entry(sku.clone()).or_default(),
-        };
-        match locs.get_mut(loc) {
-            Some(v) => v.push(e),
             None => {
-                locs.insert(loc.clone(), vec![e]);
+                self.order.insert(sku.clone());
+                self.skus.entry(sku.clone()).or_default()
             }
+        };
+        match locs.iter_mut().find(|(l, _)| l == loc) {
+            Some((_, v)) => v.push(e),
+            None => locs.push((loc.clone(), vec![e])),
         }
     }
 
     /// At least `n` entries (whole skus) from the cursor on, wrapping around once; empty for 0.
+    /// A sku's slots come in location order, the table's key order.
     pub fn take_slice(&mut self, n: usize) -> KeySlice {
         let mut out = KeySlice::new();
         if n == 0 {
@@ -93,13 +102,17 @@ impl KeyTail {
             None => Bound::Unbounded,
         };
         let mut taken = 0;
-        let after = self.skus.range((start, Bound::Unbounded));
-        for (sku, locs) in after.chain(self.skus.iter()) {
+        let after = self.order.range((start, Bound::Unbounded));
+        for sku in after.chain(self.order.iter()) {
             if taken >= n || out.first().is_some_and(|(f, _)| f == sku) {
                 break;
             }
-            let slots: Vec<(Location, Vec<Entry>)> =
+            let Some(locs) = self.skus.get(sku) else {
+                continue;
+            };
+            let mut slots: Vec<(Location, Vec<Entry>)> =
                 locs.iter().map(|(l, v)| (l.clone(), v.clone())).collect();
+            slots.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             taken += slots.iter().map(|(_, v)| v.len()).sum::<usize>();
             out.push((sku.clone(), slots));
         }
@@ -157,17 +170,21 @@ impl KeyTail {
                 continue;
             };
             for (loc, taken) in slots {
-                let Some(v) = locs.get_mut(loc) else { continue };
+                let Some(i) = locs.iter().position(|(l, _)| l == loc) else {
+                    continue;
+                };
+                let v = &mut locs[i].1;
                 let n = taken.len().min(v.len());
                 for e in v.drain(..n) {
                     self.lsns.remove(&e.lsn);
                 }
                 if v.is_empty() {
-                    locs.remove(loc);
+                    locs.swap_remove(i);
                 }
             }
             if locs.is_empty() {
                 self.skus.remove(sku);
+                self.order.remove(sku);
             }
         }
     }
@@ -184,8 +201,8 @@ impl KeyTail {
     ) -> i64 {
         self.skus
             .get(sku)
-            .and_then(|l| l.get(loc))
-            .map(|v| {
+            .and_then(|l| l.iter().find(|(l, _)| l == loc))
+            .map(|(_, v)| {
                 v.iter()
                     .filter(|e| e.lsn < before && &e.key > k)
                     .filter_map(|e| e.deltas[state.index()])

@@ -26,6 +26,11 @@ use std::pin::Pin;
 pub use outbox::Outbox;
 pub use sqlite::SqliteStore;
 
+/// The writer's in-memory maps: keyed by skus and event ids that senders choose, but never
+/// exposed to a hash-flooding peer (a request is bounded and the maps hold validated ids), so a
+/// fast non-cryptographic hasher, not SipHash.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// A boxed future, so the trait can be used as `Arc<dyn Store>` and the backend chosen at start-up.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -8,7 +8,7 @@ use crate::keys::{Entry, KeySlice, KeyTail};
 use crate::marks::{Change, Mark, Marks};
 use crate::schema;
 use crate::{
-    AuditRecord, BoxFuture, HistoryEntry, Incident, IncidentFilter, Incoming, LocationLevels,
+    AuditRecord, FastMap, BoxFuture, HistoryEntry, Incident, IncidentFilter, Incoming, LocationLevels,
     Receipt, SkuLevels, Store, StoreError,
 };
 use chrono::{DateTime, TimeZone, Utc};
@@ -245,12 +245,12 @@ const LOOKUP_AFTER_DUPLICATE: u32 = 64;
 struct Pending<'a> {
     events: Vec<EventRow<'a>>,
     /// Slots changed by this group, with a bit per state that changed.
-    cells: HashMap<(&'a Sku, &'a Location), u8>,
+    cells: FastMap<(&'a Sku, &'a Location), u8>,
     /// Marked `(channel index, sku)`: the first and newest marking events and how many.
-    outbox: HashMap<(usize, &'a Sku), (i64, i64, i64)>,
+    outbox: FastMap<(usize, &'a Sku), (i64, i64, i64)>,
     /// The newest applied event per sku in this group: `(source, occurred, received)`, for the
     /// integration matrix's latencies.
-    samples: HashMap<&'a Sku, (&'a str, i64, i64)>,
+    samples: FastMap<&'a Sku, (&'a str, i64, i64)>,
     incidents: Vec<Incident>,
 }
 
@@ -389,12 +389,12 @@ impl Writer {
         lookup: bool,
     ) -> Result<Option<Vec<Vec<Receipt>>>, StoreError> {
         let mut ids: Vec<&str> = Vec::new();
-        let mut skus: HashSet<&Sku> = HashSet::new();
+        let mut skus: FastMap<&Sku, ()> = FastMap::default();
         for j in jobs {
             for item in &j.batch {
                 if let Incoming::Event(p) = item {
                     ids.push(p.event.id.as_str());
-                    skus.insert(&p.event.sku);
+                    skus.insert(&p.event.sku, ());
                 }
             }
         }
@@ -406,7 +406,8 @@ impl Writer {
         let t0 = std::time::Instant::now();
         let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
         // Ids already stored, then every id this group claims, borrowed from the requests.
-        let mut seen: HashMap<&str, Fingerprint> = HashMap::with_capacity(ids.len());
+        let mut seen: FastMap<&str, Fingerprint> =
+            FastMap::with_capacity_and_hasher(ids.len(), Default::default());
         if lookup {
             let stored = lookup_ids(&mut tx, &ids).await?;
             for id in &ids {
@@ -416,7 +417,7 @@ impl Writer {
             }
         }
         let missing: Vec<&Sku> = skus
-            .into_iter()
+            .into_keys()
             .filter(|k| !self.cache.contains(k))
             .collect();
         for (sku, cells, _) in load_skus(&mut tx, &missing).await? {
@@ -715,14 +716,7 @@ impl Writer {
             let Some(levels) = self.cache.get(sku).and_then(|c| c.levels_at(loc)) else {
                 continue;
             };
-            let locs = match ov.get_mut(sku) {
-                Some(v) => v,
-                None => ov.entry(sku.clone()).or_default(),
-            };
-            match locs.iter_mut().find(|(l, _)| l == loc) {
-                Some((_, lv)) => *lv = levels,
-                None => locs.push((loc.clone(), levels)),
-            }
+            ov.set(sku, loc, levels);
         }
         for (sku, _) in written {
             ov.remove(sku);
@@ -1705,14 +1699,7 @@ impl Store for SqliteStore {
             // `limit` of both.
             let fresh: BTreeMap<Sku, Vec<(Location, Levels)>> = {
                 let ov = self.overlay.read().unwrap_or_else(|p| p.into_inner());
-                let range = match after {
-                    Some(a) => ov.range::<Sku, _>((
-                        std::ops::Bound::Excluded(a),
-                        std::ops::Bound::Unbounded,
-                    )),
-                    None => ov.range::<Sku, _>(..),
-                };
-                range
+                ov.after(after)
                     .take(limit)
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect()
