@@ -450,6 +450,33 @@ mod tests {
     }
 
     #[test]
+    fn the_overlay_pages_in_key_order_and_forgets_written_skus() {
+        let mut ov = OverlayMap::default();
+        let lv = |n: i64| {
+            let mut l = Levels::default();
+            l.set(State::OnHand, n);
+            l
+        };
+        for s in ["C", "A", "B"] {
+            ov.set(&sku(s), &loc("L1"), lv(1));
+        }
+        ov.set(&sku("A"), &loc("L2"), lv(2));
+        ov.set(&sku("A"), &loc("L1"), lv(3));
+        let page: Vec<&str> = ov.after(None).map(|(s, _)| s.as_str()).collect();
+        assert_eq!(page, ["A", "B", "C"]);
+        assert_eq!(
+            ov.get(&sku("A")).unwrap().as_slice(),
+            &[(loc("L1"), lv(3)), (loc("L2"), lv(2))],
+            "a slot is updated in place, a new one added"
+        );
+        ov.remove(&sku("B"));
+        let a = sku("A");
+        let page: Vec<&str> = ov.after(Some(&a)).map(|(s, _)| s.as_str()).collect();
+        assert_eq!(page, ["C"]);
+        assert!(ov.get(&sku("B")).is_none());
+    }
+
+    #[test]
     fn eviction_keeps_unwritten_skus() {
         let mut c = CellCache::default();
         c.insert_loaded(

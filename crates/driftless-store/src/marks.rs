@@ -91,7 +91,10 @@ impl Marks {
 
     /// Skus of a channel held here (their table rows are stale).
     pub fn skus_of<'a>(&'a self, channel: &str) -> impl Iterator<Item = &'a Sku> + 'a {
-        self.rows.get(channel).into_iter().flat_map(|m| m.order.iter())
+        self.rows
+            .get(channel)
+            .into_iter()
+            .flat_map(|m| m.order.iter())
     }
 
     /// Applies a change to a row; `stored` is the table's row when this is the first change

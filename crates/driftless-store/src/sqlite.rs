@@ -8,8 +8,8 @@ use crate::keys::{Entry, KeySlice, KeyTail};
 use crate::marks::{Change, Mark, Marks};
 use crate::schema;
 use crate::{
-    AuditRecord, FastMap, BoxFuture, HistoryEntry, Incident, IncidentFilter, Incoming, LocationLevels,
-    Receipt, SkuLevels, Store, StoreError,
+    AuditRecord, BoxFuture, FastMap, HistoryEntry, Incident, IncidentFilter, Incoming,
+    LocationLevels, Receipt, SkuLevels, Store, StoreError,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use driftless_core::{
@@ -1370,25 +1370,26 @@ async fn insert_events(
         );
         q.push_values(chunk, |mut b, r| {
             let e = &r.p.event;
+            // Borrowed, not copied: the rows outlive the statement.
             b.push_bind(r.lsn)
-                .push_bind(e.id.to_string())
-                .push_bind(r.p.fingerprint.0.to_vec())
-                .push_bind(e.source.to_string())
-                .push_bind(e.sku.to_string())
-                .push_bind(e.location.to_string())
+                .push_bind(e.id.as_str())
+                .push_bind(&r.p.fingerprint.0[..])
+                .push_bind(e.source.as_str())
+                .push_bind(e.sku.as_str())
+                .push_bind(e.location.as_str())
                 .push_bind(e.position.at_nanos)
                 .push_bind(e.position.seq as i64)
                 .push_bind(e.change.kind());
             for s in State::ALL {
                 b.push_bind(r.p.base.get(s));
             }
-            b.push_bind(e.uom.as_ref().map(|u| u.to_string()))
-                .push_bind(e.reason.clone())
-                .push_bind(e.reference.clone())
+            b.push_bind(e.uom.as_ref().map(|u| u.as_str()))
+                .push_bind(e.reason.as_deref())
+                .push_bind(e.reference.as_deref())
                 .push_bind(r.received)
                 .push_bind(r.outcome.as_str())
                 .push_bind(r.effective)
-                .push_bind(r.detail.clone());
+                .push_bind(r.detail.as_deref());
         });
         q.push(" ON CONFLICT (id) DO NOTHING");
         inserted += q.build().execute(&mut *conn).await?.rows_affected();
