@@ -14,6 +14,7 @@
 //! No I/O here: the writer (`sqlite.rs`) loads and writes.
 
 use crate::FastMap;
+use crate::skumap::SkuMap;
 use driftless_core::{Cell, ChannelSpec, Levels, Location, Sku, State};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -75,51 +76,17 @@ pub(crate) fn levels_of(cells: &[Cell; 5]) -> Levels {
 /// misses an acknowledged change.
 pub(crate) type Overlay = std::sync::RwLock<OverlayMap>;
 
-/// The overlay's map: hashed for the writer, which updates a sku per changed slot (a string-keyed
-/// B-tree cost a dozen cache-missing comparisons each), with the skus also kept in key order for
-/// paged reads.
-#[derive(Debug, Default)]
-pub(crate) struct OverlayMap {
-    levels: FastMap<Sku, Vec<(Location, Levels)>>,
-    order: BTreeSet<Sku>,
-}
+/// The overlay's map (hashed, and ordered for paged reads; see `skumap.rs`).
+pub(crate) type OverlayMap = SkuMap<Vec<(Location, Levels)>>;
 
-impl OverlayMap {
-    pub fn get(&self, sku: &Sku) -> Option<&Vec<(Location, Levels)>> {
-        self.levels.get(sku)
-    }
-
-    /// The levels of one slot, as of the commit just made.
-    pub fn set(&mut self, sku: &Sku, loc: &Location, levels: Levels) {
-        if let Some(locs) = self.levels.get_mut(sku) {
-            match locs.iter_mut().find(|(l, _)| l == loc) {
-                Some((_, lv)) => *lv = levels,
-                None => locs.push((loc.clone(), levels)),
-            }
-            return;
-        }
-        self.order.insert(sku.clone());
-        self.levels.insert(sku.clone(), vec![(loc.clone(), levels)]);
-    }
-
-    pub fn remove(&mut self, sku: &Sku) {
-        if self.levels.remove(sku).is_some() {
-            self.order.remove(sku);
-        }
-    }
-
-    /// Skus after `after` (all with `None`) in key order, with their locations.
-    pub fn after<'a>(
-        &'a self,
-        after: Option<&'a Sku>,
-    ) -> impl Iterator<Item = (&'a Sku, &'a Vec<(Location, Levels)>)> + 'a {
-        let range = match after {
-            Some(a) => self
-                .order
-                .range::<Sku, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
-            None => self.order.range::<Sku, _>(..),
-        };
-        range.filter_map(|s| self.levels.get(s).map(|v| (s, v)))
+/// Puts the levels of one slot, as of the commit just made, in the overlay.
+pub(crate) fn set_levels(ov: &mut OverlayMap, sku: &Sku, loc: &Location, levels: Levels) {
+    match ov.get_mut(sku) {
+        Some(locs) => match locs.iter_mut().find(|(l, _)| l == loc) {
+            Some((_, lv)) => *lv = levels,
+            None => locs.push((loc.clone(), levels)),
+        },
+        None => ov.insert(sku.clone(), vec![(loc.clone(), levels)]),
     }
 }
 
@@ -450,7 +417,7 @@ mod tests {
     }
 
     #[test]
-    fn the_overlay_pages_in_key_order_and_forgets_written_skus() {
+    fn the_overlay_updates_a_slot_in_place_and_pages_in_key_order() {
         let mut ov = OverlayMap::default();
         let lv = |n: i64| {
             let mut l = Levels::default();
@@ -458,10 +425,10 @@ mod tests {
             l
         };
         for s in ["C", "A", "B"] {
-            ov.set(&sku(s), &loc("L1"), lv(1));
+            set_levels(&mut ov, &sku(s), &loc("L1"), lv(1));
         }
-        ov.set(&sku("A"), &loc("L2"), lv(2));
-        ov.set(&sku("A"), &loc("L1"), lv(3));
+        set_levels(&mut ov, &sku("A"), &loc("L2"), lv(2));
+        set_levels(&mut ov, &sku("A"), &loc("L1"), lv(3));
         let page: Vec<&str> = ov.after(None).map(|(s, _)| s.as_str()).collect();
         assert_eq!(page, ["A", "B", "C"]);
         assert_eq!(

@@ -21,10 +21,9 @@
 //!
 //! No I/O here: the writer (`sqlite.rs`) loads and writes.
 
-use crate::FastMap;
+use crate::skumap::SkuMap;
 use driftless_core::{Location, OrderKey, Sku, State};
 use std::collections::{BTreeSet, HashSet};
-use std::ops::Bound;
 
 /// One stored event not yet in `event_keys`.
 #[derive(Debug, Clone)]
@@ -41,12 +40,9 @@ pub(crate) type KeySlice = Vec<(Sku, Vec<(Location, Vec<Entry>)>)>;
 
 #[derive(Debug)]
 pub(crate) struct KeyTail {
-    /// Per sku, its slots (a few, in arrival order) with their entries. Hashed: every event
-    /// pushes one entry, and a string-keyed B-tree over a hundred thousand skus cost a dozen
-    /// comparisons, each a cache miss, per push.
-    skus: FastMap<Sku, Vec<(Location, Vec<Entry>)>>,
-    /// The same skus in key order, for the sweep; a sku joins when it gets its first entry.
-    order: BTreeSet<Sku>,
+    /// Per sku, its slots (a few, in arrival order) with their entries; every event pushes one
+    /// (see `skumap.rs` for why hashed and ordered).
+    skus: SkuMap<Vec<(Location, Vec<Entry>)>>,
     /// The newest `at_nanos` of any entry in the table (`meta.keys_max_at`). A count positioned
     /// after it has nothing in the table to re-base over, so the writer skips the query; counts
     /// usually are the newest event of their cell.
@@ -60,8 +56,7 @@ pub(crate) struct KeyTail {
 impl Default for KeyTail {
     fn default() -> Self {
         KeyTail {
-            skus: FastMap::default(),
-            order: BTreeSet::new(),
+            skus: SkuMap::default(),
             written_max_at: i64::MIN,
             lsns: BTreeSet::new(),
             cursor: None,
@@ -77,16 +72,12 @@ impl KeyTail {
     /// Adds an entry; entries of one slot arrive in position order.
     pub fn push(&mut self, sku: &Sku, loc: &Location, e: Entry) {
         self.lsns.insert(e.lsn);
-        let locs = match self.skus.get_mut(sku) {
-            Some(l) => l,
-            None => {
-                self.order.insert(sku.clone());
-                self.skus.entry(sku.clone()).or_default()
-            }
-        };
-        match locs.iter_mut().find(|(l, _)| l == loc) {
-            Some((_, v)) => v.push(e),
-            None => locs.push((loc.clone(), vec![e])),
+        match self.skus.get_mut(sku) {
+            Some(locs) => match locs.iter_mut().find(|(l, _)| l == loc) {
+                Some((_, v)) => v.push(e),
+                None => locs.push((loc.clone(), vec![e])),
+            },
+            None => self.skus.insert(sku.clone(), vec![(loc.clone(), vec![e])]),
         }
     }
 
@@ -97,19 +88,12 @@ impl KeyTail {
         if n == 0 {
             return out;
         }
-        let start = match &self.cursor {
-            Some(c) => Bound::Excluded(c.clone()),
-            None => Bound::Unbounded,
-        };
         let mut taken = 0;
-        let after = self.order.range((start, Bound::Unbounded));
-        for sku in after.chain(self.order.iter()) {
+        let after = self.skus.after(self.cursor.as_ref());
+        for (sku, locs) in after.chain(self.skus.after(None)) {
             if taken >= n || out.first().is_some_and(|(f, _)| f == sku) {
                 break;
             }
-            let Some(locs) = self.skus.get(sku) else {
-                continue;
-            };
             let mut slots: Vec<(Location, Vec<Entry>)> =
                 locs.iter().map(|(l, v)| (l.clone(), v.clone())).collect();
             slots.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -184,7 +168,6 @@ impl KeyTail {
             }
             if locs.is_empty() {
                 self.skus.remove(sku);
-                self.order.remove(sku);
             }
         }
     }

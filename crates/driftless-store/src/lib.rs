@@ -16,6 +16,7 @@ mod keys;
 mod marks;
 pub mod outbox;
 pub mod schema;
+mod skumap;
 pub mod sqlite;
 
 use chrono::{DateTime, Utc};
@@ -30,6 +31,7 @@ pub use sqlite::SqliteStore;
 /// exposed to a hash-flooding peer (a request is bounded and the maps hold validated ids), so a
 /// fast non-cryptographic hasher, not SipHash.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// A boxed future, so the trait can be used as `Arc<dyn Store>` and the backend chosen at start-up.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -11,7 +11,7 @@
 //! Every change to this structure happens while holding the store's write gate, so a slice taken
 //! and written by the writer cannot race an acknowledgement recorded by a dispatcher.
 
-use crate::FastMap;
+use crate::skumap::SkuMap;
 use driftless_core::Sku;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -31,27 +31,10 @@ pub(crate) struct Mark {
     pub first_lsn: i64,
 }
 
-/// One channel's rows: hashed for the writer, which marks a row per changed sku (a string-keyed
-/// B-tree cost a dozen cache-missing comparisons per lookup), with the skus also in key order for
-/// the slices' sweep.
-#[derive(Debug, Default)]
-struct ChannelRows {
-    rows: FastMap<Sku, Mark>,
-    order: BTreeSet<Sku>,
-}
-
-impl ChannelRows {
-    fn remove(&mut self, sku: &Sku) -> Option<Mark> {
-        let m = self.rows.remove(sku)?;
-        self.order.remove(sku);
-        Some(m)
-    }
-}
-
 #[derive(Debug, Default)]
 pub(crate) struct Marks {
-    /// Per channel, per sku.
-    rows: BTreeMap<String, ChannelRows>,
+    /// Per channel, per sku (see `skumap.rs` for why hashed and ordered).
+    rows: BTreeMap<String, SkuMap<Mark>>,
     len: usize,
     /// Per channel, the dirty rows in the dispatcher's scan order.
     dirty: HashMap<String, BTreeSet<(i64, Sku)>>,
@@ -86,7 +69,7 @@ impl Marks {
     }
 
     pub fn get(&self, channel: &str, sku: &Sku) -> Option<&Mark> {
-        self.rows.get(channel).and_then(|m| m.rows.get(sku))
+        self.rows.get(channel).and_then(|m| m.get(sku))
     }
 
     /// Skus of a channel held here (their table rows are stale).
@@ -94,7 +77,7 @@ impl Marks {
         self.rows
             .get(channel)
             .into_iter()
-            .flat_map(|m| m.order.iter())
+            .flat_map(|m| m.after(None).map(|(s, _)| s))
     }
 
     /// Applies a change to a row; `stored` is the table's row when this is the first change
@@ -102,7 +85,7 @@ impl Marks {
     pub fn mark(&mut self, channel: &str, sku: &Sku, stored: Option<Mark>, c: Change) {
         // Looked up before inserting: a channel's name is allocated once, not per mark.
         if !self.rows.contains_key(channel) {
-            self.rows.insert(channel.to_owned(), ChannelRows::default());
+            self.rows.insert(channel.to_owned(), SkuMap::default());
         }
         if !self.dirty.contains_key(channel) {
             self.dirty.insert(channel.to_owned(), BTreeSet::new());
@@ -111,29 +94,31 @@ impl Marks {
         else {
             return;
         };
-        let existing = per.rows.remove(sku);
-        let fresh = existing.is_none();
+        // A row held here is changed in place; the first change since it was written starts
+        // from the table's row (or from nothing).
+        let fresh = !per.contains(sku);
         if fresh {
-            per.order.insert(sku.clone());
+            let mut m = stored.unwrap_or(Mark {
+                version: 0,
+                lsn: 0,
+                dirty: false,
+                changed_nanos: 0,
+                atp: 0,
+                source: None,
+                occurred_nanos: None,
+                received_nanos: None,
+                first_lsn: 0,
+            });
+            m.first_lsn = c.first;
+            per.insert(sku.clone(), m);
+            self.len += 1;
+            *self.firsts.entry(c.first).or_default() += 1;
         }
-        let mut m = existing.or(stored).unwrap_or(Mark {
-            version: 0,
-            lsn: 0,
-            dirty: false,
-            changed_nanos: 0,
-            atp: 0,
-            source: None,
-            occurred_nanos: None,
-            received_nanos: None,
-            first_lsn: 0,
-        });
+        let Some(m) = per.get_mut(sku) else {
+            return;
+        };
         if m.dirty {
             set.remove(&(m.changed_nanos, sku.clone()));
-        }
-        if fresh {
-            self.len += 1;
-            m.first_lsn = c.first;
-            *self.firsts.entry(c.first).or_default() += 1;
         }
         m.version += c.events;
         m.lsn = c.lsn;
@@ -146,13 +131,12 @@ impl Marks {
             m.received_nanos = Some(received);
         }
         set.insert((m.changed_nanos, sku.clone()));
-        per.rows.insert(sku.clone(), m);
     }
 
     /// A push of `version` was acknowledged: the row is clean unless a newer version came.
     /// Returns `Some(still_dirty)` when the row is held here.
     pub fn acked(&mut self, channel: &str, sku: &Sku, version: i64) -> Option<bool> {
-        let m = self.rows.get_mut(channel)?.rows.get_mut(sku)?;
+        let m = self.rows.get_mut(channel)?.get_mut(sku)?;
         if m.version == version && m.dirty {
             m.dirty = false;
             if let Some(set) = self.dirty.get_mut(channel) {
@@ -169,7 +153,7 @@ impl Marks {
             return;
         };
         let set = self.dirty.entry(channel.to_owned()).or_default();
-        for (s, m) in per.rows.iter_mut() {
+        for (s, m) in per.values_mut() {
             if sku.is_some_and(|want| want != s) {
                 continue;
             }
@@ -252,12 +236,10 @@ impl Marks {
             None => parts.extend(self.rows.keys().map(|c| (c, (Unbounded, Unbounded)))),
         }
         for (c, range) in parts {
-            let per = &self.rows[c];
-            for s in per.order.range::<Sku, _>(range) {
+            for (s, m) in self.rows[c].range(range) {
                 if out.len() >= n {
                     return out;
                 }
-                let Some(m) = per.rows.get(s) else { continue };
                 out.push((c.clone(), s.clone(), m.clone()));
             }
         }

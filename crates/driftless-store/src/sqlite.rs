@@ -3,12 +3,12 @@
 //! one transaction (group commit: one fsync for everything that queued while the previous commit
 //! was on disk). Readers use a separate pool; WAL mode lets them run beside the writer.
 
-use crate::cells::{CellCache, FlushRows, Overlay, SkuCells, Slot};
+use crate::cells::{CellCache, FlushRows, Overlay, SkuCells, Slot, set_levels};
 use crate::keys::{Entry, KeySlice, KeyTail};
 use crate::marks::{Change, Mark, Marks};
 use crate::schema;
 use crate::{
-    AuditRecord, BoxFuture, FastMap, HistoryEntry, Incident, IncidentFilter, Incoming,
+    AuditRecord, BoxFuture, FastMap, FastSet, HistoryEntry, Incident, IncidentFilter, Incoming,
     LocationLevels, Receipt, SkuLevels, Store, StoreError,
 };
 use chrono::{DateTime, TimeZone, Utc};
@@ -389,12 +389,12 @@ impl Writer {
         lookup: bool,
     ) -> Result<Option<Vec<Vec<Receipt>>>, StoreError> {
         let mut ids: Vec<&str> = Vec::new();
-        let mut skus: FastMap<&Sku, ()> = FastMap::default();
+        let mut skus: FastSet<&Sku> = FastSet::default();
         for j in jobs {
             for item in &j.batch {
                 if let Incoming::Event(p) = item {
                     ids.push(p.event.id.as_str());
-                    skus.insert(&p.event.sku, ());
+                    skus.insert(&p.event.sku);
                 }
             }
         }
@@ -417,7 +417,7 @@ impl Writer {
             }
         }
         let missing: Vec<&Sku> = skus
-            .into_keys()
+            .into_iter()
             .filter(|k| !self.cache.contains(k))
             .collect();
         for (sku, cells, _) in load_skus(&mut tx, &missing).await? {
@@ -716,7 +716,7 @@ impl Writer {
             let Some(levels) = self.cache.get(sku).and_then(|c| c.levels_at(loc)) else {
                 continue;
             };
-            ov.set(sku, loc, levels);
+            set_levels(&mut ov, sku, loc, levels);
         }
         for (sku, _) in written {
             ov.remove(sku);
