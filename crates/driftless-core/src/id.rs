@@ -1,6 +1,7 @@
 //! Validated identifiers. An identifier that exists has passed validation: the rest of the code
 //! never re-checks lengths or characters.
 
+use smol_str::SmolStr;
 use std::fmt;
 
 /// Why a string is not a valid identifier.
@@ -37,18 +38,22 @@ fn check(s: &str, max: usize) -> Result<(), IdError> {
 macro_rules! ident {
     ($(#[$doc:meta])* $name:ident, $max:expr) => {
         $(#[$doc])*
+        ///
+        /// Kept inline when short (most ids are): the ledger's maps compare, hash and copy ids
+        /// for nearly every event, and an inline id costs no allocation to copy and no pointer
+        /// to follow to compare. Order and hash are those of the string.
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(String);
+        pub struct $name(SmolStr);
 
         impl $name {
             /// The longest accepted value, in bytes.
             pub const MAX_LEN: usize = $max;
 
             /// Validates and wraps `s`.
-            pub fn parse(s: impl Into<String>) -> Result<Self, IdError> {
-                let s = s.into();
-                check(&s, $max)?;
-                Ok(Self(s))
+            pub fn parse(s: impl AsRef<str>) -> Result<Self, IdError> {
+                let s = s.as_ref();
+                check(s, $max)?;
+                Ok(Self(SmolStr::new(s)))
             }
 
             pub fn as_str(&self) -> &str {
@@ -106,7 +111,7 @@ ident!(
 impl Unit {
     /// The base unit every quantity is kept in.
     pub fn base() -> Unit {
-        Unit("EA".to_owned())
+        Unit(SmolStr::new_static("EA"))
     }
 
     pub fn is_base(&self) -> bool {
@@ -132,5 +137,27 @@ mod tests {
         assert!(Sku::parse("TEE-BLK-M / ñ").is_ok());
         assert!(EventId::parse("e".repeat(256)).is_ok());
         assert!(EventId::parse("e".repeat(257)).is_err());
+    }
+
+    #[test]
+    fn order_and_equality_are_the_strings_whether_kept_inline_or_not() {
+        // Around the inline limit (23 bytes), and across it.
+        let raw = [
+            "b".repeat(23),
+            "b".repeat(24),
+            "a".repeat(40),
+            "b".repeat(22),
+            "c".to_owned(),
+            "b".repeat(23) + "a",
+        ];
+        let mut ids: Vec<Sku> = raw.iter().map(|s| Sku::parse(s).unwrap()).collect();
+        ids.sort();
+        let mut strs = raw.to_vec();
+        strs.sort();
+        let back: Vec<&str> = ids.iter().map(Sku::as_str).collect();
+        assert_eq!(back, strs);
+        assert_eq!(Sku::parse("b".repeat(30)), Sku::parse("b".repeat(30)));
+        assert_ne!(Sku::parse("b".repeat(30)), Sku::parse("b".repeat(31)));
+        assert_eq!(Unit::parse("EA").unwrap(), Unit::base());
     }
 }
