@@ -14,9 +14,10 @@
 //! No I/O here: the writer (`sqlite.rs`) loads and writes.
 
 use crate::FastMap;
+use crate::positions::Positions;
 use crate::skumap::SkuMap;
 use driftless_core::{Cell, ChannelSpec, Levels, Location, Sku, State};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 /// One `(sku, location)` in memory.
 #[derive(Debug, Clone)]
@@ -103,7 +104,7 @@ pub(crate) struct CellCache {
     /// Where the sweep stopped last.
     cursor: Option<Sku>,
     /// How many dirty slots have each first unwritten position; the smallest is the watermark.
-    firsts: BTreeMap<i64, u32>,
+    firsts: Positions,
     /// What this group changed, as it was before.
     undo: FastMap<Sku, Undo>,
 }
@@ -201,7 +202,7 @@ impl CellCache {
         };
         if slot.dirty == 0 {
             slot.first_lsn = lsn;
-            *self.firsts.entry(lsn).or_default() += 1;
+            self.firsts.add(lsn);
             self.dirty_slots += 1;
             if !was_dirty {
                 self.sweep.insert(sku.clone());
@@ -241,22 +242,21 @@ impl CellCache {
         self.slots = 0;
         self.dirty_slots = 0;
         self.sweep.clear();
-        self.firsts.clear();
+        let mut firsts = Vec::new();
         for (sku, c) in &self.skus {
             self.slots += c.slots.len();
             for s in c.slots.iter().filter(|s| s.dirty != 0) {
                 self.dirty_slots += 1;
-                *self.firsts.entry(s.first_lsn).or_default() += 1;
+                firsts.push(s.first_lsn);
                 self.sweep.insert(sku.clone());
             }
         }
+        self.firsts = Positions::from_unordered(firsts);
     }
 
     /// Every change at or before the watermark is in the table.
     pub fn watermark(&self, last_lsn: i64) -> i64 {
-        self.firsts
-            .first_key_value()
-            .map_or(last_lsn, |(first, _)| first - 1)
+        self.firsts.oldest().map_or(last_lsn, |first| first - 1)
     }
 
     /// The watermark to store with a slice about to be written: every change is written once the
@@ -322,12 +322,7 @@ impl CellCache {
         for (sku, _) in rows {
             if let Some(c) = self.skus.get_mut(sku) {
                 for s in c.slots.iter_mut().filter(|s| s.dirty != 0) {
-                    if let Some(n) = self.firsts.get_mut(&s.first_lsn) {
-                        *n -= 1;
-                        if *n == 0 {
-                            self.firsts.remove(&s.first_lsn);
-                        }
-                    }
+                    self.firsts.remove(s.first_lsn);
                     s.dirty = 0;
                     s.first_lsn = 0;
                     self.dirty_slots -= 1;

@@ -21,9 +21,10 @@
 //!
 //! No I/O here: the writer (`sqlite.rs`) loads and writes.
 
+use crate::positions::Positions;
 use crate::skumap::SkuMap;
 use driftless_core::{Location, OrderKey, Sku, State};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 
 /// One stored event not yet in `event_keys`.
 #[derive(Debug, Clone)]
@@ -48,7 +49,7 @@ pub(crate) struct KeyTail {
     /// usually are the newest event of their cell.
     written_max_at: i64,
     /// Positions of every entry held, for the watermark.
-    lsns: BTreeSet<i64>,
+    lsns: Positions,
     /// Where the last slice ended.
     cursor: Option<Sku>,
 }
@@ -58,7 +59,7 @@ impl Default for KeyTail {
         KeyTail {
             skus: SkuMap::default(),
             written_max_at: i64::MIN,
-            lsns: BTreeSet::new(),
+            lsns: Positions::default(),
             cursor: None,
         }
     }
@@ -71,7 +72,7 @@ impl KeyTail {
 
     /// Adds an entry; entries of one slot arrive in position order.
     pub fn push(&mut self, sku: &Sku, loc: &Location, e: Entry) {
-        self.lsns.insert(e.lsn);
+        self.lsns.add(e.lsn);
         match self.skus.get_mut(sku) {
             Some(locs) => match locs.iter_mut().find(|(l, _)| l == loc) {
                 Some((_, v)) => v.push(e),
@@ -123,7 +124,7 @@ impl KeyTail {
             .iter()
             .flat_map(|(_, slots)| slots.iter().flat_map(|(_, v)| v.iter().map(|e| e.lsn)))
             .collect();
-        let oldest = self.lsns.iter().find(|l| !gone.contains(l)).copied();
+        let oldest = self.lsns.iter().find(|l| !gone.contains(l));
         oldest.unwrap_or(next).min(next) - 1
     }
 
@@ -160,7 +161,7 @@ impl KeyTail {
                 let v = &mut locs[i].1;
                 let n = taken.len().min(v.len());
                 for e in v.drain(..n) {
-                    self.lsns.remove(&e.lsn);
+                    self.lsns.remove(e.lsn);
                 }
                 if v.is_empty() {
                     locs.swap_remove(i);

@@ -15,6 +15,7 @@ mod cells;
 mod keys;
 mod marks;
 pub mod outbox;
+mod positions;
 pub mod schema;
 mod skumap;
 pub mod sqlite;

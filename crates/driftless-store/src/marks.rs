@@ -11,6 +11,7 @@
 //! Every change to this structure happens while holding the store's write gate, so a slice taken
 //! and written by the writer cannot race an acknowledgement recorded by a dispatcher.
 
+use crate::positions::Positions;
 use crate::skumap::SkuMap;
 use driftless_core::Sku;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -38,7 +39,7 @@ pub(crate) struct Marks {
     len: usize,
     /// Per channel, the dirty rows in the dispatcher's scan order.
     dirty: HashMap<String, BTreeSet<(i64, Sku)>>,
-    firsts: BTreeMap<i64, u32>,
+    firsts: Positions,
     /// Where the last slice stopped.
     cursor: Option<(String, Sku)>,
     /// Grows with every written slice, so a reader can tell that rows left meanwhile.
@@ -112,7 +113,7 @@ impl Marks {
             m.first_lsn = c.first;
             per.insert(sku.clone(), m);
             self.len += 1;
-            *self.firsts.entry(c.first).or_default() += 1;
+            self.firsts.add(c.first);
         }
         let Some(m) = per.get_mut(sku) else {
             return;
@@ -184,9 +185,7 @@ impl Marks {
 
     /// Every change at or before the watermark is in the table.
     pub fn watermark(&self, last_lsn: i64) -> i64 {
-        self.firsts
-            .first_key_value()
-            .map_or(last_lsn, |(first, _)| first - 1)
+        self.firsts.oldest().map_or(last_lsn, |first| first - 1)
     }
 
     /// The watermark to store with a slice of `slice_len` rows about to be written: the last
@@ -258,12 +257,7 @@ impl Marks {
             {
                 set.remove(&(m.changed_nanos, s.clone()));
             }
-            if let Some(n) = self.firsts.get_mut(&m.first_lsn) {
-                *n -= 1;
-                if *n == 0 {
-                    self.firsts.remove(&m.first_lsn);
-                }
-            }
+            self.firsts.remove(m.first_lsn);
         }
         if let Some((c, s, _)) = slice.last() {
             self.cursor = Some((c.clone(), s.clone()));

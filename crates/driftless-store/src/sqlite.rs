@@ -197,6 +197,7 @@ impl SqliteStore {
             opts,
             gate: gate.clone(),
             lookup_groups: 0,
+            stored_meta: FastMap::default(),
         };
         writer.recover().await?;
         let handle = tokio::spawn(writer.run(rx));
@@ -234,6 +235,9 @@ struct Writer {
     /// group); when one was, the group is redone with lookups, and so are the next few, because
     /// redeliveries come in storms.
     lookup_groups: u32,
+    /// The watermarks as last committed, so a group writes only those that moved (a small group
+    /// usually moves none, and each is a statement).
+    stored_meta: FastMap<&'static str, i64>,
 }
 
 /// Groups that look ids up after a group found an already-stored id.
@@ -379,6 +383,10 @@ impl Writer {
             self.cache.commit_group();
         } else {
             self.cache.rollback_group();
+        }
+        if r.is_err() {
+            // A failed commit may still have reached the disk: write every watermark next time.
+            self.stored_meta.clear();
         }
         r
     }
@@ -582,12 +590,7 @@ impl Writer {
         let t_marks = t0.elapsed();
         let t0 = std::time::Instant::now();
         write_cells(&mut tx, &slice, last).await?;
-        set_meta(
-            &mut tx,
-            "cells_watermark",
-            self.cache.watermark_after(&slice, last),
-        )
-        .await?;
+        let cells_wm = self.cache.watermark_after(&slice, last);
         // The same for outbox rows, leaving out those this group marks (they change after the
         // commit, and the slice must not write an older state over them).
         let (mark_slice, outbox_wm) = {
@@ -621,7 +624,6 @@ impl Writer {
             (mark_slice, outbox_wm)
         };
         write_marks(&mut tx, &mark_slice).await?;
-        set_meta(&mut tx, "outbox_watermark", outbox_wm).await?;
         // And for the per-cell index: the sweep writes a little more than the group adds.
         let (key_slice, keys_wm, keys_max_at) = {
             let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
@@ -638,10 +640,20 @@ impl Writer {
             keys.take_slice_to_write(n, self.next_lsn)
         };
         write_keys(&mut tx, &key_slice, keys_max_at).await?;
-        set_meta(&mut tx, "keys_watermark", keys_wm).await?;
+        let moved: Vec<(&'static str, i64)> = [
+            ("cells_watermark", cells_wm),
+            ("outbox_watermark", outbox_wm),
+            ("keys_watermark", keys_wm),
+        ]
+        .into_iter()
+        .filter(|(k, v)| self.stored_meta.get(k) != Some(v))
+        .collect();
+        set_metas(&mut tx, &moved).await?;
         let t_slices = t0.elapsed();
         let t0 = std::time::Instant::now();
         tx.commit().await?;
+        let t_commit = t0.elapsed();
+        self.stored_meta.extend(moved);
         self.next_lsn = lsn;
         {
             let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
@@ -691,7 +703,8 @@ impl Writer {
             events_ms = t_events.as_secs_f64() * 1e3,
             marks_ms = t_marks.as_secs_f64() * 1e3,
             slices_ms = t_slices.as_secs_f64() * 1e3,
-            commit_ms = t0.elapsed().as_secs_f64() * 1e3,
+            commit_ms = t_commit.as_secs_f64() * 1e3,
+            after_commit_ms = (t0.elapsed() - t_commit).as_secs_f64() * 1e3,
             cells = slice.len(),
             outbox = mark_slice.len(),
             keys = key_slice
@@ -740,18 +753,15 @@ impl Writer {
                 let _turn = gate.lock().await;
                 let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
                 write_cells(&mut tx, &slice, last).await?;
-                set_meta(
-                    &mut tx,
-                    "cells_watermark",
-                    self.cache.watermark_after(&slice, last),
-                )
-                .await?;
+                let wm = self.cache.watermark_after(&slice, last);
+                set_meta(&mut tx, "cells_watermark", wm).await?;
                 tx.commit().await?;
-                Ok::<_, StoreError>(())
+                Ok::<_, StoreError>(wm)
             }
             .await;
             return match r {
-                Ok(()) => {
+                Ok(wm) => {
+                    self.stored_meta.insert("cells_watermark", wm);
                     self.cache.written(&slice);
                     self.publish(std::iter::empty(), &slice);
                     true
@@ -785,11 +795,14 @@ impl Writer {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .written(&slice);
-            Ok::<_, StoreError>(())
+            Ok::<_, StoreError>(after)
         }
         .await;
         match r {
-            Ok(()) => true,
+            Ok(after) => {
+                self.stored_meta.insert("outbox_watermark", after);
+                true
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "writing outbox rows failed; a restart would replay them");
                 false
@@ -818,6 +831,7 @@ impl Writer {
         .await;
         match r {
             Ok(()) => {
+                self.stored_meta.insert("keys_watermark", wm);
                 self.keys
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
@@ -1524,6 +1538,20 @@ async fn meta_value(conn: &mut SqliteConnection, key: &str) -> Result<Option<i64
 /// A position stored in `meta`; 0 (the start of the ledger) when none is.
 async fn get_meta(conn: &mut SqliteConnection, key: &str) -> Result<i64, StoreError> {
     Ok(meta_value(conn, key).await?.unwrap_or(0))
+}
+
+/// Several positions in one statement (none: no statement).
+async fn set_metas(conn: &mut SqliteConnection, values: &[(&str, i64)]) -> Result<(), StoreError> {
+    if values.is_empty() {
+        return Ok(());
+    }
+    let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO meta (key, value) ");
+    q.push_values(values, |mut b, (k, v)| {
+        b.push_bind(*k).push_bind(*v);
+    });
+    q.push(" ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+    q.build().execute(&mut *conn).await?;
+    Ok(())
 }
 
 async fn set_meta(conn: &mut SqliteConnection, key: &str, lsn: i64) -> Result<(), StoreError> {
