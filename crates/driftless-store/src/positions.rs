@@ -1,10 +1,11 @@
 //! The ledger positions of what the writer holds unwritten (dirty slots, outbox rows, index
 //! entries), counted per position, so the oldest gives the watermark.
 //!
-//! Positions are handed out in ledger order and join in that order, so this is a deque sorted by
-//! position: joining is a push at the back, leaving is a binary search, the oldest is the front.
-//! A B-tree did the same with a node allocation and a dozen comparisons per change, for nearly
-//! every event.
+//! Positions are handed out one after another, and whatever is held was changed within the last
+//! `max_replay_events` or so (a longer tail forces a slice), so this is a count per position over
+//! that span: joining and leaving index it directly and the oldest is the front. A B-tree did the
+//! same with a node allocation and a dozen comparisons per change, for nearly every event; a
+//! sorted list with binary searches was no cheaper.
 //!
 //! No I/O here.
 
@@ -12,9 +13,9 @@ use std::collections::VecDeque;
 
 #[derive(Debug, Default)]
 pub(crate) struct Positions {
-    /// `(position, how many)` in position order; counts behind the front may be 0 (left
-    /// entries are dropped once they reach the front, or when they outnumber the held ones).
-    runs: VecDeque<(i64, u32)>,
+    /// How many are held at each position from `base` on; the front is never 0.
+    counts: VecDeque<u32>,
+    base: i64,
     len: usize,
 }
 
@@ -36,48 +37,56 @@ impl Positions {
     }
 
     pub fn add(&mut self, lsn: i64) {
-        self.len += 1;
-        match self.runs.back_mut() {
-            Some((last, n)) if *last == lsn => *n += 1,
-            Some((last, _)) if *last > lsn => {
-                // Out of order (only when a caller re-adds an old position): in place.
-                match self.runs.binary_search_by_key(&lsn, |(l, _)| *l) {
-                    Ok(i) => self.runs[i].1 += 1,
-                    Err(i) => self.runs.insert(i, (lsn, 1)),
-                }
-            }
-            _ => self.runs.push_back((lsn, 1)),
+        if self.counts.is_empty() {
+            self.base = lsn;
         }
+        if lsn < self.base {
+            // Only when a caller re-adds an older position; the span stays within the replay
+            // bound either way.
+            for _ in lsn..self.base {
+                self.counts.push_front(0);
+            }
+            self.base = lsn;
+        }
+        let i = (lsn - self.base) as usize;
+        if i >= self.counts.len() {
+            self.counts.resize(i + 1, 0);
+        }
+        self.counts[i] += 1;
+        self.len += 1;
     }
 
     /// Removes one count of `lsn`; false when it is not held.
     pub fn remove(&mut self, lsn: i64) -> bool {
-        let Ok(i) = self.runs.binary_search_by_key(&lsn, |(l, _)| *l) else {
+        let Some(n) = lsn
+            .checked_sub(self.base)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.counts.get_mut(i))
+            .filter(|n| **n > 0)
+        else {
             return false;
         };
-        if self.runs[i].1 == 0 {
-            return false;
-        }
-        self.runs[i].1 -= 1;
+        *n -= 1;
         self.len -= 1;
-        while self.runs.front().is_some_and(|(_, n)| *n == 0) {
-            self.runs.pop_front();
-        }
-        // Left entries between held ones stay until they reach the front; bound them.
-        if self.runs.len() > 2 * self.len + 1024 {
-            self.runs.retain(|(_, n)| *n > 0);
+        while self.counts.front() == Some(&0) {
+            self.counts.pop_front();
+            self.base += 1;
         }
         true
     }
 
     /// The oldest position held.
     pub fn oldest(&self) -> Option<i64> {
-        self.runs.front().map(|(l, _)| *l)
+        (!self.counts.is_empty()).then_some(self.base)
     }
 
     /// The positions held, oldest first, each once.
     pub fn iter(&self) -> impl Iterator<Item = i64> + '_ {
-        self.runs.iter().filter(|(_, n)| *n > 0).map(|(l, _)| *l)
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, _)| self.base + i as i64)
     }
 }
 
