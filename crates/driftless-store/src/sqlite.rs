@@ -603,8 +603,9 @@ impl Writer {
             } else {
                 0
             };
+            // Taken with room for this group's rows, which are left out; none when none is due.
             let mark_slice: Vec<(String, Sku, Mark)> = marks
-                .take_slice(n + pending.outbox.len())
+                .take_slice(if n == 0 { 0 } else { n + pending.outbox.len() })
                 .into_iter()
                 .filter(|(c, s, _)| {
                     !self
