@@ -82,13 +82,7 @@ pub(crate) type OverlayMap = SkuMap<Vec<(Location, Levels)>>;
 
 /// Puts the levels of one slot, as of the commit just made, in the overlay.
 pub(crate) fn set_levels(ov: &mut OverlayMap, sku: &Sku, loc: &Location, levels: Levels) {
-    match ov.get_mut(sku) {
-        Some(locs) => match locs.iter_mut().find(|(l, _)| l == loc) {
-            Some((_, lv)) => *lv = levels,
-            None => locs.push((loc.clone(), levels)),
-        },
-        None => ov.insert(sku.clone(), vec![(loc.clone(), levels)]),
-    }
+    *ov.slot_mut(sku, loc) = levels;
 }
 
 /// The rows one slice writes: per sku, the dirty slots with their dirty states.

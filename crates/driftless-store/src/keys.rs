@@ -73,13 +73,7 @@ impl KeyTail {
     /// Adds an entry; entries of one slot arrive in position order.
     pub fn push(&mut self, sku: &Sku, loc: &Location, e: Entry) {
         self.lsns.add(e.lsn);
-        match self.skus.get_mut(sku) {
-            Some(locs) => match locs.iter_mut().find(|(l, _)| l == loc) {
-                Some((_, v)) => v.push(e),
-                None => locs.push((loc.clone(), vec![e])),
-            },
-            None => self.skus.insert(sku.clone(), vec![(loc.clone(), vec![e])]),
-        }
+        self.skus.slot_mut(sku, loc).push(e);
     }
 
     /// At least `n` entries (whole skus) from the cursor on, wrapping around once; empty for 0.

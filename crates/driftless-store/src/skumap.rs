@@ -9,8 +9,9 @@
 //! No I/O here.
 
 use crate::FastMap;
-use driftless_core::Sku;
+use driftless_core::{Location, Sku};
 use std::collections::BTreeSet;
+use std::collections::hash_map::Entry;
 use std::ops::Bound;
 
 #[derive(Debug)]
@@ -74,6 +75,29 @@ impl<V> SkuMap<V> {
     pub fn after<'a>(&'a self, after: Option<&'a Sku>) -> impl Iterator<Item = (&'a Sku, &'a V)> {
         let from = after.map_or(Bound::Unbounded, Bound::Excluded);
         self.range((from, Bound::Unbounded))
+    }
+}
+
+/// A map whose values are a sku's slots, a few, in arrival order (the overlay, the index tail).
+impl<T: Default> SkuMap<Vec<(Location, T)>> {
+    /// The value of one slot, added (with the sku if need be) when absent.
+    pub fn slot_mut(&mut self, sku: &Sku, loc: &Location) -> &mut T {
+        // One hash; the clone is a copy for an inline sku.
+        let locs = match self.values.entry(sku.clone()) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                self.order.insert(sku.clone());
+                v.insert(Vec::new())
+            }
+        };
+        let i = match locs.iter().position(|(l, _)| l == loc) {
+            Some(i) => i,
+            None => {
+                locs.push((loc.clone(), T::default()));
+                locs.len() - 1
+            }
+        };
+        &mut locs[i].1
     }
 }
 

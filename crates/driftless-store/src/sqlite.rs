@@ -1556,15 +1556,7 @@ async fn set_metas(conn: &mut SqliteConnection, values: &[(&str, i64)]) -> Resul
 }
 
 async fn set_meta(conn: &mut SqliteConnection, key: &str, lsn: i64) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO meta (key, value) VALUES (?, ?) \
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )
-    .bind(key)
-    .bind(lsn)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    set_metas(conn, &[(key, lsn)]).await
 }
 
 async fn insert_incidents(
