@@ -243,7 +243,7 @@ struct Writer {
 /// Groups that look ids up after a group found an already-stored id.
 const LOOKUP_AFTER_DUPLICATE: u32 = 64;
 
-/// Events in a group above which its index entries are added on a thread of their own (a thread
+/// Events in a group from which on its index entries are added on a thread of their own (a thread
 /// costs tens of microseconds; a small group's entries take less).
 const PARALLEL_TAIL_EVENTS: usize = 256;
 
@@ -663,15 +663,11 @@ impl Writer {
         // The index tail and the rest of the bookkeeping below touch disjoint structures; for a
         // large group the tail is filled on a thread of its own, on the core SQLite's thread has
         // just left idle, instead of after the rest on the writer's.
-        let keys_written: usize = key_slice
-            .iter()
-            .map(|(_, s)| s.iter().map(|(_, v)| v.len()).sum::<usize>())
-            .sum();
         let tail = self.keys.clone();
-        let events = &pending.events;
+        let (events, written) = (&pending.events, &key_slice);
         let push_keys = move || {
             let mut keys = tail.write().unwrap_or_else(|p| p.into_inner());
-            keys.written(&key_slice);
+            keys.written(written);
             for r in events {
                 let e = &r.p.event;
                 keys.push(
@@ -701,7 +697,10 @@ impl Writer {
             after_commit_ms = (t0.elapsed() - t_commit).as_secs_f64() * 1e3,
             cells = slice.len(),
             outbox = mark_slice.len(),
-            keys = keys_written,
+            keys = key_slice
+                .iter()
+                .map(|(_, s)| s.iter().map(|(_, v)| v.len()).sum::<usize>())
+                .sum::<usize>(),
             "group phases"
         );
         Ok(Some(out))
