@@ -1,5 +1,6 @@
 //! Ingest benchmark: the real HTTP API on the embedded SQLite ledger against its ceiling, a bare
-//! SQLite batched INSERT of the same rows, on the same machine in the same run.
+//! SQLite batched INSERT of the same rows, bare durable commits and a bare HTTP server, on the same
+//! machine in the same run.
 //!
 //! ```text
 //! cargo run --release -p driftless-bench -- [--events N] [--skus N] [--locations N] [--batch N]
@@ -285,6 +286,46 @@ async fn bare_db(dir: &std::path::Path, name: &str) -> anyhow::Result<sqlx::Sqli
     Ok(conn)
 }
 
+/// The single-event durability ceiling: the same rows into the same table, `clients` rows per
+/// durable transaction, one transaction after another. With one request in flight per client, a
+/// group commit can hold at most `clients` events, so this is as fast as any ledger that
+/// acknowledges only durable events can take them from that many clients on this disk, before
+/// HTTP, JSON or the fold.
+async fn bare_commits(dir: &std::path::Path, rows: &[Row], clients: usize) -> anyhow::Result<f64> {
+    let mut conn = bare_db(dir, "commits.sqlite3").await?;
+    let start = Instant::now();
+    for chunk in rows.chunks(clients) {
+        let mut tx = conn.begin().await?;
+        insert_rows(&mut tx, chunk).await?;
+        tx.commit().await?;
+    }
+    Ok(rows.len() as f64 / start.elapsed().as_secs_f64())
+}
+
+/// One multi-row INSERT of `rows` (at most a thousand) into the ledger's events table.
+async fn insert_rows(conn: &mut sqlx::SqliteConnection, rows: &[Row]) -> anyhow::Result<()> {
+    let mut q = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO events (id, fingerprint, source, sku, location, at_nanos, seq, kind, \
+         on_hand, received_nanos, outcome, effective) ",
+    );
+    q.push_values(rows, |mut b, r| {
+        b.push_bind(r.id.clone())
+            .push_bind(vec![0u8; 32])
+            .push_bind("wms")
+            .push_bind(r.sku.clone())
+            .push_bind(r.location.clone())
+            .push_bind(r.at_nanos)
+            .push_bind(0i64)
+            .push_bind(if r.set { "set" } else { "adjust" })
+            .push_bind(r.qty)
+            .push_bind(r.at_nanos)
+            .push_bind("applied")
+            .push_bind(true);
+    });
+    q.build().execute(&mut *conn).await?;
+    Ok(())
+}
+
 /// The ceiling: the same rows into the same table with multi-row INSERTs, one transaction per
 /// batch, no HTTP, no JSON, no idempotency lookup, no fold.
 ///
@@ -307,25 +348,7 @@ async fn bare_insert(
     for chunk in rows.chunks(batch) {
         let mut tx = conn.begin().await?;
         for part in chunk.chunks(1000) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO events (id, fingerprint, source, sku, location, at_nanos, seq, kind, \
-                 on_hand, received_nanos, outcome, effective) ",
-            );
-            q.push_values(part, |mut b, r| {
-                b.push_bind(r.id.clone())
-                    .push_bind(vec![0u8; 32])
-                    .push_bind("wms")
-                    .push_bind(r.sku.clone())
-                    .push_bind(r.location.clone())
-                    .push_bind(r.at_nanos)
-                    .push_bind(0i64)
-                    .push_bind(if r.set { "set" } else { "adjust" })
-                    .push_bind(r.qty)
-                    .push_bind(r.at_nanos)
-                    .push_bind("applied")
-                    .push_bind(true);
-            });
-            q.build().execute(&mut *tx).await?;
+            insert_rows(&mut tx, part).await?;
         }
         tx.commit().await?;
     }
@@ -354,6 +377,7 @@ fn main() -> anyhow::Result<()> {
         let mut bare = Vec::new();
         let mut bare_by_cell = Vec::new();
         let mut bare_http_rps = Vec::new();
+        let mut bare_commit_rps = Vec::new();
         let mut single = Vec::new();
         for run in 0..o.runs {
             let stream = rows(o.events, o.skus, o.locations, &format!("r{run}-"));
@@ -384,6 +408,11 @@ fn main() -> anyhow::Result<()> {
             bare_http_rps.push(m.events_per_sec);
             let _ = http_stop.send(());
 
+            let commits_dir = tempfile::tempdir()?;
+            let c = bare_commits(commits_dir.path(), &singles, o.clients).await?;
+            println!("run {run}: bare SQLite durable commits of {} rows {:>10.0} rows/s", o.clients, c);
+            bare_commit_rps.push(c);
+
             let bare_dir = tempfile::tempdir()?;
             let b = bare_insert(bare_dir.path(), &stream, o.batch, false).await?;
             println!("run {run}: bare SQLite INSERT {:>10.0} rows/s", b);
@@ -411,6 +440,9 @@ fn main() -> anyhow::Result<()> {
         let http = median(bare_http_rps.clone());
         println!("| bare HTTP round trip, same client and requests (ceiling) | {:.0} requests/s |", http);
         println!("| single-event / that | {:.2}x |", med(&single, |m| m.events_per_sec) / http);
+        let commits = median(bare_commit_rps.clone());
+        println!("| bare SQLite durable commits of {} rows, one after another (ceiling) | {:.0} rows/s |", o.clients, commits);
+        println!("| single-event / that | {:.2}x |", med(&single, |m| m.events_per_sec) / commits);
         anyhow::Ok(())
     })
 }

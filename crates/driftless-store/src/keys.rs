@@ -76,6 +76,28 @@ impl KeyTail {
         self.skus.slot_mut(sku, loc).push(e);
     }
 
+    /// Takes back a slot's newest entry if it is the one at `lsn` (a group whose commit failed
+    /// after its entries were added).
+    pub fn pop(&mut self, sku: &Sku, loc: &Location, lsn: i64) {
+        let Some(locs) = self.skus.get_mut(sku) else {
+            return;
+        };
+        let Some(i) = locs.iter().position(|(l, _)| l == loc) else {
+            return;
+        };
+        let v = &mut locs[i].1;
+        if v.last().is_some_and(|e| e.lsn == lsn) {
+            v.pop();
+            self.lsns.remove(lsn);
+        }
+        if v.is_empty() {
+            locs.swap_remove(i);
+        }
+        if locs.is_empty() {
+            self.skus.remove(sku);
+        }
+    }
+
     /// At least `n` entries (whole skus) from the cursor on, wrapping around once; empty for 0.
     /// A sku's slots come in location order, the table's key order.
     pub fn take_slice(&mut self, n: usize) -> KeySlice {
@@ -219,6 +241,25 @@ mod tests {
 
     fn slot(s: &str, l: &str) -> (Sku, Location) {
         (Sku::parse(s).unwrap(), Location::parse(l).unwrap())
+    }
+
+    #[test]
+    fn a_failed_group_takes_back_only_its_own_entries() {
+        let mut t = KeyTail::default();
+        let (a, b) = (slot("A", "L1"), slot("B", "L1"));
+        t.push(&a.0, &a.1, entry(1, 10));
+        // The failed group: positions 2 and 3.
+        t.push(&a.0, &a.1, entry(2, 11));
+        t.push(&b.0, &b.1, entry(3, 11));
+        t.pop(&b.0, &b.1, 3);
+        t.pop(&a.0, &a.1, 2);
+        // Not the newest entry of its slot: left alone.
+        t.pop(&a.0, &a.1, 7);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.of_sku(&b.0).count(), 0, "an emptied sku is gone");
+        let k = entry(0, 0).key;
+        assert_eq!(t.sum_after(&a.0, &a.1, State::OnHand, &k, i64::MAX), 1);
+        assert_eq!(t.watermark_after(&KeySlice::new(), 9), 0);
     }
 
     #[test]

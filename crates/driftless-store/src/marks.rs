@@ -8,8 +8,16 @@
 //! replays the events after `meta.outbox_watermark`, skipping those a stored row already counts
 //! (`outbox.lsn`).
 //!
-//! Every change to this structure happens while holding the store's write gate, so a slice taken
-//! and written by the writer cannot race an acknowledgement recorded by a dispatcher.
+//! Every slice is taken, written and dropped from here while holding the store's write gate, and
+//! so is every acknowledgement or re-dirtying a dispatcher records, so a slice cannot race an
+//! acknowledgement. The one change made outside the gate is a committed group's marks, installed
+//! just after the commit (for a large group beside the next group, see `Published` in
+//! `sqlite.rs`), before the group's requests are answered and before the writer reads the marks
+//! or takes a slice again. A mark
+//! commutes with an acknowledgement (a row stays dirty unless the acknowledged version is its
+//! newest, and a mark only raises the version) and with re-dirtying (both leave the row dirty).
+//! What a dispatcher reads in between is the state just before the group, which nobody has been
+//! told about yet.
 
 use crate::positions::Positions;
 use crate::skumap::SkuMap;

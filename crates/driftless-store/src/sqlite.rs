@@ -24,6 +24,7 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Connection, QueryBuilder, Row, Sqlite}
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -198,6 +199,7 @@ impl SqliteStore {
             gate: gate.clone(),
             lookup_groups: 0,
             stored_meta: FastMap::default(),
+            installing: None,
         };
         writer.recover().await?;
         let handle = tokio::spawn(writer.run(rx));
@@ -238,14 +240,128 @@ struct Writer {
     /// The watermarks as last committed, so a group writes only those that moved (a small group
     /// usually moves none, and each is a statement).
     stored_meta: FastMap<&'static str, i64>,
+    /// A large committed group's overlay and outbox changes being installed beside the next
+    /// group's work, on a thread of their own (see [`Published`]); awaited before anything that
+    /// reads or writes them.
+    installing: Option<JoinHandle<()>>,
 }
 
 /// Groups that look ids up after a group found an already-stored id.
 const LOOKUP_AFTER_DUPLICATE: u32 = 64;
 
-/// Events in a group from which on its index entries are added on a thread of their own (a thread
-/// costs tens of microseconds; a small group's entries take less).
+/// Events in a group from which on its index entries, and then its overlay and outbox changes,
+/// are added on threads of their own (a thread costs tens of microseconds; a small group's
+/// bookkeeping takes less).
 const PARALLEL_TAIL_EVENTS: usize = 256;
+
+/// What a committed group changes for readers and the fan-out: the levels of the slots it
+/// changed, the skus whose cells it wrote (they leave the overlay), and its outbox marks with the
+/// channel quantities they carry.
+///
+/// Everything here is read from the writer's cache while the commit is on its way to the disk
+/// (nothing changes the cache between a group's decisions and the next group's), and dropped if
+/// the commit fails. Installing it only touches the overlay and the marks, so
+/// for a large group it runs on a thread of its own while the writer takes the next group, and
+/// the group's requests are answered once it is in (an acknowledged event is visible to readers
+/// and to the fan-out, as before). The next group awaits it before it reads the marks or takes a
+/// slice, so installs stay in commit order.
+#[derive(Default)]
+struct Published {
+    levels: Vec<(Sku, Location, Levels)>,
+    written: Vec<Sku>,
+    marks: Vec<(driftless_core::SystemId, Sku, Option<Mark>, Change)>,
+}
+
+impl Published {
+    fn install(
+        self,
+        overlay: &Overlay,
+        marks: &std::sync::Mutex<Marks>,
+        changes: &tokio::sync::watch::Sender<u64>,
+    ) {
+        {
+            let mut ov = overlay.write().unwrap_or_else(|p| p.into_inner());
+            for (sku, loc, levels) in &self.levels {
+                set_levels(&mut ov, sku, loc, *levels);
+            }
+            for sku in &self.written {
+                ov.remove(sku);
+            }
+        }
+        if self.marks.is_empty() {
+            return;
+        }
+        {
+            // Outside the write gate, unlike the other changes to the marks (see `marks.rs`): a
+            // mark commutes with a dispatcher's acknowledgement or re-dirtying.
+            let mut m = marks.lock().unwrap_or_else(|p| p.into_inner());
+            for (channel, sku, stored, change) in self.marks {
+                m.mark(channel.as_str(), &sku, stored, change);
+            }
+        }
+        changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+type Replies = Vec<(
+    oneshot::Sender<Result<Vec<Receipt>, StoreError>>,
+    Vec<Receipt>,
+)>;
+
+/// What readers and the fan-out are to see of a group once it commits (see [`Published`]), read
+/// from the writer's cache after the group decided.
+fn capture(
+    cache: &CellCache,
+    channels: &[ChannelSpec],
+    pending: &Pending<'_>,
+    slice: &FlushRows,
+    mut stored: HashMap<(usize, Sku), Mark>,
+) -> Published {
+    let levels = pending
+        .cells
+        .keys()
+        .filter_map(|(sku, loc)| {
+            let levels = cache.get(sku).and_then(|c| c.levels_at(loc))?;
+            Some(((*sku).clone(), (*loc).clone(), levels))
+        })
+        .collect();
+    let now = nanos(Utc::now());
+    let marks = pending
+        .outbox
+        .iter()
+        .map(|((i, sku), (first, at, events))| {
+            let c = &channels[*i];
+            let change = Change {
+                first: *first,
+                lsn: *at,
+                events: *events,
+                now_nanos: now,
+                atp: cache.channel_atp(sku, c),
+                sample: pending
+                    .samples
+                    .get(sku)
+                    .map(|(s, o, r)| (s.to_string(), *o, *r)),
+            };
+            let prior = stored.remove(&(*i, (*sku).clone()));
+            (c.id.clone(), (*sku).clone(), prior, change)
+        })
+        .collect();
+    Published {
+        levels,
+        written: slice.iter().map(|(sku, _)| sku.clone()).collect(),
+        marks,
+    }
+}
+
+/// Waits for a group's install (see [`Published`]); a free function so that it can run while the
+/// writer's connection is borrowed by a transaction.
+async fn settle(installing: &mut Option<JoinHandle<()>>) {
+    if let Some(h) = installing.take()
+        && let Err(e) = h.await
+    {
+        tracing::error!(error = %e, "installing a group's changes failed");
+    }
+}
 
 /// Rows a group commit writes, gathered while deciding and written at the end with multi-row
 /// statements (one statement per thousand rows instead of one per row).
@@ -276,8 +392,9 @@ impl Writer {
         let mut idle = false;
         loop {
             // While cells, outbox rows or index entries wait to be written, an idle moment writes
-            // them all.
-            let waiting = self.cache.dirty_slots() > 0
+            // them all (a group still being installed brings outbox rows).
+            let waiting = self.installing.is_some()
+                || self.cache.dirty_slots() > 0
                 || self.marks.lock().map(|m| m.len() > 0).unwrap_or(true)
                 || self.keys.read().map(|k| k.len() > 0).unwrap_or(true);
             let first = if waiting {
@@ -302,6 +419,7 @@ impl Writer {
             let first = match first {
                 Some(Job::Apply(j)) => j,
                 Some(Job::Flush(reply)) => {
+                    self.settle().await;
                     if self.opts.flush_on_exit {
                         self.flush_all().await;
                     }
@@ -309,6 +427,7 @@ impl Writer {
                     continue;
                 }
                 None => {
+                    self.settle().await;
                     if self.opts.flush_on_exit {
                         self.flush_all().await;
                     }
@@ -352,9 +471,24 @@ impl Writer {
                     StoreError::WriteFailed("an event id was stored by another writer".into())
                 })
             }) {
-                Ok(receipts) => {
-                    for (job, r) in jobs.into_iter().zip(receipts) {
-                        let _ = job.reply.send(Ok(r));
+                Ok((receipts, published)) => {
+                    let replies: Replies =
+                        jobs.into_iter().map(|j| j.reply).zip(receipts).collect();
+                    let (overlay, marks, changes) = (
+                        self.overlay.clone(),
+                        self.marks.clone(),
+                        self.changes.clone(),
+                    );
+                    let install = move || {
+                        published.install(&overlay, &marks, &changes);
+                        for (reply, r) in replies {
+                            let _ = reply.send(Ok(r));
+                        }
+                    };
+                    if n >= PARALLEL_TAIL_EVENTS {
+                        self.installing = Some(tokio::task::spawn_blocking(install));
+                    } else {
+                        install();
                     }
                 }
                 Err(e) => {
@@ -366,6 +500,7 @@ impl Writer {
                 }
             }
             if let Some(reply) = flush_after {
+                self.settle().await;
                 if self.opts.flush_on_exit {
                     self.flush_all().await;
                 }
@@ -381,7 +516,7 @@ impl Writer {
         &mut self,
         jobs: &[Request],
         lookup: bool,
-    ) -> Result<Option<Vec<Vec<Receipt>>>, StoreError> {
+    ) -> Result<Option<(Vec<Vec<Receipt>>, Published)>, StoreError> {
         let r = self.try_group(jobs, lookup).await;
         if matches!(r, Ok(Some(_))) {
             self.cache.commit_group();
@@ -399,7 +534,7 @@ impl Writer {
         &mut self,
         jobs: &[Request],
         lookup: bool,
-    ) -> Result<Option<Vec<Vec<Receipt>>>, StoreError> {
+    ) -> Result<Option<(Vec<Vec<Receipt>>, Published)>, StoreError> {
         let mut ids: Vec<&str> = Vec::new();
         let mut skus: FastSet<&Sku> = FastSet::default();
         for j in jobs {
@@ -557,6 +692,9 @@ impl Writer {
         let t_events = t0.elapsed();
         let t0 = std::time::Instant::now();
         insert_incidents(&mut tx, &pending.incidents).await?;
+        // The previous group's marks and overlay first: what follows reads the marks and takes
+        // slices.
+        settle(&mut self.installing).await;
         // Outbox rows are written behind too (see `marks.rs`): read the stored rows this group
         // marks for the first time, so versions continue from them.
         // The gate is held, so only this task changes the marks until it is released; the lock
@@ -656,18 +794,18 @@ impl Writer {
         set_metas(&mut tx, &moved).await?;
         let t_slices = t0.elapsed();
         let t0 = std::time::Instant::now();
-        tx.commit().await?;
-        let t_commit = t0.elapsed();
-        self.stored_meta.extend(moved);
-        self.next_lsn = lsn;
-        // The index tail and the rest of the bookkeeping below touch disjoint structures; for a
-        // large group the tail is filled on a thread of its own, on the core SQLite's thread has
-        // just left idle, instead of after the rest on the writer's.
+        // While SQLite syncs the commit, the writer reads what readers and the fan-out are to see
+        // of the group (the cache no longer changes until the next group) and, for a large group,
+        // a thread of its own adds the group's index entries, on the core SQLite's thread leaves
+        // idle while it waits for the disk. Only the writer reads the index tail, so entries added
+        // before the commit is known are seen by nobody; should it fail, they are taken back.
+        let mut commit = std::pin::pin!(tx.commit());
+        // One poll hands the commit to SQLite's thread.
+        let early = std::future::poll_fn(|cx| Poll::Ready(commit.as_mut().poll(cx))).await;
         let tail = self.keys.clone();
-        let (events, written) = (&pending.events, &key_slice);
+        let events = &pending.events;
         let push_keys = move || {
             let mut keys = tail.write().unwrap_or_else(|p| p.into_inner());
-            keys.written(written);
             for r in events {
                 let e = &r.p.event;
                 keys.push(
@@ -679,14 +817,38 @@ impl Writer {
                 );
             }
         };
-        std::thread::scope(|scope| {
+        let (cache, channels) = (&self.cache, &self.channels);
+        let published = std::thread::scope(|scope| {
             if events.len() >= PARALLEL_TAIL_EVENTS {
                 scope.spawn(push_keys);
             } else {
                 push_keys();
             }
-            self.after_commit(&pending, &slice, stored, &mark_slice);
+            capture(cache, channels, &pending, &slice, stored)
         });
+        let committed = match early {
+            Poll::Ready(r) => r,
+            Poll::Pending => commit.await,
+        };
+        if let Err(e) = committed {
+            let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+            for r in pending.events.iter().rev() {
+                keys.pop(&r.p.event.sku, &r.p.event.location, r.lsn);
+            }
+            return Err(e.into());
+        }
+        let t_commit = t0.elapsed();
+        self.stored_meta.extend(moved);
+        self.next_lsn = lsn;
+        self.cache.written(&slice);
+        self.marks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .written(&mark_slice);
+        self.keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .written(&key_slice);
         tracing::debug!(
             load_ms = t_load.as_secs_f64() * 1e3,
             decide_ms = t_decide.as_secs_f64() * 1e3,
@@ -703,66 +865,12 @@ impl Writer {
                 .sum::<usize>(),
             "group phases"
         );
-        Ok(Some(out))
+        Ok(Some((out, published)))
     }
 
-    /// After a commit, beside the index tail: the cached cells written, the readers' overlay and
-    /// the outbox rows.
-    fn after_commit(
-        &mut self,
-        pending: &Pending<'_>,
-        slice: &FlushRows,
-        mut stored: HashMap<(usize, Sku), Mark>,
-        mark_slice: &[(String, Sku, Mark)],
-    ) {
-        self.cache.written(slice);
-        self.publish(pending.cells.keys().copied(), slice);
-        let now = nanos(Utc::now());
-        let mut marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
-        for ((i, sku), (first, at, events)) in &pending.outbox {
-            let c = &self.channels[*i];
-            marks.mark(
-                c.id.as_str(),
-                sku,
-                stored.remove(&(*i, (*sku).clone())),
-                Change {
-                    first: *first,
-                    lsn: *at,
-                    events: *events,
-                    now_nanos: now,
-                    atp: self.cache.channel_atp(sku, c),
-                    sample: pending
-                        .samples
-                        .get(sku)
-                        .map(|(s, o, r)| (s.to_string(), *o, *r)),
-                },
-            );
-        }
-        marks.written(mark_slice);
-        drop(marks);
-        if !pending.outbox.is_empty() {
-            self.changes.send_modify(|n| *n = n.wrapping_add(1));
-        }
-    }
-
-    /// After a commit: readers see the changed slots through the overlay until they are written.
-    /// Only changed slots go in (a sku's other locations are in the table already), so a change
-    /// costs one slot's levels, not a copy of every location of its sku.
-    fn publish<'a>(
-        &self,
-        changed: impl Iterator<Item = (&'a Sku, &'a Location)>,
-        written: &FlushRows,
-    ) {
-        let mut ov = self.overlay.write().unwrap_or_else(|p| p.into_inner());
-        for (sku, loc) in changed {
-            let Some(levels) = self.cache.get(sku).and_then(|c| c.levels_at(loc)) else {
-                continue;
-            };
-            set_levels(&mut ov, sku, loc, levels);
-        }
-        for (sku, _) in written {
-            ov.remove(sku);
-        }
+    /// Waits for the previous group's install (see [`Published`]).
+    async fn settle(&mut self) {
+        settle(&mut self.installing).await;
     }
 
     /// Writes every waiting cell, outbox row and index entry, a slice per transaction.
@@ -774,6 +882,8 @@ impl Writer {
     /// when nothing waits (or the write failed: the rows stay waiting, and a restart would replay
     /// them).
     async fn flush_slice(&mut self, n: usize) -> bool {
+        // A slice's skus leave the overlay, so the previous group's levels must be in it first.
+        self.settle().await;
         if self.cache.dirty_slots() > 0 {
             let slice = self.cache.take_slice(n);
             let last = self.next_lsn - 1;
@@ -792,7 +902,11 @@ impl Writer {
                 Ok(wm) => {
                     self.stored_meta.insert("cells_watermark", wm);
                     self.cache.written(&slice);
-                    self.publish(std::iter::empty(), &slice);
+                    let written = Published {
+                        written: slice.iter().map(|(sku, _)| sku.clone()).collect(),
+                        ..Published::default()
+                    };
+                    written.install(&self.overlay, &self.marks, &self.changes);
                     true
                 }
                 Err(e) => {

@@ -521,3 +521,110 @@ async fn audits_and_outside_incidents_are_kept() {
     assert_eq!(store.audits_since(day(1)).await.unwrap().len(), 3);
     store.close().await;
 }
+
+/// A large group's overlay levels and outbox marks are installed on a thread of their own while
+/// the writer takes the next group. Once a request is answered, every read and the fan-out must
+/// still see its events, and a dispatcher acknowledging rows meanwhile must not lose a change.
+#[tokio::test]
+async fn large_groups_are_seen_once_acknowledged_with_a_dispatcher_beside_them() {
+    use driftless_store::outbox::{PushRecord, PushSample, Scan, ScanFrom};
+    let dir = tempfile::tempdir().unwrap();
+    let events = stream(4_000, 99);
+    let store = std::sync::Arc::new(
+        SqliteStore::open(dir.path(), rules(), channels())
+            .await
+            .unwrap(),
+    );
+    let scan = |from| Scan {
+        channel: "shop".into(),
+        locations: channels()[0].locations.clone(),
+        from,
+        limit: 100,
+    };
+    // The dispatcher: acknowledges whatever version it finds dirty, as fast as it can.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dispatcher = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut acks = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let rows = store
+                    .outbox_scan(&scan(ScanFrom::After(i64::MIN, String::new())))
+                    .await
+                    .unwrap();
+                let records: Vec<PushRecord> = rows
+                    .iter()
+                    .map(|r| PushRecord::Acked {
+                        sku: r.sku.clone(),
+                        version: r.version,
+                        quantity: r.atp,
+                        at: Utc::now(),
+                        sample: PushSample {
+                            channel: "shop".into(),
+                            source: None,
+                            occurred_nanos: None,
+                            received_nanos: None,
+                            changed_nanos: 0,
+                            acked_nanos: 0,
+                        },
+                    })
+                    .collect();
+                acks += records.len();
+                store.outbox_record("shop", &records).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            acks
+        })
+    };
+    let mut reference = MemoryLedger::new(rules());
+    let l0 = Location::parse("L0").unwrap();
+    // Requests of 300 events, three in flight: groups of up to 900, over the threshold.
+    for group in events.chunks(900) {
+        let futs = group
+            .chunks(300)
+            .map(|c| store.apply(Utc::now(), incoming(&rules(), c)));
+        let mut got = Vec::new();
+        for r in futures::future::join_all(futs).await {
+            got.extend(r.unwrap().into_iter().map(|r| r.outcome));
+        }
+        let want: Vec<Outcome> = group
+            .iter()
+            .map(|e| reference.apply(e.clone()).outcome)
+            .collect();
+        assert_eq!(got, want);
+        // Answered, so visible: the levels, and for the fan-out the channel quantity, either
+        // still to push or pushed and acknowledged.
+        assert_levels(&store, &reference, "after a large group").await;
+        let skus: Vec<String> = reference
+            .all_levels()
+            .keys()
+            .filter(|(_, l)| *l == l0)
+            .map(|(s, _)| s.to_string())
+            .collect();
+        let rows = store
+            .outbox_scan(&scan(ScanFrom::Skus(skus.clone())))
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), skus.len());
+        for r in rows {
+            let atp = reference
+                .levels(&Sku::parse(r.sku.as_str()).unwrap(), &l0)
+                .available();
+            assert_eq!(r.atp, atp, "{}: the row's quantity", r.sku);
+            if !r.dirty {
+                assert_eq!(
+                    r.basis,
+                    Some(atp),
+                    "{}: a clean row was pushed at it",
+                    r.sku
+                );
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        dispatcher.await.unwrap() > 0,
+        "the dispatcher acknowledged rows meanwhile"
+    );
+    store.close().await;
+}
