@@ -4,7 +4,10 @@
 use chrono::{Duration, Utc};
 use driftless_core::event::RawEvent;
 use driftless_core::{Authority, ChannelSpec, Event, Location, Ppm, Rules, State, SystemId};
-use driftless_store::outbox::{PushRecord, PushSample, Scan, ScanFrom};
+mod common;
+
+use common::acked;
+use driftless_store::outbox::{PushRecord, Scan, ScanFrom};
 use driftless_store::{Incident, Incoming, Outbox, SqliteStore, Store};
 
 fn rules() -> Rules {
@@ -58,23 +61,6 @@ fn scan(from: ScanFrom) -> Scan {
 
 fn all() -> Scan {
     scan(ScanFrom::After(i64::MIN, String::new()))
-}
-
-fn acked(sku: &str, version: i64, quantity: i64) -> PushRecord {
-    PushRecord::Acked {
-        sku: sku.into(),
-        version,
-        quantity,
-        at: Utc::now(),
-        sample: PushSample {
-            channel: "shop".into(),
-            source: None,
-            occurred_nanos: None,
-            received_nanos: None,
-            changed_nanos: 0,
-            acked_nanos: 0,
-        },
-    }
 }
 
 #[tokio::test]

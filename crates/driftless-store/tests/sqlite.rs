@@ -9,6 +9,8 @@ use driftless_core::{
 };
 use driftless_store::{IncidentFilter, Incoming, Outbox, SqliteStore, Store};
 
+mod common;
+
 fn rules() -> Rules {
     let mut authority = Authority::default();
     authority.set_writers(State::OnHand, vec![SystemId::parse("wms").unwrap()]);
@@ -527,7 +529,7 @@ async fn audits_and_outside_incidents_are_kept() {
 /// still see its events, and a dispatcher acknowledging rows meanwhile must not lose a change.
 #[tokio::test]
 async fn large_groups_are_seen_once_acknowledged_with_a_dispatcher_beside_them() {
-    use driftless_store::outbox::{PushRecord, PushSample, Scan, ScanFrom};
+    use driftless_store::outbox::{Scan, ScanFrom};
     let dir = tempfile::tempdir().unwrap();
     let events = stream(4_000, 99);
     let store = std::sync::Arc::new(
@@ -552,22 +554,9 @@ async fn large_groups_are_seen_once_acknowledged_with_a_dispatcher_beside_them()
                     .outbox_scan(&scan(ScanFrom::After(i64::MIN, String::new())))
                     .await
                     .unwrap();
-                let records: Vec<PushRecord> = rows
+                let records: Vec<_> = rows
                     .iter()
-                    .map(|r| PushRecord::Acked {
-                        sku: r.sku.clone(),
-                        version: r.version,
-                        quantity: r.atp,
-                        at: Utc::now(),
-                        sample: PushSample {
-                            channel: "shop".into(),
-                            source: None,
-                            occurred_nanos: None,
-                            received_nanos: None,
-                            changed_nanos: 0,
-                            acked_nanos: 0,
-                        },
-                    })
+                    .map(|r| common::acked(&r.sku, r.version, r.atp))
                     .collect();
                 acks += records.len();
                 store.outbox_record("shop", &records).await.unwrap();
