@@ -267,8 +267,11 @@ const PARALLEL_TAIL_EVENTS: usize = 256;
 /// slice, so installs stay in commit order.
 #[derive(Default)]
 struct Published {
+    /// Only changed slots go into the overlay (a sku's other locations are in the table already),
+    /// so a change costs one slot's levels, not a copy of every location of its sku.
     levels: Vec<(Sku, Location, Levels)>,
     written: Vec<Sku>,
+    /// Per marked `(channel, sku)`: the table's row when this group marks it first, and the change.
     marks: Vec<(driftless_core::SystemId, Sku, Option<Mark>, Change)>,
 }
 
