@@ -356,8 +356,8 @@ fn capture(
     }
 }
 
-/// Waits for a group's install (see [`Published`]); a free function so that it can run while the
-/// writer's connection is borrowed by a transaction.
+/// Waits for the previous group's install (see [`Published`]); a free function, not a method, so
+/// that it can also run while the writer's connection is borrowed by a transaction.
 async fn settle(installing: &mut Option<JoinHandle<()>>) {
     if let Some(h) = installing.take()
         && let Err(e) = h.await
@@ -422,7 +422,7 @@ impl Writer {
             let first = match first {
                 Some(Job::Apply(j)) => j,
                 Some(Job::Flush(reply)) => {
-                    self.settle().await;
+                    settle(&mut self.installing).await;
                     if self.opts.flush_on_exit {
                         self.flush_all().await;
                     }
@@ -430,7 +430,7 @@ impl Writer {
                     continue;
                 }
                 None => {
-                    self.settle().await;
+                    settle(&mut self.installing).await;
                     if self.opts.flush_on_exit {
                         self.flush_all().await;
                     }
@@ -503,7 +503,7 @@ impl Writer {
                 }
             }
             if let Some(reply) = flush_after {
-                self.settle().await;
+                settle(&mut self.installing).await;
                 if self.opts.flush_on_exit {
                     self.flush_all().await;
                 }
@@ -871,11 +871,6 @@ impl Writer {
         Ok(Some((out, published)))
     }
 
-    /// Waits for the previous group's install (see [`Published`]).
-    async fn settle(&mut self) {
-        settle(&mut self.installing).await;
-    }
-
     /// Writes every waiting cell, outbox row and index entry, a slice per transaction.
     async fn flush_all(&mut self) {
         while self.flush_slice(FLUSH_SLICE).await {}
@@ -886,7 +881,7 @@ impl Writer {
     /// them).
     async fn flush_slice(&mut self, n: usize) -> bool {
         // A slice's skus leave the overlay, so the previous group's levels must be in it first.
-        self.settle().await;
+        settle(&mut self.installing).await;
         if self.cache.dirty_slots() > 0 {
             let slice = self.cache.take_slice(n);
             let last = self.next_lsn - 1;
