@@ -1,23 +1,14 @@
-//! The ledger's storage seam: one trait, [`Store`], with an embedded SQLite implementation and
-//! (next) a PostgreSQL one. The domain decision for every event comes from
-//! [`driftless_core::Rules::decide`]; a store only keeps ids, cells, stored deltas, the outbox and
-//! the incident log, and makes each batch durable before it answers.
+//! The ledger's storage seam: the traits [`Store`] and [`Outbox`] and the values that cross them,
+//! with an embedded SQLite implementation and (next) a PostgreSQL one. The domain decision for
+//! every event comes from [`driftless_core::Rules::decide`]; a store only keeps ids, cells, stored
+//! deltas, the outbox and the incident log, and makes each batch durable before it answers.
 //!
 //! # Layout
-//! - this module: the trait and the values that cross it.
-//! - [`sqlite`]: embedded SQLite with a single writer task and group commit.
-//! - [`schema`]: the tables, shared in spirit by every backend.
-//! - `cells`: the writer's cells, written behind the events and replayed after a crash.
-//! - `marks`: outbox rows, written behind the same way.
-//! - [`outbox`]: the fan-out half: dirty rows, push results, dead letters, observations.
+//! - this module: the [`Store`] trait and the values that cross it.
+//! - [`outbox`]: the [`Outbox`] trait (fan-out's half) and its values.
+//! - [`sqlite`]: embedded SQLite, a module tree of its own; no neutral module imports it.
 
-mod cells;
-mod keys;
-mod marks;
 pub mod outbox;
-mod positions;
-pub mod schema;
-mod skumap;
 pub mod sqlite;
 
 use chrono::{DateTime, Utc};
@@ -27,12 +18,7 @@ use std::pin::Pin;
 
 pub use outbox::Outbox;
 pub use sqlite::SqliteStore;
-
-/// The writer's in-memory maps: keyed by skus and event ids that senders choose, but never
-/// exposed to a hash-flooding peer (a request is bounded and the maps hold validated ids), so a
-/// fast non-cryptographic hasher, not SipHash.
-pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+pub use sqlite::schema;
 
 /// A boxed future, so the trait can be used as `Arc<dyn Store>` and the backend chosen at start-up.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -19,8 +19,8 @@
 //! What a dispatcher reads in between is the state just before the group, which nobody has been
 //! told about yet.
 
-use crate::positions::Positions;
-use crate::skumap::SkuMap;
+use super::positions::Positions;
+use super::skumap::SkuMap;
 use driftless_core::Sku;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -21,8 +21,8 @@
 //!
 //! No I/O here: the writer (`sqlite.rs`) loads and writes.
 
-use crate::positions::Positions;
-use crate::skumap::SkuMap;
+use super::positions::Positions;
+use super::skumap::SkuMap;
 use driftless_core::{Location, OrderKey, Sku, State};
 use std::collections::HashSet;
 
@@ -218,6 +218,23 @@ impl KeyTail {
             .into_iter()
             .flat_map(|l| l.iter().map(|(loc, v)| (loc, v.as_slice())))
     }
+}
+
+/// The index entry of a stored event: only effective adjustments count in a later re-base.
+pub(super) fn entry_of(
+    lsn: i64,
+    key: OrderKey,
+    is_set: bool,
+    effective: bool,
+    base: impl Fn(State) -> Option<i64>,
+) -> Entry {
+    let mut deltas = [None; 5];
+    if effective && !is_set {
+        for s in State::ALL {
+            deltas[s.index()] = base(s);
+        }
+    }
+    Entry { lsn, key, deltas }
 }
 
 #[cfg(test)]

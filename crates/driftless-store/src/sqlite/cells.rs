@@ -13,9 +13,9 @@
 //!
 //! No I/O here: the writer (`sqlite.rs`) loads and writes.
 
-use crate::FastMap;
-use crate::positions::Positions;
-use crate::skumap::SkuMap;
+use super::FastMap;
+use super::positions::Positions;
+use super::skumap::SkuMap;
 use driftless_core::{Cell, ChannelSpec, Levels, Location, Sku, State};
 use std::collections::BTreeSet;
 

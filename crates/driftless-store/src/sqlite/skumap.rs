@@ -8,7 +8,7 @@
 //!
 //! No I/O here.
 
-use crate::FastMap;
+use super::FastMap;
 use driftless_core::{Location, Sku};
 use std::collections::BTreeSet;
 use std::collections::hash_map::Entry;

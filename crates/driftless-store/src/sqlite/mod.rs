@@ -1,0 +1,270 @@
+//! Embedded SQLite. One writer task owns the only write connection: SQLite has a single writer
+//! anyway, and owning it lets the writer keep the hot cells in memory and commit many requests in
+//! one transaction (group commit: one fsync for everything that queued while the previous commit
+//! was on disk). Readers use a separate pool; WAL mode lets them run beside the writer.
+
+//!
+//! # Layout
+//! - this module: the store's handles, its options, opening it, the WAL checkpointer.
+//! - `writer`: the writer task and the group commit, as named phases.
+//! - `behind`: the one write-behind protocol that cells, outbox rows and index entries follow.
+//! - `cells`, `marks`, `keys`: what the writer holds in memory, written behind.
+//! - `recovery`: replaying the ledger tail on open.
+//! - `reads`: the [`Store`] face: reads over the tables and what the writer holds.
+//! - `outbox`: the [`crate::Outbox`] face.
+//! - `sql`: statements the others share. [`schema`]: the tables.
+
+mod cells;
+mod keys;
+mod marks;
+mod outbox;
+mod positions;
+mod reads;
+mod recovery;
+pub mod schema;
+mod skumap;
+mod sql;
+mod writer;
+
+use crate::{Incoming, Receipt, StoreError};
+use cells::{CellCache, Overlay};
+use chrono::{DateTime, TimeZone, Utc};
+use driftless_core::{ChannelSpec, Rules};
+use keys::KeyTail;
+use marks::Marks;
+use sqlx::ConnectOptions;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use writer::Writer;
+
+/// The writer's in-memory maps: keyed by skus and event ids that senders choose, but never
+/// exposed to a hash-flooding peer (a request is bounded and the maps hold validated ids), so a
+/// fast non-cryptographic hasher, not SipHash.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
+/// Knobs with production defaults; tests and benchmarks may change them.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Requests queued for the writer before `apply` answers [`StoreError::Overloaded`].
+    pub max_pending: usize,
+    /// Most events one group commit takes.
+    pub max_group_events: usize,
+    /// Most `(sku, location)` slots the writer keeps in memory.
+    pub max_cached_slots: usize,
+    /// `synchronous = FULL`: a commit survives power loss, not only a process crash.
+    pub fsync: bool,
+    /// Changed `(sku, location)` slots the writer keeps unwritten (see `cells.rs`); above this, each
+    /// group commit also writes a slice of them.
+    pub max_dirty_slots: usize,
+    /// Events a crash would have to replay before the writer writes every waiting cell.
+    pub max_replay_events: i64,
+    /// How long the writer waits idle before writing every waiting cell.
+    pub idle_flush: Duration,
+    /// Whether the writer writes the waiting cells when the store is dropped or closed. Off only
+    /// in tests that stand in for a crash.
+    pub flush_on_exit: bool,
+    /// Events whose per-cell index entries the writer keeps unwritten (see `keys.rs`); above
+    /// this, each group commit also writes a slice of them.
+    pub max_unindexed_events: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            max_pending: 1024,
+            max_group_events: 20_000,
+            max_cached_slots: 1_000_000,
+            fsync: true,
+            max_dirty_slots: 100_000,
+            max_replay_events: 1_000_000,
+            idle_flush: Duration::from_millis(500),
+            flush_on_exit: true,
+            max_unindexed_events: 200_000,
+        }
+    }
+}
+
+pub(crate) struct Request {
+    received_at: DateTime<Utc>,
+    batch: Vec<Incoming>,
+    reply: oneshot::Sender<Result<Vec<Receipt>, StoreError>>,
+}
+
+pub(crate) enum Job {
+    Apply(Request),
+    /// Write every waiting cell, then answer (shutdown).
+    Flush(oneshot::Sender<()>),
+}
+
+/// The embedded store.
+pub struct SqliteStore {
+    jobs: mpsc::Sender<Job>,
+    pub(crate) read: SqlitePool,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    checkpointer: Mutex<Option<JoinHandle<()>>>,
+    /// Fan-out's write connection (`outbox.rs`), opened on first use.
+    pub(crate) side: tokio::sync::OnceCell<SqlitePool>,
+    /// Held by every writer of the process for the length of its transaction: waiting here is a
+    /// queue, where SQLite's busy handler would sleep and poll.
+    pub(crate) gate: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Bumped by the writer after a commit that marked outbox rows dirty (see
+    /// [`crate::Outbox::outbox_changes`]).
+    pub(crate) changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Cells not written to the table yet (see `cells.rs`).
+    pub(crate) overlay: std::sync::Arc<Overlay>,
+    /// Outbox rows not written to the table yet (see `marks.rs`).
+    pub(crate) marks: std::sync::Arc<std::sync::Mutex<Marks>>,
+    /// Per-cell index entries not written to the table yet (see `keys.rs`).
+    pub(crate) keys: std::sync::Arc<std::sync::RwLock<KeyTail>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn nanos(t: DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+pub(crate) fn from_nanos(n: i64) -> DateTime<Utc> {
+    Utc.timestamp_nanos(n)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `dir/driftless.sqlite3`.
+    pub async fn open(
+        dir: &Path,
+        rules: Rules,
+        channels: Vec<ChannelSpec>,
+    ) -> Result<SqliteStore, StoreError> {
+        Self::open_with(dir, rules, channels, SqliteOptions::default()).await
+    }
+
+    pub async fn open_with(
+        dir: &Path,
+        rules: Rules,
+        channels: Vec<ChannelSpec>,
+        opts: SqliteOptions,
+    ) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Database(sqlx::Error::Configuration(
+                format!("cannot create data directory {}: {e}", dir.display()).into(),
+            ))
+        })?;
+        let file = dir.join("driftless.sqlite3");
+        let base = SqliteConnectOptions::new()
+            .filename(&file)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(if opts.fsync {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
+            .busy_timeout(Duration::from_secs(10))
+            // 256 MiB of page cache: random-key inserts into the index B-trees dirty many pages
+            // per commit, and rereading them from the OS on every group costs more than the
+            // memory. No automatic checkpoints: one would run inside whichever commit crossed the
+            // threshold and stall every request of that group; a task of its own does them.
+            .pragma("cache_size", "-262144")
+            .pragma("wal_autocheckpoint", "0")
+            .pragma("temp_store", "memory");
+        let mut conn = base.clone().connect().await?;
+        let earlier: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM sqlite_master WHERE name = 'events') \
+             - (SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'lsn')",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        if earlier > 0 {
+            return Err(StoreError::Corrupt(format!(
+                "{} holds a ledger in the schema of an earlier development version (events \
+                 without positions); start with an empty data directory",
+                file.display()
+            )));
+        }
+        for stmt in schema::SQLITE {
+            sqlx::query(*stmt).execute(&mut conn).await?;
+        }
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(base.clone().read_only(true))
+            .await?;
+        let (tx, rx) = mpsc::channel(opts.max_pending);
+        let gate = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+        let changes = std::sync::Arc::new(tokio::sync::watch::Sender::new(0u64));
+        let overlay = std::sync::Arc::new(Overlay::default());
+        let marks = std::sync::Arc::new(std::sync::Mutex::new(Marks::default()));
+        let keys = std::sync::Arc::new(std::sync::RwLock::new(KeyTail::default()));
+        let mut writer = Writer {
+            keys: keys.clone(),
+            changes: changes.clone(),
+            conn,
+            rules,
+            channels,
+            cache: CellCache::default(),
+            overlay: overlay.clone(),
+            marks: marks.clone(),
+            next_lsn: 1,
+            opts,
+            gate: gate.clone(),
+            lookup_groups: 0,
+            stored_meta: FastMap::default(),
+            installing: None,
+        };
+        writer.recover().await?;
+        let handle = tokio::spawn(writer.run(rx));
+        let checkpointer = tokio::spawn(checkpoint(base.clone().connect().await?));
+        Ok(SqliteStore {
+            jobs: tx,
+            read,
+            writer: Mutex::new(Some(handle)),
+            checkpointer: Mutex::new(Some(checkpointer)),
+            side: tokio::sync::OnceCell::new(),
+            gate,
+            changes,
+            overlay,
+            marks,
+            keys,
+        })
+    }
+}
+
+/// Copies the WAL back into the database beside the writer, on the other core. PASSIVE never takes
+/// the write lock, so commits go on while it runs; the writer starts the WAL over once everything
+/// in it is copied.
+async fn checkpoint(mut conn: SqliteConnection) {
+    let mut tick = tokio::time::interval(Duration::from_millis(CHECKPOINT_EVERY_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&mut conn)
+            .await
+        {
+            Ok((_, log, done)) if log - done > WAL_WARN_FRAMES => {
+                tracing::warn!(
+                    frames = log,
+                    copied = done,
+                    "the WAL is growing faster than it is checkpointed"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "checkpoint failed; will retry"),
+        }
+    }
+}
+
+const CHECKPOINT_EVERY_MS: u64 = 200;
+/// WAL frames (4 KiB pages) not yet copied back that are worth a warning.
+const WAL_WARN_FRAMES: i64 = 250_000;

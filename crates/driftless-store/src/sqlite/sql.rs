@@ -1,0 +1,431 @@
+//! The SQL the writer and the readers share: multi-row inserts of events, cells, outbox rows and
+//! index entries, the loads of cached skus and stored outbox rows, the watermarks in `meta`, and
+//! the decoding of stored rows.
+
+use super::cells::{FlushRows, SkuCells, Slot};
+use super::keys::{Entry, KeySlice, KeyTail};
+use super::marks::Mark;
+use super::writer::*;
+use super::*;
+use crate::{Incident, StoreError};
+use driftless_core::{Cell, EventId, Fingerprint, Location, OrderKey, Position, Sku, State};
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
+use std::collections::HashMap;
+
+/// The fold-order key of a stored event row.
+pub(super) fn order_key_of(r: &SqliteRow) -> Result<OrderKey, StoreError> {
+    Ok(OrderKey {
+        position: Position {
+            at_nanos: r.try_get("at_nanos")?,
+            seq: r.try_get::<i64, _>("seq")? as u64,
+        },
+        id: EventId::parse(r.try_get::<String, _>("id")?)
+            .map_err(|e| StoreError::Corrupt(format!("event id: {e}")))?,
+    })
+}
+
+/// Writes a slice of index entries, in key order, and the table's newest position after it.
+pub(super) async fn write_keys(
+    conn: &mut SqliteConnection,
+    slice: &KeySlice,
+    max_at: i64,
+) -> Result<(), StoreError> {
+    if slice.is_empty() {
+        return Ok(());
+    }
+    set_meta(conn, "keys_max_at", max_at).await?;
+    let rows: Vec<(&Sku, &Location, &Entry)> = slice
+        .iter()
+        .flat_map(|(sku, slots)| {
+            slots
+                .iter()
+                .flat_map(move |(loc, v)| v.iter().map(move |e| (sku, loc, e)))
+        })
+        .collect();
+    for chunk in rows.chunks(2000) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO event_keys (sku, location, at_nanos, seq, id, lsn) ",
+        );
+        q.push_values(chunk, |mut b, (sku, loc, e)| {
+            b.push_bind(sku.as_str())
+                .push_bind(loc.as_str())
+                .push_bind(e.key.position.at_nanos)
+                .push_bind(e.key.position.seq as i64)
+                .push_bind(e.key.id.as_str())
+                .push_bind(e.lsn);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn lookup_ids(
+    conn: &mut SqliteConnection,
+    ids: &[&str],
+) -> Result<HashMap<String, Fingerprint>, StoreError> {
+    let mut seen = HashMap::new();
+    for chunk in ids.chunks(500) {
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT id, fingerprint FROM events WHERE id IN (");
+        let mut sep = q.separated(", ");
+        for id in chunk {
+            sep.push_bind(id.to_string());
+        }
+        q.push(")");
+        for row in q.build().fetch_all(&mut *conn).await? {
+            let id: String = row.try_get(0)?;
+            let fp: Vec<u8> = row.try_get(1)?;
+            let fp: [u8; 32] = fp
+                .try_into()
+                .map_err(|_| StoreError::Corrupt(format!("fingerprint of `{id}`")))?;
+            seen.insert(id, Fingerprint(fp));
+        }
+    }
+    Ok(seen)
+}
+
+pub(super) fn cell_from_row(row: &SqliteRow) -> Result<(usize, Cell), StoreError> {
+    let state: i64 = row.try_get("state")?;
+    let value: i64 = row.try_get("value")?;
+    let set_nanos: Option<i64> = row.try_get("set_nanos")?;
+    let set_seq: Option<i64> = row.try_get("set_seq")?;
+    let set_id: Option<String> = row.try_get("set_id")?;
+    let set = match (set_nanos, set_seq, set_id) {
+        (Some(n), Some(s), Some(id)) => Some(OrderKey {
+            position: Position {
+                at_nanos: n,
+                seq: s as u64,
+            },
+            id: EventId::parse(id).map_err(|e| StoreError::Corrupt(format!("set id: {e}")))?,
+        }),
+        _ => None,
+    };
+    let i = usize::try_from(state)
+        .ok()
+        .filter(|i| *i < 5)
+        .ok_or_else(|| StoreError::Corrupt(format!("state index {state}")))?;
+    Ok((i, Cell { value, set }))
+}
+
+/// Every stored location of each sku, with the position each row is written as of.
+pub(super) async fn load_skus(
+    conn: &mut SqliteConnection,
+    skus: &[&Sku],
+) -> Result<Vec<(Sku, SkuCells, Vec<[i64; 5]>)>, StoreError> {
+    let mut out: Vec<(Sku, SkuCells, Vec<[i64; 5]>)> = Vec::with_capacity(skus.len());
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(skus.len());
+    for s in skus {
+        index.insert(s.as_str(), out.len());
+        out.push(((*s).clone(), SkuCells::default(), Vec::new()));
+    }
+    for chunk in skus.chunks(500) {
+        // One JSON parameter keeps the statement text constant, so its prepared form is reused.
+        let list = serde_json::to_string(&chunk.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let rows = sqlx::query(
+            "SELECT c.sku, c.location, c.state, c.value, c.set_nanos, c.set_seq, c.set_id, c.lsn \
+             FROM json_each(?) AS j CROSS JOIN cells AS c ON c.sku = j.value",
+        )
+        .bind(list)
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in rows {
+            let sku: String = row.try_get("sku")?;
+            let loc: String = row.try_get("location")?;
+            let lsn: i64 = row.try_get("lsn")?;
+            let (i, cell) = cell_from_row(&row)?;
+            let Some(&at) = index.get(sku.as_str()) else {
+                continue;
+            };
+            let (_, cells, lsns) = &mut out[at];
+            let k = match cells.slots.iter().position(|s| s.loc.as_str() == loc) {
+                Some(k) => k,
+                None => {
+                    cells.slots.push(Slot::clean(
+                        Location::parse(loc).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    ));
+                    lsns.push([0; 5]);
+                    cells.slots.len() - 1
+                }
+            };
+            cells.slots[k].cells[i] = cell;
+            lsns[k][i] = lsn;
+        }
+    }
+    Ok(out)
+}
+
+/// The sum of effective adjust deltas for one state positioned after `k`: those already stored
+/// (before position `before`, when replaying) plus those decided earlier in this (uncommitted,
+/// unwritten) group.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn sum_after(
+    conn: &mut SqliteConnection,
+    keys: &std::sync::RwLock<KeyTail>,
+    pending: Option<&Pending<'_>>,
+    sku: &Sku,
+    loc: &Location,
+    state: State,
+    k: &OrderKey,
+    before: Option<i64>,
+) -> Result<i64, StoreError> {
+    let col = state.as_str();
+    // The tail before the table (see `keys.rs`); the writer is the only one that changes either.
+    let (held, ask) = {
+        let t = keys.read().unwrap_or_else(|p| p.into_inner());
+        let held = t.sum_after(sku, loc, state, k, before.unwrap_or(i64::MAX));
+        (held, t.table_may_hold_after(k))
+    };
+    let sql = format!(
+        "SELECT COALESCE(SUM(e.{col}), 0) FROM event_keys x JOIN events e ON e.lsn = x.lsn \
+         WHERE x.sku = ? AND x.location = ? \
+         AND (x.at_nanos > ? OR (x.at_nanos = ? AND (x.seq > ? OR (x.seq = ? AND x.id > ?)))) \
+         AND x.lsn < ? AND e.kind = 'adjust' AND e.effective = 1 AND e.{col} IS NOT NULL"
+    );
+    let stored: i64 = if !ask {
+        0
+    } else {
+        sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(sku.to_string())
+            .bind(loc.to_string())
+            .bind(k.position.at_nanos)
+            .bind(k.position.at_nanos)
+            .bind(k.position.seq as i64)
+            .bind(k.position.seq as i64)
+            .bind(k.id.to_string())
+            .bind(before.unwrap_or(i64::MAX))
+            .fetch_one(&mut *conn)
+            .await?
+    };
+    let unflushed: i64 = pending
+        .map(|p| p.events.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.effective && !r.p.event.change.is_set())
+        .filter(|r| &r.p.event.sku == sku && &r.p.event.location == loc)
+        .filter(|r| &r.p.event.order_key() > k)
+        .filter_map(|r| r.p.base.get(state))
+        .fold(0i64, |a, d| a.saturating_add(d));
+    Ok(stored.saturating_add(held).saturating_add(unflushed))
+}
+
+/// Inserts the group's events. Returns false, having inserted part of them, when an event id was
+/// already stored (the caller rolls back).
+pub(super) async fn insert_events(
+    conn: &mut SqliteConnection,
+    events: &[EventRow<'_>],
+) -> Result<bool, StoreError> {
+    let mut inserted = 0u64;
+    for chunk in events.chunks(1000) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO events (lsn, id, fingerprint, source, sku, location, at_nanos, seq, kind, \
+             on_hand, committed, reserved, incoming, unavailable, uom, reason, ref, \
+             received_nanos, outcome, effective, detail) ",
+        );
+        q.push_values(chunk, |mut b, r| {
+            let e = &r.p.event;
+            // Borrowed, not copied: the rows outlive the statement.
+            b.push_bind(r.lsn)
+                .push_bind(e.id.as_str())
+                .push_bind(&r.p.fingerprint.0[..])
+                .push_bind(e.source.as_str())
+                .push_bind(e.sku.as_str())
+                .push_bind(e.location.as_str())
+                .push_bind(e.position.at_nanos)
+                .push_bind(e.position.seq as i64)
+                .push_bind(e.change.kind());
+            for s in State::ALL {
+                b.push_bind(r.p.base.get(s));
+            }
+            b.push_bind(e.uom.as_ref().map(|u| u.as_str()))
+                .push_bind(e.reason.as_deref())
+                .push_bind(e.reference.as_deref())
+                .push_bind(r.received)
+                .push_bind(r.outcome.as_str())
+                .push_bind(r.effective)
+                .push_bind(r.detail.as_deref());
+        });
+        q.push(" ON CONFLICT (id) DO NOTHING");
+        inserted += q.build().execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(inserted == events.len() as u64)
+}
+
+/// The stored outbox rows of these skus of one channel.
+pub(super) async fn load_marks(
+    conn: &mut SqliteConnection,
+    channel: &str,
+    skus: &[&Sku],
+) -> Result<Vec<(Sku, Mark)>, StoreError> {
+    let mut out = Vec::new();
+    for chunk in skus.chunks(500) {
+        let list = serde_json::to_string(&chunk.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let rows = sqlx::query(
+            "SELECT o.sku, o.version, o.lsn, o.dirty, o.changed_nanos, o.atp, o.source, \
+             o.occurred_nanos, o.received_nanos FROM json_each(?) AS j \
+             CROSS JOIN outbox AS o ON o.channel = ? AND o.sku = j.value",
+        )
+        .bind(list)
+        .bind(channel)
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in rows {
+            let sku = Sku::parse(r.try_get::<String, _>(0)?)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.push((
+                sku,
+                Mark {
+                    version: r.try_get(1)?,
+                    lsn: r.try_get(2)?,
+                    dirty: r.try_get::<i64, _>(3)? != 0,
+                    changed_nanos: r.try_get(4)?,
+                    atp: r.try_get(5)?,
+                    source: r.try_get(6)?,
+                    occurred_nanos: r.try_get(7)?,
+                    received_nanos: r.try_get(8)?,
+                    first_lsn: 0,
+                },
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Writes a slice of outbox rows held in memory.
+pub(super) async fn write_marks(
+    conn: &mut SqliteConnection,
+    slice: &[(String, Sku, Mark)],
+) -> Result<(), StoreError> {
+    for chunk in slice.chunks(2000) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO outbox (channel, sku, version, lsn, dirty, changed_nanos, atp, source, \
+             occurred_nanos, received_nanos) ",
+        );
+        q.push_values(chunk, |mut b, (c, s, m)| {
+            b.push_bind(c.as_str())
+                .push_bind(s.as_str())
+                .push_bind(m.version)
+                .push_bind(m.lsn)
+                .push_bind(i64::from(m.dirty))
+                .push_bind(m.changed_nanos)
+                .push_bind(m.atp)
+                .push_bind(m.source.as_deref())
+                .push_bind(m.occurred_nanos)
+                .push_bind(m.received_nanos);
+        });
+        q.push(
+            " ON CONFLICT (channel, sku) DO UPDATE SET version = excluded.version, \
+             lsn = excluded.lsn, dirty = excluded.dirty, changed_nanos = excluded.changed_nanos, \
+             atp = excluded.atp, source = excluded.source, \
+             occurred_nanos = excluded.occurred_nanos, received_nanos = excluded.received_nanos",
+        );
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Writes a slice of waiting cells, as of ledger position `lsn`.
+pub(super) async fn write_cells(
+    conn: &mut SqliteConnection,
+    slice: &FlushRows,
+    lsn: i64,
+) -> Result<(), StoreError> {
+    let rows: Vec<(&Sku, &Location, usize, &Cell)> = slice
+        .iter()
+        .flat_map(|(sku, slots)| {
+            slots.iter().flat_map(move |(loc, mask, cells)| {
+                cells
+                    .iter()
+                    .enumerate()
+                    .filter(move |(i, _)| mask & (1 << i) != 0)
+                    .map(move |(i, cell)| (sku, loc, i, cell))
+            })
+        })
+        .collect();
+    for chunk in rows.chunks(2000) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO cells (sku, location, state, value, set_nanos, set_seq, set_id, lsn) ",
+        );
+        q.push_values(chunk, |mut b, (sku, loc, i, cell)| {
+            b.push_bind(sku.as_str())
+                .push_bind(loc.as_str())
+                .push_bind(*i as i64)
+                .push_bind(cell.value)
+                .push_bind(cell.set.as_ref().map(|k| k.position.at_nanos))
+                .push_bind(cell.set.as_ref().map(|k| k.position.seq as i64))
+                .push_bind(cell.set.as_ref().map(|k| k.id.to_string()))
+                .push_bind(lsn);
+        });
+        q.push(
+            " ON CONFLICT (sku, location, state) DO UPDATE SET value = excluded.value, \
+             set_nanos = excluded.set_nanos, set_seq = excluded.set_seq, set_id = excluded.set_id, \
+             lsn = excluded.lsn",
+        );
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// A value stored in `meta`, if one is.
+pub(super) async fn meta_value(
+    conn: &mut SqliteConnection,
+    key: &str,
+) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?)
+}
+
+/// A position stored in `meta`; 0 (the start of the ledger) when none is.
+pub(super) async fn get_meta(conn: &mut SqliteConnection, key: &str) -> Result<i64, StoreError> {
+    Ok(meta_value(conn, key).await?.unwrap_or(0))
+}
+
+/// Several positions in one statement (none: no statement).
+pub(super) async fn set_metas(
+    conn: &mut SqliteConnection,
+    values: &[(&str, i64)],
+) -> Result<(), StoreError> {
+    if values.is_empty() {
+        return Ok(());
+    }
+    let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO meta (key, value) ");
+    q.push_values(values, |mut b, (k, v)| {
+        b.push_bind(*k).push_bind(*v);
+    });
+    q.push(" ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+    q.build().execute(&mut *conn).await?;
+    Ok(())
+}
+
+pub(super) async fn set_meta(
+    conn: &mut SqliteConnection,
+    key: &str,
+    lsn: i64,
+) -> Result<(), StoreError> {
+    set_metas(conn, &[(key, lsn)]).await
+}
+
+pub(super) async fn insert_incidents(
+    conn: &mut SqliteConnection,
+    incidents: &[Incident],
+) -> Result<(), StoreError> {
+    for chunk in incidents.chunks(2000) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO incidents (kind, sku, location, system, event_id, detail, at_nanos) ",
+        );
+        q.push_values(chunk, |mut b, i| {
+            b.push_bind(i.kind.clone())
+                .push_bind(i.sku.clone())
+                .push_bind(i.location.clone())
+                .push_bind(i.system.clone())
+                .push_bind(i.event_id.clone())
+                .push_bind(i.detail.clone())
+                .push_bind(nanos(i.at));
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,797 @@
+//! The writer task: it owns the only write connection, takes everything that queued while the
+//! previous commit was on disk as one group, and commits it in one transaction (group commit). A
+//! group runs as named phases (see [`Writer::try_group`]); between groups, and when idle, the
+//! writer writes behind a slice of what it holds in memory (cells, outbox rows, index entries).
+
+use super::cells::{CellCache, FlushRows, Overlay, set_levels};
+use super::keys::entry_of;
+use super::keys::{KeySlice, KeyTail};
+use super::marks::{Change, Mark, Marks};
+use super::sql::*;
+use super::*;
+use crate::{Incident, Incoming, Receipt, StoreError};
+use chrono::Utc;
+use driftless_core::{
+    Cell, ChannelSpec, Effect, Fingerprint, Levels, Location, Outcome, Prepared, Rules, Sku,
+};
+use sqlx::Connection;
+use sqlx::sqlite::SqliteConnection;
+use std::collections::HashMap;
+use std::task::Poll;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub(super) struct Writer {
+    pub(super) conn: SqliteConnection,
+    pub(super) rules: Rules,
+    pub(super) channels: Vec<ChannelSpec>,
+    pub(super) cache: CellCache,
+    pub(super) overlay: std::sync::Arc<Overlay>,
+    pub(super) marks: std::sync::Arc<std::sync::Mutex<Marks>>,
+    pub(super) keys: std::sync::Arc<std::sync::RwLock<KeyTail>>,
+    /// The position the next stored event gets.
+    pub(super) next_lsn: i64,
+    pub(super) opts: SqliteOptions,
+    pub(super) gate: std::sync::Arc<tokio::sync::Mutex<()>>,
+    pub(super) changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Groups left that look their ids up before deciding. Normally a group decides first and
+    /// lets the unique index tell it whether any id was already stored (one lookup query fewer per
+    /// group); when one was, the group is redone with lookups, and so are the next few, because
+    /// redeliveries come in storms.
+    pub(super) lookup_groups: u32,
+    /// The watermarks as last committed, so a group writes only those that moved (a small group
+    /// usually moves none, and each is a statement).
+    pub(super) stored_meta: FastMap<&'static str, i64>,
+    /// A large committed group's overlay and outbox changes being installed beside the next
+    /// group's work, on a thread of their own (see [`Published`]); awaited before anything that
+    /// reads or writes them.
+    pub(super) installing: Option<JoinHandle<()>>,
+}
+
+/// Groups that look ids up after a group found an already-stored id.
+pub(super) const LOOKUP_AFTER_DUPLICATE: u32 = 64;
+
+/// Events in a group from which on its index entries, and then its overlay and outbox changes,
+/// are added on threads of their own (a thread costs tens of microseconds; a small group's
+/// bookkeeping takes less).
+pub(super) const PARALLEL_TAIL_EVENTS: usize = 256;
+
+/// What a committed group changes for readers and the fan-out: the levels of the slots it
+/// changed, the skus whose cells it wrote (they leave the overlay), and its outbox marks with the
+/// channel quantities they carry.
+///
+/// Everything here is read from the writer's cache while the commit is on its way to the disk
+/// (nothing changes the cache between a group's decisions and the next group's), and dropped if
+/// the commit fails. Installing it only touches the overlay and the marks, so
+/// for a large group it runs on a thread of its own while the writer takes the next group, and
+/// the group's requests are answered once it is in (an acknowledged event is visible to readers
+/// and to the fan-out, as before). The next group awaits it before it reads the marks or takes a
+/// slice, so installs stay in commit order.
+#[derive(Default)]
+pub(super) struct Published {
+    /// Only changed slots go into the overlay (a sku's other locations are in the table already),
+    /// so a change costs one slot's levels, not a copy of every location of its sku.
+    pub(super) levels: Vec<(Sku, Location, Levels)>,
+    pub(super) written: Vec<Sku>,
+    /// Per marked `(channel, sku)`: the table's row when this group marks it first, and the change.
+    pub(super) marks: Vec<(driftless_core::SystemId, Sku, Option<Mark>, Change)>,
+}
+
+impl Published {
+    pub(super) fn install(
+        self,
+        overlay: &Overlay,
+        marks: &std::sync::Mutex<Marks>,
+        changes: &tokio::sync::watch::Sender<u64>,
+    ) {
+        {
+            let mut ov = overlay.write().unwrap_or_else(|p| p.into_inner());
+            for (sku, loc, levels) in &self.levels {
+                set_levels(&mut ov, sku, loc, *levels);
+            }
+            for sku in &self.written {
+                ov.remove(sku);
+            }
+        }
+        if self.marks.is_empty() {
+            return;
+        }
+        {
+            // Outside the write gate, unlike the other changes to the marks (see `marks.rs`): a
+            // mark commutes with a dispatcher's acknowledgement or re-dirtying.
+            let mut m = marks.lock().unwrap_or_else(|p| p.into_inner());
+            for (channel, sku, stored, change) in self.marks {
+                m.mark(channel.as_str(), &sku, stored, change);
+            }
+        }
+        changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+pub(super) type Replies = Vec<(
+    oneshot::Sender<Result<Vec<Receipt>, StoreError>>,
+    Vec<Receipt>,
+)>;
+
+/// What readers and the fan-out are to see of a group once it commits (see [`Published`]), read
+/// from the writer's cache after the group decided.
+pub(super) fn capture(
+    cache: &CellCache,
+    channels: &[ChannelSpec],
+    pending: &Pending<'_>,
+    slice: &FlushRows,
+    mut stored: HashMap<(usize, Sku), Mark>,
+) -> Published {
+    let levels = pending
+        .cells
+        .keys()
+        .filter_map(|(sku, loc)| {
+            let levels = cache.get(sku).and_then(|c| c.levels_at(loc))?;
+            Some(((*sku).clone(), (*loc).clone(), levels))
+        })
+        .collect();
+    let now = nanos(Utc::now());
+    let marks = pending
+        .outbox
+        .iter()
+        .map(|((i, sku), (first, at, events))| {
+            let c = &channels[*i];
+            let change = Change {
+                first: *first,
+                lsn: *at,
+                events: *events,
+                now_nanos: now,
+                atp: cache.channel_atp(sku, c),
+                sample: pending
+                    .samples
+                    .get(sku)
+                    .map(|(s, o, r)| (s.to_string(), *o, *r)),
+            };
+            let prior = stored.remove(&(*i, (*sku).clone()));
+            (c.id.clone(), (*sku).clone(), prior, change)
+        })
+        .collect();
+    Published {
+        levels,
+        written: slice.iter().map(|(sku, _)| sku.clone()).collect(),
+        marks,
+    }
+}
+
+/// Waits for the previous group's install (see [`Published`]); a free function, not a method, so
+/// that it can also run while the writer's connection is borrowed by a transaction.
+pub(super) async fn settle(installing: &mut Option<JoinHandle<()>>) {
+    if let Some(h) = installing.take()
+        && let Err(e) = h.await
+    {
+        tracing::error!(error = %e, "installing a group's changes failed");
+    }
+}
+
+/// Rows a group commit writes, gathered while deciding and written at the end with multi-row
+/// statements (one statement per thousand rows instead of one per row).
+#[derive(Default)]
+pub(super) struct Pending<'a> {
+    pub(super) events: Vec<EventRow<'a>>,
+    /// Slots changed by this group, with a bit per state that changed.
+    pub(super) cells: FastMap<(&'a Sku, &'a Location), u8>,
+    /// Marked `(channel index, sku)`: the first and newest marking events and how many.
+    pub(super) outbox: FastMap<(usize, &'a Sku), (i64, i64, i64)>,
+    /// The newest applied event per sku in this group: `(source, occurred, received)`, for the
+    /// integration matrix's latencies.
+    pub(super) samples: FastMap<&'a Sku, (&'a str, i64, i64)>,
+    pub(super) incidents: Vec<Incident>,
+}
+
+pub(super) struct EventRow<'a> {
+    pub(super) lsn: i64,
+    pub(super) p: &'a Prepared,
+    pub(super) received: i64,
+    pub(super) outcome: Outcome,
+    pub(super) effective: bool,
+    pub(super) detail: Option<String>,
+}
+
+impl Writer {
+    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        let mut idle = false;
+        loop {
+            // While cells, outbox rows or index entries wait to be written, an idle moment writes
+            // them all (a group still being installed brings outbox rows).
+            let waiting = self.installing.is_some()
+                || self.cache.dirty_slots() > 0
+                || self.marks.lock().map(|m| m.len() > 0).unwrap_or(true)
+                || self.keys.read().map(|k| k.len() > 0).unwrap_or(true);
+            let first = if waiting {
+                // Once idle, one slice at a time, looking for new work between slices.
+                let wait = if idle {
+                    Duration::from_millis(1)
+                } else {
+                    self.opts.idle_flush
+                };
+                match tokio::time::timeout(wait, rx.recv()).await {
+                    Ok(j) => j,
+                    Err(_) => {
+                        self.flush_slice(IDLE_SLICE).await;
+                        idle = true;
+                        continue;
+                    }
+                }
+            } else {
+                rx.recv().await
+            };
+            idle = false;
+            let first = match first {
+                Some(Job::Apply(j)) => j,
+                Some(Job::Flush(reply)) => {
+                    settle(&mut self.installing).await;
+                    if self.opts.flush_on_exit {
+                        self.flush_all().await;
+                    }
+                    let _ = reply.send(());
+                    continue;
+                }
+                None => {
+                    settle(&mut self.installing).await;
+                    if self.opts.flush_on_exit {
+                        self.flush_all().await;
+                    }
+                    return;
+                }
+            };
+            let mut jobs = vec![first];
+            let mut n = jobs[0].batch.len();
+            let mut flush_after: Option<oneshot::Sender<()>> = None;
+            // Take everything that queued during the previous commit, up to the group limit.
+            while n < self.opts.max_group_events {
+                match rx.try_recv() {
+                    Ok(Job::Apply(j)) => {
+                        n += j.batch.len();
+                        jobs.push(j);
+                    }
+                    Ok(Job::Flush(reply)) => {
+                        flush_after = Some(reply);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let started = std::time::Instant::now();
+            let lookup = self.lookup_groups > 0;
+            self.lookup_groups = self.lookup_groups.saturating_sub(1);
+            let mut result = self.commit_group(&jobs, lookup).await;
+            if matches!(result, Ok(None)) {
+                // An id in the group was already stored: the optimistic decisions are void.
+                self.lookup_groups = LOOKUP_AFTER_DUPLICATE;
+                result = self.commit_group(&jobs, true).await;
+            }
+            tracing::debug!(
+                requests = jobs.len(),
+                events = n,
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "group commit"
+            );
+            match result.and_then(|r| {
+                r.ok_or_else(|| {
+                    StoreError::WriteFailed("an event id was stored by another writer".into())
+                })
+            }) {
+                Ok((receipts, published)) => {
+                    let replies: Replies =
+                        jobs.into_iter().map(|j| j.reply).zip(receipts).collect();
+                    let (overlay, marks, changes) = (
+                        self.overlay.clone(),
+                        self.marks.clone(),
+                        self.changes.clone(),
+                    );
+                    let install = move || {
+                        published.install(&overlay, &marks, &changes);
+                        for (reply, r) in replies {
+                            let _ = reply.send(Ok(r));
+                        }
+                    };
+                    if n >= PARALLEL_TAIL_EVENTS {
+                        self.installing = Some(tokio::task::spawn_blocking(install));
+                    } else {
+                        install();
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "group commit failed");
+                    let msg = e.to_string();
+                    for job in jobs {
+                        let _ = job.reply.send(Err(StoreError::WriteFailed(msg.clone())));
+                    }
+                }
+            }
+            if let Some(reply) = flush_after {
+                settle(&mut self.installing).await;
+                if self.opts.flush_on_exit {
+                    self.flush_all().await;
+                }
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// Decides and writes one group in one transaction. With `lookup` false, ids are assumed new
+    /// and the insert checks it: `Ok(None)` means one was not, and nothing was written. Whatever
+    /// does not commit leaves the cached cells as they were.
+    pub(super) async fn commit_group(
+        &mut self,
+        jobs: &[Request],
+        lookup: bool,
+    ) -> Result<Option<(Vec<Vec<Receipt>>, Published)>, StoreError> {
+        let r = self.try_group(jobs, lookup).await;
+        if matches!(r, Ok(Some(_))) {
+            self.cache.commit_group();
+        } else {
+            self.cache.rollback_group();
+        }
+        if r.is_err() {
+            // A failed commit may still have reached the disk: write every watermark next time.
+            self.stored_meta.clear();
+        }
+        r
+    }
+
+    pub(super) async fn try_group(
+        &mut self,
+        jobs: &[Request],
+        lookup: bool,
+    ) -> Result<Option<(Vec<Vec<Receipt>>, Published)>, StoreError> {
+        let mut ids: Vec<&str> = Vec::new();
+        let mut skus: FastSet<&Sku> = FastSet::default();
+        for j in jobs {
+            for item in &j.batch {
+                if let Incoming::Event(p) = item {
+                    ids.push(p.event.id.as_str());
+                    skus.insert(&p.event.sku);
+                }
+            }
+        }
+        self.cache.evict_clean(self.opts.max_cached_slots);
+        // IMMEDIATE: take the write lock up front, so a fan-out write between this transaction's
+        // first read and first write makes it wait instead of failing with a stale snapshot.
+        let gate = self.gate.clone();
+        let _turn = gate.lock().await;
+        let t0 = std::time::Instant::now();
+        let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+        // Ids already stored, then every id this group claims, borrowed from the requests.
+        let mut seen: FastMap<&str, Fingerprint> =
+            FastMap::with_capacity_and_hasher(ids.len(), Default::default());
+        if lookup {
+            let stored = lookup_ids(&mut tx, &ids).await?;
+            for id in &ids {
+                if let Some(f) = stored.get(*id) {
+                    seen.insert(id, *f);
+                }
+            }
+        }
+        let missing: Vec<&Sku> = skus
+            .into_iter()
+            .filter(|k| !self.cache.contains(k))
+            .collect();
+        for (sku, cells, _) in load_skus(&mut tx, &missing).await? {
+            self.cache.insert_loaded(sku, cells);
+        }
+
+        let t_load = t0.elapsed();
+        let t0 = std::time::Instant::now();
+        let mut lsn = self.next_lsn;
+        let mut pending = Pending::default();
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let received = nanos(job.received_at);
+            let mut receipts = Vec::with_capacity(job.batch.len());
+            for item in &job.batch {
+                let p = match item {
+                    Incoming::Rejected { event, reason } => {
+                        pending.incidents.push(Incident {
+                            kind: "rejected".into(),
+                            sku: Some(event.sku.to_string()),
+                            location: Some(event.location.to_string()),
+                            system: Some(event.source.to_string()),
+                            event_id: Some(event.id.to_string()),
+                            detail: reason.clone(),
+                            at: job.received_at,
+                        });
+                        receipts.push(Receipt {
+                            outcome: Outcome::Rejected,
+                            detail: Some(reason.clone()),
+                        });
+                        continue;
+                    }
+                    Incoming::Event(p) => p,
+                };
+                let ev = &p.event;
+                let prior = seen.get(ev.id.as_str()).copied();
+                let cells = self.cache.cells_mut(&ev.sku, &ev.location);
+                let d = self.rules.decide(p, prior, cells);
+                let mut mask = 0u8;
+                for (state, effect) in &d.effects {
+                    let cell = &mut cells[state.index()];
+                    match effect {
+                        Effect::Add(delta) => cell.value = cell.value.saturating_add(*delta),
+                        Effect::Rebase { key: k, value } => {
+                            let later = sum_after(
+                                &mut tx,
+                                &self.keys,
+                                Some(&pending),
+                                &ev.sku,
+                                &ev.location,
+                                *state,
+                                k,
+                                None,
+                            )
+                            .await?;
+                            *cell = Cell {
+                                value: value.saturating_add(later),
+                                set: Some(k.clone()),
+                            };
+                        }
+                    }
+                    mask |= 1 << state.index();
+                }
+                if mask != 0 {
+                    // Effects imply the event claims its id, so it is stored at `lsn`.
+                    self.cache.mark_dirty(&ev.sku, &ev.location, mask, lsn);
+                    *pending.cells.entry((&ev.sku, &ev.location)).or_default() |= mask;
+                }
+                // Every event that counts marks the outbox, even an accepted override that
+                // changed nothing: a crash replay can then count versions from the stored outcome.
+                if d.effective && matches!(d.outcome, Outcome::Applied | Outcome::Override) {
+                    for (i, c) in self.channels.iter().enumerate() {
+                        if c.feeds_from(&ev.location) {
+                            let m = pending.outbox.entry((i, &ev.sku)).or_insert((lsn, lsn, 0));
+                            m.1 = lsn;
+                            m.2 += 1;
+                        }
+                    }
+                    if d.outcome == Outcome::Applied {
+                        pending.samples.insert(
+                            &ev.sku,
+                            (ev.source.as_str(), ev.position.at_nanos, received),
+                        );
+                    }
+                }
+                if matches!(
+                    d.outcome,
+                    Outcome::Conflict | Outcome::Stale | Outcome::Covered | Outcome::Override
+                ) {
+                    pending.incidents.push(Incident {
+                        kind: d.outcome.as_str().into(),
+                        sku: Some(ev.sku.to_string()),
+                        location: Some(ev.location.to_string()),
+                        system: Some(ev.source.to_string()),
+                        event_id: Some(ev.id.to_string()),
+                        detail: d.detail.clone().unwrap_or_default(),
+                        at: job.received_at,
+                    });
+                }
+                if d.claims_id {
+                    seen.insert(ev.id.as_str(), p.fingerprint);
+                    pending.events.push(EventRow {
+                        lsn,
+                        p,
+                        received,
+                        outcome: d.outcome,
+                        effective: d.effective,
+                        detail: d.detail.clone(),
+                    });
+                    lsn += 1;
+                }
+                receipts.push(Receipt {
+                    outcome: d.outcome,
+                    detail: d.detail,
+                });
+            }
+            out.push(receipts);
+        }
+        let t_decide = t0.elapsed();
+        let t0 = std::time::Instant::now();
+        if !insert_events(&mut tx, &pending.events).await? {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let t_events = t0.elapsed();
+        let t0 = std::time::Instant::now();
+        insert_incidents(&mut tx, &pending.incidents).await?;
+        // The previous group's marks and overlay first: what follows reads the marks and takes
+        // slices.
+        settle(&mut self.installing).await;
+        // Outbox rows are written behind too (see `marks.rs`): read the stored rows this group
+        // marks for the first time, so versions continue from them.
+        // The gate is held, so only this task changes the marks until it is released; the lock
+        // is only for readers, and is never held across an await.
+        let mut first: HashMap<usize, Vec<&Sku>> = HashMap::new();
+        {
+            let marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, sku) in pending.outbox.keys() {
+                if marks.get(self.channels[*i].id.as_str(), sku).is_none() {
+                    first.entry(*i).or_default().push(sku);
+                }
+            }
+        }
+        let mut stored: HashMap<(usize, Sku), Mark> = HashMap::new();
+        for (i, skus) in first {
+            for (sku, m) in load_marks(&mut tx, self.channels[i].id.as_str(), &skus).await? {
+                stored.insert((i, sku), m);
+            }
+        }
+        // Write a slice of the cells that wait, once more of them wait than the writer keeps
+        // unwritten, or once the replay a crash would need grows long.
+        let last = lsn - 1;
+        // Small slices, a little more than the group changed, keep every commit short; the
+        // sweep's key order still puts many rows on each page because so many wait.
+        let tail = last - self.cache.watermark(last);
+        let want = if self.cache.dirty_slots() > self.opts.max_dirty_slots {
+            (self.cache.dirty_slots() - self.opts.max_dirty_slots + 2 * pending.cells.len())
+                .min(FLUSH_SLICE)
+        } else if tail > self.opts.max_replay_events {
+            FLUSH_SLICE
+        } else {
+            0
+        };
+        let slice = self.cache.take_slice(want);
+        let t_marks = t0.elapsed();
+        let t0 = std::time::Instant::now();
+        write_cells(&mut tx, &slice, last).await?;
+        let cells_wm = self.cache.watermark_after(&slice, last);
+        // The same for outbox rows, leaving out those this group marks (they change after the
+        // commit, and the slice must not write an older state over them).
+        let (mark_slice, outbox_wm) = {
+            let marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+            let over = marks.len().saturating_sub(self.opts.max_dirty_slots);
+            let n = if over > 0 {
+                (over + 2 * pending.outbox.len()).min(FLUSH_SLICE)
+            } else if last - marks.watermark(last) > self.opts.max_replay_events {
+                FLUSH_SLICE
+            } else {
+                0
+            };
+            // Taken with room for this group's rows, which are left out; none when none is due.
+            let mark_slice: Vec<(String, Sku, Mark)> = marks
+                .take_slice(if n == 0 { 0 } else { n + pending.outbox.len() })
+                .into_iter()
+                .filter(|(c, s, _)| {
+                    !self
+                        .channels
+                        .iter()
+                        .position(|x| x.id.as_str() == c)
+                        .is_some_and(|i| pending.outbox.contains_key(&(i, s)))
+                })
+                .take(n)
+                .collect();
+            // This group's marks join after the commit, from its first position on.
+            let outbox_wm = if pending.outbox.is_empty() {
+                marks.watermark_after(mark_slice.len(), last)
+            } else {
+                marks.watermark(last).min(self.next_lsn - 1)
+            };
+            (mark_slice, outbox_wm)
+        };
+        write_marks(&mut tx, &mark_slice).await?;
+        // And for the per-cell index: the sweep writes a little more than the group adds.
+        let (key_slice, keys_wm, keys_max_at) = {
+            let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+            let over = keys.len().saturating_sub(self.opts.max_unindexed_events);
+            let n = if over > 0 {
+                (over + 2 * pending.events.len()).min(FLUSH_SLICE)
+            } else if last - keys.watermark_after(&KeySlice::new(), self.next_lsn)
+                > self.opts.max_replay_events
+            {
+                FLUSH_SLICE
+            } else {
+                0
+            };
+            keys.take_slice_to_write(n, self.next_lsn)
+        };
+        write_keys(&mut tx, &key_slice, keys_max_at).await?;
+        let moved: Vec<(&'static str, i64)> = [
+            ("cells_watermark", cells_wm),
+            ("outbox_watermark", outbox_wm),
+            ("keys_watermark", keys_wm),
+        ]
+        .into_iter()
+        .filter(|(k, v)| self.stored_meta.get(k) != Some(v))
+        .collect();
+        set_metas(&mut tx, &moved).await?;
+        let t_slices = t0.elapsed();
+        let t0 = std::time::Instant::now();
+        // While SQLite syncs the commit, the writer reads what readers and the fan-out are to see
+        // of the group (the cache no longer changes until the next group) and, for a large group,
+        // a thread of its own adds the group's index entries, on the core SQLite's thread leaves
+        // idle while it waits for the disk. Only the writer reads the index tail, so entries added
+        // before the commit is known are seen by nobody; should it fail, they are taken back.
+        let mut commit = std::pin::pin!(tx.commit());
+        // One poll hands the commit to SQLite's thread.
+        let early = std::future::poll_fn(|cx| Poll::Ready(commit.as_mut().poll(cx))).await;
+        let tail = self.keys.clone();
+        let events = &pending.events;
+        let push_keys = move || {
+            let mut keys = tail.write().unwrap_or_else(|p| p.into_inner());
+            for r in events {
+                let e = &r.p.event;
+                keys.push(
+                    &e.sku,
+                    &e.location,
+                    entry_of(r.lsn, e.order_key(), e.change.is_set(), r.effective, |s| {
+                        r.p.base.get(s)
+                    }),
+                );
+            }
+        };
+        let (cache, channels) = (&self.cache, &self.channels);
+        let published = std::thread::scope(|scope| {
+            if events.len() >= PARALLEL_TAIL_EVENTS {
+                scope.spawn(push_keys);
+            } else {
+                push_keys();
+            }
+            capture(cache, channels, &pending, &slice, stored)
+        });
+        let committed = match early {
+            Poll::Ready(r) => r,
+            Poll::Pending => commit.await,
+        };
+        if let Err(e) = committed {
+            let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+            for r in pending.events.iter().rev() {
+                keys.pop(&r.p.event.sku, &r.p.event.location, r.lsn);
+            }
+            return Err(e.into());
+        }
+        let t_commit = t0.elapsed();
+        self.stored_meta.extend(moved);
+        self.next_lsn = lsn;
+        self.cache.written(&slice);
+        self.marks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .written(&mark_slice);
+        self.keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .written(&key_slice);
+        tracing::debug!(
+            load_ms = t_load.as_secs_f64() * 1e3,
+            decide_ms = t_decide.as_secs_f64() * 1e3,
+            events_ms = t_events.as_secs_f64() * 1e3,
+            marks_ms = t_marks.as_secs_f64() * 1e3,
+            slices_ms = t_slices.as_secs_f64() * 1e3,
+            commit_ms = t_commit.as_secs_f64() * 1e3,
+            after_commit_ms = (t0.elapsed() - t_commit).as_secs_f64() * 1e3,
+            cells = slice.len(),
+            outbox = mark_slice.len(),
+            keys = key_slice
+                .iter()
+                .map(|(_, s)| s.iter().map(|(_, v)| v.len()).sum::<usize>())
+                .sum::<usize>(),
+            "group phases"
+        );
+        Ok(Some((out, published)))
+    }
+
+    /// Writes every waiting cell, outbox row and index entry, a slice per transaction.
+    pub(super) async fn flush_all(&mut self) {
+        while self.flush_slice(FLUSH_SLICE).await {}
+    }
+
+    /// Writes one slice of waiting cells, or else of outbox rows, or else of index entries; false
+    /// when nothing waits (or the write failed: the rows stay waiting, and a restart would replay
+    /// them).
+    pub(super) async fn flush_slice(&mut self, n: usize) -> bool {
+        // A slice's skus leave the overlay, so the previous group's levels must be in it first.
+        settle(&mut self.installing).await;
+        if self.cache.dirty_slots() > 0 {
+            let slice = self.cache.take_slice(n);
+            let last = self.next_lsn - 1;
+            let r = async {
+                let gate = self.gate.clone();
+                let _turn = gate.lock().await;
+                let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+                write_cells(&mut tx, &slice, last).await?;
+                let wm = self.cache.watermark_after(&slice, last);
+                set_meta(&mut tx, "cells_watermark", wm).await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>(wm)
+            }
+            .await;
+            return match r {
+                Ok(wm) => {
+                    self.stored_meta.insert("cells_watermark", wm);
+                    self.cache.written(&slice);
+                    let written = Published {
+                        written: slice.iter().map(|(sku, _)| sku.clone()).collect(),
+                        ..Published::default()
+                    };
+                    written.install(&self.overlay, &self.marks, &self.changes);
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "writing cells failed; a restart would replay them");
+                    false
+                }
+            };
+        }
+        let last = self.next_lsn - 1;
+        if self.marks.lock().map(|m| m.len() == 0).unwrap_or(true) {
+            return self.flush_keys(n).await;
+        }
+        let marks = self.marks.clone();
+        let r = async {
+            let gate = self.gate.clone();
+            let _turn = gate.lock().await;
+            // Taken under the gate: a dispatcher may have acknowledged a row since.
+            let (slice, after) = {
+                let m = marks.lock().unwrap_or_else(|p| p.into_inner());
+                let slice = m.take_slice(n);
+                let after = m.watermark_after(slice.len(), last);
+                (slice, after)
+            };
+            let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+            write_marks(&mut tx, &slice).await?;
+            set_meta(&mut tx, "outbox_watermark", after).await?;
+            tx.commit().await?;
+            marks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .written(&slice);
+            Ok::<_, StoreError>(after)
+        }
+        .await;
+        match r {
+            Ok(after) => {
+                self.stored_meta.insert("outbox_watermark", after);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "writing outbox rows failed; a restart would replay them");
+                false
+            }
+        }
+    }
+
+    /// Writes one slice of waiting index entries; false when none wait or the write failed.
+    pub(super) async fn flush_keys(&mut self, n: usize) -> bool {
+        let (slice, wm, max_at) = {
+            let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+            if keys.len() == 0 {
+                return false;
+            }
+            keys.take_slice_to_write(n, self.next_lsn)
+        };
+        let r = async {
+            let gate = self.gate.clone();
+            let _turn = gate.lock().await;
+            let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+            write_keys(&mut tx, &slice, max_at).await?;
+            set_meta(&mut tx, "keys_watermark", wm).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        match r {
+            Ok(()) => {
+                self.stored_meta.insert("keys_watermark", wm);
+                self.keys
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .written(&slice);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "writing index entries failed; a restart would replay them");
+                false
+            }
+        }
+    }
+}
+
+/// Rows a shutdown flush writes per transaction, and the most a group commit writes beside its events.
+pub(super) const FLUSH_SLICE: usize = 20_000;
+/// Rows an idle moment writes per transaction: a request that arrives meanwhile waits for the
+/// slice, so it is a few milliseconds of work, not the hundred a shutdown slice takes.
+pub(super) const IDLE_SLICE: usize = 2_000;
