@@ -207,20 +207,22 @@ impl SqliteStore {
         let marks = std::sync::Arc::new(std::sync::Mutex::new(Marks::default()));
         let keys = std::sync::Arc::new(std::sync::RwLock::new(KeyTail::default()));
         let mut writer = Writer {
-            keys: keys.clone(),
-            changes: changes.clone(),
             conn,
-            rules,
-            channels,
-            cache: CellCache::default(),
-            overlay: overlay.clone(),
-            marks: marks.clone(),
-            next_lsn: 1,
-            opts,
-            gate: gate.clone(),
-            lookup_groups: 0,
-            stored_meta: FastMap::default(),
-            installing: None,
+            held: writer::Held {
+                keys: keys.clone(),
+                changes: changes.clone(),
+                rules,
+                channels,
+                cache: CellCache::default(),
+                overlay: overlay.clone(),
+                marks: marks.clone(),
+                next_lsn: 1,
+                opts,
+                gate: gate.clone(),
+                lookup_groups: 0,
+                stored_meta: FastMap::default(),
+                installing: None,
+            },
         };
         writer.recover().await?;
         let handle = tokio::spawn(writer.run(rx));

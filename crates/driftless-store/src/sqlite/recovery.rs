@@ -27,7 +27,8 @@ impl Writer {
                 .await?
                 .unwrap_or(i64::MIN),
         };
-        self.keys
+        self.held
+            .keys
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .set_written_max_at(max_at);
@@ -51,7 +52,7 @@ impl Writer {
             if rows.is_empty() {
                 break;
             }
-            let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+            let mut keys = self.held.keys.write().unwrap_or_else(|p| p.into_inner());
             for r in &rows {
                 let (lsn, sku, loc) = slot_of(r)?;
                 let key = order_key_of(r)?;
@@ -79,7 +80,7 @@ impl Writer {
         let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(lsn), 0) FROM events")
             .fetch_one(&mut self.conn)
             .await?;
-        self.next_lsn = last + 1;
+        self.held.next_lsn = last + 1;
         // The index first: replaying the cells re-bases counts over it.
         self.recover_keys(last).await?;
         self.recover_cells(last).await?;
@@ -93,7 +94,7 @@ impl Writer {
     /// decided; the quantity is the channel's ATP now (the cells are recovered first).
     pub(super) async fn recover_marks(&mut self, last: i64) -> Result<(), StoreError> {
         let watermark = get_meta(&mut self.conn, "outbox_watermark").await?;
-        if last <= watermark || self.channels.is_empty() {
+        if last <= watermark || self.held.channels.is_empty() {
             return Ok(());
         }
         // Per (channel index, sku): newest marking event, how many, newest applied sample.
@@ -115,16 +116,17 @@ impl Writer {
             }
             for r in &rows {
                 let (lsn, sku, loc) = slot_of(r)?;
-                for i in 0..self.channels.len() {
-                    if !self.channels[i].feeds_from(&loc) {
+                for i in 0..self.held.channels.len() {
+                    if !self.held.channels[i].feeds_from(&loc) {
                         continue;
                     }
                     let key = (i, sku.clone());
                     if !stored.contains_key(&key) {
-                        let m = load_marks(&mut self.conn, self.channels[i].id.as_str(), &[&sku])
-                            .await?
-                            .pop()
-                            .map(|(_, m)| m);
+                        let m =
+                            load_marks(&mut self.conn, self.held.channels[i].id.as_str(), &[&sku])
+                                .await?
+                                .pop()
+                                .map(|(_, m)| m);
                         stored.insert(key.clone(), m);
                     }
                     if stored[&key].as_ref().is_some_and(|m| m.lsn >= lsn) {
@@ -146,19 +148,19 @@ impl Writer {
         let missing: Vec<Sku> = acc
             .keys()
             .map(|(_, s)| s.clone())
-            .filter(|s| !self.cache.contains(s))
+            .filter(|s| !self.held.cache.contains(s))
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
         let refs: Vec<&Sku> = missing.iter().collect();
         for (sku, cells, _) in load_skus(&mut self.conn, &refs).await? {
-            self.cache.insert_loaded(sku, cells);
+            self.held.cache.insert_loaded(sku, cells);
         }
         let now = nanos(Utc::now());
         let n = acc.len();
-        let mut marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut marks = self.held.marks.lock().unwrap_or_else(|p| p.into_inner());
         for ((i, sku), (lsn, events, sample)) in acc {
-            let c = &self.channels[i];
+            let c = &self.held.channels[i];
             let prior = stored.remove(&(i, sku.clone())).flatten();
             marks.mark(
                 c.id.as_str(),
@@ -169,7 +171,7 @@ impl Writer {
                     lsn,
                     events,
                     now_nanos: now,
-                    atp: self.cache.channel_atp(&sku, c),
+                    atp: self.held.cache.channel_atp(&sku, c),
                     sample,
                 },
             );
@@ -204,12 +206,12 @@ impl Writer {
             }
             for r in &rows {
                 let (lsn, sku, loc) = slot_of(r)?;
-                if !self.cache.contains(&sku) {
+                if !self.held.cache.contains(&sku) {
                     for (s, cells, lsns) in load_skus(&mut self.conn, &[&sku]).await? {
                         for (slot, l) in cells.slots.iter().zip(lsns) {
                             row_lsns.insert((s.clone(), slot.loc.clone()), l);
                         }
-                        self.cache.insert_loaded(s, cells);
+                        self.held.cache.insert_loaded(s, cells);
                     }
                 }
                 let key = order_key_of(r)?;
@@ -226,7 +228,7 @@ impl Writer {
                     }
                 }
                 let is_set = r.try_get::<String, _>("kind")? == "set";
-                let cells = self.cache.cells_mut(&sku, &loc);
+                let cells = self.held.cache.cells_mut(&sku, &loc);
                 let mut mask = 0u8;
                 for (state, effect) in effects_of(is_set, &key, &base, cells) {
                     let cell = &mut cells[state.index()];
@@ -235,7 +237,7 @@ impl Writer {
                         Effect::Rebase { key: k, value } => {
                             let later = sum_after(
                                 &mut self.conn,
-                                &self.keys,
+                                &self.held.keys,
                                 None,
                                 &sku,
                                 &loc,
@@ -253,11 +255,11 @@ impl Writer {
                     mask |= 1 << state.index();
                 }
                 if mask != 0 {
-                    self.cache.mark_dirty(&sku, &loc, mask, lsn);
+                    self.held.cache.mark_dirty(&sku, &loc, mask, lsn);
                 }
                 replayed += 1;
             }
-            self.cache.commit_group();
+            self.held.cache.commit_group();
         }
         tracing::info!(
             events = replayed,

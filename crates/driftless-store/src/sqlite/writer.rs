@@ -24,6 +24,12 @@ use tokio::task::JoinHandle;
 
 pub(super) struct Writer {
     pub(super) conn: SqliteConnection,
+    pub(super) held: Held,
+}
+
+/// Everything the writer holds besides its connection, so a group's phases can borrow it while
+/// the group's transaction borrows the connection.
+pub(super) struct Held {
     pub(super) rules: Rules,
     pub(super) channels: Vec<ChannelSpec>,
     pub(super) cache: CellCache,
@@ -199,16 +205,16 @@ impl Writer {
         loop {
             // While cells, outbox rows or index entries wait to be written, an idle moment writes
             // them all (a group still being installed brings outbox rows).
-            let waiting = self.installing.is_some()
-                || self.cache.dirty_slots() > 0
-                || self.marks.lock().map(|m| m.len() > 0).unwrap_or(true)
-                || self.keys.read().map(|k| k.len() > 0).unwrap_or(true);
+            let waiting = self.held.installing.is_some()
+                || self.held.cache.dirty_slots() > 0
+                || self.held.marks.lock().map(|m| m.len() > 0).unwrap_or(true)
+                || self.held.keys.read().map(|k| k.len() > 0).unwrap_or(true);
             let first = if waiting {
                 // Once idle, one slice at a time, looking for new work between slices.
                 let wait = if idle {
                     Duration::from_millis(1)
                 } else {
-                    self.opts.idle_flush
+                    self.held.opts.idle_flush
                 };
                 match tokio::time::timeout(wait, rx.recv()).await {
                     Ok(j) => j,
@@ -225,16 +231,16 @@ impl Writer {
             let first = match first {
                 Some(Job::Apply(j)) => j,
                 Some(Job::Flush(reply)) => {
-                    settle(&mut self.installing).await;
-                    if self.opts.flush_on_exit {
+                    settle(&mut self.held.installing).await;
+                    if self.held.opts.flush_on_exit {
                         self.flush_all().await;
                     }
                     let _ = reply.send(());
                     continue;
                 }
                 None => {
-                    settle(&mut self.installing).await;
-                    if self.opts.flush_on_exit {
+                    settle(&mut self.held.installing).await;
+                    if self.held.opts.flush_on_exit {
                         self.flush_all().await;
                     }
                     return;
@@ -244,7 +250,7 @@ impl Writer {
             let mut n = jobs[0].batch.len();
             let mut flush_after: Option<oneshot::Sender<()>> = None;
             // Take everything that queued during the previous commit, up to the group limit.
-            while n < self.opts.max_group_events {
+            while n < self.held.opts.max_group_events {
                 match rx.try_recv() {
                     Ok(Job::Apply(j)) => {
                         n += j.batch.len();
@@ -258,12 +264,12 @@ impl Writer {
                 }
             }
             let started = std::time::Instant::now();
-            let lookup = self.lookup_groups > 0;
-            self.lookup_groups = self.lookup_groups.saturating_sub(1);
+            let lookup = self.held.lookup_groups > 0;
+            self.held.lookup_groups = self.held.lookup_groups.saturating_sub(1);
             let mut result = self.commit_group(&jobs, lookup).await;
             if matches!(result, Ok(None)) {
                 // An id in the group was already stored: the optimistic decisions are void.
-                self.lookup_groups = LOOKUP_AFTER_DUPLICATE;
+                self.held.lookup_groups = LOOKUP_AFTER_DUPLICATE;
                 result = self.commit_group(&jobs, true).await;
             }
             tracing::debug!(
@@ -281,9 +287,9 @@ impl Writer {
                     let replies: Replies =
                         jobs.into_iter().map(|j| j.reply).zip(receipts).collect();
                     let (overlay, marks, changes) = (
-                        self.overlay.clone(),
-                        self.marks.clone(),
-                        self.changes.clone(),
+                        self.held.overlay.clone(),
+                        self.held.marks.clone(),
+                        self.held.changes.clone(),
                     );
                     let install = move || {
                         published.install(&overlay, &marks, &changes);
@@ -292,7 +298,7 @@ impl Writer {
                         }
                     };
                     if n >= PARALLEL_TAIL_EVENTS {
-                        self.installing = Some(tokio::task::spawn_blocking(install));
+                        self.held.installing = Some(tokio::task::spawn_blocking(install));
                     } else {
                         install();
                     }
@@ -306,8 +312,8 @@ impl Writer {
                 }
             }
             if let Some(reply) = flush_after {
-                settle(&mut self.installing).await;
-                if self.opts.flush_on_exit {
+                settle(&mut self.held.installing).await;
+                if self.held.opts.flush_on_exit {
                     self.flush_all().await;
                 }
                 let _ = reply.send(());
@@ -325,22 +331,265 @@ impl Writer {
     ) -> Result<Option<(Vec<Vec<Receipt>>, Published)>, StoreError> {
         let r = self.try_group(jobs, lookup).await;
         if matches!(r, Ok(Some(_))) {
-            self.cache.commit_group();
+            self.held.cache.commit_group();
         } else {
-            self.cache.rollback_group();
+            self.held.cache.rollback_group();
         }
         if r.is_err() {
             // A failed commit may still have reached the disk: write every watermark next time.
-            self.stored_meta.clear();
+            self.held.stored_meta.clear();
         }
         r
     }
 
+    /// One group commit, as its phases: load what the group needs, decide it, store its events,
+    /// write a slice of what waits behind, commit (reading what readers are to see while the
+    /// commit syncs), and account for what the commit wrote. With `lookup` false, ids are assumed
+    /// new and the insert checks it: `Ok(None)` means one was not, and nothing was written.
     pub(super) async fn try_group(
         &mut self,
         jobs: &[Request],
         lookup: bool,
     ) -> Result<Option<(Vec<Vec<Receipt>>, Published)>, StoreError> {
+        let held = &mut self.held;
+        let mut laps = Laps::start();
+        held.cache.evict_clean(held.opts.max_cached_slots);
+        // IMMEDIATE: take the write lock up front, so a fan-out write between this transaction's
+        // first read and first write makes it wait instead of failing with a stale snapshot.
+        let gate = held.gate.clone();
+        let _turn = gate.lock().await;
+        let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+        let seen = held.load_group(&mut tx, jobs, lookup).await?;
+        laps.lap("load");
+        let decided = held.decide_group(&mut tx, jobs, seen).await?;
+        laps.lap("decide");
+        if !store_events(&mut tx, &decided.pending).await? {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        laps.lap("events");
+        // The previous group's marks and overlay first: what follows reads the marks and takes
+        // slices.
+        settle(&mut held.installing).await;
+        let first_marks = held.load_first_marks(&mut tx, &decided.pending).await?;
+        laps.lap("marks");
+        let slices = held.write_behind(&mut tx, &decided).await?;
+        laps.lap("slices");
+        let published = held.commit(tx, &decided, &slices, first_marks).await?;
+        laps.lap("commit");
+        held.account(&slices, decided.next_lsn);
+        laps.lap("after_commit");
+        tracing::debug!(
+            phases = %laps,
+            cells = slices.cells.len(),
+            outbox = slices.marks.len(),
+            keys = slices.key_entries(),
+            "group phases"
+        );
+        Ok(Some((decided.receipts, published)))
+    }
+
+    /// Writes every waiting cell, outbox row and index entry, a slice per transaction.
+    pub(super) async fn flush_all(&mut self) {
+        while self.flush_slice(FLUSH_SLICE).await {}
+    }
+
+    /// Writes one slice of waiting cells, or else of outbox rows, or else of index entries; false
+    /// when nothing waits (or the write failed: the rows stay waiting, and a restart would replay
+    /// them).
+    pub(super) async fn flush_slice(&mut self, n: usize) -> bool {
+        // A slice's skus leave the overlay, so the previous group's levels must be in it first.
+        settle(&mut self.held.installing).await;
+        if self.held.cache.dirty_slots() > 0 {
+            let slice = self.held.cache.take_slice(n);
+            let last = self.held.next_lsn - 1;
+            let r = async {
+                let gate = self.held.gate.clone();
+                let _turn = gate.lock().await;
+                let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+                write_cells(&mut tx, &slice, last).await?;
+                let wm = self.held.cache.watermark_after(&slice, last);
+                set_meta(&mut tx, "cells_watermark", wm).await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>(wm)
+            }
+            .await;
+            return match r {
+                Ok(wm) => {
+                    self.held.stored_meta.insert("cells_watermark", wm);
+                    self.held.cache.written(&slice);
+                    let written = Published {
+                        written: slice.iter().map(|(sku, _)| sku.clone()).collect(),
+                        ..Published::default()
+                    };
+                    written.install(&self.held.overlay, &self.held.marks, &self.held.changes);
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "writing cells failed; a restart would replay them");
+                    false
+                }
+            };
+        }
+        let last = self.held.next_lsn - 1;
+        if self.held.marks.lock().map(|m| m.len() == 0).unwrap_or(true) {
+            return self.flush_keys(n).await;
+        }
+        let marks = self.held.marks.clone();
+        let r = async {
+            let gate = self.held.gate.clone();
+            let _turn = gate.lock().await;
+            // Taken under the gate: a dispatcher may have acknowledged a row since.
+            let (slice, after) = {
+                let m = marks.lock().unwrap_or_else(|p| p.into_inner());
+                let slice = m.take_slice(n);
+                let after = m.watermark_after(slice.len(), last);
+                (slice, after)
+            };
+            let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+            write_marks(&mut tx, &slice).await?;
+            set_meta(&mut tx, "outbox_watermark", after).await?;
+            tx.commit().await?;
+            marks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .written(&slice);
+            Ok::<_, StoreError>(after)
+        }
+        .await;
+        match r {
+            Ok(after) => {
+                self.held.stored_meta.insert("outbox_watermark", after);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "writing outbox rows failed; a restart would replay them");
+                false
+            }
+        }
+    }
+
+    /// Writes one slice of waiting index entries; false when none wait or the write failed.
+    pub(super) async fn flush_keys(&mut self, n: usize) -> bool {
+        let (slice, wm, max_at) = {
+            let mut keys = self.held.keys.write().unwrap_or_else(|p| p.into_inner());
+            if keys.len() == 0 {
+                return false;
+            }
+            keys.take_slice_to_write(n, self.held.next_lsn)
+        };
+        let r = async {
+            let gate = self.held.gate.clone();
+            let _turn = gate.lock().await;
+            let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+            write_keys(&mut tx, &slice, max_at).await?;
+            set_meta(&mut tx, "keys_watermark", wm).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        match r {
+            Ok(()) => {
+                self.held.stored_meta.insert("keys_watermark", wm);
+                self.held
+                    .keys
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .written(&slice);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "writing index entries failed; a restart would replay them");
+                false
+            }
+        }
+    }
+}
+
+/// Rows a shutdown flush writes per transaction, and the most a group commit writes beside its events.
+pub(super) const FLUSH_SLICE: usize = 20_000;
+/// Rows an idle moment writes per transaction: a request that arrives meanwhile waits for the
+/// slice, so it is a few milliseconds of work, not the hundred a shutdown slice takes.
+pub(super) const IDLE_SLICE: usize = 2_000;
+
+/// A group's decisions: the receipts per request, the rows to write, and the position the next
+/// group starts at.
+pub(super) struct Decided<'a> {
+    pub(super) receipts: Vec<Vec<Receipt>>,
+    pub(super) pending: Pending<'a>,
+    pub(super) next_lsn: i64,
+}
+
+/// What a group commit writes behind beside its events, and the watermarks that moved.
+pub(super) struct Slices {
+    pub(super) cells: FlushRows,
+    pub(super) marks: Vec<(String, Sku, Mark)>,
+    pub(super) keys: KeySlice,
+    pub(super) moved: Vec<(&'static str, i64)>,
+}
+
+impl Slices {
+    pub(super) fn key_entries(&self) -> usize {
+        self.keys
+            .iter()
+            .map(|(_, s)| s.iter().map(|(_, v)| v.len()).sum::<usize>())
+            .sum()
+    }
+}
+
+/// How long each phase of a group took, for the debug log.
+pub(super) struct Laps {
+    at: std::time::Instant,
+    laps: Vec<(&'static str, Duration)>,
+}
+
+impl Laps {
+    pub(super) fn start() -> Laps {
+        Laps {
+            at: std::time::Instant::now(),
+            laps: Vec::with_capacity(8),
+        }
+    }
+
+    pub(super) fn lap(&mut self, phase: &'static str) {
+        let now = std::time::Instant::now();
+        self.laps.push((phase, now - self.at));
+        self.at = now;
+    }
+}
+
+impl std::fmt::Display for Laps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (phase, d)) in self.laps.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}{phase}={:.3}ms", d.as_secs_f64() * 1e3)?;
+        }
+        Ok(())
+    }
+}
+
+/// Inserts a group's events and incidents; false when an event id was already stored (the
+/// caller rolls back).
+async fn store_events(
+    tx: &mut SqliteConnection,
+    pending: &Pending<'_>,
+) -> Result<bool, StoreError> {
+    if !insert_events(tx, &pending.events).await? {
+        return Ok(false);
+    }
+    insert_incidents(tx, &pending.incidents).await?;
+    Ok(true)
+}
+
+impl Held {
+    /// Phase 1: the ids already stored (when looking up) and the skus the cache lacks. Returns the
+    /// ids this group starts from, borrowed from the requests.
+    async fn load_group<'a>(
+        &mut self,
+        tx: &mut SqliteConnection,
+        jobs: &'a [Request],
+        lookup: bool,
+    ) -> Result<FastMap<&'a str, Fingerprint>, StoreError> {
         let mut ids: Vec<&str> = Vec::new();
         let mut skus: FastSet<&Sku> = FastSet::default();
         for j in jobs {
@@ -351,18 +600,10 @@ impl Writer {
                 }
             }
         }
-        self.cache.evict_clean(self.opts.max_cached_slots);
-        // IMMEDIATE: take the write lock up front, so a fan-out write between this transaction's
-        // first read and first write makes it wait instead of failing with a stale snapshot.
-        let gate = self.gate.clone();
-        let _turn = gate.lock().await;
-        let t0 = std::time::Instant::now();
-        let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
-        // Ids already stored, then every id this group claims, borrowed from the requests.
         let mut seen: FastMap<&str, Fingerprint> =
             FastMap::with_capacity_and_hasher(ids.len(), Default::default());
         if lookup {
-            let stored = lookup_ids(&mut tx, &ids).await?;
+            let stored = lookup_ids(tx, &ids).await?;
             for id in &ids {
                 if let Some(f) = stored.get(*id) {
                     seen.insert(id, *f);
@@ -373,12 +614,20 @@ impl Writer {
             .into_iter()
             .filter(|k| !self.cache.contains(k))
             .collect();
-        for (sku, cells, _) in load_skus(&mut tx, &missing).await? {
+        for (sku, cells, _) in load_skus(tx, &missing).await? {
             self.cache.insert_loaded(sku, cells);
         }
+        Ok(seen)
+    }
 
-        let t_load = t0.elapsed();
-        let t0 = std::time::Instant::now();
+    /// Phase 2: decides every event of the group in order against the cached cells, changing
+    /// them, and gathers the rows to write.
+    async fn decide_group<'a>(
+        &mut self,
+        tx: &mut SqliteConnection,
+        jobs: &'a [Request],
+        mut seen: FastMap<&'a str, Fingerprint>,
+    ) -> Result<Decided<'a>, StoreError> {
         let mut lsn = self.next_lsn;
         let mut pending = Pending::default();
         let mut out = Vec::with_capacity(jobs.len());
@@ -416,7 +665,7 @@ impl Writer {
                         Effect::Add(delta) => cell.value = cell.value.saturating_add(*delta),
                         Effect::Rebase { key: k, value } => {
                             let later = sum_after(
-                                &mut tx,
+                                tx,
                                 &self.keys,
                                 Some(&pending),
                                 &ev.sku,
@@ -489,20 +738,20 @@ impl Writer {
             }
             out.push(receipts);
         }
-        let t_decide = t0.elapsed();
-        let t0 = std::time::Instant::now();
-        if !insert_events(&mut tx, &pending.events).await? {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        let t_events = t0.elapsed();
-        let t0 = std::time::Instant::now();
-        insert_incidents(&mut tx, &pending.incidents).await?;
-        // The previous group's marks and overlay first: what follows reads the marks and takes
-        // slices.
-        settle(&mut self.installing).await;
-        // Outbox rows are written behind too (see `marks.rs`): read the stored rows this group
-        // marks for the first time, so versions continue from them.
+        Ok(Decided {
+            receipts: out,
+            pending,
+            next_lsn: lsn,
+        })
+    }
+
+    /// Phase 4: outbox rows are written behind too (see `marks.rs`): the stored rows this group
+    /// marks for the first time, so versions continue from them.
+    async fn load_first_marks(
+        &self,
+        tx: &mut SqliteConnection,
+        pending: &Pending<'_>,
+    ) -> Result<HashMap<(usize, Sku), Mark>, StoreError> {
         // The gate is held, so only this task changes the marks until it is released; the lock
         // is only for readers, and is never held across an await.
         let mut first: HashMap<usize, Vec<&Sku>> = HashMap::new();
@@ -516,13 +765,23 @@ impl Writer {
         }
         let mut stored: HashMap<(usize, Sku), Mark> = HashMap::new();
         for (i, skus) in first {
-            for (sku, m) in load_marks(&mut tx, self.channels[i].id.as_str(), &skus).await? {
+            for (sku, m) in load_marks(tx, self.channels[i].id.as_str(), &skus).await? {
                 stored.insert((i, sku), m);
             }
         }
-        // Write a slice of the cells that wait, once more of them wait than the writer keeps
-        // unwritten, or once the replay a crash would need grows long.
-        let last = lsn - 1;
+        Ok(stored)
+    }
+
+    /// Phase 5: writes a slice of the cells, outbox rows and index entries that wait, once more
+    /// of them wait than the writer keeps unwritten or the replay a crash would need grows long,
+    /// and the watermarks that moved.
+    async fn write_behind(
+        &mut self,
+        tx: &mut SqliteConnection,
+        decided: &Decided<'_>,
+    ) -> Result<Slices, StoreError> {
+        let pending = &decided.pending;
+        let last = decided.next_lsn - 1;
         // Small slices, a little more than the group changed, keep every commit short; the
         // sweep's key order still puts many rows on each page because so many wait.
         let tail = last - self.cache.watermark(last);
@@ -534,25 +793,23 @@ impl Writer {
         } else {
             0
         };
-        let slice = self.cache.take_slice(want);
-        let t_marks = t0.elapsed();
-        let t0 = std::time::Instant::now();
-        write_cells(&mut tx, &slice, last).await?;
-        let cells_wm = self.cache.watermark_after(&slice, last);
+        let cells = self.cache.take_slice(want);
+        write_cells(tx, &cells, last).await?;
+        let cells_wm = self.cache.watermark_after(&cells, last);
         // The same for outbox rows, leaving out those this group marks (they change after the
         // commit, and the slice must not write an older state over them).
-        let (mark_slice, outbox_wm) = {
-            let marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
-            let over = marks.len().saturating_sub(self.opts.max_dirty_slots);
+        let (marks, outbox_wm) = {
+            let m = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+            let over = m.len().saturating_sub(self.opts.max_dirty_slots);
             let n = if over > 0 {
                 (over + 2 * pending.outbox.len()).min(FLUSH_SLICE)
-            } else if last - marks.watermark(last) > self.opts.max_replay_events {
+            } else if last - m.watermark(last) > self.opts.max_replay_events {
                 FLUSH_SLICE
             } else {
                 0
             };
             // Taken with room for this group's rows, which are left out; none when none is due.
-            let mark_slice: Vec<(String, Sku, Mark)> = marks
+            let slice: Vec<(String, Sku, Mark)> = m
                 .take_slice(if n == 0 { 0 } else { n + pending.outbox.len() })
                 .into_iter()
                 .filter(|(c, s, _)| {
@@ -565,30 +822,30 @@ impl Writer {
                 .take(n)
                 .collect();
             // This group's marks join after the commit, from its first position on.
-            let outbox_wm = if pending.outbox.is_empty() {
-                marks.watermark_after(mark_slice.len(), last)
+            let wm = if pending.outbox.is_empty() {
+                m.watermark_after(slice.len(), last)
             } else {
-                marks.watermark(last).min(self.next_lsn - 1)
+                m.watermark(last).min(self.next_lsn - 1)
             };
-            (mark_slice, outbox_wm)
+            (slice, wm)
         };
-        write_marks(&mut tx, &mark_slice).await?;
+        write_marks(tx, &marks).await?;
         // And for the per-cell index: the sweep writes a little more than the group adds.
-        let (key_slice, keys_wm, keys_max_at) = {
-            let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
-            let over = keys.len().saturating_sub(self.opts.max_unindexed_events);
+        let (keys, keys_wm, keys_max_at) = {
+            let mut k = self.keys.write().unwrap_or_else(|p| p.into_inner());
+            let over = k.len().saturating_sub(self.opts.max_unindexed_events);
             let n = if over > 0 {
                 (over + 2 * pending.events.len()).min(FLUSH_SLICE)
-            } else if last - keys.watermark_after(&KeySlice::new(), self.next_lsn)
+            } else if last - k.watermark_after(&KeySlice::new(), self.next_lsn)
                 > self.opts.max_replay_events
             {
                 FLUSH_SLICE
             } else {
                 0
             };
-            keys.take_slice_to_write(n, self.next_lsn)
+            k.take_slice_to_write(n, self.next_lsn)
         };
-        write_keys(&mut tx, &key_slice, keys_max_at).await?;
+        write_keys(tx, &keys, keys_max_at).await?;
         let moved: Vec<(&'static str, i64)> = [
             ("cells_watermark", cells_wm),
             ("outbox_watermark", outbox_wm),
@@ -597,14 +854,29 @@ impl Writer {
         .into_iter()
         .filter(|(k, v)| self.stored_meta.get(k) != Some(v))
         .collect();
-        set_metas(&mut tx, &moved).await?;
-        let t_slices = t0.elapsed();
-        let t0 = std::time::Instant::now();
-        // While SQLite syncs the commit, the writer reads what readers and the fan-out are to see
-        // of the group (the cache no longer changes until the next group) and, for a large group,
-        // a thread of its own adds the group's index entries, on the core SQLite's thread leaves
-        // idle while it waits for the disk. Only the writer reads the index tail, so entries added
-        // before the commit is known are seen by nobody; should it fail, they are taken back.
+        set_metas(tx, &moved).await?;
+        Ok(Slices {
+            cells,
+            marks,
+            keys,
+            moved,
+        })
+    }
+
+    /// Phase 6: commits. While SQLite syncs the commit, the writer reads what readers and the
+    /// fan-out are to see of the group (the cache no longer changes until the next group) and,
+    /// for a large group, a thread of its own adds the group's index entries, on the core SQLite's
+    /// thread leaves idle while it waits for the disk. Only the writer reads the index tail, so
+    /// entries added before the commit is known are seen by nobody; should it fail, they are
+    /// taken back.
+    async fn commit(
+        &self,
+        tx: sqlx::Transaction<'_, sqlx::Sqlite>,
+        decided: &Decided<'_>,
+        slices: &Slices,
+        first_marks: HashMap<(usize, Sku), Mark>,
+    ) -> Result<Published, StoreError> {
+        let pending = &decided.pending;
         let mut commit = std::pin::pin!(tx.commit());
         // One poll hands the commit to SQLite's thread.
         let early = std::future::poll_fn(|cx| Poll::Ready(commit.as_mut().poll(cx))).await;
@@ -630,7 +902,7 @@ impl Writer {
             } else {
                 push_keys();
             }
-            capture(cache, channels, &pending, &slice, stored)
+            capture(cache, channels, pending, &slices.cells, first_marks)
         });
         let committed = match early {
             Poll::Ready(r) => r,
@@ -643,155 +915,22 @@ impl Writer {
             }
             return Err(e.into());
         }
-        let t_commit = t0.elapsed();
-        self.stored_meta.extend(moved);
-        self.next_lsn = lsn;
-        self.cache.written(&slice);
+        Ok(published)
+    }
+
+    /// Phase 7: what the commit made durable: the next position, the watermarks, and the slices
+    /// that are now in their tables.
+    fn account(&mut self, slices: &Slices, next_lsn: i64) {
+        self.stored_meta.extend(slices.moved.iter().copied());
+        self.next_lsn = next_lsn;
+        self.cache.written(&slices.cells);
         self.marks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .written(&mark_slice);
+            .written(&slices.marks);
         self.keys
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .written(&key_slice);
-        tracing::debug!(
-            load_ms = t_load.as_secs_f64() * 1e3,
-            decide_ms = t_decide.as_secs_f64() * 1e3,
-            events_ms = t_events.as_secs_f64() * 1e3,
-            marks_ms = t_marks.as_secs_f64() * 1e3,
-            slices_ms = t_slices.as_secs_f64() * 1e3,
-            commit_ms = t_commit.as_secs_f64() * 1e3,
-            after_commit_ms = (t0.elapsed() - t_commit).as_secs_f64() * 1e3,
-            cells = slice.len(),
-            outbox = mark_slice.len(),
-            keys = key_slice
-                .iter()
-                .map(|(_, s)| s.iter().map(|(_, v)| v.len()).sum::<usize>())
-                .sum::<usize>(),
-            "group phases"
-        );
-        Ok(Some((out, published)))
-    }
-
-    /// Writes every waiting cell, outbox row and index entry, a slice per transaction.
-    pub(super) async fn flush_all(&mut self) {
-        while self.flush_slice(FLUSH_SLICE).await {}
-    }
-
-    /// Writes one slice of waiting cells, or else of outbox rows, or else of index entries; false
-    /// when nothing waits (or the write failed: the rows stay waiting, and a restart would replay
-    /// them).
-    pub(super) async fn flush_slice(&mut self, n: usize) -> bool {
-        // A slice's skus leave the overlay, so the previous group's levels must be in it first.
-        settle(&mut self.installing).await;
-        if self.cache.dirty_slots() > 0 {
-            let slice = self.cache.take_slice(n);
-            let last = self.next_lsn - 1;
-            let r = async {
-                let gate = self.gate.clone();
-                let _turn = gate.lock().await;
-                let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
-                write_cells(&mut tx, &slice, last).await?;
-                let wm = self.cache.watermark_after(&slice, last);
-                set_meta(&mut tx, "cells_watermark", wm).await?;
-                tx.commit().await?;
-                Ok::<_, StoreError>(wm)
-            }
-            .await;
-            return match r {
-                Ok(wm) => {
-                    self.stored_meta.insert("cells_watermark", wm);
-                    self.cache.written(&slice);
-                    let written = Published {
-                        written: slice.iter().map(|(sku, _)| sku.clone()).collect(),
-                        ..Published::default()
-                    };
-                    written.install(&self.overlay, &self.marks, &self.changes);
-                    true
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "writing cells failed; a restart would replay them");
-                    false
-                }
-            };
-        }
-        let last = self.next_lsn - 1;
-        if self.marks.lock().map(|m| m.len() == 0).unwrap_or(true) {
-            return self.flush_keys(n).await;
-        }
-        let marks = self.marks.clone();
-        let r = async {
-            let gate = self.gate.clone();
-            let _turn = gate.lock().await;
-            // Taken under the gate: a dispatcher may have acknowledged a row since.
-            let (slice, after) = {
-                let m = marks.lock().unwrap_or_else(|p| p.into_inner());
-                let slice = m.take_slice(n);
-                let after = m.watermark_after(slice.len(), last);
-                (slice, after)
-            };
-            let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
-            write_marks(&mut tx, &slice).await?;
-            set_meta(&mut tx, "outbox_watermark", after).await?;
-            tx.commit().await?;
-            marks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .written(&slice);
-            Ok::<_, StoreError>(after)
-        }
-        .await;
-        match r {
-            Ok(after) => {
-                self.stored_meta.insert("outbox_watermark", after);
-                true
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "writing outbox rows failed; a restart would replay them");
-                false
-            }
-        }
-    }
-
-    /// Writes one slice of waiting index entries; false when none wait or the write failed.
-    pub(super) async fn flush_keys(&mut self, n: usize) -> bool {
-        let (slice, wm, max_at) = {
-            let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
-            if keys.len() == 0 {
-                return false;
-            }
-            keys.take_slice_to_write(n, self.next_lsn)
-        };
-        let r = async {
-            let gate = self.gate.clone();
-            let _turn = gate.lock().await;
-            let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
-            write_keys(&mut tx, &slice, max_at).await?;
-            set_meta(&mut tx, "keys_watermark", wm).await?;
-            tx.commit().await?;
-            Ok::<_, StoreError>(())
-        }
-        .await;
-        match r {
-            Ok(()) => {
-                self.stored_meta.insert("keys_watermark", wm);
-                self.keys
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .written(&slice);
-                true
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "writing index entries failed; a restart would replay them");
-                false
-            }
-        }
+            .written(&slices.keys);
     }
 }
-
-/// Rows a shutdown flush writes per transaction, and the most a group commit writes beside its events.
-pub(super) const FLUSH_SLICE: usize = 20_000;
-/// Rows an idle moment writes per transaction: a request that arrives meanwhile waits for the
-/// slice, so it is a few milliseconds of work, not the hundred a shutdown slice takes.
-pub(super) const IDLE_SLICE: usize = 2_000;
