@@ -48,6 +48,26 @@ impl Outcome {
             Outcome::Rejected => "rejected",
         }
     }
+
+    /// Whether an event with this outcome marks the outbox of every channel its location feeds:
+    /// every event that counts (`effective`: applied, or an override policy accepted, even one
+    /// that changed nothing), so a crash replay counts the same versions from the stored outcome.
+    /// The one statement of the rule; every store and the simulator ask it.
+    pub fn marks_outbox(self, effective: bool) -> bool {
+        effective && matches!(self, Outcome::Applied | Outcome::Override)
+    }
+
+    /// Whether an event with this outcome is recorded as an incident of its own kind.
+    pub fn raises_incident(self) -> bool {
+        matches!(
+            self,
+            Outcome::Conflict
+                | Outcome::Stale
+                | Outcome::Covered
+                | Outcome::Override
+                | Outcome::Rejected
+        )
+    }
 }
 
 impl fmt::Display for Outcome {
@@ -94,6 +114,23 @@ pub enum Effect {
     /// adjust deltas already stored for this state whose key is greater than `key` (the caller
     /// holds those deltas), and the cell's base becomes `key`.
     Rebase { key: OrderKey, value: i64 },
+}
+
+impl Effect {
+    /// Applies the effect to its cell: the one place a cell changes, for every ledger. `later` is
+    /// the sum of the effective adjust deltas of this state positioned after a re-base's key (the
+    /// caller holds those: in memory, or in its tables); an `Add` ignores it.
+    pub fn apply(&self, cell: &mut Cell, later: i64) {
+        match self {
+            Effect::Add(delta) => cell.value = cell.value.saturating_add(*delta),
+            Effect::Rebase { key, value } => {
+                *cell = Cell {
+                    value: value.saturating_add(later),
+                    set: Some(key.clone()),
+                }
+            }
+        }
+    }
 }
 
 /// The decision for one event.
