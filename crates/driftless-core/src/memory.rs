@@ -75,22 +75,20 @@ impl MemoryLedger {
         let key = ev.order_key();
         for (s, effect) in effects {
             let i = s.index();
-            match effect {
+            let later = match &effect {
                 Effect::Add(d) => {
-                    slot.cells[i].value = slot.cells[i].value.saturating_add(d);
-                    slot.later[i].insert(key.clone(), d);
+                    slot.later[i].insert(key.clone(), *d);
+                    0
                 }
-                Effect::Rebase { key: k, value } => {
-                    let later = slot.later[i].split_off(&k);
+                Effect::Rebase { key: k, .. } => {
                     // split_off keeps keys >= k; k itself is this set, never an adjust.
-                    let sum: i64 = later.values().fold(0i64, |a, d| a.saturating_add(*d));
+                    let later = slot.later[i].split_off(k);
+                    let sum = later.values().fold(0i64, |a, d| a.saturating_add(*d));
                     slot.later[i] = later;
-                    slot.cells[i] = Cell {
-                        value: value.saturating_add(sum),
-                        set: Some(k),
-                    };
+                    sum
                 }
-            }
+            };
+            effect.apply(&mut slot.cells[i], later);
         }
         let _ = effective;
         Applied { outcome, detail }

@@ -9,7 +9,7 @@ use super::writer::*;
 use super::*;
 use crate::StoreError;
 use chrono::Utc;
-use driftless_core::{Cell, Effect, Location, Sku, State, StateMap, effects_of};
+use driftless_core::{Location, Outcome, Sku, State, StateMap, effects_of};
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use std::collections::{HashMap, HashSet};
@@ -105,9 +105,8 @@ impl Writer {
         loop {
             let rows = replay_page(
                 &mut self.conn,
-                "SELECT lsn, source, sku, location, at_nanos, received_nanos, outcome FROM events \
-                 WHERE lsn > ? AND effective = 1 AND outcome IN ('applied', 'override') \
-                 ORDER BY lsn LIMIT 10000",
+                "SELECT lsn, source, sku, location, at_nanos, received_nanos, outcome, effective \
+                 FROM events WHERE lsn > ? AND effective = 1 ORDER BY lsn LIMIT 10000",
                 &mut after,
             )
             .await?;
@@ -115,6 +114,14 @@ impl Writer {
                 break;
             }
             for r in &rows {
+                // Which stored outcomes mark the outbox is the core's rule, as when deciding.
+                let outcome: Outcome = r
+                    .try_get::<String, _>("outcome")?
+                    .parse()
+                    .map_err(StoreError::Corrupt)?;
+                if !outcome.marks_outbox(r.try_get::<i64, _>("effective")? != 0) {
+                    continue;
+                }
                 let (lsn, sku, loc) = slot_of(r)?;
                 for i in 0..self.held.channels.len() {
                     if !self.held.channels[i].feeds_from(&loc) {
@@ -135,7 +142,7 @@ impl Writer {
                     let a = acc.entry(key).or_default();
                     a.0 = lsn;
                     a.1 += 1;
-                    if r.try_get::<String, _>("outcome")? == "applied" {
+                    if outcome == Outcome::Applied {
                         a.2 = Some((
                             r.try_get("source")?,
                             r.try_get("at_nanos")?,
@@ -229,31 +236,14 @@ impl Writer {
                 }
                 let is_set = r.try_get::<String, _>("kind")? == "set";
                 let cells = self.held.cache.cells_mut(&sku, &loc);
-                let mut mask = 0u8;
-                for (state, effect) in effects_of(is_set, &key, &base, cells) {
-                    let cell = &mut cells[state.index()];
-                    match effect {
-                        Effect::Add(delta) => cell.value = cell.value.saturating_add(delta),
-                        Effect::Rebase { key: k, value } => {
-                            let later = sum_after(
-                                &mut self.conn,
-                                &self.held.keys,
-                                None,
-                                &sku,
-                                &loc,
-                                state,
-                                &k,
-                                Some(lsn),
-                            )
-                            .await?;
-                            *cell = Cell {
-                                value: value.saturating_add(later),
-                                set: Some(k),
-                            };
-                        }
-                    }
-                    mask |= 1 << state.index();
-                }
+                let effects = effects_of(is_set, &key, &base, cells);
+                let later = Later {
+                    keys: &self.held.keys,
+                    pending: None,
+                    before: Some(lsn),
+                };
+                let mask =
+                    apply_effects(&mut self.conn, cells, &effects, &later, &sku, &loc).await?;
                 if mask != 0 {
                     self.held.cache.mark_dirty(&sku, &loc, mask, lsn);
                 }

@@ -10,9 +10,10 @@ use super::marks::{Change, Mark, Marks};
 use super::sql::*;
 use super::*;
 use crate::{Incident, Incoming, Receipt, StoreError};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use driftless_core::{
-    Cell, ChannelSpec, Effect, Fingerprint, Levels, Location, Outcome, Prepared, Rules, Sku,
+    Cell, ChannelSpec, Effect, Event, Fingerprint, Levels, Location, Outcome, Prepared, Rules, Sku,
+    State,
 };
 use sqlx::Connection;
 use sqlx::sqlite::SqliteConnection;
@@ -637,15 +638,12 @@ impl Held {
             for item in &job.batch {
                 let p = match item {
                     Incoming::Rejected { event, reason } => {
-                        pending.incidents.push(Incident {
-                            kind: "rejected".into(),
-                            sku: Some(event.sku.to_string()),
-                            location: Some(event.location.to_string()),
-                            system: Some(event.source.to_string()),
-                            event_id: Some(event.id.to_string()),
-                            detail: reason.clone(),
-                            at: job.received_at,
-                        });
+                        pending.incidents.push(incident_of(
+                            event,
+                            Outcome::Rejected,
+                            reason.clone(),
+                            job.received_at,
+                        ));
                         receipts.push(Receipt {
                             outcome: Outcome::Rejected,
                             detail: Some(reason.clone()),
@@ -658,31 +656,13 @@ impl Held {
                 let prior = seen.get(ev.id.as_str()).copied();
                 let cells = self.cache.cells_mut(&ev.sku, &ev.location);
                 let d = self.rules.decide(p, prior, cells);
-                let mut mask = 0u8;
-                for (state, effect) in &d.effects {
-                    let cell = &mut cells[state.index()];
-                    match effect {
-                        Effect::Add(delta) => cell.value = cell.value.saturating_add(*delta),
-                        Effect::Rebase { key: k, value } => {
-                            let later = sum_after(
-                                tx,
-                                &self.keys,
-                                Some(&pending),
-                                &ev.sku,
-                                &ev.location,
-                                *state,
-                                k,
-                                None,
-                            )
-                            .await?;
-                            *cell = Cell {
-                                value: value.saturating_add(later),
-                                set: Some(k.clone()),
-                            };
-                        }
-                    }
-                    mask |= 1 << state.index();
-                }
+                let later = Later {
+                    keys: &self.keys,
+                    pending: Some(&pending),
+                    before: None,
+                };
+                let mask =
+                    apply_effects(tx, cells, &d.effects, &later, &ev.sku, &ev.location).await?;
                 if mask != 0 {
                     // Effects imply the event claims its id, so it is stored at `lsn`.
                     self.cache.mark_dirty(&ev.sku, &ev.location, mask, lsn);
@@ -690,7 +670,7 @@ impl Held {
                 }
                 // Every event that counts marks the outbox, even an accepted override that
                 // changed nothing: a crash replay can then count versions from the stored outcome.
-                if d.effective && matches!(d.outcome, Outcome::Applied | Outcome::Override) {
+                if d.outcome.marks_outbox(d.effective) {
                     for (i, c) in self.channels.iter().enumerate() {
                         if c.feeds_from(&ev.location) {
                             let m = pending.outbox.entry((i, &ev.sku)).or_insert((lsn, lsn, 0));
@@ -705,19 +685,13 @@ impl Held {
                         );
                     }
                 }
-                if matches!(
-                    d.outcome,
-                    Outcome::Conflict | Outcome::Stale | Outcome::Covered | Outcome::Override
-                ) {
-                    pending.incidents.push(Incident {
-                        kind: d.outcome.as_str().into(),
-                        sku: Some(ev.sku.to_string()),
-                        location: Some(ev.location.to_string()),
-                        system: Some(ev.source.to_string()),
-                        event_id: Some(ev.id.to_string()),
-                        detail: d.detail.clone().unwrap_or_default(),
-                        at: job.received_at,
-                    });
+                if d.outcome.raises_incident() {
+                    pending.incidents.push(incident_of(
+                        ev,
+                        d.outcome,
+                        d.detail.clone().unwrap_or_default(),
+                        job.received_at,
+                    ));
                 }
                 if d.claims_id {
                     seen.insert(ev.id.as_str(), p.fingerprint);
@@ -933,4 +907,60 @@ impl Held {
             .unwrap_or_else(|p| p.into_inner())
             .written(&slices.keys);
     }
+}
+
+/// The incident an event's outcome raises (see [`Outcome::raises_incident`]).
+fn incident_of(ev: &Event, outcome: Outcome, detail: String, at: DateTime<Utc>) -> Incident {
+    Incident {
+        kind: outcome.as_str().into(),
+        sku: Some(ev.sku.to_string()),
+        location: Some(ev.location.to_string()),
+        system: Some(ev.source.to_string()),
+        event_id: Some(ev.id.to_string()),
+        detail,
+        at,
+    }
+}
+
+/// Where a re-base finds the effective adjustments positioned after its new base: the index
+/// (tail and table), stored before position `before` when replaying, and those decided earlier in
+/// the group being decided.
+pub(super) struct Later<'k, 'p, 'a> {
+    pub(super) keys: &'k std::sync::RwLock<KeyTail>,
+    pub(super) pending: Option<&'p Pending<'a>>,
+    pub(super) before: Option<i64>,
+}
+
+/// Applies an event's effects to its cells ([`Effect::apply`], shared with the core's
+/// `MemoryLedger`), for deciding and for replay alike; returns a bit per changed state.
+pub(super) async fn apply_effects(
+    conn: &mut SqliteConnection,
+    cells: &mut [Cell; 5],
+    effects: &[(State, Effect)],
+    later: &Later<'_, '_, '_>,
+    sku: &Sku,
+    loc: &Location,
+) -> Result<u8, StoreError> {
+    let mut mask = 0u8;
+    for (state, effect) in effects {
+        let sum = match effect {
+            Effect::Add(_) => 0,
+            Effect::Rebase { key, .. } => {
+                sum_after(
+                    conn,
+                    later.keys,
+                    later.pending,
+                    sku,
+                    loc,
+                    *state,
+                    key,
+                    later.before,
+                )
+                .await?
+            }
+        };
+        effect.apply(&mut cells[state.index()], sum);
+        mask |= 1 << state.index();
+    }
+    Ok(mask)
 }
