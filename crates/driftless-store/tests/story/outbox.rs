@@ -1,14 +1,15 @@
 //! The fan-out half of the SQLite store: dirty rows and their versions, coalescing through the
 //! version check, pins, dead letters and replay, observations and the divergence clock.
 
+use super::Backend;
+use super::common;
 use chrono::{Duration, Utc};
 use driftless_core::event::RawEvent;
 use driftless_core::{Authority, ChannelSpec, Event, Location, Ppm, Rules, State, SystemId};
-mod common;
 
 use common::acked;
 use driftless_store::outbox::{PushRecord, Scan, ScanFrom};
-use driftless_store::{Incident, Incoming, Outbox, SqliteStore, Store};
+use driftless_store::{Incident, Incoming, Outbox, Store};
 
 fn rules() -> Rules {
     let mut authority = Authority::default();
@@ -31,7 +32,7 @@ fn channel() -> ChannelSpec {
     }
 }
 
-async fn set(store: &SqliteStore, r: &Rules, id: &str, sku: &str, loc: &str, q: i64, seq: u64) {
+async fn set(store: &impl Store, r: &Rules, id: &str, sku: &str, loc: &str, q: i64, seq: u64) {
     let e = Event::from_raw(&RawEvent {
         id,
         source: "wms",
@@ -63,13 +64,10 @@ fn all() -> Scan {
     scan(ScanFrom::After(i64::MIN, String::new()))
 }
 
-#[tokio::test]
-async fn versions_coalesce_and_only_the_current_one_cleans() {
+pub async fn versions_coalesce_and_only_the_current_one_cleans<B: Backend>(b: &B) {
     let dir = tempfile::tempdir().unwrap();
     let r = rules();
-    let store = SqliteStore::open(dir.path(), r.clone(), vec![channel()])
-        .await
-        .unwrap();
+    let store = b.open(dir.path(), r.clone(), vec![channel()]).await;
     for (i, q) in [5, 9, 12].into_iter().enumerate() {
         set(&store, &r, &format!("e{i}"), "A", "DC1", q, i as u64 + 1).await;
     }
@@ -109,14 +107,11 @@ async fn versions_coalesce_and_only_the_current_one_cleans() {
     assert_eq!((rows[0].dirty, rows[0].basis), (false, Some(12)));
 }
 
-#[tokio::test]
-async fn pins_dead_letters_and_replay_survive_a_restart() {
+pub async fn pins_dead_letters_and_replay_survive_a_restart<B: Backend>(b: &B) {
     let dir = tempfile::tempdir().unwrap();
     let r = rules();
     {
-        let store = SqliteStore::open(dir.path(), r.clone(), vec![channel()])
-            .await
-            .unwrap();
+        let store = b.open(dir.path(), r.clone(), vec![channel()]).await;
         set(&store, &r, "e1", "A", "DC1", 3, 1).await;
         set(&store, &r, "e2", "B", "DC1", 4, 1).await;
         let dead = Incident {
@@ -156,9 +151,7 @@ async fn pins_dead_letters_and_replay_survive_a_restart() {
             .unwrap();
         store.close().await;
     }
-    let store = SqliteStore::open(dir.path(), r.clone(), vec![channel()])
-        .await
-        .unwrap();
+    let store = b.open(dir.path(), r.clone(), vec![channel()]).await;
     let rows = store.outbox_scan(&all()).await.unwrap();
     let a = rows.iter().find(|x| x.sku == "A").unwrap();
     assert_eq!((a.pinned, a.attempts), (Some((1, 3)), 1));
@@ -183,13 +176,10 @@ async fn pins_dead_letters_and_replay_survive_a_restart() {
     );
 }
 
-#[tokio::test]
-async fn observations_start_and_stop_the_divergence_clock() {
+pub async fn observations_start_and_stop_the_divergence_clock<B: Backend>(b: &B) {
     let dir = tempfile::tempdir().unwrap();
     let r = rules();
-    let store = SqliteStore::open(dir.path(), r.clone(), vec![channel()])
-        .await
-        .unwrap();
+    let store = b.open(dir.path(), r.clone(), vec![channel()]).await;
     set(&store, &r, "e1", "A", "DC1", 10, 1).await;
     store
         .outbox_record("shop", &[acked("A", 1, 10)])
