@@ -32,6 +32,9 @@ pub enum StoreError {
     Overloaded,
     #[error("the ledger is shutting down")]
     Closed,
+    /// A write to a ledger opened only to read it.
+    #[error("the ledger is open read-only")]
+    ReadOnly,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     /// A group commit failed and was rolled back; nothing of the request was stored. The cause

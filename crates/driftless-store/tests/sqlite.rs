@@ -3,9 +3,10 @@
 
 mod story;
 
+use chrono::Utc;
 use driftless_core::{ChannelSpec, Event, MemoryLedger, Rules, Sku};
 use driftless_store::sqlite::SqliteOptions;
-use driftless_store::{SqliteStore, Store};
+use driftless_store::{Outbox, SqliteStore, Store};
 use std::path::Path;
 use story::Backend;
 use story::ledger::{apply_both, assert_levels, channels, rules, stream};
@@ -156,4 +157,144 @@ async fn a_ledger_without_event_keys_gets_them_on_open() {
     .await
     .unwrap();
     assert_eq!((indexed, old), (stored, 0));
+}
+
+/// Options that make every group commit write a slice of each kind beside its events.
+fn slicing() -> SqliteOptions {
+    SqliteOptions {
+        max_dirty_slots: 1,
+        max_unindexed_events: 1,
+        idle_flush: std::time::Duration::from_secs(3600),
+        ..Default::default()
+    }
+}
+
+/// A slice written behind a group that fails (here: the index table refuses every insert, as it
+/// did when a second process had written the same entries) must fail neither the group nor the
+/// groups after it; once the table takes rows again, the held entries are written and nothing is
+/// lost.
+#[tokio::test]
+async fn a_failed_slice_fails_no_group_and_the_writer_does_not_stay_wedged() {
+    use sqlx::{ConnectOptions, Connection};
+    let dir = tempfile::tempdir().unwrap();
+    let events = stream(600, 11);
+    let mut reference = MemoryLedger::new(rules());
+    let store = SqliteStore::open_with(dir.path(), rules(), channels(), slicing())
+        .await
+        .unwrap();
+    apply_both(&store, &mut reference, &events[..100], 10).await;
+    let mut side = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.path().join("driftless.sqlite3"))
+        .busy_timeout(std::time::Duration::from_secs(10))
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse BEFORE INSERT ON event_keys BEGIN SELECT RAISE(ABORT, 'refused'); END",
+    )
+    .execute(&mut side)
+    .await
+    .unwrap();
+    // Every one of these groups writes an index slice that fails.
+    apply_both(&store, &mut reference, &events[100..400], 10).await;
+    assert_levels(&store, &reference, "while slices fail").await;
+    sqlx::query("DROP TRIGGER refuse")
+        .execute(&mut side)
+        .await
+        .unwrap();
+    side.close().await.unwrap();
+    apply_both(&store, &mut reference, &events[400..], 10).await;
+    assert_levels(&store, &reference, "after slices work again").await;
+    store.close().await;
+    let store = SqliteStore::open(dir.path(), rules(), channels())
+        .await
+        .unwrap();
+    assert_levels(&store, &reference, "after a restart").await;
+    let sku = Sku::parse("S1").unwrap();
+    let all = store.history(&sku, 100_000).await.unwrap();
+    let mut ids: Vec<String> = all.iter().map(|h| h.id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), all.len(), "every stored event once in history");
+    assert!(all.len() > 100, "{}", all.len());
+    store.close().await;
+}
+
+/// A reader opened beside a serving hub sees what the hub holds unwritten, refuses writes, writes
+/// nothing on open or close, and the hub goes on committing (and restarts) as if it had not been
+/// there.
+#[tokio::test]
+async fn a_reader_beside_the_hub_sees_everything_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = stream(900, 21);
+    let mut reference = MemoryLedger::new(rules());
+    let held = SqliteOptions {
+        idle_flush: std::time::Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let hub = SqliteStore::open_with(dir.path(), rules(), channels(), held)
+        .await
+        .unwrap();
+    let file = dir.path().join("driftless.sqlite3");
+    for (round, part) in events.chunks(300).enumerate() {
+        apply_both(&hub, &mut reference, part, 9).await;
+        let before = written(&file).await;
+        let reader = SqliteStore::open_reader(dir.path(), rules(), channels())
+            .await
+            .unwrap();
+        assert_levels(&reader, &reference, &format!("reader, round {round}")).await;
+        assert!(matches!(
+            reader.apply(Utc::now(), vec![]).await,
+            Err(driftless_store::StoreError::ReadOnly)
+        ));
+        assert!(matches!(
+            reader.outbox_replay("shop", None).await,
+            Err(driftless_store::StoreError::ReadOnly)
+        ));
+        reader.close().await;
+        assert_eq!(
+            written(&file).await,
+            before,
+            "the reader wrote (round {round})"
+        );
+        assert_levels(&hub, &reference, &format!("hub, round {round}")).await;
+    }
+    hub.close().await;
+    let hub = SqliteStore::open(dir.path(), rules(), channels())
+        .await
+        .unwrap();
+    assert_levels(&hub, &reference, "after a restart").await;
+    hub.close().await;
+}
+
+/// What the tables written behind hold: rows per table and the watermarks.
+async fn written(file: &Path) -> Vec<(String, i64)> {
+    use sqlx::ConnectOptions;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(file)
+        .read_only(true)
+        .connect()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for t in [
+        "events",
+        "event_keys",
+        "cells",
+        "outbox",
+        "incidents",
+        "audits",
+    ] {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {t}")))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        out.push((t.to_owned(), n));
+    }
+    let meta: Vec<(String, i64)> = sqlx::query_as("SELECT key, value FROM meta ORDER BY key")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    out.extend(meta);
+    out
 }

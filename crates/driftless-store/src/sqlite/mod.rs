@@ -124,6 +124,8 @@ pub struct SqliteStore {
     pub(crate) marks: std::sync::Arc<std::sync::Mutex<Marks>>,
     /// Per-cell index entries not written to the table yet (see `keys.rs`).
     pub(crate) keys: std::sync::Arc<std::sync::RwLock<KeyTail>>,
+    /// Opened with [`SqliteStore::open_reader`]: no writer, and nothing of the ledger is written.
+    pub(crate) reader: bool,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -238,6 +240,96 @@ impl SqliteStore {
             overlay,
             marks,
             keys,
+            reader: false,
+        })
+    }
+
+    /// Opens an existing ledger only to read it, safe beside a hub serving the same directory
+    /// (`audit --live`, `trend`, `matrix`): the connections are read-only (`mode=ro`,
+    /// `query_only`), nothing is created or migrated, and nothing is written on open or on
+    /// close. What the hub holds unwritten (cells, outbox rows, index entries) is read back from
+    /// the ledger tail into this store's memory, from one snapshot, as recovery would, so the
+    /// reads see every event the ledger held when it was opened. `apply` and the fan-out's writes
+    /// answer [`StoreError::ReadOnly`]; [`Store::save_audit`] appends to `audits` only, through a
+    /// connection of its own that SQLite's lock serialises with the hub's writer.
+    ///
+    /// A directory without a ledger gets an empty one first (nobody serves it yet).
+    pub async fn open_reader(
+        dir: &Path,
+        rules: Rules,
+        channels: Vec<ChannelSpec>,
+    ) -> Result<SqliteStore, StoreError> {
+        let file = dir.join("driftless.sqlite3");
+        if !file.exists() {
+            let fresh = SqliteStore::open(dir, rules.clone(), channels.clone()).await?;
+            crate::Store::close(&fresh).await;
+        }
+        let ro = SqliteConnectOptions::new()
+            .filename(&file)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("query_only", "1");
+        let mut conn = ro.clone().connect().await?;
+        let current: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'lsn'",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        if current == 0 {
+            return Err(StoreError::Corrupt(format!(
+                "{} holds no ledger of this version; open it once with `driftless serve`",
+                file.display()
+            )));
+        }
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(ro)
+            .await?;
+        // No receiver: every `apply` finds the writer gone.
+        let (tx, _) = mpsc::channel(1);
+        let overlay = std::sync::Arc::new(Overlay::default());
+        let marks = std::sync::Arc::new(std::sync::Mutex::new(Marks::default()));
+        let keys = std::sync::Arc::new(std::sync::RwLock::new(KeyTail::default()));
+        let changes = std::sync::Arc::new(tokio::sync::watch::Sender::new(0u64));
+        let gate = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+        // One snapshot for the whole replay, so it cannot mix a slice the hub writes meanwhile.
+        sqlx::query("BEGIN").execute(&mut conn).await?;
+        let mut replay = Writer {
+            conn,
+            held: writer::Held {
+                keys: keys.clone(),
+                changes: changes.clone(),
+                rules,
+                channels,
+                cache: CellCache::default(),
+                overlay: overlay.clone(),
+                marks: marks.clone(),
+                next_lsn: 1,
+                opts: SqliteOptions {
+                    flush_on_exit: false,
+                    ..SqliteOptions::default()
+                },
+                gate: gate.clone(),
+                lookup_groups: 0,
+                stored_meta: FastMap::default(),
+                installing: None,
+            },
+        };
+        replay.read_tail().await?;
+        replay.held.publish_held_cells();
+        sqlx::query("COMMIT").execute(&mut replay.conn).await?;
+        Ok(SqliteStore {
+            jobs: tx,
+            read,
+            writer: Mutex::new(None),
+            checkpointer: Mutex::new(None),
+            side: tokio::sync::OnceCell::new(),
+            gate,
+            changes,
+            overlay,
+            marks,
+            keys,
+            reader: true,
         })
     }
 }

@@ -19,8 +19,17 @@ use std::collections::HashMap;
 const PUSH_LOG_KEEP: i64 = 100_000;
 
 impl SqliteStore {
-    /// The connection for this module's writes, opened on first use.
+    /// The connection for this module's writes (and outside incidents), opened on first use;
+    /// none for a reader.
     pub(crate) async fn side(&self) -> Result<&SqlitePool, StoreError> {
+        if self.reader {
+            return Err(StoreError::ReadOnly);
+        }
+        self.side_pool().await
+    }
+
+    /// The side connection, for a reader too (see `save_audit`).
+    pub(crate) async fn side_pool(&self) -> Result<&SqlitePool, StoreError> {
         self.side
             .get_or_try_init(|| async {
                 // NORMAL, not FULL: a push record lost to a power cut only makes the dispatcher
@@ -28,6 +37,7 @@ impl SqliteStore {
                 let opts = (*self.read.connect_options())
                     .clone()
                     .read_only(false)
+                    .pragma("query_only", "0")
                     .synchronous(sqlx::sqlite::SqliteSynchronous::Normal);
                 SqlitePoolOptions::new()
                     .max_connections(1)

@@ -79,6 +79,9 @@ impl Store for SqliteStore {
         batch: Vec<Incoming>,
     ) -> BoxFuture<'_, Result<Vec<Receipt>, StoreError>> {
         Box::pin(async move {
+            if self.reader {
+                return Err(StoreError::ReadOnly);
+            }
             let (reply, rx) = oneshot::channel();
             self.jobs
                 .try_send(Job::Apply(Request {
@@ -309,7 +312,8 @@ impl Store for SqliteStore {
             let handoffs = serde_json::to_string(&a.handoffs)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let _turn = self.gate.clone().lock_owned().await;
-            let mut conn = self.side().await?.acquire().await?;
+            // Not `side()`: a reader may append an audit, and nothing else.
+            let mut conn = self.side_pool().await?.acquire().await?;
             let r = sqlx::query(
                 "INSERT INTO audits (at_nanos, skus_compared, drifting, handoffs, report) \
                  VALUES (?, ?, ?, ?, ?)",
@@ -353,7 +357,7 @@ impl Store for SqliteStore {
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            if self.jobs.is_closed() {
+            if self.jobs.is_closed() && !self.reader {
                 return Err(StoreError::Closed);
             }
             sqlx::query("SELECT 1").execute(&self.read).await?;

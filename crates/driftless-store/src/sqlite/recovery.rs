@@ -77,6 +77,14 @@ impl Writer {
     /// Brings what a crash left unwritten up to the ledger (cells first: the outbox rows' quantities
     /// come from them), then writes it all, so serving starts with nothing waiting.
     pub(super) async fn recover(&mut self) -> Result<(), StoreError> {
+        self.read_tail().await?;
+        self.flush_all().await;
+        Ok(())
+    }
+
+    /// Reads what the ledger tail holds that the tables do not (index entries, cells, outbox
+    /// rows) into memory, writing nothing: recovery's first half, and all a reader does.
+    pub(super) async fn read_tail(&mut self) -> Result<(), StoreError> {
         let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(lsn), 0) FROM events")
             .fetch_one(&mut self.conn)
             .await?;
@@ -85,7 +93,6 @@ impl Writer {
         self.recover_keys(last).await?;
         self.recover_cells(last).await?;
         self.recover_marks(last).await?;
-        self.flush_all().await;
         Ok(())
     }
 

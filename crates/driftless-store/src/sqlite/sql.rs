@@ -55,6 +55,9 @@ pub(super) async fn write_keys(
                 .push_bind(e.key.id.as_str())
                 .push_bind(e.lsn);
         });
+        // An entry is a function of its event, so one already in the table is the same entry
+        // (a slice retried after a commit whose outcome was unknown).
+        q.push(" ON CONFLICT DO NOTHING");
         q.build().execute(&mut *conn).await?;
     }
     Ok(())

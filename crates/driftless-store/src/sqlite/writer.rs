@@ -3,7 +3,7 @@
 //! group runs as named phases (see [`Writer::try_group`]); between groups, and when idle, the
 //! writer writes behind a slice of what it holds in memory (cells, outbox rows, index entries).
 
-use super::cells::{CellCache, FlushRows, Overlay, set_levels};
+use super::cells::{CellCache, FlushRows, Overlay, levels_of, set_levels};
 use super::keys::entry_of;
 use super::keys::{KeySlice, KeyTail};
 use super::marks::{Change, Mark, Marks};
@@ -374,7 +374,7 @@ impl Writer {
         settle(&mut held.installing).await;
         let first_marks = held.load_first_marks(&mut tx, &decided.pending).await?;
         laps.lap("marks");
-        let slices = held.write_behind(&mut tx, &decided).await?;
+        let slices = held.write_behind_or_skip(&mut tx, &decided).await?;
         laps.lap("slices");
         let published = held.commit(tx, &decided, &slices, first_marks).await?;
         laps.lap("commit");
@@ -522,6 +522,7 @@ pub(super) struct Decided<'a> {
 }
 
 /// What a group commit writes behind beside its events, and the watermarks that moved.
+#[derive(Default)]
 pub(super) struct Slices {
     pub(super) cells: FlushRows,
     pub(super) marks: Vec<(String, Sku, Mark)>,
@@ -583,6 +584,17 @@ async fn store_events(
 }
 
 impl Held {
+    /// Puts every cell held unwritten in the overlay, where readers look (a reader's replay).
+    pub(super) fn publish_held_cells(&mut self) {
+        let rows = self.cache.take_slice(usize::MAX);
+        let mut ov = self.overlay.write().unwrap_or_else(|p| p.into_inner());
+        for (sku, slots) in &rows {
+            for (loc, _, cells) in slots {
+                set_levels(&mut ov, sku, loc, levels_of(cells));
+            }
+        }
+    }
+
     /// Phase 1: the ids already stored (when looking up) and the skus the cache lacks. Returns the
     /// ids this group starts from, borrowed from the requests.
     async fn load_group<'a>(
@@ -744,6 +756,30 @@ impl Held {
             }
         }
         Ok(stored)
+    }
+
+    /// Phase 5, guarded: a slice that fails to write must fail neither this group nor the groups
+    /// after it (a writer that stays wedged answers every request with an error until it is
+    /// restarted). The slice is undone to a savepoint and the group commits without it; its rows
+    /// stay held, and a later slice takes them again.
+    async fn write_behind_or_skip(
+        &mut self,
+        tx: &mut SqliteConnection,
+        decided: &Decided<'_>,
+    ) -> Result<Slices, StoreError> {
+        sqlx::query("SAVEPOINT behind").execute(&mut *tx).await?;
+        match self.write_behind(tx, decided).await {
+            Ok(slices) => {
+                sqlx::query("RELEASE behind").execute(&mut *tx).await?;
+                Ok(slices)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "writing behind failed; the group commits without it");
+                sqlx::query("ROLLBACK TO behind").execute(&mut *tx).await?;
+                sqlx::query("RELEASE behind").execute(&mut *tx).await?;
+                Ok(Slices::default())
+            }
+        }
     }
 
     /// Phase 5: writes a slice of the cells, outbox rows and index entries that wait, once more
