@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use driftless_audit::{AuditInput, Progress, Report, render};
 use driftless_config::{Overrides, Settings};
 use driftless_core::SystemId;
-use driftless_store::{AuditRecord, SqliteStore, Store};
+use driftless_store::AuditRecord;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -243,13 +243,7 @@ fn store(settings: &Settings, report: &Report) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let store = SqliteStore::open(
-            &settings.server.data_dir,
-            settings.rules.clone(),
-            settings.channel_specs(),
-        )
-        .await
-        .with_context(|| format!("opening {}", settings.server.data_dir.display()))?;
+        let store = super::ledger::open(settings, super::ledger::Access::Read).await?;
         let r = store.save_audit(&rec).await;
         store.close().await;
         r.map(|_| ()).map_err(anyhow::Error::from)
@@ -261,8 +255,8 @@ fn store(settings: &Settings, report: &Report) -> anyhow::Result<()> {
 pub mod live {
     use super::*;
     use driftless_config::{Role, SystemSpec};
+    use driftless_store::Store;
     use driftless_store::outbox::{Scan, ScanFrom};
-    use driftless_store::{SqliteStore, Store};
     use std::collections::HashMap;
     use std::io::BufWriter;
 
@@ -320,19 +314,9 @@ pub mod live {
             .enable_all()
             .build()?;
         rt.block_on(async {
-            let store = SqliteStore::open(
-                &settings.server.data_dir,
-                settings.rules.clone(),
-                settings.channel_specs(),
-            )
-            .await
-            .with_context(|| {
-                format!(
-                    "opening the ledger in {}",
-                    settings.server.data_dir.display()
-                )
-            })?;
-            let r = write_views(&store, settings, dir.path(), at).await;
+            let store =
+                crate::cmd::ledger::open(settings, crate::cmd::ledger::Access::Read).await?;
+            let r = write_views(store.as_ref(), settings, dir.path(), at).await;
             store.close().await;
             r
         })?;

@@ -455,7 +455,7 @@ async fn demo(args: Args, params: Params) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("writing {}", config_path.display()))?;
     let settings = Settings::parse(&config_path.display().to_string(), &text)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store = serve::open_store(&settings).await?;
+    let store = super::ledger::open(&settings, super::ledger::Access::Serve).await?;
     let mut state = AppState::new(settings, store);
     let s2 = secret.clone();
     state.fanout = Arc::new(FanoutOptions {

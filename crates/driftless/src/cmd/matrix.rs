@@ -42,7 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let settings = super::serve::settings(&serve_args)?;
     let rt = tokio::runtime::Runtime::new()?;
     let m = rt.block_on(async {
-        let store = super::serve::open_store(&settings).await?;
+        let store = super::ledger::open(&settings, super::ledger::Access::Read).await?;
         let m = driftless_server::channels::matrix(&settings, store.as_ref())
             .await
             .context("reading the ledger's measurements")?;

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod check_config;
 pub mod demo;
 pub mod import;
+pub mod ledger;
 pub mod matrix;
 pub mod self_audit;
 pub mod serve;

@@ -4,10 +4,8 @@
 use anyhow::Context;
 use driftless_config::{Overrides, Settings};
 use driftless_server::{AppState, Server};
-use driftless_store::{SqliteStore, Store};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -47,27 +45,6 @@ pub fn settings(args: &Args) -> anyhow::Result<Settings> {
     .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Opens the ledger the settings name. The backend is chosen once, here.
-pub async fn open_store(s: &Settings) -> anyhow::Result<Arc<dyn Store>> {
-    if let Some(url) = &s.server.database_url {
-        let scheme = url.split(':').next().unwrap_or("");
-        anyhow::bail!(
-            "database_url with scheme `{scheme}`: this build runs the embedded SQLite ledger only; \
-             remove database_url (or DRIFTLESS_DATABASE_URL) to use {}",
-            s.server.data_dir.display()
-        );
-    }
-    if s.server.nats_url.is_some() {
-        anyhow::bail!(
-            "nats_url: this build has no NATS event bus; remove nats_url (or DRIFTLESS_NATS_URL)"
-        );
-    }
-    let store = SqliteStore::open(&s.server.data_dir, s.rules.clone(), s.channel_specs())
-        .await
-        .with_context(|| format!("opening the ledger in {}", s.server.data_dir.display()))?;
-    Ok(Arc::new(store))
-}
-
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DRIFTLESS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -82,7 +59,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let settings = settings(&args)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let store = open_store(&settings).await?;
+        let store = super::ledger::open(&settings, super::ledger::Access::Serve).await?;
         let listen = settings.server.listen.clone();
         let origin = settings.origin.clone();
         let data_dir = settings.server.data_dir.clone();

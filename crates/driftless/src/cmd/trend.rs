@@ -4,7 +4,6 @@
 use anyhow::Context;
 use chrono::{Duration, Utc};
 use driftless_audit::trend::{self, TrendPoint};
-use driftless_store::{SqliteStore, Store};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -58,13 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let records = rt.block_on(async {
-        let store = SqliteStore::open(
-            &settings.server.data_dir,
-            settings.rules.clone(),
-            settings.channel_specs(),
-        )
-        .await
-        .with_context(|| format!("opening {}", settings.server.data_dir.display()))?;
+        let store = super::ledger::open(&settings, super::ledger::Access::Read).await?;
         let r = store.audits_since(since).await;
         store.close().await;
         r.map_err(anyhow::Error::from)

@@ -1,0 +1,43 @@
+//! The one place the binary opens a ledger. The backend is chosen here, once, from the settings.
+//! A command that only reads the ledger (`audit --live`, `trend`, `matrix`, and `audit` storing
+//! its report for trends) opens it read-only: it never writes the ledger and never competes with
+//! a running hub's writer, so it is safe beside `serve` on the same data directory.
+
+use anyhow::Context;
+use driftless_config::Settings;
+use driftless_store::{SqliteStore, Store};
+use std::sync::Arc;
+
+/// What the command does with the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The hub: the only writer, with recovery on open and the held rows written on close.
+    Serve,
+    /// Reads (and appends a stored audit); nothing of the ledger is written.
+    Read,
+}
+
+/// Opens the ledger the settings name.
+pub async fn open(s: &Settings, access: Access) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(url) = &s.server.database_url {
+        let scheme = url.split(':').next().unwrap_or("");
+        anyhow::bail!(
+            "database_url with scheme `{scheme}`: this build runs the embedded SQLite ledger only; \
+             remove database_url (or DRIFTLESS_DATABASE_URL) to use {}",
+            s.server.data_dir.display()
+        );
+    }
+    if s.server.nats_url.is_some() {
+        anyhow::bail!(
+            "nats_url: this build has no NATS event bus; remove nats_url (or DRIFTLESS_NATS_URL)"
+        );
+    }
+    let dir = &s.server.data_dir;
+    let (rules, channels) = (s.rules.clone(), s.channel_specs());
+    let store = match access {
+        Access::Serve => SqliteStore::open(dir, rules, channels).await,
+        Access::Read => SqliteStore::open_reader(dir, rules, channels).await,
+    }
+    .with_context(|| format!("opening the ledger in {}", dir.display()))?;
+    Ok(Arc::new(store))
+}
