@@ -11,19 +11,20 @@ use crate::cmd::serve;
 use anyhow::Context;
 use chrono::{DateTime, Duration as ChronoDuration, SecondsFormat, Utc};
 use driftless_config::Settings;
+use driftless_connectors::standin::{Faults, Mode, StandIn};
 use driftless_core::{Change, Event};
 use driftless_server::fanout::FanoutOptions;
 use driftless_server::{AppState, Server};
 use driftless_sim::{Architecture, Params, SCENARIOS};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// The demo's public tokens (the same as in `driftless.example.toml`).
 const TOKENS: [(&str, &str); 3] = [
@@ -106,198 +107,6 @@ fn config_text(listen: &str, data_dir: &Path, push_url: &str) -> String {
          integration_actors = [\"wms\", \"wms-sync\", \"erp-sync\", \"checkout\", \"driftless\"]\n",
         read = sha256_hex(READ_TOKEN),
     )
-}
-
-// ----- the simulated storefront: a webhook receiver -------------------------------------------------
-
-/// What the storefront shows and what it saw.
-#[derive(Debug, Default)]
-struct Shop {
-    quantities: BTreeMap<String, i64>,
-    /// Answers by idempotency key: a redelivered push gets the same answer and changes nothing.
-    answers: HashMap<String, (u16, String)>,
-    applied: u64,
-    conflicts: u64,
-    bad_signatures: u64,
-}
-
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
-    inner.update(msg);
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
-}
-
-fn signature_ok(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
-    let Some(sig) = header.and_then(|h| h.trim().strip_prefix("sha256=")) else {
-        return false;
-    };
-    let Ok(sig) = hex::decode(sig) else {
-        return false;
-    };
-    let mac = hmac_sha256(secret, body);
-    // Constant time: no early exit on the first differing byte.
-    sig.len() == mac.len() && sig.iter().zip(mac).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
-}
-
-/// One parsed HTTP/1.1 request (small, Content-Length bodies only: what the connector sends).
-struct Request {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-async fn read_request(sock: &mut TcpStream) -> Option<Request> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        if buf.len() > 64 * 1024 {
-            return None;
-        }
-        let n = sock.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next()?.split(' ');
-    let method = first.next()?.to_owned();
-    let path = first.next()?.to_owned();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    if len > 1024 * 1024 {
-        return None;
-    }
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < len {
-        let n = sock.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    body.truncate(len);
-    Some(Request {
-        method,
-        path,
-        headers,
-        body,
-    })
-}
-
-async fn respond(sock: &mut TcpStream, status: u16, body: &str) {
-    let reason = match status {
-        200 => "OK",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        409 => "Conflict",
-        _ => "Bad Request",
-    };
-    let text = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = sock.write_all(text.as_bytes()).await;
-    let _ = sock.shutdown().await;
-}
-
-/// Applies one push as a storefront with compare-and-set would.
-fn handle_push(shop: &Mutex<Shop>, secret: &[u8], req: &Request) -> (u16, String) {
-    let Ok(mut s) = shop.lock() else {
-        return (500, "{}".into());
-    };
-    if !signature_ok(secret, &req.body, req.header("X-Driftless-Signature")) {
-        s.bad_signatures += 1;
-        return (401, json!({"error": "bad signature"}).to_string());
-    }
-    let Ok(v) = serde_json::from_slice::<Value>(&req.body) else {
-        return (400, json!({"error": "not JSON"}).to_string());
-    };
-    let key = v["idempotency_key"].as_str().unwrap_or_default().to_owned();
-    if let Some(a) = s.answers.get(&key) {
-        return a.clone();
-    }
-    let (Some(sku), Some(qty)) = (v["sku"].as_str(), v["quantity"].as_i64()) else {
-        return (
-            400,
-            json!({"error": "sku and quantity required"}).to_string(),
-        );
-    };
-    let current = s.quantities.get(sku).copied();
-    let compare = v["compare_quantity"].as_i64();
-    let answer = match (compare, current) {
-        (Some(c), Some(cur)) if c != cur && qty != cur => {
-            s.conflicts += 1;
-            (409, json!({"current_quantity": cur}).to_string())
-        }
-        _ => {
-            s.quantities.insert(sku.to_owned(), qty);
-            s.applied += 1;
-            (200, json!({"quantity": qty}).to_string())
-        }
-    };
-    if !key.is_empty() {
-        s.answers.insert(key, answer.clone());
-    }
-    answer
-}
-
-async fn start_shop(shop: Arc<Mutex<Shop>>, secret: Vec<u8>) -> anyhow::Result<String> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let secret = Arc::new(secret);
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                continue;
-            };
-            let shop = shop.clone();
-            let secret = secret.clone();
-            tokio::spawn(async move {
-                let Some(req) = read_request(&mut sock).await else {
-                    return;
-                };
-                let (status, body) = if req.method == "POST" && req.path == "/push" {
-                    handle_push(&shop, &secret, &req)
-                } else {
-                    (404, json!({"error": "not found"}).to_string())
-                };
-                respond(&mut sock, status, &body).await;
-            });
-        }
-    });
-    Ok(format!("http://{addr}/push"))
 }
 
 // ----- the simulated WMS, ERP and storefront sending events ----------------------------------------
@@ -446,8 +255,17 @@ async fn demo(args: Args, params: Params) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     remove_old_ledger(&args.data_dir)?;
     let secret = std::env::var(SECRET_ENV).unwrap_or_else(|_| DEFAULT_SECRET.to_owned());
-    let shop = Arc::new(Mutex::new(Shop::default()));
-    let push_url = start_shop(shop.clone(), secret.clone().into_bytes()).await?;
+    // The storefront: the connectors' stand-in webhook receiver (signature, compare-and-set,
+    // idempotency keys), without injected faults.
+    let shop = StandIn::start(
+        Mode::Webhook {
+            secret: secret.clone().into_bytes(),
+        },
+        Faults::none(),
+    )
+    .await
+    .context("starting the simulated storefront")?;
+    let push_url = shop.url("/push");
 
     let text = config_text(&args.listen, &args.data_dir, &push_url);
     let config_path = args.data_dir.join("driftless-demo.toml");
@@ -548,20 +366,17 @@ async fn demo(args: Args, params: Params) -> anyhow::Result<ExitCode> {
     for _ in 0..40 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let hub = hub_quantities(&addr).await?;
-        let shown = shop
-            .lock()
-            .map(|s| s.quantities.clone())
-            .unwrap_or_default();
+        let shown = shop.lock().quantities.clone();
         let same = hub.iter().filter(|(k, q)| shown.get(*k) == Some(q)).count();
         matching = (same, hub.len());
         if same == hub.len() {
             break;
         }
     }
-    let (applied, conflicts, bad) = shop
-        .lock()
-        .map(|s| (s.applied, s.conflicts, s.bad_signatures))
-        .unwrap_or_default();
+    let (applied, conflicts, bad) = {
+        let l = shop.lock();
+        (l.applied.len(), l.conflicts, l.bad_signatures)
+    };
     let list: Vec<String> = outcomes.iter().map(|(k, n)| format!("{k} {n}")).collect();
     println!("\nsent {sent} events over HTTP: {}", list.join(", "));
     println!(
@@ -616,20 +431,19 @@ async fn demo(args: Args, params: Params) -> anyhow::Result<ExitCode> {
 /// Shopify `inventory_levels/update` webhook would. Returns how many edits were made.
 async fn merchandiser_edit(
     addr: &str,
-    shop: &Mutex<Shop>,
+    shop: &StandIn,
     rng: &mut driftless_sim::rng::Rng,
 ) -> anyhow::Result<u64> {
     let edit = {
-        let Ok(mut s) = shop.lock() else {
-            return Ok(0);
-        };
+        let mut s = shop.lock();
         if s.quantities.is_empty() {
             return Ok(0);
         }
-        let i = rng.below(s.quantities.len() as u64) as usize;
-        let Some((sku, cur)) = s.quantities.iter().nth(i).map(|(k, v)| (k.clone(), *v)) else {
-            return Ok(0);
-        };
+        // In sku order, so a seed picks the same sku every time.
+        let mut skus: Vec<(&String, &i64)> = s.quantities.iter().collect();
+        skus.sort();
+        let i = rng.below(skus.len() as u64) as usize;
+        let (sku, cur) = (skus[i].0.clone(), *skus[i].1);
         let v = cur + rng.range(10, 50);
         s.quantities.insert(sku.clone(), v);
         (sku, v)
