@@ -6,10 +6,12 @@
 //! # Layout
 //! - this module: the [`Store`] trait and the values that cross it.
 //! - [`outbox`]: the [`Outbox`] trait (fan-out's half) and its values.
+//! - [`views`]: the hub's view written out as audit snapshot files, over the traits.
 //! - [`sqlite`]: embedded SQLite, a module tree of its own; no neutral module imports it.
 
 pub mod outbox;
 pub mod sqlite;
+pub mod views;
 
 use chrono::{DateTime, Utc};
 use driftless_core::{Event, Levels, Location, Outcome, Prepared, Sku};

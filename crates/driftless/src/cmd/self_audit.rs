@@ -3,7 +3,7 @@
 //! as `driftless audit --live`, and stores the result for `driftless trend`. A failed run is logged
 //! and the next one comes on schedule; the hub keeps serving.
 
-use super::audit::{live, record};
+use super::audit::record;
 use driftless_config::Settings;
 use driftless_store::Store;
 use std::sync::Arc;
@@ -46,11 +46,12 @@ pub async fn run_once(
     store: Arc<dyn Store>,
 ) -> anyhow::Result<(u64, u64)> {
     let at = chrono::Utc::now();
-    let dir = live::TempDir::new()?;
-    live::write_views(store.as_ref(), &settings, dir.path(), at).await?;
+    let dir = driftless_audit::live::TempDir::new()?;
+    driftless_store::views::write_views(store.as_ref(), &settings.channel_specs(), dir.path(), at)
+        .await?;
     let s = settings.clone();
     let report = tokio::task::spawn_blocking(move || {
-        let r = live::audit_views(&s, dir.path(), None, at);
+        let r = driftless_audit::live::audit_views(&s, dir.path(), None, at);
         drop(dir);
         r
     })
