@@ -7,7 +7,6 @@
 //! # Layout
 //! - this module: the store's handles, its options, opening it, the WAL checkpointer.
 //! - `writer`: the writer task and the group commit, as named phases.
-//! - `behind`: the one write-behind protocol that cells, outbox rows and index entries follow.
 //! - `cells`, `marks`, `keys`: what the writer holds in memory, written behind.
 //! - `recovery`: replaying the ledger tail on open.
 //! - `reads`: the [`Store`] face: reads over the tables and what the writer holds.
