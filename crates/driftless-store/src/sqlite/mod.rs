@@ -202,45 +202,12 @@ impl SqliteStore {
             .connect_with(base.clone().read_only(true))
             .await?;
         let (tx, rx) = mpsc::channel(opts.max_pending);
-        let gate = std::sync::Arc::new(tokio::sync::Mutex::new(()));
-        let changes = std::sync::Arc::new(tokio::sync::watch::Sender::new(0u64));
-        let overlay = std::sync::Arc::new(Overlay::default());
-        let marks = std::sync::Arc::new(std::sync::Mutex::new(Marks::default()));
-        let keys = std::sync::Arc::new(std::sync::RwLock::new(KeyTail::default()));
-        let mut writer = Writer {
-            conn,
-            held: writer::Held {
-                keys: keys.clone(),
-                changes: changes.clone(),
-                rules,
-                channels,
-                cache: CellCache::default(),
-                overlay: overlay.clone(),
-                marks: marks.clone(),
-                next_lsn: 1,
-                opts,
-                gate: gate.clone(),
-                lookup_groups: 0,
-                stored_meta: FastMap::default(),
-                installing: None,
-            },
-        };
+        let shared = Shared::new();
+        let mut writer = shared.writer(conn, rules, channels, opts);
         writer.recover().await?;
         let handle = tokio::spawn(writer.run(rx));
         let checkpointer = tokio::spawn(checkpoint(base.clone().connect().await?));
-        Ok(SqliteStore {
-            jobs: tx,
-            read,
-            writer: Mutex::new(Some(handle)),
-            checkpointer: Mutex::new(Some(checkpointer)),
-            side: tokio::sync::OnceCell::new(),
-            gate,
-            changes,
-            overlay,
-            marks,
-            keys,
-            reader: false,
-        })
+        Ok(shared.store(tx, read, Some((handle, checkpointer))))
     }
 
     /// Opens an existing ledger only to read it, safe beside a hub serving the same directory
@@ -286,50 +253,91 @@ impl SqliteStore {
             .await?;
         // No receiver: every `apply` finds the writer gone.
         let (tx, _) = mpsc::channel(1);
-        let overlay = std::sync::Arc::new(Overlay::default());
-        let marks = std::sync::Arc::new(std::sync::Mutex::new(Marks::default()));
-        let keys = std::sync::Arc::new(std::sync::RwLock::new(KeyTail::default()));
-        let changes = std::sync::Arc::new(tokio::sync::watch::Sender::new(0u64));
-        let gate = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+        let shared = Shared::new();
         // One snapshot for the whole replay, so it cannot mix a slice the hub writes meanwhile.
         sqlx::query("BEGIN").execute(&mut conn).await?;
-        let mut replay = Writer {
+        let opts = SqliteOptions {
+            flush_on_exit: false,
+            ..SqliteOptions::default()
+        };
+        let mut replay = shared.writer(conn, rules, channels, opts);
+        replay.read_tail().await?;
+        replay.held.publish_held_cells();
+        sqlx::query("COMMIT").execute(&mut replay.conn).await?;
+        Ok(shared.store(tx, read, None))
+    }
+}
+
+/// What a store's handles share with its writer (or a reader's replay).
+struct Shared {
+    gate: std::sync::Arc<tokio::sync::Mutex<()>>,
+    changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    overlay: std::sync::Arc<Overlay>,
+    marks: std::sync::Arc<std::sync::Mutex<Marks>>,
+    keys: std::sync::Arc<std::sync::RwLock<KeyTail>>,
+}
+
+impl Shared {
+    fn new() -> Shared {
+        Shared {
+            gate: std::sync::Arc::new(tokio::sync::Mutex::new(())),
+            changes: std::sync::Arc::new(tokio::sync::watch::Sender::new(0u64)),
+            overlay: std::sync::Arc::new(Overlay::default()),
+            marks: std::sync::Arc::new(std::sync::Mutex::new(Marks::default())),
+            keys: std::sync::Arc::new(std::sync::RwLock::new(KeyTail::default())),
+        }
+    }
+
+    /// A writer over `conn` that holds its memory in these handles.
+    fn writer(
+        &self,
+        conn: SqliteConnection,
+        rules: Rules,
+        channels: Vec<ChannelSpec>,
+        opts: SqliteOptions,
+    ) -> Writer {
+        Writer {
             conn,
             held: writer::Held {
-                keys: keys.clone(),
-                changes: changes.clone(),
+                keys: self.keys.clone(),
+                changes: self.changes.clone(),
                 rules,
                 channels,
                 cache: CellCache::default(),
-                overlay: overlay.clone(),
-                marks: marks.clone(),
+                overlay: self.overlay.clone(),
+                marks: self.marks.clone(),
                 next_lsn: 1,
-                opts: SqliteOptions {
-                    flush_on_exit: false,
-                    ..SqliteOptions::default()
-                },
-                gate: gate.clone(),
+                opts,
+                gate: self.gate.clone(),
                 lookup_groups: 0,
                 stored_meta: FastMap::default(),
                 installing: None,
             },
-        };
-        replay.read_tail().await?;
-        replay.held.publish_held_cells();
-        sqlx::query("COMMIT").execute(&mut replay.conn).await?;
-        Ok(SqliteStore {
-            jobs: tx,
+        }
+    }
+
+    /// The store's handle; a reader has no writer task and no checkpointer.
+    fn store(
+        self,
+        jobs: mpsc::Sender<Job>,
+        read: SqlitePool,
+        tasks: Option<(JoinHandle<()>, JoinHandle<()>)>,
+    ) -> SqliteStore {
+        let reader = tasks.is_none();
+        let (writer, checkpointer) = tasks.unzip();
+        SqliteStore {
+            jobs,
             read,
-            writer: Mutex::new(None),
-            checkpointer: Mutex::new(None),
+            writer: Mutex::new(writer),
+            checkpointer: Mutex::new(checkpointer),
             side: tokio::sync::OnceCell::new(),
-            gate,
-            changes,
-            overlay,
-            marks,
-            keys,
-            reader: true,
-        })
+            gate: self.gate,
+            changes: self.changes,
+            overlay: self.overlay,
+            marks: self.marks,
+            keys: self.keys,
+            reader,
+        }
     }
 }
 
