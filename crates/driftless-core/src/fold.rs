@@ -57,6 +57,16 @@ impl Outcome {
         effective && matches!(self, Outcome::Applied | Outcome::Override)
     }
 
+    /// Whether an event with this outcome is kept in the ledger (and shows in history): all but
+    /// redeliveries (`duplicate`, `conflict`) and events refused before deciding (`rejected`).
+    /// Whether it also claims its `(source, id)` is [`Decision::claims_id`].
+    pub fn is_stored(self) -> bool {
+        matches!(
+            self,
+            Outcome::Applied | Outcome::Stale | Outcome::Covered | Outcome::Override
+        )
+    }
+
     /// Whether an event with this outcome is recorded as an incident of its own kind.
     pub fn raises_incident(self) -> bool {
         matches!(
