@@ -149,8 +149,9 @@ pub struct Decision {
     pub outcome: Outcome,
     /// Human-readable detail for the sender and the incident log.
     pub detail: Option<String>,
-    /// Whether the event's id is now taken. Rejected events do not claim their id, so a sender can
-    /// fix its configuration (add the missing unit) and redeliver the same event.
+    /// Whether the event's `(source, id)` is now taken. Rejected events and overrides that policy
+    /// does not apply do not claim it, so a sender can fix its configuration (add the missing
+    /// unit, the missing writer) and redeliver the same event.
     pub claims_id: bool,
     /// Whether the event's deltas count in later re-bases (it was applied, possibly as an accepted
     /// override). Stored with the event.
@@ -285,7 +286,9 @@ impl Rules {
         Decision {
             outcome,
             detail,
-            claims_id: true,
+            // An override that policy does not apply changes nothing and does not claim its
+            // `(source, id)`: the sender can redeliver it once it is configured as a writer.
+            claims_id: apply || outcome != Outcome::Override,
             effective: apply,
             effects,
         }

@@ -4,7 +4,7 @@
 use crate::channel::Levels;
 use crate::event::{Event, Fingerprint, OrderKey};
 use crate::fold::{Cell, Decision, Effect, Outcome, Rules};
-use crate::id::{EventId, Location, Sku};
+use crate::id::{EventId, Location, Sku, SystemId};
 use crate::state::State;
 use std::collections::{BTreeMap, HashMap};
 
@@ -27,7 +27,8 @@ pub struct Applied {
 #[derive(Debug)]
 pub struct MemoryLedger {
     rules: Rules,
-    seen: HashMap<EventId, Fingerprint>,
+    /// Claimed `(source, id)` pairs: an event's identity.
+    seen: HashMap<(SystemId, EventId), Fingerprint>,
     slots: HashMap<(Sku, Location), Slot>,
 }
 
@@ -57,7 +58,8 @@ impl MemoryLedger {
             }
         };
         let ev = &prepared.event;
-        let prior = self.seen.get(&ev.id).copied();
+        let identity = (ev.source.clone(), ev.id.clone());
+        let prior = self.seen.get(&identity).copied();
         let slot = self
             .slots
             .entry((ev.sku.clone(), ev.location.clone()))
@@ -70,7 +72,7 @@ impl MemoryLedger {
             effects,
         } = self.rules.decide(&prepared, prior, &slot.cells);
         if claims_id {
-            self.seen.insert(ev.id.clone(), prepared.fingerprint);
+            self.seen.insert(identity, prepared.fingerprint);
         }
         let key = ev.order_key();
         for (s, effect) in effects {

@@ -67,6 +67,11 @@ async fn large_groups_are_seen_once_acknowledged_with_a_dispatcher_beside_them()
 }
 
 #[tokio::test]
+async fn identity_is_source_and_id() {
+    story::ledger::identity_is_source_and_id(&Sqlite).await;
+}
+
+#[tokio::test]
 async fn versions_coalesce_and_only_the_current_one_cleans() {
     story::outbox::versions_coalesce_and_only_the_current_one_cleans(&Sqlite).await;
 }
@@ -210,12 +215,26 @@ async fn a_failed_slice_fails_no_group_and_the_writer_does_not_stay_wedged() {
         .await
         .unwrap();
     assert_levels(&store, &reference, "after a restart").await;
+    // History as a twin's that never met a failing slice: every stored event once.
+    let twin_dir = tempfile::tempdir().unwrap();
+    let twin = SqliteStore::open(twin_dir.path(), rules(), channels())
+        .await
+        .unwrap();
+    let mut twin_reference = MemoryLedger::new(rules());
+    apply_both(&twin, &mut twin_reference, &events, 10).await;
     let sku = Sku::parse("S1").unwrap();
+    let ids = |h: Vec<driftless_store::HistoryEntry>| {
+        h.into_iter()
+            .map(|e| (e.source, e.id, e.outcome))
+            .collect::<Vec<_>>()
+    };
     let all = store.history(&sku, 100_000).await.unwrap();
-    let mut ids: Vec<String> = all.iter().map(|h| h.id.clone()).collect();
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), all.len(), "every stored event once in history");
+    assert_eq!(
+        ids(all.clone()),
+        ids(twin.history(&sku, 100_000).await.unwrap()),
+        "every stored event once in history"
+    );
+    twin.close().await;
     assert!(all.len() > 100, "{}", all.len());
     store.close().await;
 }
@@ -297,4 +316,136 @@ async fn written(file: &Path) -> Vec<(String, i64)> {
         .unwrap();
     out.extend(meta);
     out
+}
+
+/// A data directory of the version whose event ids were one deployment-wide namespace
+/// (`events.id` unique on its own, the index keyed without the position) is migrated on open and
+/// keeps working: the same levels and history, and another source may now use a stored id.
+#[tokio::test]
+async fn a_ledger_with_ids_unique_alone_is_migrated_on_open() {
+    use driftless_core::event::RawEvent;
+    use sqlx::{ConnectOptions, Connection};
+    let dir = tempfile::tempdir().unwrap();
+    // One override policy does not apply (erp may not write on_hand): stored once, as the
+    // earlier version did, its id claimed then and free after the migration.
+    let overridden = Event::from_raw(&RawEvent {
+        id: "ov-1",
+        source: "erp",
+        sku: "S1",
+        location: "L0",
+        occurred_at: "2026-11-27T10:30:00Z",
+        set: Some(vec![("on_hand", 7)]),
+        ..RawEvent::default()
+    })
+    .unwrap();
+    let mut events: Vec<Event> = stream(300, 8)
+        .into_iter()
+        .filter(|e| e.source.as_str() == "wms")
+        .collect();
+    events.push(overridden.clone());
+    let mut reference = MemoryLedger::new(rules());
+    let store = SqliteStore::open(dir.path(), rules(), channels())
+        .await
+        .unwrap();
+    apply_both(&store, &mut reference, &events, 10).await;
+    let sku = Sku::parse("S1").unwrap();
+    let ids = |h: Vec<driftless_store::HistoryEntry>| {
+        h.into_iter()
+            .map(|e| (e.source, e.id, e.outcome))
+            .collect::<Vec<_>>()
+    };
+    let before = ids(store.history(&sku, 100_000).await.unwrap());
+    assert!(before.len() > 20);
+    store.close().await;
+    // The earlier schema, built here: ids unique on their own, the old index key.
+    let file = dir.path().join("driftless.sqlite3");
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&file)
+        .connect()
+        .await
+        .unwrap();
+    for stmt in [
+        "ALTER TABLE events RENAME TO events_now",
+        "CREATE TABLE events (lsn INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, \
+         fingerprint BLOB NOT NULL, source TEXT NOT NULL, sku TEXT NOT NULL, \
+         location TEXT NOT NULL, at_nanos INTEGER NOT NULL, seq INTEGER NOT NULL, \
+         kind TEXT NOT NULL, on_hand INTEGER, committed INTEGER, reserved INTEGER, \
+         incoming INTEGER, unavailable INTEGER, uom TEXT, reason TEXT, ref TEXT, \
+         received_nanos INTEGER NOT NULL, outcome TEXT NOT NULL, effective INTEGER NOT NULL, \
+         detail TEXT)",
+        "INSERT INTO events SELECT lsn, id, fingerprint, source, sku, location, at_nanos, seq, \
+         kind, on_hand, committed, reserved, incoming, unavailable, uom, reason, ref, \
+         received_nanos, outcome, effective, detail FROM events_now",
+        "DROP TABLE events_now",
+        "ALTER TABLE event_keys RENAME TO keys_now",
+        "CREATE TABLE event_keys (sku TEXT NOT NULL, location TEXT NOT NULL, \
+         at_nanos INTEGER NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, lsn INTEGER NOT NULL, \
+         PRIMARY KEY (sku, location, at_nanos, seq, id)) WITHOUT ROWID",
+        "INSERT INTO event_keys SELECT * FROM keys_now",
+        "DROP TABLE keys_now",
+    ] {
+        sqlx::query(stmt).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+
+    let store = SqliteStore::open(dir.path(), rules(), channels())
+        .await
+        .unwrap();
+    assert_levels(&store, &reference, "after the migration").await;
+    assert_eq!(ids(store.history(&sku, 100_000).await.unwrap()), before);
+    // A stored id, sent by the other source: its own event now, not a conflict.
+    let taken = events.iter().find(|e| e.source.as_str() == "wms").unwrap();
+    let other = if taken.source.as_str() == "wms" {
+        "erp"
+    } else {
+        "wms"
+    };
+    let e = Event::from_raw(&RawEvent {
+        id: taken.id.as_str(),
+        source: other,
+        sku: "S1",
+        location: "L1",
+        occurred_at: "2026-11-27T11:00:00Z",
+        adjust: Some(vec![("committed", 4)]),
+        ..RawEvent::default()
+    })
+    .unwrap();
+    let got = store
+        .apply(
+            Utc::now(),
+            story::ledger::incoming(&rules(), std::slice::from_ref(&e)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got[0].outcome, reference.apply(e).outcome);
+    assert_eq!(got[0].outcome, driftless_core::Outcome::Applied);
+    assert_levels(&store, &reference, "after a shared id").await;
+    // The refused override's id is free again: erp, corrected, is applied under it.
+    let corrected = Event::from_raw(&RawEvent {
+        id: "ov-1",
+        source: "erp",
+        sku: "S1",
+        location: "L0",
+        occurred_at: "2026-11-27T10:30:00Z",
+        adjust: Some(vec![("committed", 1)]),
+        ..RawEvent::default()
+    })
+    .unwrap();
+    let got = store
+        .apply(
+            Utc::now(),
+            story::ledger::incoming(&rules(), std::slice::from_ref(&corrected)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got[0].outcome, driftless_core::Outcome::Applied);
+    reference.apply(corrected);
+    assert_levels(&store, &reference, "after the corrected event").await;
+    store.close().await;
+    // And it opens again, already migrated.
+    let store = SqliteStore::open(dir.path(), rules(), channels())
+        .await
+        .unwrap();
+    assert_levels(&store, &reference, "reopened").await;
+    store.close().await;
 }

@@ -31,11 +31,11 @@ use chrono::{DateTime, TimeZone, Utc};
 use driftless_core::{ChannelSpec, Rules};
 use keys::KeyTail;
 use marks::Marks;
-use sqlx::ConnectOptions;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
+use sqlx::{ConnectOptions, Connection};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -194,6 +194,7 @@ impl SqliteStore {
                 file.display()
             )));
         }
+        migrate(&mut conn).await?;
         for stmt in schema::SQLITE {
             sqlx::query(*stmt).execute(&mut conn).await?;
         }
@@ -266,6 +267,26 @@ impl SqliteStore {
         sqlx::query("COMMIT").execute(&mut replay.conn).await?;
         Ok(shared.store(tx, read, None))
     }
+}
+
+/// Brings a data directory of an earlier version to this schema (see `schema.rs`), in one
+/// transaction.
+async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    // `id` unique on its own: the index SQLite made for the column's UNIQUE constraint.
+    let ids_alone: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM pragma_index_list('events') WHERE origin = 'u'")
+            .fetch_one(&mut *conn)
+            .await?;
+    if ids_alone == 0 {
+        return Ok(());
+    }
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    for stmt in schema::SQLITE_MIGRATE_SOURCE_IDS {
+        sqlx::query(*stmt).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    tracing::info!("event identity is now (source, id); the per-cell index is rebuilt");
+    Ok(())
 }
 
 /// What a store's handles share with its writer (or a reader's replay).

@@ -44,7 +44,7 @@ impl Writer {
                 "SELECT lsn, id, sku, location, at_nanos, seq, kind, effective, on_hand, committed, \
                  reserved, incoming, unavailable FROM events e WHERE lsn > ? AND NOT EXISTS \
                  (SELECT 1 FROM event_keys x WHERE x.sku = e.sku AND x.location = e.location \
-                 AND x.at_nanos = e.at_nanos AND x.seq = e.seq AND x.id = e.id) \
+                 AND x.at_nanos = e.at_nanos AND x.seq = e.seq AND x.id = e.id AND x.lsn = e.lsn) \
                  ORDER BY lsn LIMIT 10000",
                 &mut after,
             )

@@ -1,8 +1,9 @@
 //! The tables. Quantities are integers in base units; times are integer nanoseconds since the Unix
 //! epoch (UTC), so that they compare as numbers in every backend.
 //!
-//! - `events`: the append-only ledger. One row per event that claimed its id (applied, stale,
-//!   covered, override), `lsn` its position in decision order. `effective` marks rows whose deltas
+//! - `events`: the append-only ledger. One row per stored event (applied, stale, covered,
+//!   override), `lsn` its position in decision order; `claims` says whether it holds its
+//!   `(source, id)` (an override policy did not apply does not). `effective` marks rows whose deltas
 //!   count in a later re-base.
 //! - `event_keys`: the events of each `(sku, location)` in fold order, for history and re-bases.
 //!   Written behind (see `keys.rs`); `meta.keys_watermark` is the position up to which every event
@@ -17,11 +18,10 @@
 //! - `incidents`: overrides, conflicts, stale and covered events, rejections, channel incidents.
 //! - `audits`: every drift audit, for trends.
 
-/// SQLite schema, applied at open; every statement is idempotent.
-pub const SQLITE: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS events (
+/// The ledger table.
+const EVENTS: &str = "CREATE TABLE IF NOT EXISTS events (
         lsn INTEGER PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
+        id TEXT NOT NULL,
         fingerprint BLOB NOT NULL,
         source TEXT NOT NULL,
         sku TEXT NOT NULL,
@@ -40,8 +40,16 @@ pub const SQLITE: &[&str] = &[
         received_nanos INTEGER NOT NULL,
         outcome TEXT NOT NULL,
         effective INTEGER NOT NULL,
-        detail TEXT
-    )",
+        detail TEXT,
+        claims INTEGER NOT NULL DEFAULT 1
+    )";
+
+/// SQLite schema, applied at open; every statement is idempotent.
+pub const SQLITE: &[&str] = &[
+    EVENTS,
+    // An event's identity is `(source, id)`: two systems may use the same id, and an event that
+    // does not claim it (an override policy did not apply) is kept without taking it.
+    "CREATE UNIQUE INDEX IF NOT EXISTS events_by_source_id ON events (source, id) WHERE claims = 1",
     // The per-cell index is a table written behind (see `keys.rs`); an earlier version kept it as
     // an index on `events`, which every insert had to update.
     "DROP INDEX IF EXISTS events_by_cell",
@@ -52,7 +60,7 @@ pub const SQLITE: &[&str] = &[
         seq INTEGER NOT NULL,
         id TEXT NOT NULL,
         lsn INTEGER NOT NULL,
-        PRIMARY KEY (sku, location, at_nanos, seq, id)
+        PRIMARY KEY (sku, location, at_nanos, seq, id, lsn)
     ) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS cells (
         sku TEXT NOT NULL,
@@ -139,4 +147,19 @@ pub const SQLITE: &[&str] = &[
         acked_nanos INTEGER NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS push_log_by_channel ON push_log (channel, id)",
+];
+
+/// Brings a ledger of an earlier version to this schema, before [`SQLITE`] runs: where event ids
+/// were one deployment-wide namespace (`events.id` unique), the table is rebuilt with `(source,
+/// id)` unique instead, and the per-cell index (whose key could not tell two sources' ids apart)
+/// is dropped with its watermark, so the next open rebuilds it from the ledger.
+pub const SQLITE_MIGRATE_SOURCE_IDS: &[&str] = &[
+    "ALTER TABLE events RENAME TO events_v1",
+    EVENTS,
+    "INSERT INTO events SELECT *, 1 FROM events_v1",
+    // The rows of overrides policy did not apply, which claimed their ids then and do not now.
+    "UPDATE events SET claims = 0 WHERE outcome = 'override' AND effective = 0",
+    "DROP TABLE events_v1",
+    "DROP TABLE IF EXISTS event_keys",
+    "DELETE FROM meta WHERE key IN ('keys_watermark', 'keys_max_at')",
 ];

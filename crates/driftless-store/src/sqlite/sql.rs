@@ -65,27 +65,37 @@ pub(super) async fn write_keys(
 
 pub(super) async fn lookup_ids(
     conn: &mut SqliteConnection,
-    ids: &[&str],
-) -> Result<HashMap<String, Fingerprint>, StoreError> {
+    ids: &[Identity<'_>],
+) -> Result<HashMap<(String, String), Fingerprint>, StoreError> {
     let mut seen = HashMap::new();
-    for chunk in ids.chunks(500) {
-        let mut q = QueryBuilder::<Sqlite>::new("SELECT id, fingerprint FROM events WHERE id IN (");
+    for chunk in ids.chunks(400) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT source, id, fingerprint FROM events WHERE claims = 1 AND (source, id) IN (VALUES ",
+        );
         let mut sep = q.separated(", ");
-        for id in chunk {
-            sep.push_bind(id.to_string());
+        for (source, id) in chunk {
+            sep.push("(");
+            sep.push_bind_unseparated(*source);
+            sep.push_unseparated(", ");
+            sep.push_bind_unseparated(*id);
+            sep.push_unseparated(")");
         }
         q.push(")");
         for row in q.build().fetch_all(&mut *conn).await? {
-            let id: String = row.try_get(0)?;
-            let fp: Vec<u8> = row.try_get(1)?;
+            let source: String = row.try_get(0)?;
+            let id: String = row.try_get(1)?;
+            let fp: Vec<u8> = row.try_get(2)?;
             let fp: [u8; 32] = fp
                 .try_into()
-                .map_err(|_| StoreError::Corrupt(format!("fingerprint of `{id}`")))?;
-            seen.insert(id, Fingerprint(fp));
+                .map_err(|_| StoreError::Corrupt(format!("fingerprint of `{source}`/`{id}`")))?;
+            seen.insert((source, id), Fingerprint(fp));
         }
     }
     Ok(seen)
 }
+
+/// An event's identity, `(source, id)`, borrowed from its request.
+pub(super) type Identity<'a> = (&'a str, &'a str);
 
 pub(super) fn cell_from_row(row: &SqliteRow) -> Result<(usize, Cell), StoreError> {
     let state: i64 = row.try_get("state")?;
@@ -223,7 +233,7 @@ pub(super) async fn insert_events(
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO events (lsn, id, fingerprint, source, sku, location, at_nanos, seq, kind, \
              on_hand, committed, reserved, incoming, unavailable, uom, reason, ref, \
-             received_nanos, outcome, effective, detail) ",
+             received_nanos, outcome, effective, detail, claims) ",
         );
         q.push_values(chunk, |mut b, r| {
             let e = &r.p.event;
@@ -246,9 +256,10 @@ pub(super) async fn insert_events(
                 .push_bind(r.received)
                 .push_bind(r.outcome.as_str())
                 .push_bind(r.effective)
-                .push_bind(r.detail.as_deref());
+                .push_bind(r.detail.as_deref())
+                .push_bind(r.claims);
         });
-        q.push(" ON CONFLICT (id) DO NOTHING");
+        q.push(" ON CONFLICT (source, id) WHERE claims = 1 DO NOTHING");
         inserted += q.build().execute(&mut *conn).await?.rows_affected();
     }
     Ok(inserted == events.len() as u64)

@@ -197,6 +197,8 @@ pub(super) struct EventRow<'a> {
     pub(super) received: i64,
     pub(super) outcome: Outcome,
     pub(super) effective: bool,
+    /// Whether it holds its `(source, id)` (see `Decision::claims_id`).
+    pub(super) claims: bool,
     pub(super) detail: Option<String>,
 }
 
@@ -602,24 +604,24 @@ impl Held {
         tx: &mut SqliteConnection,
         jobs: &'a [Request],
         lookup: bool,
-    ) -> Result<FastMap<&'a str, Fingerprint>, StoreError> {
-        let mut ids: Vec<&str> = Vec::new();
+    ) -> Result<FastMap<Identity<'a>, Fingerprint>, StoreError> {
+        let mut ids: Vec<Identity<'a>> = Vec::new();
         let mut skus: FastSet<&Sku> = FastSet::default();
         for j in jobs {
             for item in &j.batch {
                 if let Incoming::Event(p) = item {
-                    ids.push(p.event.id.as_str());
+                    ids.push((p.event.source.as_str(), p.event.id.as_str()));
                     skus.insert(&p.event.sku);
                 }
             }
         }
-        let mut seen: FastMap<&str, Fingerprint> =
+        let mut seen: FastMap<Identity<'a>, Fingerprint> =
             FastMap::with_capacity_and_hasher(ids.len(), Default::default());
         if lookup {
             let stored = lookup_ids(tx, &ids).await?;
-            for id in &ids {
-                if let Some(f) = stored.get(*id) {
-                    seen.insert(id, *f);
+            for (source, id) in &ids {
+                if let Some(f) = stored.get(&(source.to_string(), id.to_string())) {
+                    seen.insert((source, id), *f);
                 }
             }
         }
@@ -639,7 +641,7 @@ impl Held {
         &mut self,
         tx: &mut SqliteConnection,
         jobs: &'a [Request],
-        mut seen: FastMap<&'a str, Fingerprint>,
+        mut seen: FastMap<Identity<'a>, Fingerprint>,
     ) -> Result<Decided<'a>, StoreError> {
         let mut lsn = self.next_lsn;
         let mut pending = Pending::default();
@@ -665,7 +667,7 @@ impl Held {
                     Incoming::Event(p) => p,
                 };
                 let ev = &p.event;
-                let prior = seen.get(ev.id.as_str()).copied();
+                let prior = seen.get(&(ev.source.as_str(), ev.id.as_str())).copied();
                 let cells = self.cache.cells_mut(&ev.sku, &ev.location);
                 let d = self.rules.decide(p, prior, cells);
                 let later = Later {
@@ -676,7 +678,7 @@ impl Held {
                 let mask =
                     apply_effects(tx, cells, &d.effects, &later, &ev.sku, &ev.location).await?;
                 if mask != 0 {
-                    // Effects imply the event claims its id, so it is stored at `lsn`.
+                    // Effects imply the event is stored, at `lsn`.
                     self.cache.mark_dirty(&ev.sku, &ev.location, mask, lsn);
                     *pending.cells.entry((&ev.sku, &ev.location)).or_default() |= mask;
                 }
@@ -706,13 +708,16 @@ impl Held {
                     ));
                 }
                 if d.claims_id {
-                    seen.insert(ev.id.as_str(), p.fingerprint);
+                    seen.insert((ev.source.as_str(), ev.id.as_str()), p.fingerprint);
+                }
+                if d.outcome.is_stored() {
                     pending.events.push(EventRow {
                         lsn,
                         p,
                         received,
                         outcome: d.outcome,
                         effective: d.effective,
+                        claims: d.claims_id,
                         detail: d.detail.clone(),
                     });
                     lsn += 1;

@@ -515,3 +515,122 @@ pub async fn large_groups_are_seen_once_acknowledged_with_a_dispatcher_beside_th
     );
     store.close().await;
 }
+
+/// One event on `TEE` at `L0`, for the identity story.
+fn one(id: &str, source: &str, at: &str, state: &'static str, set: bool, q: i64) -> Event {
+    let v = vec![(state, q)];
+    Event::from_raw(&RawEvent {
+        id,
+        source,
+        sku: "TEE",
+        location: "L0",
+        occurred_at: at,
+        adjust: (!set).then(|| v.clone()),
+        set: set.then_some(v),
+        ..RawEvent::default()
+    })
+    .unwrap()
+}
+
+/// An event's identity is `(source, id)`: two systems may use the same id, and an override that
+/// policy does not apply claims nothing, so the id's owner (or the same sender, corrected) is not
+/// refused as a conflict. The outcomes and levels are the reference's.
+pub async fn identity_is_source_and_id<B: Backend>(b: &B) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = b.open(dir.path(), rules(), channels()).await;
+    let mut reference = MemoryLedger::new(rules());
+    let steps = [
+        // erp may not write on_hand (policy: reject): not applied, and the id stays free.
+        (
+            one(
+                "ship:SO-9:1",
+                "erp",
+                "2026-01-01T01:00:00Z",
+                "on_hand",
+                true,
+                3,
+            ),
+            Outcome::Override,
+        ),
+        // wms's real count under the same id.
+        (
+            one(
+                "ship:SO-9:1",
+                "wms",
+                "2026-01-01T01:00:00Z",
+                "on_hand",
+                true,
+                50,
+            ),
+            Outcome::Applied,
+        ),
+        // erp, corrected, under the id its refused override did not claim.
+        (
+            one(
+                "ship:SO-9:1",
+                "erp",
+                "2026-01-01T01:00:00Z",
+                "committed",
+                false,
+                2,
+            ),
+            Outcome::Applied,
+        ),
+        // Each source's own redelivery is a duplicate; a different payload a conflict.
+        (
+            one(
+                "ship:SO-9:1",
+                "wms",
+                "2026-01-01T01:00:00Z",
+                "on_hand",
+                true,
+                50,
+            ),
+            Outcome::Duplicate,
+        ),
+        (
+            one(
+                "ship:SO-9:1",
+                "erp",
+                "2026-01-01T01:00:00Z",
+                "committed",
+                false,
+                9,
+            ),
+            Outcome::Conflict,
+        ),
+    ];
+    for (i, (e, want)) in steps.iter().enumerate() {
+        let got = store
+            .apply(Utc::now(), incoming(&rules(), std::slice::from_ref(e)))
+            .await
+            .unwrap();
+        assert_eq!(got[0].outcome, *want, "step {i}: {:?}", got[0].detail);
+        assert_eq!(
+            reference.apply(e.clone()).outcome,
+            *want,
+            "reference, step {i}"
+        );
+    }
+    assert_levels(&store, &reference, "identity").await;
+    let tee = Sku::parse("TEE").unwrap();
+    let l0 = Location::parse("L0").unwrap();
+    let levels = store.inventory(&tee).await.unwrap().unwrap();
+    let at = levels.iter().find(|l| l.location == l0).unwrap().levels;
+    assert_eq!((at.on_hand, at.committed), (50, 2));
+    // The same again in one request: the writer decides a group with both sources' ids at once.
+    let dir2 = tempfile::tempdir().unwrap();
+    let store2 = b.open(dir2.path(), rules(), channels()).await;
+    let all: Vec<Event> = steps.iter().map(|(e, _)| e.clone()).collect();
+    let got: Vec<Outcome> = store2
+        .apply(Utc::now(), incoming(&rules(), &all))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.outcome)
+        .collect();
+    let want: Vec<Outcome> = steps.iter().map(|(_, o)| *o).collect();
+    assert_eq!(got, want);
+    store.close().await;
+    store2.close().await;
+}
