@@ -14,7 +14,7 @@ pub mod sqlite;
 pub mod views;
 
 use chrono::{DateTime, Utc};
-use driftless_core::{Event, Levels, Location, Outcome, Prepared, Sku};
+use driftless_core::{Event, EventId, Levels, Location, Outcome, Prepared, Sku, SystemId};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -77,6 +77,7 @@ pub type SkuLevels = (Sku, Vec<LocationLevels>);
 #[derive(Debug, Clone)]
 pub struct HistoryEntry {
     pub id: String,
+    pub sku: String,
     pub source: String,
     pub location: String,
     pub occurred_at: String,
@@ -165,6 +166,15 @@ pub trait Store: Outbox + Send + Sync + 'static {
         sku: &'a Sku,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<HistoryEntry>, StoreError>>;
+
+    /// One stored event by its identity (`GET /v1/events/{source}/{id}`): the event that holds
+    /// the `(source, id)`, else the newest stored under it without claiming it (an override
+    /// policy did not apply); `None` if none is stored.
+    fn event<'a>(
+        &'a self,
+        source: &'a SystemId,
+        id: &'a EventId,
+    ) -> BoxFuture<'a, Result<Option<HistoryEntry>, StoreError>>;
 
     fn incidents<'a>(
         &'a self,

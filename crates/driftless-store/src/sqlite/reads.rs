@@ -8,7 +8,7 @@ use crate::{
     Receipt, SkuLevels, Store, StoreError,
 };
 use chrono::{DateTime, Utc};
-use driftless_core::{Levels, Location, OrderKey, Position, Sku, State};
+use driftless_core::{EventId, Levels, Location, OrderKey, Position, Sku, State, SystemId};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 use std::collections::{BTreeMap, HashMap};
@@ -263,6 +263,31 @@ impl Store for SqliteStore {
         })
     }
 
+    fn event<'a>(
+        &'a self,
+        source: &'a SystemId,
+        id: &'a EventId,
+    ) -> BoxFuture<'a, Result<Option<HistoryEntry>, StoreError>> {
+        Box::pin(async move {
+            // The claiming row through the unique index, else the unclaimed ones through theirs.
+            for sql in [
+                "SELECT * FROM events WHERE source = ? AND id = ? AND claims = 1",
+                "SELECT * FROM events WHERE source = ? AND id = ? AND claims = 0 \
+                 ORDER BY lsn DESC LIMIT 1",
+            ] {
+                let row = sqlx::query(sql)
+                    .bind(source.as_str())
+                    .bind(id.as_str())
+                    .fetch_optional(&self.read)
+                    .await?;
+                if let Some(r) = row {
+                    return Ok(Some(history_row(&r)?));
+                }
+            }
+            Ok(None)
+        })
+    }
+
     fn incidents<'a>(
         &'a self,
         f: &'a IncidentFilter,
@@ -402,6 +427,7 @@ pub(super) fn history_row(r: &SqliteRow) -> Result<HistoryEntry, StoreError> {
     let seq: i64 = r.try_get("seq")?;
     Ok(HistoryEntry {
         id: r.try_get("id")?,
+        sku: r.try_get("sku")?,
         source: r.try_get("source")?,
         location: r.try_get("location")?,
         occurred_at: Position {

@@ -50,6 +50,8 @@ pub const SQLITE: &[&str] = &[
     // An event's identity is `(source, id)`: two systems may use the same id, and an event that
     // does not claim it (an override policy did not apply) is kept without taking it.
     "CREATE UNIQUE INDEX IF NOT EXISTS events_by_source_id ON events (source, id) WHERE claims = 1",
+    // The few that do not claim it, for `GET /v1/events/{source}/{id}`.
+    "CREATE INDEX IF NOT EXISTS events_unclaimed ON events (source, id) WHERE claims = 0",
     // The per-cell index is a table written behind (see `keys.rs`); an earlier version kept it as
     // an index on `events`, which every insert had to update.
     "DROP INDEX IF EXISTS events_by_cell",

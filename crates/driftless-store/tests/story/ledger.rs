@@ -618,6 +618,17 @@ pub async fn identity_is_source_and_id<B: Backend>(b: &B) {
     let levels = store.inventory(&tee).await.unwrap().unwrap();
     let at = levels.iter().find(|l| l.location == l0).unwrap().levels;
     assert_eq!((at.on_hand, at.committed), (50, 2));
+    // One event by its identity: the one that holds it.
+    let id = driftless_core::EventId::parse("ship:SO-9:1").unwrap();
+    let wms = SystemId::parse("wms").unwrap();
+    let erp = SystemId::parse("erp").unwrap();
+    let got = store.event(&wms, &id).await.unwrap().unwrap();
+    assert_eq!((got.outcome, got.sku.as_str()), (Outcome::Applied, "TEE"));
+    assert_eq!(got.quantities, vec![("on_hand".to_owned(), 50)]);
+    let got = store.event(&erp, &id).await.unwrap().unwrap();
+    assert_eq!(got.outcome, Outcome::Applied);
+    let nobody = SystemId::parse("shop").unwrap();
+    assert!(store.event(&nobody, &id).await.unwrap().is_none());
     // The same again in one request: the writer decides a group with both sources' ids at once.
     let dir2 = tempfile::tempdir().unwrap();
     let store2 = b.open(dir2.path(), rules(), channels()).await;
