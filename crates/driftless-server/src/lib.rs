@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod channels;
 pub mod error;
+pub mod events;
 pub mod fanout;
 pub mod matrix;
 pub mod metrics;
