@@ -112,6 +112,9 @@ pub struct Incident {
     pub sku: Option<String>,
     pub location: Option<String>,
     pub system: Option<String>,
+    /// Who, within `system`, made the change, when the system says (a channel override's
+    /// actor); kept apart so that `system` filters find it.
+    pub actor: Option<String>,
     pub event_id: Option<String>,
     pub detail: String,
     pub at: DateTime<Utc>,

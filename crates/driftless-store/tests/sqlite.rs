@@ -72,6 +72,11 @@ async fn identity_is_source_and_id() {
 }
 
 #[tokio::test]
+async fn late_observations_and_override_actors() {
+    story::outbox::late_observations_and_override_actors(&Sqlite).await;
+}
+
+#[tokio::test]
 async fn versions_coalesce_and_only_the_current_one_cleans() {
     story::outbox::versions_coalesce_and_only_the_current_one_cleans(&Sqlite).await;
 }
@@ -383,6 +388,16 @@ async fn a_ledger_with_ids_unique_alone_is_migrated_on_open() {
          PRIMARY KEY (sku, location, at_nanos, seq, id)) WITHOUT ROWID",
         "INSERT INTO event_keys SELECT * FROM keys_now",
         "DROP TABLE keys_now",
+        // Incidents without an actor of their own: a channel override as `channel:actor`.
+        "ALTER TABLE incidents RENAME TO incidents_now",
+        "CREATE TABLE incidents (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, \
+         sku TEXT, location TEXT, system TEXT, event_id TEXT, detail TEXT NOT NULL, \
+         at_nanos INTEGER NOT NULL)",
+        "INSERT INTO incidents SELECT id, kind, sku, location, system, event_id, detail, \
+         at_nanos FROM incidents_now",
+        "DROP TABLE incidents_now",
+        "INSERT INTO incidents (kind, sku, system, detail, at_nanos) \
+         VALUES ('channel_override', 'S1', 'shop:merch.anna', 'shows 7', 1)",
     ] {
         sqlx::query(stmt).execute(&mut conn).await.unwrap();
     }
@@ -393,6 +408,17 @@ async fn a_ledger_with_ids_unique_alone_is_migrated_on_open() {
         .unwrap();
     assert_levels(&store, &reference, "after the migration").await;
     assert_eq!(ids(store.history(&sku, 100_000).await.unwrap()), before);
+    let overrides = store
+        .incidents(&driftless_store::IncidentFilter {
+            kind: Some("channel_override".into()),
+            system: Some("shop".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(overrides.len(), 1);
+    assert_eq!(overrides[0].actor.as_deref(), Some("merch.anna"));
     // A stored id, sent by the other source: its own event now, not a conflict.
     let taken = events.iter().find(|e| e.source.as_str() == "wms").unwrap();
     let other = if taken.source.as_str() == "wms" {

@@ -272,6 +272,19 @@ impl SqliteStore {
 /// Brings a data directory of an earlier version to this schema (see `schema.rs`), in one
 /// transaction.
 async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    let no_actor: i64 = sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM sqlite_master WHERE name = 'incidents') \
+         - (SELECT COUNT(*) FROM pragma_table_info('incidents') WHERE name = 'actor')",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if no_actor > 0 {
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        for stmt in schema::SQLITE_MIGRATE_INCIDENT_ACTORS {
+            sqlx::query(*stmt).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+    }
     // `id` unique on its own: the index SQLite made for the column's UNIQUE constraint.
     let ids_alone: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM pragma_index_list('events') WHERE origin = 'u'")

@@ -6,9 +6,10 @@
 //! behind the ledger writer (which also begins immediately) instead of invalidating its snapshot.
 
 use super::marks::Mark;
+use super::sql::insert_incidents;
 use super::{SqliteStore, from_nanos, nanos};
 use crate::outbox::*;
-use crate::{BoxFuture, Incident, StoreError};
+use crate::{BoxFuture, StoreError};
 use chrono::{DateTime, Utc};
 use driftless_core::Sku;
 use sqlx::sqlite::{SqliteConnection, SqlitePool, SqlitePoolOptions};
@@ -207,23 +208,6 @@ async fn immediate(store: &SqliteStore) -> Result<WriteTx, StoreError> {
     })
 }
 
-async fn insert_incident(conn: &mut SqliteConnection, i: &Incident) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO incidents (kind, sku, location, system, event_id, detail, at_nanos) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&i.kind)
-    .bind(&i.sku)
-    .bind(&i.location)
-    .bind(&i.system)
-    .bind(&i.event_id)
-    .bind(&i.detail)
-    .bind(nanos(i.at))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
 const ROW_COLUMNS: &str = "o.sku, o.version, o.dirty, o.changed_nanos, o.atp, o.source, \
     o.occurred_nanos, o.received_nanos, s.acked_quantity, \
     s.acked_version, s.basis, s.pinned_version, s.pinned_quantity, COALESCE(s.attempts, 0) AS attempts, \
@@ -407,7 +391,7 @@ impl Outbox for SqliteStore {
                         .execute(&mut *tx)
                         .await?;
                         if let Some(i) = dead {
-                            insert_incident(&mut tx, i).await?;
+                            insert_incidents(&mut tx, std::slice::from_ref(i)).await?;
                         }
                     }
                     PushRecord::Rebased {
@@ -433,7 +417,7 @@ impl Outbox for SqliteStore {
                             mark_dirty(&mut tx, channel, Some(sku), now).await?;
                             redirty.push(sku);
                         }
-                        insert_incident(&mut tx, incident).await?;
+                        insert_incidents(&mut tx, std::slice::from_ref(incident)).await?;
                     }
                 }
             }
@@ -619,7 +603,8 @@ impl Outbox for SqliteStore {
             let t = nanos(at);
             // The divergence clock starts at the first differing observation and stops when the
             // channel agrees again or a new push is acknowledged; an observation made before the
-            // last acknowledgement says nothing about it.
+            // last acknowledgement says nothing about it. An observation older than the one held
+            // (a report that arrived late) changes nothing.
             sqlx::query(
                 "INSERT INTO channel_skus (channel, sku, observed_quantity, observed_nanos, observed_actor, \
                  diverged_nanos) VALUES (?1, ?2, ?3, ?4, ?5, ?4) \
@@ -627,7 +612,8 @@ impl Outbox for SqliteStore {
                  observed_actor = ?5, diverged_nanos = CASE \
                    WHEN acked_nanos IS NOT NULL AND ?4 < acked_nanos THEN diverged_nanos \
                    WHEN acked_quantity IS NOT NULL AND acked_quantity = ?3 THEN NULL \
-                   WHEN diverged_nanos IS NULL THEN ?4 ELSE diverged_nanos END",
+                   WHEN diverged_nanos IS NULL THEN ?4 ELSE diverged_nanos END \
+                 WHERE observed_nanos IS NULL OR ?4 >= observed_nanos",
             )
             .bind(channel)
             .bind(sku)

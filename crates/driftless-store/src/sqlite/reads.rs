@@ -310,6 +310,7 @@ impl Store for SqliteStore {
                         sku: r.try_get("sku")?,
                         location: r.try_get("location")?,
                         system: r.try_get("system")?,
+                        actor: r.try_get("actor")?,
                         event_id: r.try_get("event_id")?,
                         detail: r.try_get("detail")?,
                         at: from_nanos(r.try_get("at_nanos")?),

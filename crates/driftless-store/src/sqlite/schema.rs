@@ -97,7 +97,8 @@ pub const SQLITE: &[&str] = &[
         system TEXT,
         event_id TEXT,
         detail TEXT NOT NULL,
-        at_nanos INTEGER NOT NULL
+        at_nanos INTEGER NOT NULL,
+        actor TEXT
     )",
     "CREATE INDEX IF NOT EXISTS incidents_by_kind ON incidents (kind, id)",
     "CREATE INDEX IF NOT EXISTS incidents_by_sku ON incidents (sku, id)",
@@ -149,6 +150,15 @@ pub const SQLITE: &[&str] = &[
         acked_nanos INTEGER NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS push_log_by_channel ON push_log (channel, id)",
+];
+
+/// Incidents of an earlier version: no `actor` column, channel overrides stored with the actor
+/// in `system` as `channel:actor`.
+pub const SQLITE_MIGRATE_INCIDENT_ACTORS: &[&str] = &[
+    "ALTER TABLE incidents ADD COLUMN actor TEXT",
+    "UPDATE incidents SET actor = substr(system, instr(system, ':') + 1), \
+     system = substr(system, 1, instr(system, ':') - 1) \
+     WHERE kind = 'channel_override' AND actor IS NULL AND instr(system, ':') > 0",
 ];
 
 /// Brings a ledger of an earlier version to this schema, before [`SQLITE`] runs: where event ids

@@ -422,19 +422,34 @@ pub(super) async fn set_meta(
     set_metas(conn, &[(key, lsn)]).await
 }
 
+/// An incident's system and actor, apart: a channel override that names its actor inside the
+/// system (`channel:actor`, as the fan-out wrote them) is stored as the channel and the actor.
+fn system_and_actor(i: &Incident) -> (Option<String>, Option<String>) {
+    match (&i.system, &i.actor) {
+        (Some(s), None) if i.kind == "channel_override" => match s.split_once(':') {
+            Some((system, actor)) => (Some(system.to_owned()), Some(actor.to_owned())),
+            None => (Some(s.clone()), None),
+        },
+        _ => (i.system.clone(), i.actor.clone()),
+    }
+}
+
 pub(super) async fn insert_incidents(
     conn: &mut SqliteConnection,
     incidents: &[Incident],
 ) -> Result<(), StoreError> {
     for chunk in incidents.chunks(2000) {
         let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO incidents (kind, sku, location, system, event_id, detail, at_nanos) ",
+            "INSERT INTO incidents (kind, sku, location, system, actor, event_id, detail, \
+             at_nanos) ",
         );
         q.push_values(chunk, |mut b, i| {
+            let (system, actor) = system_and_actor(i);
             b.push_bind(i.kind.clone())
                 .push_bind(i.sku.clone())
                 .push_bind(i.location.clone())
-                .push_bind(i.system.clone())
+                .push_bind(system)
+                .push_bind(actor)
                 .push_bind(i.event_id.clone())
                 .push_bind(i.detail.clone())
                 .push_bind(nanos(i.at));

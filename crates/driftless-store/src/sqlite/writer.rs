@@ -957,6 +957,7 @@ fn incident_of(ev: &Event, outcome: Outcome, detail: String, at: DateTime<Utc>) 
         sku: Some(ev.sku.to_string()),
         location: Some(ev.location.to_string()),
         system: Some(ev.source.to_string()),
+        actor: None,
         event_id: Some(ev.id.to_string()),
         detail,
         at,

@@ -405,6 +405,7 @@ pub async fn audits_and_outside_incidents_are_kept<B: Backend>(b: &B) {
         sku: Some("TEE".into()),
         location: None,
         system: Some("shop".into()),
+        actor: None,
         event_id: None,
         detail: "shop showed 12, hub pushed 9".into(),
         at: day(2),
