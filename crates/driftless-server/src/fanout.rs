@@ -807,6 +807,7 @@ impl Dispatcher {
             sku: Some(row.sku.clone()),
             location: None,
             system: Some(self.id().to_owned()),
+            actor: None,
             event_id: None,
             detail: format!(
                 "push of version {} to channel `{}` gave up after {attempts} attempt(s): {message}; \
@@ -906,6 +907,7 @@ fn override_incident(
         sku: Some(sku.to_owned()),
         location: None,
         system: Some(actor.map_or_else(|| channel.to_owned(), |a| format!("{channel}:{a}"))),
+        actor: None,
         event_id: None,
         detail: format!(
             "channel `{channel}` shows {} where the hub last had {} acknowledged{delta}; changed by {}; {why}; {}",
