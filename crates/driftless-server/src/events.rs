@@ -32,7 +32,7 @@ async fn get_event(
     Ok(Json(stored_json(&h)))
 }
 
-/// The stored outcome, with the event as the ledger keeps it (quantities in base units).
+/// The stored outcome, with the event as it was sent (quantities in its `uom`).
 fn stored_json(h: &HistoryEntry) -> Value {
     let mut event = Map::new();
     event.insert("id".into(), h.id.clone().into());
@@ -42,7 +42,7 @@ fn stored_json(h: &HistoryEntry) -> Value {
     event.insert("occurred_at".into(), h.occurred_at.clone().into());
     event.insert("seq".into(), h.seq.into());
     let q: Map<String, Value> = h
-        .quantities
+        .sent
         .iter()
         .map(|(s, v)| (s.clone(), Value::from(*v)))
         .collect();

@@ -26,6 +26,11 @@ token_sha256 = "e3f27ff6c476961f3421e5872fdfad166cd4488c33d9431290043654624ecb15
 
 [authority]
 on_hand = ["wms"]
+
+[[units]]
+sku = "TEE-*"
+unit = "CS"
+factor = 12
 "#;
 
 async fn call(
@@ -138,4 +143,46 @@ async fn one_event_by_source_and_id() {
     )
     .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // Quantities in the unit they were sent in, with the base-unit quantity beside them.
+    let cases = json!({"id": "rcv:1", "source": "wms", "sku": "TEE-1", "location": "DC1",
+        "occurred_at": "2026-11-27T11:00:00Z", "adjust": {"on_hand": 2}, "uom": "CS"});
+    let (s, _) = call(&app, "POST", "/v1/events", "wms-demo-token", cases).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, v) = call(
+        &app,
+        "GET",
+        "/v1/events/wms/rcv:1",
+        "read-demo-token",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(v["event"]["adjust"]["on_hand"], 2, "{v}");
+    assert_eq!(v["event"]["uom"], "CS");
+    let (_, v) = call(
+        &app,
+        "GET",
+        "/v1/inventory/TEE-1/history",
+        "read-demo-token",
+        Value::Null,
+    )
+    .await;
+    let e = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == "rcv:1")
+        .unwrap();
+    assert_eq!(e["adjust"]["on_hand"], 2, "{e}");
+    assert_eq!(e["base"]["on_hand"], 24, "{e}");
+    assert_eq!(e["uom"], "CS");
+    let (_, v) = call(
+        &app,
+        "GET",
+        "/v1/inventory/TEE-1",
+        "read-demo-token",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(v["locations"][0]["on_hand"], 5 + 24, "{v}");
 }

@@ -88,6 +88,8 @@ pub struct HistoryEntry {
     pub kind: String,
     /// Quantities in base units, `(state, value)`.
     pub quantities: Vec<(String, i64)>,
+    /// The same quantities in the unit they were sent in (`uom`).
+    pub sent: Vec<(String, i64)>,
     pub uom: Option<String>,
     pub reason: Option<String>,
     pub reference: Option<String>,

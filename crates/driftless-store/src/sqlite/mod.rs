@@ -272,6 +272,17 @@ impl SqliteStore {
 /// Brings a data directory of an earlier version to this schema (see `schema.rs`), in one
 /// transaction.
 async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    let no_factor: i64 = sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM sqlite_master WHERE name = 'events') \
+         - (SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'factor')",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if no_factor > 0 {
+        sqlx::query(schema::SQLITE_MIGRATE_FACTOR)
+            .execute(&mut *conn)
+            .await?;
+    }
     let no_actor: i64 = sqlx::query_scalar(
         "SELECT (SELECT COUNT(*) FROM sqlite_master WHERE name = 'incidents') \
          - (SELECT COUNT(*) FROM pragma_table_info('incidents') WHERE name = 'actor')",

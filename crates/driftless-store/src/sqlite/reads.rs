@@ -423,6 +423,11 @@ pub(super) fn history_row(r: &SqliteRow) -> Result<HistoryEntry, StoreError> {
             quantities.push((s.as_str().to_owned(), v));
         }
     }
+    let factor: i64 = r.try_get::<Option<i64>, _>("factor")?.unwrap_or(1).max(1);
+    let sent = quantities
+        .iter()
+        .map(|(s, v)| (s.clone(), v / factor))
+        .collect();
     let outcome: String = r.try_get("outcome")?;
     let at: i64 = r.try_get("at_nanos")?;
     let seq: i64 = r.try_get("seq")?;
@@ -441,6 +446,7 @@ pub(super) fn history_row(r: &SqliteRow) -> Result<HistoryEntry, StoreError> {
         outcome: outcome.parse().map_err(StoreError::Corrupt)?,
         kind: r.try_get("kind")?,
         quantities,
+        sent,
         uom: r.try_get("uom")?,
         reason: r.try_get("reason")?,
         reference: r.try_get("ref")?,

@@ -3,7 +3,8 @@
 //!
 //! - `events`: the append-only ledger. One row per stored event (applied, stale, covered,
 //!   override), `lsn` its position in decision order; `claims` says whether it holds its
-//!   `(source, id)` (an override policy did not apply does not). `effective` marks rows whose deltas
+//!   `(source, id)` (an override policy did not apply does not). Quantities are in base units;
+//!   `factor` is how many base units one unit sent (`uom`) was, so history shows what was sent. `effective` marks rows whose deltas
 //!   count in a later re-base.
 //! - `event_keys`: the events of each `(sku, location)` in fold order, for history and re-bases.
 //!   Written behind (see `keys.rs`); `meta.keys_watermark` is the position up to which every event
@@ -41,6 +42,7 @@ const EVENTS: &str = "CREATE TABLE IF NOT EXISTS events (
         outcome TEXT NOT NULL,
         effective INTEGER NOT NULL,
         detail TEXT,
+        factor INTEGER,
         claims INTEGER NOT NULL DEFAULT 1
     )";
 
@@ -151,6 +153,10 @@ pub const SQLITE: &[&str] = &[
     )",
     "CREATE INDEX IF NOT EXISTS push_log_by_channel ON push_log (channel, id)",
 ];
+
+/// Events of an earlier version: no `factor` (base units per unit sent, `NULL` for the base unit),
+/// so their history shows base units.
+pub const SQLITE_MIGRATE_FACTOR: &str = "ALTER TABLE events ADD COLUMN factor INTEGER";
 
 /// Incidents of an earlier version: no `actor` column, channel overrides stored with the actor
 /// in `system` as `channel:actor`.

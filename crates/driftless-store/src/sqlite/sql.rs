@@ -94,6 +94,19 @@ pub(super) async fn lookup_ids(
     Ok(seen)
 }
 
+/// How many base units one unit the event was sent in is; `None` for the base unit (or when
+/// every quantity is 0, which reads the same in any unit).
+fn sent_factor(p: &driftless_core::Prepared) -> Option<i64> {
+    p.event.uom.as_ref()?;
+    p.event
+        .change
+        .quantities()
+        .iter()
+        .find(|(_, q)| *q != 0)
+        .and_then(|(s, q)| p.base.get(s).map(|b| b / q))
+        .filter(|f| *f != 1)
+}
+
 /// An event's identity, `(source, id)`, borrowed from its request.
 pub(super) type Identity<'a> = (&'a str, &'a str);
 
@@ -233,7 +246,7 @@ pub(super) async fn insert_events(
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO events (lsn, id, fingerprint, source, sku, location, at_nanos, seq, kind, \
              on_hand, committed, reserved, incoming, unavailable, uom, reason, ref, \
-             received_nanos, outcome, effective, detail, claims) ",
+             received_nanos, outcome, effective, detail, factor, claims) ",
         );
         q.push_values(chunk, |mut b, r| {
             let e = &r.p.event;
@@ -257,6 +270,7 @@ pub(super) async fn insert_events(
                 .push_bind(r.outcome.as_str())
                 .push_bind(r.effective)
                 .push_bind(r.detail.as_deref())
+                .push_bind(sent_factor(r.p))
                 .push_bind(r.claims);
         });
         q.push(" ON CONFLICT (source, id) WHERE claims = 1 DO NOTHING");
