@@ -253,11 +253,13 @@ struct LimitQuery {
 }
 
 fn history_json(h: &HistoryEntry) -> Value {
-    let q: Map<String, Value> = h
-        .quantities
-        .iter()
-        .map(|(s, v)| (s.clone(), Value::from(*v)))
-        .collect();
+    let map = |v: &[(String, i64)]| -> Value {
+        Value::Object(
+            v.iter()
+                .map(|(s, q)| (s.clone(), Value::from(*q)))
+                .collect::<Map<String, Value>>(),
+        )
+    };
     let mut o = Map::new();
     o.insert("id".into(), h.id.clone().into());
     o.insert("source".into(), h.source.clone().into());
@@ -271,7 +273,9 @@ fn history_json(h: &HistoryEntry) -> Value {
             .into(),
     );
     o.insert("outcome".into(), h.outcome.as_str().into());
-    o.insert(h.kind.clone(), Value::Object(q));
+    // In the unit sent (`uom`), with the base-unit quantities beside them.
+    o.insert(h.kind.clone(), map(&h.sent));
+    o.insert("base".into(), map(&h.quantities));
     o.insert("uom".into(), h.uom.clone().into());
     o.insert("reason".into(), h.reason.clone().into());
     o.insert("ref".into(), h.reference.clone().into());

@@ -262,9 +262,15 @@ async fn every_outcome_through_http() {
         .map(|e| e["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["r1", "s3", "c4", "c5", "o7", "k8"]);
+    // In the unit sent (1 CS), with the base units beside it.
     assert_eq!(
-        h["entries"][0]["adjust"]["on_hand"], 12,
-        "history holds base units"
+        h["entries"][0]["adjust"]["on_hand"], 1,
+        "history shows the unit sent"
+    );
+    assert_eq!(h["entries"][0]["uom"], "CS");
+    assert_eq!(
+        h["entries"][0]["base"]["on_hand"], 12,
+        "history holds base units beside"
     );
 
     let (_, inc) = app.get(READ, "/v1/incidents?kind=override").await;
