@@ -797,17 +797,14 @@ impl Held {
     ) -> Result<Slices, StoreError> {
         let pending = &decided.pending;
         let last = decided.next_lsn - 1;
-        // Small slices, a little more than the group changed, keep every commit short; the
-        // sweep's key order still puts many rows on each page because so many wait.
-        let tail = last - self.cache.watermark(last);
-        let want = if self.cache.dirty_slots() > self.opts.max_dirty_slots {
-            (self.cache.dirty_slots() - self.opts.max_dirty_slots + 2 * pending.cells.len())
-                .min(FLUSH_SLICE)
-        } else if tail > self.opts.max_replay_events {
-            FLUSH_SLICE
-        } else {
-            0
-        };
+        let (max_held, max_replay) = (self.opts.max_dirty_slots, self.opts.max_replay_events);
+        let want = slice_budget(
+            self.cache.dirty_slots(),
+            max_held,
+            pending.cells.len(),
+            last - self.cache.watermark(last),
+            max_replay,
+        );
         let cells = self.cache.take_slice(want);
         write_cells(tx, &cells, last).await?;
         let cells_wm = self.cache.watermark_after(&cells, last);
@@ -815,14 +812,13 @@ impl Held {
         // commit, and the slice must not write an older state over them).
         let (marks, outbox_wm) = {
             let m = self.marks.lock().unwrap_or_else(|p| p.into_inner());
-            let over = m.len().saturating_sub(self.opts.max_dirty_slots);
-            let n = if over > 0 {
-                (over + 2 * pending.outbox.len()).min(FLUSH_SLICE)
-            } else if last - m.watermark(last) > self.opts.max_replay_events {
-                FLUSH_SLICE
-            } else {
-                0
-            };
+            let n = slice_budget(
+                m.len(),
+                max_held,
+                pending.outbox.len(),
+                last - m.watermark(last),
+                max_replay,
+            );
             // Taken with room for this group's rows, which are left out; none when none is due.
             let slice: Vec<(String, Sku, Mark)> = m
                 .take_slice(if n == 0 { 0 } else { n + pending.outbox.len() })
@@ -848,16 +844,13 @@ impl Held {
         // And for the per-cell index: the sweep writes a little more than the group adds.
         let (keys, keys_wm, keys_max_at) = {
             let mut k = self.keys.write().unwrap_or_else(|p| p.into_inner());
-            let over = k.len().saturating_sub(self.opts.max_unindexed_events);
-            let n = if over > 0 {
-                (over + 2 * pending.events.len()).min(FLUSH_SLICE)
-            } else if last - k.watermark_after(&KeySlice::new(), self.next_lsn)
-                > self.opts.max_replay_events
-            {
-                FLUSH_SLICE
-            } else {
-                0
-            };
+            let n = slice_budget(
+                k.len(),
+                self.opts.max_unindexed_events,
+                pending.events.len(),
+                last - k.watermark_after(&KeySlice::new(), self.next_lsn),
+                max_replay,
+            );
             k.take_slice_to_write(n, self.next_lsn)
         };
         write_keys(tx, &keys, keys_max_at).await?;
@@ -947,6 +940,23 @@ impl Held {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .written(&slices.keys);
+    }
+}
+
+/// How many held rows of one kind (cells, outbox rows, index entries) a group commit writes
+/// behind: once more are held than `max_held`, the excess and twice what the group adds (small
+/// slices, a little more than the group changed, keep every commit short; the sweep's key order
+/// still puts many rows on each page because so many wait); once the replay a crash would need
+/// (`tail` positions) outgrows `max_replay`, a whole slice; otherwise none. The one budget of
+/// the three kinds.
+fn slice_budget(held: usize, max_held: usize, added: usize, tail: i64, max_replay: i64) -> usize {
+    let over = held.saturating_sub(max_held);
+    if over > 0 {
+        (over + 2 * added).min(FLUSH_SLICE)
+    } else if tail > max_replay {
+        FLUSH_SLICE
+    } else {
+        0
     }
 }
 
