@@ -114,6 +114,20 @@ pub enum PushRecord {
         hold: bool,
         incident: Incident,
     },
+    /// The channel refused the compare-and-set again (no acknowledgement since the last refusal):
+    /// the compare value moves to what it reported, as with `Rebased` but without a new incident
+    /// or a change of `held`, and the refusal counts as a failed attempt, so that a channel that
+    /// always refuses ends on the dead-letter list (`dead`) instead of looping. Written after a
+    /// `Rebased` of the same sku in the same call, it sets the attempts that `Rebased` reset.
+    Refused {
+        sku: String,
+        version: i64,
+        basis: Option<i64>,
+        attempts: u32,
+        next_attempt: DateTime<Utc>,
+        error: String,
+        dead: Option<Incident>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -644,6 +658,38 @@ impl Outbox for SqliteStore {
                             redirty.push(sku);
                         }
                         insert_incident(&mut tx, incident).await?;
+                    }
+                    PushRecord::Refused {
+                        sku,
+                        version,
+                        basis,
+                        attempts,
+                        next_attempt,
+                        error,
+                        dead,
+                    } => {
+                        // Nothing is in doubt: the channel answered and applied nothing.
+                        sqlx::query(
+                            "INSERT INTO channel_skus (channel, sku, basis, attempts, \
+                             next_attempt_nanos, last_error, last_error_nanos, dead_version) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                             ON CONFLICT (channel, sku) DO UPDATE SET basis = ?3, attempts = ?4, \
+                             next_attempt_nanos = ?5, last_error = ?6, last_error_nanos = ?7, \
+                             dead_version = ?8, pinned_version = NULL, pinned_quantity = NULL",
+                        )
+                        .bind(channel)
+                        .bind(sku)
+                        .bind(basis)
+                        .bind(i64::from(*attempts))
+                        .bind(nanos(*next_attempt))
+                        .bind(error)
+                        .bind(now)
+                        .bind(dead.as_ref().map(|_| *version))
+                        .execute(&mut *tx)
+                        .await?;
+                        if let Some(i) = dead {
+                            insert_incident(&mut tx, i).await?;
+                        }
                     }
                 }
             }
