@@ -31,6 +31,13 @@ pub enum Mode {
     Webhook { secret: Vec<u8> },
     /// Checks the access token and the API version in the path.
     Shopify { token: String, api_version: String },
+    /// Answers every request alike (`status`, extra header lines each ending in `\r\n`, `body`)
+    /// and counts them: a receiver that always refuses the compare, or always throttles.
+    Fixed {
+        status: u16,
+        headers: String,
+        body: String,
+    },
 }
 
 /// Injected faults; `rate` of requests fail, split evenly between the kinds.
@@ -284,6 +291,7 @@ async fn respond(sock: &mut TcpStream, status: u16, extra: &str, body: &str) -> 
         404 => "Not Found",
         409 => "Conflict",
         429 => "Too Many Requests",
+        503 => "Service Unavailable",
         _ => "Error",
     };
     let msg = format!(
@@ -326,6 +334,14 @@ async fn serve(mut sock: TcpStream, sh: Arc<Shared>) {
         let action = match &sh.mode {
             Mode::Webhook { secret } => webhook(&sh, secret, &req),
             Mode::Shopify { token, api_version } => shopify(&sh, token, api_version, &req),
+            Mode::Fixed {
+                status,
+                headers,
+                body,
+            } => {
+                sh.ledger().requests += 1;
+                Action::Reply(*status, headers.clone(), body.clone())
+            }
         };
         match action {
             Action::Reply(s, extra, body) => {

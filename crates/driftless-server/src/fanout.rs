@@ -711,35 +711,7 @@ impl Dispatcher {
                     });
                 }
                 PushOutcome::CompareFailed { current, actor } => {
-                    let streak = self.cas_streak.entry(sku.clone()).or_default();
-                    *streak += 1;
-                    if *streak > 3 {
-                        // The channel keeps refusing even the value it reported: treat as a
-                        // failure so backoff and the dead-letter list apply.
-                        self.cas_streak.remove(&sku);
-                        let msg = "compare failed three times in a row".to_owned();
-                        records.push(self.failed(&d, msg, true, None, d.row.pinned));
-                        skus.push(sku);
-                        continue;
-                    }
-                    let hold = self.cfg.on_override == OnOverride::Hold;
-                    let incident = override_incident(
-                        &channel,
-                        &sku,
-                        d.row.basis,
-                        current,
-                        actor.as_deref(),
-                        d.quantity,
-                        hold,
-                        "the channel refused the compare-and-set",
-                        d.at,
-                    );
-                    records.push(PushRecord::Rebased {
-                        sku: sku.clone(),
-                        basis: current,
-                        hold,
-                        incident,
-                    });
+                    records.extend(self.compare_failed(&d, current, actor.as_deref()));
                 }
                 PushOutcome::RetryAfter(wait) => {
                     self.paused_until = Some(Instant::now() + wait);
@@ -802,21 +774,7 @@ impl Dispatcher {
                 next.timestamp_nanos_opt().unwrap_or(i64::MAX),
             );
         }
-        let incident = dead.then(|| Incident {
-            kind: "dead_letter".into(),
-            sku: Some(row.sku.clone()),
-            location: None,
-            system: Some(self.id().to_owned()),
-            event_id: None,
-            detail: format!(
-                "push of version {} to channel `{}` gave up after {attempts} attempt(s): {message}; \
-                 POST /v1/channels/{}/replay to retry",
-                d.version,
-                self.id(),
-                self.id()
-            ),
-            at: Utc::now(),
-        });
+        let incident = dead.then(|| self.dead_letter(&row.sku, d.version, attempts, &message));
         PushRecord::Failed {
             sku: row.sku.clone(),
             version: row.version,
@@ -825,6 +783,108 @@ impl Dispatcher {
             next_attempt: next,
             error: message,
             dead: incident,
+        }
+    }
+
+    /// A compare failure. The first of a streak is an override: an incident, the channel's
+    /// `on_override` policy, and (overwrite) a push again at once against the value the channel
+    /// reported. Every compare failure counts as a failed attempt, and one that continues a streak
+    /// (no acknowledgement since the last, and `attempts` not reset by a replay) moves the compare
+    /// value without a new incident, backs off and dead-letters after `max_attempts`: a channel
+    /// that refuses every compare, even against the value it reported, must not loop for ever.
+    fn compare_failed(
+        &mut self,
+        d: &Done,
+        current: Option<i64>,
+        actor: Option<&str>,
+    ) -> Vec<PushRecord> {
+        let sku = d.row.sku.clone();
+        let channel = self.id().to_owned();
+        let attempts = d.row.attempts.saturating_add(1);
+        let streak = self.cas_streak.entry(sku.clone()).or_default();
+        // After a restart the streak is unknown: the next refusal is taken as the first again,
+        // but `attempts` was stored, so the one after it still dead-letters.
+        let first = *streak == 0 || d.row.attempts == 0;
+        *streak = if first { 1 } else { streak.saturating_add(1) };
+        let streak = *streak;
+        let show =
+            |v: Option<i64>| v.map_or_else(|| "an unknown value".to_owned(), |v| v.to_string());
+        if first {
+            let hold = self.cfg.on_override == OnOverride::Hold;
+            let incident = override_incident(
+                &channel,
+                &sku,
+                d.row.basis,
+                current,
+                actor,
+                d.quantity,
+                hold,
+                "the channel refused the compare-and-set",
+                d.at,
+            );
+            return vec![
+                PushRecord::Rebased {
+                    sku: sku.clone(),
+                    basis: current,
+                    hold,
+                    incident,
+                },
+                // Counts the refusal; due at once, as the policy says.
+                PushRecord::Refused {
+                    sku,
+                    version: d.row.version,
+                    basis: current,
+                    attempts,
+                    next_attempt: d.at,
+                    error: format!(
+                        "the channel refused the compare-and-set; it shows {}",
+                        show(current)
+                    ),
+                    dead: None,
+                },
+            ];
+        }
+        let message = format!(
+            "the channel refused the compare-and-set {streak} times in a row (it shows {}, \
+             compared against {})",
+            show(current),
+            show(d.row.basis)
+        );
+        let dead = attempts >= self.cfg.max_attempts;
+        let wait = backoff(attempts, self.opts.base_backoff, self.opts.max_backoff);
+        let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        if dead {
+            self.cas_streak.remove(&sku);
+        } else {
+            self.retry(sku.clone(), next.timestamp_nanos_opt().unwrap_or(i64::MAX));
+        }
+        let dead = dead.then(|| self.dead_letter(&sku, d.version, attempts, &message));
+        vec![PushRecord::Refused {
+            sku,
+            version: d.row.version,
+            basis: current,
+            attempts,
+            next_attempt: next,
+            error: message,
+            dead,
+        }]
+    }
+
+    /// The incident of a push that gave up.
+    fn dead_letter(&self, sku: &str, version: i64, attempts: u32, message: &str) -> Incident {
+        Incident {
+            kind: "dead_letter".into(),
+            sku: Some(sku.to_owned()),
+            location: None,
+            system: Some(self.id().to_owned()),
+            event_id: None,
+            detail: format!(
+                "push of version {version} to channel `{}` gave up after {attempts} attempt(s): \
+                 {message}; POST /v1/channels/{}/replay to retry",
+                self.id(),
+                self.id()
+            ),
+            at: Utc::now(),
         }
     }
 

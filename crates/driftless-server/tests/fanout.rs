@@ -861,3 +861,59 @@ async fn a_change_is_pushed_on_the_stores_wake_up_not_the_poll() {
     eventually("and again", || async { ch.get("WAKE") == Some(5) }).await;
     hub.shutdown().await;
 }
+
+/// A receiver that answers every request alike.
+async fn fixed_standin(status: u16, headers: &str, body: &str) -> StandIn {
+    StandIn::start(
+        Mode::Fixed {
+            status,
+            headers: headers.into(),
+            body: body.into(),
+        },
+        Faults::none(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Pushes until the first dead letter, or until `bound` requests prove there will be none.
+async fn requests_until_dead_letter(hub: &Hub, ch: &StandIn, bound: u64) -> u64 {
+    eventually("a dead letter, or requests past the bound", || async {
+        ch.lock().requests > bound
+            || !hub.get("/v1/channels/shop").await["dead_letters"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+    })
+    .await;
+    ch.lock().requests
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compare_failure_that_repeats_dead_letters_after_max_attempts() {
+    // Refuses every compare, even against the value it reported itself.
+    let ch = fixed_standin(409, "", r#"{"current_quantity":5}"#).await;
+    let dir = tempfile::tempdir().unwrap();
+    let channel = webhook_channel(&ch.url("/push"), "overwrite")
+        .replace("max_attempts = 40", "max_attempts = 3");
+    let hub = hub(&config(&channel, ""), dir.path(), opts()).await;
+    hub.set("LOOP", 9).await;
+    let n = requests_until_dead_letter(&hub, &ch, 30).await;
+    assert_eq!(n, 3, "three refused pushes, then the dead-letter list");
+    // The first refusal is the override (incident, policy); the rest count toward max_attempts.
+    let overrides = hub.incidents("channel_override").await;
+    assert_eq!(overrides.len(), 1, "{overrides:?}");
+    assert!(overrides[0]["detail"].as_str().unwrap().contains("shows 5"));
+    let dl = hub.incidents("dead_letter").await;
+    assert_eq!(dl.len(), 1);
+    let d = dl[0]["detail"].as_str().unwrap();
+    assert!(
+        d.contains("3 attempt(s)") && d.contains("compare-and-set"),
+        "{d}"
+    );
+    // And it stays there.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ch.lock().requests, 3);
+    assert_eq!(hub.incidents("channel_override").await.len(), 1);
+    hub.shutdown().await;
+}
