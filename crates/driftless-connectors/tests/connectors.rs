@@ -51,7 +51,7 @@ async fn webhook_set_compare_and_replay() {
 }
 
 #[tokio::test]
-async fn webhook_wrong_key_is_refused_for_good() {
+async fn webhook_wrong_key_is_refused_not_applied_and_retried_with_backoff() {
     let ch = StandIn::start(
         Mode::Webhook {
             secret: b"right".to_vec(),
@@ -66,8 +66,12 @@ async fn webhook_wrong_key_is_refused_for_good() {
         &ClientOptions::default(),
     )
     .unwrap();
+    // A 4xx: refused, so certainly not applied; the contract retries it with backoff (the key
+    // may be rotated on the other side) until max_attempts.
     match c.push(&push("A", 1, None, 1)).await {
-        PushOutcome::Failed(f) => assert!(!f.retryable && f.message.contains("401")),
+        PushOutcome::Failed(f) => {
+            assert!(f.retryable && !f.in_doubt && f.message.contains("401"))
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(ch.lock().bad_signatures, 1);
@@ -243,7 +247,9 @@ async fn webhook_batch_signature_is_checked_by_the_receiver() {
         .push_batch(&[push("C", 1, None, 1), push("D", 1, None, 1)])
         .await
     {
-        assert!(matches!(o, PushOutcome::Failed(f) if !f.retryable && f.message.contains("401")));
+        assert!(
+            matches!(o, PushOutcome::Failed(f) if f.retryable && !f.in_doubt && f.message.contains("401"))
+        );
     }
 }
 
@@ -440,7 +446,7 @@ async fn shopify_gids_stale_compare_and_throttle() {
 }
 
 #[tokio::test]
-async fn shopify_wrong_token_is_permanent() {
+async fn shopify_wrong_token_is_refused_and_retried_with_backoff() {
     let ch = StandIn::start(
         Mode::Shopify {
             token: "right".into(),
@@ -460,7 +466,9 @@ async fn shopify_wrong_token_is_permanent() {
     )
     .unwrap();
     match c.push(&push("A", 1, None, 1)).await {
-        PushOutcome::Failed(f) => assert!(!f.retryable && f.message.contains("401")),
+        PushOutcome::Failed(f) => {
+            assert!(f.retryable && !f.in_doubt && f.message.contains("401"))
+        }
         other => panic!("{other:?}"),
     }
 }

@@ -13,10 +13,12 @@
 //!
 //! Per push: the compare value is what the hub last saw acknowledged (or what a compare failure
 //! reported), the idempotency key is derived from `(channel, sku, version, quantity, compare)` so a
-//! retry after a lost answer is recognised by the channel. Failures back off exponentially with
-//! jitter; a channel's `Retry-After` pauses the whole channel; `max_attempts` failures (or one that
-//! cannot succeed) move the sku to the dead-letter list until replayed or superseded by a newer
-//! version. A compare failure, or an observation that differs from the last acknowledged push for
+//! retry after a lost answer is recognised by the channel. Failures (transport errors, 5xx, other
+//! 4xx, repeated compare failures) back off exponentially with jitter, and `max_attempts` of them
+//! (or one answer that says the request itself is wrong) move the sku to the dead-letter list
+//! until replayed or superseded by a newer version. Throttling (429, 503 with `Retry-After`,
+//! Shopify's `THROTTLED`) pauses the whole channel as long as it was told and spends no attempt;
+//! only `throttle_budget` bounds it. A compare failure, or an observation that differs from the last acknowledged push for
 //! longer than the hop's SLA, is a `channel_override` incident and the channel's `on_override`
 //! applies: `overwrite` pushes again against the observed value, `hold` stops pushing the sku.
 
@@ -45,6 +47,12 @@ pub struct FanoutOptions {
     /// First retry delay; doubles per attempt up to `max_backoff`, with jitter.
     pub base_backoff: Duration,
     pub max_backoff: Duration,
+    /// How long a push may be throttled (HTTP 429, 503 with `Retry-After`, Shopify's
+    /// `THROTTLED`) before it goes to the dead-letter list. Throttling spends no attempts: the
+    /// channel is up and said when to come back; this only bounds a channel that never lets a
+    /// push through. Default 30 minutes, counted from the first throttle since the push last got
+    /// another answer (in memory: a restart starts it again).
+    pub throttle_budget: Duration,
     /// Requests in flight per channel, unless the channel sets `concurrency`.
     pub concurrency: usize,
     /// Requests started per second per channel unless the channel sets `rate_limit`; `None` for no
@@ -69,6 +77,7 @@ impl Default for FanoutOptions {
             poll: Duration::from_millis(100),
             base_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(300),
+            throttle_budget: Duration::from_secs(30 * 60),
             concurrency: 32,
             rate_per_second: None,
             sweep_every: Duration::from_secs(1),
@@ -250,6 +259,8 @@ struct Dispatcher {
     retry_at: HashMap<String, i64>,
     /// Consecutive compare failures per sku, so a channel that always refuses cannot loop us.
     cas_streak: HashMap<String, u32>,
+    /// Per sku throttled since its last other answer: since when, and how many times.
+    throttled: HashMap<String, (Instant, u32)>,
     paused_until: Option<Instant>,
     tokens: f64,
     tokens_at: Instant,
@@ -301,6 +312,7 @@ impl Dispatcher {
             retry_queue: BTreeSet::new(),
             retry_at: HashMap::new(),
             cas_streak: HashMap::new(),
+            throttled: HashMap::new(),
             paused_until: None,
             tokens: 0.0,
             tokens_at: Instant::now(),
@@ -692,6 +704,9 @@ impl Dispatcher {
             acks.push(matches!(d.outcome, PushOutcome::Acked).then_some((d.version, d.quantity)));
             let sku = d.row.sku.clone();
             self.inflight.remove(&sku);
+            if !matches!(d.outcome, PushOutcome::RetryAfter(_)) {
+                self.throttled.remove(&sku);
+            }
             match d.outcome.clone() {
                 PushOutcome::Acked => {
                     self.cas_streak.remove(&sku);
@@ -713,12 +728,7 @@ impl Dispatcher {
                 PushOutcome::CompareFailed { current, actor } => {
                     records.extend(self.compare_failed(&d, current, actor.as_deref()));
                 }
-                PushOutcome::RetryAfter(wait) => {
-                    self.paused_until = Some(Instant::now() + wait);
-                    let msg = format!("the channel asked to retry after {}ms", wait.as_millis());
-                    // Refused before being applied: nothing new in doubt.
-                    records.push(self.failed(&d, msg, true, Some(wait), d.row.pinned));
-                }
+                PushOutcome::RetryAfter(told) => records.push(self.throttle(&d, told)),
                 PushOutcome::Failed(f) => {
                     // A timeout, a dropped connection or a 5xx may have been applied: pin it.
                     let pin = if f.in_doubt {
@@ -726,7 +736,7 @@ impl Dispatcher {
                     } else {
                         d.row.pinned
                     };
-                    records.push(self.failed(&d, f.message, f.retryable, None, pin));
+                    records.push(self.failed(&d, f.message, f.retryable, pin));
                 }
             }
             skus.push(sku);
@@ -759,14 +769,12 @@ impl Dispatcher {
         d: &Done,
         message: String,
         retryable: bool,
-        at_least: Option<Duration>,
         pinned: Option<(i64, i64)>,
     ) -> PushRecord {
         let row = &d.row;
         let attempts = row.attempts.saturating_add(1);
         let dead = !retryable || attempts >= self.cfg.max_attempts;
-        let wait = backoff(attempts, self.opts.base_backoff, self.opts.max_backoff)
-            .max(at_least.unwrap_or_default());
+        let wait = backoff(attempts, self.opts.base_backoff, self.opts.max_backoff);
         let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
         if !dead {
             self.retry(
@@ -783,6 +791,57 @@ impl Dispatcher {
             next_attempt: next,
             error: message,
             dead: incident,
+        }
+    }
+
+    /// The channel throttled the push (it refused before applying: nothing new is in doubt). It
+    /// waits as told, or with backoff when the channel named no wait (or `0`, which would otherwise
+    /// hammer it), pausing the whole channel, and spends no attempt; once the push has been
+    /// throttled for longer than `throttle_budget` it goes to the dead-letter list.
+    fn throttle(&mut self, d: &Done, told: Duration) -> PushRecord {
+        let sku = &d.row.sku;
+        let now = Instant::now();
+        let (since, times) = {
+            let t = self.throttled.entry(sku.clone()).or_insert((now, 0));
+            t.1 = t.1.saturating_add(1);
+            *t
+        };
+        let spent = now.saturating_duration_since(since);
+        let budget = self.opts.throttle_budget;
+        if spent >= budget {
+            self.throttled.remove(sku);
+            let msg = format!(
+                "the channel throttled it {times} times over {:.1}s, longer than the {:.1}s budget",
+                spent.as_secs_f64(),
+                budget.as_secs_f64()
+            );
+            return self.failed(d, msg, false, d.row.pinned);
+        }
+        let wait = if told.is_zero() {
+            backoff(times, self.opts.base_backoff, self.opts.max_backoff)
+        } else {
+            told
+        }
+        .min(budget - spent);
+        let until = now + wait;
+        if self.paused_until.is_none_or(|p| p < until) {
+            self.paused_until = Some(until);
+        }
+        let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        self.retry(sku.clone(), next.timestamp_nanos_opt().unwrap_or(i64::MAX));
+        PushRecord::Failed {
+            sku: sku.clone(),
+            version: d.row.version,
+            pinned: d.row.pinned,
+            // Throttling spends no attempt.
+            attempts: d.row.attempts,
+            next_attempt: next,
+            error: format!(
+                "throttled by the channel ({times} time(s) in {:.1}s); retrying in {}ms",
+                spent.as_secs_f64(),
+                wait.as_millis()
+            ),
+            dead: None,
         }
     }
 

@@ -782,7 +782,7 @@ async fn a_batch_with_a_wrong_signature_is_refused_and_every_item_dead_lettered(
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let channel = webhook_channel(&ch.url("/push"), "overwrite") + "batch_size = 10\n";
+    let channel = with_max_attempts(&ch.url("/push"), 3) + "batch_size = 10\n";
     let hub = hub(&config(&channel, ""), dir.path(), opts()).await;
     hub.set_many(&[("S1", 3), ("S2", 4), ("S3", 5)]).await;
     eventually("three dead letters", || async {
@@ -793,8 +793,10 @@ async fn a_batch_with_a_wrong_signature_is_refused_and_every_item_dead_lettered(
     .await;
     {
         let l = ch.lock();
-        // One request carried the three (one commit, one read); refused before it was parsed.
-        assert_eq!((l.requests, l.bad_signatures), (1, 1));
+        // Every request was refused before it was parsed, and retried (each sku on its own
+        // backoff) up to max_attempts; the first carried all three.
+        assert_eq!(l.requests, l.bad_signatures);
+        assert!((3..=9).contains(&l.requests), "{}", l.requests);
         assert!(l.applied.is_empty());
     }
     let dl = hub.incidents("dead_letter").await;
@@ -916,4 +918,91 @@ async fn a_compare_failure_that_repeats_dead_letters_after_max_attempts() {
     assert_eq!(ch.lock().requests, 3);
     assert_eq!(hub.incidents("channel_override").await.len(), 1);
     hub.shutdown().await;
+}
+
+fn with_max_attempts(url: &str, n: u32) -> String {
+    webhook_channel(url, "overwrite").replace("max_attempts = 40", &format!("max_attempts = {n}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_waits_spends_no_attempts_and_is_bounded_by_the_budget() {
+    // `503 Retry-After: 0` for ever: three of them used to dead-letter the push at once.
+    let ch = fixed_standin(503, "retry-after: 0\r\n", "{}").await;
+    let dir = tempfile::tempdir().unwrap();
+    let fanout = FanoutOptions {
+        throttle_budget: Duration::from_secs(1),
+        ..opts()
+    };
+    let hub = hub(
+        &config(&with_max_attempts(&ch.url("/push"), 3), ""),
+        dir.path(),
+        fanout,
+    )
+    .await;
+    hub.set("BUSY", 4).await;
+    let n = requests_until_dead_letter(&hub, &ch, 500).await;
+    assert!(
+        n > 3,
+        "throttled pushes spend no attempts: {n} requests before the dead letter"
+    );
+    assert!(n < 500, "the time budget bounds throttling");
+    let dl = hub.incidents("dead_letter").await;
+    let d = dl[0]["detail"].as_str().unwrap();
+    assert!(d.contains("budget") && d.contains("1 attempt(s)"), "{d}");
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stated_retry_after_is_waited_for() {
+    let ch = fixed_standin(429, "retry-after: 1\r\n", "{}").await;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub(
+        &config(&with_max_attempts(&ch.url("/push"), 3), ""),
+        dir.path(),
+        opts(),
+    )
+    .await;
+    hub.set("SLOW", 4).await;
+    eventually("the first push", || async { ch.lock().requests >= 1 }).await;
+    // A wait can only come out longer than stated, never shorter.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(ch.lock().requests, 1, "the channel asked for a second");
+    eventually("pushed again after the wait", || async {
+        ch.lock().requests >= 3
+    })
+    .await;
+    let status = hub.get("/v1/channels/shop").await;
+    assert_eq!(
+        status["dead_letters"],
+        json!([]),
+        "throttling spends no attempts"
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_4xx_and_a_503_without_retry_after_are_retried_with_backoff_then_dead_lettered() {
+    for (status, headers) in [(422, ""), (400, ""), (503, "")] {
+        let ch = fixed_standin(status, headers, r#"{"error":"no"}"#).await;
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(
+            &config(&with_max_attempts(&ch.url("/push"), 3), ""),
+            dir.path(),
+            opts(),
+        )
+        .await;
+        hub.set("REFUSED", 4).await;
+        let n = requests_until_dead_letter(&hub, &ch, 30).await;
+        assert_eq!(
+            n, 3,
+            "HTTP {status}: max_attempts pushes, then the dead letter"
+        );
+        let dl = hub.incidents("dead_letter").await;
+        let d = dl[0]["detail"].as_str().unwrap();
+        assert!(
+            d.contains(&format!("HTTP {status}")) && d.contains("3 attempt(s)"),
+            "{d}"
+        );
+        hub.shutdown().await;
+    }
 }

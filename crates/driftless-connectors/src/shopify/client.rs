@@ -128,25 +128,27 @@ impl ShopifyConnector {
             }
         };
         let status = resp.status().as_u16();
-        if status == 429 {
-            let ra = resp
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok());
-            return Err(PushOutcome::RetryAfter(crate::http::retry_after(
-                ra,
-                Duration::from_secs(1),
-            )));
-        }
-        if status >= 500 {
-            return Err(PushOutcome::Failed(Failure::retry(format!(
-                "HTTP {status}"
-            ))));
-        }
-        if !(200..300).contains(&status) {
-            return Err(PushOutcome::Failed(Failure::permanent(format!(
-                "HTTP {status} from Shopify (check the access token and its write_inventory scope)"
-            ))));
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| crate::http::retry_after(Some(v), Duration::ZERO));
+        match (status, retry_after) {
+            (429, wait) | (503, wait @ Some(_)) => {
+                return Err(PushOutcome::RetryAfter(wait.unwrap_or_default()));
+            }
+            (500.., _) => {
+                return Err(PushOutcome::Failed(Failure::retry(format!(
+                    "HTTP {status}"
+                ))));
+            }
+            (200..=299, _) => {}
+            // Refused, not applied; may pass (a token replaced, a shop unfrozen): backoff.
+            _ => {
+                return Err(PushOutcome::Failed(Failure::refused(format!(
+                    "HTTP {status} from Shopify (check the access token and its write_inventory scope)"
+                ))));
+            }
         }
         let bytes = match resp.bytes().await {
             Ok(b) if b.len() <= MAX_ANSWER => b,
