@@ -1006,3 +1006,71 @@ async fn other_4xx_and_a_503_without_retry_after_are_retried_with_backoff_then_d
         hub.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shopify_request_errors_dead_letter_at_once_with_shopifys_message() {
+    let ch = StandIn::start(
+        Mode::Shopify {
+            token: "shpat_test".into(),
+            api_version: "2026-07".into(),
+        },
+        Faults::none(),
+    )
+    .await
+    .unwrap();
+    // The app was installed without write_inventory: Shopify answers HTTP 200, ACCESS_DENIED.
+    ch.lock().missing_write_scope = true;
+    let channel = format!(
+        r#"[[channels]]
+id = "shop"
+locations = ["DC1"]
+connector = "shopify"
+shop_domain = "{}"
+api_version = "2026-07"
+token_env = "SHOP_TOKEN"
+max_attempts = 40
+
+[[items]]
+sku = "S-1"
+shopify_inventory_item_id = "1"
+
+[[items]]
+sku = "S-2"
+shopify_inventory_item_id = "2"
+
+[[locations]]
+id = "DC1"
+shopify_location_id = "9"
+"#,
+        ch.url("")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub(&config(&channel, ""), dir.path(), opts()).await;
+    hub.set("S-1", 4).await;
+    // Past Shopify's cap: never sent.
+    hub.set("S-2", 2_000_000_000).await;
+    eventually("two dead letters", || async {
+        hub.get("/v1/channels/shop").await["dead_letters"]
+            .as_array()
+            .is_some_and(|d| d.len() == 2)
+    })
+    .await;
+    let dl = hub.incidents("dead_letter").await;
+    let detail = |sku: &str| {
+        dl.iter()
+            .find(|d| d["sku"] == sku)
+            .and_then(|d| d["detail"].as_str())
+            .unwrap()
+            .to_owned()
+    };
+    let d = detail("S-1");
+    assert!(
+        d.contains("1 attempt(s)") && d.contains("ACCESS_DENIED") && d.contains("write_inventory"),
+        "{d}"
+    );
+    let d = detail("S-2");
+    assert!(d.contains("1,000,000,000") && d.contains("not sent"), "{d}");
+    // One request: the refused one. Nothing repeated, nothing past the cap sent.
+    assert_eq!(ch.lock().requests, 1);
+    hub.shutdown().await;
+}
