@@ -47,8 +47,9 @@ pub struct Push {
 /// Why a push did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    /// `false` when retrying the same push cannot help (a 4xx, a missing id mapping): the dispatcher
-    /// dead-letters it at once instead of spending the attempt budget.
+    /// `false` when retrying the same push cannot help (a missing id mapping, a request the
+    /// channel says is invalid): the dispatcher dead-letters it at once instead of spending the
+    /// attempt budget.
     pub retryable: bool,
     /// `true` when the channel may have applied the push anyway (a timeout, a dropped connection, a
     /// 5xx): the dispatcher then repeats this exact push, same key, before sending anything newer.
@@ -75,6 +76,18 @@ impl Failure {
         }
     }
 
+    /// Retryable, and certainly not applied: the channel answered and refused it (a 4xx). The
+    /// refusal may pass (a key rotated, a receiver redeployed), so it is retried with backoff
+    /// until `max_attempts`.
+    pub fn refused(message: impl Into<String>) -> Failure {
+        Failure {
+            retryable: true,
+            in_doubt: false,
+            message: message.into(),
+        }
+    }
+
+    /// Dead-lettered at once: the request itself is wrong, and repeating it cannot help.
     pub fn permanent(message: impl Into<String>) -> Failure {
         Failure {
             retryable: false,
@@ -95,7 +108,9 @@ pub enum PushOutcome {
         current: Option<i64>,
         actor: Option<String>,
     },
-    /// The channel asked to be left alone for a while (HTTP 429/503, GraphQL throttling).
+    /// The channel asked to be left alone for a while (HTTP 429, 503 with `Retry-After`, GraphQL
+    /// throttling): wait this long, or with backoff when it is zero (no wait stated, or `0`).
+    /// Throttling spends no attempt; the dispatcher's time budget bounds it.
     RetryAfter(Duration),
     Failed(Failure),
 }

@@ -9,6 +9,14 @@
 //! and a fault hits the request as a whole, as a real receiver's crash or overload would; a batch
 //! may also meet a sixth fault, some of its items answered 500 or 429 while the rest apply.
 //!
+//! The Shopify stand-in answers as Shopify does, HTTP 200 with top-level `errors`, for a request
+//! that is wrong as such: `INVALID_VARIABLE` for variables its API version's schema does not take
+//! (`compareQuantity`/`ignoreCompareQuantity` from 2026-04, a missing `changeFromQuantity` from
+//! 2026-04, a quantity that is no 32-bit `Int`), `ACCESS_DENIED` without the `write_inventory`
+//! scope; and user errors `COMPARE_QUANTITY_STALE` or `CHANGE_FROM_QUANTITY_STALE` (by the field
+//! compared, and `compareQuantity` exists on 2026-01 only), `INVALID_QUANTITY_TOO_HIGH` above
+//! 1,000,000,000 and `IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED` for a key whose request failed.
+//!
 //! HTTP is parsed by hand on purpose: a framework would not let a test drop a connection mid-request.
 
 use crate::webhook::transform as wh;
@@ -23,6 +31,8 @@ use tokio::task::JoinHandle;
 
 const MAX_HEAD: usize = 16 * 1024;
 const MAX_BODY: usize = 1024 * 1024;
+/// GraphQL bodies the Shopify stand-in keeps for tests.
+pub const KEEP_GRAPHQL: usize = 256;
 
 /// Which system the stand-in plays.
 #[derive(Debug, Clone)]
@@ -31,6 +41,13 @@ pub enum Mode {
     Webhook { secret: Vec<u8> },
     /// Checks the access token and the API version in the path.
     Shopify { token: String, api_version: String },
+    /// Answers every request alike (`status`, extra header lines each ending in `\r\n`, `body`)
+    /// and counts them: a receiver that always refuses the compare, or always throttles.
+    Fixed {
+        status: u16,
+        headers: String,
+        body: String,
+    },
 }
 
 /// Injected faults; `rate` of requests fail, split evenly between the kinds.
@@ -85,6 +102,13 @@ pub struct Ledger {
     pub batch_duplicate_skus: u64,
     /// Items of a batch answered with an injected per-item error (not applied).
     pub item_faults: u64,
+    /// Shopify: the app lacks `write_inventory`; mutations answer `ACCESS_DENIED` (HTTP 200).
+    pub missing_write_scope: bool,
+    /// Shopify: keys whose earlier request failed (an injected 500 adds its key): a request with
+    /// one answers `IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED`, as Shopify does.
+    pub failed_keys: std::collections::HashSet<String>,
+    /// Shopify: the first [`KEEP_GRAPHQL`] request bodies as sent, for checks against the schema.
+    pub graphql: Vec<Value>,
     replies: HashMap<String, Reply>,
     bucket: f64,
     bucket_at: Option<Instant>,
@@ -284,6 +308,7 @@ async fn respond(sock: &mut TcpStream, status: u16, extra: &str, body: &str) -> 
         404 => "Not Found",
         409 => "Conflict",
         429 => "Too Many Requests",
+        503 => "Service Unavailable",
         _ => "Error",
     };
     let msg = format!(
@@ -326,6 +351,14 @@ async fn serve(mut sock: TcpStream, sh: Arc<Shared>) {
         let action = match &sh.mode {
             Mode::Webhook { secret } => webhook(&sh, secret, &req),
             Mode::Shopify { token, api_version } => shopify(&sh, token, api_version, &req),
+            Mode::Fixed {
+                status,
+                headers,
+                body,
+            } => {
+                sh.ledger().requests += 1;
+                Action::Reply(*status, headers.clone(), body.clone())
+            }
         };
         match action {
             Action::Reply(s, extra, body) => {
@@ -337,6 +370,12 @@ async fn serve(mut sock: TcpStream, sh: Arc<Shared>) {
                 sh.ledger().faults += 1;
                 match f {
                     Fault::ServerError => {
+                        if matches!(sh.mode, Mode::Shopify { .. }) {
+                            let mut l = sh.ledger();
+                            for (a, _) in &effects.applied {
+                                l.failed_keys.insert(a.key.clone());
+                            }
+                        }
                         let _ = respond(&mut sock, 500, "", "{\"error\":\"injected\"}").await;
                     }
                     Fault::TooMany => {
@@ -571,6 +610,64 @@ fn shape_error(l: &mut Ledger, msg: String) -> Action {
     )
 }
 
+/// HTTP 200 with a top-level error, as Shopify answers a request that is wrong as such.
+fn top_level(code: &str, message: &str) -> Action {
+    Action::Reply(
+        200,
+        String::new(),
+        json!({"errors": [{"message": message, "extensions": {"code": code}}]}).to_string(),
+    )
+}
+
+/// What the version's schema refuses in the variables (Shopify checks them before running
+/// anything): fields it does not have, a quantity that is no 32-bit `Int`, and from 2026-04 a
+/// `changeFromQuantity` left out.
+fn variable_problems(version: &str, input: &Value) -> Vec<String> {
+    let removed = version >= "2026-04";
+    let mut out = Vec::new();
+    let bad = |path: &str, why: &str| {
+        format!(
+            "Variable $input of type InventorySetQuantitiesInput! was provided invalid value for \
+             {path} ({why})"
+        )
+    };
+    if removed && input.get("ignoreCompareQuantity").is_some() {
+        out.push(bad(
+            "ignoreCompareQuantity",
+            "Field is not defined on InventorySetQuantitiesInput",
+        ));
+    }
+    for (i, q) in input["quantities"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if removed && q.get("compareQuantity").is_some() {
+            out.push(bad(
+                &format!("quantities.{i}.compareQuantity"),
+                "Field is not defined on InventoryQuantityInput",
+            ));
+        }
+        if removed && q.get("changeFromQuantity").is_none() {
+            out.push(bad(
+                &format!("quantities.{i}.changeFromQuantity"),
+                "Expected value to not be null: changeFromQuantity must be given, null to skip the check",
+            ));
+        }
+        for f in ["quantity", "changeFromQuantity", "compareQuantity"] {
+            let v = &q[f];
+            if !v.is_null() && v.as_i64().and_then(|n| i32::try_from(n).ok()).is_none() {
+                out.push(bad(
+                    &format!("quantities.{i}.{f}"),
+                    "Could not coerce value to Int: Int cannot represent non 32-bit signed integer value",
+                ));
+            }
+        }
+    }
+    out
+}
+
 fn is_gid(v: &Value, kind: &str) -> bool {
     v.as_str().is_some_and(|s| {
         s.strip_prefix("gid://shopify/")
@@ -601,6 +698,9 @@ fn shopify(sh: &Shared, token: &str, version: &str, req: &Request) -> Action {
     let Ok(v) = serde_json::from_slice::<Value>(&req.body) else {
         return shape_error(&mut l, "body is not JSON".into());
     };
+    if l.graphql.len() < KEEP_GRAPHQL {
+        l.graphql.push(v.clone());
+    }
     let query = v["query"].as_str().unwrap_or("");
     // The cost bucket: 100 points, 50 per second, 10 per call.
     let now = Instant::now();
@@ -673,14 +773,6 @@ fn shopify(sh: &Shared, token: &str, version: &str, req: &Request) -> Action {
             !is_gid(&q[0]["locationId"], "Location"),
             "locationId must be a Location GID string",
         ),
-        (!q[0]["quantity"].is_i64(), "quantity must be an integer"),
-        (
-            version >= "2026-04"
-                && !q[0]
-                    .as_object()
-                    .is_some_and(|o| o.contains_key("changeFromQuantity")),
-            "changeFromQuantity is required from 2026-04 (null to skip the check)",
-        ),
     ]
     .into_iter()
     .filter(|(bad, _)| *bad)
@@ -688,6 +780,35 @@ fn shopify(sh: &Shared, token: &str, version: &str, req: &Request) -> Action {
     .collect();
     if !problems.is_empty() {
         return shape_error(&mut l, problems.join("; "));
+    }
+    let invalid = variable_problems(version, input);
+    if !invalid.is_empty() {
+        l.shape_errors.extend(invalid.iter().cloned());
+        return top_level("INVALID_VARIABLE", &invalid.join("; "));
+    }
+    if l.missing_write_scope {
+        return top_level(
+            "ACCESS_DENIED",
+            "Access denied for inventorySetQuantities field. Required access: `write_inventory` \
+             access scope.",
+        );
+    }
+    let user_error = |code: &str, field: Value, message: &str| {
+        json!({"data": {"inventorySetQuantities": {"inventoryAdjustmentGroup": null,
+            "userErrors": [{"code": code, "field": field, "message": message}]}},
+            "extensions": cost(avail)})
+        .to_string()
+    };
+    if l.failed_keys.contains(&key) {
+        return Action::Reply(
+            200,
+            String::new(),
+            user_error(
+                "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED",
+                Value::Null,
+                "A previous request with this idempotency key failed. Retry with a new idempotency key.",
+            ),
+        );
     }
     let body_text = String::from_utf8_lossy(&req.body).into_owned();
     if let Some((s, e, b)) = l.replies.get(&key).cloned() {
@@ -699,20 +820,41 @@ fn shopify(sh: &Shared, token: &str, version: &str, req: &Request) -> Action {
     }
     let item = q[0]["inventoryItemId"].as_str().unwrap_or("").to_owned();
     let to = q[0]["quantity"].as_i64().unwrap_or(0);
-    let compare = q[0]
-        .get("changeFromQuantity")
-        .or_else(|| q[0].get("compareQuantity"))
-        .and_then(Value::as_i64);
+    if to > 1_000_000_000 {
+        return Action::Reply(
+            200,
+            String::new(),
+            user_error(
+                "INVALID_QUANTITY_TOO_HIGH",
+                json!(["input", "quantities", "0", "quantity"]),
+                "The total quantity can't be higher than 1,000,000,000.",
+            ),
+        );
+    }
+    // 2026-01 still takes the deprecated spelling (it is refused above from 2026-04); its
+    // refusal has its own code.
+    let (field, compare) = match q[0].get("changeFromQuantity") {
+        Some(c) => ("changeFromQuantity", c.as_i64()),
+        None if input["ignoreCompareQuantity"] == true => ("compareQuantity", None),
+        None => ("compareQuantity", q[0]["compareQuantity"].as_i64()),
+    };
     let current = l.quantities.get(&item).copied();
     l.replies
         .insert(format!("{key}#body"), (0, String::new(), body_text));
     if compare.is_some() && compare != current {
         l.conflicts += 1;
-        let body = json!({"data": {"inventorySetQuantities": {"inventoryAdjustmentGroup": null,
-            "userErrors": [{"code": "CHANGE_FROM_QUANTITY_STALE", "field": ["input", "quantities", "0", "changeFromQuantity"],
-                "message": "The changeFromQuantity value does not match persisted value."}]}},
-            "extensions": cost(avail)})
-        .to_string();
+        let (code, message) = if field == "changeFromQuantity" {
+            (
+                "CHANGE_FROM_QUANTITY_STALE",
+                "The changeFromQuantity argument no longer matches the persisted quantity.",
+            )
+        } else {
+            (
+                "COMPARE_QUANTITY_STALE",
+                "The compareQuantity value does not match persisted value.",
+            )
+        };
+        let body = user_error(code, json!(["input", "quantities", "0", field]), message);
         l.replies.insert(key, (200, String::new(), body.clone()));
         return Action::Reply(200, String::new(), body);
     }

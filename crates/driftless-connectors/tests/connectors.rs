@@ -51,7 +51,7 @@ async fn webhook_set_compare_and_replay() {
 }
 
 #[tokio::test]
-async fn webhook_wrong_key_is_refused_for_good() {
+async fn webhook_wrong_key_is_refused_not_applied_and_retried_with_backoff() {
     let ch = StandIn::start(
         Mode::Webhook {
             secret: b"right".to_vec(),
@@ -66,8 +66,12 @@ async fn webhook_wrong_key_is_refused_for_good() {
         &ClientOptions::default(),
     )
     .unwrap();
+    // A 4xx: refused, so certainly not applied; the contract retries it with backoff (the key
+    // may be rotated on the other side) until max_attempts.
     match c.push(&push("A", 1, None, 1)).await {
-        PushOutcome::Failed(f) => assert!(!f.retryable && f.message.contains("401")),
+        PushOutcome::Failed(f) => {
+            assert!(f.retryable && !f.in_doubt && f.message.contains("401"))
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(ch.lock().bad_signatures, 1);
@@ -243,7 +247,9 @@ async fn webhook_batch_signature_is_checked_by_the_receiver() {
         .push_batch(&[push("C", 1, None, 1), push("D", 1, None, 1)])
         .await
     {
-        assert!(matches!(o, PushOutcome::Failed(f) if !f.retryable && f.message.contains("401")));
+        assert!(
+            matches!(o, PushOutcome::Failed(f) if f.retryable && !f.in_doubt && f.message.contains("401"))
+        );
     }
 }
 
@@ -440,7 +446,7 @@ async fn shopify_gids_stale_compare_and_throttle() {
 }
 
 #[tokio::test]
-async fn shopify_wrong_token_is_permanent() {
+async fn shopify_wrong_token_is_refused_and_retried_with_backoff() {
     let ch = StandIn::start(
         Mode::Shopify {
             token: "right".into(),
@@ -460,7 +466,323 @@ async fn shopify_wrong_token_is_permanent() {
     )
     .unwrap();
     match c.push(&push("A", 1, None, 1)).await {
-        PushOutcome::Failed(f) => assert!(!f.retryable && f.message.contains("401")),
+        PushOutcome::Failed(f) => {
+            assert!(f.retryable && !f.in_doubt && f.message.contains("401"))
+        }
         other => panic!("{other:?}"),
     }
+}
+
+async fn shopify(version: &str) -> (StandIn, ShopifyConnector) {
+    let ch = StandIn::start(
+        Mode::Shopify {
+            token: "shpat".into(),
+            api_version: version.into(),
+        },
+        Faults::none(),
+    )
+    .await
+    .unwrap();
+    let c = ShopifyConnector::new(
+        &ch.url(""),
+        version,
+        "shpat".into(),
+        HashMap::from([
+            (
+                "A".to_string(),
+                "gid://shopify/InventoryItem/9007199254740993".to_string(),
+            ),
+            (
+                "B".to_string(),
+                "gid://shopify/InventoryItem/9007199254740994".to_string(),
+            ),
+        ]),
+        "gid://shopify/Location/9007199254740999".into(),
+        &ClientOptions::default(),
+    )
+    .unwrap();
+    (ch, c)
+}
+
+const ITEM_A: &str = "gid://shopify/InventoryItem/9007199254740993";
+
+#[tokio::test]
+async fn shopify_uses_change_from_quantity_on_every_supported_version() {
+    for version in ["2026-01", "2026-04", "2026-07"] {
+        let (ch, c) = shopify(version).await;
+        assert_eq!(c.push(&push("A", 5, None, 1)).await, PushOutcome::Acked);
+        assert_eq!(c.push(&push("A", 6, Some(5), 2)).await, PushOutcome::Acked);
+        ch.set(ITEM_A, 40);
+        assert_eq!(
+            c.push(&push("A", 7, Some(6), 3)).await,
+            PushOutcome::CompareFailed {
+                current: Some(40),
+                actor: None
+            },
+            "{version}"
+        );
+        let l = ch.lock();
+        assert!(l.shape_errors.is_empty(), "{version}: {:?}", l.shape_errors);
+        for b in &l.graphql {
+            let text = b.to_string();
+            assert!(!text.contains("compareQuantity"), "{version}: {text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn shopify_stand_in_answers_as_shopify_does_by_version() {
+    // The 2026-01 spelling: taken on 2026-01 (with its own stale code), refused from 2026-04
+    // with a top-level INVALID_VARIABLE and HTTP 200, as Shopify answers.
+    let old = |compare: Option<i64>, key: &str| {
+        let mut q = serde_json::json!({"inventoryItemId": ITEM_A,
+            "locationId": "gid://shopify/Location/9007199254740999", "quantity": 3});
+        let mut input = serde_json::json!({"name": "available", "reason": "correction"});
+        match compare {
+            Some(c) => q["compareQuantity"] = c.into(),
+            None => input["ignoreCompareQuantity"] = true.into(),
+        }
+        input["quantities"] = serde_json::json!([q]);
+        serde_json::json!({"query": driftless_connectors::shopify::transform::SET_MUTATION,
+            "variables": {"input": input, "idempotencyKey": key}})
+    };
+    driftless_connectors::http::install_provider();
+    let http = reqwest::Client::new();
+    let send = |url: String, body: serde_json::Value| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .post(url)
+                .header("X-Shopify-Access-Token", "shpat")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let (ch, _) = shopify("2026-01").await;
+    let url = ch.url("/admin/api/2026-01/graphql.json");
+    let a = send(url.clone(), old(None, "k1")).await;
+    assert_eq!(
+        a["data"]["inventorySetQuantities"]["userErrors"],
+        serde_json::json!([])
+    );
+    let a = send(url, old(Some(99), "k2")).await;
+    assert_eq!(
+        a["data"]["inventorySetQuantities"]["userErrors"][0]["code"],
+        "COMPARE_QUANTITY_STALE"
+    );
+    for version in ["2026-04", "2026-07"] {
+        let (ch, _) = shopify(version).await;
+        let url = ch.url(&format!("/admin/api/{version}/graphql.json"));
+        for body in [old(None, "k3"), old(Some(3), "k4")] {
+            let a = send(url.clone(), body).await;
+            assert_eq!(
+                a["errors"][0]["extensions"]["code"], "INVALID_VARIABLE",
+                "{a}"
+            );
+        }
+        assert_eq!(ch.get(ITEM_A), None);
+    }
+}
+
+#[tokio::test]
+async fn shopify_request_errors_dead_letter_with_shopifys_message() {
+    let (ch, c) = shopify("2026-04").await;
+    // A missing write_inventory scope: HTTP 200, top-level ACCESS_DENIED.
+    ch.lock().missing_write_scope = true;
+    match c.push(&push("A", 5, None, 1)).await {
+        PushOutcome::Failed(f) => assert!(
+            !f.retryable
+                && f.message.contains("ACCESS_DENIED")
+                && f.message.contains("write_inventory"),
+            "{f:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    ch.lock().missing_write_scope = false;
+    // Past Shopify's cap (and GraphQL's 32-bit Int): never sent.
+    let before = ch.lock().requests;
+    for q in [1_000_000_001, 5_000_000_000] {
+        match c.push(&push("A", q, None, 1)).await {
+            PushOutcome::Failed(f) => {
+                assert!(!f.retryable && f.message.contains("1,000,000,000"), "{f:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(ch.lock().requests, before, "nothing sent");
+    assert_eq!(
+        c.push(&push("A", 1_000_000_000, None, 1)).await,
+        PushOutcome::Acked
+    );
+}
+
+#[tokio::test]
+async fn shopify_previous_attempt_failed_is_sent_again_with_a_fresh_key() {
+    let (ch, c) = shopify("2026-04").await;
+    let p = push("B", 8, None, 1);
+    ch.lock().failed_keys.insert(p.idempotency_key.clone());
+    assert_eq!(c.push(&p).await, PushOutcome::Acked);
+    assert_eq!(
+        ch.get("gid://shopify/InventoryItem/9007199254740994"),
+        Some(8)
+    );
+    let fresh = ch.lock().applied[0].key.clone();
+    assert_ne!(fresh, p.idempotency_key);
+    // A repeat (say the answer was lost) finds the same fresh key: answered, not applied again.
+    assert_eq!(c.push(&p).await, PushOutcome::Acked);
+    let l = ch.lock();
+    assert_eq!(l.applied.len(), 1);
+    assert_eq!(l.key_reuse_mismatch, 0);
+}
+
+/// `../shared/fixtures/<name>` beside the clone (or beside a folder holding it, as for a git
+/// worktree under `wt/`): real third-party files, never copied into the repository.
+fn shared_fixture(name: &str) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap();
+    let found = root
+        .ancestors()
+        .skip(1)
+        .take(3)
+        .map(|a| a.join("shared/fixtures").join(name))
+        .find(|p| p.is_dir());
+    found.unwrap_or_else(|| {
+        panic!(
+            "fixtures `shared/fixtures/{name}` not found beside the repository ({}): the \
+             Shopify schema check needs them",
+            root.display()
+        )
+    })
+}
+
+/// `python3` with graphql-core, installed with pip when missing.
+fn python_with_graphql_core() -> String {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let has = || {
+        std::process::Command::new(&python)
+            .args(["-c", "import graphql"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !has() {
+        for extra in [&[][..], &["--user"][..], &["--break-system-packages"][..]] {
+            let _ = std::process::Command::new(&python)
+                .args(["-m", "pip", "install", "--quiet", "graphql-core>=3.2,<4"])
+                .args(extra)
+                .status();
+            if has() {
+                break;
+            }
+        }
+    }
+    assert!(
+        has(),
+        "`{python} -c 'import graphql'` fails and `pip install graphql-core` did not help"
+    );
+    python
+}
+
+#[tokio::test]
+async fn shopify_requests_are_valid_against_shopifys_published_schemas() {
+    let schemas = shared_fixture("shopify-admin-schemas");
+    // Every kind of request the connector sends, as it sent them, configured for each version: a
+    // first push (no compare), a compared push, the read-back after a stale compare, a fresh key
+    // after a failed attempt. Each must be valid on every version: one set up for 2026-01 must
+    // not break the day Shopify retires 2026-01.
+    let mut sent = Vec::new();
+    for version in ["2026-01", "2026-04", "2026-07"] {
+        let (ch, c) = shopify(version).await;
+        assert_eq!(c.push(&push("A", 5, None, 1)).await, PushOutcome::Acked);
+        ch.set(ITEM_A, 9);
+        assert!(matches!(
+            c.push(&push("A", 6, Some(5), 2)).await,
+            PushOutcome::CompareFailed {
+                current: Some(9),
+                ..
+            }
+        ));
+        let p = push("B", 1_000_000_000, Some(-3), 1);
+        ch.lock().failed_keys.insert(p.idempotency_key.clone());
+        assert!(matches!(
+            c.push(&p).await,
+            PushOutcome::CompareFailed { .. }
+        ));
+        let l = ch.lock();
+        assert!(l.graphql.len() >= 6, "{version}: {:?}", l.graphql);
+        sent.extend(l.graphql.iter().map(|b| (version, b.clone())));
+    }
+    let all = serde_json::json!({"2026-01": true, "2026-04": true, "2026-07": true});
+    let mut cases: Vec<serde_json::Value> = sent
+        .iter()
+        .enumerate()
+        .map(|(i, (v, b))| {
+            serde_json::json!({"name": format!("sent #{i} (configured {v})"), "body": b, "valid": all})
+        })
+        .collect();
+    // Controls: the checker refuses what Shopify refuses, so a pass above means something.
+    let mutation = driftless_connectors::shopify::transform::SET_MUTATION;
+    let q = |extra: serde_json::Value| {
+        let mut q = serde_json::json!({"inventoryItemId": ITEM_A,
+            "locationId": "gid://shopify/Location/1", "quantity": 3});
+        q.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        q
+    };
+    let control = |name: &str, input: serde_json::Value, valid: serde_json::Value| {
+        serde_json::json!({"name": name, "body": {"query": mutation,
+            "variables": {"input": input, "idempotencyKey": "k"}}, "valid": valid})
+    };
+    cases.push(control(
+        "control: the 2026-01 compareQuantity",
+        serde_json::json!({"name": "available", "reason": "correction",
+            "quantities": [q(serde_json::json!({"compareQuantity": 2}))]}),
+        serde_json::json!({"2026-01": true, "2026-04": false, "2026-07": false}),
+    ));
+    cases.push(control(
+        "control: the 2026-01 ignoreCompareQuantity",
+        serde_json::json!({"name": "available", "reason": "correction", "ignoreCompareQuantity": true,
+            "quantities": [q(serde_json::json!({}))]}),
+        serde_json::json!({"2026-01": true, "2026-04": false, "2026-07": false}),
+    ));
+    cases.push(control(
+        "control: a quantity past 32 bits",
+        serde_json::json!({"name": "available", "reason": "correction",
+            "quantities": [q(serde_json::json!({"quantity": 3_000_000_000u64, "changeFromQuantity": null}))]}),
+        serde_json::json!({"2026-01": false, "2026-04": false, "2026-07": false}),
+    ));
+    cases.push(serde_json::json!({"name": "control: no idempotency key variable",
+        "body": {"query": mutation, "variables": {"input": {"name": "available", "reason": "correction",
+            "quantities": [q(serde_json::json!({"changeFromQuantity": null}))]}}},
+        "valid": {"2026-01": false, "2026-04": false, "2026-07": false}}));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cases.json");
+    std::fs::write(&file, serde_json::to_vec(&cases).unwrap()).unwrap();
+    let python = python_with_graphql_core();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/shopify_schema.py");
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .arg(&schemas)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    // Every case was checked against every version.
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("ok")).count(),
+        cases.len() * 3,
+        "{text}"
+    );
 }

@@ -13,10 +13,12 @@
 //!
 //! Per push: the compare value is what the hub last saw acknowledged (or what a compare failure
 //! reported), the idempotency key is derived from `(channel, sku, version, quantity, compare)` so a
-//! retry after a lost answer is recognised by the channel. Failures back off exponentially with
-//! jitter; a channel's `Retry-After` pauses the whole channel; `max_attempts` failures (or one that
-//! cannot succeed) move the sku to the dead-letter list until replayed or superseded by a newer
-//! version. A compare failure, or an observation that differs from the last acknowledged push for
+//! retry after a lost answer is recognised by the channel. Failures (transport errors, 5xx, other
+//! 4xx, repeated compare failures) back off exponentially with jitter, and `max_attempts` of them
+//! (or one answer that says the request itself is wrong) move the sku to the dead-letter list
+//! until replayed or superseded by a newer version. Throttling (429, 503 with `Retry-After`,
+//! Shopify's `THROTTLED`) pauses the whole channel as long as it was told and spends no attempt;
+//! only `throttle_budget` bounds it. A compare failure, or an observation that differs from the last acknowledged push for
 //! longer than the hop's SLA, is a `channel_override` incident and the channel's `on_override`
 //! applies: `overwrite` pushes again against the observed value, `hold` stops pushing the sku.
 
@@ -45,6 +47,12 @@ pub struct FanoutOptions {
     /// First retry delay; doubles per attempt up to `max_backoff`, with jitter.
     pub base_backoff: Duration,
     pub max_backoff: Duration,
+    /// How long a push may be throttled (HTTP 429, 503 with `Retry-After`, Shopify's
+    /// `THROTTLED`) before it goes to the dead-letter list. Throttling spends no attempts: the
+    /// channel is up and said when to come back; this only bounds a channel that never lets a
+    /// push through. Default 30 minutes, counted from the first throttle since the push last got
+    /// another answer (in memory: a restart starts it again).
+    pub throttle_budget: Duration,
     /// Requests in flight per channel, unless the channel sets `concurrency`.
     pub concurrency: usize,
     /// Requests started per second per channel unless the channel sets `rate_limit`; `None` for no
@@ -69,6 +77,7 @@ impl Default for FanoutOptions {
             poll: Duration::from_millis(100),
             base_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(300),
+            throttle_budget: Duration::from_secs(30 * 60),
             concurrency: 32,
             rate_per_second: None,
             sweep_every: Duration::from_secs(1),
@@ -250,6 +259,8 @@ struct Dispatcher {
     retry_at: HashMap<String, i64>,
     /// Consecutive compare failures per sku, so a channel that always refuses cannot loop us.
     cas_streak: HashMap<String, u32>,
+    /// Per sku throttled since its last other answer: since when, and how many times.
+    throttled: HashMap<String, (Instant, u32)>,
     paused_until: Option<Instant>,
     tokens: f64,
     tokens_at: Instant,
@@ -301,6 +312,7 @@ impl Dispatcher {
             retry_queue: BTreeSet::new(),
             retry_at: HashMap::new(),
             cas_streak: HashMap::new(),
+            throttled: HashMap::new(),
             paused_until: None,
             tokens: 0.0,
             tokens_at: Instant::now(),
@@ -692,6 +704,9 @@ impl Dispatcher {
             acks.push(matches!(d.outcome, PushOutcome::Acked).then_some((d.version, d.quantity)));
             let sku = d.row.sku.clone();
             self.inflight.remove(&sku);
+            if !matches!(d.outcome, PushOutcome::RetryAfter(_)) {
+                self.throttled.remove(&sku);
+            }
             match d.outcome.clone() {
                 PushOutcome::Acked => {
                     self.cas_streak.remove(&sku);
@@ -711,42 +726,9 @@ impl Dispatcher {
                     });
                 }
                 PushOutcome::CompareFailed { current, actor } => {
-                    let streak = self.cas_streak.entry(sku.clone()).or_default();
-                    *streak += 1;
-                    if *streak > 3 {
-                        // The channel keeps refusing even the value it reported: treat as a
-                        // failure so backoff and the dead-letter list apply.
-                        self.cas_streak.remove(&sku);
-                        let msg = "compare failed three times in a row".to_owned();
-                        records.push(self.failed(&d, msg, true, None, d.row.pinned));
-                        skus.push(sku);
-                        continue;
-                    }
-                    let hold = self.cfg.on_override == OnOverride::Hold;
-                    let incident = override_incident(
-                        &channel,
-                        &sku,
-                        d.row.basis,
-                        current,
-                        actor.as_deref(),
-                        d.quantity,
-                        hold,
-                        "the channel refused the compare-and-set",
-                        d.at,
-                    );
-                    records.push(PushRecord::Rebased {
-                        sku: sku.clone(),
-                        basis: current,
-                        hold,
-                        incident,
-                    });
+                    records.extend(self.compare_failed(&d, current, actor.as_deref()));
                 }
-                PushOutcome::RetryAfter(wait) => {
-                    self.paused_until = Some(Instant::now() + wait);
-                    let msg = format!("the channel asked to retry after {}ms", wait.as_millis());
-                    // Refused before being applied: nothing new in doubt.
-                    records.push(self.failed(&d, msg, true, Some(wait), d.row.pinned));
-                }
+                PushOutcome::RetryAfter(told) => records.push(self.throttle(&d, told)),
                 PushOutcome::Failed(f) => {
                     // A timeout, a dropped connection or a 5xx may have been applied: pin it.
                     let pin = if f.in_doubt {
@@ -754,7 +736,7 @@ impl Dispatcher {
                     } else {
                         d.row.pinned
                     };
-                    records.push(self.failed(&d, f.message, f.retryable, None, pin));
+                    records.push(self.failed(&d, f.message, f.retryable, pin));
                 }
             }
             skus.push(sku);
@@ -787,14 +769,12 @@ impl Dispatcher {
         d: &Done,
         message: String,
         retryable: bool,
-        at_least: Option<Duration>,
         pinned: Option<(i64, i64)>,
     ) -> PushRecord {
         let row = &d.row;
         let attempts = row.attempts.saturating_add(1);
         let dead = !retryable || attempts >= self.cfg.max_attempts;
-        let wait = backoff(attempts, self.opts.base_backoff, self.opts.max_backoff)
-            .max(at_least.unwrap_or_default());
+        let wait = backoff(attempts, self.opts.base_backoff, self.opts.max_backoff);
         let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
         if !dead {
             self.retry(
@@ -802,22 +782,7 @@ impl Dispatcher {
                 next.timestamp_nanos_opt().unwrap_or(i64::MAX),
             );
         }
-        let incident = dead.then(|| Incident {
-            kind: "dead_letter".into(),
-            sku: Some(row.sku.clone()),
-            location: None,
-            system: Some(self.id().to_owned()),
-            actor: None,
-            event_id: None,
-            detail: format!(
-                "push of version {} to channel `{}` gave up after {attempts} attempt(s): {message}; \
-                 POST /v1/channels/{}/replay to retry",
-                d.version,
-                self.id(),
-                self.id()
-            ),
-            at: Utc::now(),
-        });
+        let incident = dead.then(|| self.dead_letter(&row.sku, d.version, attempts, &message));
         PushRecord::Failed {
             sku: row.sku.clone(),
             version: row.version,
@@ -826,6 +791,160 @@ impl Dispatcher {
             next_attempt: next,
             error: message,
             dead: incident,
+        }
+    }
+
+    /// The channel throttled the push (it refused before applying: nothing new is in doubt). It
+    /// waits as told, or with backoff when the channel named no wait (or `0`, which would otherwise
+    /// hammer it), pausing the whole channel, and spends no attempt; once the push has been
+    /// throttled for longer than `throttle_budget` it goes to the dead-letter list.
+    fn throttle(&mut self, d: &Done, told: Duration) -> PushRecord {
+        let sku = &d.row.sku;
+        let now = Instant::now();
+        let (since, times) = {
+            let t = self.throttled.entry(sku.clone()).or_insert((now, 0));
+            t.1 = t.1.saturating_add(1);
+            *t
+        };
+        let spent = now.saturating_duration_since(since);
+        let budget = self.opts.throttle_budget;
+        if spent >= budget {
+            self.throttled.remove(sku);
+            let msg = format!(
+                "the channel throttled it {times} times over {:.1}s, longer than the {:.1}s budget",
+                spent.as_secs_f64(),
+                budget.as_secs_f64()
+            );
+            return self.failed(d, msg, false, d.row.pinned);
+        }
+        let wait = if told.is_zero() {
+            backoff(times, self.opts.base_backoff, self.opts.max_backoff)
+        } else {
+            told
+        }
+        .min(budget - spent);
+        let until = now + wait;
+        if self.paused_until.is_none_or(|p| p < until) {
+            self.paused_until = Some(until);
+        }
+        let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        self.retry(sku.clone(), next.timestamp_nanos_opt().unwrap_or(i64::MAX));
+        PushRecord::Failed {
+            sku: sku.clone(),
+            version: d.row.version,
+            pinned: d.row.pinned,
+            // Throttling spends no attempt.
+            attempts: d.row.attempts,
+            next_attempt: next,
+            error: format!(
+                "throttled by the channel ({times} time(s) in {:.1}s); retrying in {}ms",
+                spent.as_secs_f64(),
+                wait.as_millis()
+            ),
+            dead: None,
+        }
+    }
+
+    /// A compare failure. The first of a streak is an override: an incident, the channel's
+    /// `on_override` policy, and (overwrite) a push again at once against the value the channel
+    /// reported. Every compare failure counts as a failed attempt, and one that continues a streak
+    /// (no acknowledgement since the last, and `attempts` not reset by a replay) moves the compare
+    /// value without a new incident, backs off and dead-letters after `max_attempts`: a channel
+    /// that refuses every compare, even against the value it reported, must not loop for ever.
+    fn compare_failed(
+        &mut self,
+        d: &Done,
+        current: Option<i64>,
+        actor: Option<&str>,
+    ) -> Vec<PushRecord> {
+        let sku = d.row.sku.clone();
+        let channel = self.id().to_owned();
+        let attempts = d.row.attempts.saturating_add(1);
+        let streak = self.cas_streak.entry(sku.clone()).or_default();
+        // After a restart the streak is unknown: the next refusal is taken as the first again,
+        // but `attempts` was stored, so the one after it still dead-letters.
+        let first = *streak == 0 || d.row.attempts == 0;
+        *streak = if first { 1 } else { streak.saturating_add(1) };
+        let streak = *streak;
+        let show =
+            |v: Option<i64>| v.map_or_else(|| "an unknown value".to_owned(), |v| v.to_string());
+        if first {
+            let hold = self.cfg.on_override == OnOverride::Hold;
+            let incident = override_incident(
+                &channel,
+                &sku,
+                d.row.basis,
+                current,
+                actor,
+                d.quantity,
+                hold,
+                "the channel refused the compare-and-set",
+                d.at,
+            );
+            return vec![
+                PushRecord::Rebased {
+                    sku: sku.clone(),
+                    basis: current,
+                    hold,
+                    incident,
+                },
+                // Counts the refusal; due at once, as the policy says.
+                PushRecord::Refused {
+                    sku,
+                    version: d.row.version,
+                    basis: current,
+                    attempts,
+                    next_attempt: d.at,
+                    error: format!(
+                        "the channel refused the compare-and-set; it shows {}",
+                        show(current)
+                    ),
+                    dead: None,
+                },
+            ];
+        }
+        let message = format!(
+            "the channel refused the compare-and-set {streak} times in a row (it shows {}, \
+             compared against {})",
+            show(current),
+            show(d.row.basis)
+        );
+        let dead = attempts >= self.cfg.max_attempts;
+        let wait = backoff(attempts, self.opts.base_backoff, self.opts.max_backoff);
+        let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        if dead {
+            self.cas_streak.remove(&sku);
+        } else {
+            self.retry(sku.clone(), next.timestamp_nanos_opt().unwrap_or(i64::MAX));
+        }
+        let dead = dead.then(|| self.dead_letter(&sku, d.version, attempts, &message));
+        vec![PushRecord::Refused {
+            sku,
+            version: d.row.version,
+            basis: current,
+            attempts,
+            next_attempt: next,
+            error: message,
+            dead,
+        }]
+    }
+
+    /// The incident of a push that gave up.
+    fn dead_letter(&self, sku: &str, version: i64, attempts: u32, message: &str) -> Incident {
+        Incident {
+            kind: "dead_letter".into(),
+            sku: Some(sku.to_owned()),
+            location: None,
+            system: Some(self.id().to_owned()),
+            actor: None,
+            event_id: None,
+            detail: format!(
+                "push of version {version} to channel `{}` gave up after {attempts} attempt(s): \
+                 {message}; POST /v1/channels/{}/replay to retry",
+                self.id(),
+                self.id()
+            ),
+            at: Utc::now(),
         }
     }
 

@@ -782,7 +782,7 @@ async fn a_batch_with_a_wrong_signature_is_refused_and_every_item_dead_lettered(
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let channel = webhook_channel(&ch.url("/push"), "overwrite") + "batch_size = 10\n";
+    let channel = with_max_attempts(&ch.url("/push"), 3) + "batch_size = 10\n";
     let hub = hub(&config(&channel, ""), dir.path(), opts()).await;
     hub.set_many(&[("S1", 3), ("S2", 4), ("S3", 5)]).await;
     eventually("three dead letters", || async {
@@ -793,8 +793,10 @@ async fn a_batch_with_a_wrong_signature_is_refused_and_every_item_dead_lettered(
     .await;
     {
         let l = ch.lock();
-        // One request carried the three (one commit, one read); refused before it was parsed.
-        assert_eq!((l.requests, l.bad_signatures), (1, 1));
+        // Every request was refused before it was parsed, and retried (each sku on its own
+        // backoff) up to max_attempts; the first carried all three.
+        assert_eq!(l.requests, l.bad_signatures);
+        assert!((3..=9).contains(&l.requests), "{}", l.requests);
         assert!(l.applied.is_empty());
     }
     let dl = hub.incidents("dead_letter").await;
@@ -859,5 +861,216 @@ async fn a_change_is_pushed_on_the_stores_wake_up_not_the_poll() {
     .await;
     hub.set("WAKE", 5).await;
     eventually("and again", || async { ch.get("WAKE") == Some(5) }).await;
+    hub.shutdown().await;
+}
+
+/// A receiver that answers every request alike.
+async fn fixed_standin(status: u16, headers: &str, body: &str) -> StandIn {
+    StandIn::start(
+        Mode::Fixed {
+            status,
+            headers: headers.into(),
+            body: body.into(),
+        },
+        Faults::none(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Pushes until the first dead letter, or until `bound` requests prove there will be none.
+async fn requests_until_dead_letter(hub: &Hub, ch: &StandIn, bound: u64) -> u64 {
+    eventually("a dead letter, or requests past the bound", || async {
+        ch.lock().requests > bound
+            || !hub.get("/v1/channels/shop").await["dead_letters"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+    })
+    .await;
+    ch.lock().requests
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compare_failure_that_repeats_dead_letters_after_max_attempts() {
+    // Refuses every compare, even against the value it reported itself.
+    let ch = fixed_standin(409, "", r#"{"current_quantity":5}"#).await;
+    let dir = tempfile::tempdir().unwrap();
+    let channel = webhook_channel(&ch.url("/push"), "overwrite")
+        .replace("max_attempts = 40", "max_attempts = 3");
+    let hub = hub(&config(&channel, ""), dir.path(), opts()).await;
+    hub.set("LOOP", 9).await;
+    let n = requests_until_dead_letter(&hub, &ch, 30).await;
+    assert_eq!(n, 3, "three refused pushes, then the dead-letter list");
+    // The first refusal is the override (incident, policy); the rest count toward max_attempts.
+    let overrides = hub.incidents("channel_override").await;
+    assert_eq!(overrides.len(), 1, "{overrides:?}");
+    assert!(overrides[0]["detail"].as_str().unwrap().contains("shows 5"));
+    let dl = hub.incidents("dead_letter").await;
+    assert_eq!(dl.len(), 1);
+    let d = dl[0]["detail"].as_str().unwrap();
+    assert!(
+        d.contains("3 attempt(s)") && d.contains("compare-and-set"),
+        "{d}"
+    );
+    // And it stays there.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ch.lock().requests, 3);
+    assert_eq!(hub.incidents("channel_override").await.len(), 1);
+    hub.shutdown().await;
+}
+
+fn with_max_attempts(url: &str, n: u32) -> String {
+    webhook_channel(url, "overwrite").replace("max_attempts = 40", &format!("max_attempts = {n}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_waits_spends_no_attempts_and_is_bounded_by_the_budget() {
+    // `503 Retry-After: 0` for ever: three of them used to dead-letter the push at once.
+    let ch = fixed_standin(503, "retry-after: 0\r\n", "{}").await;
+    let dir = tempfile::tempdir().unwrap();
+    let fanout = FanoutOptions {
+        throttle_budget: Duration::from_secs(1),
+        ..opts()
+    };
+    let hub = hub(
+        &config(&with_max_attempts(&ch.url("/push"), 3), ""),
+        dir.path(),
+        fanout,
+    )
+    .await;
+    hub.set("BUSY", 4).await;
+    let n = requests_until_dead_letter(&hub, &ch, 500).await;
+    assert!(
+        n > 3,
+        "throttled pushes spend no attempts: {n} requests before the dead letter"
+    );
+    assert!(n < 500, "the time budget bounds throttling");
+    let dl = hub.incidents("dead_letter").await;
+    let d = dl[0]["detail"].as_str().unwrap();
+    assert!(d.contains("budget") && d.contains("1 attempt(s)"), "{d}");
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stated_retry_after_is_waited_for() {
+    let ch = fixed_standin(429, "retry-after: 1\r\n", "{}").await;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub(
+        &config(&with_max_attempts(&ch.url("/push"), 3), ""),
+        dir.path(),
+        opts(),
+    )
+    .await;
+    hub.set("SLOW", 4).await;
+    eventually("the first push", || async { ch.lock().requests >= 1 }).await;
+    // A wait can only come out longer than stated, never shorter.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(ch.lock().requests, 1, "the channel asked for a second");
+    eventually("pushed again after the wait", || async {
+        ch.lock().requests >= 3
+    })
+    .await;
+    let status = hub.get("/v1/channels/shop").await;
+    assert_eq!(
+        status["dead_letters"],
+        json!([]),
+        "throttling spends no attempts"
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_4xx_and_a_503_without_retry_after_are_retried_with_backoff_then_dead_lettered() {
+    for (status, headers) in [(422, ""), (400, ""), (503, "")] {
+        let ch = fixed_standin(status, headers, r#"{"error":"no"}"#).await;
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(
+            &config(&with_max_attempts(&ch.url("/push"), 3), ""),
+            dir.path(),
+            opts(),
+        )
+        .await;
+        hub.set("REFUSED", 4).await;
+        let n = requests_until_dead_letter(&hub, &ch, 30).await;
+        assert_eq!(
+            n, 3,
+            "HTTP {status}: max_attempts pushes, then the dead letter"
+        );
+        let dl = hub.incidents("dead_letter").await;
+        let d = dl[0]["detail"].as_str().unwrap();
+        assert!(
+            d.contains(&format!("HTTP {status}")) && d.contains("3 attempt(s)"),
+            "{d}"
+        );
+        hub.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shopify_request_errors_dead_letter_at_once_with_shopifys_message() {
+    let ch = StandIn::start(
+        Mode::Shopify {
+            token: "shpat_test".into(),
+            api_version: "2026-07".into(),
+        },
+        Faults::none(),
+    )
+    .await
+    .unwrap();
+    // The app was installed without write_inventory: Shopify answers HTTP 200, ACCESS_DENIED.
+    ch.lock().missing_write_scope = true;
+    let channel = format!(
+        r#"[[channels]]
+id = "shop"
+locations = ["DC1"]
+connector = "shopify"
+shop_domain = "{}"
+api_version = "2026-07"
+token_env = "SHOP_TOKEN"
+max_attempts = 40
+
+[[items]]
+sku = "S-1"
+shopify_inventory_item_id = "1"
+
+[[items]]
+sku = "S-2"
+shopify_inventory_item_id = "2"
+
+[[locations]]
+id = "DC1"
+shopify_location_id = "9"
+"#,
+        ch.url("")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub(&config(&channel, ""), dir.path(), opts()).await;
+    hub.set("S-1", 4).await;
+    // Past Shopify's cap: never sent.
+    hub.set("S-2", 2_000_000_000).await;
+    eventually("two dead letters", || async {
+        hub.get("/v1/channels/shop").await["dead_letters"]
+            .as_array()
+            .is_some_and(|d| d.len() == 2)
+    })
+    .await;
+    let dl = hub.incidents("dead_letter").await;
+    let detail = |sku: &str| {
+        dl.iter()
+            .find(|d| d["sku"] == sku)
+            .and_then(|d| d["detail"].as_str())
+            .unwrap()
+            .to_owned()
+    };
+    let d = detail("S-1");
+    assert!(
+        d.contains("1 attempt(s)") && d.contains("ACCESS_DENIED") && d.contains("write_inventory"),
+        "{d}"
+    );
+    let d = detail("S-2");
+    assert!(d.contains("1,000,000,000") && d.contains("not sent"), "{d}");
+    // One request: the refused one. Nothing repeated, nothing past the cap sent.
+    assert_eq!(ch.lock().requests, 1);
     hub.shutdown().await;
 }

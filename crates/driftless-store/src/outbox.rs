@@ -106,6 +106,20 @@ pub enum PushRecord {
         hold: bool,
         incident: Incident,
     },
+    /// The channel refused the compare-and-set again (no acknowledgement since the last refusal):
+    /// the compare value moves to what it reported, as with `Rebased` but without a new incident
+    /// or a change of `held`, and the refusal counts as a failed attempt, so that a channel that
+    /// always refuses ends on the dead-letter list (`dead`) instead of looping. Written after a
+    /// `Rebased` of the same sku in the same call, it sets the attempts that `Rebased` reset.
+    Refused {
+        sku: String,
+        version: i64,
+        basis: Option<i64>,
+        attempts: u32,
+        next_attempt: DateTime<Utc>,
+        error: String,
+        dead: Option<Incident>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

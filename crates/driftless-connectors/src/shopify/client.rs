@@ -1,7 +1,7 @@
 //! The Shopify connector's I/O: the GraphQL endpoint, the access token, the id mapping from
 //! configuration and the cost bucket as Shopify last reported it.
 
-use super::transform::{self, CasStyle, SetAnswer, Throttle};
+use super::transform::{self, SetAnswer, Throttle};
 use crate::{BoxFuture, ClientOptions, Connector, Failure, Push, PushOutcome};
 use driftless_config::{ChannelConfig, Settings};
 use reqwest::header::RETRY_AFTER;
@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 const MAX_INLINE_WAIT: Duration = Duration::from_secs(2);
 /// Most bytes of an answer read.
 const MAX_ANSWER: usize = 256 * 1024;
+/// Fresh idempotency keys tried in one push after `IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED`.
+const MAX_FRESH_KEYS: u32 = 4;
 
 pub struct ShopifyConnector {
     endpoint: String,
     token: String,
-    style: CasStyle,
     /// sku -> InventoryItem GID.
     items: HashMap<String, String>,
     location: String,
@@ -46,7 +47,7 @@ impl ShopifyConnector {
         location: String,
         opts: &ClientOptions,
     ) -> Result<Self, String> {
-        let style = transform::cas_style(api_version)?;
+        transform::check_version(api_version)?;
         // A bare shop domain is reached over TLS; a full URL (a stand-in) is used as given.
         let base = if base.starts_with("http://") || base.starts_with("https://") {
             base.trim_end_matches('/').to_owned()
@@ -56,7 +57,6 @@ impl ShopifyConnector {
         Ok(ShopifyConnector {
             endpoint: format!("{base}/admin/api/{api_version}/graphql.json"),
             token,
-            style,
             items,
             location,
             http: crate::http::client(opts)?,
@@ -128,25 +128,27 @@ impl ShopifyConnector {
             }
         };
         let status = resp.status().as_u16();
-        if status == 429 {
-            let ra = resp
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok());
-            return Err(PushOutcome::RetryAfter(crate::http::retry_after(
-                ra,
-                Duration::from_secs(1),
-            )));
-        }
-        if status >= 500 {
-            return Err(PushOutcome::Failed(Failure::retry(format!(
-                "HTTP {status}"
-            ))));
-        }
-        if !(200..300).contains(&status) {
-            return Err(PushOutcome::Failed(Failure::permanent(format!(
-                "HTTP {status} from Shopify (check the access token and its write_inventory scope)"
-            ))));
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| crate::http::retry_after(Some(v), Duration::ZERO));
+        match (status, retry_after) {
+            (429, wait) | (503, wait @ Some(_)) => {
+                return Err(PushOutcome::RetryAfter(wait.unwrap_or_default()));
+            }
+            (500.., _) => {
+                return Err(PushOutcome::Failed(Failure::retry(format!(
+                    "HTTP {status}"
+                ))));
+            }
+            (200..=299, _) => {}
+            // Refused, not applied; may pass (a token replaced, a shop unfrozen): backoff.
+            _ => {
+                return Err(PushOutcome::Failed(Failure::refused(format!(
+                    "HTTP {status} from Shopify (check the access token and its write_inventory scope)"
+                ))));
+            }
         }
         let bytes = match resp.bytes().await {
             Ok(b) if b.len() <= MAX_ANSWER => b,
@@ -199,39 +201,54 @@ impl Connector for ShopifyConnector {
                     push.sku
                 )));
             };
-            let wait = self.pace();
-            if wait > MAX_INLINE_WAIT {
-                return PushOutcome::RetryAfter(wait);
+            if let Err(why) = transform::check_quantities(push.quantity, push.compare) {
+                return PushOutcome::Failed(Failure::permanent(why));
             }
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-            }
-            let req = transform::set_request(
-                self.style,
-                item,
-                &self.location,
-                push.quantity,
-                push.compare,
-                &push.idempotency_key,
-            );
-            let v = match self.call(&req).await {
-                Ok(v) => v,
-                Err(outcome) => return outcome,
-            };
-            match transform::parse_set(&v) {
-                SetAnswer::Applied => PushOutcome::Acked,
-                SetAnswer::Stale => PushOutcome::CompareFailed {
-                    current: self.read_current(item).await,
-                    actor: None,
-                },
-                SetAnswer::Throttled => {
-                    let wait = self.pace().max(Duration::from_millis(200));
-                    PushOutcome::RetryAfter(wait)
+            // A key whose earlier request failed is burnt: the same push goes again under a key
+            // derived from it (`-r1`, `-r2`, ...), so that a repeat after a lost answer finds the
+            // same fresh key again and Shopify answers it from its record.
+            let mut key = push.idempotency_key.clone();
+            for fresh in 1..=MAX_FRESH_KEYS + 1 {
+                let wait = self.pace();
+                if wait > MAX_INLINE_WAIT {
+                    return PushOutcome::RetryAfter(wait);
                 }
-                SetAnswer::Busy => PushOutcome::RetryAfter(Duration::from_millis(500)),
-                SetAnswer::Refused(m) => PushOutcome::Failed(Failure::permanent(m)),
-                SetAnswer::Errors(m) => PushOutcome::Failed(Failure::retry(m)),
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                let req =
+                    transform::set_request(item, &self.location, push.quantity, push.compare, &key);
+                let v = match self.call(&req).await {
+                    Ok(v) => v,
+                    Err(outcome) => return outcome,
+                };
+                return match transform::parse_set(&v) {
+                    SetAnswer::Applied => PushOutcome::Acked,
+                    SetAnswer::Stale => PushOutcome::CompareFailed {
+                        current: self.read_current(item).await,
+                        actor: None,
+                    },
+                    SetAnswer::Throttled => {
+                        let wait = self.pace().max(Duration::from_millis(200));
+                        PushOutcome::RetryAfter(wait)
+                    }
+                    SetAnswer::Busy => PushOutcome::RetryAfter(Duration::from_millis(500)),
+                    SetAnswer::PreviousAttemptFailed => {
+                        key = format!("{}-r{fresh}", push.idempotency_key);
+                        continue;
+                    }
+                    SetAnswer::Invalid(m) => PushOutcome::Failed(Failure::permanent(format!(
+                        "Shopify refused the request as invalid: {m}"
+                    ))),
+                    SetAnswer::Refused(m) => PushOutcome::Failed(Failure::permanent(m)),
+                    // In doubt: repeated with the same key, which Shopify then answers.
+                    SetAnswer::Errors(m) => PushOutcome::Failed(Failure::retry(m)),
+                };
             }
+            PushOutcome::Failed(Failure::not_sent(format!(
+                "Shopify answered IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED for the push's key and \
+                 {MAX_FRESH_KEYS} fresh ones"
+            )))
         })
     }
 }

@@ -13,19 +13,25 @@ pub const SET_MUTATION: &str = "mutation DriftlessSetAvailable($input: Inventory
 /// Reads the `available` quantity at one location, after a compare failure.
 pub const READ_QUERY: &str = "query DriftlessAvailable($item: ID!, $location: ID!) { inventoryItem(id: $item) { inventoryLevel(locationId: $location) { quantities(names: [\"available\"]) { name quantity } } } }";
 
-/// How compare-and-set is spelt in an API version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CasStyle {
-    /// 2026-01: `compareQuantity` per quantity, `ignoreCompareQuantity` for the first push.
-    CompareQuantity,
-    /// 2026-04 and later: `changeFromQuantity` on every quantity, `null` to skip the check.
-    ChangeFromQuantity,
-}
+/// Shopify's cap on an inventory quantity (above it: `INVALID_QUANTITY_TOO_HIGH`). GraphQL `Int`
+/// is 32-bit, so a value past 2^31 would not even be read: it is never sent.
+pub const MAX_QUANTITY: i64 = 1_000_000_000;
 
-/// Accepts `2026-01` and later (the versions with `@idempotent`) and `unstable`.
-pub fn cas_style(version: &str) -> Result<CasStyle, String> {
+/// Top-level GraphQL error codes that say the request itself is wrong (they arrive with HTTP 200,
+/// a missing `write_inventory` scope as `ACCESS_DENIED`): repeating the request cannot help.
+pub const INVALID_REQUEST_CODES: [&str; 4] = [
+    "INVALID_VARIABLE",
+    "INVALID_FIELD_ARGUMENTS",
+    "BAD_REQUEST",
+    "ACCESS_DENIED",
+];
+
+/// Accepts `2026-01` and later and `unstable`: the versions with `@idempotent(key:)` and
+/// `changeFromQuantity`, the one compare-and-set spelling they all take (`compareQuantity` and
+/// `ignoreCompareQuantity` are deprecated in 2026-01 and gone from 2026-04).
+pub fn check_version(version: &str) -> Result<(), String> {
     if version == "unstable" {
-        return Ok(CasStyle::ChangeFromQuantity);
+        return Ok(());
     }
     let ok = version.len() == 7
         && version.as_bytes()[4] == b'-'
@@ -38,14 +44,30 @@ pub fn cas_style(version: &str) -> Result<CasStyle, String> {
     }
     if version < "2026-01" {
         return Err(format!(
-            "api_version {version} has no @idempotent directive; use 2026-01 or later"
+            "api_version {version} has no @idempotent directive and no changeFromQuantity; use \
+             2026-01 or later"
         ));
     }
-    Ok(if version < "2026-04" {
-        CasStyle::CompareQuantity
-    } else {
-        CasStyle::ChangeFromQuantity
-    })
+    Ok(())
+}
+
+/// Why a push cannot be sent to Shopify at all, if it cannot: a quantity (or compare value) past
+/// Shopify's cap would be refused however often it is sent.
+pub fn check_quantities(quantity: i64, compare: Option<i64>) -> Result<(), String> {
+    if !(-MAX_QUANTITY..=MAX_QUANTITY).contains(&quantity) {
+        return Err(format!(
+            "quantity {quantity} is beyond Shopify's limit of 1,000,000,000 (GraphQL Int is \
+             32-bit); not sent"
+        ));
+    }
+    if let Some(c) = compare
+        && !(-MAX_QUANTITY..=MAX_QUANTITY).contains(&c)
+    {
+        return Err(format!(
+            "compare value {c} is beyond Shopify's limit of 1,000,000,000; not sent"
+        ));
+    }
+    Ok(())
 }
 
 /// `gid://shopify/{kind}/{id}` from a numeric id, or a GID as given.
@@ -69,32 +91,25 @@ pub fn gid(kind: &str, id: &str) -> Result<String, String> {
     }
 }
 
-/// The GraphQL request that sets `available` to `quantity` if the channel still shows `compare`.
+/// The GraphQL request that sets `available` to `quantity` if the channel still shows `compare`
+/// (`changeFromQuantity`; `null` skips the check, on the first push of a sku). The field is always
+/// present: from 2026-04 Shopify requires it, even as `null`.
 pub fn set_request(
-    style: CasStyle,
     item: &str,
     location: &str,
     quantity: i64,
     compare: Option<i64>,
     key: &str,
 ) -> Value {
-    let mut q = json!({"inventoryItemId": item, "locationId": location, "quantity": quantity});
-    let mut input = json!({
+    let q = json!({"inventoryItemId": item, "locationId": location, "quantity": quantity,
+        "changeFromQuantity": compare});
+    let input = json!({
         "name": "available",
         // "correction" is the documented reason for a system setting the true value.
         "reason": "correction",
         "referenceDocumentUri": format!("gid://driftless/Push/{key}"),
+        "quantities": [q],
     });
-    match style {
-        CasStyle::ChangeFromQuantity => {
-            q["changeFromQuantity"] = compare.map_or(Value::Null, Value::from);
-        }
-        CasStyle::CompareQuantity => match compare {
-            Some(c) => q["compareQuantity"] = c.into(),
-            None => input["ignoreCompareQuantity"] = true.into(),
-        },
-    }
-    input["quantities"] = json!([q]);
     json!({"query": SET_MUTATION, "variables": {"input": input, "idempotencyKey": key}})
 }
 
@@ -151,9 +166,14 @@ pub enum SetAnswer {
     Throttled,
     /// The same key is being processed; retry shortly with the same key.
     Busy,
-    /// A refusal that a retry of the same request will meet again.
+    /// An earlier request with this key failed (nothing applied); send again with a fresh key.
+    PreviousAttemptFailed,
+    /// Top-level errors that say the request itself is wrong (`INVALID_REQUEST_CODES`), with
+    /// Shopify's codes and messages.
+    Invalid(String),
+    /// A refusal (`userErrors`) that a retry of the same request will meet again.
     Refused(String),
-    /// Top-level GraphQL errors (server side); retryable.
+    /// Other top-level GraphQL errors (server side); retryable.
     Errors(String),
 }
 
@@ -161,17 +181,34 @@ pub fn parse_set(body: &Value) -> SetAnswer {
     if let Some(errs) = body.get("errors").and_then(Value::as_array)
         && !errs.is_empty()
     {
-        let throttled = errs
-            .iter()
-            .any(|e| e.pointer("/extensions/code").and_then(Value::as_str) == Some("THROTTLED"));
-        if throttled {
+        fn code(e: &Value) -> Option<&str> {
+            e.pointer("/extensions/code").and_then(Value::as_str)
+        }
+        let any = |c: &str| errs.iter().any(|e| code(e) == Some(c));
+        if any("THROTTLED") {
             return SetAnswer::Throttled;
         }
-        let msg: Vec<&str> = errs
+        let text: Vec<String> = errs
             .iter()
-            .filter_map(|e| e.get("message").and_then(Value::as_str))
+            .map(|e| {
+                let m = e.get("message").and_then(Value::as_str).unwrap_or("");
+                code(e).map_or_else(|| m.to_owned(), |c| format!("{c}: {m}"))
+            })
             .collect();
-        return SetAnswer::Errors(msg.join("; "));
+        let text = text.join("; ");
+        if errs
+            .iter()
+            .any(|e| code(e).is_some_and(|c| INVALID_REQUEST_CODES.contains(&c)))
+        {
+            return SetAnswer::Invalid(text);
+        }
+        if any("IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED") {
+            return SetAnswer::PreviousAttemptFailed;
+        }
+        if any("IDEMPOTENCY_CONCURRENT_REQUEST") {
+            return SetAnswer::Busy;
+        }
+        return SetAnswer::Errors(text);
     }
     let Some(payload) = body.pointer("/data/inventorySetQuantities") else {
         return SetAnswer::Errors("no data.inventorySetQuantities in the answer".into());
@@ -203,6 +240,12 @@ pub fn parse_set(body: &Value) -> SetAnswer {
         .any(|e| code(e) == "IDEMPOTENCY_CONCURRENT_REQUEST")
     {
         return SetAnswer::Busy;
+    }
+    if errors
+        .iter()
+        .any(|e| code(e) == "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED")
+    {
+        return SetAnswer::PreviousAttemptFailed;
     }
     let text: Vec<String> = errors
         .iter()
@@ -247,11 +290,21 @@ mod tests {
 
     #[test]
     fn versions() {
-        assert_eq!(cas_style("2026-01"), Ok(CasStyle::CompareQuantity));
-        assert_eq!(cas_style("2026-04"), Ok(CasStyle::ChangeFromQuantity));
-        assert_eq!(cas_style("2027-01"), Ok(CasStyle::ChangeFromQuantity));
-        assert!(cas_style("2025-10").is_err());
-        assert!(cas_style("latest").is_err());
+        for v in ["2026-01", "2026-04", "2026-07", "2027-01", "unstable"] {
+            assert_eq!(check_version(v), Ok(()), "{v}");
+        }
+        assert!(check_version("2025-10").is_err());
+        assert!(check_version("latest").is_err());
+    }
+
+    #[test]
+    fn quantities_past_the_cap_are_never_sent() {
+        assert_eq!(check_quantities(1_000_000_000, Some(0)), Ok(()));
+        assert_eq!(check_quantities(-5, None), Ok(()));
+        let e = check_quantities(1_000_000_001, None).unwrap_err();
+        assert!(e.contains("1,000,000,000"), "{e}");
+        assert!(check_quantities(i64::from(i32::MAX) + 1, None).is_err());
+        assert!(check_quantities(5, Some(4_000_000_000)).is_err());
     }
 
     #[test]
@@ -272,7 +325,6 @@ mod tests {
     #[test]
     fn request_shapes() {
         let r = set_request(
-            CasStyle::ChangeFromQuantity,
             "gid://shopify/InventoryItem/1",
             "gid://shopify/Location/2",
             5,
@@ -290,13 +342,14 @@ mod tests {
                 .unwrap()
                 .contains("@idempotent(key: $idempotencyKey)")
         );
-        let old = set_request(CasStyle::CompareQuantity, "i", "l", 5, None, "k");
-        assert_eq!(old["variables"]["input"]["ignoreCompareQuantity"], true);
-        let old = set_request(CasStyle::CompareQuantity, "i", "l", 5, Some(3), "k");
+        let cas = set_request("i", "l", 5, Some(3), "k");
         assert_eq!(
-            old["variables"]["input"]["quantities"][0]["compareQuantity"],
+            cas["variables"]["input"]["quantities"][0]["changeFromQuantity"],
             3
         );
+        // The spelling removed in 2026-04 is never sent.
+        let text = cas.to_string();
+        assert!(!text.contains("compareQuantity") && !text.contains("ignoreCompareQuantity"));
     }
 
     #[test]
@@ -313,6 +366,28 @@ mod tests {
         let t = throttle(&thr).unwrap();
         assert_eq!(t.wait_for(Duration::ZERO, 10.0), Duration::from_millis(60));
         assert_eq!(t.wait_for(Duration::from_secs(1), 10.0), Duration::ZERO);
+        // HTTP 200 with top-level errors that say the request is wrong: not retryable.
+        for code in INVALID_REQUEST_CODES {
+            let e = json!({"errors": [{"message": "no", "extensions": {"code": code}}],
+                "data": {"inventorySetQuantities": null}});
+            assert_eq!(parse_set(&e), SetAnswer::Invalid(format!("{code}: no")));
+        }
+        let scope = json!({"errors": [{"message": "Access denied for inventorySetQuantities field. Required access: `write_inventory` access scope.",
+            "extensions": {"code": "ACCESS_DENIED"}, "path": ["inventorySetQuantities"]}]});
+        assert!(
+            matches!(parse_set(&scope), SetAnswer::Invalid(m) if m.contains("write_inventory"))
+        );
+        let internal = json!({"errors": [{"message": "Internal error", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]});
+        assert!(matches!(parse_set(&internal), SetAnswer::Errors(_)));
+        // A key whose earlier request failed: a fresh key, as a user error or a top-level one.
+        let prev = json!({"data": {"inventorySetQuantities": {"inventoryAdjustmentGroup": null,
+            "userErrors": [{"code": "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED", "field": null, "message": "x"}]}}});
+        assert_eq!(parse_set(&prev), SetAnswer::PreviousAttemptFailed);
+        let prev = json!({"errors": [{"message": "x", "extensions": {"code": "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED"}}]});
+        assert_eq!(parse_set(&prev), SetAnswer::PreviousAttemptFailed);
+        let old = json!({"data": {"inventorySetQuantities": {"inventoryAdjustmentGroup": null,
+            "userErrors": [{"code": "COMPARE_QUANTITY_STALE", "field": ["input"], "message": "stale"}]}}});
+        assert_eq!(parse_set(&old), SetAnswer::Stale);
         let read = json!({"data": {"inventoryItem": {"inventoryLevel": {"quantities": [{"name": "available", "quantity": 7}]}}}});
         assert_eq!(parse_read(&read), Ok(Some(7)));
     }

@@ -163,7 +163,7 @@ pub fn interpret(status: u16, retry_after: Option<&str>, body: &[u8]) -> PushOut
         .flatten();
     outcome(
         status,
-        crate::http::retry_after(retry_after, Duration::from_secs(1)),
+        retry_after.map(|v| crate::http::retry_after(Some(v), Duration::ZERO)),
         conflict.as_ref().and_then(|c| c.current_quantity),
         conflict.and_then(|c| c.changed_by),
         &snippet(body),
@@ -171,10 +171,11 @@ pub fn interpret(status: u16, retry_after: Option<&str>, body: &[u8]) -> PushOut
 }
 
 /// One status and what came with it, for a single push or one item of a batch: the same table,
-/// so a push means the same whichever shape carried it.
+/// so a push means the same whichever shape carried it. `retry_after` is `None` when the channel
+/// stated no wait (a 429 then waits with backoff; a 503 is then an ordinary 5xx).
 fn outcome(
     status: u16,
-    retry_after: Duration,
+    retry_after: Option<Duration>,
     current: Option<i64>,
     changed_by: Option<String>,
     message: &str,
@@ -185,20 +186,21 @@ fn outcome(
             current,
             actor: changed_by.filter(|s| !s.is_empty() && s.len() <= 200),
         },
-        429 | 503 => PushOutcome::RetryAfter(retry_after),
+        429 => PushOutcome::RetryAfter(retry_after.unwrap_or_default()),
+        503 if retry_after.is_some() => PushOutcome::RetryAfter(retry_after.unwrap_or_default()),
         408 | 425 | 500..=599 => PushOutcome::Failed(Failure::retry(format!("HTTP {status}"))),
-        // Other 4xx: the channel refuses this request as such (bad signature, unknown sku); a retry
-        // of the same bytes will be refused again.
-        _ => PushOutcome::Failed(Failure::permanent(format!("HTTP {status}: {message}"))),
+        // Other 4xx: the channel refused this request (bad signature, unknown sku). Not applied;
+        // retried with backoff (the contract), as the cause may be fixed on the other side.
+        _ => PushOutcome::Failed(Failure::refused(format!("HTTP {status}: {message}"))),
     }
 }
 
 /// What the HTTP answer to a batch means for each of its pushes, in order.
 ///
-/// A status other than 2xx is about the request as a whole and applies to every push: 429/503
-/// wait, 408/425/5xx may have been applied (in doubt), any other 4xx (a bad signature, a body the
-/// receiver does not take, 413) is refused for good. A 409 of the whole request is such a 4xx:
-/// compare failures are per item. A 2xx answers per item by idempotency key; a push the answer
+/// A status other than 2xx is about the request as a whole and applies to every push: 429 (and
+/// 503 with `Retry-After`) wait, 408/425/5xx may have been applied (in doubt), any other 4xx (a
+/// bad signature, a body the receiver does not take, 413) is refused and retried with backoff. A
+/// 409 of the whole request is such a 4xx: compare failures are per item. A 2xx answers per item by idempotency key; a push the answer
 /// does not name (or an answer that is not the documented JSON) may have been applied and is in
 /// doubt, so the dispatcher repeats it with the same key.
 pub fn interpret_batch(
@@ -210,7 +212,7 @@ pub fn interpret_batch(
     let whole = |o: PushOutcome| vec![o; pushes.len()];
     if !(200..=299).contains(&status) {
         let o = match status {
-            409 => PushOutcome::Failed(Failure::permanent(format!(
+            409 => PushOutcome::Failed(Failure::refused(format!(
                 "HTTP 409 for a whole batch: {}",
                 snippet(body)
             ))),
@@ -235,7 +237,8 @@ pub fn interpret_batch(
         .map(|p| match by_key.get(p.idempotency_key.as_str()) {
             Some(r) => outcome(
                 r.status,
-                crate::http::retry_after_secs(r.retry_after, Duration::from_secs(1)),
+                r.retry_after
+                    .map(|s| crate::http::retry_after_secs(Some(s), Duration::ZERO)),
                 r.current_quantity,
                 r.changed_by.clone(),
                 &r.error
@@ -365,7 +368,7 @@ mod tests {
         assert_eq!(o[2], PushOutcome::RetryAfter(Duration::from_millis(2500)));
         assert!(matches!(&o[3], PushOutcome::Failed(f) if f.retryable && f.in_doubt));
         assert!(
-            matches!(&o[4], PushOutcome::Failed(f) if !f.retryable && f.message.contains("unknown sku"))
+            matches!(&o[4], PushOutcome::Failed(f) if f.retryable && !f.in_doubt && f.message.contains("unknown sku"))
         );
         assert!(matches!(&o[5], PushOutcome::Failed(f) if f.retryable && f.in_doubt));
     }
@@ -377,8 +380,13 @@ mod tests {
             |o: Vec<PushOutcome>, f: &dyn Fn(&PushOutcome) -> bool| o.len() == 2 && o.iter().all(f);
         assert!(all(interpret_batch(&ps, 429, Some("3"), b""), &|o| *o
             == PushOutcome::RetryAfter(Duration::from_secs(3))));
-        assert!(all(interpret_batch(&ps, 503, None, b""), &|o| *o
-            == PushOutcome::RetryAfter(Duration::from_secs(1))));
+        assert!(all(interpret_batch(&ps, 503, Some("0"), b""), &|o| *o
+            == PushOutcome::RetryAfter(Duration::ZERO)));
+        // A 503 that names no wait is an ordinary 5xx.
+        assert!(all(interpret_batch(&ps, 503, None, b""), &|o| matches!(
+            o,
+            PushOutcome::Failed(f) if f.retryable && f.in_doubt
+        )));
         assert!(all(interpret_batch(&ps, 502, None, b""), &|o| matches!(
             o,
             PushOutcome::Failed(f) if f.retryable && f.in_doubt
@@ -386,13 +394,13 @@ mod tests {
         // A whole-request 409 is not a compare failure of every sku.
         assert!(all(
             interpret_batch(&ps, 409, None, br#"{"current_quantity": 1}"#),
-            &|o| matches!(o, PushOutcome::Failed(f) if !f.retryable)
+            &|o| matches!(o, PushOutcome::Failed(f) if f.retryable && !f.in_doubt)
         ));
         assert!(all(
             interpret_batch(&ps, 401, None, b"bad sig"),
             &|o| matches!(
                 o,
-                PushOutcome::Failed(f) if !f.retryable
+                PushOutcome::Failed(f) if f.retryable && !f.in_doubt
             )
         ));
         // A 2xx that is not the documented answer may have applied anything: in doubt.
@@ -430,7 +438,29 @@ mod tests {
             interpret(429, Some("2"), b""),
             PushOutcome::RetryAfter(Duration::from_secs(2))
         );
+        // Throttling: as told, or zero (backoff) when no wait is named.
+        assert_eq!(
+            interpret(429, None, b""),
+            PushOutcome::RetryAfter(Duration::ZERO)
+        );
+        assert_eq!(
+            interpret(503, Some("0"), b""),
+            PushOutcome::RetryAfter(Duration::ZERO)
+        );
+        assert_eq!(
+            interpret(503, Some("4"), b""),
+            PushOutcome::RetryAfter(Duration::from_secs(4))
+        );
+        assert!(
+            matches!(interpret(503, None, b""), PushOutcome::Failed(f) if f.retryable && f.in_doubt)
+        );
         assert!(matches!(interpret(500, None, b""), PushOutcome::Failed(f) if f.retryable));
-        assert!(matches!(interpret(401, None, b"bad sig"), PushOutcome::Failed(f) if !f.retryable));
+        // Other 4xx: refused, not applied, retried with backoff.
+        for s in [400, 401, 404, 413, 422] {
+            assert!(
+                matches!(interpret(s, None, b"bad sig"), PushOutcome::Failed(f) if f.retryable && !f.in_doubt),
+                "{s}"
+            );
+        }
     }
 }

@@ -419,6 +419,38 @@ impl Outbox for SqliteStore {
                         }
                         insert_incidents(&mut tx, std::slice::from_ref(incident)).await?;
                     }
+                    PushRecord::Refused {
+                        sku,
+                        version,
+                        basis,
+                        attempts,
+                        next_attempt,
+                        error,
+                        dead,
+                    } => {
+                        // Nothing is in doubt: the channel answered and applied nothing.
+                        sqlx::query(
+                            "INSERT INTO channel_skus (channel, sku, basis, attempts, \
+                             next_attempt_nanos, last_error, last_error_nanos, dead_version) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                             ON CONFLICT (channel, sku) DO UPDATE SET basis = ?3, attempts = ?4, \
+                             next_attempt_nanos = ?5, last_error = ?6, last_error_nanos = ?7, \
+                             dead_version = ?8, pinned_version = NULL, pinned_quantity = NULL",
+                        )
+                        .bind(channel)
+                        .bind(sku)
+                        .bind(basis)
+                        .bind(i64::from(*attempts))
+                        .bind(nanos(*next_attempt))
+                        .bind(error)
+                        .bind(now)
+                        .bind(dead.as_ref().map(|_| *version))
+                        .execute(&mut *tx)
+                        .await?;
+                        if let Some(i) = dead {
+                            insert_incidents(&mut tx, std::slice::from_ref(i)).await?;
+                        }
+                    }
                 }
             }
             if !acked.is_empty() {
