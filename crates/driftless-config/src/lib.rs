@@ -441,6 +441,10 @@ impl Settings {
     }
 }
 
+/// How far ahead of the hub's clock an `occurred_at` may be when `[ledger] max_future_skew` is not
+/// set: room for ordinary clock drift and queues, not for a wrong year.
+pub const DEFAULT_MAX_FUTURE_SKEW: Duration = Duration::from_secs(5 * 60);
+
 /// Values given on the command line; `None` leaves the lower layers' value.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -950,11 +954,27 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
     }
 
     let strict = raw.ledger.as_ref().is_some_and(|l| l.strict_skus);
+    let max_future_skew = raw
+        .ledger
+        .as_ref()
+        .and_then(|l| l.max_future_skew.as_ref())
+        .map_or(Some(DEFAULT_MAX_FUTURE_SKEW), |v| {
+            let d = parse_duration(v.get_ref());
+            if d.is_none() {
+                loc.err(
+                    v.span(),
+                    format!("max_future_skew {:?} is not a duration", v.get_ref()),
+                    Some("e.g. \"30s\", \"5m\" (the default), \"1h\"".into()),
+                );
+            }
+            d
+        });
     let rules = Rules {
         units: UnitTable::new(unit_rules),
         authority,
         systems: ids.clone(),
         known_skus: strict.then(|| items.iter().map(|i| i.sku.clone()).collect()),
+        max_future_skew,
     };
     let system_roles: HashMap<SystemId, Role> =
         systems.iter().map(|s| (s.id.clone(), s.role)).collect();
@@ -1084,6 +1104,19 @@ mod tests {
             )
             .unwrap();
         assert_eq!(s3.server.listen, "127.0.0.1:3");
+    }
+
+    #[test]
+    fn max_future_skew_defaults_and_is_checked_with_its_position() {
+        let s = Settings::parse("f.toml", "").unwrap();
+        assert_eq!(s.rules.max_future_skew, Some(Duration::from_secs(300)));
+        let s = Settings::parse("f.toml", "[ledger]\nmax_future_skew = \"30s\"\n").unwrap();
+        assert_eq!(s.rules.max_future_skew, Some(Duration::from_secs(30)));
+        let e = Settings::parse("f.toml", "[ledger]\nmax_future_skew = \"soon\"\n").unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!((e.0[0].line, e.0[0].column), (2, 19), "{e}");
+        assert!(e.0[0].message.contains("max_future_skew"), "{e}");
+        assert!(e.0[0].fix.is_some(), "{e}");
     }
 
     #[test]

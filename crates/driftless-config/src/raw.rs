@@ -48,6 +48,8 @@ pub struct RawLedger {
     /// Accept only skus declared under `[[items]]`.
     #[serde(default)]
     pub strict_skus: bool,
+    /// How far ahead of the hub's clock an `occurred_at` may be (`"5m"`).
+    pub max_future_skew: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -169,7 +169,7 @@ async fn observe(
         Sku::parse(o.sku.clone())
             .map_err(|e| ApiError::InvalidRequest(format!("observations[{i}].sku: {e}")))?;
         let at = match &o.observed_at {
-            None => Utc::now(),
+            None => (st.clock)(),
             Some(t) => DateTime::parse_from_rfc3339(t)
                 .map_err(|e| {
                     ApiError::InvalidRequest(format!("observations[{i}].observed_at: {e}"))

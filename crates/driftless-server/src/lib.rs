@@ -38,7 +38,13 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// How the fan-out dispatchers run (tests shorten the timings).
     pub fanout: Arc<fanout::FanoutOptions>,
+    /// The hub's clock: `received_at`, and what `occurred_at` may not be too far ahead of. A
+    /// function so that tests can set the time.
+    pub clock: Clock,
 }
+
+/// Where the hub reads the time.
+pub type Clock = Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -57,6 +63,7 @@ impl AppState {
             settings: Arc::new(settings),
             store,
             fanout: Arc::new(fanout::FanoutOptions::default()),
+            clock: Arc::new(chrono::Utc::now),
         }
     }
 }

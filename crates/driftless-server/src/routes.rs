@@ -123,9 +123,10 @@ async fn ingest(
         )));
     }
     let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
+    let now = (st.clock)();
     let batch: Vec<Incoming> = events
         .into_iter()
-        .map(|e| match st.settings.rules.prepare(e) {
+        .map(|e| match st.settings.rules.prepare_at(e, now) {
             Ok(p) => Incoming::Event(Box::new(p)),
             Err(refused) => {
                 let (event, r) = *refused;
@@ -136,7 +137,7 @@ async fn ingest(
             }
         })
         .collect();
-    let receipts = st.store.apply(chrono::Utc::now(), batch).await?;
+    let receipts = st.store.apply(now, batch).await?;
     for r in &receipts {
         st.metrics.outcome(r.outcome);
     }

@@ -52,17 +52,22 @@ const SHOP: &str = "shop-demo-token";
 const READ: &str = "read-demo-token";
 
 async fn spawn_app() -> TestApp {
+    spawn_with(CONFIG, |_| {}).await
+}
+
+/// A hub on `config` (appended to nothing: the whole file), with `tweak` applied to its state
+/// before it serves (a fixed clock, ...).
+async fn spawn_with(config: &str, tweak: impl FnOnce(&mut AppState)) -> TestApp {
     // reqwest is built without a default TLS provider (the connectors pick ring); install it once.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let text = CONFIG;
-    let settings = Settings::parse("test.toml", text).unwrap();
+    let settings = Settings::parse("test.toml", config).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path(), settings.rules.clone(), settings.channel_specs())
         .await
         .unwrap();
-    let server = Server::bind("127.0.0.1:0", AppState::new(settings, Arc::new(store)))
-        .await
-        .unwrap();
+    let mut state = AppState::new(settings, Arc::new(store));
+    tweak(&mut state);
+    let server = Server::bind("127.0.0.1:0", state).await.unwrap();
     let addr = server.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server.run_until_stopped(async {
@@ -465,6 +470,100 @@ async fn paging_and_health() {
     assert_eq!(
         app.get(READ, "/v1/inventory?limit=0").await.0,
         StatusCode::BAD_REQUEST
+    );
+    app.stop().await;
+}
+
+/// The hub's clock, fixed for a test.
+fn fixed_clock(at: &str) -> driftless_server::Clock {
+    let t = chrono::DateTime::parse_from_rfc3339(at)
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    Arc::new(move || t)
+}
+
+#[tokio::test]
+async fn a_clock_too_far_ahead_is_rejected_and_does_not_claim_the_id() {
+    let app = spawn_with(CONFIG, |st| st.clock = fixed_clock("2026-11-27T12:00:00Z")).await;
+    // A count dated 2199 (a sender with a wrong clock) would make every real count `stale`.
+    let wrong = ev(
+        "c1",
+        "wms",
+        "TEE-1",
+        "2199-01-01T00:00:00Z",
+        json!({"set": {"on_hand": 7}}),
+    );
+    let (s, b) = app.post(WMS, wrong.to_string(), false).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(outcomes(&b), ["rejected"]);
+    let reason = b["results"][0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("occurred_at "), "{reason}");
+    assert!(reason.contains("max_future_skew"), "{reason}");
+    assert_eq!(
+        app.get(READ, "/v1/inventory/TEE-1").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, inc) = app.get(READ, "/v1/incidents?kind=rejected").await;
+    assert_eq!(inc["incidents"].as_array().unwrap().len(), 1, "{inc}");
+
+    // Four minutes ahead is ordinary drift (the default bound is five).
+    let near = ev(
+        "c0",
+        "wms",
+        "TEE-1",
+        "2026-11-27T12:04:00Z",
+        json!({"set": {"on_hand": 40}}),
+    );
+    assert_eq!(
+        outcomes(&app.post(WMS, near.to_string(), false).await.1),
+        ["applied"]
+    );
+
+    // The id was not claimed: the corrected event goes through under it, and the real count
+    // after it is not stale.
+    let fixed = ev(
+        "c1",
+        "wms",
+        "TEE-1",
+        "2026-11-27T12:05:00Z",
+        json!({"set": {"on_hand": 50}}),
+    );
+    let (s, b) = app.post(WMS, fixed.to_string(), false).await;
+    assert_eq!(
+        (s, outcomes(&b)),
+        (StatusCode::OK, vec!["applied".to_owned()]),
+        "{b}"
+    );
+    let (_, inv) = app.get(READ, "/v1/inventory/TEE-1").await;
+    assert_eq!(inv["locations"][0]["on_hand"], 50);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn max_future_skew_is_configurable() {
+    let config = format!("{CONFIG}\n[ledger]\nmax_future_skew = \"30s\"\n");
+    let app = spawn_with(&config, |st| st.clock = fixed_clock("2026-11-27T12:00:00Z")).await;
+    let e = ev(
+        "a",
+        "wms",
+        "TEE-1",
+        "2026-11-27T12:01:00Z",
+        json!({"adjust": {"on_hand": 1}}),
+    );
+    assert_eq!(
+        outcomes(&app.post(WMS, e.to_string(), false).await.1),
+        ["rejected"]
+    );
+    let e = ev(
+        "b",
+        "wms",
+        "TEE-1",
+        "2026-11-27T12:00:30Z",
+        json!({"adjust": {"on_hand": 1}}),
+    );
+    assert_eq!(
+        outcomes(&app.post(WMS, e.to_string(), false).await.1),
+        ["applied"]
     );
     app.stop().await;
 }
