@@ -567,3 +567,30 @@ async fn max_future_skew_is_configurable() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_key_given_twice_is_a_400_naming_the_field() {
+    let app = spawn_app().await;
+    let before = app.footprint().await;
+    let body = r#"{"id":"d1","source":"wms","sku":"TEE-1","location":"DC1",
+        "occurred_at":"2026-11-27T10:00:00Z","set":{"on_hand":1,"on_hand":5}}"#;
+    let (s, b) = app.post(WMS, body, false).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_eq!(b["error"]["code"], "invalid_request");
+    assert_eq!(
+        b["error"]["message"],
+        "events[0].set.on_hand: given twice; each key may appear only once in an object"
+    );
+    let top = body.replace(r#""sku":"TEE-1","#, r#""sku":"TEE-1","sku":"TEE-2","#);
+    let (s, b) = app.post(WMS, top, false).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("events[0].sku: given twice"),
+        "{b}"
+    );
+    assert_eq!(app.footprint().await, before, "nothing stored");
+    app.stop().await;
+}
