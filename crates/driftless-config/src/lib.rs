@@ -136,6 +136,14 @@ pub struct Server {
     pub nats_url: Option<String>,
     pub auth: AuthMode,
     pub read_tokens: Vec<[u8; 32]>,
+    /// Digests of the operators' tokens: replaying dead letters, holding and releasing skus.
+    pub operator_tokens: Vec<[u8; 32]>,
+    /// From when the hub is ready for a request on a connection (a new one, or one kept alive
+    /// after an answer) until the request's headers are in; past it the connection is closed.
+    /// So it is also the idle keep-alive limit.
+    pub header_read_timeout: Duration,
+    /// From the headers until the whole body is in; past it the request gets 408.
+    pub body_read_timeout: Duration,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
     /// Most events in one request.
@@ -433,6 +441,15 @@ impl Settings {
                 fix: Some("set auth = \"tokens\" or listen on 127.0.0.1".into()),
             });
         }
+        if let Err(m) = check_demo_tokens(&self.server, &self.systems) {
+            errors.push(ConfigError {
+                file: self.origin.clone(),
+                line: 0,
+                column: 0,
+                message: m,
+                fix: Some(DEMO_TOKEN_FIX.into()),
+            });
+        }
         if errors.is_empty() {
             Ok(self)
         } else {
@@ -445,6 +462,15 @@ impl Settings {
 /// set: room for ordinary clock drift and queues, not for a wrong year.
 pub const DEFAULT_MAX_FUTURE_SKEW: Duration = Duration::from_secs(5 * 60);
 
+/// `[server] header_read_timeout` when not set: a client on any real network sends its headers in
+/// well under a second; a kept-alive connection with nothing to say is closed after this too.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// `[server] body_read_timeout` when not set: the largest default body (16 MiB) needs about
+/// 0.3 MB/s to arrive in time.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest either read timeout may be.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// Values given on the command line; `None` leaves the lower layers' value.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -455,20 +481,95 @@ pub struct Overrides {
     pub auth: Option<String>,
 }
 
+/// The tokens of the shipped example configuration and the demo. They are published (in the
+/// example file, the README and this source), so they protect nothing: accepted on loopback for
+/// the tour, refused anywhere else.
+pub const PUBLIC_DEMO_TOKENS: [(&str, &str); 5] = [
+    (
+        "wms-demo-token",
+        "79e15b7a2f65165aa05b1cee28bff8347d1cb8bcc3bce44422badbb90f080b35",
+    ),
+    (
+        "erp-demo-token",
+        "eabc55371eccdd5bf5ad14c1c026c941f7bac3d4a7be229489c728d6f296a95a",
+    ),
+    (
+        "shop-demo-token",
+        "e3f27ff6c476961f3421e5872fdfad166cd4488c33d9431290043654624ecb15",
+    ),
+    (
+        "read-demo-token",
+        "bf4d572bbc8e6a798375037e718180370d2ee05441bb9109bdb679e9558f7a95",
+    ),
+    (
+        "operator-demo-token",
+        "053fa11d794b3d944f1cd07a6cd7e574762682bb9e02bbbac8fb0690c6403e6e",
+    ),
+];
+
+/// The public demo token whose digest is `digest`, if it is one.
+pub fn public_demo_token(digest: &[u8; 32]) -> Option<&'static str> {
+    let hex = hex::encode(digest);
+    PUBLIC_DEMO_TOKENS
+        .iter()
+        .find(|(_, d)| *d == hex)
+        .map(|(t, _)| *t)
+}
+
+/// Whether `listen` (`host:port`) is a loopback address.
+pub fn is_loopback(listen: &str) -> bool {
+    let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses the public demo tokens when the hub listens beyond loopback: anyone who has read the
+/// README could send events as the WMS.
+fn check_demo_tokens(server: &Server, systems: &[SystemSpec]) -> Result<(), String> {
+    if server.auth == AuthMode::None || is_loopback(&server.listen) {
+        return Ok(());
+    }
+    let digests = systems
+        .iter()
+        .filter_map(|s| s.token_sha256.map(|d| (format!("system `{}`", s.id), d)))
+        .chain(
+            server
+                .read_tokens
+                .iter()
+                .map(|d| ("a read token".to_owned(), *d)),
+        )
+        .chain(
+            server
+                .operator_tokens
+                .iter()
+                .map(|d| ("an operator token".to_owned(), *d)),
+        );
+    let public: Vec<String> = digests
+        .filter_map(|(who, d)| public_demo_token(&d).map(|t| format!("{who} ({t})")))
+        .collect();
+    if public.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "the public demo tokens are refused on {} (they are published with the example \
+         configuration; only a loopback address may use them): {}",
+        server.listen,
+        public.join(", ")
+    ))
+}
+
+/// The fix for [`check_demo_tokens`].
+const DEMO_TOKEN_FIX: &str = "make a secret token per system (e.g. `openssl rand -hex 32`), put \
+    `driftless token-hash < token-file` in its place, or listen on 127.0.0.1";
+
 fn check_auth_listen(s: &Server) -> Result<(), String> {
     if s.auth != AuthMode::None {
         return Ok(());
     }
-    let host = s
-        .listen
-        .rsplit_once(':')
-        .map_or(s.listen.as_str(), |(h, _)| h);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if loopback {
+    if is_loopback(&s.listen) {
         Ok(())
     } else {
         Err(format!(
@@ -601,6 +702,27 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
         .flatten()
         .filter_map(|t| sha256_hex(loc, t, "read_token_sha256"))
         .collect();
+    let operator_tokens = rs
+        .operator_token_sha256
+        .iter()
+        .flatten()
+        .filter_map(|t| sha256_hex(loc, t, "operator_token_sha256"))
+        .collect();
+    let timeout =
+        |loc: &mut Locator<'_>, v: &Option<toml::Spanned<String>>, what: &str, def: Duration| {
+            let Some(v) = v else { return def };
+            match parse_duration(v.get_ref()).filter(|d| !d.is_zero() && *d <= MAX_TIMEOUT) {
+                Some(d) => d,
+                None => {
+                    loc.err(
+                        v.span(),
+                        format!("{what} {:?} is not a duration from 1ms to 1h", v.get_ref()),
+                        Some(format!("e.g. {what} = \"{}s\"", def.as_secs())),
+                    );
+                    def
+                }
+            }
+        };
     let limit = |loc: &mut Locator<'_>,
                  v: &Option<toml::Spanned<i64>>,
                  what: &str,
@@ -610,6 +732,7 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
             .and_then(|v| positive(loc, v, what, max))
             .map_or(def, |n| n as usize)
     };
+    let listen_span = rs.listen.as_ref().map(|l| l.span());
     let server = Server {
         listen: rs
             .listen
@@ -619,6 +742,19 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
         nats_url: rs.nats_url,
         auth,
         read_tokens,
+        operator_tokens,
+        header_read_timeout: timeout(
+            loc,
+            &rs.header_read_timeout,
+            "header_read_timeout",
+            DEFAULT_HEADER_READ_TIMEOUT,
+        ),
+        body_read_timeout: timeout(
+            loc,
+            &rs.body_read_timeout,
+            "body_read_timeout",
+            DEFAULT_BODY_READ_TIMEOUT,
+        ),
         max_body_bytes: limit(
             loc,
             &rs.max_body_bytes,
@@ -976,6 +1112,11 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
         known_skus: strict.then(|| items.iter().map(|i| i.sku.clone()).collect()),
         max_future_skew,
     };
+    if let Some(span) = listen_span
+        && let Err(m) = check_demo_tokens(&server, &systems)
+    {
+        loc.err(span, m, Some(DEMO_TOKEN_FIX.into()));
+    }
     let system_roles: HashMap<SystemId, Role> =
         systems.iter().map(|s| (s.id.clone(), s.role)).collect();
     let audit = audit::validate(loc, raw.audit.as_ref(), &system_roles);
@@ -1086,6 +1227,59 @@ mod tests {
             },
         );
         assert!(layered.is_err());
+    }
+
+    #[test]
+    fn public_demo_tokens_only_on_loopback() {
+        // The example's own tokens: fine on loopback, refused when layered onto another address.
+        let s = Settings::parse("example", EXAMPLE).unwrap();
+        assert!(s.clone().layer(|_| None, &Overrides::default()).is_ok());
+        let e = s
+            .layer(
+                |k| (k == "DRIFTLESS_LISTEN").then(|| "0.0.0.0:7400".to_owned()),
+                &Overrides::default(),
+            )
+            .unwrap_err();
+        assert!(
+            e.0[0]
+                .message
+                .contains("public demo tokens are refused on 0.0.0.0:7400")
+                && e.0[0].message.contains("system `wms` (wms-demo-token)"),
+            "{e}"
+        );
+        assert!(e.0[0].fix.as_deref().unwrap().contains("token-hash"), "{e}");
+        // In the file: located at `listen`.
+        let text = EXAMPLE.replace("listen = \"127.0.0.1:7400\"", "listen = \"10.0.0.5:7400\"");
+        let e = Settings::parse("f.toml", &text).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        let line = 1 + EXAMPLE
+            .lines()
+            .position(|l| l.starts_with("listen ="))
+            .unwrap();
+        assert_eq!((e.0[0].line, e.0[0].column), (line, 10), "{e}");
+        // Own tokens off loopback are fine.
+        let own = "[server]\nlisten = \"0.0.0.0:7400\"\n\n[[systems]]\nid = \"wms\"\nrole = \"wms\"\n\
+                   token_sha256 = \"2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b\"\n";
+        assert!(Settings::parse("f.toml", own).is_ok());
+    }
+
+    #[test]
+    fn read_timeouts() {
+        let s = Settings::parse("f.toml", "").unwrap();
+        assert_eq!(s.server.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
+        assert_eq!(s.server.body_read_timeout, DEFAULT_BODY_READ_TIMEOUT);
+        let s = Settings::parse(
+            "f.toml",
+            "[server]\nheader_read_timeout = \"500ms\"\nbody_read_timeout = \"2s\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.server.header_read_timeout, Duration::from_millis(500));
+        assert_eq!(s.server.body_read_timeout, Duration::from_secs(2));
+        for bad in ["\"0s\"", "\"2h\"", "\"soon\""] {
+            let e = Settings::parse("f.toml", &format!("[server]\nbody_read_timeout = {bad}\n"))
+                .unwrap_err();
+            assert_eq!((e.0[0].line, e.0[0].column), (2, 21), "{e}");
+        }
     }
 
     #[test]

@@ -37,9 +37,12 @@ pub struct RawServer {
     pub nats_url: Option<String>,
     pub auth: Option<S<String>>,
     pub read_token_sha256: Option<Vec<S<String>>>,
+    pub operator_token_sha256: Option<Vec<S<String>>>,
     pub max_body_bytes: Option<S<i64>>,
     pub max_batch: Option<S<i64>>,
     pub max_pending: Option<S<i64>>,
+    pub header_read_timeout: Option<S<String>>,
+    pub body_read_timeout: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
