@@ -14,7 +14,7 @@ pub struct RawConfig {
     pub ledger: Option<RawLedger>,
     #[serde(default)]
     pub systems: Vec<RawSystem>,
-    pub authority: Option<RawAuthority>,
+    pub authority: Option<S<RawAuthority>>,
     #[serde(default)]
     pub units: Vec<RawUnit>,
     #[serde(default)]
@@ -178,7 +178,7 @@ pub struct RawHop {
     pub from: S<String>,
     pub to: S<String>,
     pub trigger: S<String>,
-    pub schedule: Option<String>,
+    pub schedule: Option<S<String>>,
     pub latency_sla: S<String>,
     pub direction: Option<S<String>>,
     pub transform: Option<String>,

@@ -175,3 +175,37 @@ fn token_hash_reads_standard_input() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("79e15b7a"));
 }
+
+#[test]
+fn check_config_warns_about_open_states_and_refuses_a_shared_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.toml");
+    let wms = "[[systems]]\nid = \"wms\"\nrole = \"wms\"\n\
+               token_sha256 = \"79e15b7a2f65165aa05b1cee28bff8347d1cb8bcc3bce44422badbb90f080b35\"\n";
+    std::fs::write(&f, format!("{wms}\n[authority]\non_hand = [\"wms\"]\n")).unwrap();
+    let out = driftless().arg("check-config").arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: ")
+            && err.contains("c.toml:6:1: state `committed` has no writer list"),
+        "{err}"
+    );
+    assert_eq!(err.matches("warning: ").count(), 4, "{err}");
+
+    std::fs::write(
+        &f,
+        format!(
+            "[server]\nread_token_sha256 = [\"79e15b7a2f65165aa05b1cee28bff8347d1cb8bcc3bce44422badbb90f080b35\"]\n\n{wms}"
+        ),
+    )
+    .unwrap();
+    let out = driftless().arg("check-config").arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("c.toml:7:16: this token digest is already a read token's (line 2)")
+            && err.contains("fix: give system `wms` a token of its own"),
+        "{err}"
+    );
+}

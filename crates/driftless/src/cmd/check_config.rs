@@ -12,13 +12,17 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match Settings::load(Some(&args.file)) {
         Ok(s) => {
+            for w in &s.warnings {
+                eprintln!("warning: {w}");
+            }
             println!(
-                "{}: ok ({} systems, {} channels, {} unit rules, {} hops)",
+                "{}: ok ({} systems, {} channels, {} unit rules, {} hops; {} warning(s))",
                 args.file.display(),
                 s.systems.len(),
                 s.channels.len(),
                 s.rules.units.rules().len(),
-                s.hops.len()
+                s.hops.len(),
+                s.warnings.len()
             );
             Ok(ExitCode::SUCCESS)
         }
