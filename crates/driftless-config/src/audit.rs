@@ -181,7 +181,7 @@ fn pct_value(loc: &mut Locator<'_>, v: &Option<Spanned<f64>>, default: f64) -> f
 }
 
 /// `"hourly"`, `"daily"`, `"weekly"` or a duration (`"every 6h"`).
-fn schedule_every(s: &str) -> Option<Duration> {
+pub(crate) fn schedule_every(s: &str) -> Option<Duration> {
     match s.trim() {
         "hourly" => Some(Duration::from_secs(3_600)),
         "daily" => Some(Duration::from_secs(86_400)),

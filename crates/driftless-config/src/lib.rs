@@ -16,7 +16,8 @@ pub mod raw;
 use driftless_core::authority::Policy;
 use driftless_core::units::UnitRule;
 use driftless_core::{
-    Authority, ChannelRule, ChannelSpec, Glob, Location, Ppm, Rules, Sku, SystemId, Unit, UnitTable,
+    Authority, ChannelRule, ChannelSpec, Glob, Location, Ppm, Rules, Sku, State, SystemId, Unit,
+    UnitTable,
 };
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -84,6 +85,7 @@ pub(crate) struct Locator<'a> {
     file: &'a str,
     text: &'a str,
     pub(crate) errors: Vec<ConfigError>,
+    pub(crate) warnings: Vec<ConfigError>,
 }
 
 impl<'a> Locator<'a> {
@@ -92,6 +94,7 @@ impl<'a> Locator<'a> {
             file,
             text,
             errors: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -100,6 +103,22 @@ impl<'a> Locator<'a> {
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
         (line, column)
+    }
+
+    fn error_at(&self, span: Range<usize>, message: String, fix: Option<String>) -> ConfigError {
+        let (line, column) = self.position(span.start);
+        ConfigError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            message,
+            fix,
+        }
+    }
+
+    pub(crate) fn warn(&mut self, span: Range<usize>, message: String, fix: Option<String>) {
+        let w = self.error_at(span, message, fix);
+        self.warnings.push(w);
     }
 
     pub(crate) fn err(
@@ -136,6 +155,14 @@ pub struct Server {
     pub nats_url: Option<String>,
     pub auth: AuthMode,
     pub read_tokens: Vec<[u8; 32]>,
+    /// Digests of the operators' tokens: replaying dead letters, holding and releasing skus.
+    pub operator_tokens: Vec<[u8; 32]>,
+    /// From when the hub is ready for a request on a connection (a new one, or one kept alive
+    /// after an answer) until the request's headers are in; past it the connection is closed.
+    /// So it is also the idle keep-alive limit.
+    pub header_read_timeout: Duration,
+    /// From the headers until the whole body is in; past it the request gets 408.
+    pub body_read_timeout: Duration,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
     /// Most events in one request.
@@ -289,6 +316,9 @@ pub struct Settings {
     pub locations: Vec<LocationSpec>,
     pub hops: Vec<Hop>,
     pub audit: AuditSettings,
+    /// What is allowed but probably not meant (a state open to every system); `check-config`
+    /// prints these, `serve` logs them.
+    pub warnings: Vec<ConfigError>,
 }
 
 impl Settings {
@@ -433,6 +463,15 @@ impl Settings {
                 fix: Some("set auth = \"tokens\" or listen on 127.0.0.1".into()),
             });
         }
+        if let Err(m) = check_demo_tokens(&self.server, &self.systems) {
+            errors.push(ConfigError {
+                file: self.origin.clone(),
+                line: 0,
+                column: 0,
+                message: m,
+                fix: Some(DEMO_TOKEN_FIX.into()),
+            });
+        }
         if errors.is_empty() {
             Ok(self)
         } else {
@@ -440,6 +479,19 @@ impl Settings {
         }
     }
 }
+
+/// How far ahead of the hub's clock an `occurred_at` may be when `[ledger] max_future_skew` is not
+/// set: room for ordinary clock drift and queues, not for a wrong year.
+pub const DEFAULT_MAX_FUTURE_SKEW: Duration = Duration::from_secs(5 * 60);
+
+/// `[server] header_read_timeout` when not set: a client on any real network sends its headers in
+/// well under a second; a kept-alive connection with nothing to say is closed after this too.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// `[server] body_read_timeout` when not set: the largest default body (16 MiB) needs about
+/// 0.3 MB/s to arrive in time.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest either read timeout may be.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Values given on the command line; `None` leaves the lower layers' value.
 #[derive(Debug, Clone, Default)]
@@ -451,20 +503,95 @@ pub struct Overrides {
     pub auth: Option<String>,
 }
 
+/// The tokens of the shipped example configuration and the demo. They are published (in the
+/// example file, the README and this source), so they protect nothing: accepted on loopback for
+/// the tour, refused anywhere else.
+pub const PUBLIC_DEMO_TOKENS: [(&str, &str); 5] = [
+    (
+        "wms-demo-token",
+        "79e15b7a2f65165aa05b1cee28bff8347d1cb8bcc3bce44422badbb90f080b35",
+    ),
+    (
+        "erp-demo-token",
+        "eabc55371eccdd5bf5ad14c1c026c941f7bac3d4a7be229489c728d6f296a95a",
+    ),
+    (
+        "shop-demo-token",
+        "e3f27ff6c476961f3421e5872fdfad166cd4488c33d9431290043654624ecb15",
+    ),
+    (
+        "read-demo-token",
+        "bf4d572bbc8e6a798375037e718180370d2ee05441bb9109bdb679e9558f7a95",
+    ),
+    (
+        "operator-demo-token",
+        "053fa11d794b3d944f1cd07a6cd7e574762682bb9e02bbbac8fb0690c6403e6e",
+    ),
+];
+
+/// The public demo token whose digest is `digest`, if it is one.
+pub fn public_demo_token(digest: &[u8; 32]) -> Option<&'static str> {
+    let hex = hex::encode(digest);
+    PUBLIC_DEMO_TOKENS
+        .iter()
+        .find(|(_, d)| *d == hex)
+        .map(|(t, _)| *t)
+}
+
+/// Whether `listen` (`host:port`) is a loopback address.
+pub fn is_loopback(listen: &str) -> bool {
+    let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses the public demo tokens when the hub listens beyond loopback: anyone who has read the
+/// README could send events as the WMS.
+fn check_demo_tokens(server: &Server, systems: &[SystemSpec]) -> Result<(), String> {
+    if server.auth == AuthMode::None || is_loopback(&server.listen) {
+        return Ok(());
+    }
+    let digests = systems
+        .iter()
+        .filter_map(|s| s.token_sha256.map(|d| (format!("system `{}`", s.id), d)))
+        .chain(
+            server
+                .read_tokens
+                .iter()
+                .map(|d| ("a read token".to_owned(), *d)),
+        )
+        .chain(
+            server
+                .operator_tokens
+                .iter()
+                .map(|d| ("an operator token".to_owned(), *d)),
+        );
+    let public: Vec<String> = digests
+        .filter_map(|(who, d)| public_demo_token(&d).map(|t| format!("{who} ({t})")))
+        .collect();
+    if public.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "the public demo tokens are refused on {} (they are published with the example \
+         configuration; only a loopback address may use them): {}",
+        server.listen,
+        public.join(", ")
+    ))
+}
+
+/// The fix for [`check_demo_tokens`].
+const DEMO_TOKEN_FIX: &str = "make a secret token per system (e.g. `openssl rand -hex 32`), put \
+    `driftless token-hash < token-file` in its place, or listen on 127.0.0.1";
+
 fn check_auth_listen(s: &Server) -> Result<(), String> {
     if s.auth != AuthMode::None {
         return Ok(());
     }
-    let host = s
-        .listen
-        .rsplit_once(':')
-        .map_or(s.listen.as_str(), |(h, _)| h);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if loopback {
+    if is_loopback(&s.listen) {
         Ok(())
     } else {
         Err(format!(
@@ -534,7 +661,28 @@ fn glob(loc: &mut Locator<'_>, v: &toml::Spanned<String>) -> Option<Glob> {
 }
 
 fn share(loc: &mut Locator<'_>, v: &toml::Spanned<f64>) -> Option<Ppm> {
-    let p = Ppm::from_share(*v.get_ref());
+    let share = *v.get_ref();
+    let p = Ppm::from_share(share);
+    // The channel quantity computes with parts per million (`Ppm`): a seventh decimal would be
+    // rounded away silently, and the operator would sell a different share than configured.
+    // (1e-7 of a ppm is far above f64's error on a six-decimal value, far below a real seventh
+    // decimal.)
+    let ppm = share * 1_000_000.0;
+    if p.is_some() && (ppm - ppm.round()).abs() > 1e-7 {
+        loc.err(
+            v.span(),
+            format!(
+                "allocation {share} has more than 6 decimal places; the channel quantity is \
+                 computed in millionths, so it would be {}",
+                ppm.round() / 1_000_000.0
+            ),
+            Some(format!(
+                "allocation = {} (at most 6 decimal places)",
+                ppm.round() / 1_000_000.0
+            )),
+        );
+        return None;
+    }
     if p.is_none() {
         loc.err(
             v.span(),
@@ -577,6 +725,52 @@ fn non_negative(loc: &mut Locator<'_>, v: &toml::Spanned<i64>, what: &str) -> Op
     Some(n)
 }
 
+/// Refuses a token digest given twice: the hub maps a digest to one principal, so a read token equal
+/// to a system's digest would make that reader a writer (or the writer a reader).
+fn unique_digests(loc: &mut Locator<'_>, mut digests: Vec<([u8; 32], Range<usize>, String)>) {
+    digests.sort_by_key(|(_, span, _)| span.start);
+    let mut first: HashMap<[u8; 32], (usize, String)> = HashMap::new();
+    for (d, span, who) in digests {
+        if let Some((line, earlier)) = first.get(&d) {
+            let msg = format!(
+                "this token digest is already {earlier}'s (line {line}); every digest must be \
+                 unique across systems, read and operator tokens"
+            );
+            let fix = format!(
+                "give {who} a token of its own and put `driftless token-hash < token-file` here"
+            );
+            loc.err(span, msg, Some(fix));
+        } else {
+            let (line, _) = loc.position(span.start);
+            first.insert(d, (line, who));
+        }
+    }
+}
+
+/// Warns about each state no `[authority]` list covers: any registered system may write it
+/// without an `override` (allowed, and what a one-system deployment wants, but rarely meant).
+fn uncovered_states(loc: &mut Locator<'_>, a: Option<&toml::Spanned<raw::RawAuthority>>) {
+    let listed: Vec<State> = a.map_or_else(Vec::new, |a| {
+        a.get_ref().writers().into_iter().map(|(s, _)| s).collect()
+    });
+    // At the section when there is one, else at the end of the file, where it would go.
+    let span = a.map_or(loc.text.len()..loc.text.len(), toml::Spanned::span);
+    for state in State::ALL {
+        if !listed.contains(&state) {
+            loc.warn(
+                span.clone(),
+                format!(
+                    "state `{state}` has no writer list under [authority]: every registered \
+                     system may write it"
+                ),
+                Some(format!(
+                    "{state} = [\"<system id>\", ...] under [authority] names its sources of truth"
+                )),
+            );
+        }
+    }
+}
+
 fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<Settings> {
     let rs = raw.server.unwrap_or_default();
     let auth = match rs.auth.as_ref().map(|a| (a.get_ref().as_str(), a.span())) {
@@ -591,12 +785,51 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
             AuthMode::Tokens
         }
     };
-    let read_tokens = rs
-        .read_token_sha256
-        .iter()
-        .flatten()
-        .filter_map(|t| sha256_hex(loc, t, "read_token_sha256"))
-        .collect();
+    // Every digest with where it stands and whose it is, to refuse a digest used twice.
+    let mut digests: Vec<([u8; 32], Range<usize>, String)> = Vec::new();
+    let tokens = |loc: &mut Locator<'_>,
+                  list: &Option<Vec<toml::Spanned<String>>>,
+                  key: &str,
+                  who: &str,
+                  digests: &mut Vec<([u8; 32], Range<usize>, String)>| {
+        let mut out = Vec::new();
+        for t in list.iter().flatten() {
+            if let Some(d) = sha256_hex(loc, t, key) {
+                digests.push((d, t.span(), who.to_owned()));
+                out.push(d);
+            }
+        }
+        out
+    };
+    let read_tokens = tokens(
+        loc,
+        &rs.read_token_sha256,
+        "read_token_sha256",
+        "a read token",
+        &mut digests,
+    );
+    let operator_tokens = tokens(
+        loc,
+        &rs.operator_token_sha256,
+        "operator_token_sha256",
+        "an operator token",
+        &mut digests,
+    );
+    let timeout =
+        |loc: &mut Locator<'_>, v: &Option<toml::Spanned<String>>, what: &str, def: Duration| {
+            let Some(v) = v else { return def };
+            match parse_duration(v.get_ref()).filter(|d| !d.is_zero() && *d <= MAX_TIMEOUT) {
+                Some(d) => d,
+                None => {
+                    loc.err(
+                        v.span(),
+                        format!("{what} {:?} is not a duration from 1ms to 1h", v.get_ref()),
+                        Some(format!("e.g. {what} = \"{}s\"", def.as_secs())),
+                    );
+                    def
+                }
+            }
+        };
     let limit = |loc: &mut Locator<'_>,
                  v: &Option<toml::Spanned<i64>>,
                  what: &str,
@@ -606,6 +839,7 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
             .and_then(|v| positive(loc, v, what, max))
             .map_or(def, |n| n as usize)
     };
+    let listen_span = rs.listen.as_ref().map(|l| l.span());
     let server = Server {
         listen: rs
             .listen
@@ -615,6 +849,19 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
         nats_url: rs.nats_url,
         auth,
         read_tokens,
+        operator_tokens,
+        header_read_timeout: timeout(
+            loc,
+            &rs.header_read_timeout,
+            "header_read_timeout",
+            DEFAULT_HEADER_READ_TIMEOUT,
+        ),
+        body_read_timeout: timeout(
+            loc,
+            &rs.body_read_timeout,
+            "body_read_timeout",
+            DEFAULT_BODY_READ_TIMEOUT,
+        ),
         max_body_bytes: limit(
             loc,
             &rs.max_body_bytes,
@@ -663,12 +910,16 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
             .token_sha256
             .as_ref()
             .and_then(|t| sha256_hex(loc, t, "token_sha256"));
+        if let (Some(d), Some(t)) = (token_sha256, &s.token_sha256) {
+            digests.push((d, t.span(), format!("system `{id}`")));
+        }
         systems.push(SystemSpec {
             id,
             role,
             token_sha256,
         });
     }
+    unique_digests(loc, digests);
     let known = |loc: &mut Locator<'_>,
                  v: &toml::Spanned<String>,
                  ids: &HashSet<SystemId>|
@@ -686,7 +937,8 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
     };
 
     let mut authority = Authority::default();
-    if let Some(a) = &raw.authority {
+    uncovered_states(loc, raw.authority.as_ref());
+    if let Some(a) = raw.authority.as_ref().map(toml::Spanned::get_ref) {
         for (state, writers) in a.writers() {
             let list = writers.iter().filter_map(|w| known(loc, w, &ids)).collect();
             authority.set_writers(state, list);
@@ -806,6 +1058,22 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
                 Some("url = \"http://127.0.0.1:9000/push\"".into()),
             );
         }
+        // Without a key the dispatcher cannot sign, so the channel would stay stopped while its
+        // outbox grows; better refused here than found out from a backlog.
+        if connector == "webhook" && c.secret_env.as_deref().is_none_or(str::is_empty) {
+            loc.err(
+                c.id.span(),
+                format!(
+                    "channel `{id}` uses the webhook connector but has no secret_env: its pushes \
+                     could not be signed"
+                ),
+                Some(format!(
+                    "secret_env = \"DRIFTLESS_{}_SECRET\" (the environment variable holding the \
+                     HMAC-SHA256 key the receiver checks)",
+                    id.as_str().to_ascii_uppercase().replace('-', "_")
+                )),
+            );
+        }
         let max_attempts = c
             .max_attempts
             .as_ref()
@@ -904,7 +1172,25 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
                 None
             }
         };
-        let every = h.schedule.as_ref().and_then(|s| parse_duration(s));
+        let every = match &h.schedule {
+            None => None,
+            Some(s) => {
+                let every = audit::schedule_every(s.get_ref());
+                if every.is_none() {
+                    // Ignoring it would silently shrink the audit's lag window for this hop.
+                    loc.err(
+                        s.span(),
+                        format!("hop schedule {:?} is not a schedule", s.get_ref()),
+                        Some(
+                            "\"hourly\", \"daily\", \"weekly\", or an interval: \"every 15m\", \
+                             \"4h\" (units ms, s, m, h, d, w)"
+                                .into(),
+                        ),
+                    );
+                }
+                every
+            }
+        };
         let latency_sla = match parse_duration(h.latency_sla.get_ref()) {
             Some(d) => d,
             None => {
@@ -940,7 +1226,7 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
                 from,
                 to,
                 trigger,
-                schedule: h.schedule.clone(),
+                schedule: h.schedule.as_ref().map(|s| s.get_ref().clone()),
                 every,
                 latency_sla,
                 bidirectional,
@@ -950,15 +1236,37 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
     }
 
     let strict = raw.ledger.as_ref().is_some_and(|l| l.strict_skus);
+    let max_future_skew = raw
+        .ledger
+        .as_ref()
+        .and_then(|l| l.max_future_skew.as_ref())
+        .map_or(Some(DEFAULT_MAX_FUTURE_SKEW), |v| {
+            let d = parse_duration(v.get_ref());
+            if d.is_none() {
+                loc.err(
+                    v.span(),
+                    format!("max_future_skew {:?} is not a duration", v.get_ref()),
+                    Some("e.g. \"30s\", \"5m\" (the default), \"1h\"".into()),
+                );
+            }
+            d
+        });
     let rules = Rules {
         units: UnitTable::new(unit_rules),
         authority,
         systems: ids.clone(),
         known_skus: strict.then(|| items.iter().map(|i| i.sku.clone()).collect()),
+        max_future_skew,
     };
+    if let Some(span) = listen_span
+        && let Err(m) = check_demo_tokens(&server, &systems)
+    {
+        loc.err(span, m, Some(DEMO_TOKEN_FIX.into()));
+    }
     let system_roles: HashMap<SystemId, Role> =
         systems.iter().map(|s| (s.id.clone(), s.role)).collect();
     let audit = audit::validate(loc, raw.audit.as_ref(), &system_roles);
+    let warnings = std::mem::take(&mut loc.warnings);
 
     Some(Settings {
         origin: origin.to_owned(),
@@ -970,6 +1278,7 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
         locations,
         hops,
         audit,
+        warnings,
     })
 }
 
@@ -1069,6 +1378,195 @@ mod tests {
     }
 
     #[test]
+    fn public_demo_tokens_only_on_loopback() {
+        // The example's own tokens: fine on loopback, refused when layered onto another address.
+        let s = Settings::parse("example", EXAMPLE).unwrap();
+        assert!(s.clone().layer(|_| None, &Overrides::default()).is_ok());
+        let e = s
+            .layer(
+                |k| (k == "DRIFTLESS_LISTEN").then(|| "0.0.0.0:7400".to_owned()),
+                &Overrides::default(),
+            )
+            .unwrap_err();
+        assert!(
+            e.0[0]
+                .message
+                .contains("public demo tokens are refused on 0.0.0.0:7400")
+                && e.0[0].message.contains("system `wms` (wms-demo-token)"),
+            "{e}"
+        );
+        assert!(e.0[0].fix.as_deref().unwrap().contains("token-hash"), "{e}");
+        // In the file: located at `listen`.
+        let text = EXAMPLE.replace("listen = \"127.0.0.1:7400\"", "listen = \"10.0.0.5:7400\"");
+        let e = Settings::parse("f.toml", &text).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        let line = 1 + EXAMPLE
+            .lines()
+            .position(|l| l.starts_with("listen ="))
+            .unwrap();
+        assert_eq!((e.0[0].line, e.0[0].column), (line, 10), "{e}");
+        // Own tokens off loopback are fine.
+        let own = "[server]\nlisten = \"0.0.0.0:7400\"\n\n[[systems]]\nid = \"wms\"\nrole = \"wms\"\n\
+                   token_sha256 = \"2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b\"\n";
+        assert!(Settings::parse("f.toml", own).is_ok());
+    }
+
+    #[test]
+    fn read_timeouts() {
+        let s = Settings::parse("f.toml", "").unwrap();
+        assert_eq!(s.server.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
+        assert_eq!(s.server.body_read_timeout, DEFAULT_BODY_READ_TIMEOUT);
+        let s = Settings::parse(
+            "f.toml",
+            "[server]\nheader_read_timeout = \"500ms\"\nbody_read_timeout = \"2s\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.server.header_read_timeout, Duration::from_millis(500));
+        assert_eq!(s.server.body_read_timeout, Duration::from_secs(2));
+        for bad in ["\"0s\"", "\"2h\"", "\"soon\""] {
+            let e = Settings::parse("f.toml", &format!("[server]\nbody_read_timeout = {bad}\n"))
+                .unwrap_err();
+            assert_eq!((e.0[0].line, e.0[0].column), (2, 21), "{e}");
+        }
+    }
+
+    const WMS: &str = "[[systems]]\nid = \"wms\"\nrole = \"wms\"\n\
+        token_sha256 = \"79e15b7a2f65165aa05b1cee28bff8347d1cb8bcc3bce44422badbb90f080b35\"\n";
+
+    /// The one error of `text`, as `(line, column, message, fix)`.
+    fn one_error(text: &str) -> (usize, usize, String, String) {
+        let e = Settings::parse("f.toml", text).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        let e = &e.0[0];
+        (
+            e.line,
+            e.column,
+            e.message.clone(),
+            e.fix.clone().unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn each_state_no_authority_list_covers_is_a_warning() {
+        let s = Settings::parse(
+            "f.toml",
+            &format!("{WMS}\n[authority]\non_hand = [\"wms\"]\n"),
+        )
+        .unwrap();
+        let states: Vec<&str> = s
+            .warnings
+            .iter()
+            .map(|w| w.message.split('`').nth(1).unwrap())
+            .collect();
+        assert_eq!(states, ["committed", "reserved", "incoming", "unavailable"]);
+        assert!(
+            s.warnings.iter().all(|w| (w.line, w.column) == (6, 1)),
+            "{:?}",
+            s.warnings
+        );
+        assert!(
+            s.warnings[0]
+                .message
+                .contains("every registered system may write it")
+        );
+        assert!(
+            s.warnings[0]
+                .fix
+                .as_deref()
+                .unwrap()
+                .starts_with("committed = [")
+        );
+        // Without the section, all five, at the end of the file where it would go.
+        let s = Settings::parse("f.toml", WMS).unwrap();
+        assert_eq!(s.warnings.len(), 5);
+        assert_eq!(s.warnings[0].line, 5);
+        assert!(
+            Settings::parse("example", EXAMPLE)
+                .unwrap()
+                .warnings
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_token_digest_is_unique_across_systems_read_and_operator_tokens() {
+        // A read token equal to the wms digest would have made every reader a writer.
+        let text = format!(
+            "[server]\nread_token_sha256 = [\"bf4d572bbc8e6a798375037e718180370d2ee05441bb9109bdb679e9558f7a95\"]\n\
+             operator_token_sha256 = [\"79e15b7a2f65165aa05b1cee28bff8347d1cb8bcc3bce44422badbb90f080b35\"]\n\n{WMS}"
+        );
+        let (line, column, msg, fix) = one_error(&text);
+        assert_eq!((line, column), (8, 16), "{msg}");
+        assert!(
+            msg.contains("already an operator token's (line 3)"),
+            "{msg}"
+        );
+        assert!(
+            fix.contains("system `wms`") && fix.contains("token-hash"),
+            "{fix}"
+        );
+        let two = format!("{WMS}\n{}", WMS.replace("\"wms\"", "\"erp\""));
+        let (line, _, msg, _) = one_error(&two);
+        assert_eq!(line, 9, "{msg}");
+        assert!(msg.contains("already system `wms`'s (line 4)"), "{msg}");
+    }
+
+    #[test]
+    fn a_webhook_channel_needs_secret_env() {
+        let text = "[[channels]]\nid = \"shop\"\nconnector = \"webhook\"\nurl = \"http://127.0.0.1:1/push\"\n";
+        let (line, column, msg, fix) = one_error(text);
+        assert_eq!((line, column), (2, 6));
+        assert!(msg.contains("no secret_env"), "{msg}");
+        assert!(
+            fix.starts_with("secret_env = \"DRIFTLESS_SHOP_SECRET\""),
+            "{fix}"
+        );
+        assert!(Settings::parse("f.toml", &format!("{text}secret_env = \"S\"\n")).is_ok());
+    }
+
+    #[test]
+    fn an_allocation_finer_than_millionths_is_refused() {
+        let channel = |a: &str| {
+            format!(
+                "[[channels]]\nid = \"shop\"\nallocation = {a}\n\n[[channels.rules]]\nsku = \"HOT-*\"\nallocation = 0.5\n"
+            )
+        };
+        for ok in ["0.29", "0.123456", "1.0", "0.0", "1e-6"] {
+            assert!(Settings::parse("f.toml", &channel(ok)).is_ok(), "{ok}");
+        }
+        let (line, column, msg, fix) = one_error(&channel("0.3333333"));
+        assert_eq!((line, column), (3, 14));
+        assert!(msg.contains("more than 6 decimal places"), "{msg}");
+        assert_eq!(fix, "allocation = 0.333333 (at most 6 decimal places)");
+        // A per-sku rule's allocation too.
+        let rule = channel("0.5");
+        let rule = rule.strip_suffix("allocation = 0.5\n").unwrap();
+        let (line, _, _, _) = one_error(&format!("{rule}allocation = 0.12345678\n"));
+        assert_eq!(line, 7);
+    }
+
+    #[test]
+    fn a_hop_schedule_that_cannot_be_read_is_refused() {
+        let hop = |schedule: &str| {
+            format!(
+                "{WMS}\n{}\n[[hops]]\nfrom = \"wms\"\nto = \"erp\"\ntrigger = \"batch\"\n\
+                 schedule = \"{schedule}\"\nlatency_sla = \"4h\"\n",
+                WMS.replace("\"wms\"", "\"erp\"").replace("79e1", "0000")
+            )
+        };
+        for ok in ["every 24h", "4h", "hourly", "daily", "weekly", "every 90s"] {
+            let s = Settings::parse("f.toml", &hop(ok)).unwrap();
+            assert!(s.hops[0].every.is_some(), "{ok}");
+        }
+        for bad in ["nightly", "every day", "0s", "at 02:00"] {
+            let (line, column, msg, fix) = one_error(&hop(bad));
+            assert_eq!((line, column), (15, 12), "{bad}: {msg}");
+            assert!(msg.contains("hop schedule"), "{msg}");
+            assert!(fix.contains("\"every 15m\""), "{fix}");
+        }
+    }
+
+    #[test]
     fn layering_order() {
         let s = Settings::parse("f", "[server]\nlisten = \"127.0.0.1:1\"\n").unwrap();
         let env = |k: &str| (k == "DRIFTLESS_LISTEN").then(|| "127.0.0.1:2".to_owned());
@@ -1084,6 +1582,19 @@ mod tests {
             )
             .unwrap();
         assert_eq!(s3.server.listen, "127.0.0.1:3");
+    }
+
+    #[test]
+    fn max_future_skew_defaults_and_is_checked_with_its_position() {
+        let s = Settings::parse("f.toml", "").unwrap();
+        assert_eq!(s.rules.max_future_skew, Some(Duration::from_secs(300)));
+        let s = Settings::parse("f.toml", "[ledger]\nmax_future_skew = \"30s\"\n").unwrap();
+        assert_eq!(s.rules.max_future_skew, Some(Duration::from_secs(30)));
+        let e = Settings::parse("f.toml", "[ledger]\nmax_future_skew = \"soon\"\n").unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!((e.0[0].line, e.0[0].column), (2, 19), "{e}");
+        assert!(e.0[0].message.contains("max_future_skew"), "{e}");
+        assert!(e.0[0].fix.is_some(), "{e}");
     }
 
     #[test]

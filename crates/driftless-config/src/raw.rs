@@ -14,7 +14,7 @@ pub struct RawConfig {
     pub ledger: Option<RawLedger>,
     #[serde(default)]
     pub systems: Vec<RawSystem>,
-    pub authority: Option<RawAuthority>,
+    pub authority: Option<S<RawAuthority>>,
     #[serde(default)]
     pub units: Vec<RawUnit>,
     #[serde(default)]
@@ -37,9 +37,12 @@ pub struct RawServer {
     pub nats_url: Option<String>,
     pub auth: Option<S<String>>,
     pub read_token_sha256: Option<Vec<S<String>>>,
+    pub operator_token_sha256: Option<Vec<S<String>>>,
     pub max_body_bytes: Option<S<i64>>,
     pub max_batch: Option<S<i64>>,
     pub max_pending: Option<S<i64>>,
+    pub header_read_timeout: Option<S<String>>,
+    pub body_read_timeout: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -48,6 +51,8 @@ pub struct RawLedger {
     /// Accept only skus declared under `[[items]]`.
     #[serde(default)]
     pub strict_skus: bool,
+    /// How far ahead of the hub's clock an `occurred_at` may be (`"5m"`).
+    pub max_future_skew: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,7 +178,7 @@ pub struct RawHop {
     pub from: S<String>,
     pub to: S<String>,
     pub trigger: S<String>,
-    pub schedule: Option<String>,
+    pub schedule: Option<S<String>>,
     pub latency_sla: S<String>,
     pub direction: Option<S<String>>,
     pub transform: Option<String>,

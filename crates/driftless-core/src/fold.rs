@@ -10,9 +10,11 @@ use crate::event::{Event, Fingerprint, OrderKey};
 use crate::id::{Sku, SystemId, Unit};
 use crate::state::{State, StateMap};
 use crate::units::UnitTable;
+use chrono::{DateTime, Utc};
 use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// Every event gets exactly one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -177,6 +179,9 @@ pub struct Rules {
     pub systems: HashSet<SystemId>,
     /// In strict mode, only these skus are accepted.
     pub known_skus: Option<HashSet<Sku>>,
+    /// How far ahead of the hub's clock an `occurred_at` may be ([`Rules::prepare_at`]); `None`
+    /// accepts any (the simulator and the property tests, which have no hub clock).
+    pub max_future_skew: Option<Duration>,
 }
 
 impl Rules {
@@ -222,6 +227,43 @@ impl Rules {
             base,
             fingerprint,
         })
+    }
+
+    /// [`Rules::prepare`] for an event the hub receives at `now` (its clock, passed in so the
+    /// core stays pure and tests can fix it): an `occurred_at` further ahead than
+    /// `max_future_skew` is refused too. One sender with a wrong clock would otherwise place a
+    /// `set` in the far future, and every real count after it would be `stale` until that date.
+    pub fn prepare_at(
+        &self,
+        event: Event,
+        now: DateTime<Utc>,
+    ) -> Result<Prepared, Box<(Event, Rejection)>> {
+        let p = self.prepare(event)?;
+        match self.check_clock(&p.event, now) {
+            Ok(()) => Ok(p),
+            Err(r) => Err(Box::new((p.event, r))),
+        }
+    }
+
+    /// Whether `event` is dated no further ahead of `now` than `max_future_skew` allows.
+    pub fn check_clock(&self, event: &Event, now: DateTime<Utc>) -> Result<(), Rejection> {
+        let Some(skew) = self.max_future_skew else {
+            return Ok(());
+        };
+        let skew_nanos = i64::try_from(skew.as_nanos()).unwrap_or(i64::MAX);
+        let now_nanos = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        let ahead = event.position.at_nanos.saturating_sub(now_nanos);
+        if ahead <= skew_nanos {
+            return Ok(());
+        }
+        Err(Rejection(format!(
+            "occurred_at {} is {} ahead of the hub's clock ({}); at most {} is accepted \
+             ([ledger] max_future_skew): correct the sender's clock and send the event again",
+            event.position.occurred_at_rfc3339(),
+            span(ahead),
+            now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            span(skew_nanos),
+        )))
     }
 
     /// Decides what a prepared event does. `prior` is the fingerprint stored under its id, if the id
@@ -295,6 +337,20 @@ impl Rules {
     }
 }
 
+/// A span of nanoseconds as an operator reads it: `172 days`, `3 hours`, `6 minutes`, `40 seconds`.
+fn span(nanos: i64) -> String {
+    const SEC: i64 = 1_000_000_000;
+    let secs = nanos / SEC;
+    let (n, unit) = match secs {
+        s if s >= 2 * 86_400 => (s / 86_400, "days"),
+        s if s >= 2 * 3_600 => (s / 3_600, "hours"),
+        s if s >= 2 * 60 => (s / 60, "minutes"),
+        s if s >= 1 => (s, if s == 1 { "second" } else { "seconds" }),
+        _ => return format!("{} ms", nanos / 1_000_000),
+    };
+    format!("{n} {unit}")
+}
+
 /// What an event that counts (`effective`) does to the cells as they are: an adjustment adds to
 /// every state whose base it is positioned after; a `set` re-bases every state whose base is older.
 /// Shared by [`Rules::decide`] and by a store replaying stored events after a crash, which must not
@@ -319,4 +375,63 @@ pub fn effects_of(
             (s, effect)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::RawEvent;
+
+    fn event(at: &str) -> Event {
+        Event::from_raw(&RawEvent {
+            id: "c1",
+            source: "wms",
+            sku: "TEE-1",
+            location: "DC1",
+            occurred_at: at,
+            set: Some(vec![("on_hand", 50)]),
+            ..RawEvent::default()
+        })
+        .unwrap()
+    }
+
+    fn rules(skew: Option<Duration>) -> Rules {
+        Rules {
+            systems: [SystemId::parse("wms").unwrap()].into_iter().collect(),
+            max_future_skew: skew,
+            ..Rules::default()
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_clock_too_far_ahead_is_rejected_naming_the_field() {
+        let r = rules(Some(Duration::from_secs(300)));
+        let refused = r
+            .prepare_at(event("2199-01-01T00:00:00Z"), now())
+            .unwrap_err();
+        let reason = &refused.1.0;
+        assert!(
+            reason.starts_with("occurred_at 2199-01-01T00:00:00Z is "),
+            "{reason}"
+        );
+        assert!(reason.contains("max_future_skew"), "{reason}");
+        assert!(reason.contains("5 minutes"), "{reason}");
+        // Exactly at the bound is accepted; one second past it is not.
+        assert!(r.prepare_at(event("2026-11-27T10:05:00Z"), now()).is_ok());
+        assert!(r.prepare_at(event("2026-11-27T10:05:01Z"), now()).is_err());
+        // The past is never too far ahead.
+        assert!(r.prepare_at(event("2020-01-01T00:00:00Z"), now()).is_ok());
+        // Without a bound (no hub clock: the simulator), anything inside the window is accepted.
+        assert!(
+            rules(None)
+                .prepare_at(event("2199-01-01T00:00:00Z"), now())
+                .is_ok()
+        );
+    }
 }

@@ -1,11 +1,13 @@
 //! The fan-out surface: channel status, replay, observations that channels report back, and the
-//! integration matrix. Mounted by [`crate::routes::router`].
+//! integration matrix. Mounted by [`crate::routes::router`] behind [`crate::auth::require`], so
+//! each handler receives the caller's [`Principal`].
 
 use crate::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use crate::routes::read_body;
+use axum::body::Body;
+use axum::extract::{Extension, Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -41,11 +43,7 @@ fn channel<'a>(
         .ok_or_else(|| ApiError::NotFound(format!("no channel `{id}` is configured")))
 }
 
-async fn list_channels(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    st.tokens.authenticate(&headers)?;
+async fn list_channels(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     let mut out = Vec::new();
     for c in &st.settings.channels {
         let s = st.store.channel_status(c.spec.id.as_str()).await?;
@@ -60,10 +58,8 @@ async fn list_channels(
 
 async fn get_channel(
     State(st): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    st.tokens.authenticate(&headers)?;
     let c = channel(&st, &id)?;
     let s = st.store.channel_status(&id).await?;
     Ok(Json(json!({
@@ -93,25 +89,22 @@ struct ReplayBody {
     sku: Option<String>,
 }
 
-/// Operators and systems may replay; a read-only token may not change anything.
-fn writer(st: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    let p = st.tokens.authenticate(headers)?;
-    if p == Principal::Reader {
-        return Err(ApiError::Forbidden(
-            "a read-only token cannot change anything".into(),
-        ));
-    }
-    Ok(p)
-}
+/// Largest body of a replay or observations request: a thousand observations with long skus and
+/// actors stay well under it.
+const MAX_SMALL_BODY: usize = 1024 * 1024;
 
+/// Puts dead-lettered and held skus back in the queue: releasing a hold an operator set on
+/// purpose (a manual override on the channel) changes what the hub does, so it takes an operator
+/// token; a system token, even the channel's own, gets 403.
 async fn replay(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    writer(&st, &headers)?;
+    who.operator()?;
     channel(&st, &id)?;
+    let body = read_body(&st, body, MAX_SMALL_BODY).await?;
     let b: ReplayBody = if body.iter().all(u8::is_ascii_whitespace) {
         ReplayBody::default()
     } else {
@@ -140,25 +133,31 @@ struct Observations {
     observations: Vec<Observation>,
 }
 
-/// A channel reports what it shows. Only the channel's own token (or an operator with auth off) may
-/// speak for it.
+/// A channel reports what it shows. Only the channel's own system token may speak for it (or an
+/// operator, or anyone with auth off); a read-only token may not.
 async fn observe(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let who = writer(&st, &headers)?;
+    match &who {
+        Principal::Reader => {
+            return Err(ApiError::Forbidden(
+                "a read-only token cannot change anything".into(),
+            ));
+        }
+        Principal::System(me) if me.as_str() != id => {
+            return Err(ApiError::Forbidden(format!(
+                "the token belongs to `{me}`; only channel `{id}` reports its own quantities"
+            )));
+        }
+        _ => {}
+    }
     channel(&st, &id)?;
+    let body = read_body(&st, body, MAX_SMALL_BODY).await?;
     let body: Observations =
         serde_json::from_slice(&body).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
-    if let Principal::System(me) = &who
-        && me.as_str() != id
-    {
-        return Err(ApiError::Forbidden(format!(
-            "the token belongs to `{me}`; only channel `{id}` reports its own quantities"
-        )));
-    }
     if body.observations.len() > MAX_OBSERVATIONS {
         return Err(ApiError::InvalidRequest(format!(
             "observations: at most {MAX_OBSERVATIONS} per request"
@@ -169,7 +168,7 @@ async fn observe(
         Sku::parse(o.sku.clone())
             .map_err(|e| ApiError::InvalidRequest(format!("observations[{i}].sku: {e}")))?;
         let at = match &o.observed_at {
-            None => Utc::now(),
+            None => (st.clock)(),
             Some(t) => DateTime::parse_from_rfc3339(t)
                 .map_err(|e| {
                     ApiError::InvalidRequest(format!("observations[{i}].observed_at: {e}"))
@@ -208,11 +207,7 @@ pub async fn matrix(
     Ok(crate::matrix::compute(settings, &samples, &lags))
 }
 
-async fn get_matrix(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    st.tokens.authenticate(&headers)?;
+async fn get_matrix(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     let m = matrix(&st.settings, st.store.as_ref()).await?;
     Ok(Json(crate::matrix::to_json(&m)))
 }

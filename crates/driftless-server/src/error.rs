@@ -19,8 +19,14 @@ pub enum ApiError {
     NotFound(String),
     #[error("request body larger than {0} bytes")]
     TooLarge(usize),
+    #[error("the request body did not arrive within {0} ms")]
+    BodyTimeout(u128),
     #[error("the ledger is busy; retry after a second")]
     Overloaded,
+    /// The hub is stopping (its ledger is closed); another instance, or this one restarted, will
+    /// take the request.
+    #[error("the hub is shutting down; retry in a moment")]
+    ShuttingDown,
     #[error("internal error")]
     Internal(String),
 }
@@ -33,7 +39,9 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -43,6 +51,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Overloaded => ApiError::Overloaded,
+            StoreError::Closed => ApiError::ShuttingDown,
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -62,6 +71,11 @@ impl IntoResponse for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still be on its way; the connection cannot be reused.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()

@@ -39,7 +39,13 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// How the fan-out dispatchers run (tests shorten the timings).
     pub fanout: Arc<fanout::FanoutOptions>,
+    /// The hub's clock: `received_at`, and what `occurred_at` may not be too far ahead of. A
+    /// function so that tests can set the time.
+    pub clock: Clock,
 }
+
+/// Where the hub reads the time.
+pub type Clock = Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -58,6 +64,7 @@ impl AppState {
             settings: Arc::new(settings),
             store,
             fanout: Arc::new(fanout::FanoutOptions::default()),
+            clock: Arc::new(chrono::Utc::now),
         }
     }
 }
@@ -92,16 +99,76 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let store = self.state.store.clone();
+        let header_timeout = self.state.settings.server.header_read_timeout;
         let (fanout, _) = fanout::Fanout::start(&self.state);
         let router = app(self.state);
-        let r = axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        serve(self.listener, router, header_timeout, shutdown).await;
         // Dispatchers stop before the store closes, so their last results are recorded.
         fanout.stop().await;
         store.close().await;
-        r
+        Ok(())
     }
+}
+
+/// The accept loop: HTTP/1.1 connections with a header read timeout (hyper starts it whenever it
+/// waits for a request, so it also closes a kept-alive connection that stays idle), graceful
+/// shutdown (stop accepting, let each connection finish its request, then close). axum's own
+/// `serve` sets no timer, so a client could hold a connection open forever by sending one header
+/// byte at a time.
+async fn serve(
+    mut listener: TcpListener,
+    router: Router,
+    header_timeout: std::time::Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    use axum::serve::Listener;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    // Dropping `stop_rx` tells every connection to finish; each holds a clone of `done_rx`, so
+    // `done_tx.closed()` resolves when the last one has.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+    let (done_tx, done_rx) = tokio::sync::watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (io, _addr) = tokio::select! {
+            // Accept errors (EMFILE, ...) are retried inside `accept` after a pause.
+            conn = Listener::accept(&mut listener) => conn,
+            _ = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let stop = stop_tx.clone();
+        let done = done_rx.clone();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let conn = builder.serve_connection(TokioIo::new(io), service);
+            let mut conn = std::pin::pin!(conn);
+            let mut stopping = std::pin::pin!(stop.closed());
+            let mut asked = false;
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = &mut stopping, if !asked => {
+                        asked = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(done);
+        });
+    }
+    drop(stop_rx);
+    drop(listener);
+    drop(done_rx);
+    done_tx.closed().await;
 }
 
 /// A future that resolves on SIGINT or SIGTERM. The handlers are installed when this function is

@@ -4,8 +4,8 @@ use crate::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::wire::{self, Shape};
-use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,15 +22,26 @@ pub fn router(state: AppState) -> Router {
     // 503 with Retry-After instead of queueing without limit.
     let inflight = Arc::new(Semaphore::new(256));
     let all = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
-    Router::new()
+    // Every route here needs a token, checked from the headers before the body is read.
+    let v1 = Router::new()
         .route(
             "/v1/events",
-            post(move |st, headers, body| post_events(st, headers, body, inflight.clone())),
+            post(move |st, who, headers, body| {
+                post_events(st, who, headers, body, inflight.clone())
+            }),
         )
         .route("/v1/inventory", get(list_inventory))
         .route("/v1/inventory/{sku}", get(get_inventory))
         .route("/v1/inventory/{sku}/history", get(get_history))
         .route("/v1/incidents", get(get_incidents))
+        .merge(crate::channels::routes())
+        .merge(crate::events::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require,
+        ));
+    Router::new()
+        .merge(v1)
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route(
@@ -42,8 +53,6 @@ pub fn router(state: AppState) -> Router {
                 )
             }),
         )
-        .merge(crate::channels::routes())
-        .merge(crate::events::routes())
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 let all = all.clone();
@@ -77,14 +86,26 @@ async fn readyz(State(st): State<AppState>) -> Response {
     }
 }
 
+/// Reads a whole request body, at most `max` bytes and within `[server] body_read_timeout`: a
+/// client that dribbles its body gets 408 instead of holding a request slot.
+pub async fn read_body(st: &AppState, body: Body, max: usize) -> Result<Bytes, ApiError> {
+    let limit = st.settings.server.body_read_timeout;
+    match tokio::time::timeout(limit, axum::body::to_bytes(body, max)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(_)) => Err(ApiError::TooLarge(max)),
+        Err(_) => Err(ApiError::BodyTimeout(limit.as_millis())),
+    }
+}
+
 async fn post_events(
     State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
     headers: HeaderMap,
     body: Body,
     inflight: Arc<Semaphore>,
 ) -> Result<Response, ApiError> {
     let started = std::time::Instant::now();
-    let r = ingest(&st, headers, body, inflight).await;
+    let r = ingest(&st, who, headers, body, inflight).await;
     match &r {
         Ok(_) => st.metrics.request(started.elapsed()),
         Err(e) => st.metrics.refused(e.status_code().1),
@@ -94,21 +115,27 @@ async fn post_events(
 
 async fn ingest(
     st: &AppState,
+    principal: Principal,
     headers: HeaderMap,
     body: Body,
     inflight: Arc<Semaphore>,
 ) -> Result<Response, ApiError> {
-    let principal = st.tokens.authenticate(&headers)?;
-    if principal == Principal::Reader {
-        return Err(ApiError::Forbidden(
-            "a read-only token cannot send events".into(),
-        ));
+    match principal {
+        Principal::Reader => {
+            return Err(ApiError::Forbidden(
+                "a read-only token cannot send events".into(),
+            ));
+        }
+        Principal::Operator => {
+            return Err(ApiError::Forbidden(
+                "an operator token sends no events; use the token of the system that sends them"
+                    .into(),
+            ));
+        }
+        Principal::System(_) | Principal::Anyone => {}
     }
     let _permit = inflight.try_acquire().map_err(|_| ApiError::Overloaded)?;
-    let max = st.settings.server.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, max)
-        .await
-        .map_err(|_| ApiError::TooLarge(max))?;
+    let bytes = read_body(st, body, st.settings.server.max_body_bytes).await?;
     let ndjson = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -124,9 +151,10 @@ async fn ingest(
         )));
     }
     let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
+    let now = (st.clock)();
     let batch: Vec<Incoming> = events
         .into_iter()
-        .map(|e| match st.settings.rules.prepare(e) {
+        .map(|e| match st.settings.rules.prepare_at(e, now) {
             Ok(p) => Incoming::Event(Box::new(p)),
             Err(refused) => {
                 let (event, r) = *refused;
@@ -137,7 +165,7 @@ async fn ingest(
             }
         })
         .collect();
-    let receipts = st.store.apply(chrono::Utc::now(), batch).await?;
+    let receipts = st.store.apply(now, batch).await?;
     for r in &receipts {
         st.metrics.outcome(r.outcome);
     }
@@ -201,10 +229,8 @@ pub fn inventory_json(st: &AppState, sku: &Sku, locations: &[LocationLevels]) ->
 
 async fn get_inventory(
     State(st): State<AppState>,
-    headers: HeaderMap,
     Path(sku): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    st.tokens.authenticate(&headers)?;
     let sku = parse_sku(&sku)?;
     let locs = st
         .store
@@ -223,10 +249,8 @@ struct PageQuery {
 
 async fn list_inventory(
     State(st): State<AppState>,
-    headers: HeaderMap,
     q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    st.tokens.authenticate(&headers)?;
     let Query(q) = q.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
@@ -285,11 +309,9 @@ fn history_json(h: &HistoryEntry) -> Value {
 
 async fn get_history(
     State(st): State<AppState>,
-    headers: HeaderMap,
     Path(sku): Path<String>,
     q: Result<Query<LimitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    st.tokens.authenticate(&headers)?;
     let Query(q) = q.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
     let limit = q.limit.unwrap_or(1000);
     if !(1..=10_000).contains(&limit) {
@@ -321,10 +343,8 @@ struct IncidentQuery {
 
 async fn get_incidents(
     State(st): State<AppState>,
-    headers: HeaderMap,
     q: Result<Query<IncidentQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    st.tokens.authenticate(&headers)?;
     let Query(q) = q.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
     let empty = |v: Option<String>| v.filter(|s| !s.is_empty());
     let kind = empty(q.kind);

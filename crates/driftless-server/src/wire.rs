@@ -4,7 +4,10 @@
 
 use driftless_core::event::RawEvent;
 use driftless_core::{Event, EventError};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::map::Entry;
 use serde_json::{Map, Value};
+use std::cell::RefCell;
 
 /// A body that does not match the schema. Nothing of it is stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,14 +76,15 @@ pub fn parse_body(
                     "more than {max_events} events in one request; split the batch"
                 )));
             }
-            v.push(
-                serde_json::from_slice(line)
-                    .map_err(|e| whole(format!("line {}: not valid JSON: {e}", n + 1)))?,
-            );
+            let at = v.len();
+            v.push(strict_json(line).map_err(|e| match e {
+                Invalid::Json(e) => whole(format!("line {}: not valid JSON: {e}", n + 1)),
+                Invalid::Twice(path) => twice(Some(at), path),
+            })?);
         }
         values = v;
     } else {
-        match serde_json::from_slice::<Value>(body) {
+        match strict_json(body) {
             Ok(Value::Array(a)) => {
                 if a.len() > max_events {
                     return Err(whole(format!(
@@ -100,7 +104,19 @@ pub fn parse_body(
                     "expected an event object, an array of events, or NDJSON".into(),
                 ));
             }
-            Err(e) => return Err(whole(format!("not valid JSON: {e}"))),
+            Err(Invalid::Json(e)) => return Err(whole(format!("not valid JSON: {e}"))),
+            Err(Invalid::Twice(mut path)) => {
+                // In an array the outermost step is the event's index; a single object is event 0.
+                let index = match path.first() {
+                    Some(Step::Index(i)) => {
+                        let i = *i;
+                        path.remove(0);
+                        i
+                    }
+                    _ => 0,
+                };
+                return Err(twice(Some(index), path));
+            }
         }
     }
     if values.is_empty() {
@@ -118,6 +134,149 @@ pub fn parse_body(
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((shape, events))
+}
+
+/// Why a body is not a JSON document the hub takes.
+enum Invalid {
+    Json(serde_json::Error),
+    /// An object names a key twice; the path leads to it from the document's root.
+    Twice(Vec<Step>),
+}
+
+/// One step of a path into a JSON document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Index(usize),
+    Key(String),
+}
+
+fn twice(index: Option<usize>, path: Vec<Step>) -> SchemaError {
+    let mut field = String::new();
+    for step in path {
+        match step {
+            Step::Index(i) => field.push_str(&format!("[{i}]")),
+            Step::Key(k) if field.is_empty() => field.push_str(&k),
+            Step::Key(k) => {
+                field.push('.');
+                field.push_str(&k);
+            }
+        }
+    }
+    SchemaError {
+        index,
+        field: Some(field),
+        message: "given twice; each key may appear only once in an object".into(),
+    }
+}
+
+/// Parses one JSON document as `serde_json::from_slice::<Value>` does, except that an object naming
+/// a key twice is refused. serde_json keeps the last value silently, so `{"on_hand": 1,
+/// "on_hand": 5}` would store 5 while the sender's other reader (a log, a test) sees 1; which one
+/// the sender meant is not the hub's guess to make. One pass, as cheap as the plain parse: the
+/// path to a duplicate is only assembled while the error unwinds.
+fn strict_json(bytes: &[u8]) -> Result<Value, Invalid> {
+    let path = RefCell::new(Vec::new());
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = Strict { path: &path }
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v));
+    match parsed {
+        Ok(v) => Ok(v),
+        Err(_) if !path.borrow().is_empty() => {
+            let mut p = path.into_inner();
+            p.reverse();
+            Err(Invalid::Twice(p))
+        }
+        Err(e) => Err(Invalid::Json(e)),
+    }
+}
+
+/// Builds a [`Value`], refusing duplicate keys. `path` stays empty unless a duplicate is found; then
+/// it holds the steps to it, innermost first, each level adding its own as the error passes.
+#[derive(Clone, Copy)]
+struct Strict<'p> {
+    path: &'p RefCell<Vec<Step>>,
+}
+
+impl Strict<'_> {
+    fn step<E>(self, step: impl FnOnce() -> Step) -> impl FnOnce(E) -> E {
+        move |e| {
+            if !self.path.borrow().is_empty() {
+                self.path.borrow_mut().push(step());
+            }
+            e
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Strict<'_> {
+    type Value = Value;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Strict<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        self.deserialize(d)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(v) = seq
+            .next_element_seed(self)
+            .map_err(self.step(|| Step::Index(out.len())))?
+        {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            match out.entry(key) {
+                Entry::Occupied(o) => {
+                    self.path.borrow_mut().push(Step::Key(o.key().clone()));
+                    return Err(de::Error::custom("duplicate key"));
+                }
+                Entry::Vacant(slot) => {
+                    let v = map
+                        .next_value_seed(self)
+                        .map_err(self.step(|| Step::Key(slot.key().clone())))?;
+                    slot.insert(v);
+                }
+            }
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -269,6 +428,45 @@ mod tests {
     }
 
     #[test]
+    fn a_key_given_twice_is_refused_not_last_wins() {
+        let twice = |body: &str, nd: bool| parse_body(body.as_bytes(), nd, 10).unwrap_err();
+        let set = ONE.replace(
+            "\"adjust\":{\"on_hand\":-3,\"committed\":-3}",
+            "\"set\":{\"on_hand\":1,\"on_hand\":5}",
+        );
+        let e = twice(&set, false);
+        assert_eq!(
+            (e.index, e.field.as_deref()),
+            (Some(0), Some("set.on_hand"))
+        );
+        let e = twice(&format!("[{ONE},{set}]"), false);
+        assert_eq!(
+            e.to_string(),
+            "events[1].set.on_hand: given twice; each key may appear only once in an object"
+        );
+        let e = twice(
+            &format!("{}\n{}\n", ONE.replace('\n', ""), set.replace('\n', "")),
+            true,
+        );
+        assert_eq!(
+            (e.index, e.field.as_deref()),
+            (Some(1), Some("set.on_hand"))
+        );
+        // Top-level keys too: which sku did the sender mean?
+        let e = twice(&ONE.replace("\"sku\":", "\"sku\":\"X\",\"sku\":"), false);
+        assert_eq!((e.index, e.field.as_deref()), (Some(0), Some("sku")));
+        // The same key in two different objects is not a duplicate.
+        assert!(
+            parse_body(
+                format!("[{ONE},{}]", ONE.replace("SO-1001:1", "SO-1001:2")).as_bytes(),
+                false,
+                10
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
     fn names_index_and_field() {
         let bad = ONE.replace("-3,\"committed\"", "\"3\",\"committed\"");
         let e = parse_body(format!("[{ONE},{bad}]").as_bytes(), false, 10).unwrap_err();
@@ -288,6 +486,16 @@ mod tests {
         let e = parse_body(ONE.replace("-3}", "1.5}").as_bytes(), false, 10).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("adjust.committed"));
         assert!(parse_body(b"{", false, 10).is_err());
+        let e = parse_body(
+            ONE.replace("-3}", "-3,\"committed\":5}").as_bytes(),
+            false,
+            10,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "events[0].adjust.committed: given twice; each key may appear only once in an object"
+        );
         assert!(parse_body(b"[]", false, 10).is_err());
         assert!(parse_body(b"42", false, 10).is_err());
         let many = format!("[{}]", [ONE; 11].join(","));

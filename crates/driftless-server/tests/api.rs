@@ -12,6 +12,7 @@ const CONFIG: &str = r#"
 [server]
 max_body_bytes = 2000000
 read_token_sha256 = ["bf4d572bbc8e6a798375037e718180370d2ee05441bb9109bdb679e9558f7a95"] # read-demo-token
+operator_token_sha256 = ["053fa11d794b3d944f1cd07a6cd7e574762682bb9e02bbbac8fb0690c6403e6e"] # operator-demo-token
 
 [[systems]]
 id = "wms"
@@ -50,19 +51,25 @@ struct TestApp {
 const WMS: &str = "wms-demo-token";
 const SHOP: &str = "shop-demo-token";
 const READ: &str = "read-demo-token";
+const OPERATOR: &str = "operator-demo-token";
 
 async fn spawn_app() -> TestApp {
+    spawn_with(CONFIG, |_| {}).await
+}
+
+/// A hub on `config` (appended to nothing: the whole file), with `tweak` applied to its state
+/// before it serves (a fixed clock, ...).
+async fn spawn_with(config: &str, tweak: impl FnOnce(&mut AppState)) -> TestApp {
     // reqwest is built without a default TLS provider (the connectors pick ring); install it once.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let text = CONFIG;
-    let settings = Settings::parse("test.toml", text).unwrap();
+    let settings = Settings::parse("test.toml", config).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path(), settings.rules.clone(), settings.channel_specs())
         .await
         .unwrap();
-    let server = Server::bind("127.0.0.1:0", AppState::new(settings, Arc::new(store)))
-        .await
-        .unwrap();
+    let mut state = AppState::new(settings, Arc::new(store));
+    tweak(&mut state);
+    let server = Server::bind("127.0.0.1:0", state).await.unwrap();
     let addr = server.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server.run_until_stopped(async {
@@ -473,4 +480,384 @@ async fn paging_and_health() {
         StatusCode::BAD_REQUEST
     );
     app.stop().await;
+}
+
+/// The hub's clock, fixed for a test.
+fn fixed_clock(at: &str) -> driftless_server::Clock {
+    let t = chrono::DateTime::parse_from_rfc3339(at)
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    Arc::new(move || t)
+}
+
+#[tokio::test]
+async fn a_clock_too_far_ahead_is_rejected_and_does_not_claim_the_id() {
+    let app = spawn_with(CONFIG, |st| st.clock = fixed_clock("2026-11-27T12:00:00Z")).await;
+    // A count dated 2199 (a sender with a wrong clock) would make every real count `stale`.
+    let wrong = ev(
+        "c1",
+        "wms",
+        "TEE-1",
+        "2199-01-01T00:00:00Z",
+        json!({"set": {"on_hand": 7}}),
+    );
+    let (s, b) = app.post(WMS, wrong.to_string(), false).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(outcomes(&b), ["rejected"]);
+    let reason = b["results"][0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("occurred_at "), "{reason}");
+    assert!(reason.contains("max_future_skew"), "{reason}");
+    assert_eq!(
+        app.get(READ, "/v1/inventory/TEE-1").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, inc) = app.get(READ, "/v1/incidents?kind=rejected").await;
+    assert_eq!(inc["incidents"].as_array().unwrap().len(), 1, "{inc}");
+
+    // Four minutes ahead is ordinary drift (the default bound is five).
+    let near = ev(
+        "c0",
+        "wms",
+        "TEE-1",
+        "2026-11-27T12:04:00Z",
+        json!({"set": {"on_hand": 40}}),
+    );
+    assert_eq!(
+        outcomes(&app.post(WMS, near.to_string(), false).await.1),
+        ["applied"]
+    );
+
+    // The id was not claimed: the corrected event goes through under it, and the real count
+    // after it is not stale.
+    let fixed = ev(
+        "c1",
+        "wms",
+        "TEE-1",
+        "2026-11-27T12:05:00Z",
+        json!({"set": {"on_hand": 50}}),
+    );
+    let (s, b) = app.post(WMS, fixed.to_string(), false).await;
+    assert_eq!(
+        (s, outcomes(&b)),
+        (StatusCode::OK, vec!["applied".to_owned()]),
+        "{b}"
+    );
+    let (_, inv) = app.get(READ, "/v1/inventory/TEE-1").await;
+    assert_eq!(inv["locations"][0]["on_hand"], 50);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn max_future_skew_is_configurable() {
+    let config = format!("{CONFIG}\n[ledger]\nmax_future_skew = \"30s\"\n");
+    let app = spawn_with(&config, |st| st.clock = fixed_clock("2026-11-27T12:00:00Z")).await;
+    let e = ev(
+        "a",
+        "wms",
+        "TEE-1",
+        "2026-11-27T12:01:00Z",
+        json!({"adjust": {"on_hand": 1}}),
+    );
+    assert_eq!(
+        outcomes(&app.post(WMS, e.to_string(), false).await.1),
+        ["rejected"]
+    );
+    let e = ev(
+        "b",
+        "wms",
+        "TEE-1",
+        "2026-11-27T12:00:30Z",
+        json!({"adjust": {"on_hand": 1}}),
+    );
+    assert_eq!(
+        outcomes(&app.post(WMS, e.to_string(), false).await.1),
+        ["applied"]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_given_twice_is_a_400_naming_the_field() {
+    let app = spawn_app().await;
+    let before = app.footprint().await;
+    let body = r#"{"id":"d1","source":"wms","sku":"TEE-1","location":"DC1",
+        "occurred_at":"2026-11-27T10:00:00Z","set":{"on_hand":1,"on_hand":5}}"#;
+    let (s, b) = app.post(WMS, body, false).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_eq!(b["error"]["code"], "invalid_request");
+    assert_eq!(
+        b["error"]["message"],
+        "events[0].set.on_hand: given twice; each key may appear only once in an object"
+    );
+    let top = body.replace(r#""sku":"TEE-1","#, r#""sku":"TEE-1","sku":"TEE-2","#);
+    let (s, b) = app.post(WMS, top, false).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("events[0].sku: given twice"),
+        "{b}"
+    );
+    assert_eq!(app.footprint().await, before, "nothing stored");
+    app.stop().await;
+}
+
+/// Sends `head` (and `body`) on a fresh connection and reads until the hub answers or closes,
+/// at most `wait`. Returns what was read.
+async fn raw(base: &str, head: &str, body: &[u8], wait: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    match tokio::time::timeout(wait, s.read(&mut buf)).await {
+        Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        Ok(Err(e)) => format!("error: {e}"),
+        Err(_) => "no answer".to_owned(),
+    }
+}
+
+use std::time::Duration;
+
+#[tokio::test]
+async fn a_request_without_a_valid_token_is_refused_before_its_body_is_read() {
+    let app = spawn_app().await;
+    // Headers announcing 3 MB, and no body at all: the answer must not wait for it.
+    for path in [
+        "/v1/events",
+        "/v1/channels/shop/observations",
+        "/v1/channels/shop/replay",
+    ] {
+        for auth in ["", "Authorization: Bearer guess\r\n"] {
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: hub\r\n{auth}Content-Type: application/json\r\n\
+                 Content-Length: 3000000\r\n\r\n"
+            );
+            let answer = raw(&app.base, &head, b"", Duration::from_secs(5)).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 401"),
+                "{path} {auth:?}: {answer}"
+            );
+        }
+    }
+    // And the whole 3 MB sent anyway is a 401, not a 413.
+    let big = vec![b' '; 3_000_000];
+    let r = app
+        .http
+        .post(format!("{}/v1/channels/shop/observations", app.base))
+        .body(big)
+        .send()
+        .await;
+    if let Ok(r) = r {
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let app = spawn_app().await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let r = app
+            .http
+            .get(format!("{}/v1/incidents", app.base))
+            .header("authorization", format!("{scheme} {READ}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{scheme}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off() {
+    let config = CONFIG.replace(
+        "[server]\n",
+        "[server]\nheader_read_timeout = \"500ms\"\nbody_read_timeout = \"500ms\"\n",
+    );
+    let app = spawn_with(&config, |_| {}).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // Headers dribbled a byte every 100 ms: the connection is closed once the header timeout
+    // passes, long before the client would finish.
+    let started = std::time::Instant::now();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"GET /v1/incidents HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let mut closed = false;
+    for _ in 0..50 {
+        if s.write_all(b"X").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+            Ok(Ok(_)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(closed, "a header dribbled for 5 s was still being read");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A body dribbled after complete headers: 408 after the body timeout.
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer {WMS}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    );
+    let started = std::time::Instant::now();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    for _ in 0..50 {
+        let _ = s.write_all(b" ").await;
+        let mut buf = [0u8; 1024];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await
+        {
+            answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+            break;
+        }
+    }
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // An idle kept-alive connection is closed after the same header timeout.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let idle = std::time::Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .expect("an idle keep-alive connection stayed open for 3 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(
+        idle.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        idle.elapsed()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn replay_needs_an_operator_token_and_observations_the_channels_own() {
+    let app = spawn_app().await;
+    let post = |token: &'static str, path: &'static str, body: Value| {
+        let req = app
+            .http
+            .post(format!("{}{path}", app.base))
+            .bearer_auth(token)
+            .json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            let s = r.status();
+            (s, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // Releasing a hold or a dead letter changes what the hub does: operators only.
+    for token in [WMS, SHOP, READ] {
+        let (s, b) = post(token, "/v1/channels/shop/replay", json!({})).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{token}: {b}");
+    }
+    let (s, b) = post(SHOP, "/v1/channels/shop/replay", json!({})).await;
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("operator_token_sha256"),
+        "{b}"
+    );
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, b) = post(
+        OPERATOR,
+        "/v1/channels/shop/replay",
+        json!({"sku": "TEE-1"}),
+    )
+    .await;
+    assert_eq!((s, &b["replayed"]), (StatusCode::OK, &json!(0)), "{b}");
+
+    // A system reports observations only for its own channel.
+    let obs = json!({"observations": [{"sku": "TEE-1", "quantity": 3}]});
+    assert_eq!(
+        post(WMS, "/v1/channels/shop/observations", obs.clone())
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        post(READ, "/v1/channels/shop/observations", obs.clone())
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        post(SHOP, "/v1/channels/shop/observations", obs.clone())
+            .await
+            .0,
+        StatusCode::OK
+    );
+
+    // An operator is no system: it sends no events. It reads like a reader.
+    let e = ev(
+        "x",
+        "wms",
+        "TEE-1",
+        "2026-11-27T10:00:00Z",
+        json!({"adjust": {"on_hand": 1}}),
+    );
+    assert_eq!(
+        app.post(OPERATOR, e.to_string(), false).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(app.get(OPERATOR, "/v1/incidents").await.0, StatusCode::OK);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_closed_ledger_answers_503_with_retry_after() {
+    use tower::ServiceExt;
+    let settings = Settings::parse("test.toml", CONFIG).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), settings.rules.clone(), settings.channel_specs())
+        .await
+        .unwrap();
+    let store: Arc<dyn driftless_store::Store> = Arc::new(store);
+    let app = driftless_server::app(AppState::new(settings, store.clone()));
+    // What a request finds while the hub shuts down: the ledger already closed.
+    store.close().await;
+    let e = ev(
+        "x",
+        "wms",
+        "TEE-1",
+        "2026-11-27T10:00:00Z",
+        json!({"adjust": {"on_hand": 1}}),
+    );
+    let req = axum::http::Request::post("/v1/events")
+        .header("authorization", format!("Bearer {WMS}"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(e.to_string()))
+        .unwrap();
+    let r = app.oneshot(req).await.unwrap();
+    assert_eq!(r.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "1");
 }

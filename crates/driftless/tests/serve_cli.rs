@@ -128,3 +128,84 @@ fn the_hub_audits_itself_on_schedule() {
     let _ = child.wait();
     assert!(stored >= 2, "the schedule stored {stored} audits in 10 s");
 }
+
+#[test]
+fn serve_refuses_the_public_demo_tokens_off_loopback() {
+    // The shipped example configuration carries the demo tokens.
+    let out = driftless()
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("public demo tokens are refused on 0.0.0.0:0")
+            && err.contains("system `wms` (wms-demo-token)")
+            && err.contains("fix:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn token_hash_reads_standard_input() {
+    use std::io::Write;
+    let mut child = driftless()
+        .arg("token-hash")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"wms-demo-token\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "79e15b7a2f65165aa05b1cee28bff8347d1cb8bcc3bce44422badbb90f080b35"
+    );
+    // As an argument it still works.
+    let out = driftless()
+        .args(["token-hash", "wms-demo-token"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("79e15b7a"));
+}
+
+#[test]
+fn check_config_warns_about_open_states_and_refuses_a_shared_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.toml");
+    let wms = "[[systems]]\nid = \"wms\"\nrole = \"wms\"\n\
+               token_sha256 = \"79e15b7a2f65165aa05b1cee28bff8347d1cb8bcc3bce44422badbb90f080b35\"\n";
+    std::fs::write(&f, format!("{wms}\n[authority]\non_hand = [\"wms\"]\n")).unwrap();
+    let out = driftless().arg("check-config").arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: ")
+            && err.contains("c.toml:6:1: state `committed` has no writer list"),
+        "{err}"
+    );
+    assert_eq!(err.matches("warning: ").count(), 4, "{err}");
+
+    std::fs::write(
+        &f,
+        format!(
+            "[server]\nread_token_sha256 = [\"79e15b7a2f65165aa05b1cee28bff8347d1cb8bcc3bce44422badbb90f080b35\"]\n\n{wms}"
+        ),
+    )
+    .unwrap();
+    let out = driftless().arg("check-config").arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("c.toml:7:16: this token digest is already a read token's (line 2)")
+            && err.contains("fix: give system `wms` a token of its own"),
+        "{err}"
+    );
+}

@@ -57,6 +57,9 @@ pub fn init_tracing() {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     init_tracing();
     let settings = settings(&args)?;
+    for w in &settings.warnings {
+        tracing::warn!("configuration: {w}");
+    }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let store = super::ledger::open(&settings, super::ledger::Access::Serve).await?;
