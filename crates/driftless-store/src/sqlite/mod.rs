@@ -9,7 +9,7 @@
 //! - `writer`: the writer task and the group commit, as named phases.
 //! - `cells`, `marks`, `keys`: what the writer holds in memory, written behind.
 //! - `recovery`: replaying the ledger tail on open.
-//! - `reads`: the [`Store`] face: reads over the tables and what the writer holds.
+//! - `reads`: the [`crate::Store`] face: reads over the tables and what the writer holds.
 //! - `outbox`: the [`crate::Outbox`] face.
 //! - `sql`: statements the others share. [`schema`]: the tables.
 
@@ -217,7 +217,7 @@ impl SqliteStore {
     /// close. What the hub holds unwritten (cells, outbox rows, index entries) is read back from
     /// the ledger tail into this store's memory, from one snapshot, as recovery would, so the
     /// reads see every event the ledger held when it was opened. `apply` and the fan-out's writes
-    /// answer [`StoreError::ReadOnly`]; [`Store::save_audit`] appends to `audits` only, through a
+    /// answer [`StoreError::ReadOnly`]; [`crate::Store::save_audit`] appends to `audits` only, through a
     /// connection of its own that SQLite's lock serialises with the hub's writer.
     ///
     /// A directory without a ledger gets an empty one first (nobody serves it yet).
