@@ -38,8 +38,14 @@ async fn audits_and_trends_beside_a_serving_hub_lose_nothing_and_break_nothing()
     // reqwest is built without a default TLS provider (the connectors pick ring); install it once.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let config =
+    // The example configuration (its demo tokens and `shop` channel), on a port of its own.
+    let example =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../driftless.example.toml");
+    let text = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("listen = \"127.0.0.1:7400\"", "listen = \"127.0.0.1:0\"");
+    let config = dir.path().join("driftless.toml");
+    std::fs::write(&config, text).unwrap();
     let data = dir.path().join("data");
     let (mut child, base) = common::serve(&config, &data);
     let http = reqwest::Client::builder()

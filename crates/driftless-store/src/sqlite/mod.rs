@@ -9,7 +9,7 @@
 //! - `writer`: the writer task and the group commit, as named phases.
 //! - `cells`, `marks`, `keys`: what the writer holds in memory, written behind.
 //! - `recovery`: replaying the ledger tail on open.
-//! - `reads`: the [`Store`] face: reads over the tables and what the writer holds.
+//! - `reads`: the [`crate::Store`] face: reads over the tables and what the writer holds.
 //! - `outbox`: the [`crate::Outbox`] face.
 //! - `sql`: statements the others share. [`schema`]: the tables.
 
@@ -217,7 +217,7 @@ impl SqliteStore {
     /// close. What the hub holds unwritten (cells, outbox rows, index entries) is read back from
     /// the ledger tail into this store's memory, from one snapshot, as recovery would, so the
     /// reads see every event the ledger held when it was opened. `apply` and the fan-out's writes
-    /// answer [`StoreError::ReadOnly`]; [`Store::save_audit`] appends to `audits` only, through a
+    /// answer [`StoreError::ReadOnly`]; [`crate::Store::save_audit`] appends to `audits` only, through a
     /// connection of its own that SQLite's lock serialises with the hub's writer.
     ///
     /// A directory without a ledger gets an empty one first (nobody serves it yet).
@@ -269,47 +269,49 @@ impl SqliteStore {
     }
 }
 
-/// Brings a data directory of an earlier version to this schema (see `schema.rs`), in one
-/// transaction.
+/// Brings a data directory of an earlier version to this schema (see `schema.rs`), each step in
+/// one transaction.
 async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
-    let no_factor: i64 = sqlx::query_scalar(
-        "SELECT (SELECT COUNT(*) FROM sqlite_master WHERE name = 'events') \
-         - (SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'factor')",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    if no_factor > 0 {
-        sqlx::query(schema::SQLITE_MIGRATE_FACTOR)
-            .execute(&mut *conn)
-            .await?;
+    if lacks(conn, "events", "factor").await? {
+        apply(conn, &[schema::SQLITE_MIGRATE_FACTOR]).await?;
     }
-    let no_actor: i64 = sqlx::query_scalar(
-        "SELECT (SELECT COUNT(*) FROM sqlite_master WHERE name = 'incidents') \
-         - (SELECT COUNT(*) FROM pragma_table_info('incidents') WHERE name = 'actor')",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    if no_actor > 0 {
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        for stmt in schema::SQLITE_MIGRATE_INCIDENT_ACTORS {
-            sqlx::query(*stmt).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
+    if lacks(conn, "incidents", "actor").await? {
+        apply(conn, schema::SQLITE_MIGRATE_INCIDENT_ACTORS).await?;
     }
     // `id` unique on its own: the index SQLite made for the column's UNIQUE constraint.
     let ids_alone: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM pragma_index_list('events') WHERE origin = 'u'")
             .fetch_one(&mut *conn)
             .await?;
-    if ids_alone == 0 {
-        return Ok(());
+    if ids_alone > 0 {
+        apply(conn, schema::SQLITE_MIGRATE_SOURCE_IDS).await?;
+        tracing::info!("event identity is now (source, id); the per-cell index is rebuilt");
     }
+    Ok(())
+}
+
+/// Whether `table` exists without `column` (a table of an earlier version).
+async fn lacks(conn: &mut SqliteConnection, table: &str, column: &str) -> Result<bool, StoreError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1) \
+         - (SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2)",
+    )
+    .bind(table)
+    .bind(column)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(n > 0)
+}
+
+/// Runs the statements of one migration step in one transaction.
+async fn apply(conn: &mut SqliteConnection, stmts: &[&str]) -> Result<(), StoreError> {
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    for stmt in schema::SQLITE_MIGRATE_SOURCE_IDS {
-        sqlx::query(*stmt).execute(&mut *tx).await?;
+    for stmt in stmts {
+        sqlx::query(sqlx::AssertSqlSafe(*stmt))
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
-    tracing::info!("event identity is now (source, id); the per-cell index is rebuilt");
     Ok(())
 }
 
