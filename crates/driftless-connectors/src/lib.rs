@@ -13,6 +13,7 @@
 //! - [`http`]: the one HTTP client setup (TLS provider, timeouts) and `Retry-After`.
 //! - [`standin`]: local stand-in channels (webhook receiver, Shopify) with fault injection.
 
+pub mod epcis;
 pub mod file;
 pub mod http;
 pub mod shopify;
