@@ -85,3 +85,321 @@ fn event_hashes_equal_the_reference_generators() {
         failed.join("\n")
     );
 }
+
+use driftless_connectors::epcis::{self, Mapping, Verdict};
+use driftless_core::units::UnitRule;
+use driftless_core::{Change, Glob, Location, Sku, State, SystemId, Unit, UnitTable};
+use serde_json::Value;
+
+fn own(name: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/epcis")
+            .join(name),
+    )
+    .unwrap()
+}
+
+fn units(list: &[(&str, u32)]) -> UnitTable {
+    UnitTable::new(
+        list.iter()
+            .map(|(u, f)| UnitRule {
+                sku: Glob::new("*").unwrap(),
+                unit: Unit::parse(*u).unwrap(),
+                factor: *f,
+            })
+            .collect(),
+    )
+}
+
+/// The configuration of this project's own fixtures: one item, one location, cases of 12.
+fn tee() -> (Mapping, UnitTable) {
+    let mut m = Mapping::default();
+    m.add_item("04012345123456", Sku::parse("TEE-1").unwrap())
+        .unwrap();
+    m.add_location(
+        "urn:epc:id:sgln:4012345.00001.0",
+        Location::parse("DC1").unwrap(),
+    );
+    (m, units(&[("CS", 12)]))
+}
+
+fn wms() -> SystemId {
+    SystemId::parse("wms").unwrap()
+}
+
+fn run(body: &[u8], m: &Mapping, u: &UnitTable) -> epcis::Capture {
+    epcis::capture(body, &wms(), m, u, 10_000).unwrap()
+}
+
+#[test]
+fn every_row_of_the_table_on_its_own_fixture() {
+    let (m, u) = tee();
+    let c = run(&own("rows.jsonld"), &m, &u);
+    let want: Vec<String> = serde_json::from_slice(&own("rows.expected.json")).unwrap();
+    assert_eq!(c.events.len(), want.len());
+    for (got, rule) in c.events.iter().zip(&want) {
+        assert_eq!(
+            got.rule.unwrap_or("none"),
+            rule,
+            "event {}: {:?}",
+            got.index,
+            got.verdict
+        );
+    }
+    let q = |i: usize| match &c.events[i].verdict {
+        Verdict::Events(e) => e
+            .iter()
+            .map(|e| (e.id.to_string(), e.change))
+            .collect::<Vec<_>>(),
+        other => panic!("event {i}: {other:?}"),
+    };
+    let adj = |pairs: &[(State, i64)]| {
+        let mut m = driftless_core::StateMap::new();
+        for (s, v) in pairs {
+            m.insert(*s, *v);
+        }
+        Change::Adjust(m)
+    };
+    let set = |s: State, v: i64| {
+        let mut m = driftless_core::StateMap::new();
+        m.insert(s, v);
+        Change::Set(m)
+    };
+    assert_eq!(
+        q(0),
+        vec![(
+            "urn:uuid:00000000-0000-4000-8000-000000000001#04012345123456".into(),
+            adj(&[(State::OnHand, 5)])
+        )]
+    );
+    assert_eq!(
+        q(1)[0].1,
+        adj(&[(State::OnHand, 5), (State::Unavailable, 5)])
+    );
+    assert_eq!(q(2)[0].1, adj(&[(State::OnHand, -5)]));
+    assert_eq!(q(3)[0].1, set(State::OnHand, 40));
+    assert_eq!(q(4)[0].1, set(State::Unavailable, 2));
+    assert_eq!(q(5)[0].1, adj(&[(State::OnHand, 12)]), "1 CS is 12 EA");
+    assert_eq!(q(6)[0].1, adj(&[(State::OnHand, -5)]));
+    assert_eq!(q(7)[0].1, adj(&[(State::OnHand, 5)]));
+    assert_eq!(q(8)[0].1, adj(&[(State::OnHand, -5)]));
+    assert_eq!(q(9)[0].1, adj(&[(State::Unavailable, 5)]));
+    assert!(matches!(c.events[10].verdict, Verdict::Ignored(_)));
+    assert_eq!(q(11)[0].1, adj(&[(State::OnHand, -5)]));
+    let t = q(12);
+    assert_eq!(t.len(), 2, "input and output of one GTIN are two events");
+    assert!(t[0].0.ends_with("#in:04012345123456") && t[1].0.ends_with("#out:04012345123456"));
+    assert_eq!(
+        (t[0].1, t[1].1),
+        (adj(&[(State::OnHand, -24)]), adj(&[(State::OnHand, 24)]))
+    );
+    assert!(matches!(c.events[13].verdict, Verdict::Ignored(_)));
+    assert!(matches!(c.events[14].verdict, Verdict::Ignored(_)));
+    // The position is eventTime with its offset.
+    match &c.events[0].verdict {
+        Verdict::Events(e) => {
+            assert_eq!(e[0].position.occurred_at_rfc3339(), "2026-11-27T08:00:00Z")
+        }
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn invalid_input_is_refused_or_answered_per_event() {
+    let (m, u) = tee();
+    let e =
+        epcis::capture(&own("invalid-quantity-as-text.jsonld"), &wms(), &m, &u, 100).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "epcisBody.eventList[0].quantityList[0].quantity: must be a number, not a string"
+    );
+    // Without uom a quantity counts items: whole is applied in EA, a fraction is refused.
+    let c = run(&own("missing-uom.jsonld"), &m, &u);
+    assert!(
+        matches!(&c.events[0].verdict, Verdict::Events(e) if e.len() == 1 && e[0].change.quantities().get(State::OnHand) == Some(5))
+    );
+    assert!(
+        matches!(&c.events[1].verdict, Verdict::Rejected(r) if r.contains("not a whole number")),
+        "{:?}",
+        c.events[1].verdict
+    );
+    let c = run(&own("unknown-class.jsonld"), &m, &u);
+    assert!(
+        matches!(&c.events[0].verdict, Verdict::Rejected(r) if r.contains("GTIN 04012345999990 is not under any [[items]] gtin")),
+        "{:?}",
+        c.events[0].verdict
+    );
+    let c = run(&own("unknown-location.jsonld"), &m, &u);
+    assert!(
+        matches!(&c.events[0].verdict, Verdict::Rejected(r) if r.contains("is not under any [[locations]] sgln")),
+        "{:?}",
+        c.events[0].verdict
+    );
+    // 1.5 CS is 18 EA; 0.1 CS is not a whole number of EA.
+    let c = run(&own("fractional-cases.jsonld"), &m, &u);
+    assert!(
+        matches!(&c.events[0].verdict, Verdict::Events(e) if e[0].change.quantities().get(State::OnHand) == Some(18)),
+        "{:?}",
+        c.events[0].verdict
+    );
+    assert!(
+        matches!(&c.events[1].verdict, Verdict::Rejected(r) if r.contains("not a whole number"))
+    );
+    assert!(epcis::capture(b"{", &wms(), &m, &u, 10).is_err());
+    assert!(epcis::capture(b"[]", &wms(), &m, &u, 10).is_err());
+    assert!(epcis::capture(br#"{"type":"EPCISDocument"}"#, &wms(), &m, &u, 10).is_err());
+}
+
+/// Rewrites a document: keys in reverse order, other whitespace, no eventID.
+fn reserialised(doc: &Value) -> Vec<u8> {
+    fn rev(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(m) => {
+                out.push_str("{ ");
+                let keys: Vec<_> = m.keys().rev().filter(|k| *k != "eventID").collect();
+                for (i, k) in keys.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(" ,\n\t");
+                    }
+                    out.push_str(&Value::from(k.as_str()).to_string());
+                    out.push_str(" :  ");
+                    rev(&m[*k], out);
+                }
+                out.push_str(" }");
+            }
+            Value::Array(a) => {
+                out.push('[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(",\r\n");
+                    }
+                    rev(x, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut s = String::new();
+    rev(doc, &mut s);
+    s.into_bytes()
+}
+
+#[test]
+fn a_reserialised_event_without_event_id_keeps_its_id() {
+    let (m, u) = tee();
+    let doc: Value = serde_json::from_slice(&own("rows.jsonld")).unwrap();
+    let mut plain = doc.clone();
+    for e in plain["epcisBody"]["eventList"].as_array_mut().unwrap() {
+        e.as_object_mut().unwrap().remove("eventID");
+    }
+    let a = run(plain.to_string().as_bytes(), &m, &u);
+    let b = run(&reserialised(&doc), &m, &u);
+    for (x, y) in a.events.iter().zip(&b.events) {
+        assert!(x.key.starts_with("ni:///sha-256;"), "{}", x.key);
+        assert_eq!(x.key, y.key);
+        assert_eq!(x.verdict, y.verdict);
+    }
+}
+
+#[test]
+fn an_error_declaration_retracts_with_a_compensating_event() {
+    let (m, u) = tee();
+    let doc: Value = serde_json::from_slice(&own("rows.jsonld")).unwrap();
+    let original = doc["epcisBody"]["eventList"][5].clone();
+    let mut declared = original.clone();
+    declared["errorDeclaration"] = serde_json::json!({
+        "declarationTime": "2026-11-28T10:00:00.000+01:00", "reason": "incorrect_data"
+    });
+    let body = |e: &Value| {
+        serde_json::json!({"type": "EPCISDocument", "epcisBody": {"eventList": [e]}}).to_string()
+    };
+    let a = run(body(&original).as_bytes(), &m, &u);
+    let r = run(body(&declared).as_bytes(), &m, &u);
+    let (Verdict::Events(a), Verdict::Events(r)) = (&a.events[0].verdict, &r.events[0].verdict)
+    else {
+        panic!("{a:?} {r:?}");
+    };
+    assert!(r[0].id.as_str().ends_with("#retracted"));
+    assert_eq!(r[0].position, a[0].position);
+    assert_eq!(r[0].change.quantities().get(State::OnHand), Some(-12));
+    // Without eventID the declaration hashes like the event it declares.
+    let strip = |e: &Value| {
+        let mut e = e.clone();
+        e.as_object_mut().unwrap().remove("eventID");
+        e
+    };
+    let a2 = run(body(&strip(&original)).as_bytes(), &m, &u);
+    let r2 = run(body(&strip(&declared)).as_bytes(), &m, &u);
+    assert_eq!(a2.events[0].key, r2.events[0].key);
+    assert!(r2.events[0].retraction);
+}
+
+/// Every quantity element's GTIN, every location, every unit of a document.
+fn identifiers(
+    v: &Value,
+    gtins: &mut Vec<String>,
+    places: &mut Vec<String>,
+    uoms: &mut Vec<String>,
+) {
+    match v {
+        Value::Object(o) => {
+            if let (Some(Value::String(c)), true) = (o.get("epcClass"), o.contains_key("quantity"))
+            {
+                if let Ok(g) = epcis::gs1::gtin_of(c) {
+                    gtins.push(g);
+                }
+                if let Some(Value::String(u)) = o.get("uom") {
+                    uoms.push(u.clone());
+                }
+            }
+            for k in ["bizLocation", "readPoint"] {
+                if let Some(id) = o.get(k).and_then(|l| l.get("id")).and_then(Value::as_str) {
+                    places.push(id.to_owned());
+                }
+            }
+            for x in o.values() {
+                identifiers(x, gtins, places, uoms);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| identifiers(x, gtins, places, uoms)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_published_document_maps_once_its_identifiers_are_configured() {
+    let mut docs = files(&shared("epcis/openepcis-test-resources"), "json");
+    docs.extend(files(&shared("epcis-gs1/examples"), "jsonld"));
+    assert!(docs.len() >= 50, "{} documents", docs.len());
+    let mut mapped = 0;
+    for f in &docs {
+        let body = std::fs::read(f).unwrap();
+        let doc: Value = serde_json::from_slice(&body).unwrap();
+        let (mut gtins, mut places, mut uoms) = (vec![], vec![], vec![]);
+        identifiers(&doc, &mut gtins, &mut places, &mut uoms);
+        let mut m = Mapping::default();
+        m.default_location = Some(Location::parse("SITE").unwrap());
+        for (i, g) in gtins.iter().enumerate() {
+            m.add_item(g, Sku::parse(format!("SKU-{i}")).unwrap())
+                .unwrap();
+        }
+        for (i, p) in places.iter().enumerate() {
+            m.add_location(p, Location::parse(format!("LOC-{i}")).unwrap());
+        }
+        // Measures in thousandths of their unit (grams of KGM...), so decimals are whole.
+        let u: Vec<(&str, u32)> = uoms.iter().map(|u| (u.as_str(), 1000)).collect();
+        let c = epcis::capture(&body, &wms(), &m, &units(&u), 10_000)
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        for e in &c.events {
+            if let Verdict::Rejected(r) = &e.verdict {
+                panic!("{} event {} ({}): {r}", f.display(), e.index, e.event_type);
+            }
+            if let Verdict::Events(list) = &e.verdict {
+                mapped += list.len();
+            }
+        }
+    }
+    assert!(mapped >= 20, "only {mapped} canonical events");
+}

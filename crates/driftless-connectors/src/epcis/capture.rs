@@ -30,6 +30,9 @@ pub struct Mapping {
     locations: HashMap<Gln, Location>,
     /// Configured `sgln` values that are not GS1 identifiers, matched as written.
     literal: HashMap<String, Location>,
+    /// Where stock moves when an event names neither `bizLocation` nor `readPoint` (the capture
+    /// route's `?location=`); without it such an event is rejected.
+    pub default_location: Option<Location>,
 }
 
 impl Mapping {
@@ -491,12 +494,10 @@ fn map_event(
         Err(m) => return reject(m),
     };
     let location = match location_id(e) {
-        None => {
-            return reject(
-                "has neither bizLocation nor readPoint: the hub cannot tell where stock moved"
-                    .into(),
-            );
-        }
+        None => match &cx.map.default_location {
+            Some(l) => l.clone(),
+            None => return reject("has neither bizLocation nor readPoint: the hub cannot tell where stock moved (name one, or capture with ?location=)".into()),
+        },
         Some((field, id)) => match cx.map.location(id) {
             Some(l) => l.clone(),
             None => {

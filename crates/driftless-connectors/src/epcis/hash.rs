@@ -11,6 +11,11 @@
 //! (CBV URNs to web vocabulary, numbers without trailing zeros, GS1 keys to Digital Links, times to
 //! UTC milliseconds), then every remaining field, sorted. Bare CBV words (`shipping`) become their
 //! vocabulary URIs as JSON-LD expansion would make them, without fetching any context.
+//!
+//! One deliberate difference: in `bizTransactionList`, `sourceList` and `destinationList` entries
+//! `type` is taken first whatever the key order, where the reference hashes the order as written
+//! (so reordering keys there would change its hash). On documents that write `type` first, as all
+//! of GS1's do, the two agree.
 
 use super::gs1;
 use serde::Deserialize;
@@ -321,6 +326,11 @@ fn to_node(v: &Ordered, ctx: &HashContext) -> Node {
             }
             if !m.iter().any(|(k, _)| UNSORTED.contains(&k.as_str())) {
                 children.sort();
+            } else {
+                // The reference keeps these objects' key order, so its hash changes when a sender
+                // writes `bizTransaction` before `type`. `type` first is what GS1's examples
+                // write (and equals the reference on them); any other order hashes the same.
+                children.sort_by_key(|c| c.key != "type");
             }
             Node::new(key, value, children)
         }
