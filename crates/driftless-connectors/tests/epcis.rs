@@ -199,7 +199,7 @@ fn every_row_of_the_table_on_its_own_fixture() {
     // The position is eventTime with its offset.
     match &c.events[0].verdict {
         Verdict::Events(e) => {
-            assert_eq!(e[0].position.occurred_at_rfc3339(), "2026-11-27T08:00:00Z")
+            assert_eq!(e[0].position.occurred_at_rfc3339(), "2026-11-27T09:01:00Z")
         }
         _ => unreachable!(),
     }

@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod channels;
+pub mod epcis;
 pub mod error;
 pub mod fanout;
 pub mod matrix;

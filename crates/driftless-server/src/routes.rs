@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .merge(crate::channels::routes())
+        .merge(crate::epcis::routes(&state.settings))
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 let all = all.clone();
