@@ -829,7 +829,8 @@ impl Outbox for SqliteStore {
             let t = nanos(at);
             // The divergence clock starts at the first differing observation and stops when the
             // channel agrees again or a new push is acknowledged; an observation made before the
-            // last acknowledgement says nothing about it.
+            // last acknowledgement says nothing about it. An observation older than the one kept
+            // (a webhook delivered late) never replaces it.
             sqlx::query(
                 "INSERT INTO channel_skus (channel, sku, observed_quantity, observed_nanos, observed_actor, \
                  diverged_nanos) VALUES (?1, ?2, ?3, ?4, ?5, ?4) \
@@ -837,7 +838,8 @@ impl Outbox for SqliteStore {
                  observed_actor = ?5, diverged_nanos = CASE \
                    WHEN acked_nanos IS NOT NULL AND ?4 < acked_nanos THEN diverged_nanos \
                    WHEN acked_quantity IS NOT NULL AND acked_quantity = ?3 THEN NULL \
-                   WHEN diverged_nanos IS NULL THEN ?4 ELSE diverged_nanos END",
+                   WHEN diverged_nanos IS NULL THEN ?4 ELSE diverged_nanos END \
+                 WHERE channel_skus.observed_nanos IS NULL OR channel_skus.observed_nanos <= ?4",
             )
             .bind(channel)
             .bind(sku)
