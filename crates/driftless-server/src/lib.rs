@@ -18,6 +18,7 @@ pub mod fanout;
 pub mod matrix;
 pub mod metrics;
 pub mod routes;
+pub mod shopify_webhook;
 pub mod wire;
 
 use axum::Router;

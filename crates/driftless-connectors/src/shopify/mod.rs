@@ -8,5 +8,6 @@
 
 pub mod client;
 pub mod transform;
+pub mod webhook;
 
 pub use client::ShopifyConnector;
