@@ -403,3 +403,17 @@ fn every_published_document_maps_once_its_identifiers_are_configured() {
     }
     assert!(mapped >= 20, "only {mapped} canonical events");
 }
+
+#[test]
+fn configured_identifiers_that_cannot_match_are_named() {
+    let s = driftless_config::Settings::parse(
+        "t.toml",
+        "[[systems]]\nid = \"wms\"\nrole = \"wms\"\n\n[[items]]\nsku = \"A\"\ngtin = \"04012345000017\"\n\n\
+         [[items]]\nsku = \"B\"\ngtin = \"4012345000016\"\n\n[[locations]]\nid = \"DC1\"\nsgln = \"dock one\"\n",
+    )
+    .unwrap();
+    let m = Mapping::from_settings(&s);
+    assert_eq!(m.problems.len(), 2, "{:?}", m.problems);
+    assert!(m.problems[0].contains("`A`: gtin GTIN `04012345000017` has a wrong check digit"));
+    assert!(m.problems[1].contains("sgln `dock one`"));
+}

@@ -22,7 +22,11 @@ use std::sync::Arc;
 
 /// The route, with the identifier mapping built once from the configuration.
 pub fn routes(settings: &Settings) -> Router<AppState> {
-    let mapping = Arc::new(Mapping::from_settings(settings));
+    let mapping = Mapping::from_settings(settings);
+    for p in &mapping.problems {
+        tracing::warn!(problem = %p, "EPCIS identifier mapping");
+    }
+    let mapping = Arc::new(mapping);
     Router::new().route(
         "/v1/epcis/capture",
         post(move |st, headers, q, body| capture(st, headers, q, body, mapping.clone())),

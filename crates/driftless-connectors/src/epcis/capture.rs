@@ -33,14 +33,30 @@ pub struct Mapping {
     /// Where stock moves when an event names neither `bizLocation` nor `readPoint` (the capture
     /// route's `?location=`); without it such an event is rejected.
     pub default_location: Option<Location>,
+    /// Configured values that cannot match anything, for the operator's log.
+    pub problems: Vec<String>,
 }
 
 impl Mapping {
     pub fn from_settings(s: &Settings) -> Mapping {
         let mut m = Mapping::default();
         for i in &s.items {
-            if let Some(g) = i.gtin.as_deref().and_then(|g| gs1::gtin14(g.trim()).ok()) {
-                m.items.insert(g, i.sku.clone());
+            let Some(g) = i.gtin.as_deref() else {
+                continue;
+            };
+            match gs1::gtin14(g.trim()) {
+                Ok(g) => {
+                    if let Some(other) = m.items.insert(g.clone(), i.sku.clone()) {
+                        m.problems.push(format!(
+                            "[[items]] `{}` and `{other}` have the same gtin {g}; EPCIS maps it to `{}`",
+                            i.sku, i.sku
+                        ));
+                    }
+                }
+                Err(e) => m.problems.push(format!(
+                    "[[items]] `{}`: gtin {e}; EPCIS events cannot map to it",
+                    i.sku
+                )),
             }
         }
         for l in &s.locations {
@@ -50,6 +66,10 @@ impl Mapping {
                         m.locations.insert(g, l.id.clone());
                     }
                     None => {
+                        m.problems.push(format!(
+                            "[[locations]] `{}`: sgln `{sgln}` is neither an SGLN URN nor a Digital Link with a valid GLN; it matches only when written the same way",
+                            l.id
+                        ));
                         m.literal.insert(sgln.trim().to_owned(), l.id.clone());
                     }
                 }
