@@ -11,6 +11,7 @@
 //! the name of the environment variable that holds them.
 
 pub mod audit;
+pub mod epcis;
 pub mod raw;
 
 use driftless_core::authority::Policy;
@@ -25,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use audit::AuditSettings;
+pub use epcis::{EpcisEffect, EpcisRule};
 
 /// The example configuration shipped with the binary; `driftless serve` uses it when given none.
 pub const EXAMPLE: &str = include_str!("../../../driftless.example.toml");
@@ -289,6 +291,8 @@ pub struct Settings {
     pub locations: Vec<LocationSpec>,
     pub hops: Vec<Hop>,
     pub audit: AuditSettings,
+    /// `[[epcis.rules]]`: overrides of the EPCIS mapping table, in file order.
+    pub epcis_rules: Vec<EpcisRule>,
 }
 
 impl Settings {
@@ -959,6 +963,7 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
     let system_roles: HashMap<SystemId, Role> =
         systems.iter().map(|s| (s.id.clone(), s.role)).collect();
     let audit = audit::validate(loc, raw.audit.as_ref(), &system_roles);
+    let epcis_rules = epcis::validate(loc, raw.epcis.as_ref());
 
     Some(Settings {
         origin: origin.to_owned(),
@@ -970,6 +975,7 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
         locations,
         hops,
         audit,
+        epcis_rules,
     })
 }
 
