@@ -140,8 +140,8 @@ fn every_row_of_the_table_on_its_own_fixture() {
     assert_eq!(c.events.len(), want.len());
     for (got, rule) in c.events.iter().zip(&want) {
         assert_eq!(
-            got.rule.unwrap_or("none"),
-            rule,
+            got.rule.as_deref().unwrap_or("none"),
+            rule.as_str(),
             "event {}: {:?}",
             got.index,
             got.verdict
@@ -416,4 +416,70 @@ fn configured_identifiers_that_cannot_match_are_named() {
     assert_eq!(m.problems.len(), 2, "{:?}", m.problems);
     assert!(m.problems[0].contains("`A`: gtin GTIN `04012345000017` has a wrong check digit"));
     assert!(m.problems[1].contains("sgln `dock one`"));
+}
+
+#[test]
+fn configured_rules_come_before_the_table() {
+    let text = r#"
+[[systems]]
+id = "wms"
+role = "wms"
+
+[[items]]
+sku = "TEE-1"
+gtin = "04012345123456"
+
+[[locations]]
+id = "DC1"
+sgln = "https://id.gs1.org/414/4012345000016"
+
+[[epcis.rules]]                 # this site reports shipments only as departing
+biz_step = "departing"
+action = "OBSERVE"
+adjust = { on_hand = -1 }
+
+[[epcis.rules]]
+biz_step = "receiving"
+disposition = "damaged"
+ignore = true
+
+[[epcis.rules]]
+biz_step = "urn:epcglobal:cbv:bizstep:inspecting"
+set = "unavailable"
+"#;
+    let s = driftless_config::Settings::parse("t.toml", text).unwrap();
+    let m = Mapping::from_settings(&s);
+    let c = run(&own("rows.jsonld"), &m, &UnitTable::default());
+    let rule = |i: usize| c.events[i].rule.clone().unwrap_or_default();
+    assert_eq!(rule(13), "O1");
+    assert!(
+        matches!(&c.events[13].verdict, Verdict::Events(e) if e[0].change.quantities().get(State::OnHand) == Some(-5))
+    );
+    // No action in the rule: any action.
+    assert_eq!(rule(1), "O2");
+    assert!(
+        matches!(&c.events[1].verdict, Verdict::Ignored(r) if r.contains("[[epcis.rules]] #2"))
+    );
+    assert_eq!(
+        rule(5),
+        "R4",
+        "receiving without damage still follows the table"
+    );
+    assert_eq!(rule(9), "O3");
+    assert!(matches!(&c.events[9].verdict, Verdict::Events(e) if e[0].change.is_set()));
+
+    let bad = driftless_config::Settings::parse(
+        "t.toml",
+        "[[epcis.rules]]\nbiz_step = \"x\"\nadjust = { on_hand = 2 }\n\n[[epcis.rules]]\nset = \"on_hand\"\nignore = true\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        bad.contains("t.toml:3:22: adjust.on_hand must be -1 or 1"),
+        "{bad}"
+    );
+    assert!(
+        bad.contains("t.toml:5:1: an [[epcis.rules]] entry needs exactly one of"),
+        "{bad}"
+    );
 }

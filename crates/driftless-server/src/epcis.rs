@@ -177,8 +177,8 @@ async fn handle(
             o.insert("eventID".into(), id.clone().into());
         }
         o.insert("event_hash".into(), c.event_hash.clone().into());
-        if let Some(rule) = c.rule {
-            o.insert("rule".into(), rule.into());
+        if let Some(rule) = &c.rule {
+            o.insert("rule".into(), rule.clone().into());
         }
         if c.retraction {
             o.insert("retraction".into(), true.into());

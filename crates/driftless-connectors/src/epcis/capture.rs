@@ -35,11 +35,16 @@ pub struct Mapping {
     pub default_location: Option<Location>,
     /// Configured values that cannot match anything, for the operator's log.
     pub problems: Vec<String>,
+    /// `[[epcis.rules]]`, tried before the built-in table.
+    pub rules: Vec<driftless_config::EpcisRule>,
 }
 
 impl Mapping {
     pub fn from_settings(s: &Settings) -> Mapping {
-        let mut m = Mapping::default();
+        let mut m = Mapping {
+            rules: s.epcis_rules.clone(),
+            ..Mapping::default()
+        };
         for i in &s.items {
             let Some(g) = i.gtin.as_deref() else {
                 continue;
@@ -122,7 +127,7 @@ pub struct Captured {
     /// What identifies it: the `eventID`, else the hash.
     pub key: String,
     /// The mapping table's row (`R4`...), when one decided.
-    pub rule: Option<&'static str>,
+    pub rule: Option<String>,
     /// Whether it is an error declaration (its events are retractions).
     pub retraction: bool,
     pub verdict: Verdict,
@@ -460,7 +465,7 @@ fn map_event(
     e: &Map<String, Value>,
     path: &str,
     key: &str,
-) -> Result<(Option<&'static str>, bool, Verdict), SchemaError> {
+) -> Result<(Option<String>, bool, Verdict), SchemaError> {
     let ty = e.get("type").and_then(Value::as_str).unwrap_or("");
     let action = text(e, path, "action")?;
     let step = text(e, path, "bizStep")?;
@@ -492,14 +497,14 @@ fn map_event(
         if list.is_empty() {
             continue;
         }
-        let row = table::decide(kind, *side, action, step, disposition);
+        let row = table::decide(&cx.map.rules, kind, *side, action, step, disposition);
         if row.effect == Effect::None {
             return Ok((Some(row.id), retraction, Verdict::Ignored(row.reason)));
         }
         rows.push((*side, list, row));
     }
     if rows.is_empty() {
-        let row = table::decide(kind, None, action, step, disposition);
+        let row = table::decide(&cx.map.rules, kind, None, action, step, disposition);
         let why = if row.effect == Effect::None {
             row.reason
         } else {
@@ -507,8 +512,8 @@ fn map_event(
         };
         return Ok((None, retraction, Verdict::Ignored(why)));
     }
-    let rule = rows.first().map(|(_, _, r)| r.id);
-    let reject = |m: String| Ok((rule, retraction, Verdict::Rejected(m)));
+    let rule = rows.first().map(|(_, _, r)| r.id.clone());
+    let reject = |m: String| Ok((rule.clone(), retraction, Verdict::Rejected(m)));
     let position = match pos {
         Ok(p) => p,
         Err(m) => return reject(m),

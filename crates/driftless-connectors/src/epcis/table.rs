@@ -7,6 +7,7 @@
 //! direction (`receiving` in, `shipping` out), counts set, and every other step changes nothing;
 //! a disposition of the unsellable kind (`damaged`, `expired`, ...) also moves `unavailable`.
 
+use driftless_config::{EpcisEffect, EpcisRule};
 use driftless_core::State;
 
 /// The EPCIS event types.
@@ -53,7 +54,7 @@ pub enum Effect {
 /// The row that decided, with its effect and a sentence for the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
-    pub id: &'static str,
+    pub id: String,
     pub effect: Effect,
     pub reason: String,
 }
@@ -110,8 +111,51 @@ fn adjust(pairs: &[(State, i64)]) -> Effect {
     Effect::Adjust(pairs.to_vec())
 }
 
-/// The row for one quantity of an event.
+/// The first configured override (`[[epcis.rules]]`) that matches, as row `O<n>`.
+fn overridden(
+    overrides: &[EpcisRule],
+    action: Option<&str>,
+    step: &str,
+    disp: &str,
+) -> Option<Row> {
+    let (i, r) = overrides.iter().enumerate().find(|(_, r)| {
+        r.action.as_deref().is_none_or(|a| Some(a) == action)
+            && r.biz_step.as_deref().is_none_or(|b| bare_word(b) == step)
+            && r.disposition
+                .as_deref()
+                .is_none_or(|d| bare_word(d) == disp)
+    })?;
+    let what = format!(
+        "configured [[epcis.rules]] #{} ({} {}{})",
+        i + 1,
+        action.unwrap_or("no action"),
+        if step.is_empty() {
+            "without bizStep"
+        } else {
+            step
+        },
+        if disp.is_empty() {
+            String::new()
+        } else {
+            format!(", {disp}")
+        }
+    );
+    let (effect, reason) = match &r.effect {
+        EpcisEffect::Adjust(p) => (Effect::Adjust(p.clone()), format!("{what}: adjusts")),
+        EpcisEffect::Set(s) => (Effect::Set(*s), format!("{what}: sets {}", s.as_str())),
+        EpcisEffect::Ignore => (Effect::None, format!("{what}: does not change stock")),
+    };
+    Some(Row {
+        id: format!("O{}", i + 1),
+        effect,
+        reason,
+    })
+}
+
+/// The row for one quantity of an event; `overrides` are tried first (ObjectEvent and
+/// AggregationEvent only).
 pub fn decide(
+    overrides: &[EpcisRule],
     kind: Kind,
     side: Option<Side>,
     action: Option<&str>,
@@ -121,7 +165,11 @@ pub fn decide(
     let step = biz_step.map(bare_word).unwrap_or("");
     let disp = disposition.map(bare_word).unwrap_or("");
     let unsellable = UNAVAILABLE.contains(&disp);
-    let row = |id: &'static str, effect: Effect, reason: String| Row { id, effect, reason };
+    let row = |id: &str, effect: Effect, reason: String| Row {
+        id: id.to_owned(),
+        effect,
+        reason,
+    };
     // In and out carry `unavailable` along when the goods are unsellable.
     let inward = |id, why: String| {
         if unsellable {
@@ -182,6 +230,13 @@ pub fn decide(
                 ),
             };
         }
+        Kind::Object | Kind::Aggregation => {
+            if let Some(r) = overridden(overrides, action, step, disp) {
+                return r;
+            }
+        }
+    }
+    match kind {
         Kind::Aggregation if action != Some("OBSERVE") => {
             return row(
                 "R9",
@@ -192,7 +247,7 @@ pub fn decide(
                 ),
             );
         }
-        Kind::Object | Kind::Aggregation => {}
+        _ => {}
     }
     match action.unwrap_or("") {
         "ADD" => inward("R1", "ADD (goods come into being or are added here)".into()),
@@ -269,9 +324,9 @@ mod tests {
     fn every_row() {
         use Effect::{Adjust, Set};
         use State::*;
-        let d = |k, side, a, s, disp| decide(k, side, a, s, disp);
+        let d = |k, side, a, s, disp| decide(&[], k, side, a, s, disp);
         let o = Kind::Object;
-        let case = |r: Row| (r.id, r.effect);
+        let case = |r: Row| (&*r.id.leak(), r.effect);
         assert_eq!(
             case(d(o, None, Some("ADD"), Some("commissioning"), None)),
             ("R1", Adjust(vec![(OnHand, 1)]))
