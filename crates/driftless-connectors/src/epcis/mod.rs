@@ -6,7 +6,7 @@
 //! - [`gs1`]: GTIN-14 of an `epcClass`, GLN of a location, canonical Digital Links.
 //! - [`hash`]: the GS1 event hash, the identity of an event without `eventID`.
 //! - [`table`]: `action` + `bizStep` + `disposition` to states and signs (`docs/epcis.md`).
-//! - [`capture`]: the document walk, quantities and units, retractions.
+//! - [`capture`](mod@capture): the document walk, quantities and units, retractions.
 
 pub mod capture;
 pub mod gs1;
