@@ -11,6 +11,7 @@
 //! the name of the environment variable that holds them.
 
 pub mod audit;
+pub mod epcis;
 pub mod raw;
 
 use driftless_core::authority::Policy;
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use audit::AuditSettings;
+pub use epcis::{EpcisEffect, EpcisRule};
 
 /// The example configuration shipped with the binary; `driftless serve` uses it when given none.
 pub const EXAMPLE: &str = include_str!("../../../driftless.example.toml");
@@ -319,6 +321,8 @@ pub struct Settings {
     /// What is allowed but probably not meant (a state open to every system); `check-config`
     /// prints these, `serve` logs them.
     pub warnings: Vec<ConfigError>,
+    /// `[[epcis.rules]]`: overrides of the EPCIS mapping table, in file order.
+    pub epcis_rules: Vec<EpcisRule>,
 }
 
 impl Settings {
@@ -1267,6 +1271,7 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
         systems.iter().map(|s| (s.id.clone(), s.role)).collect();
     let audit = audit::validate(loc, raw.audit.as_ref(), &system_roles);
     let warnings = std::mem::take(&mut loc.warnings);
+    let epcis_rules = epcis::validate(loc, raw.epcis.as_ref());
 
     Some(Settings {
         origin: origin.to_owned(),
@@ -1279,6 +1284,7 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
         hops,
         audit,
         warnings,
+        epcis_rules,
     })
 }
 

@@ -26,6 +26,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub hops: Vec<RawHop>,
     pub audit: Option<crate::audit::RawAudit>,
+    pub epcis: Option<crate::epcis::RawEpcis>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -12,7 +12,11 @@
 //! - [`file`]: a CSV snapshot written on a schedule for batch consumers (not a per-sku push).
 //! - [`http`]: the one HTTP client setup (TLS provider, timeouts) and `Retry-After`.
 //! - [`standin`]: local stand-in channels (webhook receiver, Shopify) with fault injection.
+//!
+//! Ways in, pure transforms whose routes live in the server: [`epcis`] (GS1 EPCIS 2.0 capture to
+//! canonical events) and [`shopify::webhook`] (the `inventory_levels/update` webhook).
 
+pub mod epcis;
 pub mod file;
 pub mod http;
 pub mod shopify;

@@ -12,12 +12,14 @@
 
 pub mod auth;
 pub mod channels;
+pub mod epcis;
 pub mod error;
 pub mod events;
 pub mod fanout;
 pub mod matrix;
 pub mod metrics;
 pub mod routes;
+pub mod shopify_webhook;
 pub mod wire;
 
 use axum::Router;

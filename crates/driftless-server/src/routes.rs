@@ -53,6 +53,8 @@ pub fn router(state: AppState) -> Router {
                 )
             }),
         )
+        .merge(crate::epcis::routes(&state.settings))
+        .merge(crate::shopify_webhook::routes(&state.settings))
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 let all = all.clone();
