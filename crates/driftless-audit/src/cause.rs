@@ -26,9 +26,11 @@
 //! 6. `sync_lag`: `S` equals a value its expected value had earlier, within the hop's window
 //!    (`latency_sla` plus the schedule's interval of the `U -> S` hop; the whole log when the hop
 //!    is not documented) or as of the data of `S`'s last sync when that is older (an integration
-//!    silent beyond its SLA is still lagging), reconstructed from `U`'s change log; or `S`'s last
-//!    sync wrote exactly the expected value and only machines (checkout) wrote since: local
-//!    activity the upstream has not caught up with yet (orders not yet downloaded).
+//!    silent beyond its SLA is still lagging), reconstructed from `U`'s change log; or `S` is
+//!    ahead of `U`: its newest writes are local activity (checkouts) within the window and the
+//!    value before them is the expected value (orders `U` has not downloaded yet, whatever `U`
+//!    took in before); or `S`'s last sync carried data from inside the window and only local
+//!    activity followed (`U` moved since in a way its log does not show).
 //! 7. `unexplained`: none of the above.
 //!
 //! Why this order: the change log of `S` names who wrote the current value, which is direct
@@ -139,19 +141,78 @@ pub(crate) fn probable(g: &Group<'_, '_>, s: usize, k: u32, actual: i64, expecte
     if earlier.contains(&actual) {
         return Cause::SyncLag;
     }
-    // The last sync wrote what is expected now, and only machines (a storefront's checkout) have
-    // written since: the difference is local activity the upstream has not caught up with yet
-    // (orders not downloaded) — a lag in the other direction.
-    if let Some(i) = log
-        .iter()
-        .rposition(|e| machine(e.actor) && e.source_at.is_some())
-        && i + 1 < log.len()
-        && log[i].quantity == expected
-        && log[i + 1..].iter().all(|e| machine(e.actor))
-    {
+    if ahead_of_upstream(g, s, &log, actual, expected) || synced_in_window(g, s, &log, actual) {
         return Cause::SyncLag;
     }
     Cause::Unexplained
+}
+
+/// `S`'s last sync carried data from inside the hop's (documented) window and only local
+/// activity has been written since: no rule above found what that sync wrote wrong, so `S` was
+/// in step with its upstream then, and the upstream has moved since in a way its change log does
+/// not show (a committed quantity, which change logs rarely carry); the next sync is still due
+/// within the hop's SLA. That is lag.
+fn synced_in_window(g: &Group<'_, '_>, s: usize, log: &[Change<'_>], actual: i64) -> bool {
+    let ctx = g.ctx();
+    let machine = |a: &str| ctx.audit.is_integration(a);
+    let Some(w) = ctx.systems[s].window_ms else {
+        return false;
+    };
+    if log.last().is_none_or(|e| e.quantity != actual) {
+        return false;
+    }
+    let Some(i) = log
+        .iter()
+        .rposition(|e| machine(e.actor) && e.source_at.is_some())
+    else {
+        return false;
+    };
+    log[i]
+        .source_at
+        .is_some_and(|t| t >= ctx.at_ms.saturating_sub(w))
+        && log[i + 1..].iter().all(|e| machine(e.actor))
+}
+
+/// Lag in the other direction: `S` is *ahead* of its upstream. The newest writes of `S`'s log
+/// are local activity (machine writes without `source_at`: a storefront's checkout decrements)
+/// that the upstream has not taken in yet, and before them `S` showed exactly the expected value:
+/// the difference is those writes. The upstream may have taken in earlier local activity, or moved
+/// for any other reason, before; what counts is that the value before the writes not yet taken in
+/// is the expected value now. Those writes must lie within the hop's window (an upstream takes in
+/// orders within it), unless nothing but local activity has happened since `S`'s last sync (the
+/// upstream has then taken in nothing since, however long ago).
+fn ahead_of_upstream(
+    g: &Group<'_, '_>,
+    s: usize,
+    log: &[Change<'_>],
+    actual: i64,
+    expected: i64,
+) -> bool {
+    let ctx = g.ctx();
+    let machine = |a: &str| ctx.audit.is_integration(a);
+    let local = |e: &Change<'_>| machine(e.actor) && e.source_at.is_none();
+    // The log must end at the value shown, or it does not describe it.
+    if log.last().is_none_or(|e| e.quantity != actual) {
+        return false;
+    }
+    let start = ctx.systems[s]
+        .window_ms
+        .map_or(i64::MIN, |w| ctx.at_ms.saturating_sub(w));
+    // `log[i..]` is local activity; the value before it is `log[i - 1]`'s.
+    for i in (1..log.len()).rev() {
+        if !local(&log[i]) {
+            return false;
+        }
+        let before = &log[i - 1];
+        if before.quantity == expected {
+            // Every write after `before` is local activity (checked on the way here).
+            let since_sync = machine(before.actor) && before.source_at.is_some();
+            if log[i].at >= start || since_sync {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// The last sync (an integration write carrying `source_at`) wrote data older than data an
