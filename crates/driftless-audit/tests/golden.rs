@@ -726,3 +726,27 @@ fn a_sync_inside_the_window_followed_by_checkouts_only_is_lag() {
     );
     assert_eq!(one(&r), row("MUG-1", "", "erp->shop", "sync_lag", 6));
 }
+
+#[test]
+fn two_causes_on_one_key_the_larger_share_names_it_and_the_other_goes_beside_it() {
+    // Newest data said 36 (6 behind: lag); the retried older write put back 48 (12 more): the
+    // stale write has the larger share, the lag's share is drift on its own.
+    let r = stale_write("oos-also", 36, 48);
+    assert_eq!(
+        one(&r),
+        row("MUG-1", "DC2", "wms->erp", "out_of_sequence", 18)
+    );
+    assert_eq!(r.rows[0].also.as_deref(), Some("sync_lag"));
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["rows"][0]["also"], "sync_lag");
+    let html = driftless_audit::render::html(&r);
+    assert!(html.contains("out_of_sequence <small>(also sync_lag)</small>"));
+    let csv = driftless_audit::render::csv(&r);
+    assert!(csv.lines().next().unwrap().ends_with(",also"), "{csv}");
+    assert!(csv.lines().nth(1).unwrap().ends_with(",sync_lag"), "{csv}");
+    // A second share under the threshold is not reported; the key is omitted from JSON.
+    let r = stale_write("oos-no-also", 32, 48);
+    assert_eq!(r.rows[0].also, None);
+    let json = serde_json::to_value(&r).unwrap();
+    assert!(json["rows"][0].get("also").is_none());
+}
