@@ -27,6 +27,7 @@
 pub mod cause;
 mod engine;
 mod input;
+pub mod live;
 pub mod render;
 pub mod report;
 mod spill;
