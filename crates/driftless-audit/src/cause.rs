@@ -287,6 +287,10 @@ fn out_of_sequence(g: &Group<'_, '_>, log: &[Change<'_>], expected: i64) -> Opti
     let i = log
         .iter()
         .rposition(|e| machine(e.actor) && e.source_at.is_some())?;
+    // A person's write since replaced the stale value: it no longer accounts for anything.
+    if log[i + 1..].iter().any(|e| !machine(e.actor)) {
+        return None;
+    }
     let src = log[i].source_at.unwrap_or(log[i].at);
     let newest = log[..i]
         .iter()

@@ -750,3 +750,26 @@ fn two_causes_on_one_key_the_larger_share_names_it_and_the_other_goes_beside_it(
     let json = serde_json::to_value(&r).unwrap();
     assert!(json["rows"][0].get("also").is_none());
 }
+
+#[test]
+fn a_persons_write_after_a_stale_sync_is_manual_override() {
+    // The connector's retried write put back older data (40 over the newer 141); then a person
+    // typed 170: what shows is the person's, not the stale write's.
+    let r = case(
+        "stale-then-person",
+        &[
+            ("shop.csv", "sku,quantity\nMUG-1,170\nTEE-1,120\n"),
+            (
+                "shop-changes.csv",
+                "sku,location,at,quantity,actor,source_at\n\
+                 MUG-1,,2026-11-20T10:00:00Z,141,shop-connector,2026-11-20T10:00:00Z\n\
+                 MUG-1,,2026-11-20T10:30:00Z,40,shop-connector,2026-11-20T08:00:00Z\n\
+                 MUG-1,,2026-11-20T11:00:00Z,170,alice@example.com,\n",
+            ),
+        ],
+    );
+    assert_eq!(
+        one(&r),
+        row("MUG-1", "", "erp->shop", "manual_override", 25)
+    );
+}
