@@ -17,7 +17,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 
 cd "$ROOT"
 cargo build --release -q -p driftless-audit-bench
-BIN="$ROOT/target/release/audit-bench"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/audit-bench"
 python3 -c "import duckdb" 2>/dev/null || pip install --quiet duckdb
 TIME=/usr/bin/time
 [ -x "$TIME" ] || { echo "needs GNU time at /usr/bin/time" >&2; exit 2; }

@@ -26,10 +26,16 @@
 //! 6. `sync_lag`: `S` equals a value its expected value had earlier, within the hop's window
 //!    (`latency_sla` plus the schedule's interval of the `U -> S` hop; the whole log when the hop
 //!    is not documented) or as of the data of `S`'s last sync when that is older (an integration
-//!    silent beyond its SLA is still lagging), reconstructed from `U`'s change log; or `S`'s last
-//!    sync wrote exactly the expected value and only machines (checkout) wrote since: local
-//!    activity the upstream has not caught up with yet (orders not yet downloaded).
+//!    silent beyond its SLA is still lagging), reconstructed from `U`'s change log; or `S` is
+//!    ahead of `U`: its newest writes are local activity (checkouts) within the window and the
+//!    value before them is the expected value (orders `U` has not downloaded yet, whatever `U`
+//!    took in before); or `S`'s last sync carried data from inside the window and only local
+//!    activity followed (`U` moved since in a way its log does not show).
 //! 7. `unexplained`: none of the above.
+//!
+//! Where two rules measure shares of one delta (2: stale write and lag; 4: pack factor and lag;
+//! 5: phantom availability at the last sync and lag), the larger share names the cause and the
+//! other is reported beside it ([`Probable::also`]) when its share alone is drift.
 //!
 //! Why this order: the change log of `S` names who wrote the current value, which is direct
 //! evidence, so it goes first (an out-of-sequence write usually also equals an earlier upstream
@@ -79,14 +85,57 @@ impl Cause {
     }
 }
 
+/// The probable cause of one row, and a second cause beside it where two overlap on the key:
+/// the one with the larger share of the delta is `main`, the other is `also` when its own share is
+/// drift (over the key's thresholds), as the simulator's ground truth splits compound drift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Probable {
+    pub main: Cause,
+    pub also: Option<Cause>,
+}
+
+impl From<Cause> for Probable {
+    fn from(main: Cause) -> Probable {
+        Probable { main, also: None }
+    }
+}
+
+/// Two causes sharing the delta: `a` accounts for `share_a` of it, `b` for `share_b`; the larger
+/// share names the cause (ties go to `a`), the other is reported beside it when its share alone
+/// would be drift.
+fn split(g: &Group<'_, '_>, k: u32, expected: i64, a: (Cause, i64), b: (Cause, i64)) -> Probable {
+    let (main, other) = if a.1.abs() >= b.1.abs() {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let t = g.threshold(k);
+    Probable {
+        main: main.0,
+        also: (other.1 != 0 && crate::engine::over(&t, other.1, expected)).then_some(other.0),
+    }
+}
+
 /// The cause for system `s` (not the head) at key `k`, showing `actual` where `expected` was due.
-pub(crate) fn probable(g: &Group<'_, '_>, s: usize, k: u32, actual: i64, expected: i64) -> Cause {
+pub(crate) fn probable(
+    g: &Group<'_, '_>,
+    s: usize,
+    k: u32,
+    actual: i64,
+    expected: i64,
+) -> Probable {
     let ctx = g.ctx();
     let log = g.log(s, k);
     let machine = |a: &str| ctx.audit.is_integration(a);
     if !log.is_empty() {
-        if out_of_sequence(g, &log, expected) {
-            return Cause::OutOfSequence;
+        if let Some((stale, lag)) = out_of_sequence(g, &log, expected) {
+            return split(
+                g,
+                k,
+                expected,
+                (Cause::OutOfSequence, stale),
+                (Cause::SyncLag, lag),
+            );
         }
         // The value a person wrote lives on until the integration next syncs the sku (a
         // storefront's own checkout keeps decrementing it): so a person's write after the last
@@ -101,7 +150,7 @@ pub(crate) fn probable(g: &Group<'_, '_>, s: usize, k: u32, actual: i64, expecte
             None => &log[..],
         };
         if since_sync.iter().any(|e| !machine(e.actor)) {
-            return Cause::ManualOverride;
+            return Cause::ManualOverride.into();
         }
     }
     // What the system should have shown at earlier moments of the hop's window: a system that is
@@ -113,45 +162,117 @@ pub(crate) fn probable(g: &Group<'_, '_>, s: usize, k: u32, actual: i64, expecte
         .and_then(|e| e.source_at);
     let earlier = earlier_expected(g, s, k, expected, last_sync);
     if uom(g, s, actual, expected) {
-        return Cause::UomMismatch;
+        return Cause::UomMismatch.into();
     }
     // Off by a factor from an earlier value: both a conversion error and lag; the larger share
     // of the delta names the cause (as for a stale write).
     if let Some(e) = earlier.iter().copied().find(|e| uom(g, s, actual, *e)) {
-        return if (e - actual).abs() >= (expected - e).abs() {
-            Cause::UomMismatch
-        } else {
-            Cause::SyncLag
-        };
+        return split(
+            g,
+            k,
+            expected,
+            (Cause::UomMismatch, actual - e),
+            (Cause::SyncLag, e - expected),
+        );
     }
     // Phantom availability is about what may be sold: only systems judged on availability (ATP
     // or a channel quantity) can show it; a stock count off by the committed quantity is more
     // likely a coincidence than a mapping error.
     let sells = matches!(ctx.systems[s].measure, Measure::Atp | Measure::Channel);
     let committed = if sells { g.upstream_committed(s, k) } else { 0 };
-    if committed > 0
-        && ((actual - expected).abs() == committed
+    if committed > 0 {
+        if (actual - expected).abs() == committed
             || g.channel_without_committed(s, k, &[]) == Some(actual)
-            || phantom_at_last_sync(g, s, k, &log))
+        {
+            return Cause::CommittedNotMapped.into();
+        }
+        // The last sync wrote availability as if nothing were committed: that much of the delta
+        // is the mapping's; the rest is the upstream having moved since (lag).
+        if let Some(phantom) = phantom_at_last_sync(g, s, k, &log) {
+            return split(
+                g,
+                k,
+                expected,
+                (Cause::CommittedNotMapped, phantom),
+                (Cause::SyncLag, actual - expected - phantom),
+            );
+        }
+    }
+    if earlier.contains(&actual)
+        || ahead_of_upstream(g, s, &log, actual, expected)
+        || synced_in_window(g, s, &log, actual)
     {
-        return Cause::CommittedNotMapped;
+        return Cause::SyncLag.into();
     }
-    if earlier.contains(&actual) {
-        return Cause::SyncLag;
+    Cause::Unexplained.into()
+}
+
+/// `S`'s last sync carried data from inside the hop's (documented) window and only local
+/// activity has been written since: no rule above found what that sync wrote wrong, so `S` was
+/// in step with its upstream then, and the upstream has moved since in a way its change log does
+/// not show (a committed quantity, which change logs rarely carry); the next sync is still due
+/// within the hop's SLA. That is lag.
+fn synced_in_window(g: &Group<'_, '_>, s: usize, log: &[Change<'_>], actual: i64) -> bool {
+    let ctx = g.ctx();
+    let machine = |a: &str| ctx.audit.is_integration(a);
+    let Some(w) = ctx.systems[s].window_ms else {
+        return false;
+    };
+    if log.last().is_none_or(|e| e.quantity != actual) {
+        return false;
     }
-    // The last sync wrote what is expected now, and only machines (a storefront's checkout) have
-    // written since: the difference is local activity the upstream has not caught up with yet
-    // (orders not downloaded) — a lag in the other direction.
-    if let Some(i) = log
+    let Some(i) = log
         .iter()
         .rposition(|e| machine(e.actor) && e.source_at.is_some())
-        && i + 1 < log.len()
-        && log[i].quantity == expected
+    else {
+        return false;
+    };
+    log[i]
+        .source_at
+        .is_some_and(|t| t >= ctx.at_ms.saturating_sub(w))
         && log[i + 1..].iter().all(|e| machine(e.actor))
-    {
-        return Cause::SyncLag;
+}
+
+/// Lag in the other direction: `S` is *ahead* of its upstream. The newest writes of `S`'s log
+/// are local activity (machine writes without `source_at`: a storefront's checkout decrements)
+/// that the upstream has not taken in yet, and before them `S` showed exactly the expected value:
+/// the difference is those writes. The upstream may have taken in earlier local activity, or moved
+/// for any other reason, before; what counts is that the value before the writes not yet taken in
+/// is the expected value now. Those writes must lie within the hop's window (an upstream takes in
+/// orders within it), unless nothing but local activity has happened since `S`'s last sync (the
+/// upstream has then taken in nothing since, however long ago).
+fn ahead_of_upstream(
+    g: &Group<'_, '_>,
+    s: usize,
+    log: &[Change<'_>],
+    actual: i64,
+    expected: i64,
+) -> bool {
+    let ctx = g.ctx();
+    let machine = |a: &str| ctx.audit.is_integration(a);
+    let local = |e: &Change<'_>| machine(e.actor) && e.source_at.is_none();
+    // The log must end at the value shown, or it does not describe it.
+    if log.last().is_none_or(|e| e.quantity != actual) {
+        return false;
     }
-    Cause::Unexplained
+    let start = ctx.systems[s]
+        .window_ms
+        .map_or(i64::MIN, |w| ctx.at_ms.saturating_sub(w));
+    // `log[i..]` is local activity; the value before it is `log[i - 1]`'s.
+    for i in (1..log.len()).rev() {
+        if !local(&log[i]) {
+            return false;
+        }
+        let before = &log[i - 1];
+        if before.quantity == expected {
+            // Every write after `before` is local activity (checked on the way here).
+            let since_sync = machine(before.actor) && before.source_at.is_some();
+            if log[i].at >= start || since_sync {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// The last sync (an integration write carrying `source_at`) wrote data older than data an
@@ -159,14 +280,17 @@ pub(crate) fn probable(g: &Group<'_, '_>, s: usize, k: u32, actual: i64, expecte
 /// decrement, carries data as of its own time) — and that stale write accounts for at least as
 /// much of the drift as the lag behind the newest data does. When the newest data is further off
 /// than the stale write moved it, the integration is mostly behind, and the lag rule decides.
-fn out_of_sequence(g: &Group<'_, '_>, log: &[Change<'_>], expected: i64) -> bool {
+///
+/// Returns the two shares of the delta, `(stale - newest, newest - expected)`, when it holds.
+fn out_of_sequence(g: &Group<'_, '_>, log: &[Change<'_>], expected: i64) -> Option<(i64, i64)> {
     let machine = |a: &str| g.ctx().audit.is_integration(a);
-    let Some(i) = log
+    let i = log
         .iter()
-        .rposition(|e| machine(e.actor) && e.source_at.is_some())
-    else {
-        return false;
-    };
+        .rposition(|e| machine(e.actor) && e.source_at.is_some())?;
+    // A person's write since replaced the stale value: it no longer accounts for anything.
+    if log[i + 1..].iter().any(|e| !machine(e.actor)) {
+        return None;
+    }
     let src = log[i].source_at.unwrap_or(log[i].at);
     let newest = log[..i]
         .iter()
@@ -177,31 +301,30 @@ fn out_of_sequence(g: &Group<'_, '_>, log: &[Change<'_>], expected: i64) -> bool
         // cause: `stale - newest` is the out-of-sequence part, `newest - expected` the lag.
         Some(n) if n.source_at.unwrap_or(n.at) > src => {
             let stale = log[i].quantity;
-            (stale - n.quantity).abs() >= (n.quantity - expected).abs()
+            ((stale - n.quantity).abs() >= (n.quantity - expected).abs())
+                .then_some((stale - n.quantity, n.quantity - expected))
         }
-        _ => false,
+        _ => None,
     }
 }
 
 /// A storefront's last sync wrote the channel quantity of the upstream's stock *as if nothing
 /// were committed*, reconstructed at the sync's `source_at` from the upstream's change log (the
 /// storefront's own checkout has decremented it since, so its current value no longer shows it).
-fn phantom_at_last_sync(g: &Group<'_, '_>, s: usize, k: u32, log: &[Change<'_>]) -> bool {
+/// Returns the phantom part of what the sync wrote (`without - with`) when it holds.
+fn phantom_at_last_sync(g: &Group<'_, '_>, s: usize, k: u32, log: &[Change<'_>]) -> Option<i64> {
     let ctx = g.ctx();
     let up = g.upstream(s);
     if up == usize::MAX
         || ctx.systems[s].measure != Measure::Channel
         || ctx.systems[up].channel_like
     {
-        return false;
+        return None;
     }
-    let Some(sync) = log
+    let sync = log
         .iter()
         .rev()
-        .find(|e| ctx.audit.is_integration(e.actor) && e.source_at.is_some())
-    else {
-        return false;
-    };
+        .find(|e| ctx.audit.is_integration(e.actor) && e.source_at.is_some())?;
     let t = sync.source_at.unwrap_or(sync.at);
     let mut ov = Vec::new();
     for kk in g.feeding(s, k) {
@@ -212,12 +335,15 @@ fn phantom_at_last_sync(g: &Group<'_, '_>, s: usize, k: u32, log: &[Change<'_>])
         match l.iter().rev().find(|c| c.at <= t) {
             Some(c) => ov.push((kk, c.quantity)),
             // The upstream's value before its first logged change is unknown.
-            None => return false,
+            None => return None,
         }
     }
     let with = g.expected(s, k, &ov);
     let without = g.channel_without_committed(s, k, &ov);
-    without == Some(sync.quantity) && with != without
+    match (with, without) {
+        (Some(w), Some(wo)) if wo == sync.quantity && w != wo => Some(wo - w),
+        _ => None,
+    }
 }
 
 /// Off by a pack factor: `actual * f == expected`, `actual == floor(expected / f)` or

@@ -742,7 +742,7 @@ impl Group<'_, '_> {
                 continue;
             };
             let cause = if s == 0 {
-                Cause::CountVariance
+                Cause::CountVariance.into()
             } else {
                 cause::probable(self, s, k, actual, exp)
             };
@@ -776,7 +776,8 @@ impl Group<'_, '_> {
                         .collect(),
                 ),
                 handoff: self.ctx.systems[s].handoff.clone(),
-                cause: cause.as_str().to_owned(),
+                cause: cause.main.as_str().to_owned(),
+                also: cause.also.map(|c| c.as_str().to_owned()),
                 delta,
             });
         }

@@ -158,7 +158,8 @@ fn csv_field(s: &str) -> String {
 }
 
 /// Every row as CSV: `sku,location,handoff,cause,delta,baseline`, then each system's value and
-/// expected value (`<system>`, `expected_<system>`), empty where there is none.
+/// expected value (`<system>`, `expected_<system>`), empty where there is none, then `also` (the
+/// second cause, empty when there is none; last so that the columns before keep their places).
 pub fn csv(report: &Report) -> String {
     let mut o = String::new();
     let systems: Vec<String> = report
@@ -170,7 +171,7 @@ pub fn csv(report: &Report) -> String {
     for s in &systems {
         let _ = write!(o, ",{},expected_{}", csv_field(s), csv_field(s));
     }
-    o.push('\n');
+    o.push_str(",also\n");
     let num = |v: Option<i64>| v.map_or_else(String::new, |v| v.to_string());
     for r in &report.rows {
         let _ = write!(
@@ -186,7 +187,7 @@ pub fn csv(report: &Report) -> String {
         for s in &systems {
             let _ = write!(o, ",{},{}", num(r.values.get(s)), num(r.expected.get(s)));
         }
-        o.push('\n');
+        let _ = writeln!(o, ",{}", r.also.as_deref().unwrap_or(""));
     }
     o
 }
@@ -317,7 +318,10 @@ pub fn html(report: &Report) -> String {
                     esc(&r.location)
                 },
                 esc(&r.handoff),
-                esc(&r.cause),
+                match &r.also {
+                    Some(a) => format!("{} <small>(also {})</small>", esc(&r.cause), esc(a)),
+                    None => esc(&r.cause),
+                },
                 r.delta,
                 num(r.baseline)
             );

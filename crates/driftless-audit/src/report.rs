@@ -65,6 +65,10 @@ pub struct Row {
     pub expected: Values,
     pub handoff: String,
     pub cause: String,
+    /// A second cause where two overlap on the key: `cause` has the larger share of the delta,
+    /// this one a share that is itself over the threshold. Omitted when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub also: Option<String>,
     /// The attributed system's value minus its expected value.
     pub delta: i64,
 }

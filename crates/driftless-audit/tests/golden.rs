@@ -678,3 +678,98 @@ fn orders_the_upstream_has_not_downloaded_are_lag() {
     );
     assert_eq!(one(&r), row("MUG-1", "", "erp->shop", "sync_lag", -4));
 }
+
+fn ahead(name: &str, last_checkout: &str) -> Report {
+    let log = format!(
+        "sku,location,at,quantity,actor,source_at\n\
+         MUG-1,,2026-11-20T09:00:00Z,147,shop-connector,2026-11-20T09:00:00Z\n\
+         MUG-1,,2026-11-20T10:00:00Z,146,checkout,\n\
+         MUG-1,,2026-11-20T10:20:00Z,145,checkout,\n\
+         MUG-1,,{last_checkout},141,checkout,\n"
+    );
+    let log: &'static str = Box::leak(log.into_boxed_str());
+    case(
+        name,
+        &[
+            ("shop.csv", "sku,quantity\nMUG-1,141\nTEE-1,120\n"),
+            ("shop-changes.csv", log),
+        ],
+    )
+}
+
+#[test]
+fn a_storefront_ahead_of_an_upstream_that_moved_since_the_sync_is_lag() {
+    // The sync wrote 147; the ERP has since taken in the first two orders (expected 145 now) but
+    // not the last, placed 20 minutes before the snapshot, within the hop's 45-minute window.
+    let r = ahead("ahead-in-window", "2026-11-20T11:40:00Z");
+    assert_eq!(one(&r), row("MUG-1", "", "erp->shop", "sync_lag", -4));
+    // The same order placed long before the window: the ERP should have taken it in by now.
+    let r = ahead("ahead-out-of-window", "2026-11-20T10:40:00Z");
+    assert_eq!(one(&r), row("MUG-1", "", "erp->shop", "unexplained", -4));
+}
+
+#[test]
+fn a_sync_inside_the_window_followed_by_checkouts_only_is_lag() {
+    // The sync 20 minutes ago wrote 152 (the ERP's available then); the ERP's committed has
+    // moved since (its change log does not carry it): the next poll is still due.
+    let r = case(
+        "synced-in-window",
+        &[
+            ("shop.csv", "sku,quantity\nMUG-1,151\nTEE-1,120\n"),
+            (
+                "shop-changes.csv",
+                "sku,location,at,quantity,actor,source_at\n\
+                 MUG-1,,2026-11-20T11:40:00Z,152,shop-connector,2026-11-20T11:40:00Z\n\
+                 MUG-1,,2026-11-20T11:50:00Z,151,checkout,\n",
+            ),
+        ],
+    );
+    assert_eq!(one(&r), row("MUG-1", "", "erp->shop", "sync_lag", 6));
+}
+
+#[test]
+fn two_causes_on_one_key_the_larger_share_names_it_and_the_other_goes_beside_it() {
+    // Newest data said 36 (6 behind: lag); the retried older write put back 48 (12 more): the
+    // stale write has the larger share, the lag's share is drift on its own.
+    let r = stale_write("oos-also", 36, 48);
+    assert_eq!(
+        one(&r),
+        row("MUG-1", "DC2", "wms->erp", "out_of_sequence", 18)
+    );
+    assert_eq!(r.rows[0].also.as_deref(), Some("sync_lag"));
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["rows"][0]["also"], "sync_lag");
+    let html = driftless_audit::render::html(&r);
+    assert!(html.contains("out_of_sequence <small>(also sync_lag)</small>"));
+    let csv = driftless_audit::render::csv(&r);
+    assert!(csv.lines().next().unwrap().ends_with(",also"), "{csv}");
+    assert!(csv.lines().nth(1).unwrap().ends_with(",sync_lag"), "{csv}");
+    // A second share under the threshold is not reported; the key is omitted from JSON.
+    let r = stale_write("oos-no-also", 32, 48);
+    assert_eq!(r.rows[0].also, None);
+    let json = serde_json::to_value(&r).unwrap();
+    assert!(json["rows"][0].get("also").is_none());
+}
+
+#[test]
+fn a_persons_write_after_a_stale_sync_is_manual_override() {
+    // The connector's retried write put back older data (40 over the newer 141); then a person
+    // typed 170: what shows is the person's, not the stale write's.
+    let r = case(
+        "stale-then-person",
+        &[
+            ("shop.csv", "sku,quantity\nMUG-1,170\nTEE-1,120\n"),
+            (
+                "shop-changes.csv",
+                "sku,location,at,quantity,actor,source_at\n\
+                 MUG-1,,2026-11-20T10:00:00Z,141,shop-connector,2026-11-20T10:00:00Z\n\
+                 MUG-1,,2026-11-20T10:30:00Z,40,shop-connector,2026-11-20T08:00:00Z\n\
+                 MUG-1,,2026-11-20T11:00:00Z,170,alice@example.com,\n",
+            ),
+        ],
+    );
+    assert_eq!(
+        one(&r),
+        row("MUG-1", "", "erp->shop", "manual_override", 25)
+    );
+}

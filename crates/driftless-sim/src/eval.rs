@@ -25,7 +25,8 @@ pub struct Score {
 }
 
 impl Score {
-    fn new(right: u64, reported: u64, truth: u64) -> Score {
+    /// The score of `right` out of `reported` rows and `truth` true rows.
+    pub fn new(right: u64, reported: u64, truth: u64) -> Score {
         let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
         Score {
             right,

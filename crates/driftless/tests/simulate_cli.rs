@@ -152,6 +152,75 @@ fn out_writes_exactly_the_audit_files_byte_for_byte_per_seed() {
     let _ = std::fs::remove_dir_all(&b);
 }
 
+#[test]
+fn seeds_evaluates_a_range_of_seeds_in_one_command() {
+    let o = driftless(&[
+        "simulate",
+        "--evaluate",
+        "--seeds",
+        "1..2",
+        "--scenario",
+        "uom-cases",
+        "--skus",
+        "40",
+        "--days",
+        "3",
+        "--format",
+        "json",
+    ]);
+    assert!(code(&o) == 0 || code(&o) == 1, "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("one JSON array");
+    let rows = v.as_array().unwrap();
+    // No architecture given: both.
+    assert_eq!(rows.len(), 2, "{v}");
+    for r in rows {
+        assert_eq!(r["scenario"], "uom-cases");
+        assert_eq!(r["seeds"], "1..2");
+        let h = &r["handoff"];
+        assert!(h["truth"].as_u64().unwrap() > 0, "{r}");
+        assert!(h["right"].as_u64() <= h["reported"].as_u64());
+        // Every reported row whose hand-off or cause is wrong is a miss (and so is every true row
+        // not reported).
+        let wrong = h["reported"].as_u64().unwrap() - r["cause"]["right"].as_u64().unwrap();
+        assert!(r["misses"].as_array().unwrap().len() as u64 >= wrong, "{r}");
+    }
+    let text = driftless(&[
+        "simulate",
+        "--evaluate",
+        "--seeds",
+        "3..3",
+        "--scenario",
+        "phantom",
+        "--architecture",
+        "point-to-point",
+        "--skus",
+        "40",
+        "--days",
+        "3",
+    ]);
+    let out = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        out.contains("phantom") && out.contains("point-to-point"),
+        "{out}"
+    );
+    assert!(out.contains("hand-off") && out.contains("cause"), "{out}");
+    for (args, needle) in [
+        (
+            &["simulate", "--evaluate", "--seeds", "3..1"][..],
+            "first seed",
+        ),
+        (&["simulate", "--seeds", "1..2"][..], "--evaluate"),
+        (
+            &["simulate", "--evaluate", "--seeds", "1..2", "--seed", "4"][..],
+            "--seed",
+        ),
+    ] {
+        let o = driftless(args);
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+    }
+}
+
 fn evaluate(scenario: &str, arch: &str, seed: u64) -> Value {
     let seed = seed.to_string();
     let o = driftless(&[

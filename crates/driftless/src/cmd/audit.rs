@@ -275,9 +275,45 @@ pub mod live {
             let store =
                 crate::cmd::ledger::open(settings, crate::cmd::ledger::Access::Read).await?;
             let r = write_views(store.as_ref(), &settings.channel_specs(), dir.path(), at).await;
+            let incidents = hub_incidents(store.as_ref()).await;
             store.close().await;
-            anyhow::Ok(r?)
-        })?;
-        Ok(audit_views(settings, dir.path(), baseline, at)?)
+            r?;
+            incidents
+        })
+        .and_then(|incidents| {
+            let mut report = audit_views(settings, dir.path(), baseline, at)?;
+            // The hub's stale and override incidents of the last week are evidence (DESIGN §7).
+            driftless_audit::live::apply_incidents(
+                &mut report,
+                &incidents,
+                at - chrono::Duration::days(7),
+            );
+            Ok(report)
+        })
+    }
+
+    /// The hub's `stale` and `override` incidents, as evidence for [`driftless_audit::live`].
+    pub async fn hub_incidents(
+        store: &dyn driftless_store::Store,
+    ) -> anyhow::Result<Vec<driftless_audit::live::HubIncident>> {
+        let mut out = Vec::new();
+        for kind in ["stale", "override"] {
+            let filter = driftless_store::IncidentFilter {
+                kind: Some(kind.to_owned()),
+                limit: 1_000_000,
+                ..Default::default()
+            };
+            for i in store.incidents(&filter).await? {
+                if let Some(sku) = i.sku {
+                    out.push(driftless_audit::live::HubIncident {
+                        kind: i.kind,
+                        sku,
+                        location: i.location,
+                        at: i.at,
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 }

@@ -49,13 +49,16 @@ pub async fn run_once(
     let dir = driftless_audit::live::TempDir::new()?;
     driftless_store::views::write_views(store.as_ref(), &settings.channel_specs(), dir.path(), at)
         .await?;
+    let incidents = super::audit::live::hub_incidents(store.as_ref()).await?;
     let s = settings.clone();
-    let report = tokio::task::spawn_blocking(move || {
+    let mut report = tokio::task::spawn_blocking(move || {
         let r = driftless_audit::live::audit_views(&s, dir.path(), None, at);
         drop(dir);
         r
     })
     .await??;
+    // The hub's stale and override incidents of the last week are evidence, as for `audit --live`.
+    driftless_audit::live::apply_incidents(&mut report, &incidents, at - chrono::Duration::days(7));
     store.save_audit(&record(&report)?).await?;
     Ok((report.drifting, report.skus_compared))
 }
