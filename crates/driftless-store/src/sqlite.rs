@@ -9,7 +9,7 @@ use crate::marks::{Change, Mark, Marks};
 use crate::schema;
 use crate::{
     AuditRecord, BoxFuture, FastMap, FastSet, HistoryEntry, Incident, IncidentFilter, Incoming,
-    LocationLevels, Receipt, SkuLevels, Store, StoreError,
+    LocationLevels, Receipt, SkuLevels, Store, StoreError, StoredAudit,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use driftless_core::{
@@ -1776,6 +1776,10 @@ fn to_location_levels(loc: String, levels: Levels) -> Result<LocationLevels, Sto
 }
 
 impl Store for SqliteStore {
+    fn queue_depth(&self) -> Option<usize> {
+        Some(self.jobs.max_capacity() - self.jobs.capacity())
+    }
+
     fn apply(
         &self,
         received_at: DateTime<Utc>,
@@ -2038,19 +2042,45 @@ impl Store for SqliteStore {
                     .bind(nanos(since))
                     .fetch_all(&self.read)
                     .await?;
+            rows.iter().map(audit_row).collect()
+        })
+    }
+
+    fn audits_page(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredAudit>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM audits WHERE id < ? ORDER BY id DESC LIMIT ?")
+                .bind(before.unwrap_or(i64::MAX))
+                .bind(limit.min(i64::MAX as usize) as i64)
+                .fetch_all(&self.read)
+                .await?;
             rows.iter()
                 .map(|r| {
-                    let h: String = r.try_get("handoffs")?;
-                    Ok(AuditRecord {
-                        at: from_nanos(r.try_get("at_nanos")?),
-                        skus_compared: r.try_get("skus_compared")?,
-                        drifting: r.try_get("drifting")?,
-                        handoffs: serde_json::from_str(&h)
-                            .map_err(|e| StoreError::Corrupt(format!("audit handoffs: {e}")))?,
-                        report_json: r.try_get("report")?,
+                    Ok(StoredAudit {
+                        id: r.try_get("id")?,
+                        record: audit_row(r)?,
                     })
                 })
                 .collect()
+        })
+    }
+
+    fn audit(&self, id: i64) -> BoxFuture<'_, Result<Option<StoredAudit>, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT * FROM audits WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await?;
+            row.map(|r| {
+                Ok(StoredAudit {
+                    id,
+                    record: audit_row(&r)?,
+                })
+            })
+            .transpose()
         })
     }
 
@@ -2088,6 +2118,18 @@ impl Store for SqliteStore {
     }
 }
 
+fn audit_row(r: &SqliteRow) -> Result<AuditRecord, StoreError> {
+    let h: String = r.try_get("handoffs")?;
+    Ok(AuditRecord {
+        at: from_nanos(r.try_get("at_nanos")?),
+        skus_compared: r.try_get("skus_compared")?,
+        drifting: r.try_get("drifting")?,
+        handoffs: serde_json::from_str(&h)
+            .map_err(|e| StoreError::Corrupt(format!("audit handoffs: {e}")))?,
+        report_json: r.try_get("report")?,
+    })
+}
+
 fn history_row(r: &SqliteRow) -> Result<HistoryEntry, StoreError> {
     let mut quantities = Vec::new();
     for s in State::ALL {
@@ -2117,5 +2159,7 @@ fn history_row(r: &SqliteRow) -> Result<HistoryEntry, StoreError> {
         reason: r.try_get("reason")?,
         reference: r.try_get("ref")?,
         detail: r.try_get("detail")?,
+        lsn: r.try_get("lsn")?,
+        effective: r.try_get::<i64, _>("effective")? != 0,
     })
 }
