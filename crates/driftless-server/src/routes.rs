@@ -33,16 +33,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/incidents", get(get_incidents))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
-        .route(
-            "/metrics",
-            get(|State(st): State<AppState>| async move {
-                (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    st.metrics.render(),
-                )
-            }),
-        )
+        .route("/metrics", get(crate::metrics::handler))
         .merge(crate::channels::routes())
+        .merge(crate::console::routes())
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 let all = all.clone();
@@ -123,6 +116,7 @@ async fn ingest(
         )));
     }
     let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
+    let sources: Vec<String> = events.iter().map(|e| e.source.to_string()).collect();
     let batch: Vec<Incoming> = events
         .into_iter()
         .map(|e| match st.settings.rules.prepare(e) {
@@ -137,8 +131,8 @@ async fn ingest(
         })
         .collect();
     let receipts = st.store.apply(chrono::Utc::now(), batch).await?;
-    for r in &receipts {
-        st.metrics.outcome(r.outcome);
+    for (r, source) in receipts.iter().zip(&sources) {
+        st.metrics.outcome_from(r.outcome, source);
     }
     let results: Vec<Value> = ids
         .iter()
@@ -198,19 +192,23 @@ pub fn inventory_json(st: &AppState, sku: &Sku, locations: &[LocationLevels]) ->
     })
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AtQuery {
+    at: Option<String>,
+}
+
 async fn get_inventory(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(sku): Path<String>,
+    q: Result<Query<AtQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     st.tokens.authenticate(&headers)?;
+    let Query(q) = q.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    let at = q.at.as_deref().map(crate::asof::parse_at).transpose()?;
     let sku = parse_sku(&sku)?;
-    let locs = st
-        .store
-        .inventory(&sku)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("sku `{sku}` has never been seen")))?;
-    Ok(Json(inventory_json(&st, &sku, &locs)))
+    Ok(Json(crate::asof::inventory(&st, &sku, at).await?))
 }
 
 #[derive(Debug, Deserialize)]
