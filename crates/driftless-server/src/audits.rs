@@ -1,5 +1,7 @@
 //! Stored drift audits over HTTP: `GET /v1/audits` (newest first, paged by id) and
-//! `GET /v1/audits/{id}` (the summary plus the whole report, as the audit command wrote it).
+//! `GET /v1/audits/{id}` (the summary plus the whole report, as the audit command wrote it), and
+//! `GET /v1/audits/trend` (drift per hand-off over the last days with the repair-or-rebuild
+//! reading, computed as `driftless trend` does).
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -15,6 +17,7 @@ use serde_json::{Value, json};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/audits", get(list))
+        .route("/v1/audits/trend", get(trend))
         .route("/v1/audits/{id}", get(one))
 }
 
@@ -81,4 +84,71 @@ async fn one(
     let mut v = summary_json(&a);
     v["report"] = report;
     Ok(Json(v))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrendQuery {
+    days: Option<i64>,
+}
+
+/// Rows with cause `manual_override` in a stored report.
+fn manual_overrides(report_json: &str) -> u64 {
+    serde_json::from_str::<driftless_audit::Report>(report_json).map_or(0, |r| {
+        r.rows
+            .iter()
+            .filter(|x| x.cause == "manual_override")
+            .count() as u64
+    })
+}
+
+async fn trend(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<TrendQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    use driftless_audit::trend::{self, TrendPoint};
+    st.tokens.authenticate(&headers)?;
+    let Query(q) = q.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    let days = q.days.unwrap_or(30);
+    if !(1..=3660).contains(&days) {
+        return Err(ApiError::InvalidRequest(
+            "days: must be between 1 and 3660".into(),
+        ));
+    }
+    let since = chrono::Utc::now() - chrono::Duration::days(days);
+    let records = st.store.audits_since(since).await?;
+    let points: Vec<TrendPoint> = records
+        .iter()
+        .map(|r| TrendPoint {
+            at: r.at,
+            skus_compared: u64::try_from(r.skus_compared).unwrap_or(0),
+            handoffs: r
+                .handoffs
+                .iter()
+                .map(|(h, n, u)| {
+                    (
+                        h.clone(),
+                        u64::try_from(*n).unwrap_or(0),
+                        u64::try_from(*u).unwrap_or(0),
+                    )
+                })
+                .collect(),
+            manual_overrides: manual_overrides(&r.report_json),
+        })
+        .collect();
+    let t = trend::analyze(points);
+    Ok(Json(json!({
+        "days": days,
+        "handoffs": t.handoffs,
+        "points": t.points.iter().map(|p| json!({
+            "at": p.at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            "skus_compared": p.skus_compared,
+            "handoffs": p.handoffs.iter().map(|(h, n, u)| json!({"handoff": h, "drifting_skus": n, "abs_units": u})).collect::<Vec<_>>(),
+            "manual_overrides": p.manual_overrides,
+        })).collect::<Vec<_>>(),
+        "degrading": t.degrading.as_ref().map(|(h, s)| json!({"handoff": h, "per_day": s})),
+        "reading": t.reading.sentence(),
+        "svg": trend::svg(&t),
+    })))
 }

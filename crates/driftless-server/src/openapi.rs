@@ -338,6 +338,23 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
             },
         ),
         (
+            "/v1/audits/trend",
+            "get",
+            Op {
+                id: "auditTrend",
+                tag: "audits",
+                summary: "Drift per hand-off over the last days, the degrading hand-off and the repair-or-rebuild reading (as `driftless trend`).",
+                params: vec![query(
+                    "days",
+                    "The window in days (default 30).",
+                    json!({"type": "integer", "minimum": 1, "maximum": 3660}),
+                )],
+                body: None,
+                responses: vec![ok("The trend.", schema_ref("Trend")), bad()],
+                auth: true,
+            },
+        ),
+        (
             "/v1/audits/{id}",
             "get",
             Op {
@@ -525,6 +542,11 @@ fn schemas() -> Value {
             "handoffs": {"type": "array", "items": {"type": "object", "required": ["handoff", "drifting_skus", "abs_units"], "properties": {"handoff": s, "drifting_skus": i, "abs_units": i}}}}},
         "AuditPage": {"type": "object", "required": ["audits", "next_before"], "properties": {
             "audits": {"type": "array", "items": schema_ref("AuditSummary")}, "next_before": {"type": ["integer", "null"]}}},
+        "Trend": {"type": "object", "required": ["days", "handoffs", "points", "reading", "svg"], "properties": {
+            "days": i, "handoffs": {"type": "array", "items": s},
+            "points": {"type": "array", "items": {"type": "object"}},
+            "degrading": {"type": ["object", "null"], "properties": {"handoff": s, "per_day": {"type": "number"}}},
+            "reading": s, "svg": {"type": "string", "description": "The trend drawn as an SVG chart."}}},
         "Audit": {"allOf": [schema_ref("AuditSummary"), {"type": "object", "required": ["report"], "properties": {"report": {"type": "object", "description": "The audit report, as `driftless audit --format json` writes it."}}}]},
     })
 }
