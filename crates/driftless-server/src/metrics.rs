@@ -522,6 +522,45 @@ mod tests {
     }
 
     #[test]
+    fn pushes_count_by_channel_and_result_with_their_latency() {
+        use driftless_store::outbox::PushSample;
+        let m = Metrics::default();
+        let sample = PushSample {
+            channel: "shop".into(),
+            source: Some("wms".into()),
+            occurred_nanos: Some(0),
+            received_nanos: Some(1_000_000_000),
+            changed_nanos: 1_000_000_000,
+            acked_nanos: 1_200_000_000,
+        };
+        let acked = PushRecord::Acked {
+            sku: "A".into(),
+            version: 1,
+            quantity: 3,
+            at: chrono::Utc::now(),
+            sample,
+        };
+        let failed = PushRecord::Failed {
+            sku: "B".into(),
+            version: 1,
+            pinned: None,
+            attempts: 1,
+            next_attempt: chrono::Utc::now(),
+            error: "503".into(),
+            dead: None,
+        };
+        m.pushes("shop", &[acked.clone(), acked, failed]);
+        let text = m.render();
+        assert!(
+            text.contains("driftless_pushes_total{channel=\"shop\",result=\"acked\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("driftless_pushes_total{channel=\"shop\",result=\"failed\"} 1\n"));
+        assert!(text.contains("driftless_push_seconds_bucket{channel=\"shop\",le=\"0.25\"} 2\n"));
+        assert!(text.contains("driftless_push_seconds_bucket{channel=\"shop\",le=\"0.1\"} 0\n"));
+    }
+
+    #[test]
     fn sources_beyond_the_cap_count_as_other() {
         let m = Metrics::default();
         for i in 0..MAX_SOURCES + 5 {
