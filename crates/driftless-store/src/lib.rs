@@ -206,6 +206,10 @@ pub trait Store: Outbox + Send + Sync + 'static {
         since: DateTime<Utc>,
     ) -> BoxFuture<'_, Result<Vec<AuditRecord>, StoreError>>;
 
+    /// The ledger position of the sku's newest change (an applied entry, or an override accepted by
+    /// policy); `None` if nothing ever changed it.
+    fn sku_version<'a>(&'a self, sku: &'a Sku) -> BoxFuture<'a, Result<Option<i64>, StoreError>>;
+
     /// Stored audits, newest first, with an id below `before` (all when `None`), at most `limit`.
     fn audits_page(
         &self,

@@ -2046,6 +2046,31 @@ impl Store for SqliteStore {
         })
     }
 
+    fn sku_version<'a>(&'a self, sku: &'a Sku) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
+        Box::pin(async move {
+            // The index's tail before its table (see `keys.rs`).
+            let tail: Vec<i64> = self
+                .keys
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .of_sku(sku)
+                .flat_map(|(_, v)| v.iter().map(|e| e.lsn))
+                .collect();
+            let tail =
+                serde_json::to_string(&tail).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let v: Option<i64> = sqlx::query_scalar(
+                "SELECT MAX(lsn) FROM events WHERE lsn IN \
+                 (SELECT lsn FROM event_keys WHERE sku = ? UNION SELECT value FROM json_each(?)) \
+                 AND effective = 1 AND outcome IN ('applied', 'override')",
+            )
+            .bind(sku.to_string())
+            .bind(tail)
+            .fetch_one(&self.read)
+            .await?;
+            Ok(v)
+        })
+    }
+
     fn audits_page(
         &self,
         before: Option<i64>,
