@@ -1,7 +1,7 @@
 //! The inventory object with its `version`, now or as of a chosen moment (`?at=<RFC 3339>`): what
 //! the hub knew then, folded from the sku's stored ledger entries by their receipt time (see
-//! [`driftless_core::asof`]). No store change is needed: the history holds every entry with the
-//! outcome and the `effective` flag it was given.
+//! [`driftless_core::asof`]): the history holds every entry with the outcome and the `effective`
+//! flag it was given. The live read takes its version from the store instead of folding.
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -70,15 +70,17 @@ pub async fn inventory(
     at: Option<DateTime<Utc>>,
 ) -> Result<Value, ApiError> {
     let never = || ApiError::NotFound(format!("sku `{sku}` has never been seen"));
-    let ledger = ledger(st, sku).await?;
     let body = match at {
         None => {
+            // The live read stays cheap: the levels and one indexed lookup for the version, not
+            // the fold of the whole history.
             let locs = st.store.inventory(sku).await?.ok_or_else(never)?;
             let mut v = crate::routes::inventory_json(st, sku, &locs);
-            v["version"] = driftless_core::fold_as_of(&ledger, None).version.into();
+            v["version"] = st.store.sku_version(sku).await?.into();
             v
         }
         Some(t) => {
+            let ledger = ledger(st, sku).await?;
             if ledger.is_empty() && st.store.inventory(sku).await?.is_none() {
                 return Err(never());
             }

@@ -784,3 +784,62 @@ async fn every_answer_carries_a_request_id() {
     assert_ne!(r.headers()["x-request-id"], "not ok");
     app.stop().await;
 }
+
+/// Not a check: prints what a long history costs the inventory read (it folds the ledger for the
+/// version) and the as-of read. `cargo test -p driftless-server --test console -- --ignored --nocapture`
+#[tokio::test]
+#[ignore]
+async fn measure_reads_over_a_long_history() {
+    let app = spawn_app().await;
+    for n in [10usize, 1_000, 10_000] {
+        let sku = format!("LONG-{n}");
+        let mut batch = Vec::new();
+        for i in 0..n {
+            batch.push(ev(
+                &format!("{sku}-{i}"),
+                "wms",
+                &sku,
+                &format!(
+                    "2026-11-20T10:00:{:02}.{:06}Z",
+                    i / 1_000_000 % 60,
+                    i % 1_000_000
+                ),
+                if i % 100 == 0 {
+                    json!({"set": {"on_hand": 1000}})
+                } else {
+                    json!({"adjust": {"on_hand": -1}})
+                },
+            ));
+            if batch.len() == 1000 {
+                app.post(WMS, Value::Array(std::mem::take(&mut batch)))
+                    .await;
+            }
+        }
+        if !batch.is_empty() {
+            app.post(WMS, Value::Array(batch)).await;
+        }
+        for (label, path) in [
+            (
+                "history",
+                format!("/v1/inventory/{sku}/history?limit=10000"),
+            ),
+            ("now", format!("/v1/inventory/{sku}")),
+            (
+                "as of",
+                format!("/v1/inventory/{sku}?at={}", urlencode(&now())),
+            ),
+        ] {
+            let started = std::time::Instant::now();
+            let rounds = 20;
+            for _ in 0..rounds {
+                let (s, _) = app.get(READ, &path).await;
+                assert_eq!(s, StatusCode::OK);
+            }
+            println!(
+                "{n:>6} entries, {label:>5}: {:.2} ms per read",
+                started.elapsed().as_secs_f64() * 1e3 / rounds as f64
+            );
+        }
+    }
+    app.stop().await;
+}
