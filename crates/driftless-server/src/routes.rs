@@ -236,10 +236,12 @@ async fn list_inventory(
     let next = (page.len() == limit)
         .then(|| page.last().map(|(s, _)| s.to_string()))
         .flatten();
-    let items: Vec<Value> = page
-        .iter()
-        .map(|(sku, locs)| inventory_json(&st, sku, locs))
-        .collect();
+    let mut items: Vec<Value> = Vec::with_capacity(page.len());
+    for (sku, locs) in &page {
+        let mut v = inventory_json(&st, sku, locs);
+        v["version"] = st.store.sku_version(sku).await?.into();
+        items.push(v);
+    }
     Ok(Json(json!({"items": items, "next_after": next})))
 }
 
