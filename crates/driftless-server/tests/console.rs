@@ -276,6 +276,11 @@ async fn inventory_as_of_a_moment_is_what_the_hub_knew_then() {
     assert_eq!(folded["channels"], live["channels"]);
     assert_eq!(folded["version"], live["version"]);
 
+    let (_, page) = app.get(READ, "/v1/inventory?limit=10").await;
+    assert_eq!(
+        page["items"][0]["version"], live["version"],
+        "the listing carries versions too"
+    );
     let (_, at1) = app
         .get(READ, &format!("/v1/inventory/A-1?at={}", urlencode(&t1)))
         .await;
