@@ -7,6 +7,7 @@
 //! - [`event`]: the canonical event, its position and its fingerprint (for duplicate detection).
 //! - [`units`]: exact integer unit-of-measure conversion.
 //! - [`authority`]: which system is a source of truth for which state.
+//! - [`asof`]: a sku's stored entries folded up to a chosen moment.
 //! - [`fold`]: the decision for one event against the current cells, and the outcomes.
 //! - [`memory`]: a complete in-memory ledger over the fold (the simulator's hub, the tests' reference).
 //! - [`channel`]: ATP and the quantity a channel may sell.
@@ -15,6 +16,7 @@
 //! Nothing here does I/O, knows a wire format or needs an async runtime. Every function is
 //! deterministic; time enters only as a value.
 
+pub mod asof;
 pub mod authority;
 pub mod channel;
 pub mod event;
@@ -25,6 +27,7 @@ pub mod memory;
 pub mod state;
 pub mod units;
 
+pub use asof::{AsOf, LedgerEntry, fold_as_of};
 pub use authority::{Authority, Policy, Verdict};
 pub use channel::{ChannelRule, ChannelSpec, Levels, Ppm};
 pub use event::{Change, Event, EventError, OrderKey, Position};

@@ -134,7 +134,8 @@ impl Fanout {
             match endpoint {
                 Endpoint::None => {}
                 Endpoint::Push(conn) => {
-                    let d = Dispatcher::new(c.clone(), state.store.clone(), conn, &opts, sla);
+                    let mut d = Dispatcher::new(c.clone(), state.store.clone(), conn, &opts, sla);
+                    d.metrics = Some(state.metrics.clone());
                     tasks.push(tokio::spawn(d.run(rx.clone())));
                 }
                 Endpoint::Snapshot(sink) => {
@@ -165,6 +166,7 @@ impl Fanout {
 /// the dispatcher which skus are settled.
 async fn record_loop(
     store: Arc<dyn Store>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     channel: String,
     mut rx: mpsc::Receiver<(Vec<PushRecord>, Vec<String>)>,
     settled: mpsc::UnboundedSender<(Vec<String>, Vec<String>)>,
@@ -178,6 +180,9 @@ async fn record_loop(
                 }
                 Err(_) => break,
             }
+        }
+        if let Some(m) = &metrics {
+            m.pushes(&channel, &records);
         }
         let mut delay = Duration::from_millis(10);
         let again = loop {
@@ -277,6 +282,8 @@ struct Dispatcher {
     /// again at once (its next compare value is known here); any other result waits until stored.
     unsettled: HashMap<String, Unsettled>,
     records_tx: Option<mpsc::Sender<(Vec<PushRecord>, Vec<String>)>>,
+    /// Where push results are counted for `/metrics` (left out by tests that build a dispatcher).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 fn now_nanos() -> i64 {
@@ -324,6 +331,7 @@ impl Dispatcher {
             done_rx,
             unsettled: HashMap::new(),
             records_tx: None,
+            metrics: None,
         }
     }
 
@@ -340,6 +348,7 @@ impl Dispatcher {
         let (settled_tx, mut settled_rx) = mpsc::unbounded_channel();
         let recorder = tokio::spawn(record_loop(
             self.store.clone(),
+            self.metrics.clone(),
             self.id().to_owned(),
             records_rx,
             settled_tx,

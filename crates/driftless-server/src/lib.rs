@@ -6,18 +6,26 @@
 //! - [`routes`]: the handlers.
 //! - [`auth`]: bearer tokens.
 //! - [`error`]: the one error type of this boundary.
+//! - [`asof`]: the inventory object with its version, now or as of a moment; [`audits`]: stored
+//!   audits; [`console`]: the operator's routes (dashboard, API description, metrics).
 //! - [`fanout`]: the per-channel dispatchers; [`channels`] and [`matrix`]: their HTTP surface.
 //!
 //! Most tests build [`app`] in-process; the binary uses [`Server`].
 
+pub mod asof;
+pub mod audits;
 pub mod auth;
 pub mod channels;
+pub mod console;
+pub mod dashboard;
 pub mod epcis;
 pub mod error;
 pub mod events;
 pub mod fanout;
 pub mod matrix;
 pub mod metrics;
+pub mod openapi;
+pub mod reqid;
 pub mod routes;
 pub mod shopify_webhook;
 pub mod wire;
@@ -73,7 +81,7 @@ impl AppState {
 
 /// The router, for in-process tests and for [`Server`].
 pub fn app(state: AppState) -> Router {
-    routes::router(state)
+    reqid::layer(routes::router(state))
 }
 
 /// A bound server. Binding happens in [`Server::bind`] so that the caller learns the address (port 0

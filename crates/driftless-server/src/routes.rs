@@ -44,17 +44,10 @@ pub fn router(state: AppState) -> Router {
         .merge(v1)
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
-        .route(
-            "/metrics",
-            get(|State(st): State<AppState>| async move {
-                (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    st.metrics.render(),
-                )
-            }),
-        )
+        .route("/metrics", get(crate::metrics::handler))
         .merge(crate::epcis::routes(&state.settings))
         .merge(crate::shopify_webhook::routes(&state.settings))
+        .merge(crate::console::routes())
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 let all = all.clone();
@@ -154,6 +147,7 @@ async fn ingest(
     }
     let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
     let now = (st.clock)();
+    let sources: Vec<String> = events.iter().map(|e| e.source.to_string()).collect();
     let batch: Vec<Incoming> = events
         .into_iter()
         .map(|e| match st.settings.rules.prepare_at(e, now) {
@@ -168,8 +162,8 @@ async fn ingest(
         })
         .collect();
     let receipts = st.store.apply(now, batch).await?;
-    for r in &receipts {
-        st.metrics.outcome(r.outcome);
+    for (r, source) in receipts.iter().zip(&sources) {
+        st.metrics.outcome_from(r.outcome, source);
     }
     let results: Vec<Value> = ids
         .iter()
@@ -229,17 +223,21 @@ pub fn inventory_json(st: &AppState, sku: &Sku, locations: &[LocationLevels]) ->
     })
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AtQuery {
+    at: Option<String>,
+}
+
 async fn get_inventory(
     State(st): State<AppState>,
     Path(sku): Path<String>,
+    q: Result<Query<AtQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    let at = q.at.as_deref().map(crate::asof::parse_at).transpose()?;
     let sku = parse_sku(&sku)?;
-    let locs = st
-        .store
-        .inventory(&sku)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("sku `{sku}` has never been seen")))?;
-    Ok(Json(inventory_json(&st, &sku, &locs)))
+    Ok(Json(crate::asof::inventory(&st, &sku, at).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -265,10 +263,12 @@ async fn list_inventory(
     let next = (page.len() == limit)
         .then(|| page.last().map(|(s, _)| s.to_string()))
         .flatten();
-    let items: Vec<Value> = page
-        .iter()
-        .map(|(sku, locs)| inventory_json(&st, sku, locs))
-        .collect();
+    let mut items: Vec<Value> = Vec::with_capacity(page.len());
+    for (sku, locs) in &page {
+        let mut v = inventory_json(&st, sku, locs);
+        v["version"] = st.store.sku_version(sku).await?.into();
+        items.push(v);
+    }
     Ok(Json(json!({"items": items, "next_after": next})))
 }
 

@@ -94,6 +94,11 @@ pub struct HistoryEntry {
     pub reason: Option<String>,
     pub reference: Option<String>,
     pub detail: Option<String>,
+    /// The entry's ledger position.
+    pub lsn: i64,
+    /// Whether the entry counts in the fold (applied, or an override accepted by policy; a stale
+    /// or covered entry counts but changed nothing when it came).
+    pub effective: bool,
 }
 
 /// Kinds of incident.
@@ -141,6 +146,13 @@ pub struct AuditRecord {
     /// `(handoff, drifting_skus, abs_units)`.
     pub handoffs: Vec<(String, i64, i64)>,
     pub report_json: String,
+}
+
+/// A stored audit with its id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAudit {
+    pub id: i64,
+    pub record: AuditRecord,
 }
 
 /// The storage seam. Fan-out's half is [`Outbox`].
@@ -199,6 +211,25 @@ pub trait Store: Outbox + Send + Sync + 'static {
         &self,
         since: DateTime<Utc>,
     ) -> BoxFuture<'_, Result<Vec<AuditRecord>, StoreError>>;
+
+    /// The ledger position of the sku's newest change (an applied entry, or an override accepted by
+    /// policy); `None` if nothing ever changed it.
+    fn sku_version<'a>(&'a self, sku: &'a Sku) -> BoxFuture<'a, Result<Option<i64>, StoreError>>;
+
+    /// Stored audits, newest first, with an id below `before` (all when `None`), at most `limit`.
+    fn audits_page(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredAudit>, StoreError>>;
+
+    /// One stored audit by id.
+    fn audit(&self, id: i64) -> BoxFuture<'_, Result<Option<StoredAudit>, StoreError>>;
+
+    /// Requests waiting for the ledger writer, when the backend has such a queue.
+    fn queue_depth(&self) -> Option<usize> {
+        None
+    }
 
     /// Whether the database answers.
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;

@@ -5,7 +5,7 @@ use super::sql::*;
 use super::*;
 use crate::{
     AuditRecord, BoxFuture, HistoryEntry, Incident, IncidentFilter, Incoming, LocationLevels,
-    Receipt, SkuLevels, Store, StoreError,
+    Receipt, SkuLevels, Store, StoreError, StoredAudit,
 };
 use chrono::{DateTime, Utc};
 use driftless_core::{EventId, Levels, Location, OrderKey, Position, Sku, State, SystemId};
@@ -365,20 +365,75 @@ impl Store for SqliteStore {
                     .bind(nanos(since))
                     .fetch_all(&self.read)
                     .await?;
+            rows.iter().map(audit_row).collect()
+        })
+    }
+
+    fn sku_version<'a>(&'a self, sku: &'a Sku) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
+        Box::pin(async move {
+            // The index's tail before its table (see `keys.rs`).
+            let tail: Vec<i64> = self
+                .keys
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .of_sku(sku)
+                .flat_map(|(_, v)| v.iter().map(|e| e.lsn))
+                .collect();
+            let tail =
+                serde_json::to_string(&tail).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let v: Option<i64> = sqlx::query_scalar(
+                "SELECT MAX(lsn) FROM events WHERE lsn IN \
+                 (SELECT lsn FROM event_keys WHERE sku = ? UNION SELECT value FROM json_each(?)) \
+                 AND effective = 1 AND outcome IN ('applied', 'override')",
+            )
+            .bind(sku.to_string())
+            .bind(tail)
+            .fetch_one(&self.read)
+            .await?;
+            Ok(v)
+        })
+    }
+
+    fn audits_page(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredAudit>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM audits WHERE id < ? ORDER BY id DESC LIMIT ?")
+                .bind(before.unwrap_or(i64::MAX))
+                .bind(limit.min(i64::MAX as usize) as i64)
+                .fetch_all(&self.read)
+                .await?;
             rows.iter()
                 .map(|r| {
-                    let h: String = r.try_get("handoffs")?;
-                    Ok(AuditRecord {
-                        at: from_nanos(r.try_get("at_nanos")?),
-                        skus_compared: r.try_get("skus_compared")?,
-                        drifting: r.try_get("drifting")?,
-                        handoffs: serde_json::from_str(&h)
-                            .map_err(|e| StoreError::Corrupt(format!("audit handoffs: {e}")))?,
-                        report_json: r.try_get("report")?,
+                    Ok(StoredAudit {
+                        id: r.try_get("id")?,
+                        record: audit_row(r)?,
                     })
                 })
                 .collect()
         })
+    }
+
+    fn audit(&self, id: i64) -> BoxFuture<'_, Result<Option<StoredAudit>, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT * FROM audits WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await?;
+            row.map(|r| {
+                Ok(StoredAudit {
+                    id,
+                    record: audit_row(&r)?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn queue_depth(&self) -> Option<usize> {
+        Some(self.jobs.max_capacity() - self.jobs.capacity())
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -413,6 +468,18 @@ impl Store for SqliteStore {
             self.read.close().await;
         })
     }
+}
+
+fn audit_row(r: &SqliteRow) -> Result<AuditRecord, StoreError> {
+    let h: String = r.try_get("handoffs")?;
+    Ok(AuditRecord {
+        at: from_nanos(r.try_get("at_nanos")?),
+        skus_compared: r.try_get("skus_compared")?,
+        drifting: r.try_get("drifting")?,
+        handoffs: serde_json::from_str(&h)
+            .map_err(|e| StoreError::Corrupt(format!("audit handoffs: {e}")))?,
+        report_json: r.try_get("report")?,
+    })
 }
 
 pub(super) fn history_row(r: &SqliteRow) -> Result<HistoryEntry, StoreError> {
@@ -451,5 +518,7 @@ pub(super) fn history_row(r: &SqliteRow) -> Result<HistoryEntry, StoreError> {
         reason: r.try_get("reason")?,
         reference: r.try_get("ref")?,
         detail: r.try_get("detail")?,
+        lsn: r.try_get("lsn")?,
+        effective: r.try_get::<i64, _>("effective")? != 0,
     })
 }

@@ -300,7 +300,8 @@ async fn demo(args: Args, params: Params) -> anyhow::Result<ExitCode> {
     };
     let serving = tokio::spawn(server.run_until_stopped(stop));
 
-    println!("driftless demo: the hub listens on http://{addr}");
+    println!("driftless demo: open the dashboard at http://{addr}/ (token: {READ_TOKEN})");
+    println!("  hub            http://{addr} (API explorer: http://{addr}/api)");
     println!("  configuration  {}", config_path.display());
     println!(
         "  ledger         {}",

@@ -45,13 +45,23 @@ pub fn settings(args: &Args) -> anyhow::Result<Settings> {
     .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// Logs to stderr, filtered by `DRIFTLESS_LOG` (default `info`); `DRIFTLESS_LOG_FORMAT=json` writes
+/// one JSON object per line with the current span's fields (a request's `request_id`) in `span`.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DRIFTLESS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let json = std::env::var("DRIFTLESS_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        fmt.json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
+    } else {
+        fmt.try_init()
+    };
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
