@@ -11,7 +11,7 @@
 //! target/release/examples/soak --kills 100          # prints the figures; exit 1 on any loss
 //! ```
 //!
-//! Options: `--kills N` (100), `--clients N` (8), `--skus N` (40), `--seed N`, `--up-ms MIN-MAX`
+//! Options: `--kills N` (100), `--clients N` (8), `--skus N` (100), `--seed N`, `--up-ms MIN-MAX`
 //! (how long serve runs between kills, 100-1500), `--pace-ms N` (a client's pause between
 //! requests, 10), `--bin PATH` (the driftless binary; default: beside this program's folder).
 //! `tests/soak.rs` runs it with 5 kills.
@@ -42,7 +42,7 @@ impl Options {
         Options {
             kills: 100,
             clients: 8,
-            skus: 40,
+            skus: 100,
             seed: 0x50a4_d1f7,
             up_ms: (100, 1500),
             pace_ms: 10,
