@@ -262,7 +262,7 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
             Op {
                 id: "replayChannel",
                 tag: "channels",
-                summary: "Push again: one sku, or every dead letter and held sku of the channel. Needs a token that may act.",
+                summary: "Push again: one sku, or every dead letter and held sku of the channel. Needs an operator token.",
                 params: vec![channel()],
                 body: Some(
                     json!({"required": false, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "properties": {"sku": {"type": "string"}}}}}}),
@@ -273,7 +273,7 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
                         json!({"type": "object", "required": ["channel", "replayed"], "properties": {"channel": {"type": "string"}, "replayed": {"type": "integer"}}}),
                     ),
                     bad(),
-                    error(403, "A read-only token."),
+                    error(403, "Not an operator token."),
                     not_found("No such channel."),
                 ],
                 auth: true,
@@ -302,6 +302,97 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
                     not_found("No such channel."),
                 ],
                 auth: true,
+            },
+        ),
+        (
+            "/v1/events/{source}/{id}",
+            "get",
+            Op {
+                id: "getEvent",
+                tag: "events",
+                summary: "One event's stored outcome, by its identity (source, id).",
+                params: vec![
+                    path_param("source", "The sending system."),
+                    path_param("id", "The event id the system gave it."),
+                ],
+                body: None,
+                responses: vec![
+                    ok(
+                        "The stored outcome, with the event as sent.",
+                        json!({"type": "object", "required": ["source", "id", "outcome", "received_at", "event"], "properties": {
+                            "source": {"type": "string"}, "id": {"type": "string"}, "outcome": {"type": "string"},
+                            "reason": {"type": "string"}, "received_at": {"type": "string", "format": "date-time"},
+                            "event": {"type": "object"}}}),
+                    ),
+                    bad(),
+                    not_found("No event of that identity is stored."),
+                ],
+                auth: true,
+            },
+        ),
+        (
+            "/v1/epcis/capture",
+            "post",
+            Op {
+                id: "captureEpcis",
+                tag: "events",
+                summary: "GS1 EPCIS 2.0 capture: an EPCISDocument or one event (JSON / JSON-LD); each quantity-carrying event becomes canonical events (docs/epcis.md).",
+                params: vec![
+                    query(
+                        "location",
+                        "The location of events that name neither bizLocation nor readPoint.",
+                        json!({"type": "string"}),
+                    ),
+                    query(
+                        "source",
+                        "The sending system when authentication is off.",
+                        json!({"type": "string"}),
+                    ),
+                ],
+                body: Some(json!({"required": true, "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "application/ld+json": {"schema": {"type": "object"}},
+                }})),
+                responses: vec![
+                    ok(
+                        "Per EPCIS event: its canonical ids and outcomes, or why it was ignored or rejected.",
+                        json!({"type": "object", "required": ["results"], "properties": {"results": {"type": "array", "items": {"type": "object"}}}}),
+                    ),
+                    bad(),
+                    error(
+                        403,
+                        "A read-only or operator token, or a token sending as another system.",
+                    ),
+                    error(413, "Body too large."),
+                ],
+                auth: true,
+            },
+        ),
+        (
+            "/v1/adapters/shopify/{channel}/inventory-levels",
+            "post",
+            Op {
+                id: "shopifyInventoryLevels",
+                tag: "channels",
+                summary: "Shopify's inventory_levels/update webhook, signed with the channel's secret (X-Shopify-Hmac-Sha256): an observation of what the channel shows.",
+                params: vec![path_param("channel", "A configured channel id.")],
+                body: Some(json_body(
+                    json!({"type": "object", "required": ["inventory_item_id", "location_id"], "properties": {
+                    "inventory_item_id": {"type": "integer"}, "location_id": {"type": "integer"},
+                    "available": {"type": ["integer", "null"]}, "updated_at": {"type": "string", "format": "date-time"},
+                    "admin_graphql_api_id": {"type": "string"}}}),
+                )),
+                responses: vec![
+                    ok(
+                        "What the observation found (compared, untracked, ignored, unmapped, duplicate).",
+                        json!({"type": "object"}),
+                    ),
+                    bad(),
+                    error(401, "The signature does not match the channel's secret."),
+                    error(403, "The channel has no secret to verify with."),
+                    not_found("No such channel."),
+                ],
+                auth: false,
             },
         ),
         (
@@ -504,7 +595,7 @@ fn schemas() -> Value {
     json!({
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {
             "type": "object", "required": ["code", "message"], "properties": {
-                "code": {"type": "string", "enum": ["invalid_request", "unauthorized", "forbidden", "not_found", "payload_too_large", "overloaded", "internal"]},
+                "code": {"type": "string", "enum": ["invalid_request", "unauthorized", "forbidden", "not_found", "payload_too_large", "request_timeout", "overloaded", "shutting_down", "internal"]},
                 "message": s}}}},
         "Status": {"type": "object", "required": ["status"], "properties": {"status": s}},
         "Event": {"type": "object", "required": ["id", "source", "sku", "location", "occurred_at"],
