@@ -370,6 +370,24 @@ async function act(channel, body, what) {
   }
 }
 
+// An operator stops pushing one sku while a disputed quantity is looked into.
+function holdForm(channel) {
+  const input = h("input", { type: "text", placeholder: "sku", "aria-label": "sku to hold", "data-field": "hold-sku" });
+  const submit = async (ev) => {
+    ev.preventDefault();
+    const sku = input.value.trim();
+    if (!sku) return;
+    try {
+      await call("POST", "/v1/channels/" + encodeURIComponent(channel) + "/hold", { sku });
+      say(`${sku} is held on ${channel}: no pushes until it is released.`, "info");
+      render();
+    } catch (e) {
+      say(e.status === 403 ? `Hold of ${sku} refused: this needs an operator token.` : `Hold of ${sku} failed: ${e.message}`);
+    }
+  };
+  return h("form", { class: "hold", onsubmit: submit }, input, h("button", { class: "act", type: "submit", "data-action": "hold" }, "hold"));
+}
+
 async function channelsView() {
   const list = await get("/v1/channels");
   return [
@@ -393,8 +411,9 @@ async function channelView(id) {
     h("p", {}, h("button", { class: "act", type: "button", "data-action": "replay", onclick: () => act(id, {}, "Replay of " + id) }, "replay dead letters and held skus")),
     h("h2", {}, "Errors (waiting to retry)"),
     table(["sku", "#attempts", "error", "at", "next attempt"], c.errors.map((e) => [e.sku, String(e.attempts), e.error, fmtTime(e.at), fmtTime(e.next_attempt_at)])),
-    h("h2", {}, "Held (after a channel override)"),
+    h("h2", {}, "Held (after a channel override, or by an operator)"),
     table(["sku", ""], c.held.map((sku) => [sku, h("button", { class: "act", type: "button", onclick: () => act(id, { sku }, "Release of " + sku) }, "release")])),
+    holdForm(id),
     h("h2", {}, "Dead letters"),
     table(["sku", "#version", "#attempts", "error", "at", ""], c.dead_letters.map((d) => [d.sku, String(d.version), String(d.attempts), d.error || "–", fmtTime(d.at),
       h("button", { class: "act", type: "button", onclick: () => act(id, { sku: d.sku }, "Replay of " + d.sku) }, "replay")])),

@@ -26,6 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/channels", get(list_channels))
         .route("/v1/channels/{id}", get(get_channel))
         .route("/v1/channels/{id}/replay", post(replay))
+        .route("/v1/channels/{id}/hold", post(hold))
         .route("/v1/channels/{id}/observations", post(observe))
         .route("/v1/matrix", get(get_matrix))
 }
@@ -115,6 +116,33 @@ async fn replay(
     }
     let n = st.store.outbox_replay(&id, b.sku.as_deref()).await?;
     Ok(Json(json!({"channel": id, "replayed": n})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HoldBody {
+    sku: String,
+}
+
+/// Stops pushing one sku to the channel (an operator looking into a disputed quantity) until it
+/// is released with `replay`; like a release it changes what the hub does, so operators only.
+async fn hold(
+    State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    who.operator()?;
+    channel(&st, &id)?;
+    let body = read_body(&st, body, MAX_SMALL_BODY).await?;
+    let b: HoldBody =
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    let sku = Sku::parse(b.sku).map_err(|e| ApiError::InvalidRequest(format!("sku: {e}")))?;
+    st.store.outbox_hold(&id, sku.as_str()).await?;
+    tracing::info!(channel = %id, sku = %sku, "held by an operator");
+    Ok(Json(
+        json!({"channel": id, "sku": sku.as_str(), "held": true}),
+    ))
 }
 
 #[derive(Debug, Deserialize)]

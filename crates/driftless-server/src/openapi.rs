@@ -280,6 +280,29 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
             },
         ),
         (
+            "/v1/channels/{id}/hold",
+            "post",
+            Op {
+                id: "holdChannelSku",
+                tag: "channels",
+                summary: "Stop pushing one sku to the channel until it is released with replay. Needs an operator token.",
+                params: vec![channel()],
+                body: Some(json_body(
+                    json!({"type": "object", "required": ["sku"], "additionalProperties": false, "properties": {"sku": {"type": "string"}}}),
+                )),
+                responses: vec![
+                    ok(
+                        "The sku is held.",
+                        json!({"type": "object", "required": ["channel", "sku", "held"], "properties": {"channel": {"type": "string"}, "sku": {"type": "string"}, "held": {"type": "boolean"}}}),
+                    ),
+                    bad(),
+                    error(403, "Not an operator token."),
+                    not_found("No such channel."),
+                ],
+                auth: true,
+            },
+        ),
+        (
             "/v1/channels/{id}/observations",
             "post",
             Op {

@@ -795,6 +795,37 @@ async fn replay_needs_an_operator_token_and_observations_the_channels_own() {
     )
     .await;
     assert_eq!((s, &b["replayed"]), (StatusCode::OK, &json!(0)), "{b}");
+    // Holding a sku is an operator's act too; the hold shows on the channel until released.
+    for token in [WMS, SHOP, READ] {
+        let (s, b) = post(token, "/v1/channels/shop/hold", json!({"sku": "TEE-1"})).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{token}: {b}");
+    }
+    let held = || async {
+        let r = app
+            .http
+            .get(format!("{}/v1/channels/shop", app.base))
+            .bearer_auth(READ)
+            .send()
+            .await
+            .unwrap();
+        r.json::<Value>().await.unwrap()["held"].clone()
+    };
+    assert_eq!(held().await, json!([]));
+    let (s, b) = post(OPERATOR, "/v1/channels/shop/hold", json!({"sku": "TEE-1"})).await;
+    assert_eq!((s, &b["held"]), (StatusCode::OK, &json!(true)), "{b}");
+    assert_eq!(held().await, json!(["TEE-1"]));
+    let (s, _) = post(OPERATOR, "/v1/channels/shop/hold", json!({})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = post(OPERATOR, "/v1/channels/nope/hold", json!({"sku": "TEE-1"})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, b) = post(
+        OPERATOR,
+        "/v1/channels/shop/replay",
+        json!({"sku": "TEE-1"}),
+    )
+    .await;
+    assert_eq!((s, &b["replayed"]), (StatusCode::OK, &json!(1)), "{b}");
+    assert_eq!(held().await, json!([]));
 
     // A system reports observations only for its own channel.
     let obs = json!({"observations": [{"sku": "TEE-1", "quantity": 3}]});

@@ -199,6 +199,15 @@ pub trait Outbox: Send + Sync {
         channel: &'a str,
     ) -> BoxFuture<'a, Result<ChannelStatus, StoreError>>;
 
+    /// Stops pushing one sku to the channel until it is released by [`Outbox::outbox_replay`]
+    /// (an operator's hold, as the `hold` override policy sets one). Holding a held sku changes
+    /// nothing.
+    fn outbox_hold<'a>(
+        &'a self,
+        channel: &'a str,
+        sku: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
     /// Puts dead-lettered and held skus (one, or all of the channel) back in the queue with a fresh
     /// attempt budget; returns how many.
     fn outbox_replay<'a>(

@@ -581,6 +581,29 @@ impl Outbox for SqliteStore {
         })
     }
 
+    fn outbox_hold<'a>(
+        &'a self,
+        channel: &'a str,
+        sku: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut tx = immediate(self).await?;
+            // The dispatcher reads `held` with every row it scans, so a held sku is skipped from
+            // its next scan on; a push already in flight finishes (its answer is still recorded).
+            sqlx::query(
+                "INSERT INTO channel_skus (channel, sku, held) VALUES (?1, ?2, 1) \
+                 ON CONFLICT (channel, sku) DO UPDATE SET held = 1",
+            )
+            .bind(channel)
+            .bind(sku)
+            .execute(&mut *tx)
+            .await?;
+            let _turn = tx.commit_holding().await?;
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+            Ok(())
+        })
+    }
+
     fn outbox_replay<'a>(
         &'a self,
         channel: &'a str,
