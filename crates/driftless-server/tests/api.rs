@@ -888,6 +888,14 @@ async fn a_closed_ledger_answers_503_with_retry_after() {
         .header("content-type", "application/json")
         .body(axum::body::Body::from(e.to_string()))
         .unwrap();
+    let r = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(r.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "1");
+    // A read finds the read pool closed: the same answer, not a 500.
+    let req = axum::http::Request::get("/v1/inventory/TEE-1")
+        .header("authorization", format!("Bearer {READ}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
     let r = app.oneshot(req).await.unwrap();
     assert_eq!(r.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.headers()["retry-after"], "1");

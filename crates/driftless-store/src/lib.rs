@@ -29,7 +29,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("the ledger is overloaded; retry later")]
     Overloaded,
     #[error("the ledger is shutting down")]
@@ -43,6 +43,17 @@ pub enum StoreError {
     /// (shared by every request of the group) is in the message.
     #[error("the ledger write failed and was rolled back: {0}")]
     WriteFailed(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    /// A pool closed under a read is the store shutting down (the server answers 503 with
+    /// Retry-After), not a database failure.
+    fn from(e: sqlx::Error) -> StoreError {
+        match e {
+            sqlx::Error::PoolClosed => StoreError::Closed,
+            e => StoreError::Database(e),
+        }
+    }
 }
 
 /// One event handed to the store, already validated against the configuration.
