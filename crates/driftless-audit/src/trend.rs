@@ -20,6 +20,33 @@ pub struct TrendPoint {
     pub manual_overrides: u64,
 }
 
+impl TrendPoint {
+    /// One stored audit (as a ledger keeps it: counts, per-hand-off totals and the report as
+    /// JSON) as a point of the trend; a report that no longer parses counts no manual overrides.
+    pub fn of_stored(
+        at: DateTime<Utc>,
+        skus_compared: i64,
+        handoffs: &[(String, i64, i64)],
+        report_json: &str,
+    ) -> TrendPoint {
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        TrendPoint {
+            at,
+            skus_compared: count(skus_compared),
+            handoffs: handoffs
+                .iter()
+                .map(|(h, d, u)| (h.clone(), count(*d), count(*u)))
+                .collect(),
+            manual_overrides: serde_json::from_str::<crate::Report>(report_json).map_or(0, |r| {
+                r.rows
+                    .iter()
+                    .filter(|x| x.cause == "manual_override")
+                    .count() as u64
+            }),
+        }
+    }
+}
+
 /// What the trend says.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reading {

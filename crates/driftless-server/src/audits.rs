@@ -93,15 +93,6 @@ struct TrendQuery {
 }
 
 /// Rows with cause `manual_override` in a stored report.
-fn manual_overrides(report_json: &str) -> u64 {
-    serde_json::from_str::<driftless_audit::Report>(report_json).map_or(0, |r| {
-        r.rows
-            .iter()
-            .filter(|x| x.cause == "manual_override")
-            .count() as u64
-    })
-}
-
 async fn trend(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -120,22 +111,7 @@ async fn trend(
     let records = st.store.audits_since(since).await?;
     let points: Vec<TrendPoint> = records
         .iter()
-        .map(|r| TrendPoint {
-            at: r.at,
-            skus_compared: u64::try_from(r.skus_compared).unwrap_or(0),
-            handoffs: r
-                .handoffs
-                .iter()
-                .map(|(h, n, u)| {
-                    (
-                        h.clone(),
-                        u64::try_from(*n).unwrap_or(0),
-                        u64::try_from(*u).unwrap_or(0),
-                    )
-                })
-                .collect(),
-            manual_overrides: manual_overrides(&r.report_json),
-        })
+        .map(|r| TrendPoint::of_stored(r.at, r.skus_compared, &r.handoffs, &r.report_json))
         .collect();
     let t = trend::analyze(points);
     Ok(Json(json!({

@@ -35,15 +35,6 @@ pub struct Args {
 }
 
 /// Rows with cause `manual_override` in a stored report.
-fn manual_overrides(report_json: &str) -> u64 {
-    serde_json::from_str::<driftless_audit::Report>(report_json).map_or(0, |r| {
-        r.rows
-            .iter()
-            .filter(|x| x.cause == "manual_override")
-            .count() as u64
-    })
-}
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let settings = match super::audit::settings(args.config.as_deref(), args.data_dir.clone()) {
         Ok(s) => s,
@@ -64,22 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })?;
     let points = records
         .iter()
-        .map(|r| TrendPoint {
-            at: r.at,
-            skus_compared: u64::try_from(r.skus_compared).unwrap_or(0),
-            handoffs: r
-                .handoffs
-                .iter()
-                .map(|(h, d, u)| {
-                    (
-                        h.clone(),
-                        u64::try_from(*d).unwrap_or(0),
-                        u64::try_from(*u).unwrap_or(0),
-                    )
-                })
-                .collect(),
-            manual_overrides: manual_overrides(&r.report_json),
-        })
+        .map(|r| TrendPoint::of_stored(r.at, r.skus_compared, &r.handoffs, &r.report_json))
         .collect();
     let t = trend::analyze(points);
     let text = match args.format {
