@@ -1,87 +1,37 @@
 //! The HTTP API over real HTTP on 127.0.0.1, against the embedded SQLite store: each outcome, each
 //! bad input answered with the right status and nothing stored, and authentication.
 
-use driftless_config::Settings;
-use driftless_server::{AppState, Server};
-use driftless_store::SqliteStore;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-const CONFIG: &str = r#"
-[server]
-max_body_bytes = 2000000
-read_token_sha256 = ["bf4d572bbc8e6a798375037e718180370d2ee05441bb9109bdb679e9558f7a95"] # read-demo-token
-operator_token_sha256 = ["053fa11d794b3d944f1cd07a6cd7e574762682bb9e02bbbac8fb0690c6403e6e"] # operator-demo-token
+mod common;
 
-[[systems]]
-id = "wms"
-role = "wms"
-token_sha256 = "79e15b7a2f65165aa05b1cee28bff8347d1cb8bcc3bce44422badbb90f080b35" # wms-demo-token
+use common::{
+    OPERATOR, OPERATOR_DIGEST, READ, SHOP, TEE_CASES, TestApp, WMS, ev, outcomes, spawn_with,
+};
 
-[[systems]]
-id = "shop"
-role = "storefront"
-token_sha256 = "e3f27ff6c476961f3421e5872fdfad166cd4488c33d9431290043654624ecb15" # shop-demo-token
-
+fn config() -> String {
+    common::config(
+        &format!("max_body_bytes = 2000000\n{OPERATOR_DIGEST}"),
+        &format!(
+            r#"
 [authority]
 on_hand = ["wms"]
 committed = ["shop", "wms"]
-
-[[units]]
-sku = "TEE-*"
-unit = "CS"
-factor = 12
-
+{TEE_CASES}
 [[channels]]
 id = "shop"
 locations = ["DC1", "DC2"]
 safety_stock = 2
 pack = 1
-"#;
-
-struct TestApp {
-    base: String,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+"#
+        ),
+    )
 }
-
-const WMS: &str = "wms-demo-token";
-const SHOP: &str = "shop-demo-token";
-const READ: &str = "read-demo-token";
-const OPERATOR: &str = "operator-demo-token";
 
 async fn spawn_app() -> TestApp {
-    spawn_with(CONFIG, |_| {}).await
-}
-
-/// A hub on `config` (appended to nothing: the whole file), with `tweak` applied to its state
-/// before it serves (a fixed clock, ...).
-async fn spawn_with(config: &str, tweak: impl FnOnce(&mut AppState)) -> TestApp {
-    // reqwest is built without a default TLS provider (the connectors pick ring); install it once.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let settings = Settings::parse("test.toml", config).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path(), settings.rules.clone(), settings.channel_specs())
-        .await
-        .unwrap();
-    let mut state = AppState::new(settings, Arc::new(store));
-    tweak(&mut state);
-    let server = Server::bind("127.0.0.1:0", state).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run_until_stopped(async {
-        let _ = rx.await;
-    }));
-    TestApp {
-        base: format!("http://{addr}"),
-        http: reqwest::Client::new(),
-        _dir: dir,
-        stop: Some(tx),
-        task,
-    }
+    spawn_with(&config(), |_| {}).await
 }
 
 impl TestApp {
@@ -91,69 +41,13 @@ impl TestApp {
         body: impl Into<reqwest::Body>,
         ndjson: bool,
     ) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .post(format!("{}/v1/events", self.base))
-            .bearer_auth(token)
-            .header(
-                "content-type",
-                if ndjson {
-                    "application/x-ndjson"
-                } else {
-                    "application/json"
-                },
-            )
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        (status, r.json().await.unwrap_or(Value::Null))
+        let content_type = if ndjson {
+            "application/x-ndjson"
+        } else {
+            "application/json"
+        };
+        self.post_events(token, body, content_type).await
     }
-
-    async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Every ledger entry and incident, to prove a refused request stored nothing.
-    async fn footprint(&self) -> (Value, Value) {
-        let inv = self.get(READ, "/v1/inventory?limit=1000").await.1;
-        let inc = self.get(READ, "/v1/incidents?limit=1000").await.1;
-        (inv, inc)
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-fn ev(id: &str, source: &str, sku: &str, at: &str, change: Value) -> Value {
-    let mut e =
-        json!({"id": id, "source": source, "sku": sku, "location": "DC1", "occurred_at": at});
-    for (k, v) in change.as_object().unwrap() {
-        e[k] = v.clone();
-    }
-    e
-}
-
-fn outcomes(v: &Value) -> Vec<String> {
-    v["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["outcome"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 #[tokio::test]
@@ -492,7 +386,10 @@ fn fixed_clock(at: &str) -> driftless_server::Clock {
 
 #[tokio::test]
 async fn a_clock_too_far_ahead_is_rejected_and_does_not_claim_the_id() {
-    let app = spawn_with(CONFIG, |st| st.clock = fixed_clock("2026-11-27T12:00:00Z")).await;
+    let app = spawn_with(&config(), |st| {
+        st.clock = fixed_clock("2026-11-27T12:00:00Z")
+    })
+    .await;
     // A count dated 2199 (a sender with a wrong clock) would make every real count `stale`.
     let wrong = ev(
         "c1",
@@ -549,7 +446,7 @@ async fn a_clock_too_far_ahead_is_rejected_and_does_not_claim_the_id() {
 
 #[tokio::test]
 async fn max_future_skew_is_configurable() {
-    let config = format!("{CONFIG}\n[ledger]\nmax_future_skew = \"30s\"\n");
+    let config = format!("{}\n[ledger]\nmax_future_skew = \"30s\"\n", config());
     let app = spawn_with(&config, |st| st.clock = fixed_clock("2026-11-27T12:00:00Z")).await;
     let e = ev(
         "a",
@@ -675,7 +572,7 @@ async fn the_bearer_scheme_is_case_insensitive() {
 
 #[tokio::test]
 async fn slow_clients_are_cut_off() {
-    let config = CONFIG.replace(
+    let config = config().replace(
         "[server]\n",
         "[server]\nheader_read_timeout = \"500ms\"\nbody_read_timeout = \"500ms\"\n",
     );
@@ -866,14 +763,11 @@ async fn replay_needs_an_operator_token_and_observations_the_channels_own() {
 
 #[tokio::test]
 async fn a_closed_ledger_answers_503_with_retry_after() {
+    use driftless_store::Store;
     use tower::ServiceExt;
-    let settings = Settings::parse("test.toml", CONFIG).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path(), settings.rules.clone(), settings.channel_specs())
-        .await
-        .unwrap();
-    let store: Arc<dyn driftless_store::Store> = Arc::new(store);
-    let app = driftless_server::app(AppState::new(settings, store.clone()));
+    let (state, store) = common::open(&config(), dir.path()).await;
+    let app = driftless_server::app(state);
     // What a request finds while the hub shuts down: the ledger already closed.
     store.close().await;
     let e = ev(

@@ -2,27 +2,18 @@
 //! moment and its version, stored audits, `/metrics` read by a real Prometheus parser,
 //! `/openapi.json` checked by a real OpenAPI validator and against the router's routes, request ids.
 
-use driftless_config::Settings;
-use driftless_server::{AppState, Server};
-use driftless_store::{AuditRecord, SqliteStore, Store};
+use driftless_store::{AuditRecord, Store};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::sync::Arc;
 
-const CONFIG: &str = r#"
-[server]
-read_token_sha256 = ["bf4d572bbc8e6a798375037e718180370d2ee05441bb9109bdb679e9558f7a95"] # read-demo-token
+mod common;
 
-[[systems]]
-id = "wms"
-role = "wms"
-token_sha256 = "79e15b7a2f65165aa05b1cee28bff8347d1cb8bcc3bce44422badbb90f080b35" # wms-demo-token
+use common::{READ, SHOP, TestApp, WMS, ev, spawn};
 
-[[systems]]
-id = "shop"
-role = "storefront"
-token_sha256 = "e3f27ff6c476961f3421e5872fdfad166cd4488c33d9431290043654624ecb15" # shop-demo-token
-
+fn config() -> String {
+    common::config(
+        "",
+        r#"
 [authority]
 on_hand = ["wms"]
 committed = ["shop", "wms"]
@@ -39,72 +30,18 @@ to = "shop"
 trigger = "event"
 latency_sla = "5s"
 direction = "one-way"
-"#;
-
-const WMS: &str = "wms-demo-token";
-const SHOP: &str = "shop-demo-token";
-const READ: &str = "read-demo-token";
-
-struct TestApp {
-    base: String,
-    http: reqwest::Client,
-    store: Arc<SqliteStore>,
-    _dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+"#,
+    )
 }
 
 async fn spawn_app() -> TestApp {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let settings = Settings::parse("test.toml", CONFIG).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        SqliteStore::open(dir.path(), settings.rules.clone(), settings.channel_specs())
-            .await
-            .unwrap(),
-    );
-    let server = Server::bind("127.0.0.1:0", AppState::new(settings, store.clone()))
-        .await
-        .unwrap();
-    let addr = server.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run_until_stopped(async {
-        let _ = rx.await;
-    }));
-    TestApp {
-        base: format!("http://{addr}"),
-        http: reqwest::Client::new(),
-        store,
-        _dir: dir,
-        stop: Some(tx),
-        task,
-    }
+    spawn(&config()).await
 }
 
 impl TestApp {
     async fn post(&self, token: &str, body: Value) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .post(format!("{}/v1/events", self.base))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
+        self.post_events(token, body.to_string(), "application/json")
             .await
-            .unwrap();
-        let status = r.status();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        (status, r.json().await.unwrap_or(Value::Null))
     }
 
     async fn text(&self, path: &str) -> (StatusCode, reqwest::header::HeaderMap, String) {
@@ -116,22 +53,6 @@ impl TestApp {
             .unwrap();
         (r.status(), r.headers().clone(), r.text().await.unwrap())
     }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-fn ev(id: &str, source: &str, sku: &str, at: &str, change: Value) -> Value {
-    let mut e =
-        json!({"id": id, "source": source, "sku": sku, "location": "DC1", "occurred_at": at});
-    for (k, v) in change.as_object().unwrap() {
-        e[k] = v.clone();
-    }
-    e
 }
 
 fn on_hand(inv: &Value) -> Vec<(String, i64)> {
@@ -146,6 +67,16 @@ fn on_hand(inv: &Value) -> Vec<(String, i64)> {
             )
         })
         .collect()
+}
+
+/// An event for A-1 at DC1, `change` merged in.
+fn a1_event(id: &str, source: &str, at: &str, change: Value) -> Value {
+    ev(id, source, "A-1", at, change)
+}
+
+/// An adjustment of A-1's on_hand at DC1 `by`.
+fn adjust_a1(id: &str, source: &str, at: &str, by: i64) -> Value {
+    a1_event(id, source, at, json!({"adjust": {"on_hand": by}}))
 }
 
 fn now() -> String {
@@ -165,10 +96,9 @@ async fn inventory_as_of_a_moment_is_what_the_hub_knew_then() {
     let (s, _) = app
         .post(
             WMS,
-            ev(
+            a1_event(
                 "c1",
                 "wms",
-                "A-1",
                 "2026-11-20T10:00:00Z",
                 json!({"set": {"on_hand": 50}}),
             ),
@@ -178,72 +108,20 @@ async fn inventory_as_of_a_moment_is_what_the_hub_knew_then() {
     pause().await;
     let t1 = now();
     pause().await;
+    let a1 = adjust_a1("a1", "wms", "2026-11-20T11:00:00Z", -3);
+    // Positioned before the count: the count already holds it (covered).
+    let a0 = adjust_a1("a0", "wms", "2026-11-20T09:00:00Z", -9);
+    // The storefront is not a source of truth for on_hand: held back.
+    let o1 = adjust_a1("o1", "shop", "2026-11-20T12:00:00Z", -40);
     let (s, _) = app
-        .post(
-            WMS,
-            json!([
-                ev(
-                    "a1",
-                    "wms",
-                    "A-1",
-                    "2026-11-20T11:00:00Z",
-                    json!({"adjust": {"on_hand": -3}})
-                ),
-                // Positioned before the count: the count already holds it (covered).
-                ev(
-                    "a0",
-                    "wms",
-                    "A-1",
-                    "2026-11-20T09:00:00Z",
-                    json!({"adjust": {"on_hand": -9}})
-                ),
-                // The storefront is not a source of truth for on_hand: held back.
-                ev(
-                    "o1",
-                    "shop",
-                    "A-1",
-                    "2026-11-20T12:00:00Z",
-                    json!({"adjust": {"on_hand": -40}})
-                ),
-            ]),
-        )
+        .post(WMS, json!([a1.clone(), a0.clone(), o1.clone()]))
         .await;
     assert_eq!(
         s,
         StatusCode::FORBIDDEN,
         "a token sends only as its own system"
     );
-    for (token, body) in [
-        (
-            WMS,
-            json!([
-                ev(
-                    "a1",
-                    "wms",
-                    "A-1",
-                    "2026-11-20T11:00:00Z",
-                    json!({"adjust": {"on_hand": -3}})
-                ),
-                ev(
-                    "a0",
-                    "wms",
-                    "A-1",
-                    "2026-11-20T09:00:00Z",
-                    json!({"adjust": {"on_hand": -9}})
-                ),
-            ]),
-        ),
-        (
-            SHOP,
-            json!([ev(
-                "o1",
-                "shop",
-                "A-1",
-                "2026-11-20T12:00:00Z",
-                json!({"adjust": {"on_hand": -40}})
-            )]),
-        ),
-    ] {
+    for (token, body) in [(WMS, json!([a1, a0])), (SHOP, json!([o1]))] {
         let (s, v) = app.post(token, body).await;
         assert_eq!(s, StatusCode::OK, "{v}");
     }
@@ -252,10 +130,9 @@ async fn inventory_as_of_a_moment_is_what_the_hub_knew_then() {
     pause().await;
     app.post(
         WMS,
-        ev(
+        a1_event(
             "b1",
             "wms",
-            "A-1",
             "2026-11-20T13:00:00Z",
             json!({"adjust": {"on_hand": 5}, "location": "DC2"}),
         ),
@@ -317,30 +194,12 @@ async fn inventory_as_of_a_moment_is_what_the_hub_knew_then() {
     assert_eq!(e["error"]["code"], "invalid_request");
 
     // A later change moves the version; a duplicate does not.
-    app.post(
-        WMS,
-        ev(
-            "a2",
-            "wms",
-            "A-1",
-            "2026-11-20T14:00:00Z",
-            json!({"adjust": {"on_hand": 1}}),
-        ),
-    )
-    .await;
+    app.post(WMS, adjust_a1("a2", "wms", "2026-11-20T14:00:00Z", 1))
+        .await;
     let (_, after) = app.get(READ, "/v1/inventory/A-1").await;
     assert!(after["version"].as_i64().unwrap() > version);
-    app.post(
-        WMS,
-        ev(
-            "a2",
-            "wms",
-            "A-1",
-            "2026-11-20T14:00:00Z",
-            json!({"adjust": {"on_hand": 1}}),
-        ),
-    )
-    .await;
+    app.post(WMS, adjust_a1("a2", "wms", "2026-11-20T14:00:00Z", 1))
+        .await;
     let (_, again) = app.get(READ, "/v1/inventory/A-1").await;
     assert_eq!(again["version"], after["version"]);
     app.stop().await;

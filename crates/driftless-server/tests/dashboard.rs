@@ -5,31 +5,23 @@
 //! as-of view shows the older value; a read token cannot replay. Screenshots are kept under the
 //! target directory (`tmp/dashboard-e2e/`).
 
-use driftless_config::Settings;
-use driftless_server::{AppState, Server};
-use driftless_store::{AuditRecord, SqliteStore, Store};
+use driftless_store::{AuditRecord, Store};
 use serde_json::{Value, json};
 use std::process::Command;
-use std::sync::Arc;
 
-const CONFIG: &str = r#"
-[server]
-read_token_sha256 = ["bf4d572bbc8e6a798375037e718180370d2ee05441bb9109bdb679e9558f7a95"] # read-demo-token
+mod common;
 
-[[systems]]
-id = "wms"
-role = "wms"
-token_sha256 = "79e15b7a2f65165aa05b1cee28bff8347d1cb8bcc3bce44422badbb90f080b35" # wms-demo-token
+use common::{READ, SHOP_SYSTEM, TestApp, WMS, spawn};
 
+fn config() -> String {
+    common::config_wms(
+        "",
+        &format!(
+            r#"
 [[systems]]
 id = "erp"
 role = "erp"
-
-[[systems]]
-id = "shop"
-role = "storefront"
-token_sha256 = "e3f27ff6c476961f3421e5872fdfad166cd4488c33d9431290043654624ecb15" # shop-demo-token
-
+{SHOP_SYSTEM}
 [authority]
 on_hand = ["wms"]
 
@@ -52,10 +44,10 @@ to = "shop"
 trigger = "poll"
 latency_sla = "30m"
 direction = "bidirectional"
-"#;
-
-const READ: &str = "read-demo-token";
-const WMS: &str = "wms-demo-token";
+"#
+        ),
+    )
+}
 
 fn found(cmd: &str, arg: &str) -> bool {
     Command::new(cmd)
@@ -91,56 +83,35 @@ fn ensure_tools() -> String {
     "chromium".into()
 }
 
-async fn post(http: &reqwest::Client, base: &str, body: Value) {
-    let r = http
-        .post(format!("{base}/v1/events"))
-        .bearer_auth(WMS)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+async fn post(app: &TestApp, body: Value) {
+    let (s, v) = app
+        .post_events(WMS, body.to_string(), "application/json")
+        .await;
+    assert!(s.is_success(), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_in_headless_chromium() {
     let chromium = ensure_tools();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let settings = Settings::parse("test.toml", CONFIG).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        SqliteStore::open(dir.path(), settings.rules.clone(), settings.channel_specs())
-            .await
-            .unwrap(),
-    );
-    let server = Server::bind("127.0.0.1:0", AppState::new(settings, store.clone()))
-        .await
-        .unwrap();
-    let base = format!("http://{}", server.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run_until_stopped(async {
-        let _ = rx.await;
-    }));
-    let http = reqwest::Client::new();
+    let app = spawn(&config()).await;
+    let base = app.base.clone();
 
     // A count of 50, then (later) a pick of 3: now 47, and 50 as of the moment between.
     post(
-        &http,
-        &base,
+        &app,
         json!({"id": "count-1", "source": "wms", "sku": "TEE-RED-M", "location": "DC1",
         "occurred_at": "2026-11-20T10:00:00Z", "set": {"on_hand": 50}, "reason": "cycle count"}),
     )
     .await;
     for i in 0..30 {
-        post(&http, &base, json!({"id": format!("seed-{i}"), "source": "wms", "sku": format!("SKU-{i:03}"),
+        post(&app, json!({"id": format!("seed-{i}"), "source": "wms", "sku": format!("SKU-{i:03}"),
             "location": if i % 2 == 0 { "DC1" } else { "DC2" }, "occurred_at": "2026-11-20T10:00:00Z", "set": {"on_hand": 10 + i}})).await;
     }
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let between = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     post(
-        &http,
-        &base,
+        &app,
         json!({"id": "pick-1", "source": "wms", "sku": "TEE-RED-M", "location": "DC1",
         "occurred_at": "2026-11-20T11:00:00Z", "adjust": {"on_hand": -3}, "ref": "order 1001"}),
     )
@@ -150,7 +121,7 @@ async fn the_dashboard_in_headless_chromium() {
         let report = json!({"at": at.to_rfc3339(), "skus_compared": 30, "drifting": day + 2, "handoffs": [],
             "rows": [{"sku": "TEE-RED-M", "location": "DC1", "baseline": 50, "values": {"wms": 47, "erp": 44},
                       "expected": {"erp": 47}, "handoff": "wms->erp", "cause": "sync_lag", "delta": -3}]});
-        store
+        app.store
             .save_audit(&AuditRecord {
                 at,
                 skus_compared: 30,
@@ -282,6 +253,5 @@ async fn the_dashboard_in_headless_chromium() {
         "{replay}"
     );
 
-    let _ = tx.send(());
-    task.await.unwrap().unwrap();
+    app.stop().await;
 }

@@ -3,37 +3,23 @@
 //! identifiers are configured; this project's fixtures for the table's rows and invalid input with
 //! their documented answers and nothing stored; idempotency by eventID and by the event hash.
 
-use driftless_config::Settings;
-use driftless_server::{AppState, Server};
-use driftless_store::SqliteStore;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-const BASE: &str = r#"
-[server]
-read_token_sha256 = ["bf4d572bbc8e6a798375037e718180370d2ee05441bb9109bdb679e9558f7a95"] # read-demo-token
+mod common;
 
-[[systems]]
-id = "wms"
-role = "wms"
-token_sha256 = "79e15b7a2f65165aa05b1cee28bff8347d1cb8bcc3bce44422badbb90f080b35" # wms-demo-token
+use common::{READ, SHOP, TEE_CASES, TestApp, WMS, outcomes, spawn};
 
-[[systems]]
-id = "shop"
-role = "storefront"
-token_sha256 = "e3f27ff6c476961f3421e5872fdfad166cd4488c33d9431290043654624ecb15" # shop-demo-token
-
+fn config() -> String {
+    common::config(
+        "",
+        &format!(
+            r#"
 [authority]
 on_hand = ["wms"]
 unavailable = ["wms"]
-
-[[units]]
-sku = "TEE-*"
-unit = "CS"
-factor = 12
-
+{TEE_CASES}
 [[items]]
 sku = "TEE-1"
 gtin = "04012345123456"
@@ -41,45 +27,12 @@ gtin = "04012345123456"
 [[locations]]
 id = "DC1"
 sgln = "urn:epc:id:sgln:4012345.00001.0"
-"#;
-
-const WMS: &str = "wms-demo-token";
-const SHOP: &str = "shop-demo-token";
-const READ: &str = "read-demo-token";
-
-struct App {
-    base: String,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+"#
+        ),
+    )
 }
 
-async fn spawn(config: &str) -> App {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let settings = Settings::parse("test.toml", config).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path(), settings.rules.clone(), settings.channel_specs())
-        .await
-        .unwrap();
-    let server = Server::bind("127.0.0.1:0", AppState::new(settings, Arc::new(store)))
-        .await
-        .unwrap();
-    let addr = server.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run_until_stopped(async {
-        let _ = rx.await;
-    }));
-    App {
-        base: format!("http://{addr}"),
-        http: reqwest::Client::new(),
-        _dir: dir,
-        stop: Some(tx),
-        task,
-    }
-}
-
-impl App {
+impl TestApp {
     async fn capture(&self, token: &str, query: &str, body: Vec<u8>) -> (StatusCode, Value) {
         let r = self
             .http
@@ -94,39 +47,13 @@ impl App {
         (s, r.json().await.unwrap_or(Value::Null))
     }
 
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(READ)
-            .send()
-            .await
-            .unwrap();
-        let s = r.status();
-        (s, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn footprint(&self) -> (Value, Value) {
-        (
-            self.get("/v1/inventory?limit=1000").await.1,
-            self.get("/v1/incidents?limit=1000").await.1,
-        )
-    }
-
     async fn on_hand(&self, sku: &str) -> (i64, i64) {
-        let v = self.get(&format!("/v1/inventory/{sku}")).await.1;
+        let v = self.get(READ, &format!("/v1/inventory/{sku}")).await.1;
         let l = &v["locations"][0];
         (
             l["on_hand"].as_i64().unwrap_or(0),
             l["unavailable"].as_i64().unwrap_or(0),
         )
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        self.task.await.unwrap().unwrap();
     }
 }
 
@@ -148,18 +75,9 @@ fn shared(rel: &str) -> PathBuf {
         .join(rel)
 }
 
-fn outcomes(v: &Value) -> Vec<String> {
-    v["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["outcome"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[tokio::test]
 async fn rows_apply_once_and_redelivery_is_a_duplicate() {
-    let app = spawn(BASE).await;
+    let app = spawn(&config()).await;
     let (s, v) = app.capture(WMS, "", own("rows.jsonld")).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let got = outcomes(&v);
@@ -191,7 +109,7 @@ async fn rows_apply_once_and_redelivery_is_a_duplicate() {
 
 #[tokio::test]
 async fn invalid_input_has_its_documented_answer_and_stores_nothing() {
-    let app = spawn(BASE).await;
+    let app = spawn(&config()).await;
     let empty = app.footprint().await;
     // Quantity as text: the schema is broken, the document is refused whole.
     let (s, v) = app
@@ -276,7 +194,7 @@ async fn invalid_input_has_its_documented_answer_and_stores_nothing() {
 
 #[tokio::test]
 async fn a_retraction_compensates_once() {
-    let app = spawn(BASE).await;
+    let app = spawn(&config()).await;
     let doc: Value = serde_json::from_slice(&own("rows.jsonld")).unwrap();
     let original = doc["epcisBody"]["eventList"][5].clone(); // receiving 1 CS
     let mut declared = original.clone();
@@ -358,7 +276,7 @@ async fn every_published_document_is_answered_and_maps_when_configured() {
         v.sort();
         v.dedup();
     }
-    let mut config = BASE.to_owned();
+    let mut config = config();
     for (i, g) in ids.0.iter().enumerate() {
         config.push_str(&format!("\n[[items]]\nsku = \"GS1-{i}\"\ngtin = \"{g}\"\n"));
     }

@@ -3,35 +3,19 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use driftless_config::Settings;
-use driftless_server::AppState;
-use driftless_store::SqliteStore;
 use serde_json::{Value, json};
-use std::sync::Arc;
 use tower::ServiceExt;
 
-const CONFIG: &str = r#"
-[server]
-read_token_sha256 = ["bf4d572bbc8e6a798375037e718180370d2ee05441bb9109bdb679e9558f7a95"] # read-demo-token
+mod common;
 
-[[systems]]
-id = "wms"
-role = "wms"
-token_sha256 = "79e15b7a2f65165aa05b1cee28bff8347d1cb8bcc3bce44422badbb90f080b35" # wms-demo-token
+use common::{READ, SHOP, TEE_CASES, WMS};
 
-[[systems]]
-id = "shop"
-role = "storefront"
-token_sha256 = "e3f27ff6c476961f3421e5872fdfad166cd4488c33d9431290043654624ecb15" # shop-demo-token
-
-[authority]
-on_hand = ["wms"]
-
-[[units]]
-sku = "TEE-*"
-unit = "CS"
-factor = 12
-"#;
+fn config() -> String {
+    common::config(
+        "",
+        &format!("\n[authority]\non_hand = [\"wms\"]\n{TEE_CASES}"),
+    )
+}
 
 async fn call(
     app: &axum::Router,
@@ -64,44 +48,20 @@ async fn call(
 
 #[tokio::test]
 async fn one_event_by_source_and_id() {
-    let settings = Settings::parse("test.toml", CONFIG).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path(), settings.rules.clone(), settings.channel_specs())
-        .await
-        .unwrap();
-    let app = driftless_server::app(AppState::new(settings, Arc::new(store)));
+    let (state, _) = common::open(&config(), dir.path()).await;
+    let app = driftless_server::app(state);
     let ev = |source: &str, state: &str| {
         json!({"id": "cnt:7", "source": source, "sku": "TEE-1", "location": "DC1",
                "occurred_at": "2026-11-27T10:00:00Z", "set": {state: 5}, "reason": "count"})
     };
     // shop may not write on_hand: an override, stored without claiming the id.
-    let (s, _) = call(
-        &app,
-        "POST",
-        "/v1/events",
-        "shop-demo-token",
-        ev("shop", "on_hand"),
-    )
-    .await;
+    let (s, _) = call(&app, "POST", "/v1/events", SHOP, ev("shop", "on_hand")).await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _) = call(
-        &app,
-        "POST",
-        "/v1/events",
-        "wms-demo-token",
-        ev("wms", "on_hand"),
-    )
-    .await;
+    let (s, _) = call(&app, "POST", "/v1/events", WMS, ev("wms", "on_hand")).await;
     assert_eq!(s, StatusCode::OK);
 
-    let (s, v) = call(
-        &app,
-        "GET",
-        "/v1/events/wms/cnt:7",
-        "read-demo-token",
-        Value::Null,
-    )
-    .await;
+    let (s, v) = call(&app, "GET", "/v1/events/wms/cnt:7", READ, Value::Null).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["source"], "wms");
     assert_eq!(v["id"], "cnt:7");
@@ -112,26 +72,12 @@ async fn one_event_by_source_and_id() {
     assert_eq!(v["event"]["set"]["on_hand"], 5);
     assert_eq!(v["event"]["reason"], "count");
 
-    let (s, v) = call(
-        &app,
-        "GET",
-        "/v1/events/shop/cnt:7",
-        "read-demo-token",
-        Value::Null,
-    )
-    .await;
+    let (s, v) = call(&app, "GET", "/v1/events/shop/cnt:7", READ, Value::Null).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["outcome"], "override");
     assert!(v["reason"].as_str().unwrap().contains("not applied"), "{v}");
 
-    let (s, v) = call(
-        &app,
-        "GET",
-        "/v1/events/wms/nope",
-        "read-demo-token",
-        Value::Null,
-    )
-    .await;
+    let (s, v) = call(&app, "GET", "/v1/events/wms/nope", READ, Value::Null).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     assert_eq!(v["error"]["code"], "not_found");
     let (s, _) = call(
@@ -147,23 +93,16 @@ async fn one_event_by_source_and_id() {
     // Quantities in the unit they were sent in, with the base-unit quantity beside them.
     let cases = json!({"id": "rcv:1", "source": "wms", "sku": "TEE-1", "location": "DC1",
         "occurred_at": "2026-11-27T11:00:00Z", "adjust": {"on_hand": 2}, "uom": "CS"});
-    let (s, _) = call(&app, "POST", "/v1/events", "wms-demo-token", cases).await;
+    let (s, _) = call(&app, "POST", "/v1/events", WMS, cases).await;
     assert_eq!(s, StatusCode::OK);
-    let (_, v) = call(
-        &app,
-        "GET",
-        "/v1/events/wms/rcv:1",
-        "read-demo-token",
-        Value::Null,
-    )
-    .await;
+    let (_, v) = call(&app, "GET", "/v1/events/wms/rcv:1", READ, Value::Null).await;
     assert_eq!(v["event"]["adjust"]["on_hand"], 2, "{v}");
     assert_eq!(v["event"]["uom"], "CS");
     let (_, v) = call(
         &app,
         "GET",
         "/v1/inventory/TEE-1/history",
-        "read-demo-token",
+        READ,
         Value::Null,
     )
     .await;
@@ -176,13 +115,6 @@ async fn one_event_by_source_and_id() {
     assert_eq!(e["adjust"]["on_hand"], 2, "{e}");
     assert_eq!(e["base"]["on_hand"], 24, "{e}");
     assert_eq!(e["uom"], "CS");
-    let (_, v) = call(
-        &app,
-        "GET",
-        "/v1/inventory/TEE-1",
-        "read-demo-token",
-        Value::Null,
-    )
-    .await;
+    let (_, v) = call(&app, "GET", "/v1/inventory/TEE-1", READ, Value::Null).await;
     assert_eq!(v["locations"][0]["on_hand"], 5 + 24, "{v}");
 }

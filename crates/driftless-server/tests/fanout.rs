@@ -4,17 +4,18 @@
 //!
 //! Waiting is bounded (a test fails instead of hanging) but nothing asserts on time.
 
-use driftless_config::Settings;
 use driftless_connectors::standin::{Faults, Mode, StandIn};
 use driftless_server::fanout::FanoutOptions;
-use driftless_server::{AppState, Server};
-use driftless_store::SqliteStore;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+mod common;
+
+use common::{TestApp, spawn_in};
 
 const SECRET: &str = "test-webhook-key";
 static SEQ: AtomicU64 = AtomicU64::new(1);
@@ -91,41 +92,13 @@ fn opts() -> FanoutOptions {
     }
 }
 
-struct Hub {
-    base: String,
-    http: reqwest::Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
+type Hub = TestApp;
 
 async fn hub(text: &str, dir: &Path, fanout: FanoutOptions) -> Hub {
-    driftless_connectors::http::install_provider();
-    let settings = Settings::parse("test.toml", text).unwrap();
-    let store = SqliteStore::open(dir, settings.rules.clone(), settings.channel_specs())
-        .await
-        .unwrap();
-    let mut state = AppState::new(settings, Arc::new(store));
-    state.fanout = Arc::new(fanout);
-    let server = Server::bind("127.0.0.1:0", state).await.unwrap();
-    let base = format!("http://{}", server.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run_until_stopped(async {
-        let _ = rx.await;
-    }));
-    Hub {
-        base,
-        http: reqwest::Client::new(),
-        stop: Some(tx),
-        task,
-    }
+    spawn_in(text, dir, |state| state.fanout = Arc::new(fanout)).await
 }
 
-impl Hub {
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
-    }
-
+impl TestApp {
     /// Sets on_hand of `sku` at DC1; returns the outcome.
     async fn set(&self, sku: &str, on_hand: i64) -> String {
         self.set_many(&[(sku, on_hand)]).await.remove(0)
@@ -158,7 +131,7 @@ impl Hub {
             .collect()
     }
 
-    async fn get(&self, path: &str) -> Value {
+    async fn read(&self, path: &str) -> Value {
         self.http
             .get(format!("{}{path}", self.base))
             .send()
@@ -181,7 +154,7 @@ impl Hub {
     }
 
     async fn incidents(&self, kind: &str) -> Vec<Value> {
-        self.get(&format!("/v1/incidents?kind={kind}&limit=1000"))
+        self.read(&format!("/v1/incidents?kind={kind}&limit=1000"))
             .await["incidents"]
             .as_array()
             .unwrap()
@@ -273,7 +246,7 @@ async fn converge_under_faults(extra: &str, skus: i64, fanout: FanoutOptions) ->
     }
     eventually("every sku at its final quantity on the channel", || async {
         expected.iter().all(|(s, q)| ch.get(s) == Some(*q))
-            && hub.get("/v1/channels/shop").await["pending"] == 0
+            && hub.read("/v1/channels/shop").await["pending"] == 0
     })
     .await;
     let seen = {
@@ -298,18 +271,18 @@ async fn converge_under_faults(extra: &str, skus: i64, fanout: FanoutOptions) ->
         }
     };
     assert!(hub.incidents("channel_override").await.is_empty());
-    let status = hub.get("/v1/channels/shop").await;
+    let status = hub.read("/v1/channels/shop").await;
     assert_eq!(status["dead_letters"], json!([]));
     assert!(status["last_push"]["sku"].is_string());
     // Every push acknowledged is a sample of the documented hop.
-    let m = hub.get("/v1/matrix").await;
+    let m = hub.read("/v1/matrix").await;
     let hop = &m["hops"][0];
     assert_eq!(
         (hop["from"].as_str(), hop["to"].as_str()),
         (Some("wms"), Some("shop"))
     );
     assert!(hop["end_to_end"]["n"].as_u64().unwrap() >= 40);
-    hub.shutdown().await;
+    hub.stop().await;
     seen
 }
 
@@ -331,14 +304,14 @@ async fn restart_resumes_pending_pushes_and_coalesces_them() {
     }
     assert_eq!(h1.set("COLD", 9).await, "applied");
     eventually("the pushes failed at least once", || async {
-        !h1.get("/v1/channels/shop").await["errors"]
+        !h1.read("/v1/channels/shop").await["errors"]
             .as_array()
             .unwrap()
             .is_empty()
     })
     .await;
-    assert_eq!(h1.get("/v1/channels/shop").await["pending"], 2);
-    h1.shutdown().await;
+    assert_eq!(h1.read("/v1/channels/shop").await["pending"], 2);
+    h1.stop().await;
 
     // Second run: the channel is up; the pending pushes go out, the 50 changes as one.
     let ch = webhook_standin(Faults::none()).await.unwrap();
@@ -353,7 +326,7 @@ async fn restart_resumes_pending_pushes_and_coalesces_them() {
     })
     .await;
     eventually("nothing pending", || async {
-        h2.get("/v1/channels/shop").await["pending"] == 0
+        h2.read("/v1/channels/shop").await["pending"] == 0
     })
     .await;
     let hot: Vec<_> = ch
@@ -364,7 +337,7 @@ async fn restart_resumes_pending_pushes_and_coalesces_them() {
         .cloned()
         .collect();
     assert_eq!(hot.len(), 1, "50 changes coalesced into one push: {hot:?}");
-    h2.shutdown().await;
+    h2.stop().await;
 }
 
 async fn override_scenario(policy: &str) -> (StandIn, Hub, tempfile::TempDir) {
@@ -379,7 +352,7 @@ async fn override_scenario(policy: &str) -> (StandIn, Hub, tempfile::TempDir) {
     hub.set("TEE", 10).await;
     eventually("first push", || async { ch.get("TEE") == Some(10) }).await;
     eventually("acknowledged", || async {
-        hub.get("/v1/channels/shop").await["pending"] == 0
+        hub.read("/v1/channels/shop").await["pending"] == 0
     })
     .await;
     // A person edits the storefront; then the hub has news.
@@ -406,20 +379,20 @@ async fn compare_failure_is_an_incident_and_overwrite_wins() {
     // The overwrite was compared against what the channel showed, not blindly set.
     let last = ch.lock().applied.last().cloned().unwrap();
     assert_eq!((last.from, last.to), (Some(7), 12));
-    hub.shutdown().await;
+    hub.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compare_failure_with_hold_stops_pushing_until_replay() {
     let (ch, hub, _dir) = override_scenario("hold").await;
     eventually("held", || async {
-        hub.get("/v1/channels/shop").await["held"] == json!(["TEE"])
+        hub.read("/v1/channels/shop").await["held"] == json!(["TEE"])
     })
     .await;
     hub.set("TEE", 15).await;
     // A change while held is recorded but not pushed.
     eventually("the change is pending", || async {
-        hub.get("/v1/channels/shop").await["pending"] == 1
+        hub.read("/v1/channels/shop").await["pending"] == 1
     })
     .await;
     assert_eq!(ch.get("TEE"), Some(7));
@@ -437,7 +410,7 @@ async fn compare_failure_with_hold_stops_pushing_until_replay() {
             .unwrap()
             .contains("policy hold")
     );
-    hub.shutdown().await;
+    hub.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,7 +423,7 @@ async fn an_observation_outliving_the_sla_is_an_override() {
     hub.set("CAP", 20).await;
     eventually("pushed", || async { ch.get("CAP") == Some(20) }).await;
     eventually("acknowledged", || async {
-        hub.get("/v1/channels/shop").await["pending"] == 0
+        hub.read("/v1/channels/shop").await["pending"] == 0
     })
     .await;
     // The channel reports what it shows now: someone sold 3 offline and edited it.
@@ -496,7 +469,7 @@ async fn an_observation_outliving_the_sla_is_an_override() {
         (code, r["error"]["code"].as_str()),
         (400, Some("invalid_request"))
     );
-    hub.shutdown().await;
+    hub.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -518,7 +491,7 @@ async fn a_wrong_signature_is_refused_by_the_channel_and_dead_lettered() {
     .await;
     hub.set("SIG", 3).await;
     eventually("dead letter", || async {
-        hub.get("/v1/channels/shop").await["dead_letters"]
+        hub.read("/v1/channels/shop").await["dead_letters"]
             .as_array()
             .is_some_and(|d| d.len() == 1)
     })
@@ -527,7 +500,7 @@ async fn a_wrong_signature_is_refused_by_the_channel_and_dead_lettered() {
     assert_eq!(ch.get("SIG"), None);
     let dl = hub.incidents("dead_letter").await;
     assert!(dl[0]["detail"].as_str().unwrap().contains("HTTP 401"));
-    hub.shutdown().await;
+    hub.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -604,7 +577,7 @@ shopify_location_id = "9007199254740999"
         "{inc:?}"
     );
     assert!(ch.lock().shape_errors.is_empty());
-    hub.shutdown().await;
+    hub.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -630,10 +603,10 @@ schedule = "every 50ms"
     })
     .await;
     eventually("delivered", || async {
-        hub.get("/v1/channels/shop").await["pending"] == 0
+        hub.read("/v1/channels/shop").await["pending"] == 0
     })
     .await;
-    hub.shutdown().await;
+    hub.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -665,7 +638,7 @@ async fn per_channel_concurrency_and_rate_limit_hold() {
         "at most 2 pushes at once, saw {max_active}"
     );
     assert_eq!(applied, 60);
-    hub.shutdown().await;
+    hub.stop().await;
 }
 
 /// Five skus pushed in batches and acknowledged; then someone edits two of them on the channel and
@@ -680,7 +653,7 @@ async fn batch_override_scenario(policy: &str) -> (StandIn, Hub, tempfile::TempD
     hub.set_many(&first).await;
     eventually("first pushes acknowledged", || async {
         skus.iter().all(|s| ch.get(s) == Some(10))
-            && hub.get("/v1/channels/shop").await["pending"] == 0
+            && hub.read("/v1/channels/shop").await["pending"] == 0
     })
     .await;
     ch.set("B", 7);
@@ -701,7 +674,7 @@ async fn a_stale_compare_inside_a_batch_is_that_skus_incident_alone() {
         ["A", "B", "C", "D", "E"]
             .iter()
             .all(|s| ch.get(s) == Some(12))
-            && hub.get("/v1/channels/shop").await["pending"] == 0
+            && hub.read("/v1/channels/shop").await["pending"] == 0
     })
     .await;
     let mut inc: Vec<(String, String)> = hub
@@ -745,14 +718,14 @@ async fn a_stale_compare_inside_a_batch_is_that_skus_incident_alone() {
         assert_eq!(last("B"), (Some(7), 12));
         assert_eq!(last("D"), (Some(3), 12));
     }
-    hub.shutdown().await;
+    hub.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_inside_a_batch_holds_only_the_overridden_skus() {
     let (ch, hub, _dir) = batch_override_scenario("hold").await;
     eventually("B and D held, the rest delivered", || async {
-        hub.get("/v1/channels/shop").await["held"] == json!(["B", "D"])
+        hub.read("/v1/channels/shop").await["held"] == json!(["B", "D"])
             && ["A", "C", "E"].iter().all(|s| ch.get(s) == Some(12))
     })
     .await;
@@ -768,7 +741,7 @@ async fn hold_inside_a_batch_holds_only_the_overridden_skus() {
         2,
         "the replay compared against 7 and 3"
     );
-    hub.shutdown().await;
+    hub.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -786,7 +759,7 @@ async fn a_batch_with_a_wrong_signature_is_refused_and_every_item_dead_lettered(
     let hub = hub(&config(&channel, ""), dir.path(), opts()).await;
     hub.set_many(&[("S1", 3), ("S2", 4), ("S3", 5)]).await;
     eventually("three dead letters", || async {
-        hub.get("/v1/channels/shop").await["dead_letters"]
+        hub.read("/v1/channels/shop").await["dead_letters"]
             .as_array()
             .is_some_and(|d| d.len() == 3)
     })
@@ -804,7 +777,7 @@ async fn a_batch_with_a_wrong_signature_is_refused_and_every_item_dead_lettered(
         dl.iter()
             .all(|d| d["detail"].as_str().unwrap().contains("HTTP 401"))
     );
-    hub.shutdown().await;
+    hub.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -839,7 +812,7 @@ async fn batches_respect_concurrency_and_the_rate_limit_counts_requests() {
             l.requests
         );
     }
-    hub.shutdown().await;
+    hub.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -861,7 +834,7 @@ async fn a_change_is_pushed_on_the_stores_wake_up_not_the_poll() {
     .await;
     hub.set("WAKE", 5).await;
     eventually("and again", || async { ch.get("WAKE") == Some(5) }).await;
-    hub.shutdown().await;
+    hub.stop().await;
 }
 
 /// A receiver that answers every request alike.
@@ -882,7 +855,7 @@ async fn fixed_standin(status: u16, headers: &str, body: &str) -> StandIn {
 async fn requests_until_dead_letter(hub: &Hub, ch: &StandIn, bound: u64) -> u64 {
     eventually("a dead letter, or requests past the bound", || async {
         ch.lock().requests > bound
-            || !hub.get("/v1/channels/shop").await["dead_letters"]
+            || !hub.read("/v1/channels/shop").await["dead_letters"]
                 .as_array()
                 .unwrap()
                 .is_empty()
@@ -917,7 +890,7 @@ async fn a_compare_failure_that_repeats_dead_letters_after_max_attempts() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(ch.lock().requests, 3);
     assert_eq!(hub.incidents("channel_override").await.len(), 1);
-    hub.shutdown().await;
+    hub.stop().await;
 }
 
 fn with_max_attempts(url: &str, n: u32) -> String {
@@ -949,7 +922,7 @@ async fn throttling_waits_spends_no_attempts_and_is_bounded_by_the_budget() {
     let dl = hub.incidents("dead_letter").await;
     let d = dl[0]["detail"].as_str().unwrap();
     assert!(d.contains("budget") && d.contains("1 attempt(s)"), "{d}");
-    hub.shutdown().await;
+    hub.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -971,13 +944,13 @@ async fn a_stated_retry_after_is_waited_for() {
         ch.lock().requests >= 3
     })
     .await;
-    let status = hub.get("/v1/channels/shop").await;
+    let status = hub.read("/v1/channels/shop").await;
     assert_eq!(
         status["dead_letters"],
         json!([]),
         "throttling spends no attempts"
     );
-    hub.shutdown().await;
+    hub.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1003,7 +976,7 @@ async fn other_4xx_and_a_503_without_retry_after_are_retried_with_backoff_then_d
             d.contains(&format!("HTTP {status}")) && d.contains("3 attempt(s)"),
             "{d}"
         );
-        hub.shutdown().await;
+        hub.stop().await;
     }
 }
 
@@ -1050,7 +1023,7 @@ shopify_location_id = "9"
     // Past Shopify's cap: never sent.
     hub.set("S-2", 2_000_000_000).await;
     eventually("two dead letters", || async {
-        hub.get("/v1/channels/shop").await["dead_letters"]
+        hub.read("/v1/channels/shop").await["dead_letters"]
             .as_array()
             .is_some_and(|d| d.len() == 2)
     })
@@ -1072,5 +1045,5 @@ shopify_location_id = "9"
     assert!(d.contains("1,000,000,000") && d.contains("not sent"), "{d}");
     // One request: the refused one. Nothing repeated, nothing past the cap sent.
     assert_eq!(ch.lock().requests, 1);
-    hub.shutdown().await;
+    hub.stop().await;
 }

@@ -2,24 +2,20 @@
 //! body, de-duplication by webhook id, ids mapped by configuration (beyond 2^53), `available: null`,
 //! unknown ids as an incident, late deliveries, and every refusal storing nothing.
 
-use driftless_config::Settings;
 use driftless_connectors::shopify::webhook::sign;
 use driftless_server::fanout::FanoutOptions;
-use driftless_server::{AppState, Server};
-use driftless_store::SqliteStore;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::sync::Arc;
 
-const CONFIG: &str = r#"
-[server]
-read_token_sha256 = ["bf4d572bbc8e6a798375037e718180370d2ee05441bb9109bdb679e9558f7a95"] # read-demo-token
+mod common;
 
-[[systems]]
-id = "wms"
-role = "wms"
-token_sha256 = "79e15b7a2f65165aa05b1cee28bff8347d1cb8bcc3bce44422badbb90f080b35" # wms-demo-token
+use common::{READ, TestApp, spawn_with};
 
+fn config() -> String {
+    common::config_wms(
+        "",
+        r#"
 [[channels]]
 id = "shop"
 locations = ["DC1"]
@@ -46,45 +42,21 @@ shopify_location_id = "655441491"
 [[locations]]
 id = "DC2"
 shopify_location_id = "905684977"
-"#;
-
-const SECRET: &str = "hush-hush";
-const READ: &str = "read-demo-token";
-
-struct App {
-    base: String,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+"#,
+    )
 }
 
-async fn spawn() -> App {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let settings = Settings::parse("test.toml", CONFIG).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path(), settings.rules.clone(), settings.channel_specs())
-        .await
-        .unwrap();
-    let mut state = AppState::new(settings, Arc::new(store));
-    state.fanout = Arc::new(FanoutOptions {
-        env: Arc::new(|k| (k == "SHOP_WEBHOOK_SECRET").then(|| SECRET.to_owned())),
-        enabled: false,
-        ..FanoutOptions::default()
-    });
-    let server = Server::bind("127.0.0.1:0", state).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run_until_stopped(async {
-        let _ = rx.await;
-    }));
-    App {
-        base: format!("http://{addr}"),
-        http: reqwest::Client::new(),
-        _dir: dir,
-        stop: Some(tx),
-        task,
-    }
+const SECRET: &str = "hush-hush";
+
+async fn spawn() -> TestApp {
+    spawn_with(&config(), |state| {
+        state.fanout = Arc::new(FanoutOptions {
+            env: Arc::new(|k| (k == "SHOP_WEBHOOK_SECRET").then(|| SECRET.to_owned())),
+            enabled: false,
+            ..FanoutOptions::default()
+        });
+    })
+    .await
 }
 
 /// A body as Shopify writes it: `/` escaped, ids as bare integers.
@@ -94,7 +66,7 @@ fn body(item: &str, location: &str, available: &str, at: &str) -> String {
     )
 }
 
-impl App {
+impl TestApp {
     async fn hook(
         &self,
         channel: &str,
@@ -130,23 +102,11 @@ impl App {
         .await
     }
 
-    async fn get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(READ)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        self.task.await.unwrap().unwrap();
+    /// A read with [`READ`]; the answer must be JSON.
+    async fn read(&self, path: &str) -> Value {
+        let (_, v) = self.get(READ, path).await;
+        assert!(!v.is_null(), "{path}: not JSON");
+        v
     }
 }
 
@@ -157,7 +117,7 @@ async fn a_signed_webhook_is_an_observation_and_every_refusal_stores_nothing() {
     let b = body(big, "655441491", "7", "2026-11-27T10:00:00-05:00");
     // Bad signatures: missing, of another body, under another secret, and the body re-serialised
     // (`/` unescaped) under the right one.
-    let incidents = app.get("/v1/incidents").await;
+    let incidents = app.read("/v1/incidents").await;
     for h in [
         None,
         Some(sign(SECRET.as_bytes(), b"{}")),
@@ -169,7 +129,7 @@ async fn a_signed_webhook_is_an_observation_and_every_refusal_stores_nothing() {
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
         assert_eq!(v["error"]["code"], "invalid_signature");
     }
-    assert_eq!(app.get("/v1/incidents").await, incidents);
+    assert_eq!(app.read("/v1/incidents").await, incidents);
     // A channel without a secret, and an unknown channel.
     assert_eq!(
         app.hook("plain", &b, Some(sign(b"x", b.as_bytes())), "w-0")
@@ -245,7 +205,7 @@ async fn a_signed_webhook_is_an_observation_and_every_refusal_stores_nothing() {
         .signed(&body(big, "1", "3", "2026-11-27T10:00:00Z"), "w-7")
         .await;
     assert_eq!(v["outcome"], "unmapped");
-    let inc = app.get("/v1/incidents?system=shop").await;
+    let inc = app.read("/v1/incidents?system=shop").await;
     let details: Vec<&str> = inc["incidents"]
         .as_array()
         .unwrap()
@@ -273,11 +233,8 @@ async fn a_signed_webhook_is_an_observation_and_every_refusal_stores_nothing() {
 #[tokio::test]
 async fn a_late_observation_never_replaces_a_newer_one() {
     use driftless_store::Outbox;
-    let settings = Settings::parse("test.toml", CONFIG).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path(), settings.rules.clone(), settings.channel_specs())
-        .await
-        .unwrap();
+    let (_, store) = common::open(&config(), dir.path()).await;
     let t = chrono::Utc::now() - chrono::Duration::hours(1);
     store.observe("shop", "TEE-1", 7, None, t).await.unwrap();
     store
