@@ -1,6 +1,6 @@
-//! The operator's window: every route of the dash surfaces (stored audits, the dashboard, the API
-//! description and its explorer, metrics), gathered into one router that
-//! [`crate::routes::router`] merges.
+//! The operator's window: the dashboard, the API description and its explorer, gathered into one
+//! router that [`crate::routes::router`] merges (the stored-audit routes sit with the other `/v1`
+//! routes, behind the token check).
 
 use crate::AppState;
 use axum::Router;
@@ -8,7 +8,6 @@ use axum::routing::get;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .merge(crate::audits::routes())
         .merge(crate::dashboard::routes())
         .route("/openapi.json", get(crate::openapi::handler))
         .route("/api", get(crate::openapi::explorer))

@@ -7,7 +7,7 @@ use crate::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -29,7 +29,7 @@ pub fn routes(settings: &Settings) -> Router<AppState> {
     let mapping = Arc::new(mapping);
     Router::new().route(
         "/v1/epcis/capture",
-        post(move |st, headers, q, body| capture(st, headers, q, body, mapping.clone())),
+        post(move |st, who, headers, q, body| capture(st, who, headers, q, body, mapping.clone())),
     )
 }
 
@@ -44,13 +44,14 @@ struct CaptureQuery {
 
 async fn capture(
     State(st): State<AppState>,
+    Extension(who): Extension<Principal>,
     headers: HeaderMap,
     q: Result<Query<CaptureQuery>, axum::extract::rejection::QueryRejection>,
     body: Body,
     mapping: Arc<Mapping>,
 ) -> Result<Response, ApiError> {
     let started = std::time::Instant::now();
-    let r = handle(&st, &headers, q, body, &mapping).await;
+    let r = handle(&st, who, &headers, q, body, &mapping).await;
     match &r {
         Ok(_) => st.metrics.request(started.elapsed()),
         Err(e) => st.metrics.refused(e.status_code().1),
@@ -97,13 +98,12 @@ fn source_of(
 
 async fn handle(
     st: &AppState,
+    principal: Principal,
     headers: &HeaderMap,
     q: Result<Query<CaptureQuery>, axum::extract::rejection::QueryRejection>,
     body: Body,
     mapping: &Mapping,
 ) -> Result<Response, ApiError> {
-    // Refused before the body is read.
-    let principal = st.tokens.authenticate(headers)?;
     let Query(q) = q.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
     let source = source_of(st, principal, q.source.as_deref())?;
     if let Some(ct) = headers

@@ -36,6 +36,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/incidents", get(get_incidents))
         .merge(crate::channels::routes())
         .merge(crate::events::routes())
+        .merge(crate::audits::routes())
+        .merge(crate::epcis::routes(&state.settings))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::require,
@@ -45,7 +47,6 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::handler))
-        .merge(crate::epcis::routes(&state.settings))
         .merge(crate::shopify_webhook::routes(&state.settings))
         .merge(crate::console::routes())
         .layer(axum::middleware::from_fn(
