@@ -37,8 +37,9 @@ use tokio::sync::{mpsc, watch};
 
 /// Times a group is run again after deadlocks, serialization failures or ids claimed meanwhile.
 const MAX_CONTENDED: u32 = 50;
-/// Times a group is run again after its connection was lost before the commit.
-const MAX_UNREACHABLE: u32 = 3;
+/// Times a group is run again after its connection was lost before the commit (a connection cut
+/// by the server: the pool opens a new one).
+const MAX_UNREACHABLE: u32 = 2;
 
 pub(super) struct Applier {
     pub(super) pool: PgPool,
@@ -149,6 +150,11 @@ impl Applier {
                 Ok(Some(done)) => return Ok(done),
                 Ok(None) => "an event id was claimed by another writer meanwhile".to_owned(),
                 Err(Failure::Fatal(e)) => return Err(e),
+                // The pool already waited its `acquire_timeout` for a connection: answer now
+                // (503), the client retries once the database answers again.
+                Err(Failure::Again(e @ sqlx::Error::PoolTimedOut)) => {
+                    return Err(StoreError::Unavailable(e.to_string()));
+                }
                 Err(Failure::Again(e)) => {
                     if unreachable(&e) {
                         lost += 1;
