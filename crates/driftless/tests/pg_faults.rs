@@ -439,3 +439,131 @@ async fn two_hubs_on_postgres_survive_sigkill_cut_connections_and_a_failing_chan
         let _ = c.wait();
     }
 }
+
+/// A TCP proxy between a hub and PostgreSQL that can play the database going away: `down`
+/// cuts every connection and refuses new ones until `up`.
+struct Proxy {
+    port: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (up2, cut2) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused
+                }
+                let mut gone = cut2.subscribe();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = gone.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, up, cut }
+    }
+
+    fn down(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn up(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// While the database does not answer, `/readyz` says so and event requests get 503 with
+/// `Retry-After`, acknowledging nothing; once it answers again the hub reconnects by itself and
+/// the same request is applied, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_is_away_events_get_503_and_the_hub_reconnects() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let Some(db) = Database::create() else {
+        return;
+    };
+    let (host_port, rest) = {
+        let after = db.url.split_once('@').map_or(db.url.as_str(), |(_, r)| r);
+        after.split_once('/').unwrap()
+    };
+    let proxy = Proxy::start(host_port.to_owned()).await;
+    let user = db
+        .url
+        .split_once("://")
+        .and_then(|(_, r)| r.split_once('@'))
+        .map_or(String::new(), |(u, _)| format!("{u}@"));
+    let via_proxy = format!("postgres://{user}127.0.0.1:{}/{rest}", proxy.port);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("driftless.toml");
+    std::fs::write(&cfg, config("http://127.0.0.1:9/push")).unwrap();
+    let (mut child, base) = serve(&cfg, &via_proxy, &dir.path().join("data"));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let batch: Vec<Value> = (0..10).map(|i| event(5, i)).collect();
+    let post = async |batch: &[Value]| {
+        http.post(format!("{base}/v1/events"))
+            .json(&batch)
+            .send()
+            .await
+            .unwrap()
+    };
+    let ready = async || {
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(ready().await, 200);
+    assert_eq!(post(&batch[..5]).await.status().as_u16(), 200);
+
+    proxy.down();
+    let start = Instant::now();
+    while ready().await != 503 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "/readyz never said 503"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = post(&batch[5..]).await;
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+
+    proxy.up();
+    let start = Instant::now();
+    while ready().await != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the hub did not reconnect"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r: Value = post(&batch[5..]).await.json().await.unwrap();
+    for x in r["results"].as_array().unwrap() {
+        assert_eq!(x["outcome"], "applied", "{x}");
+    }
+    // The whole batch once: a redelivery is duplicates only.
+    let r: Value = post(&batch).await.json().await.unwrap();
+    for x in r["results"].as_array().unwrap() {
+        assert_eq!(x["outcome"], "duplicate", "{x}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
