@@ -27,6 +27,10 @@ pub enum ApiError {
     /// take the request.
     #[error("the hub is shutting down; retry in a moment")]
     ShuttingDown,
+    /// The ledger's database does not answer; nothing of the request was acknowledged. The
+    /// cause is logged, not sent.
+    #[error("the ledger's database is unavailable; retry in a moment")]
+    Unavailable(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -42,6 +46,7 @@ impl ApiError {
             ApiError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -52,6 +57,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Overloaded => ApiError::Overloaded,
             StoreError::Closed => ApiError::ShuttingDown,
+            StoreError::Unavailable(cause) => ApiError::Unavailable(cause),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -62,6 +68,9 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_code();
         if let ApiError::Internal(cause) = &self {
             tracing::error!(%cause, "request failed");
+        }
+        if let ApiError::Unavailable(cause) = &self {
+            tracing::warn!(%cause, "the ledger's database is unavailable");
         }
         let mut resp = (
             status,

@@ -21,19 +21,36 @@
 //! only `throttle_budget` bounds it. A compare failure, or an observation that differs from the last acknowledged push for
 //! longer than the hop's SLA, is a `channel_override` incident and the channel's `on_override`
 //! applies: `overwrite` pushes again against the observed value, `hold` stops pushing the sku.
+//!
+//! With several hubs on one ledger, a dispatcher pushes only while its process holds the
+//! channel's lease ([`driftless_store::Outbox::channel_lease`]); the others ask again every
+//! [`LEASE_RETRY`], so when the holder dies another takes over within seconds, and the one that
+//! loses its lease stops pushing at once. One pusher per channel keeps compare-and-set order and
+//! coalescing as they are with one hub.
 
 use crate::AppState;
 use chrono::{DateTime, Utc};
 use driftless_config::{ChannelConfig, OnOverride, Settings};
 use driftless_connectors::{ClientOptions, Connector, Endpoint, Failure, Push, PushOutcome};
 use driftless_core::{ChannelSpec, Sku};
-use driftless_store::outbox::{OutboxRow, PushRecord, PushSample, Scan, ScanFrom};
+use driftless_store::outbox::{ChannelLease, OutboxRow, PushRecord, PushSample, Scan, ScanFrom};
 use driftless_store::{Incident, Store};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
+
+/// How often a hub that does not push a channel asks whether it may (another hub died).
+const LEASE_RETRY: Duration = Duration::from_millis(1500);
+
+/// Resolves when a held lease is lost; never without one.
+async fn lease_lost(lease: &mut Option<ChannelLease>) {
+    match lease {
+        Some(l) => l.lost().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Reads a secret by environment variable name.
 pub type EnvFn = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -360,6 +377,9 @@ impl Dispatcher {
         let mut changes = self.store.outbox_changes();
         // A store that stopped counting (closing) leaves the poll interval.
         let mut changes_open = true;
+        // The right to push this channel: one process at a time among every hub on the ledger.
+        let mut lease: Option<ChannelLease> = None;
+        let mut lease_try = Instant::now();
         loop {
             let mut done = Vec::new();
             while let Ok(d) = self.done_rx.try_recv() {
@@ -370,6 +390,17 @@ impl Dispatcher {
             }
             if *stop.borrow() {
                 break;
+            }
+            if !self.hold_lease(&mut lease, &mut lease_try).await {
+                // Another process pushes this channel; results of pushes this one started
+                // before it lost the lease are still recorded.
+                tokio::select! {
+                    _ = stop.changed() => {}
+                    Some(m) = settled_rx.recv() => self.settled(m),
+                    Some(d) = self.done_rx.recv() => self.settle(d).await,
+                    _ = tokio::time::sleep_until(lease_try.into()) => {}
+                }
+                continue;
             }
             if last_rescan.elapsed() >= self.opts.rescan_every {
                 self.cursor = (i64::MIN, String::new());
@@ -411,6 +442,7 @@ impl Dispatcher {
                     }
                 }
                 r = changes.changed(), if changes_open => changes_open = r.is_ok(),
+                _ = lease_lost(&mut lease) => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -425,6 +457,39 @@ impl Dispatcher {
         self.settle(done).await;
         self.records_tx = None;
         let _ = recorder.await;
+    }
+
+    /// Whether this process may push the channel now: keeps a held lease, notices a lost one
+    /// (and stops pushing at once), and asks for it again every [`LEASE_RETRY`] while another
+    /// process holds it. A lease taken (again) starts the cursor over: the other process may
+    /// have left rows dirty anywhere.
+    async fn hold_lease(&mut self, lease: &mut Option<ChannelLease>, next: &mut Instant) -> bool {
+        if lease.as_ref().is_some_and(ChannelLease::is_held) {
+            return true;
+        }
+        if lease.take().is_some() {
+            tracing::warn!(
+                channel = self.id(),
+                "lost this channel's lease; another hub may push it now"
+            );
+        }
+        if Instant::now() < *next {
+            return false;
+        }
+        *next = Instant::now() + LEASE_RETRY;
+        match self.store.channel_lease(self.id()).await {
+            Ok(Some(l)) => {
+                tracing::info!(channel = self.id(), "this hub pushes the channel");
+                self.cursor = (i64::MIN, String::new());
+                *lease = Some(l);
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(channel = self.id(), error = %e, "cannot ask for the channel's lease; retrying");
+                false
+            }
+        }
     }
 
     fn settled(&mut self, (skus, again): (Vec<String>, Vec<String>)) {

@@ -618,7 +618,7 @@ fn schemas() -> Value {
     json!({
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {
             "type": "object", "required": ["code", "message"], "properties": {
-                "code": {"type": "string", "enum": ["invalid_request", "unauthorized", "forbidden", "not_found", "payload_too_large", "request_timeout", "overloaded", "shutting_down", "internal"]},
+                "code": {"type": "string", "enum": ["invalid_request", "unauthorized", "forbidden", "not_found", "payload_too_large", "request_timeout", "overloaded", "shutting_down", "unavailable", "internal"]},
                 "message": s}}}},
         "Status": {"type": "object", "required": ["status"], "properties": {"status": s}},
         "Event": {"type": "object", "required": ["id", "source", "sku", "location", "occurred_at"],

@@ -1,5 +1,5 @@
 //! The ledger's storage seam: the traits [`Store`] and [`Outbox`] and the values that cross them,
-//! with an embedded SQLite implementation and (next) a PostgreSQL one. The domain decision for
+//! with an embedded SQLite implementation and a PostgreSQL one. The domain decision for
 //! every event comes from [`driftless_core::Rules::decide`]; a store only keeps ids, cells, stored
 //! deltas, the outbox and the incident log, and makes each batch durable before it answers.
 //!
@@ -8,8 +8,11 @@
 //! - [`outbox`]: the [`Outbox`] trait (fan-out's half) and its values.
 //! - [`views`]: the hub's view written out as audit snapshot files, over the traits.
 //! - [`sqlite`]: embedded SQLite, a module tree of its own; no neutral module imports it.
+//! - [`postgres`]: PostgreSQL for several hub processes on one database, likewise.
 
 pub mod outbox;
+pub mod postgres;
+mod rows;
 pub mod sqlite;
 pub mod views;
 
@@ -19,6 +22,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use outbox::Outbox;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use sqlite::schema;
 
@@ -43,6 +47,10 @@ pub enum StoreError {
     /// (shared by every request of the group) is in the message.
     #[error("the ledger write failed and was rolled back: {0}")]
     WriteFailed(String),
+    /// The database does not answer (a lost connection, a server restarting). Nothing of the
+    /// request is acknowledged; the caller may retry once it answers again (HTTP 503).
+    #[error("the ledger's database is unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<sqlx::Error> for StoreError {

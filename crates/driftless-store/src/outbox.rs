@@ -251,4 +251,70 @@ pub trait Outbox: Send + Sync {
     /// A counter that grows after every commit that marked outbox rows dirty, so a dispatcher can
     /// wait for work instead of polling. Only a hint: the outbox rows stay the truth.
     fn outbox_changes(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// Tries to become the one dispatcher of `channel` among every process on this ledger:
+    /// `Some` while this process holds the channel (until the lease is dropped or reports it
+    /// was lost), `None` when another process holds it (ask again later). Compare-and-set order
+    /// and coalescing need a single dispatcher per channel. A ledger only one process writes
+    /// (SQLite) answers with a lease that is always held.
+    fn channel_lease<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ChannelLease>, StoreError>> {
+        let _ = channel;
+        Box::pin(async { Ok(Some(ChannelLease::always())) })
+    }
+}
+
+/// The right to dispatch one channel (see [`Outbox::channel_lease`]). Dropping it gives it up.
+#[derive(Debug)]
+pub struct ChannelLease {
+    /// Becomes `true` (or closes) when the lease is lost: the process must stop pushing.
+    lost: tokio::sync::watch::Receiver<bool>,
+    /// Kept by a lease that nothing can take away; for the others, the task that keeps the lease
+    /// alive holds the sender, and letting go of this releases it.
+    _keep: Option<tokio::sync::watch::Sender<bool>>,
+    _release: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl ChannelLease {
+    /// A lease nobody else can hold (one process owns the ledger).
+    pub fn always() -> ChannelLease {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        ChannelLease {
+            lost: rx,
+            _keep: Some(tx),
+            _release: None,
+        }
+    }
+
+    /// A lease kept by a backend's task: it sends `true` on `lost` (or drops it) when the lease
+    /// is gone, and gives it up when `release` fires or is dropped.
+    pub fn kept(
+        lost: tokio::sync::watch::Receiver<bool>,
+        release: tokio::sync::oneshot::Sender<()>,
+    ) -> ChannelLease {
+        ChannelLease {
+            lost,
+            _keep: None,
+            _release: Some(release),
+        }
+    }
+
+    /// Whether the lease is still held, as far as this process knows.
+    pub fn is_held(&self) -> bool {
+        !*self.lost.borrow() && self.lost.has_changed().is_ok()
+    }
+
+    /// Resolves once the lease is lost.
+    pub async fn lost(&mut self) {
+        loop {
+            if *self.lost.borrow_and_update() {
+                return;
+            }
+            if self.lost.changed().await.is_err() {
+                return;
+            }
+        }
+    }
 }

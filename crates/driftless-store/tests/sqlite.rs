@@ -15,14 +15,26 @@ struct Sqlite;
 
 impl Backend for Sqlite {
     type S = SqliteStore;
+    type Place = tempfile::TempDir;
 
-    async fn open(&self, dir: &Path, rules: Rules, channels: Vec<ChannelSpec>) -> SqliteStore {
-        SqliteStore::open(dir, rules, channels).await.unwrap()
+    async fn place(&self) -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    async fn open(
+        &self,
+        dir: &tempfile::TempDir,
+        rules: Rules,
+        channels: Vec<ChannelSpec>,
+    ) -> SqliteStore {
+        SqliteStore::open(dir.path(), rules, channels)
+            .await
+            .unwrap()
     }
 
     async fn open_crashy(
         &self,
-        dir: &Path,
+        dir: &tempfile::TempDir,
         rules: Rules,
         channels: Vec<ChannelSpec>,
         held: usize,
@@ -34,7 +46,7 @@ impl Backend for Sqlite {
             flush_on_exit: false,
             ..Default::default()
         };
-        SqliteStore::open_with(dir, rules, channels, crashy)
+        SqliteStore::open_with(dir.path(), rules, channels, crashy)
             .await
             .unwrap()
     }

@@ -105,10 +105,9 @@ pub fn incoming(rules: &Rules, events: &[Event]) -> Vec<Incoming> {
 }
 
 pub async fn matches_the_reference_across_groups_and_restart<B: Backend>(b: &B) {
-    let dir = tempfile::tempdir().unwrap();
     for seed in [1u64, 7, 42, 1234] {
         let events = stream(600, seed);
-        let sub = dir.path().join(seed.to_string());
+        let sub = b.place().await;
         let mut reference = MemoryLedger::new(rules());
         let expected: Vec<Outcome> = events
             .iter()
@@ -171,11 +170,10 @@ pub async fn assert_levels(store: &impl Store, reference: &MemoryLedger, what: &
 /// some not) must lose nothing: the next open replays the ledger tail. Late counts re-base over the
 /// index, so a lost or doubled index entry shows as wrong levels.
 pub async fn unwritten_cells_are_read_and_survive_a_crash<B: Backend>(b: &B) {
-    let dir = tempfile::tempdir().unwrap();
     for (case, max_dirty) in [(0, 3usize), (1, 1_000_000)] {
         for seed in [3u64, 99] {
             let events = stream(500, seed);
-            let sub = dir.path().join(format!("{case}-{seed}"));
+            let sub = b.place().await;
             let mut reference = MemoryLedger::new(rules());
             for (round, part) in events.chunks(170).enumerate() {
                 let store = b.open_crashy(&sub, rules(), channels(), max_dirty).await;
@@ -206,7 +204,7 @@ pub async fn unwritten_cells_are_read_and_survive_a_crash<B: Backend>(b: &B) {
             )
             .await;
             // The outbox too: the same versions and quantities as a twin that never crashed.
-            let twin_dir = dir.path().join(format!("twin-{case}-{seed}"));
+            let twin_dir = b.place().await;
             let twin = b.open(&twin_dir, rules(), channels()).await;
             for part in events.chunks(170) {
                 for group in part.chunks(9).collect::<Vec<_>>().chunks(3) {
@@ -306,8 +304,8 @@ pub async fn apply_both(
 }
 
 pub async fn records_incidents_and_history<B: Backend>(b: &B) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = b.open(dir.path(), rules(), channels()).await;
+    let dir = b.place().await;
+    let store = b.open(&dir, rules(), channels()).await;
     let ev = |id: &str, source: &str, at: &str, set: bool, q: i64| {
         let v = vec![("on_hand", q)];
         Event::from_raw(&RawEvent {
@@ -381,8 +379,8 @@ pub async fn records_incidents_and_history<B: Backend>(b: &B) {
 
 pub async fn audits_and_outside_incidents_are_kept<B: Backend>(b: &B) {
     use driftless_store::{AuditRecord, Incident};
-    let dir = tempfile::tempdir().unwrap();
-    let store = b.open(dir.path(), rules(), channels()).await;
+    let dir = b.place().await;
+    let store = b.open(&dir, rules(), channels()).await;
     let day = |d: u32| chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, d, 12, 0, 0).unwrap();
     for d in [1, 8, 15] {
         let a = AuditRecord {
@@ -421,7 +419,7 @@ pub async fn audits_and_outside_incidents_are_kept<B: Backend>(b: &B) {
     assert_eq!(got, vec![incident]);
     store.close().await;
     // Still there after a restart.
-    let store = b.open(dir.path(), rules(), channels()).await;
+    let store = b.open(&dir, rules(), channels()).await;
     assert_eq!(store.audits_since(day(1)).await.unwrap().len(), 3);
     store.close().await;
 }
@@ -433,9 +431,9 @@ pub async fn large_groups_are_seen_once_acknowledged_with_a_dispatcher_beside_th
     b: &B,
 ) {
     use driftless_store::outbox::{Scan, ScanFrom};
-    let dir = tempfile::tempdir().unwrap();
+    let dir = b.place().await;
     let events = stream(4_000, 99);
-    let store = std::sync::Arc::new(b.open(dir.path(), rules(), channels()).await);
+    let store = std::sync::Arc::new(b.open(&dir, rules(), channels()).await);
     let scan = |from| Scan {
         channel: "shop".into(),
         locations: channels()[0].locations.clone(),
@@ -537,8 +535,8 @@ fn one(id: &str, source: &str, at: &str, state: &'static str, set: bool, q: i64)
 /// policy does not apply claims nothing, so the id's owner (or the same sender, corrected) is not
 /// refused as a conflict. The outcomes and levels are the reference's.
 pub async fn identity_is_source_and_id<B: Backend>(b: &B) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = b.open(dir.path(), rules(), channels()).await;
+    let dir = b.place().await;
+    let store = b.open(&dir, rules(), channels()).await;
     let mut reference = MemoryLedger::new(rules());
     let steps = [
         // erp may not write on_hand (policy: reject): not applied, and the id stays free.
@@ -631,8 +629,8 @@ pub async fn identity_is_source_and_id<B: Backend>(b: &B) {
     let nobody = SystemId::parse("shop").unwrap();
     assert!(store.event(&nobody, &id).await.unwrap().is_none());
     // The same again in one request: the writer decides a group with both sources' ids at once.
-    let dir2 = tempfile::tempdir().unwrap();
-    let store2 = b.open(dir2.path(), rules(), channels()).await;
+    let dir2 = b.place().await;
+    let store2 = b.open(&dir2, rules(), channels()).await;
     let all: Vec<Event> = steps.iter().map(|(e, _)| e.clone()).collect();
     let got: Vec<Outcome> = store2
         .apply(Utc::now(), incoming(&rules(), &all))

@@ -14,16 +14,22 @@ pub mod outbox;
 use driftless_core::{ChannelSpec, Rules};
 use driftless_store::Store;
 use std::future::Future;
-use std::path::Path;
 
 /// How a backend's ledger is opened for the story.
 pub trait Backend: Sync {
     type S: Store;
 
-    /// Opens (creating if needed) the ledger in `dir`, as a hub does.
+    /// Where a ledger lives (a data directory, a database): fresh and empty when made, removed
+    /// when dropped.
+    type Place: Send + Sync;
+
+    /// A fresh place for a ledger.
+    fn place(&self) -> impl Future<Output = Self::Place>;
+
+    /// Opens (creating if needed) the ledger at `place`, as a hub does.
     fn open(
         &self,
-        dir: &Path,
+        place: &Self::Place,
         rules: Rules,
         channels: Vec<ChannelSpec>,
     ) -> impl Future<Output = Self::S>;
@@ -33,7 +39,7 @@ pub trait Backend: Sync {
     /// backend that holds nothing in memory opens as usual).
     fn open_crashy(
         &self,
-        dir: &Path,
+        place: &Self::Place,
         rules: Rules,
         channels: Vec<ChannelSpec>,
         held: usize,

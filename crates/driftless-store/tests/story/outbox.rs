@@ -65,9 +65,9 @@ fn all() -> Scan {
 }
 
 pub async fn versions_coalesce_and_only_the_current_one_cleans<B: Backend>(b: &B) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = b.place().await;
     let r = rules();
-    let store = b.open(dir.path(), r.clone(), vec![channel()]).await;
+    let store = b.open(&dir, r.clone(), vec![channel()]).await;
     for (i, q) in [5, 9, 12].into_iter().enumerate() {
         set(&store, &r, &format!("e{i}"), "A", "DC1", q, i as u64 + 1).await;
     }
@@ -108,10 +108,10 @@ pub async fn versions_coalesce_and_only_the_current_one_cleans<B: Backend>(b: &B
 }
 
 pub async fn pins_dead_letters_and_replay_survive_a_restart<B: Backend>(b: &B) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = b.place().await;
     let r = rules();
     {
-        let store = b.open(dir.path(), r.clone(), vec![channel()]).await;
+        let store = b.open(&dir, r.clone(), vec![channel()]).await;
         set(&store, &r, "e1", "A", "DC1", 3, 1).await;
         set(&store, &r, "e2", "B", "DC1", 4, 1).await;
         let dead = Incident {
@@ -152,7 +152,7 @@ pub async fn pins_dead_letters_and_replay_survive_a_restart<B: Backend>(b: &B) {
             .unwrap();
         store.close().await;
     }
-    let store = b.open(dir.path(), r.clone(), vec![channel()]).await;
+    let store = b.open(&dir, r.clone(), vec![channel()]).await;
     let rows = store.outbox_scan(&all()).await.unwrap();
     let a = rows.iter().find(|x| x.sku == "A").unwrap();
     assert_eq!((a.pinned, a.attempts), (Some((1, 3)), 1));
@@ -178,9 +178,9 @@ pub async fn pins_dead_letters_and_replay_survive_a_restart<B: Backend>(b: &B) {
 }
 
 pub async fn observations_start_and_stop_the_divergence_clock<B: Backend>(b: &B) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = b.place().await;
     let r = rules();
-    let store = b.open(dir.path(), r.clone(), vec![channel()]).await;
+    let store = b.open(&dir, r.clone(), vec![channel()]).await;
     set(&store, &r, "e1", "A", "DC1", 10, 1).await;
     store
         .outbox_record("shop", &[acked("A", 1, 10)])
@@ -249,9 +249,9 @@ pub async fn observations_start_and_stop_the_divergence_clock<B: Backend>(b: &B)
 /// in its own field or inside the system (`channel:actor`, as the fan-out has written it), so
 /// `incidents?system=shop` finds it.
 pub async fn late_observations_and_override_actors<B: Backend>(b: &B) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = b.place().await;
     let r = rules();
-    let store = b.open(dir.path(), r.clone(), vec![channel()]).await;
+    let store = b.open(&dir, r.clone(), vec![channel()]).await;
     set(&store, &r, "e1", "A", "DC1", 10, 1).await;
     store
         .outbox_record("shop", &[acked("A", 1, 10)])

@@ -5,7 +5,7 @@
 
 use anyhow::Context;
 use driftless_config::Settings;
-use driftless_store::{SqliteStore, Store};
+use driftless_store::{PgStore, SqliteStore, Store};
 use std::sync::Arc;
 
 /// What the command does with the ledger.
@@ -19,18 +19,13 @@ pub enum Access {
 
 /// Opens the ledger the settings name.
 pub async fn open(s: &Settings, access: Access) -> anyhow::Result<Arc<dyn Store>> {
-    if let Some(url) = &s.server.database_url {
-        let scheme = url.split(':').next().unwrap_or("");
-        anyhow::bail!(
-            "database_url with scheme `{scheme}`: this build runs the embedded SQLite ledger only; \
-             remove database_url (or DRIFTLESS_DATABASE_URL) to use {}",
-            s.server.data_dir.display()
-        );
-    }
     if s.server.nats_url.is_some() {
         anyhow::bail!(
             "nats_url: this build has no NATS event bus; remove nats_url (or DRIFTLESS_NATS_URL)"
         );
+    }
+    if let Some(url) = &s.server.database_url {
+        return open_postgres(s, url).await;
     }
     let dir = &s.server.data_dir;
     let (rules, channels) = (s.rules.clone(), s.channel_specs());
@@ -40,4 +35,32 @@ pub async fn open(s: &Settings, access: Access) -> anyhow::Result<Arc<dyn Store>
     }
     .with_context(|| format!("opening the ledger in {}", dir.display()))?;
     Ok(Arc::new(store))
+}
+
+/// PostgreSQL, for several hub processes on one database. Readers open it the same way: a
+/// reader of PostgreSQL never competes with the hubs (MVCC), and the migrations it may apply are
+/// taken under a lock every hub also takes.
+async fn open_postgres(s: &Settings, url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    let scheme = url.split(':').next().unwrap_or("");
+    if !matches!(scheme, "postgres" | "postgresql") {
+        anyhow::bail!(
+            "database_url with scheme `{scheme}`: only postgres:// (or postgresql://) URLs are \
+             supported; remove database_url (or DRIFTLESS_DATABASE_URL) to use the embedded \
+             SQLite ledger in {}",
+            s.server.data_dir.display()
+        );
+    }
+    let store = PgStore::open(url, s.rules.clone(), s.channel_specs())
+        .await
+        // The URL may hold a password: name only the host part.
+        .with_context(|| format!("opening the PostgreSQL ledger at {}", redact(url)))?;
+    Ok(Arc::new(store))
+}
+
+/// The URL without its user information.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(i), Some(j)) if j > i => format!("{}://{}", &url[..i], &url[j + 1..]),
+        _ => url.to_owned(),
+    }
 }

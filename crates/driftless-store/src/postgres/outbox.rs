@@ -1,0 +1,695 @@
+//! The PostgreSQL side of fan-out ([`crate::Outbox`]): dirty rows read with the channel state
+//! they need, push records, backoff, dead letters, holds, observations, the push log, and the
+//! per-channel lease that makes one process the channel's only dispatcher.
+//!
+//! The lease is a session-level advisory lock on a connection of its own: PostgreSQL releases it
+//! when that connection ends, so a hub that dies (or loses its connection) frees the channel for
+//! another within the time the server notices, and the lease's task, which pings the connection,
+//! tells its own process to stop pushing as soon as a ping fails.
+
+use super::errors::{db, retryable};
+use super::records::insert_incidents;
+use super::{PgStore, from_nanos, nanos};
+use crate::outbox::*;
+use crate::{BoxFuture, StoreError};
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{ConnectOptions, Connection, PgConnection, Row};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Push log rows kept per channel for the matrix and "last push".
+const PUSH_LOG_KEEP: i64 = 100_000;
+
+/// How often a lease's connection is checked.
+const LEASE_PING: Duration = Duration::from_secs(1);
+
+const ROW_COLUMNS: &str = "o.sku, o.version, o.dirty, o.changed_nanos, o.atp, o.source, \
+    o.occurred_nanos, o.received_nanos, s.acked_quantity, s.acked_version, s.basis, \
+    s.pinned_version, s.pinned_quantity, COALESCE(s.attempts, 0) AS attempts, \
+    COALESCE(s.next_attempt_nanos, 0) AS next_attempt_nanos, COALESCE(s.held, FALSE) AS held, \
+    s.dead_version";
+
+fn row_of(r: &PgRow) -> Result<OutboxRow, sqlx::Error> {
+    let attempts: i64 = r.try_get("attempts")?;
+    Ok(OutboxRow {
+        sku: r.try_get("sku")?,
+        version: r.try_get("version")?,
+        dirty: r.try_get("dirty")?,
+        changed_nanos: r.try_get("changed_nanos")?,
+        atp: r.try_get("atp")?,
+        acked_quantity: r.try_get("acked_quantity")?,
+        acked_version: r.try_get("acked_version")?,
+        basis: r.try_get("basis")?,
+        pinned: r
+            .try_get::<Option<i64>, _>("pinned_version")?
+            .zip(r.try_get::<Option<i64>, _>("pinned_quantity")?),
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        next_attempt_nanos: r.try_get("next_attempt_nanos")?,
+        held: r.try_get("held")?,
+        dead_version: r.try_get("dead_version")?,
+        source: r.try_get("source")?,
+        occurred_nanos: r.try_get("occurred_nanos")?,
+        received_nanos: r.try_get("received_nanos")?,
+    })
+}
+
+/// A stable 64-bit key for a channel's advisory lock (FNV-1a: the same in every process and
+/// build, unlike the standard library's hasher).
+fn lease_key(channel: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in "driftless-channel:".bytes().chain(channel.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h as i64
+}
+
+impl PgStore {
+    /// Runs `f` in a transaction, again after a deadlock or serialization failure (a
+    /// dispatcher's records and an applier's marks lock the same outbox rows).
+    ///
+    /// The `&'c &'a ()` argument only tells the compiler that the transaction's borrow `'c` is
+    /// shorter than what `f` captures (`'a`).
+    async fn write<'a, T, F>(&'a self, mut f: F) -> Result<T, StoreError>
+    where
+        F: for<'c> FnMut(&'c mut PgConnection, &'c &'a ()) -> BoxFuture<'c, Result<T, sqlx::Error>>,
+    {
+        let mut attempt = 0u32;
+        loop {
+            let mut tx = self.pool.begin().await.map_err(db)?;
+            let r = f(&mut tx, &&()).await;
+            let r = match r {
+                Ok(v) => tx.commit().await.map(|_| v),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(v) => return Ok(v),
+                Err(e) if retryable(&e) && attempt < 20 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(2 << attempt.min(6))).await;
+                }
+                Err(e) => return Err(db(e)),
+            }
+        }
+    }
+
+    fn bump(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+impl Outbox for PgStore {
+    fn outbox_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn outbox_scan<'a>(
+        &'a self,
+        scan: &'a Scan,
+    ) -> BoxFuture<'a, Result<Vec<OutboxRow>, StoreError>> {
+        Box::pin(async move {
+            let limit = scan.limit.clamp(1, MAX_SCAN) as i64;
+            let rows = match &scan.from {
+                ScanFrom::After(at, sku) => {
+                    let sql = format!(
+                        "SELECT {ROW_COLUMNS} FROM outbox o LEFT JOIN channel_skus s \
+                         ON s.channel = o.channel AND s.sku = o.sku \
+                         WHERE o.channel = $1 AND o.dirty AND (o.changed_nanos, o.sku) > ($2, $3) \
+                         ORDER BY o.changed_nanos, o.sku LIMIT $4"
+                    );
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(&scan.channel)
+                        .bind(*at)
+                        .bind(sku)
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await
+                }
+                ScanFrom::Skus(skus) => {
+                    let skus: Vec<&str> = skus
+                        .iter()
+                        .take(limit as usize)
+                        .map(String::as_str)
+                        .collect();
+                    let sql = format!(
+                        "SELECT {ROW_COLUMNS} FROM outbox o LEFT JOIN channel_skus s \
+                         ON s.channel = o.channel AND s.sku = o.sku \
+                         WHERE o.channel = $1 AND o.sku = ANY($2)"
+                    );
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(&scan.channel)
+                        .bind(&skus)
+                        .fetch_all(&self.pool)
+                        .await
+                }
+            }
+            .map_err(db)?;
+            rows.iter()
+                .map(row_of)
+                .collect::<Result<_, _>>()
+                .map_err(db)
+        })
+    }
+
+    fn outbox_record<'a>(
+        &'a self,
+        channel: &'a str,
+        records: &'a [PushRecord],
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            if records.is_empty() {
+                return Ok(Vec::new());
+            }
+            let again = self
+                .write(|tx, _| Box::pin(record(tx, channel, records)))
+                .await?;
+            self.bump();
+            Ok(again)
+        })
+    }
+
+    fn channel_status<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<ChannelStatus, StoreError>> {
+        Box::pin(async move { status(self, channel).await.map_err(db) })
+    }
+
+    fn outbox_hold<'a>(
+        &'a self,
+        channel: &'a str,
+        sku: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.write(|tx, _| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO channel_skus (channel, sku, held) VALUES ($1, $2, TRUE) \
+                         ON CONFLICT (channel, sku) DO UPDATE SET held = TRUE",
+                    )
+                    .bind(channel)
+                    .bind(sku)
+                    .execute(&mut *tx)
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await?;
+            self.bump();
+            Ok(())
+        })
+    }
+
+    fn outbox_replay<'a>(
+        &'a self,
+        channel: &'a str,
+        sku: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let n = self
+                .write(|tx, _| {
+                    Box::pin(async move {
+                        let now = nanos(Utc::now());
+                        let skus: Vec<String> = sqlx::query_scalar(
+                            "UPDATE channel_skus SET dead_version = NULL, held = FALSE, \
+                             attempts = 0, next_attempt_nanos = 0 WHERE channel = $1 \
+                             AND ($2::text IS NULL OR sku = $2) \
+                             AND (dead_version IS NOT NULL OR held) RETURNING sku",
+                        )
+                        .bind(channel)
+                        .bind(sku)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                        sqlx::query(
+                            "UPDATE outbox SET dirty = TRUE, \
+                             changed_nanos = GREATEST(changed_nanos, $3) \
+                             WHERE channel = $1 AND sku = ANY($2)",
+                        )
+                        .bind(channel)
+                        .bind(&skus)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                        Ok(skus.len() as u64)
+                    })
+                })
+                .await?;
+            self.bump();
+            Ok(n)
+        })
+    }
+
+    fn observe<'a>(
+        &'a self,
+        channel: &'a str,
+        sku: &'a str,
+        quantity: i64,
+        actor: Option<&'a str>,
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Observed, StoreError>> {
+        Box::pin(async move {
+            let t = nanos(at);
+            self.write(|tx, _| {
+                Box::pin(async move {
+                    // As in SQLite: the divergence clock starts at the first differing
+                    // observation and stops when the channel agrees again or a new push is
+                    // acknowledged; an observation older than the one held changes nothing.
+                    sqlx::query(
+                        "INSERT INTO channel_skus AS c (channel, sku, observed_quantity, \
+                         observed_nanos, observed_actor, diverged_nanos) \
+                         VALUES ($1, $2, $3, $4, $5, $4) \
+                         ON CONFLICT (channel, sku) DO UPDATE SET observed_quantity = $3, \
+                         observed_nanos = $4, observed_actor = $5, diverged_nanos = CASE \
+                           WHEN c.acked_nanos IS NOT NULL AND $4 < c.acked_nanos THEN c.diverged_nanos \
+                           WHEN c.acked_quantity IS NOT NULL AND c.acked_quantity = $3 THEN NULL \
+                           WHEN c.diverged_nanos IS NULL THEN $4 ELSE c.diverged_nanos END \
+                         WHERE c.observed_nanos IS NULL OR $4 >= c.observed_nanos",
+                    )
+                    .bind(channel)
+                    .bind(sku)
+                    .bind(quantity)
+                    .bind(t)
+                    .bind(actor)
+                    .execute(&mut *tx)
+                    .await?;
+                    let r = sqlx::query(
+                        "SELECT acked_quantity, diverged_nanos FROM channel_skus \
+                         WHERE channel = $1 AND sku = $2",
+                    )
+                    .bind(channel)
+                    .bind(sku)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    Ok(Observed {
+                        acked_quantity: r.try_get(0)?,
+                        diverged_since: r.try_get::<Option<i64>, _>(1)?.map(from_nanos),
+                    })
+                })
+            })
+            .await
+        })
+    }
+
+    fn divergences<'a>(
+        &'a self,
+        channel: &'a str,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Divergence>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT sku, observed_quantity, acked_quantity, diverged_nanos, observed_actor \
+                 FROM channel_skus WHERE channel = $1 AND diverged_nanos IS NOT NULL \
+                 AND diverged_nanos <= $2 AND NOT held AND observed_quantity IS NOT NULL \
+                 ORDER BY diverged_nanos LIMIT $3",
+            )
+            .bind(channel)
+            .bind(nanos(before))
+            .bind(limit.clamp(1, MAX_SCAN) as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Divergence {
+                        sku: r.try_get(0)?,
+                        observed: r.try_get(1)?,
+                        acked_quantity: r.try_get(2)?,
+                        since: from_nanos(r.try_get(3)?),
+                        actor: r.try_get(4)?,
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(db)
+        })
+    }
+
+    fn push_samples(&self, limit: usize) -> BoxFuture<'_, Result<Vec<PushSample>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT p.channel, p.source, p.occurred_nanos, p.received_nanos, \
+                 p.changed_nanos, p.acked_nanos FROM (SELECT DISTINCT channel FROM push_log) c \
+                 CROSS JOIN LATERAL (SELECT * FROM push_log l WHERE l.channel = c.channel \
+                 ORDER BY l.id DESC LIMIT $1) p",
+            )
+            .bind(limit.max(1) as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(PushSample {
+                        channel: r.try_get(0)?,
+                        source: r.try_get(1)?,
+                        occurred_nanos: r.try_get(2)?,
+                        received_nanos: r.try_get(3)?,
+                        changed_nanos: r.try_get(4)?,
+                        acked_nanos: r.try_get(5)?,
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(db)
+        })
+    }
+
+    fn source_lags<'a>(
+        &'a self,
+        sources: &'a [String],
+        limit: usize,
+    ) -> BoxFuture<'a, Result<HashMap<String, Vec<i64>>, StoreError>> {
+        Box::pin(async move {
+            let mut out = HashMap::new();
+            for s in sources {
+                let lags: Vec<i64> = sqlx::query_scalar(
+                    "SELECT received_nanos - at_nanos FROM events WHERE source = $1 \
+                     AND outcome = 'applied' ORDER BY lsn DESC LIMIT $2",
+                )
+                .bind(s)
+                .bind(limit.max(1) as i64)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+                if !lags.is_empty() {
+                    out.insert(s.clone(), lags);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn outbox_maintain<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query(
+                "DELETE FROM push_log WHERE channel = $1 AND id <= \
+                 (SELECT MAX(id) FROM push_log WHERE channel = $1) - $2",
+            )
+            .bind(channel)
+            .bind(PUSH_LOG_KEEP)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn channel_lease<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ChannelLease>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.connect.connect().await.map_err(db)?;
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(lease_key(channel))
+                .fetch_one(&mut conn)
+                .await
+                .map_err(db)?;
+            if !got {
+                let _ = conn.close().await;
+                return Ok(None);
+            }
+            let (lost_tx, lost_rx) = tokio::sync::watch::channel(false);
+            let (release_tx, release_rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(keep_lease(conn, channel.to_owned(), lost_tx, release_rx));
+            Ok(Some(ChannelLease::kept(lost_rx, release_tx)))
+        })
+    }
+}
+
+/// Holds a lease's connection (and with it the advisory lock) until the lease is dropped,
+/// checking it every [`LEASE_PING`]; a failed check reports the lease lost.
+async fn keep_lease(
+    mut conn: PgConnection,
+    channel: String,
+    lost: tokio::sync::watch::Sender<bool>,
+    mut release: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut tick = tokio::time::interval(LEASE_PING);
+    loop {
+        tokio::select! {
+            _ = &mut release => {
+                // Ending the session releases the lock.
+                let _ = conn.close().await;
+                return;
+            }
+            _ = tick.tick() => {
+                let ok = tokio::time::timeout(LEASE_PING * 2, sqlx::query("SELECT 1").execute(&mut conn)).await;
+                if !matches!(ok, Ok(Ok(_))) {
+                    tracing::warn!(channel, "lost the channel's lease (its connection failed); stopping its pushes");
+                    let _ = lost.send(true);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Writes push records in order (as SQLite does); returns the acknowledged skus still dirty.
+async fn record(
+    tx: &mut PgConnection,
+    channel: &str,
+    records: &[PushRecord],
+) -> Result<Vec<String>, sqlx::Error> {
+    let now = nanos(Utc::now());
+    let mut again = Vec::new();
+    for r in records {
+        match r {
+            PushRecord::Acked {
+                sku,
+                version,
+                quantity,
+                at,
+                sample,
+            } => {
+                sqlx::query(
+                    "INSERT INTO channel_skus (channel, sku, acked_quantity, acked_version, \
+                     acked_nanos, basis, attempts, next_attempt_nanos) \
+                     VALUES ($1, $2, $3, $4, $5, $3, 0, 0) \
+                     ON CONFLICT (channel, sku) DO UPDATE SET acked_quantity = $3, \
+                     acked_version = $4, acked_nanos = $5, basis = $3, pinned_version = NULL, \
+                     pinned_quantity = NULL, attempts = 0, next_attempt_nanos = 0, \
+                     last_error = NULL, last_error_nanos = NULL, dead_version = NULL, \
+                     diverged_nanos = NULL",
+                )
+                .bind(channel)
+                .bind(sku)
+                .bind(quantity)
+                .bind(version)
+                .bind(nanos(*at))
+                .execute(&mut *tx)
+                .await?;
+                // Clean only if no newer version arrived meanwhile: a newer one stays dirty and
+                // is pushed next, coalescing everything in between.
+                let dirty: Option<bool> = sqlx::query_scalar(
+                    "UPDATE outbox SET dirty = (version <> $3) WHERE channel = $1 AND sku = $2 \
+                     RETURNING dirty",
+                )
+                .bind(channel)
+                .bind(sku)
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if dirty == Some(true) {
+                    again.push(sku.clone());
+                }
+                sqlx::query(
+                    "INSERT INTO push_log (channel, sku, version, quantity, source, \
+                     occurred_nanos, received_nanos, changed_nanos, acked_nanos) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(channel)
+                .bind(sku)
+                .bind(version)
+                .bind(quantity)
+                .bind(&sample.source)
+                .bind(sample.occurred_nanos)
+                .bind(sample.received_nanos)
+                .bind(sample.changed_nanos)
+                .bind(sample.acked_nanos)
+                .execute(&mut *tx)
+                .await?;
+            }
+            PushRecord::Failed {
+                sku,
+                version,
+                pinned,
+                attempts,
+                next_attempt,
+                error,
+                dead,
+            } => {
+                sqlx::query(
+                    "INSERT INTO channel_skus (channel, sku, attempts, next_attempt_nanos, \
+                     last_error, last_error_nanos, dead_version, pinned_version, pinned_quantity) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                     ON CONFLICT (channel, sku) DO UPDATE SET attempts = $3, \
+                     next_attempt_nanos = $4, last_error = $5, last_error_nanos = $6, \
+                     dead_version = $7, pinned_version = $8, pinned_quantity = $9",
+                )
+                .bind(channel)
+                .bind(sku)
+                .bind(i64::from(*attempts))
+                .bind(nanos(*next_attempt))
+                .bind(error)
+                .bind(now)
+                .bind(dead.as_ref().map(|_| *version))
+                .bind(pinned.map(|p| p.0))
+                .bind(pinned.map(|p| p.1))
+                .execute(&mut *tx)
+                .await?;
+                if let Some(i) = dead {
+                    insert_incidents(tx, std::slice::from_ref(i)).await?;
+                }
+            }
+            PushRecord::Rebased {
+                sku,
+                basis,
+                hold,
+                incident,
+            } => {
+                sqlx::query(
+                    "INSERT INTO channel_skus (channel, sku, basis, held, attempts, \
+                     next_attempt_nanos, diverged_nanos) VALUES ($1, $2, $3, $4, 0, 0, NULL) \
+                     ON CONFLICT (channel, sku) DO UPDATE SET basis = $3, held = $4, \
+                     attempts = 0, next_attempt_nanos = 0, diverged_nanos = NULL, \
+                     pinned_version = NULL, pinned_quantity = NULL",
+                )
+                .bind(channel)
+                .bind(sku)
+                .bind(basis)
+                .bind(*hold)
+                .execute(&mut *tx)
+                .await?;
+                if !*hold {
+                    sqlx::query(
+                        "UPDATE outbox SET dirty = TRUE, changed_nanos = GREATEST(changed_nanos, $3) \
+                         WHERE channel = $1 AND sku = $2",
+                    )
+                    .bind(channel)
+                    .bind(sku)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                insert_incidents(tx, std::slice::from_ref(incident)).await?;
+            }
+            PushRecord::Refused {
+                sku,
+                version,
+                basis,
+                attempts,
+                next_attempt,
+                error,
+                dead,
+            } => {
+                // Nothing is in doubt: the channel answered and applied nothing.
+                sqlx::query(
+                    "INSERT INTO channel_skus (channel, sku, basis, attempts, \
+                     next_attempt_nanos, last_error, last_error_nanos, dead_version) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     ON CONFLICT (channel, sku) DO UPDATE SET basis = $3, attempts = $4, \
+                     next_attempt_nanos = $5, last_error = $6, last_error_nanos = $7, \
+                     dead_version = $8, pinned_version = NULL, pinned_quantity = NULL",
+                )
+                .bind(channel)
+                .bind(sku)
+                .bind(basis)
+                .bind(i64::from(*attempts))
+                .bind(nanos(*next_attempt))
+                .bind(error)
+                .bind(now)
+                .bind(dead.as_ref().map(|_| *version))
+                .execute(&mut *tx)
+                .await?;
+                if let Some(i) = dead {
+                    insert_incidents(tx, std::slice::from_ref(i)).await?;
+                }
+            }
+        }
+    }
+    again.sort();
+    again.dedup();
+    Ok(again)
+}
+
+/// `GET /v1/channels/{id}`, from one snapshot.
+async fn status(store: &PgStore, channel: &str) -> Result<ChannelStatus, sqlx::Error> {
+    let mut tx = store.pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let pending: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE channel = $1 AND dirty")
+            .bind(channel)
+            .fetch_one(&mut *tx)
+            .await?;
+    let held: Vec<String> = sqlx::query_scalar(
+        "SELECT sku FROM channel_skus WHERE channel = $1 AND held ORDER BY sku LIMIT 1000",
+    )
+    .bind(channel)
+    .fetch_all(&mut *tx)
+    .await?;
+    let dead = sqlx::query(
+        "SELECT sku, dead_version, attempts, last_error, last_error_nanos FROM channel_skus \
+         WHERE channel = $1 AND dead_version IS NOT NULL ORDER BY sku LIMIT 1000",
+    )
+    .bind(channel)
+    .fetch_all(&mut *tx)
+    .await?;
+    let dead_letters = dead
+        .iter()
+        .map(|r| {
+            Ok(DeadLetter {
+                sku: r.try_get(0)?,
+                version: r.try_get(1)?,
+                attempts: u32::try_from(r.try_get::<i64, _>(2)?).unwrap_or(u32::MAX),
+                error: r.try_get(3)?,
+                at: r.try_get::<Option<i64>, _>(4)?.map(from_nanos),
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let errs = sqlx::query(
+        "SELECT sku, attempts, last_error, last_error_nanos, next_attempt_nanos \
+         FROM channel_skus WHERE channel = $1 AND dead_version IS NULL AND attempts > 0 \
+         AND last_error IS NOT NULL ORDER BY last_error_nanos DESC LIMIT 100",
+    )
+    .bind(channel)
+    .fetch_all(&mut *tx)
+    .await?;
+    let errors = errs
+        .iter()
+        .map(|r| {
+            Ok(PushError {
+                sku: r.try_get(0)?,
+                attempts: u32::try_from(r.try_get::<i64, _>(1)?).unwrap_or(u32::MAX),
+                error: r.try_get(2)?,
+                at: from_nanos(r.try_get::<Option<i64>, _>(3)?.unwrap_or(0)),
+                next_attempt: from_nanos(r.try_get(4)?),
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let last = sqlx::query(
+        "SELECT sku, quantity, version, acked_nanos FROM push_log WHERE channel = $1 \
+         ORDER BY id DESC LIMIT 1",
+    )
+    .bind(channel)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let last_push = match last {
+        Some(r) => Some(LastPush {
+            sku: r.try_get(0)?,
+            quantity: r.try_get(1)?,
+            version: r.try_get(2)?,
+            at: from_nanos(r.try_get(3)?),
+        }),
+        None => None,
+    };
+    tx.commit().await?;
+    Ok(ChannelStatus {
+        pending,
+        held,
+        dead_letters,
+        errors,
+        last_push,
+    })
+}

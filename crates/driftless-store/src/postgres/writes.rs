@@ -1,0 +1,744 @@
+//! The appliers: each takes every request queued when it starts (group commit) and decides and
+//! stores them in one transaction, as named phases (see [`Applier::try_group`]):
+//!
+//! 1. lock the group's `(sku, location)` slots, in key order (the fixed order that keeps
+//!    appliers of several processes from deadlocking each other over cells);
+//! 2. read their cells and the stored fingerprints of the group's `(source, id)`s, after the
+//!    locks, so everything committed before is seen;
+//! 3. decide every event in request order with the core's `Rules::decide`, re-basing late sets
+//!    over the cell's stored events (the `events_by_cell` index) and the group's own;
+//! 4. store the events (the partial unique index on `(source, id)` claims ids; an id another
+//!    process claimed meanwhile voids the group's decisions, which are taken again), the changed
+//!    cells, the outbox marks (their rows locked after the slots, again in key order, and the
+//!    channel's ATP read after that lock) and the incidents;
+//! 5. commit, and say so to the other processes' dispatchers (`NOTIFY`).
+//!
+//! A serialization failure, a deadlock or a connection lost before the commit runs the group
+//! again; a connection lost during the commit leaves its fate unknown, so the requests are
+//! answered with an error and nothing is claimed: a client's retry finds its events stored
+//! (`duplicate`) or not.
+
+use super::errors::{db, retryable, unreachable};
+use super::records::insert_incidents;
+use super::{OUTBOX_NOTIFY, Request, nanos};
+use crate::rows::{incident_of, sent_factor};
+use crate::{Incident, Incoming, Receipt, StoreError};
+use chrono::Utc;
+use driftless_core::{
+    Cell, ChannelSpec, Effect, EventId, Fingerprint, Levels, Location, OrderKey, Outcome, Position,
+    Prepared, Rules, Sku, State,
+};
+use sqlx::postgres::PgPool;
+use sqlx::{Acquire, PgConnection, Row};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Times a group is run again after deadlocks, serialization failures or ids claimed meanwhile.
+const MAX_CONTENDED: u32 = 50;
+/// Times a group is run again after its connection was lost before the commit (a connection cut
+/// by the server: the pool opens a new one).
+const MAX_UNREACHABLE: u32 = 2;
+
+pub(super) struct Applier {
+    pub(super) pool: PgPool,
+    pub(super) rules: Arc<Rules>,
+    pub(super) channels: Arc<Vec<ChannelSpec>>,
+    pub(super) changes: Arc<watch::Sender<u64>>,
+    pub(super) max_group_events: usize,
+}
+
+/// Why a group attempt stopped.
+enum Failure {
+    /// Run it again (a deadlock, a serialization failure, a lost connection before the commit).
+    Again(sqlx::Error),
+    Fatal(StoreError),
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(e: sqlx::Error) -> Self {
+        if retryable(&e) || unreachable(&e) {
+            Failure::Again(e)
+        } else {
+            Failure::Fatal(db(e))
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Fatal(e)
+    }
+}
+
+/// What a committed group answers: receipts per request, and whether it marked outbox rows.
+type Committed = (Vec<Vec<Receipt>>, bool);
+
+type Slot = (Sku, Location);
+
+/// Marked `(channel, sku)` rows: how many marking events, and the newest applied event's
+/// `(source, occurred, received)` for the integration matrix.
+type Marks = BTreeMap<(String, Sku), (i64, Option<(String, i64, i64)>)>;
+
+/// An event row to store.
+struct EventRow<'a> {
+    p: &'a Prepared,
+    received: i64,
+    outcome: Outcome,
+    effective: bool,
+    claims: bool,
+    detail: Option<String>,
+}
+
+/// What deciding a group produced.
+#[derive(Default)]
+struct Decided<'a> {
+    receipts: Vec<Vec<Receipt>>,
+    events: Vec<EventRow<'a>>,
+    /// Slots whose cells changed, with a bit per changed state.
+    changed: BTreeMap<Slot, u8>,
+    marks: Marks,
+    incidents: Vec<Incident>,
+}
+
+impl Applier {
+    pub(super) async fn run(self, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Request>>>) {
+        loop {
+            let jobs = {
+                let mut rx = rx.lock().await;
+                let Some(first) = rx.recv().await else {
+                    return;
+                };
+                let mut n = first.batch.len();
+                let mut jobs = vec![first];
+                while n < self.max_group_events {
+                    match rx.try_recv() {
+                        Ok(j) => {
+                            n += j.batch.len();
+                            jobs.push(j);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                jobs
+            };
+            match self.commit(&jobs).await {
+                Ok((receipts, marked)) => {
+                    if marked {
+                        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+                    }
+                    for (j, r) in jobs.into_iter().zip(receipts) {
+                        let _ = j.reply.send(Ok(r));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "group commit failed");
+                    for j in jobs {
+                        let _ = j.reply.send(Err(answer(&e)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the group until it commits, is refused, or has been tried enough.
+    async fn commit(&self, jobs: &[Request]) -> Result<Committed, StoreError> {
+        let (mut contended, mut lost) = (0u32, 0u32);
+        loop {
+            let why = match self.try_group(jobs).await {
+                Ok(Some(done)) => return Ok(done),
+                Ok(None) => "an event id was claimed by another writer meanwhile".to_owned(),
+                Err(Failure::Fatal(e)) => return Err(e),
+                // The pool already waited its `acquire_timeout` for a connection: answer now
+                // (503), the client retries once the database answers again.
+                Err(Failure::Again(e @ sqlx::Error::PoolTimedOut)) => {
+                    return Err(StoreError::Unavailable(e.to_string()));
+                }
+                Err(Failure::Again(e)) => {
+                    if unreachable(&e) {
+                        lost += 1;
+                        if lost > MAX_UNREACHABLE {
+                            return Err(StoreError::Unavailable(e.to_string()));
+                        }
+                        tracing::warn!(error = %e, "the database connection was lost; running the group again");
+                        e.to_string()
+                    } else {
+                        e.to_string()
+                    }
+                }
+            };
+            contended += 1;
+            if contended > MAX_CONTENDED {
+                return Err(StoreError::WriteFailed(format!(
+                    "gave up after {MAX_CONTENDED} attempts: {why}"
+                )));
+            }
+            tracing::debug!(attempt = contended, why, "running the group again");
+            tokio::time::sleep(backoff(contended)).await;
+        }
+    }
+
+    /// One attempt at the group, as its phases. `Ok(None)`: an id was claimed by another
+    /// process between the lookup and the insert; nothing was stored.
+    async fn try_group(&self, jobs: &[Request]) -> Result<Option<Committed>, Failure> {
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let prepared: Vec<&Prepared> = jobs
+            .iter()
+            .flat_map(|j| j.batch.iter())
+            .filter_map(|i| match i {
+                Incoming::Event(p) => Some(p.as_ref()),
+                Incoming::Rejected { .. } => None,
+            })
+            .collect();
+        let slots: BTreeSet<Slot> = prepared
+            .iter()
+            .map(|p| (p.event.sku.clone(), p.event.location.clone()))
+            .collect();
+        let fresh = lock_slots(&mut tx, &slots).await?;
+        let mut cells = load_cells(&mut tx, &slots).await?;
+        let mut seen = lookup_ids(&mut tx, &prepared).await?;
+        let decided = self.decide(&mut tx, jobs, &mut cells, &mut seen).await?;
+        if !insert_events(&mut tx, &decided.events).await? {
+            return Ok(None);
+        }
+        write_cells(&mut tx, &cells, &decided.changed).await?;
+        drop_unused_slots(&mut tx, &fresh, &decided.events).await?;
+        let marked = !decided.marks.is_empty();
+        if marked {
+            mark_outbox(&mut tx, &self.channels, &decided.marks).await?;
+        }
+        insert_incidents(&mut tx, &decided.incidents)
+            .await
+            .map_err(Failure::from)?;
+        if marked {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(OUTBOX_NOTIFY)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Err(e) = tx.commit().await {
+            // Sent, maybe applied: only a reply from the server says it was not.
+            return Err(Failure::Fatal(if unreachable(&e) {
+                StoreError::Unavailable(format!("the commit's fate is unknown: {e}"))
+            } else {
+                db(e)
+            }));
+        }
+        Ok(Some((decided.receipts, marked)))
+    }
+
+    /// Phase 3: every event of the group in request order, through the core's decision.
+    async fn decide<'a>(
+        &self,
+        tx: &mut PgConnection,
+        jobs: &'a [Request],
+        cells: &mut HashMap<Slot, [Cell; 5]>,
+        seen: &mut HashMap<(String, String), Fingerprint>,
+    ) -> Result<Decided<'a>, Failure> {
+        let mut out = Decided::default();
+        for job in jobs {
+            let received = nanos(job.received_at);
+            let mut receipts = Vec::with_capacity(job.batch.len());
+            for item in &job.batch {
+                let p = match item {
+                    Incoming::Rejected { event, reason } => {
+                        out.incidents.push(incident_of(
+                            event,
+                            Outcome::Rejected,
+                            reason.clone(),
+                            job.received_at,
+                        ));
+                        receipts.push(Receipt {
+                            outcome: Outcome::Rejected,
+                            detail: Some(reason.clone()),
+                        });
+                        continue;
+                    }
+                    Incoming::Event(p) => p.as_ref(),
+                };
+                let ev = &p.event;
+                let identity = (ev.source.to_string(), ev.id.to_string());
+                let prior = seen.get(&identity).copied();
+                let slot = (ev.sku.clone(), ev.location.clone());
+                let mut slot_cells = cells.get(&slot).cloned().unwrap_or_default();
+                let d = self.rules.decide(p, prior, &slot_cells);
+                let mut mask = 0u8;
+                for (state, effect) in &d.effects {
+                    let later = match effect {
+                        Effect::Add(_) => 0,
+                        Effect::Rebase { key, .. } => {
+                            let stored = sum_after(tx, &slot, *state, key).await?;
+                            stored.saturating_add(group_sum_after(&out.events, &slot, *state, key))
+                        }
+                    };
+                    effect.apply(&mut slot_cells[state.index()], later);
+                    mask |= 1 << state.index();
+                }
+                if mask != 0 {
+                    *out.changed.entry(slot.clone()).or_default() |= mask;
+                }
+                cells.insert(slot, slot_cells);
+                if d.outcome.marks_outbox(d.effective) {
+                    let sample = (d.outcome == Outcome::Applied)
+                        .then(|| (ev.source.to_string(), ev.position.at_nanos, received));
+                    for c in self.channels.iter().filter(|c| c.feeds_from(&ev.location)) {
+                        let m = out
+                            .marks
+                            .entry((c.id.to_string(), ev.sku.clone()))
+                            .or_insert((0, None));
+                        m.0 += 1;
+                        if sample.is_some() {
+                            m.1.clone_from(&sample);
+                        }
+                    }
+                }
+                if d.outcome.raises_incident() {
+                    out.incidents.push(incident_of(
+                        ev,
+                        d.outcome,
+                        d.detail.clone().unwrap_or_default(),
+                        job.received_at,
+                    ));
+                }
+                if d.claims_id {
+                    seen.insert(identity, p.fingerprint);
+                }
+                if d.outcome.is_stored() {
+                    out.events.push(EventRow {
+                        p,
+                        received,
+                        outcome: d.outcome,
+                        effective: d.effective,
+                        claims: d.claims_id,
+                        detail: d.detail.clone(),
+                    });
+                }
+                receipts.push(Receipt {
+                    outcome: d.outcome,
+                    detail: d.detail,
+                });
+            }
+            out.receipts.push(receipts);
+        }
+        Ok(out)
+    }
+}
+
+/// The error each request of a failed group gets: the cause, shared.
+fn answer(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Overloaded => StoreError::Overloaded,
+        StoreError::Closed => StoreError::Closed,
+        other => StoreError::WriteFailed(other.to_string()),
+    }
+}
+
+/// A short, jittered pause before running a contended group again, so two appliers that
+/// deadlocked do not meet again in lockstep.
+fn backoff(attempt: u32) -> Duration {
+    let base = 2u64 << attempt.min(6);
+    let jitter = u64::from(Utc::now().timestamp_subsec_nanos()) % base.max(1);
+    Duration::from_millis(base / 2 + jitter)
+}
+
+/// Phase 1: takes the row lock of each slot, creating rows for new ones, in key order. Returns
+/// the slots this transaction created (they are removed again if none of their events is
+/// stored, so a redelivered conflict does not make a sku appear at a location).
+async fn lock_slots(
+    tx: &mut PgConnection,
+    slots: &BTreeSet<Slot>,
+) -> Result<BTreeSet<Slot>, Failure> {
+    if slots.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let (skus, locs): (Vec<&str>, Vec<&str>) =
+        slots.iter().map(|(s, l)| (s.as_str(), l.as_str())).unzip();
+    // UNNEST keeps the arrays' order, so the rows are inserted or locked in key order.
+    let rows = sqlx::query(
+        "INSERT INTO slots (sku, location) SELECT * FROM UNNEST($1::text[], $2::text[]) \
+         ON CONFLICT (sku, location) DO UPDATE SET sku = EXCLUDED.sku \
+         RETURNING sku, location, (xmax = 0) AS fresh",
+    )
+    .bind(&skus)
+    .bind(&locs)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut fresh = BTreeSet::new();
+    for r in rows {
+        if r.try_get::<bool, _>("fresh")? {
+            fresh.insert(slot_of(&r)?);
+        }
+    }
+    Ok(fresh)
+}
+
+fn slot_of(r: &sqlx::postgres::PgRow) -> Result<Slot, StoreError> {
+    let sku: String = r.try_get("sku").map_err(db)?;
+    let loc: String = r.try_get("location").map_err(db)?;
+    Ok((
+        Sku::parse(sku).map_err(|e| StoreError::Corrupt(format!("sku: {e}")))?,
+        Location::parse(loc).map_err(|e| StoreError::Corrupt(format!("location: {e}")))?,
+    ))
+}
+
+/// Phase 2: the cells of the locked slots.
+async fn load_cells(
+    tx: &mut PgConnection,
+    slots: &BTreeSet<Slot>,
+) -> Result<HashMap<Slot, [Cell; 5]>, Failure> {
+    let mut out: HashMap<Slot, [Cell; 5]> = HashMap::new();
+    if slots.is_empty() {
+        return Ok(out);
+    }
+    let (skus, locs): (Vec<&str>, Vec<&str>) =
+        slots.iter().map(|(s, l)| (s.as_str(), l.as_str())).unzip();
+    let rows = sqlx::query(
+        "SELECT c.sku, c.location, c.state, c.value, c.set_nanos, c.set_seq, c.set_id \
+         FROM UNNEST($1::text[], $2::text[]) AS u(sku, location) \
+         JOIN cells c ON c.sku = u.sku AND c.location = u.location",
+    )
+    .bind(&skus)
+    .bind(&locs)
+    .fetch_all(&mut *tx)
+    .await?;
+    for r in rows {
+        let slot = slot_of(&r)?;
+        let state: i16 = r.try_get("state")?;
+        let i = usize::try_from(state)
+            .ok()
+            .filter(|i| *i < 5)
+            .ok_or_else(|| StoreError::Corrupt(format!("state index {state}")))?;
+        let set = match (
+            r.try_get::<Option<i64>, _>("set_nanos")?,
+            r.try_get::<Option<i64>, _>("set_seq")?,
+            r.try_get::<Option<String>, _>("set_id")?,
+        ) {
+            (Some(n), Some(s), Some(id)) => Some(OrderKey {
+                position: Position {
+                    at_nanos: n,
+                    seq: s as u64,
+                },
+                id: EventId::parse(id).map_err(|e| StoreError::Corrupt(format!("set id: {e}")))?,
+            }),
+            _ => None,
+        };
+        out.entry(slot).or_default()[i] = Cell {
+            value: r.try_get("value")?,
+            set,
+        };
+    }
+    Ok(out)
+}
+
+/// Phase 2: the fingerprints stored under the group's `(source, id)`s that are claimed.
+async fn lookup_ids(
+    tx: &mut PgConnection,
+    prepared: &[&Prepared],
+) -> Result<HashMap<(String, String), Fingerprint>, Failure> {
+    let mut out = HashMap::new();
+    if prepared.is_empty() {
+        return Ok(out);
+    }
+    let (sources, ids): (Vec<&str>, Vec<&str>) = prepared
+        .iter()
+        .map(|p| (p.event.source.as_str(), p.event.id.as_str()))
+        .unzip();
+    let rows = sqlx::query(
+        "SELECT e.source, e.id, e.fingerprint FROM UNNEST($1::text[], $2::text[]) AS u(source, id) \
+         JOIN events e ON e.source = u.source AND e.id = u.id AND e.claims",
+    )
+    .bind(&sources)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    for r in rows {
+        let f: Vec<u8> = r.try_get("fingerprint")?;
+        let f: [u8; 32] = f
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("fingerprint is not 32 bytes".into()))?;
+        out.insert((r.try_get("source")?, r.try_get("id")?), Fingerprint(f));
+    }
+    Ok(out)
+}
+
+/// The stored effective deltas of `state` at the slot positioned after `key`, through the
+/// per-cell index. The slot is locked, so no other transaction adds to them meanwhile.
+async fn sum_after(
+    tx: &mut PgConnection,
+    (sku, loc): &Slot,
+    state: State,
+    key: &OrderKey,
+) -> Result<i64, Failure> {
+    let col = state.as_str();
+    let sql = format!(
+        "SELECT COALESCE(SUM({col}), 0)::BIGINT FROM events WHERE sku = $1 AND location = $2 \
+         AND (at_nanos, seq, id) > ($3, $4, $5) AND kind = 'adjust' AND effective \
+         AND {col} IS NOT NULL"
+    );
+    let sum: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(sku.as_str())
+        .bind(loc.as_str())
+        .bind(key.position.at_nanos)
+        .bind(key.position.seq as i64)
+        .bind(key.id.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(sum)
+}
+
+/// The same for the group's own events decided before, not yet stored.
+fn group_sum_after(events: &[EventRow<'_>], (sku, loc): &Slot, state: State, k: &OrderKey) -> i64 {
+    events
+        .iter()
+        .filter(|r| r.effective && !r.p.event.change.is_set())
+        .filter(|r| &r.p.event.sku == sku && &r.p.event.location == loc)
+        .filter(|r| &r.p.event.order_key() > k)
+        .filter_map(|r| r.p.base.get(state))
+        .fold(0i64, |a, d| a.saturating_add(d))
+}
+
+/// Phase 4: the group's events, one statement over arrays. False when an id was claimed by
+/// another transaction since the lookup (the caller rolls back and decides again).
+async fn insert_events(tx: &mut PgConnection, events: &[EventRow<'_>]) -> Result<bool, Failure> {
+    if events.is_empty() {
+        return Ok(true);
+    }
+    let n = events.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut prints = Vec::with_capacity(n);
+    let mut sources = Vec::with_capacity(n);
+    let mut skus = Vec::with_capacity(n);
+    let mut locs = Vec::with_capacity(n);
+    let mut ats = Vec::with_capacity(n);
+    let mut seqs = Vec::with_capacity(n);
+    let mut kinds = Vec::with_capacity(n);
+    let mut qty: [Vec<Option<i64>>; 5] = Default::default();
+    let mut uoms = Vec::with_capacity(n);
+    let mut reasons = Vec::with_capacity(n);
+    let mut refs = Vec::with_capacity(n);
+    let mut received = Vec::with_capacity(n);
+    let mut outcomes = Vec::with_capacity(n);
+    let mut effective = Vec::with_capacity(n);
+    let mut details = Vec::with_capacity(n);
+    let mut factors = Vec::with_capacity(n);
+    let mut claims = Vec::with_capacity(n);
+    for r in events {
+        let e = &r.p.event;
+        ids.push(e.id.as_str());
+        prints.push(r.p.fingerprint.0.to_vec());
+        sources.push(e.source.as_str());
+        skus.push(e.sku.as_str());
+        locs.push(e.location.as_str());
+        ats.push(e.position.at_nanos);
+        seqs.push(e.position.seq as i64);
+        kinds.push(e.change.kind());
+        for s in State::ALL {
+            qty[s.index()].push(r.p.base.get(s));
+        }
+        uoms.push(e.uom.as_ref().map(|u| u.as_str()));
+        reasons.push(e.reason.as_deref());
+        refs.push(e.reference.as_deref());
+        received.push(r.received);
+        outcomes.push(r.outcome.as_str());
+        effective.push(r.effective);
+        details.push(r.detail.as_deref());
+        factors.push(sent_factor(r.p));
+        claims.push(r.claims);
+    }
+    let [on_hand, committed, reserved, incoming, unavailable] = qty;
+    // The rows keep the arrays' order, so their `lsn`s grow in decision order.
+    let done = sqlx::query(
+        "INSERT INTO events (id, fingerprint, source, sku, location, at_nanos, seq, kind, \
+         on_hand, committed, reserved, incoming, unavailable, uom, reason, ref, received_nanos, \
+         outcome, effective, detail, factor, claims) \
+         SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::text[], $4::text[], $5::text[], \
+         $6::int8[], $7::int8[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], \
+         $13::int8[], $14::text[], $15::text[], $16::text[], $17::int8[], $18::text[], \
+         $19::bool[], $20::text[], $21::int8[], $22::bool[]) \
+         ON CONFLICT (source, id) WHERE claims DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&prints)
+    .bind(&sources)
+    .bind(&skus)
+    .bind(&locs)
+    .bind(&ats)
+    .bind(&seqs)
+    .bind(&kinds)
+    .bind(&on_hand)
+    .bind(&committed)
+    .bind(&reserved)
+    .bind(&incoming)
+    .bind(&unavailable)
+    .bind(&uoms)
+    .bind(&reasons)
+    .bind(&refs)
+    .bind(&received)
+    .bind(&outcomes)
+    .bind(&effective)
+    .bind(&details)
+    .bind(&factors)
+    .bind(&claims)
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected() == n as u64)
+}
+
+/// Phase 4: the changed states of the changed slots.
+async fn write_cells(
+    tx: &mut PgConnection,
+    cells: &HashMap<Slot, [Cell; 5]>,
+    changed: &BTreeMap<Slot, u8>,
+) -> Result<(), Failure> {
+    let (mut skus, mut locs, mut states, mut values) = (vec![], vec![], vec![], vec![]);
+    let (mut set_nanos, mut set_seq, mut set_id) = (vec![], vec![], vec![]);
+    for (slot, mask) in changed {
+        let Some(c) = cells.get(slot) else { continue };
+        for s in State::ALL {
+            if mask & (1 << s.index()) == 0 {
+                continue;
+            }
+            let cell = &c[s.index()];
+            skus.push(slot.0.as_str());
+            locs.push(slot.1.as_str());
+            states.push(s.index() as i16);
+            values.push(cell.value);
+            set_nanos.push(cell.set.as_ref().map(|k| k.position.at_nanos));
+            set_seq.push(cell.set.as_ref().map(|k| k.position.seq as i64));
+            set_id.push(cell.set.as_ref().map(|k| k.id.as_str()));
+        }
+    }
+    if skus.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO cells (sku, location, state, value, set_nanos, set_seq, set_id) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::int2[], $4::int8[], $5::int8[], \
+         $6::int8[], $7::text[]) \
+         ON CONFLICT (sku, location, state) DO UPDATE SET value = EXCLUDED.value, \
+         set_nanos = EXCLUDED.set_nanos, set_seq = EXCLUDED.set_seq, set_id = EXCLUDED.set_id",
+    )
+    .bind(&skus)
+    .bind(&locs)
+    .bind(&states)
+    .bind(&values)
+    .bind(&set_nanos)
+    .bind(&set_seq)
+    .bind(&set_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Phase 4: slots this group created for events none of which was stored (a conflict, a
+/// duplicate of an event stored elsewhere) are removed, so the sku is not seen there.
+async fn drop_unused_slots(
+    tx: &mut PgConnection,
+    fresh: &BTreeSet<Slot>,
+    events: &[EventRow<'_>],
+) -> Result<(), Failure> {
+    let mut unused: BTreeSet<&Slot> = fresh.iter().collect();
+    for r in events {
+        unused.remove(&(r.p.event.sku.clone(), r.p.event.location.clone()));
+        if unused.is_empty() {
+            return Ok(());
+        }
+    }
+    let (skus, locs): (Vec<&str>, Vec<&str>) =
+        unused.iter().map(|(s, l)| (s.as_str(), l.as_str())).unzip();
+    sqlx::query(
+        "DELETE FROM slots s USING UNNEST($1::text[], $2::text[]) AS u(sku, location) \
+         WHERE s.sku = u.sku AND s.location = u.location",
+    )
+    .bind(&skus)
+    .bind(&locs)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Phase 4: marks the `(channel, sku)` rows dirty with their versions moved on by the number of
+/// marking events, locking them in key order (after the slots, always); then sets each row's
+/// ATP from the cells as they are once the lock is held. Every transaction that changes a cell
+/// at a channel's location holds that row's lock until it commits, so the ATP read here
+/// includes every change committed before, and a later one recomputes it: the newest version
+/// carries the right quantity.
+async fn mark_outbox(
+    tx: &mut PgConnection,
+    channels: &[ChannelSpec],
+    marks: &Marks,
+) -> Result<(), Failure> {
+    let now = nanos(Utc::now());
+    let (mut chans, mut skus, mut counts) = (vec![], vec![], vec![]);
+    let (mut sources, mut occurred, mut received) = (vec![], vec![], vec![]);
+    for ((c, sku), (n, sample)) in marks {
+        chans.push(c.as_str());
+        skus.push(sku.as_str());
+        counts.push(*n);
+        sources.push(sample.as_ref().map(|s| s.0.as_str()));
+        occurred.push(sample.as_ref().map(|s| s.1));
+        received.push(sample.as_ref().map(|s| s.2));
+    }
+    sqlx::query(
+        "INSERT INTO outbox (channel, sku, version, dirty, changed_nanos, atp, source, \
+         occurred_nanos, received_nanos) \
+         SELECT c, s, n, TRUE, $4, 0, src, occ, rec FROM UNNEST($1::text[], $2::text[], \
+         $3::int8[], $5::text[], $6::int8[], $7::int8[]) AS u(c, s, n, src, occ, rec) \
+         ON CONFLICT (channel, sku) DO UPDATE SET version = outbox.version + EXCLUDED.version, \
+         dirty = TRUE, changed_nanos = GREATEST(outbox.changed_nanos + 1, EXCLUDED.changed_nanos), \
+         source = COALESCE(EXCLUDED.source, outbox.source), \
+         occurred_nanos = COALESCE(EXCLUDED.occurred_nanos, outbox.occurred_nanos), \
+         received_nanos = COALESCE(EXCLUDED.received_nanos, outbox.received_nanos)",
+    )
+    .bind(&chans)
+    .bind(&skus)
+    .bind(&counts)
+    .bind(now)
+    .bind(&sources)
+    .bind(&occurred)
+    .bind(&received)
+    .execute(&mut *tx)
+    .await?;
+    // The levels of every location of the marked skus, read after the locks.
+    let distinct: BTreeSet<&str> = skus.iter().copied().collect();
+    let distinct: Vec<&str> = distinct.into_iter().collect();
+    let rows = sqlx::query("SELECT sku, location, state, value FROM cells WHERE sku = ANY($1)")
+        .bind(&distinct)
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut levels: HashMap<(String, String), Levels> = HashMap::new();
+    for r in rows {
+        let state: i16 = r.try_get("state")?;
+        let Some(s) = usize::try_from(state).ok().and_then(|i| State::ALL.get(i)) else {
+            return Err(StoreError::Corrupt(format!("state index {state}")).into());
+        };
+        levels
+            .entry((r.try_get("sku")?, r.try_get("location")?))
+            .or_default()
+            .set(*s, r.try_get("value")?);
+    }
+    let mut atps = Vec::with_capacity(chans.len());
+    for (c, sku) in marks.keys() {
+        let spec = channels.iter().find(|x| x.id.as_str() == c);
+        let atp = spec.map_or(0, |spec| {
+            spec.locations
+                .iter()
+                .filter_map(|l| levels.get(&(sku.to_string(), l.to_string())))
+                .fold(0i64, |a, lv| a.saturating_add(lv.available()))
+        });
+        atps.push(atp);
+    }
+    sqlx::query(
+        "UPDATE outbox o SET atp = u.atp FROM UNNEST($1::text[], $2::text[], $3::int8[]) \
+         AS u(c, s, atp) WHERE o.channel = u.c AND o.sku = u.s",
+    )
+    .bind(&chans)
+    .bind(&skus)
+    .bind(&atps)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! How a stored row is derived from the values that cross the seam, where every backend must
+//! derive it the same way (a history written by one backend reads the same from another).
+
+use crate::Incident;
+use driftless_core::Prepared;
+
+/// How many base units one unit the event was sent in is; `None` for the base unit (or when
+/// every quantity is 0, which reads the same in any unit).
+pub(crate) fn sent_factor(p: &Prepared) -> Option<i64> {
+    p.event.uom.as_ref()?;
+    p.event
+        .change
+        .quantities()
+        .iter()
+        .find(|(_, q)| *q != 0)
+        .and_then(|(s, q)| p.base.get(s).map(|b| b / q))
+        .filter(|f| *f != 1)
+}
+
+/// An incident's system and actor, apart: a channel override that names its actor inside the
+/// system (`channel:actor`, as the fan-out wrote them) is stored as the channel and the actor.
+pub(crate) fn system_and_actor(i: &Incident) -> (Option<String>, Option<String>) {
+    match (&i.system, &i.actor) {
+        (Some(s), None) if i.kind == "channel_override" => match s.split_once(':') {
+            Some((system, actor)) => (Some(system.to_owned()), Some(actor.to_owned())),
+            None => (Some(s.clone()), None),
+        },
+        _ => (i.system.clone(), i.actor.clone()),
+    }
+}
+
+/// The incident an event's outcome raises (see [`driftless_core::Outcome::raises_incident`]).
+pub(crate) fn incident_of(
+    ev: &driftless_core::Event,
+    outcome: driftless_core::Outcome,
+    detail: String,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Incident {
+    Incident {
+        kind: outcome.as_str().into(),
+        sku: Some(ev.sku.to_string()),
+        location: Some(ev.location.to_string()),
+        system: Some(ev.source.to_string()),
+        actor: None,
+        event_id: Some(ev.id.to_string()),
+        detail,
+        at,
+    }
+}
