@@ -27,6 +27,10 @@ pub enum ApiError {
     /// take the request.
     #[error("the hub is shutting down; retry in a moment")]
     ShuttingDown,
+    /// The JetStream bus did not confirm the events in time (NATS down, stream full); some may
+    /// be durable, and a retry with the same ids is safe.
+    #[error("the event bus is unavailable; retry in a moment with the same ids")]
+    BusUnavailable,
     #[error("internal error")]
     Internal(String),
 }
@@ -42,6 +46,7 @@ impl ApiError {
             ApiError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            ApiError::BusUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "bus_unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -52,6 +57,22 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Overloaded => ApiError::Overloaded,
             StoreError::Closed => ApiError::ShuttingDown,
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<driftless_bus::BusError> for ApiError {
+    fn from(e: driftless_bus::BusError) -> Self {
+        use driftless_bus::BusError;
+        match e {
+            BusError::Overloaded => ApiError::Overloaded,
+            BusError::Closed => ApiError::ShuttingDown,
+            BusError::Store(e) => e.into(),
+            BusError::Unavailable(cause) => {
+                tracing::warn!(%cause, "event bus unavailable");
+                ApiError::BusUnavailable
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

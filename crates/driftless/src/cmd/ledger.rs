@@ -27,11 +27,6 @@ pub async fn open(s: &Settings, access: Access) -> anyhow::Result<Arc<dyn Store>
             s.server.data_dir.display()
         );
     }
-    if s.server.nats_url.is_some() {
-        anyhow::bail!(
-            "nats_url: this build has no NATS event bus; remove nats_url (or DRIFTLESS_NATS_URL)"
-        );
-    }
     let dir = &s.server.data_dir;
     let (rules, channels) = (s.rules.clone(), s.channel_specs());
     let store = match access {
