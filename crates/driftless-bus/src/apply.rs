@@ -62,14 +62,11 @@ impl Bus {
 
     async fn run_applier(self: Arc<Bus>, partition: u16) {
         let mut stop = self.stop.subscribe();
-        let name = self.opts.stream_name();
         while !*stop.borrow() {
             let messages = async {
-                let stream = self
-                    .js
-                    .get_stream(&name)
+                let stream = crate::setup_stream(&self.js, &self.opts)
                     .await
-                    .map_err(|e| format!("stream {name}: {e}"))?;
+                    .map_err(|e| e.to_string())?;
                 let consumer: async_nats::jetstream::consumer::Consumer<pull::Config> = stream
                     .get_or_create_consumer(
                         &format!("applier-{partition}"),
@@ -105,10 +102,18 @@ impl Bus {
                 let first = match first {
                     Some(Ok(m)) => m,
                     Some(Err(e)) => {
-                        // Missed heartbeats, a reconnect: the pull stream re-issues its requests;
-                        // a consumer deleted under us ends the stream and is created again.
+                        use async_nats::jetstream::consumer::pull::MessagesErrorKind as K;
+                        // Missed heartbeats (a reconnect): the pull stream re-issues its own
+                        // requests. Anything else (the consumer deleted by an operator, the
+                        // stream gone) is met by setting the consumer up again.
                         tracing::debug!(partition, error = %e, "applier pull");
-                        continue;
+                        if matches!(e.kind(), K::MissingHeartbeat) {
+                            continue;
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(RETRY_PAUSE) => break,
+                            _ = stop.wait_for(|s| *s) => return,
+                        }
                     }
                     None => break,
                 };

@@ -300,7 +300,12 @@ impl Bus {
 /// One stream for every partition, work-queue retention (a message is removed once its
 /// partition's consumer acknowledged it), file storage, bounded in bytes with `discard new` so a
 /// full stream refuses publishes (the API answers 503) rather than dropping accepted events.
-async fn setup_stream(js: &jetstream::Context, o: &BusOptions) -> Result<(), BusError> {
+/// Also called by each applier before it pulls, so a stream lost with a NATS server's storage is
+/// created again rather than wedging the appliers.
+pub(crate) async fn setup_stream(
+    js: &jetstream::Context,
+    o: &BusOptions,
+) -> Result<jetstream::stream::Stream, BusError> {
     use jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType};
     let config = Config {
         name: o.stream_name(),
@@ -317,8 +322,7 @@ async fn setup_stream(js: &jetstream::Context, o: &BusOptions) -> Result<(), Bus
     };
     js.get_or_create_stream(config)
         .await
-        .map_err(|e| BusError::Setup(format!("stream {}: {e}", o.stream_name())))?;
-    Ok(())
+        .map_err(|e| BusError::Setup(format!("stream {}: {e}", o.stream_name())))
 }
 
 #[cfg(test)]

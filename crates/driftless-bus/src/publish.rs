@@ -449,7 +449,7 @@ mod tests {
 
     fn key(i: u32) -> Key {
         (
-            SystemId::parse("wms".to_owned()).unwrap(),
+            SystemId::parse("wms").unwrap(),
             EventId::parse(format!("e{i}")).unwrap(),
         )
     }
