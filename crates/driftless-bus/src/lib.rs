@@ -29,6 +29,12 @@ use std::time::Duration;
 
 pub use publish::Delivery;
 
+/// Publishes of one request sent before their acknowledgements are awaited.
+const PUBLISH_CHUNK: usize = 200;
+/// Unacknowledged publishes of one process (see `publish_chunk` for why this bound cannot
+/// deadlock: 256 event requests x `PUBLISH_CHUNK` stay below it).
+const MAX_ACK_INFLIGHT: usize = 65_536;
+
 /// The one error type of this boundary.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -237,6 +243,7 @@ impl Bus {
             })?;
         let js = jetstream::ContextBuilder::new()
             .timeout(opts.publish_timeout)
+            .max_ack_inflight(MAX_ACK_INFLIGHT)
             .build(client.clone());
         setup_stream(&js, &opts).await?;
         let (stop, _) = tokio::sync::watch::channel(false);

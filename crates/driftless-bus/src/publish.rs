@@ -314,11 +314,32 @@ impl Bus {
         routes: &mut [Route],
     ) -> Result<(), BusError> {
         let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
-        let mut acks = Vec::with_capacity(events.len());
-        for (i, e) in events.iter().enumerate() {
-            if !matches!(routes[i], Route::Published(_)) {
-                continue;
-            }
+        let published: Vec<usize> = (0..events.len())
+            .filter(|&i| matches!(routes[i], Route::Published(_)))
+            .collect();
+        for chunk in published.chunks(crate::PUBLISH_CHUNK) {
+            self.publish_chunk(received_at, events, routes, chunk)
+                .await
+                .map_err(|e| unavailable(&e))?;
+        }
+        Ok(())
+    }
+
+    /// Sends a chunk, then awaits its acknowledgements. Each unacknowledged publish holds one of
+    /// the context's `MAX_ACK_INFLIGHT` permits, and a request blocks for a permit while holding
+    /// others: chunks keep every request's holding below `PUBLISH_CHUNK`, and the server lets at
+    /// most 256 event requests run at once, so 256 x `PUBLISH_CHUNK` < `MAX_ACK_INFLIGHT` and
+    /// requests can never all wait on each other.
+    async fn publish_chunk(
+        &self,
+        received_at: DateTime<Utc>,
+        events: &[Event],
+        routes: &mut [Route],
+        chunk: &[usize],
+    ) -> Result<(), String> {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for &i in chunk {
+            let e = &events[i];
             let subject = self.opts.event_subject(self.opts.partition(e.sku.as_str()));
             let msg = PublishMessage::build()
                 .payload(codec::encode_event(received_at, e).into())
@@ -327,7 +348,7 @@ impl Bus {
                 .js
                 .send_publish(subject, msg)
                 .await
-                .map_err(|e| unavailable(&e))?;
+                .map_err(|e| e.to_string())?;
             acks.push((i, ack));
         }
         let results = futures::future::join_all(
@@ -336,7 +357,7 @@ impl Bus {
         )
         .await;
         for (i, r) in results {
-            let ack = r.map_err(|e| unavailable(&e))?;
+            let ack = r.map_err(|e| e.to_string())?;
             if ack.duplicate {
                 routes[i] = Route::Direct;
             }

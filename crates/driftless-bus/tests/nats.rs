@@ -175,9 +175,21 @@ async fn published_events_are_applied_and_answered_with_their_outcomes() {
     assert_eq!(outcome(&changed[0]), Outcome::Conflict);
     assert_eq!(on_hand(&store, "TEE.2 *").await, 7);
 
+    // A request larger than one publish chunk: every event published, applied and answered.
+    let many: Vec<Event> = (0..450)
+        .map(|i| event("wms", &format!("m{i}"), &format!("MANY-{}", i % 7), 1))
+        .collect();
+    let d = bus.submit(now(), many).await.unwrap();
+    assert!(d.iter().all(|d| outcome(d) == Outcome::Applied));
+    let mut total = 0;
+    for k in 0..7 {
+        total += on_hand(&store, &format!("MANY-{k}")).await;
+    }
+    assert_eq!(total, 450);
+
     // Each changed sku's channel quantity was published on its own subject.
     let mut seen = std::collections::BTreeMap::new();
-    while seen.len() < 2 {
+    while !(seen.contains_key("TEE-1") && seen.contains_key("TEE.2 *")) {
         let m = tokio::time::timeout(Duration::from_secs(20), updates.next())
             .await
             .expect("a channel update")
