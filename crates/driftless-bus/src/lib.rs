@@ -291,13 +291,14 @@ impl Bus {
             Ok(mut t) => t.drain(..).collect(),
             Err(_) => Vec::new(),
         };
-        for t in tasks {
-            // The listener never ends by itself; the appliers end at the stop signal.
-            if tokio::time::timeout(Duration::from_secs(10), &mut { t })
-                .await
-                .is_err()
-            {
-                tracing::warn!("a bus task did not stop within 10 s");
+        // One deadline for all: an applier finishing a group waits for the ledger, which answers
+        // or fails within its own bounds; past this the task is aborted and its messages, never
+        // acknowledged, come back from JetStream. The listener ends at the stop signal too.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        for mut t in tasks {
+            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+                tracing::warn!("a bus task did not stop within 10 s; aborted");
+                t.abort();
             }
         }
         let _ = self.client.flush().await;
