@@ -31,6 +31,10 @@ pub enum ApiError {
     /// cause is logged, not sent.
     #[error("the ledger's database is unavailable; retry in a moment")]
     Unavailable(String),
+    /// The JetStream bus did not confirm the events in time (NATS down, stream full); some may
+    /// be durable, and a retry with the same ids is safe.
+    #[error("the event bus is unavailable; retry in a moment with the same ids")]
+    BusUnavailable,
     #[error("internal error")]
     Internal(String),
 }
@@ -47,6 +51,7 @@ impl ApiError {
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::BusUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "bus_unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -58,6 +63,22 @@ impl From<StoreError> for ApiError {
             StoreError::Overloaded => ApiError::Overloaded,
             StoreError::Closed => ApiError::ShuttingDown,
             StoreError::Unavailable(cause) => ApiError::Unavailable(cause),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<driftless_bus::BusError> for ApiError {
+    fn from(e: driftless_bus::BusError) -> Self {
+        use driftless_bus::BusError;
+        match e {
+            BusError::Overloaded => ApiError::Overloaded,
+            BusError::Closed => ApiError::ShuttingDown,
+            BusError::Store(e) => e.into(),
+            BusError::Unavailable(cause) => {
+                tracing::warn!(%cause, "event bus unavailable");
+                ApiError::BusUnavailable
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

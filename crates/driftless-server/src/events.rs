@@ -1,15 +1,19 @@
 //! `GET /v1/events/{source}/{id}`: one event's stored outcome, by its identity `(source, id)`
 //! (`DESIGN.md` section 12): `{"source", "id", "outcome", "reason"?, "received_at", "event"}`,
 //! `404` when no event of that identity is stored (a rejected one is not: it claimed nothing).
+//! With the JetStream bus on, an event accepted and not applied yet answers `202`
+//! `{"source", "id", "outcome": "accepted"}`.
 
 use crate::AppState;
 use crate::error::ApiError;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use driftless_core::{EventId, SystemId};
 use driftless_store::HistoryEntry;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/events/{source}/{id}", get(get_event))
@@ -18,15 +22,25 @@ pub fn routes() -> Router<AppState> {
 async fn get_event(
     State(st): State<AppState>,
     Path((source, id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let source =
         SystemId::parse(source).map_err(|e| ApiError::InvalidRequest(format!("source: {e}")))?;
     let id = EventId::parse(id).map_err(|e| ApiError::InvalidRequest(format!("id: {e}")))?;
-    let h =
-        st.store.event(&source, &id).await?.ok_or_else(|| {
-            ApiError::NotFound(format!("no event `{id}` from `{source}` is stored"))
-        })?;
-    Ok(Json(stored_json(&h)))
+    if let Some(h) = st.store.event(&source, &id).await? {
+        return Ok(Json(stored_json(&h)).into_response());
+    }
+    // With the bus on, an event answered `accepted` and not applied yet is in JetStream, not in
+    // the ledger: the bus remembers those ids (bounded, and told to every hub process).
+    if let Some(bus) = &st.bus
+        && bus.is_accepted(&source, &id)
+    {
+        let body =
+            json!({"source": source.as_str(), "id": id.as_str(), "outcome": crate::bus::ACCEPTED});
+        return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
+    }
+    Err(ApiError::NotFound(format!(
+        "no event `{id}` from `{source}` is stored"
+    )))
 }
 
 /// The stored outcome, with the event as it was sent (quantities in its `uom`).

@@ -15,6 +15,7 @@
 pub mod asof;
 pub mod audits;
 pub mod auth;
+pub mod bus;
 pub mod channels;
 pub mod console;
 pub mod dashboard;
@@ -52,6 +53,9 @@ pub struct AppState {
     /// The hub's clock: `received_at`, and what `occurred_at` may not be too far ahead of. A
     /// function so that tests can set the time.
     pub clock: Clock,
+    /// The JetStream event bus, when `[server] nats_url` is set: events go through it to the
+    /// appliers instead of straight to the store.
+    pub bus: Option<Arc<driftless_bus::Bus>>,
 }
 
 /// Where the hub reads the time.
@@ -75,6 +79,7 @@ impl AppState {
             store,
             fanout: Arc::new(fanout::FanoutOptions::default()),
             clock: Arc::new(chrono::Utc::now),
+            bus: None,
         }
     }
 }
@@ -109,10 +114,16 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let store = self.state.store.clone();
+        let bus = self.state.bus.clone();
         let header_timeout = self.state.settings.server.header_read_timeout;
         let (fanout, _) = fanout::Fanout::start(&self.state);
         let router = app(self.state);
         serve(self.listener, router, header_timeout, shutdown).await;
+        // The appliers finish their group before the store closes; what they had not taken stays
+        // in JetStream for the next start (or another hub process).
+        if let Some(bus) = bus {
+            bus.stop().await;
+        }
         // Dispatchers stop before the store closes, so their last results are recorded.
         fanout.stop().await;
         store.close().await;

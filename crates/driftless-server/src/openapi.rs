@@ -138,6 +138,11 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
                         r["description"] = "A single event rejected by the configuration.".into();
                         r
                     }),
+                    ("202".into(), {
+                        let mut r = json_body(schema_ref("EventResults"));
+                        r["description"] = "With the JetStream bus (nats_url): some events are durable in JetStream but their outcome did not arrive in time (`\"outcome\": \"accepted\"`); GET /v1/events/{source}/{id} gives the final one (docs/nats.md).".into();
+                        r
+                    }),
                     bad(),
                     error(
                         403,
@@ -347,6 +352,15 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
                             "reason": {"type": "string"}, "received_at": {"type": "string", "format": "date-time"},
                             "event": {"type": "object"}}}),
                     ),
+                    ("202".into(), {
+                        let mut r = json_body(
+                            json!({"type": "object", "required": ["source", "id", "outcome"], "properties": {
+                            "source": {"type": "string"}, "id": {"type": "string"}, "outcome": {"const": "accepted"}}}),
+                        );
+                        r["description"] =
+                            "With the JetStream bus: accepted and not applied yet.".into();
+                        r
+                    }),
                     bad(),
                     not_found("No event of that identity is stored."),
                 ],

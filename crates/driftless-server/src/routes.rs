@@ -146,6 +146,9 @@ async fn ingest(
             e.source
         )));
     }
+    if let Some(bus) = &st.bus {
+        return crate::bus::ingest(st, bus, shape, events, (st.clock)()).await;
+    }
     let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
     let now = (st.clock)();
     let sources: Vec<String> = events.iter().map(|e| e.source.to_string()).collect();

@@ -19,11 +19,6 @@ pub enum Access {
 
 /// Opens the ledger the settings name.
 pub async fn open(s: &Settings, access: Access) -> anyhow::Result<Arc<dyn Store>> {
-    if s.server.nats_url.is_some() {
-        anyhow::bail!(
-            "nats_url: this build has no NATS event bus; remove nats_url (or DRIFTLESS_NATS_URL)"
-        );
-    }
     if let Some(url) = &s.server.database_url {
         return open_postgres(s, url).await;
     }

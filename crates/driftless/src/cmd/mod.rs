@@ -1,6 +1,7 @@
 //! One module per subcommand; each exposes `Args` and `run(Args) -> anyhow::Result<ExitCode>`.
 
 pub mod audit;
+pub mod bus;
 pub mod check_config;
 pub mod demo;
 pub mod import;

@@ -76,7 +76,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let listen = settings.server.listen.clone();
         let origin = settings.origin.clone();
         let data_dir = settings.server.data_dir.clone();
-        let state = AppState::new(settings, store);
+        let mut state = AppState::new(settings, store);
+        state.bus = super::bus::start(&state.settings, state.store.clone()).await?;
         let self_audit = super::self_audit::spawn(state.settings.clone(), state.store.clone());
         let server = Server::bind(&listen, state)
             .await

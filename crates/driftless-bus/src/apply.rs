@@ -1,0 +1,254 @@
+//! The appliers: one task per partition in every hub process, each pulling from the partition's
+//! durable consumer (JetStream spreads a consumer's messages over every process pulling from it),
+//! applying a group of messages through [`Store::apply`] in one call, and only then publishing
+//! the outcomes and acknowledging. A crash anywhere before the acknowledgement means JetStream
+//! redelivers; the ledger answers the redelivery `duplicate` and applies nothing twice.
+//!
+//! [`Store::apply`]: driftless_store::Store::apply
+
+use crate::codec::{self, ChannelUpdate};
+use crate::{Bus, BusError};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::{AckKind, Message};
+use chrono::{DateTime, Utc};
+use driftless_core::{Event, Outcome, Rules, Sku};
+use driftless_store::{Incoming, Receipt, StoreError};
+use futures::{FutureExt, StreamExt};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long an applier waits before pulling again after NATS or the store failed.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// An event prepared against the configuration as the API would have at `received_at`.
+pub(crate) fn incoming(rules: &Rules, e: Event, received_at: DateTime<Utc>) -> Incoming {
+    match rules.prepare_at(e, received_at) {
+        Ok(p) => Incoming::Event(Box::new(p)),
+        Err(refused) => {
+            let (event, r) = *refused;
+            Incoming::Rejected {
+                event: Box::new(event),
+                reason: r.0,
+            }
+        }
+    }
+}
+
+impl Bus {
+    /// Starts one applier per partition. Each stops at [`Bus::stop`], after the group it is
+    /// applying.
+    pub fn start_appliers(self: &Arc<Bus>) {
+        for p in 0..self.opts.partitions {
+            let bus = self.clone();
+            self.push_task(tokio::spawn(async move { bus.run_applier(p).await }));
+        }
+    }
+
+    fn consumer_config(&self, partition: u16) -> pull::Config {
+        pull::Config {
+            durable_name: Some(format!("applier-{partition}")),
+            description: Some(format!("driftless applier of partition {partition}")),
+            filter_subject: self.opts.event_subject(partition),
+            ack_policy: AckPolicy::Explicit,
+            deliver_policy: DeliverPolicy::All,
+            ack_wait: self.opts.ack_wait,
+            max_ack_pending: self.opts.max_ack_pending,
+            // Never give up on a message: dropping one would lose an acknowledged event.
+            max_deliver: -1,
+            ..Default::default()
+        }
+    }
+
+    async fn run_applier(self: Arc<Bus>, partition: u16) {
+        let mut stop = self.stop.subscribe();
+        while !*stop.borrow() {
+            let messages = async {
+                let stream = crate::setup_stream(&self.js, &self.opts)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let consumer: async_nats::jetstream::consumer::Consumer<pull::Config> = stream
+                    .get_or_create_consumer(
+                        &format!("applier-{partition}"),
+                        self.consumer_config(partition),
+                    )
+                    .await
+                    .map_err(|e| format!("consumer applier-{partition}: {e}"))?;
+                consumer
+                    .stream()
+                    .max_messages_per_batch(self.opts.apply_batch)
+                    .heartbeat(Duration::from_secs(5))
+                    .expires(Duration::from_secs(30))
+                    .messages()
+                    .await
+                    .map_err(|e| format!("pulling applier-{partition}: {e}"))
+            }
+            .await;
+            let mut messages = match messages {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(partition, error = %e, "applier cannot pull; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(RETRY_PAUSE) => continue,
+                        _ = stop.wait_for(|s| *s) => break,
+                    }
+                }
+            };
+            loop {
+                let first = tokio::select! {
+                    m = messages.next() => m,
+                    _ = stop.wait_for(|s| *s) => return,
+                };
+                let first = match first {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => {
+                        use async_nats::jetstream::consumer::pull::MessagesErrorKind as K;
+                        // Missed heartbeats (a reconnect): the pull stream re-issues its own
+                        // requests. Anything else (the consumer deleted by an operator, the
+                        // stream gone) is met by setting the consumer up again.
+                        tracing::debug!(partition, error = %e, "applier pull");
+                        if matches!(e.kind(), K::MissingHeartbeat) {
+                            continue;
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(RETRY_PAUSE) => break,
+                            _ = stop.wait_for(|s| *s) => return,
+                        }
+                    }
+                    None => break,
+                };
+                // Whatever else has already arrived joins the group: one store call, one commit.
+                let mut group = vec![first];
+                while group.len() < self.opts.apply_batch {
+                    match messages.next().now_or_never() {
+                        Some(Some(Ok(m))) => group.push(m),
+                        _ => break,
+                    }
+                }
+                if let Err(e) = self.apply_group(group).await {
+                    tracing::warn!(partition, error = %e, "applying a group failed; JetStream redelivers it");
+                    tokio::select! {
+                        _ = tokio::time::sleep(RETRY_PAUSE) => {},
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decodes, applies, publishes the outcomes and channel quantities, then acknowledges. On a
+    /// store failure every message is handed back (`nak` with a delay) and nothing is
+    /// acknowledged.
+    async fn apply_group(&self, group: Vec<Message>) -> Result<(), BusError> {
+        let mut events = Vec::with_capacity(group.len());
+        let mut batch = Vec::with_capacity(group.len());
+        let mut msgs = Vec::with_capacity(group.len());
+        for m in group {
+            match codec::decode_event(&m.payload) {
+                Ok((received_at, e)) => {
+                    batch.push(incoming(&self.rules, e.clone(), received_at));
+                    events.push(e);
+                    msgs.push(m);
+                }
+                Err(e) => {
+                    // Never valid (another version wrote it, or it was not ours): redelivering
+                    // it forever would wedge the partition. Its sender was answered `accepted`
+                    // at most; the log names it.
+                    tracing::error!(subject = %m.subject, error = %e, "a bus message could not be read; dropped");
+                    let _ = m.ack_with(AckKind::Term).await;
+                }
+            }
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        let receipts = match self.store.apply(Utc::now(), batch).await {
+            Ok(r) => r,
+            Err(e) => {
+                for m in &msgs {
+                    let _ = m.ack_with(AckKind::Nak(Some(RETRY_PAUSE))).await;
+                }
+                return Err(e.into());
+            }
+        };
+        let receipts = self.own_outcomes(&events, &msgs, receipts).await?;
+        let decided: Vec<(&Event, &Receipt)> = events.iter().zip(&receipts).collect();
+        self.publish_outcomes(&decided).await;
+        self.publish_channels(&decided).await;
+        for m in &msgs {
+            // A lost acknowledgement means one redelivery, answered `duplicate` by the ledger.
+            if let Err(e) = m.ack().await {
+                tracing::debug!(error = %e, "acknowledgement not sent; the message comes back");
+            }
+        }
+        Ok(())
+    }
+
+    /// A message delivered again after its first delivery was applied (the process died, or its
+    /// acknowledgement was lost) is `duplicate` to the ledger. The sender is owed the first
+    /// delivery's outcome, which the ledger stored: that is what is published for it.
+    async fn own_outcomes(
+        &self,
+        events: &[Event],
+        msgs: &[Message],
+        mut receipts: Vec<Receipt>,
+    ) -> Result<Vec<Receipt>, StoreError> {
+        for ((e, m), r) in events.iter().zip(msgs).zip(receipts.iter_mut()) {
+            let redelivered = m.info().map(|i| i.delivered > 1).unwrap_or(false);
+            if r.outcome == Outcome::Duplicate
+                && redelivered
+                && let Some(h) = self.store.event(&e.source, &e.id).await?
+            {
+                *r = Receipt {
+                    outcome: h.outcome,
+                    detail: h.detail,
+                };
+            }
+        }
+        Ok(receipts)
+    }
+
+    /// Publishes every channel's quantity of each sku the group changed. Core NATS: a consumer
+    /// that must not miss one captures `<prefix>.channels.>` in a stream of its own.
+    pub(crate) async fn publish_channels(&self, decided: &[(&Event, &Receipt)]) {
+        if self.channels.is_empty() {
+            return;
+        }
+        let skus: BTreeSet<&Sku> = decided
+            .iter()
+            .filter(|(_, r)| matches!(r.outcome, Outcome::Applied | Outcome::Override))
+            .map(|(e, _)| &e.sku)
+            .collect();
+        for sku in skus {
+            let (levels, version) = match (
+                self.store.inventory(sku).await,
+                self.store.sku_version(sku).await,
+            ) {
+                (Ok(Some(l)), Ok(v)) => (l, v),
+                (Ok(None), _) => continue,
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "channel quantities not published");
+                    continue;
+                }
+            };
+            for c in self.channels.iter() {
+                let atp = levels
+                    .iter()
+                    .filter(|l| c.feeds_from(&l.location))
+                    .map(|l| l.levels.available())
+                    .fold(0i64, i64::saturating_add);
+                let u = ChannelUpdate {
+                    channel: c.id.to_string(),
+                    sku: sku.to_string(),
+                    quantity: c.quantity(sku, atp),
+                    version,
+                };
+                let payload = serde_json::to_vec(&u).unwrap_or_default();
+                let subject = self.opts.channel_subject(c.id.as_str(), sku.as_str());
+                if let Err(e) = self.client.publish(subject, payload.into()).await {
+                    tracing::debug!(error = %e, "a channel quantity was not published");
+                }
+            }
+        }
+    }
+}
