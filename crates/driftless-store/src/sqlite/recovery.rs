@@ -168,11 +168,20 @@ impl Held {
 /// A `(channel index, sku)` outbox row.
 type MarkKey = (usize, Sku);
 
-/// What the replay gathers for the outbox rows: per row, the first and newest marking event, how
-/// many, and the newest applied sample; and the stored row each starts from.
+/// The marking events the replay counted for one outbox row.
+struct Counted {
+    first: i64,
+    newest: i64,
+    events: i64,
+    /// The newest applied event: `(source, occurred, received)`.
+    sample: Option<(String, i64, i64)>,
+}
+
+/// What the replay gathers for the outbox rows: what it counted per row, and the stored row each
+/// starts from.
 #[derive(Default)]
 struct MarksReplay {
-    acc: HashMap<MarkKey, (i64, i64, i64, Option<(String, i64, i64)>)>,
+    acc: HashMap<MarkKey, Counted>,
     stored: HashMap<MarkKey, Option<Mark>>,
 }
 
@@ -373,11 +382,16 @@ impl Writer {
             {
                 continue;
             }
-            let a = marks.acc.entry(key).or_insert((ev.lsn, 0, 0, None));
-            a.1 = ev.lsn;
-            a.2 += 1;
+            let a = marks.acc.entry(key).or_insert(Counted {
+                first: ev.lsn,
+                newest: ev.lsn,
+                events: 0,
+                sample: None,
+            });
+            a.newest = ev.lsn;
+            a.events += 1;
             if ev.outcome == Outcome::Applied {
-                a.3 = Some((
+                a.sample = Some((
                     ev.source.clone(),
                     ev.key.position.at_nanos,
                     ev.received_nanos,
@@ -405,7 +419,7 @@ impl Writer {
         let now = nanos(Utc::now());
         let n = acc.len();
         let mut marks = self.held.marks.lock().unwrap_or_else(|p| p.into_inner());
-        for ((i, sku), (first, lsn, events, sample)) in acc {
+        for ((i, sku), counted) in acc {
             let c = &self.held.channels[i];
             let prior = stored.remove(&(i, sku.clone())).flatten();
             marks.mark(
@@ -413,12 +427,12 @@ impl Writer {
                 &sku,
                 prior,
                 Change {
-                    first,
-                    lsn,
-                    events,
+                    first: counted.first,
+                    lsn: counted.newest,
+                    events: counted.events,
                     now_nanos: now,
                     atp: self.held.cache.channel_atp(&sku, c),
-                    sample,
+                    sample: counted.sample,
                 },
             );
         }
