@@ -15,7 +15,8 @@
 //!    says when every event is acknowledged, and is killed with SIGKILL.
 //! 3. The parent opens the ledger as `serve` does (`SqliteStore::open`, default options): the time
 //!    until it returns is the time until `/readyz` can answer. It checks every acknowledged event
-//!    is there, closes cleanly and opens again: the clean-stop restart of the same ledger.
+//!    is there, reads the same rows row by row through sqlx (a yardstick for the machine's speed in
+//!    the run), closes cleanly and opens again: the clean-stop restart of the same ledger.
 //!
 //! Prints both with medians of `--runs`. `DRIFTLESS_LOG=driftless_store=info` shows the replay.
 
@@ -234,8 +235,9 @@ async fn child(
     Ok(())
 }
 
-/// The floor under any replay through sqlx: reading the same tail rows (the columns the replay
-/// decodes, in the replay's pages) and nothing else, on a connection of its own.
+/// Reading the same tail rows (the columns the replay decodes, pages of 20,000) and nothing else,
+/// row by row as sqlx reads them, on a connection of its own: what the replay's reading cost
+/// before it read each page as one JSON text, and a yardstick for the machine's speed in the run.
 async fn bare_tail_read(dir: &Path, after: u64) -> anyhow::Result<Duration> {
     use sqlx::{ConnectOptions, Connection, Row};
     let mut c = sqlx::sqlite::SqliteConnectOptions::new()
@@ -378,7 +380,7 @@ fn main() -> anyhow::Result<()> {
             med(|t| t.clean)
         );
         println!(
-            "| bare read of the replayed rows through sqlx (floor) | {:.2} s |",
+            "| bare row-by-row read of the replayed rows through sqlx | {:.2} s |",
             med(|t| t.read)
         );
         println!(
