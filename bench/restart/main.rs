@@ -225,10 +225,23 @@ async fn child(
 ) -> anyhow::Result<()> {
     let s = settings()?;
     let first = ledger_events(dir).await?;
-    let store = SqliteStore::open(dir, s.rules.clone(), s.channel_specs()).await?;
+    // `RESTART_MAX_REPLAY` tries another `max_replay_events` (the bound on the replay).
+    let opts = SqliteOptions {
+        max_replay_events: std::env::var("RESTART_MAX_REPLAY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(SqliteOptions::default().max_replay_events),
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(dir, s.rules.clone(), s.channel_specs(), opts).await?;
     let evs = events(&s, prefix, first, burst, hot, locations)?;
+    let started = Instant::now();
     send(&store, evs).await?;
-    println!("acknowledged {burst}");
+    // The burst's rate: what a shorter bound costs a hot-set load.
+    println!(
+        "acknowledged {burst} at {:.0} events/s",
+        burst as f64 / started.elapsed().as_secs_f64()
+    );
     std::io::stdout().flush()?;
     // Killed here, before the writer's idle moment writes anything behind.
     std::future::pending::<()>().await;
@@ -303,6 +316,7 @@ async fn run(o: &Opts, dir: &Path, run: usize) -> anyhow::Result<Timed> {
         line.starts_with("acknowledged"),
         "the burst failed: {line:?}"
     );
+    println!("run {run}: {}", line.trim());
     // `Child::kill` is SIGKILL on Unix.
     child.kill()?;
     child.wait()?;
