@@ -487,3 +487,53 @@ async fn a_ledger_with_ids_unique_alone_is_migrated_on_open() {
     assert_levels(&store, &reference, "reopened").await;
     store.close().await;
 }
+
+/// An open after a crash writes nothing (what the tail holds is held in memory as the writer held
+/// it), so a second crash right after it replays the same tail again: the levels are the
+/// reference's after each crash and after more events, and a clean stop writes everything.
+#[tokio::test]
+async fn an_open_after_a_crash_writes_nothing_and_a_second_crash_replays_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("driftless.sqlite3");
+    let events = stream(900, 31);
+    let mut reference = MemoryLedger::new(rules());
+    let crashy = || SqliteOptions {
+        idle_flush: std::time::Duration::from_secs(3600),
+        flush_on_exit: false,
+        ..Default::default()
+    };
+    let store = SqliteStore::open_with(dir.path(), rules(), channels(), crashy())
+        .await
+        .unwrap();
+    apply_both(&store, &mut reference, &events[..450], 9).await;
+    store.close().await;
+    let before = written(&file).await;
+    let store = SqliteStore::open_with(dir.path(), rules(), channels(), crashy())
+        .await
+        .unwrap();
+    assert_eq!(written(&file).await, before, "the open wrote");
+    assert_levels(&store, &reference, "after the first crash").await;
+    apply_both(&store, &mut reference, &events[450..], 9).await;
+    store.close().await;
+    let store = SqliteStore::open_with(dir.path(), rules(), channels(), crashy())
+        .await
+        .unwrap();
+    assert_levels(&store, &reference, "after the second crash").await;
+    store.close().await;
+    let store = SqliteStore::open(dir.path(), rules(), channels())
+        .await
+        .unwrap();
+    store.close().await;
+    let store = SqliteStore::open(dir.path(), rules(), channels())
+        .await
+        .unwrap();
+    assert_levels(&store, &reference, "after a clean stop").await;
+    let clean = written(&file).await;
+    let held = |m: &[(String, i64)], k: &str| m.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+    assert_eq!(
+        held(&clean, "event_keys"),
+        held(&clean, "events"),
+        "every event indexed"
+    );
+    store.close().await;
+}

@@ -1,6 +1,14 @@
 //! Crash recovery: on open, what a crash left unwritten (index entries, cells, outbox rows) is
 //! read back from the ledger tail after each kind's watermark, skipping what a row already holds.
 //! Replay uses the stored outcome and `effective` flag, never the configuration.
+//!
+//! The tail is read once, in pages, for the three kinds together, and what a page needs from the
+//! tables (the stored cells of its skus, the stored outbox rows) is loaded for the whole page in
+//! a few statements before it is applied: a statement per event made the replay cost ~150 µs an
+//! event. What is read back is held in memory exactly as the writer held it before the crash
+//! (dirty cells, outbox rows, index entries, each with the position of its first unwritten
+//! change), and written behind as usual, so opening writes nothing and a second crash replays
+//! from the same watermarks.
 
 use super::keys::entry_of;
 use super::marks::{Change, Mark};
@@ -9,17 +17,244 @@ use super::writer::*;
 use super::*;
 use crate::StoreError;
 use chrono::Utc;
-use driftless_core::{Location, Outcome, Sku, State, StateMap, effects_of};
-use sqlx::Row;
-use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use driftless_core::{
+    EventId, Location, OrderKey, Outcome, Position, Sku, State, StateMap, effects_of,
+};
+use sqlx::sqlite::SqliteConnection;
 use std::collections::{HashMap, HashSet};
 
+/// Event rows read per page of the tail.
+const REPLAY_PAGE: i64 = 20_000;
+
+/// Up to which position each kind is in its table (`meta`).
+#[derive(Debug, Clone, Copy)]
+struct Watermarks {
+    keys: i64,
+    cells: i64,
+    outbox: i64,
+}
+
+impl Watermarks {
+    async fn read(conn: &mut SqliteConnection) -> Result<Watermarks, StoreError> {
+        Ok(Watermarks {
+            keys: get_meta(conn, "keys_watermark").await?,
+            cells: get_meta(conn, "cells_watermark").await?,
+            outbox: get_meta(conn, "outbox_watermark").await?,
+        })
+    }
+
+    /// Where the replay starts: the kind furthest behind.
+    fn oldest(&self) -> i64 {
+        self.keys.min(self.cells).min(self.outbox)
+    }
+}
+
+/// One event row of the tail, decoded.
+struct TailEvent {
+    lsn: i64,
+    sku: Sku,
+    loc: Location,
+    key: OrderKey,
+    source: String,
+    received_nanos: i64,
+    is_set: bool,
+    effective: bool,
+    outcome: Outcome,
+    base: [Option<i64>; 5],
+    /// Whether `event_keys` holds its entry (always, at or before the index's watermark).
+    indexed: bool,
+}
+
+/// A tail row as the page's JSON holds it: `[[lsn, id, source, sku, location, at_nanos, seq,
+/// received_nanos], is_set, outcome, effective, [on_hand, committed, reserved, incoming,
+/// unavailable], indexed]` (nested: serde reads tuples of at most 16).
+type TailTuple = (
+    (i64, String, String, String, String, i64, i64, i64),
+    i64,
+    String,
+    i64,
+    [Option<i64>; 5],
+    i64,
+);
+
+impl TailEvent {
+    fn of_tuple(t: TailTuple) -> Result<TailEvent, StoreError> {
+        let (head, is_set, outcome, effective, quantities, indexed) = t;
+        let (lsn, id, source, sku, location, at_nanos, seq, received_nanos) = head;
+        // The columns in `State::ALL` order, as the statement lists them.
+        let mut base = [None; 5];
+        for (s, q) in State::ALL.into_iter().zip(quantities) {
+            base[s.index()] = q;
+        }
+        let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(e.to_string());
+        Ok(TailEvent {
+            lsn,
+            sku: Sku::parse(sku).map_err(|e| corrupt(&e))?,
+            loc: Location::parse(location).map_err(|e| corrupt(&e))?,
+            key: OrderKey {
+                position: Position {
+                    at_nanos,
+                    seq: seq as u64,
+                },
+                id: EventId::parse(id).map_err(|e| corrupt(&format!("event id: {e}")))?,
+            },
+            source,
+            received_nanos,
+            is_set: is_set != 0,
+            effective: effective != 0,
+            outcome: outcome.parse().map_err(StoreError::Corrupt)?,
+            base,
+            indexed: indexed != 0,
+        })
+    }
+
+    /// Whether the event marks the outbox (the core's rule, as when deciding).
+    fn marks_outbox(&self) -> bool {
+        self.outcome.marks_outbox(self.effective)
+    }
+}
+
+/// The next page of the tail after `*after`, moving `*after` past it; empty at the end. Each row
+/// says whether the index table holds its entry, asked only after the index's watermark (a slice
+/// is written in key order, so some entries after it are in the table and some are not).
+///
+/// The page comes back as one JSON text: sqlx hands a row at a time from SQLite's thread to the
+/// runtime (a message, a wake-up and a copy of every value each), which was most of the CPU a
+/// replayed event cost; one value per page is one message.
+async fn tail_page(
+    conn: &mut SqliteConnection,
+    after: &mut i64,
+    keys_watermark: i64,
+) -> Result<Vec<TailEvent>, StoreError> {
+    let json: Option<String> = sqlx::query_scalar(
+        "SELECT json_group_array(json_array(json_array(lsn, id, source, sku, location, at_nanos, \
+         seq, received_nanos), kind = 'set', outcome, effective, json_array(on_hand, committed, \
+         reserved, incoming, unavailable), indexed)) FROM (SELECT e.*, \
+         (lsn <= ?2 OR EXISTS (SELECT 1 FROM event_keys x WHERE x.sku = e.sku \
+         AND x.location = e.location AND x.at_nanos = e.at_nanos AND x.seq = e.seq \
+         AND x.id = e.id AND x.lsn = e.lsn)) AS indexed \
+         FROM events e WHERE lsn > ?1 ORDER BY lsn LIMIT ?3)",
+    )
+    .bind(*after)
+    .bind(keys_watermark)
+    .bind(REPLAY_PAGE)
+    .fetch_one(&mut *conn)
+    .await?;
+    let tuples: Vec<TailTuple> = serde_json::from_str(json.as_deref().unwrap_or("[]"))
+        .map_err(|e| StoreError::Corrupt(format!("ledger tail: {e}")))?;
+    let mut page = tuples
+        .into_iter()
+        .map(TailEvent::of_tuple)
+        .collect::<Result<Vec<_>, _>>()?;
+    // The aggregate keeps the subquery's order in SQLite; sorting an ordered page costs a pass.
+    page.sort_by_key(|e| e.lsn);
+    if let Some(last) = page.last() {
+        *after = last.lsn;
+    }
+    Ok(page)
+}
+
+impl Held {
+    /// Whether more is held than the writer ever holds (twice its bounds: a group may add to
+    /// what waits before its slice is written).
+    fn beyond_bounds(&self) -> bool {
+        let (slots, unindexed) = (self.opts.max_dirty_slots, self.opts.max_unindexed_events);
+        let keys = self.keys.read().map_or(0, |k| k.len());
+        let marks = self.marks.lock().map_or(0, |m| m.len());
+        self.cache.dirty_slots() > 2 * slots || marks > 2 * slots || keys > 2 * unindexed
+    }
+}
+
+/// A `(channel index, sku)` outbox row.
+type MarkKey = (usize, Sku);
+
+/// The marking events the replay counted for one outbox row.
+struct Counted {
+    first: i64,
+    newest: i64,
+    events: i64,
+    /// The newest applied event: `(source, occurred, received)`.
+    sample: Option<(String, i64, i64)>,
+}
+
+/// What the replay gathers for the outbox rows: what it counted per row, and the stored row each
+/// starts from.
+#[derive(Default)]
+struct MarksReplay {
+    acc: HashMap<MarkKey, Counted>,
+    stored: HashMap<MarkKey, Option<Mark>>,
+}
+
 impl Writer {
-    /// Reads back into the tail (`keys.rs`) every event after the watermark whose index entry a
-    /// crash left unwritten; a data directory of an earlier version, without `event_keys`, gets
-    /// its whole index this way.
-    pub(super) async fn recover_keys(&mut self, last: i64) -> Result<(), StoreError> {
-        // The table's newest position; a table written before it was kept is read once.
+    /// Brings what a crash left unwritten up to the ledger and holds it as the writer held it
+    /// before the crash, visible to readers; nothing is written, so the open does not wait for
+    /// the disk (the write-behind bounds keep the held rows as few as before).
+    pub(super) async fn recover(&mut self) -> Result<(), StoreError> {
+        self.read_tail().await?;
+        self.held.publish_held_cells();
+        if self.held.beyond_bounds() {
+            // Not what a crash of this writer leaves (an earlier version's data directory, whose
+            // whole index is read back): written now rather than held.
+            self.flush_all().await;
+        }
+        Ok(())
+    }
+
+    /// Reads what the ledger tail holds that the tables do not (index entries, cells, outbox
+    /// rows) into memory, writing nothing: all of recovery, and all a reader does.
+    pub(super) async fn read_tail(&mut self) -> Result<(), StoreError> {
+        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(lsn), 0) FROM events")
+            .fetch_one(&mut self.conn)
+            .await?;
+        self.held.next_lsn = last + 1;
+        self.read_keys_written_max_at().await?;
+        let from = Watermarks::read(&mut self.conn).await?;
+        if last <= from.oldest() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let mut marks = MarksReplay::default();
+        // The position each stored cell row is written as of, for the skus the replay loaded.
+        let mut row_lsns: HashMap<(Sku, Location), [i64; 5]> = HashMap::new();
+        let (mut after, mut replayed) = (from.oldest(), 0usize);
+        loop {
+            let page = tail_page(&mut self.conn, &mut after, from.keys).await?;
+            if page.is_empty() {
+                break;
+            }
+            self.load_page_cells(&page, from.cells, &mut row_lsns)
+                .await?;
+            self.load_page_marks(&page, from.outbox, &mut marks).await?;
+            for ev in &page {
+                // The index first: the cells re-base counts over it (only over entries before
+                // the event, so pushing in position order is enough).
+                if ev.lsn > from.keys && !ev.indexed {
+                    self.replay_key(ev);
+                }
+                if ev.lsn > from.cells && ev.effective {
+                    self.replay_cells(ev, &row_lsns).await?;
+                }
+                if ev.lsn > from.outbox && ev.effective && ev.marks_outbox() {
+                    self.replay_marks(ev, &mut marks);
+                }
+            }
+            self.held.cache.commit_group();
+            replayed += page.len();
+        }
+        let rows = self.mark_replayed(marks).await?;
+        tracing::info!(
+            events = replayed,
+            cells = self.held.cache.dirty_slots(),
+            outbox = rows,
+            ms = started.elapsed().as_millis() as u64,
+            "replayed the ledger tail"
+        );
+        Ok(())
+    }
+
+    /// The index table's newest position (see `keys.rs`); a table written before it was kept is
+    /// read once.
+    async fn read_keys_written_max_at(&mut self) -> Result<(), StoreError> {
         let max_at = match meta_value(&mut self.conn, "keys_max_at").await? {
             Some(v) => v,
             None => sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(at_nanos) FROM event_keys")
@@ -32,133 +267,144 @@ impl Writer {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .set_written_max_at(max_at);
-        let watermark = get_meta(&mut self.conn, "keys_watermark").await?;
-        if last <= watermark {
-            return Ok(());
-        }
-        let mut after = watermark;
-        let mut n = 0u64;
-        loop {
-            let rows = replay_page(
-                &mut self.conn,
-                "SELECT lsn, id, sku, location, at_nanos, seq, kind, effective, on_hand, committed, \
-                 reserved, incoming, unavailable FROM events e WHERE lsn > ? AND NOT EXISTS \
-                 (SELECT 1 FROM event_keys x WHERE x.sku = e.sku AND x.location = e.location \
-                 AND x.at_nanos = e.at_nanos AND x.seq = e.seq AND x.id = e.id AND x.lsn = e.lsn) \
-                 ORDER BY lsn LIMIT 10000",
-                &mut after,
-            )
-            .await?;
-            if rows.is_empty() {
-                break;
-            }
-            let mut keys = self.held.keys.write().unwrap_or_else(|p| p.into_inner());
-            for r in &rows {
-                let (lsn, sku, loc) = slot_of(r)?;
-                let key = order_key_of(r)?;
-                let is_set = r.try_get::<String, _>("kind")? == "set";
-                let effective = r.try_get::<i64, _>("effective")? != 0;
-                let mut base = [None; 5];
-                for s in State::ALL {
-                    base[s.index()] = r.try_get::<Option<i64>, _>(s.as_str())?;
-                }
-                keys.push(
-                    &sku,
-                    &loc,
-                    entry_of(lsn, key, is_set, effective, |s| base[s.index()]),
-                );
-                n += 1;
-            }
-        }
-        tracing::info!(events = n, "read the ledger tail back into the index");
         Ok(())
     }
 
-    /// Brings what a crash left unwritten up to the ledger (cells first: the outbox rows' quantities
-    /// come from them), then writes it all, so serving starts with nothing waiting.
-    pub(super) async fn recover(&mut self) -> Result<(), StoreError> {
-        self.read_tail().await?;
-        self.flush_all().await;
+    /// Loads, in one go, the stored cells of the skus a page replays that are not cached yet.
+    async fn load_page_cells(
+        &mut self,
+        page: &[TailEvent],
+        watermark: i64,
+        row_lsns: &mut HashMap<(Sku, Location), [i64; 5]>,
+    ) -> Result<(), StoreError> {
+        let missing: HashSet<&Sku> = page
+            .iter()
+            .filter(|e| e.lsn > watermark && e.effective && !self.held.cache.contains(&e.sku))
+            .map(|e| &e.sku)
+            .collect();
+        let missing: Vec<&Sku> = missing.into_iter().collect();
+        for (sku, cells, lsns) in load_skus(&mut self.conn, &missing).await? {
+            for (slot, l) in cells.slots.iter().zip(lsns) {
+                row_lsns.insert((sku.clone(), slot.loc.clone()), l);
+            }
+            self.held.cache.insert_loaded(sku, cells);
+        }
         Ok(())
     }
 
-    /// Reads what the ledger tail holds that the tables do not (index entries, cells, outbox
-    /// rows) into memory, writing nothing: recovery's first half, and all a reader does.
-    pub(super) async fn read_tail(&mut self) -> Result<(), StoreError> {
-        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(lsn), 0) FROM events")
-            .fetch_one(&mut self.conn)
-            .await?;
-        self.held.next_lsn = last + 1;
-        // The index first: replaying the cells re-bases counts over it.
-        self.recover_keys(last).await?;
-        self.recover_cells(last).await?;
-        self.recover_marks(last).await?;
+    /// Loads, per channel in one go, the stored outbox rows a page's marking events start from.
+    async fn load_page_marks(
+        &mut self,
+        page: &[TailEvent],
+        watermark: i64,
+        marks: &mut MarksReplay,
+    ) -> Result<(), StoreError> {
+        for (i, channel) in self.held.channels.iter().enumerate() {
+            let missing: HashSet<&Sku> = page
+                .iter()
+                .filter(|e| e.lsn > watermark && e.effective && e.marks_outbox())
+                .filter(|e| channel.feeds_from(&e.loc))
+                .filter(|e| !marks.stored.contains_key(&(i, e.sku.clone())))
+                .map(|e| &e.sku)
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let missing: Vec<&Sku> = missing.into_iter().collect();
+            let found = load_marks(&mut self.conn, channel.id.as_str(), &missing).await?;
+            for sku in missing {
+                marks.stored.insert((i, sku.clone()), None);
+            }
+            for (sku, m) in found {
+                marks.stored.insert((i, sku), Some(m));
+            }
+        }
         Ok(())
     }
 
-    /// Rebuilds the outbox rows a crash left unwritten: each applied event after the watermark
-    /// that a stored row does not count yet (`outbox.lsn`) adds a version, as it did when it was
-    /// decided; the quantity is the channel's ATP now (the cells are recovered first).
-    pub(super) async fn recover_marks(&mut self, last: i64) -> Result<(), StoreError> {
-        let watermark = get_meta(&mut self.conn, "outbox_watermark").await?;
-        if last <= watermark || self.held.channels.is_empty() {
-            return Ok(());
-        }
-        // Per (channel index, sku): newest marking event, how many, newest applied sample.
-        type Acc = (i64, i64, Option<(String, i64, i64)>);
-        let mut acc: HashMap<(usize, Sku), Acc> = HashMap::new();
-        let mut stored: HashMap<(usize, Sku), Option<Mark>> = HashMap::new();
-        let mut after = watermark;
-        loop {
-            let rows = replay_page(
-                &mut self.conn,
-                "SELECT lsn, source, sku, location, at_nanos, received_nanos, outcome, effective \
-                 FROM events WHERE lsn > ? AND effective = 1 ORDER BY lsn LIMIT 10000",
-                &mut after,
-            )
-            .await?;
-            if rows.is_empty() {
-                break;
-            }
-            for r in &rows {
-                // Which stored outcomes mark the outbox is the core's rule, as when deciding.
-                let outcome: Outcome = r
-                    .try_get::<String, _>("outcome")?
-                    .parse()
-                    .map_err(StoreError::Corrupt)?;
-                if !outcome.marks_outbox(r.try_get::<i64, _>("effective")? != 0) {
-                    continue;
-                }
-                let (lsn, sku, loc) = slot_of(r)?;
-                for i in 0..self.held.channels.len() {
-                    if !self.held.channels[i].feeds_from(&loc) {
-                        continue;
-                    }
-                    let key = (i, sku.clone());
-                    if !stored.contains_key(&key) {
-                        let m =
-                            load_marks(&mut self.conn, self.held.channels[i].id.as_str(), &[&sku])
-                                .await?
-                                .pop()
-                                .map(|(_, m)| m);
-                        stored.insert(key.clone(), m);
-                    }
-                    if stored[&key].as_ref().is_some_and(|m| m.lsn >= lsn) {
-                        continue;
-                    }
-                    let a = acc.entry(key).or_default();
-                    a.0 = lsn;
-                    a.1 += 1;
-                    if outcome == Outcome::Applied {
-                        a.2 = Some((
-                            r.try_get("source")?,
-                            r.try_get("at_nanos")?,
-                            r.try_get("received_nanos")?,
-                        ));
-                    }
-                }
+    /// An event's index entry, back into the tail.
+    fn replay_key(&self, ev: &TailEvent) {
+        let entry = entry_of(ev.lsn, ev.key.clone(), ev.is_set, ev.effective, |s| {
+            ev.base[s.index()]
+        });
+        self.held
+            .keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(&ev.sku, &ev.loc, entry);
+    }
+
+    /// An effective event's effects, applied again to its cells, in decision order, skipping the
+    /// states whose stored row already holds it.
+    async fn replay_cells(
+        &mut self,
+        ev: &TailEvent,
+        row_lsns: &HashMap<(Sku, Location), [i64; 5]>,
+    ) -> Result<(), StoreError> {
+        let held = row_lsns
+            .get(&(ev.sku.clone(), ev.loc.clone()))
+            .copied()
+            .unwrap_or([0; 5]);
+        let mut base = StateMap::new();
+        for s in State::ALL {
+            if let Some(q) = ev.base[s.index()]
+                && held[s.index()] < ev.lsn
+            {
+                base.insert(s, q);
             }
         }
+        let cells = self.held.cache.cells_mut(&ev.sku, &ev.loc);
+        let effects = effects_of(ev.is_set, &ev.key, &base, cells);
+        let later = Later {
+            keys: &self.held.keys,
+            pending: None,
+            before: Some(ev.lsn),
+        };
+        let mask = apply_effects(&mut self.conn, cells, &effects, &later, &ev.sku, &ev.loc).await?;
+        if mask != 0 {
+            self.held.cache.mark_dirty(&ev.sku, &ev.loc, mask, ev.lsn);
+        }
+        Ok(())
+    }
+
+    /// A marking event, counted for each channel that sells from its location unless the stored
+    /// row already counts it (`outbox.lsn`).
+    fn replay_marks(&self, ev: &TailEvent, marks: &mut MarksReplay) {
+        for (i, channel) in self.held.channels.iter().enumerate() {
+            if !channel.feeds_from(&ev.loc) {
+                continue;
+            }
+            let key = (i, ev.sku.clone());
+            if marks
+                .stored
+                .get(&key)
+                .is_some_and(|m| m.as_ref().is_some_and(|m| m.lsn >= ev.lsn))
+            {
+                continue;
+            }
+            let a = marks.acc.entry(key).or_insert(Counted {
+                first: ev.lsn,
+                newest: ev.lsn,
+                events: 0,
+                sample: None,
+            });
+            a.newest = ev.lsn;
+            a.events += 1;
+            if ev.outcome == Outcome::Applied {
+                a.sample = Some((
+                    ev.source.clone(),
+                    ev.key.position.at_nanos,
+                    ev.received_nanos,
+                ));
+            }
+        }
+    }
+
+    /// Holds the outbox rows the replay counted: each replayed event adds a version, as it did
+    /// when it was decided; the quantity is the channel's ATP now (the cells are replayed
+    /// first). Returns how many rows.
+    async fn mark_replayed(&mut self, replay: MarksReplay) -> Result<usize, StoreError> {
+        let MarksReplay { acc, mut stored } = replay;
         let missing: Vec<Sku> = acc
             .keys()
             .map(|(_, s)| s.clone())
@@ -173,7 +419,7 @@ impl Writer {
         let now = nanos(Utc::now());
         let n = acc.len();
         let mut marks = self.held.marks.lock().unwrap_or_else(|p| p.into_inner());
-        for ((i, sku), (lsn, events, sample)) in acc {
+        for ((i, sku), counted) in acc {
             let c = &self.held.channels[i];
             let prior = stored.remove(&(i, sku.clone())).flatten();
             marks.mark(
@@ -181,111 +427,15 @@ impl Writer {
                 &sku,
                 prior,
                 Change {
-                    first: lsn - events + 1,
-                    lsn,
-                    events,
+                    first: counted.first,
+                    lsn: counted.newest,
+                    events: counted.events,
                     now_nanos: now,
                     atp: self.held.cache.channel_atp(&sku, c),
-                    sample,
+                    sample: counted.sample,
                 },
             );
         }
-        tracing::info!(rows = n, "replayed the ledger tail into the outbox");
-        Ok(())
+        Ok(n)
     }
-
-    /// Rebuilds the cells a crash left unwritten: replays, in decision order, the effective events
-    /// after the watermark, skipping per row what the row already holds. The stored outcome and
-    /// `effective` flag are used, not the configuration, which may have changed since.
-    pub(super) async fn recover_cells(&mut self, last: i64) -> Result<(), StoreError> {
-        let watermark = get_meta(&mut self.conn, "cells_watermark").await?;
-        if last <= watermark {
-            return Ok(());
-        }
-        let started = std::time::Instant::now();
-        let mut row_lsns: HashMap<(Sku, Location), [i64; 5]> = HashMap::new();
-        let mut after = watermark;
-        let mut replayed = 0u64;
-        loop {
-            let rows = replay_page(
-                &mut self.conn,
-                "SELECT lsn, id, sku, location, at_nanos, seq, kind, on_hand, committed, reserved, \
-                 incoming, unavailable FROM events WHERE lsn > ? AND effective = 1 \
-                 ORDER BY lsn LIMIT 10000",
-                &mut after,
-            )
-            .await?;
-            if rows.is_empty() {
-                break;
-            }
-            for r in &rows {
-                let (lsn, sku, loc) = slot_of(r)?;
-                if !self.held.cache.contains(&sku) {
-                    for (s, cells, lsns) in load_skus(&mut self.conn, &[&sku]).await? {
-                        for (slot, l) in cells.slots.iter().zip(lsns) {
-                            row_lsns.insert((s.clone(), slot.loc.clone()), l);
-                        }
-                        self.held.cache.insert_loaded(s, cells);
-                    }
-                }
-                let key = order_key_of(r)?;
-                let held = row_lsns
-                    .get(&(sku.clone(), loc.clone()))
-                    .copied()
-                    .unwrap_or([0; 5]);
-                let mut base = StateMap::new();
-                for s in State::ALL {
-                    if let Some(q) = r.try_get::<Option<i64>, _>(s.as_str())?
-                        && held[s.index()] < lsn
-                    {
-                        base.insert(s, q);
-                    }
-                }
-                let is_set = r.try_get::<String, _>("kind")? == "set";
-                let cells = self.held.cache.cells_mut(&sku, &loc);
-                let effects = effects_of(is_set, &key, &base, cells);
-                let later = Later {
-                    keys: &self.held.keys,
-                    pending: None,
-                    before: Some(lsn),
-                };
-                let mask =
-                    apply_effects(&mut self.conn, cells, &effects, &later, &sku, &loc).await?;
-                if mask != 0 {
-                    self.held.cache.mark_dirty(&sku, &loc, mask, lsn);
-                }
-                replayed += 1;
-            }
-            self.held.cache.commit_group();
-        }
-        tracing::info!(
-            events = replayed,
-            ms = started.elapsed().as_millis() as u64,
-            "replayed the ledger tail into the cells"
-        );
-        Ok(())
-    }
-}
-
-/// The next page of event rows after position `*after` for a replay, moving `*after` past it;
-/// empty at the end. `sql` selects `lsn`, takes the position as its one parameter and orders by it.
-pub(super) async fn replay_page(
-    conn: &mut SqliteConnection,
-    sql: &'static str,
-    after: &mut i64,
-) -> Result<Vec<SqliteRow>, StoreError> {
-    let rows = sqlx::query(sql).bind(*after).fetch_all(&mut *conn).await?;
-    if let Some(last) = rows.last() {
-        *after = last.try_get("lsn")?;
-    }
-    Ok(rows)
-}
-
-/// The position, sku and location of a replayed event row.
-pub(super) fn slot_of(r: &SqliteRow) -> Result<(i64, Sku, Location), StoreError> {
-    let sku = Sku::parse(r.try_get::<String, _>("sku")?)
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let loc = Location::parse(r.try_get::<String, _>("location")?)
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    Ok((r.try_get("lsn")?, sku, loc))
 }
