@@ -65,7 +65,11 @@ fn changes(run: &Run, rows: &[ChangeRow]) -> String {
             field(&r.reference)
         );
         if with_committed {
-            let _ = write!(s, ",{}", r.committed.map(|c| c.to_string()).unwrap_or_default());
+            let _ = write!(
+                s,
+                ",{}",
+                r.committed.map(|c| c.to_string()).unwrap_or_default()
+            );
         }
         s.push('\n');
     }

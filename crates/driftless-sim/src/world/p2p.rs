@@ -77,7 +77,13 @@ impl World {
                 o.erp_closed = true;
                 let (cell, units) = (o.sku * NLOC + o.loc, o.units);
                 // The WMS's file closed the order line: the ERP releases its commitment.
-                self.erp_commit(cell, -units, "wms-sync", Some(file.at), format!("close SO-{id}"));
+                self.erp_commit(
+                    cell,
+                    -units,
+                    "wms-sync",
+                    Some(file.at),
+                    format!("close SO-{id}"),
+                );
             }
         }
     }
@@ -92,7 +98,13 @@ impl World {
             o.loc = loc;
             let units = o.units;
             // The downloaded storefront order commits stock in the ERP.
-            self.erp_commit(sku * NLOC + loc, units, "checkout", None, format!("SO-{id}"));
+            self.erp_commit(
+                sku * NLOC + loc,
+                units,
+                "checkout",
+                None,
+                format!("SO-{id}"),
+            );
             self.released[loc].push(id);
         }
     }
