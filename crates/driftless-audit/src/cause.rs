@@ -370,10 +370,10 @@ fn phantom_at_last_sync(
     if history && let Some(every) = ctx.systems[s].every_ms.filter(|e| *e > 0) {
         // A poll and an upstream change logged in the same second may have happened in either
         // order: both are replayed, and either may explain what is shown.
-        let runs = [false, true].map(|before| {
+        let runs = [false, true].map(|reads_before| {
             (
-                replay(g, s, k, &log[i..], every, true, before),
-                replay(g, s, k, &log[i..], every, false, before),
+                replay(g, s, k, &log[i..], every, true, reads_before),
+                replay(g, s, k, &log[i..], every, false, reads_before),
             )
         });
         if let Some((_, Some(r))) = runs
@@ -405,7 +405,7 @@ const MAX_POLLS: i64 = 40_320;
 /// polls on the hop's schedule (in phase with that sync's data time) and writes its value
 /// only when it differs from its own last write, which is why a poll that changes nothing
 /// leaves no row; the storefront's own sales (checkout rows in `since`) lower what it shows in
-/// between. The replay starts from what that mapping would have written at the sync. `before`:
+/// between. The replay starts from what that mapping would have written at the sync. `reads_before`:
 /// a poll reads the upstream as it was just before its second (else after it).
 /// `None` when the upstream's value at some poll is unknown or there are too many polls.
 fn replay(
@@ -415,11 +415,11 @@ fn replay(
     since: &[Change<'_>],
     every: i64,
     phantom: bool,
-    before: bool,
+    reads_before: bool,
 ) -> Option<i64> {
     let ctx = g.ctx();
     let value_at = |t: i64| -> Option<i64> {
-        let ov = upstream_at(g, s, k, if before { t - 1 } else { t })?;
+        let ov = upstream_at(g, s, k, if reads_before { t - 1 } else { t })?;
         if phantom {
             g.channel_without_committed(s, k, &ov)
         } else {
@@ -437,7 +437,8 @@ fn replay(
         .zip(since)
         .filter(|(e, _)| e.source_at.is_none() && ctx.audit.is_integration(e.actor));
     let mut poll = t0 + every;
-    for (sale, before) in sales {
+    // Polls up to each sale, the sale, and after the last sale the polls up to the audit's moment.
+    for (sale, prev) in sales {
         while poll < sale.at {
             let v = value_at(poll)?;
             if v != written {
@@ -445,7 +446,7 @@ fn replay(
             }
             poll += every;
         }
-        shown -= before.quantity - sale.quantity;
+        shown -= prev.quantity - sale.quantity;
     }
     while poll <= ctx.at_ms {
         let v = value_at(poll)?;
