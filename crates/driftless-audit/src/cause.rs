@@ -19,10 +19,12 @@
 //!    the lag window, when the conversion accounts for at least as much of the delta as the lag
 //!    (`|earlier - actual| >= |expected - earlier|`; otherwise it is `sync_lag`).
 //! 5. `committed_not_mapped` (only for systems judged on availability: `available` or a channel
-//!    quantity): `S` is off by exactly `U`'s committed quantity (summed over the
-//!    channel's locations for a storefront), or a storefront shows the channel quantity computed
-//!    as if nothing were committed — now, or at its last sync (the value the sync wrote equals
-//!    that quantity computed from `U`'s stock at the sync's `source_at`): phantom availability.
+//!    quantity): phantom availability. With the upstream's committed history (its change log's
+//!    `committed` column) and a scheduled hop, the storefront's connector is replayed from its last
+//!    sync under both mappings, and only the phantom one ends at the value shown; without it, the
+//!    last sync wrote the channel quantity as if nothing were committed (reconstructed at its
+//!    `source_at`); when the logs cannot tell, `S` is off by exactly `U`'s committed quantity, or
+//!    shows the channel quantity computed as if nothing were committed.
 //! 6. `sync_lag`: `S` equals a value its expected value had earlier, within the hop's window
 //!    (`latency_sla` plus the schedule's interval of the `U -> S` hop; the whole log when the hop
 //!    is not documented) or as of the data of `S`'s last sync when that is older (an integration
@@ -43,7 +45,7 @@
 //! configured transform come next. Equality with some earlier value is the weakest evidence — the
 //! longer the window, the more values to match by chance — so lag is tested last.
 
-use crate::engine::{Change, Group, Measure};
+use crate::engine::{Change, Group, Measure, Past};
 
 /// The causes of §13.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -125,7 +127,7 @@ pub(crate) fn probable(
     expected: i64,
 ) -> Probable {
     let ctx = g.ctx();
-    let log = g.log(s, k);
+    let log = g.writes(s, k);
     let machine = |a: &str| ctx.audit.is_integration(a);
     if !log.is_empty() {
         if let Some((stale, lag)) = out_of_sequence(g, &log, expected) {
@@ -180,15 +182,17 @@ pub(crate) fn probable(
     // likely a coincidence than a mapping error.
     let sells = matches!(ctx.systems[s].measure, Measure::Atp | Measure::Channel);
     let committed = if sells { g.upstream_committed(s, k) } else { 0 };
-    if committed > 0 {
-        if (actual - expected).abs() == committed
-            || g.channel_without_committed(s, k, &[]) == Some(actual)
-        {
-            return Cause::CommittedNotMapped.into();
-        }
-        // The last sync wrote availability as if nothing were committed: that much of the delta
-        // is the mapping's; the rest is the upstream having moved since (lag).
-        if let Some(phantom) = phantom_at_last_sync(g, s, k, &log) {
+    // The connector mapped availability as if nothing were committed: that much of the delta is
+    // the mapping's; the rest is the upstream having moved since (lag). Read from the change logs
+    // first, the upstream as it was (its committed stock may since have been released: the
+    // mapping still shows); today's committed quantity decides only when they cannot tell.
+    let phantom = if sells {
+        phantom_at_last_sync(g, s, k, &log, actual)
+    } else {
+        Phantom::Unknown
+    };
+    match phantom {
+        Phantom::Share(phantom) => {
             return split(
                 g,
                 k,
@@ -197,6 +201,14 @@ pub(crate) fn probable(
                 (Cause::SyncLag, actual - expected - phantom),
             );
         }
+        Phantom::Unknown
+            if committed > 0
+                && ((actual - expected).abs() == committed
+                    || g.channel_without_committed(s, k, &[]) == Some(actual)) =>
+        {
+            return Cause::CommittedNotMapped.into();
+        }
+        Phantom::Not | Phantom::Unknown => {}
     }
     if earlier.contains(&actual)
         || ahead_of_upstream(g, s, &log, actual, expected)
@@ -308,42 +320,157 @@ fn out_of_sequence(g: &Group<'_, '_>, log: &[Change<'_>], expected: i64) -> Opti
     }
 }
 
-/// A storefront's last sync wrote the channel quantity of the upstream's stock *as if nothing
-/// were committed*, reconstructed at the sync's `source_at` from the upstream's change log (the
-/// storefront's own checkout has decremented it since, so its current value no longer shows it).
-/// Returns the phantom part of what the sync wrote (`without - with`) when it holds.
-fn phantom_at_last_sync(g: &Group<'_, '_>, s: usize, k: u32, log: &[Change<'_>]) -> Option<i64> {
+/// What the change logs say of a storefront's connector mapping availability as if nothing were
+/// committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phantom {
+    /// It does: this much of the delta is what the storefront shows minus what it would show had
+    /// the mapping been right; the rest is lag.
+    Share(i64),
+    /// The replay of the connector shows the mapping made no difference to what it shows now.
+    Not,
+    /// The logs cannot tell: today's values decide.
+    Unknown,
+}
+
+/// Whether a storefront's connector maps availability as if nothing were committed, and how
+/// much of the delta that accounts for ([`Phantom`]).
+///
+/// With the upstream's committed history and a scheduled hop, the connector is replayed from its
+/// last sync under both mappings ([`replay`]); it maps phantom availability when only that
+/// replay ends at the value shown. Otherwise, the last sync (value `v`, data of `t`) wrote the
+/// channel quantity of the upstream's on-hand at `t` where the right quantity differed.
+fn phantom_at_last_sync(
+    g: &Group<'_, '_>,
+    s: usize,
+    k: u32,
+    log: &[Change<'_>],
+    actual: i64,
+) -> Phantom {
     let ctx = g.ctx();
     let up = g.upstream(s);
     if up == usize::MAX
         || ctx.systems[s].measure != Measure::Channel
         || ctx.systems[up].channel_like
     {
+        return Phantom::Unknown;
+    }
+    let Some(i) = log
+        .iter()
+        .rposition(|e| ctx.audit.is_integration(e.actor) && e.source_at.is_some())
+    else {
+        return Phantom::Unknown;
+    };
+    let sync = &log[i];
+    let t = sync.source_at.unwrap_or(sync.at);
+    let Some(at_sync) = upstream_at(g, s, k, t) else {
+        return Phantom::Unknown;
+    };
+    let history = !at_sync.is_empty() && at_sync.iter().all(|p| p.committed.is_some());
+    if history && let Some(every) = ctx.systems[s].every_ms.filter(|e| *e > 0) {
+        // A poll and an upstream change logged in the same second may have happened in either
+        // order: both are replayed, and either may explain what is shown.
+        let runs = [false, true].map(|reads_before| {
+            (
+                replay(g, s, k, &log[i..], every, true, reads_before),
+                replay(g, s, k, &log[i..], every, false, reads_before),
+            )
+        });
+        if let Some((_, Some(r))) = runs
+            .iter()
+            .find(|(p, r)| *p == Some(actual) && r.is_some_and(|r| r != actual))
+        {
+            return Phantom::Share(actual - r);
+        }
+        return if runs.iter().any(|(_, r)| *r == Some(actual)) {
+            Phantom::Not
+        } else {
+            Phantom::Unknown
+        };
+    }
+    match (
+        g.expected(s, k, &at_sync),
+        g.channel_without_committed(s, k, &at_sync),
+    ) {
+        (Some(w), Some(wo)) if wo == sync.quantity && w != wo => Phantom::Share(wo - w),
+        _ => Phantom::Unknown,
+    }
+}
+
+/// Most polls replayed for one key: a connector polling every minute over four weeks.
+const MAX_POLLS: i64 = 40_320;
+
+/// What the storefront would show now had its connector mapped availability as if nothing were
+/// committed (`phantom`) or rightly, replayed from its last sync (`since[0]`). The connector
+/// polls on the hop's schedule (in phase with that sync's data time) and writes its value
+/// only when it differs from its own last write, which is why a poll that changes nothing
+/// leaves no row; the storefront's own sales (checkout rows in `since`) lower what it shows in
+/// between. The replay starts from what that mapping would have written at the sync. `reads_before`:
+/// a poll reads the upstream as it was just before its second (else after it).
+/// `None` when the upstream's value at some poll is unknown or there are too many polls.
+fn replay(
+    g: &Group<'_, '_>,
+    s: usize,
+    k: u32,
+    since: &[Change<'_>],
+    every: i64,
+    phantom: bool,
+    reads_before: bool,
+) -> Option<i64> {
+    let ctx = g.ctx();
+    let value_at = |t: i64| -> Option<i64> {
+        let ov = upstream_at(g, s, k, if reads_before { t - 1 } else { t })?;
+        if phantom {
+            g.channel_without_committed(s, k, &ov)
+        } else {
+            g.expected(s, k, &ov)
+        }
+    };
+    let t0 = since[0].source_at.unwrap_or(since[0].at);
+    if (ctx.at_ms - t0) / every > MAX_POLLS {
         return None;
     }
-    let sync = log
+    let mut written = value_at(t0)?;
+    let mut shown = written;
+    let sales = since[1..]
         .iter()
-        .rev()
-        .find(|e| ctx.audit.is_integration(e.actor) && e.source_at.is_some())?;
-    let t = sync.source_at.unwrap_or(sync.at);
+        .zip(since)
+        .filter(|(e, _)| e.source_at.is_none() && ctx.audit.is_integration(e.actor));
+    let mut poll = t0 + every;
+    // Polls up to each sale, the sale, and after the last sale the polls up to the audit's moment.
+    for (sale, prev) in sales {
+        while poll < sale.at {
+            let v = value_at(poll)?;
+            if v != written {
+                (written, shown) = (v, v);
+            }
+            poll += every;
+        }
+        shown -= prev.quantity - sale.quantity;
+    }
+    while poll <= ctx.at_ms {
+        let v = value_at(poll)?;
+        if v != written {
+            (written, shown) = (v, v);
+        }
+        poll += every;
+    }
+    Some(shown)
+}
+
+/// The upstream's values behind channel system `s` at key `k` as of moment `t`, from its change
+/// log; `None` when a feeding key's log starts after `t` (its value then is unknown).
+fn upstream_at(g: &Group<'_, '_>, s: usize, k: u32, t: i64) -> Option<Vec<Past>> {
+    let up = g.upstream(s);
     let mut ov = Vec::new();
     for kk in g.feeding(s, k) {
         let l = g.log(up, kk);
         if l.is_empty() {
             continue;
         }
-        match l.iter().rev().find(|c| c.at <= t) {
-            Some(c) => ov.push((kk, c.quantity)),
-            // The upstream's value before its first logged change is unknown.
-            None => return None,
-        }
+        ov.push(Past::of(kk, l.iter().rev().find(|c| c.at <= t)?));
     }
-    let with = g.expected(s, k, &ov);
-    let without = g.channel_without_committed(s, k, &ov);
-    match (with, without) {
-        (Some(w), Some(wo)) if wo == sync.quantity && w != wo => Some(wo - w),
-        _ => None,
-    }
+    Some(ov)
 }
 
 /// Off by a pack factor: `actual * f == expected`, `actual == floor(expected / f)` or
@@ -424,12 +551,12 @@ fn earlier_expected(
             .filter(|t| *t > start),
     );
     let mut out = Vec::new();
-    let mut ov: Vec<(u32, i64)> = Vec::new();
+    let mut ov: Vec<Past> = Vec::new();
     for t in moments {
         ov.clear();
         for (kk, l) in &logs {
             if let Some(c) = l.iter().rev().find(|c| c.at <= t) {
-                ov.push((*kk, c.quantity));
+                ov.push(Past::of(*kk, c));
             }
         }
         if ov.is_empty() {

@@ -49,6 +49,9 @@ pub(crate) struct SysInfo {
     pub all_locations: bool,
     /// The lag window of the hop from its upstream, in ms; `None` when no hop is documented.
     pub window_ms: Option<i64>,
+    /// The hop's schedule interval in ms (a connector polling every N minutes), when it has one:
+    /// the connector has read its upstream within the last interval even if it wrote nothing.
+    pub every_ms: Option<i64>,
     pub handoff: String,
     /// Base units per unit of its configured snapshot unit(s), for the uom rule.
     pub unit_factors: Vec<(Option<driftless_core::Glob>, u32)>,
@@ -117,6 +120,9 @@ pub(crate) struct Change<'a> {
     pub at: i64,
     pub source_at: Option<i64>,
     pub quantity: i64,
+    /// The system's committed quantity after the change, when its log carries it: with it, the
+    /// upstream's availability at an earlier moment can be rebuilt, not only its on-hand.
+    pub committed: Option<i64>,
     pub actor: &'a str,
 }
 
@@ -250,10 +256,11 @@ fn record_len(ctx: &Ctx<'_>, b: &[u8], i: usize) -> usize {
             }
         }
         Kind::Changes(_) => {
-            j += 8;
-            j += 1 + if b[j] == 1 { 8 } else { 0 };
-            j += 8;
-            j += 1 + b[j] as usize;
+            j += 8; // at
+            j += 1 + if b[j] == 1 { 8 } else { 0 }; // source_at
+            j += 8; // quantity
+            j += 1 + if b[j] == 1 { 8 } else { 0 }; // committed
+            j += 1 + b[j] as usize; // actor
         }
     }
     j - i
@@ -384,6 +391,7 @@ fn run_sub(ctx: &Ctx<'_>, bytes: &[u8]) -> PartResult {
                 let at = d.i64();
                 let source_at = if d.u8() == 1 { Some(d.i64()) } else { None };
                 let quantity = d.i64();
+                let committed = if d.u8() == 1 { Some(d.i64()) } else { None };
                 let actor = std::str::from_utf8(d.bytes()).unwrap_or("");
                 j.changes.entry(sku).or_default().push(Change {
                     system: s,
@@ -392,6 +400,7 @@ fn run_sub(ctx: &Ctx<'_>, bytes: &[u8]) -> PartResult {
                     at,
                     source_at,
                     quantity,
+                    committed,
                     actor,
                 });
             }
@@ -445,8 +454,28 @@ pub(crate) struct Group<'g, 'a> {
 /// The physical count, as the chain's head's upstream.
 const PHYS: usize = usize::MAX;
 
-/// Upstream values replaced for one evaluation: `(key, value of the upstream's reported column)`.
-pub(crate) type Overrides<'o> = &'o [(u32, i64)];
+/// The upstream as it was at an earlier moment, at one key: its reported value then, and its
+/// committed quantity then when its change log carries it (else today's is used).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Past {
+    pub key: u32,
+    pub value: i64,
+    pub committed: Option<i64>,
+}
+
+impl Past {
+    /// The upstream at key `key` as one change-log entry left it.
+    pub(crate) fn of(key: u32, c: &Change<'_>) -> Past {
+        Past {
+            key,
+            value: c.quantity,
+            committed: c.committed,
+        }
+    }
+}
+
+/// Upstream values replaced for one evaluation.
+pub(crate) type Overrides<'o> = &'o [Past];
 
 impl Group<'_, '_> {
     fn slot(&self, k: u32, s: usize) -> &Slot {
@@ -537,10 +566,16 @@ impl Group<'_, '_> {
             };
         }
         if s == ov_sys
-            && slot == self.reported_slot(s)
-            && let Some((_, v)) = ov.iter().find(|(kk, _)| *kk == k)
+            && let Some(p) = ov.iter().find(|p| p.key == k)
         {
-            return *v;
+            if slot == self.reported_slot(s) {
+                return p.value;
+            }
+            if slot == COMMITTED
+                && let Some(c) = p.committed
+            {
+                return c;
+            }
         }
         let sl = self.slot(k, s);
         if sl.line == 0 {
@@ -685,13 +720,11 @@ impl Group<'_, '_> {
             return None;
         }
         let sum = self.feeding(s, k).into_iter().fold(0i64, |acc, kk| {
-            acc.saturating_add(self.atp(up, kk, up, ov).saturating_add(self.state(
-                up,
-                kk,
-                COMMITTED,
-                PHYS,
-                &[],
-            )))
+            // The committed quantity of the same moment as the ATP (the override's, if any).
+            acc.saturating_add(
+                self.atp(up, kk, up, ov)
+                    .saturating_add(self.state(up, kk, COMMITTED, up, ov)),
+            )
         });
         Some(self.channel_qty(s, sum))
     }
@@ -708,6 +741,25 @@ impl Group<'_, '_> {
             .collect();
         v.sort_by_key(|c| (c.at, c.line));
         v
+    }
+
+    /// The writes of system `s`'s reported value at key `k`: its change log without the rows
+    /// that moved only its committed quantity (same quantity as the row before, another
+    /// `committed`). Those rows rebuild the system's availability as an upstream, but nobody
+    /// wrote its value in them, so the rules that ask who wrote the value must not see them.
+    pub(crate) fn writes(&self, s: usize, k: u32) -> Vec<Change<'_>> {
+        let log = self.log(s, k);
+        let mut out: Vec<Change<'_>> = Vec::with_capacity(log.len());
+        for (i, c) in log.iter().enumerate() {
+            let committed_only = i > 0
+                && c.quantity == log[i - 1].quantity
+                && c.committed.is_some()
+                && c.committed != log[i - 1].committed;
+            if !committed_only {
+                out.push(*c);
+            }
+        }
+        out
     }
 
     fn judge(&self, out: &mut PartResult) {

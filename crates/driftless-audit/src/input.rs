@@ -226,6 +226,8 @@ struct Columns {
     source_at: Option<usize>,
     actor: usize,
     quantity: usize,
+    /// A change log's `committed` column: the system's committed quantity after the change.
+    committed: Option<usize>,
     width: usize,
 }
 
@@ -319,6 +321,7 @@ fn columns(spec: &FileSpec, header: &[String], info: &mut FileInfo) -> Result<Co
             cols.quantity = need("quantity")?;
             cols.actor = need("actor")?;
             cols.source_at = find(header, s, "source_at");
+            cols.committed = find(header, s, "committed");
         }
     }
     info.mask = cols
@@ -597,6 +600,16 @@ impl RowEncoder<'_, '_> {
                 let Ok(qty) = convert(self.problems, cols.quantity, true) else {
                     return;
                 };
+                // Optional per row too: an empty cell says the row does not know it.
+                let committed = match cols.committed {
+                    Some(i) if !field(i).iter().all(|c| *c == b' ') => {
+                        let Ok(v) = convert(self.problems, i, true) else {
+                            return;
+                        };
+                        Some(v)
+                    }
+                    _ => None,
+                };
                 let actor = match check_ident(field(cols.actor), MAX_ACTOR) {
                     Ok(a) => a,
                     Err(m) => {
@@ -621,6 +634,13 @@ impl RowEncoder<'_, '_> {
                     None => b.push(0),
                 }
                 b.extend_from_slice(&qty.to_le_bytes());
+                match committed {
+                    Some(c) => {
+                        b.push(1);
+                        b.extend_from_slice(&c.to_le_bytes());
+                    }
+                    None => b.push(0),
+                }
                 b.push(actor.len() as u8);
                 b.extend_from_slice(actor);
             }
@@ -746,6 +766,7 @@ fn read_jsonl(
             "actor",
             "source_at",
             "unit",
+            "committed",
         ],
         _ => &[
             "sku",

@@ -573,18 +573,17 @@ fn sys_info(settings: &Settings, i: usize, file: &FileSpec, info: &FileInfo) -> 
         pack: 1,
         rules: Vec::new(),
     });
-    let window_ms = if i == 0 {
-        None
-    } else {
+    let hop = (i > 0).then(|| {
         settings
             .hops
             .iter()
             .find(|h| h.from == settings.audit.chain[i - 1] && &h.to == id)
-            .map(|h| {
-                let w = h.latency_sla + h.every.unwrap_or_default();
-                i64::try_from(w.as_millis()).unwrap_or(i64::MAX)
-            })
-    };
+    });
+    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let window_ms = hop
+        .flatten()
+        .map(|h| ms(h.latency_sla + h.every.unwrap_or_default()));
+    let every_ms = hop.flatten().and_then(|h| h.every).map(ms);
     let handoff = if i == 0 {
         format!("physical->{id}")
     } else {
@@ -615,6 +614,7 @@ fn sys_info(settings: &Settings, i: usize, file: &FileSpec, info: &FileInfo) -> 
         spec,
         all_locations,
         window_ms,
+        every_ms,
         handoff,
         unit_factors,
     }

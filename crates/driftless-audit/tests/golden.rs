@@ -773,3 +773,67 @@ fn a_persons_write_after_a_stale_sync_is_manual_override() {
         row("MUG-1", "", "erp->shop", "manual_override", 25)
     );
 }
+
+/// The ERP's change log with its committed quantity: both locations loaded at 08:00 with nothing
+/// committed, then 5 committed at DC1 at `when`. The storefront's connector polls every 15
+/// minutes (in phase with its last write at 10:05: 11:50, 12:05, ...) and wrote on-hand (150)
+/// at 10:05, when that was also right; it shows 150 at the snapshot (12:00), 145 expected.
+fn commitment_at(name: &str, when: &str) -> Report {
+    let erp_log = format!(
+        "sku,location,at,quantity,actor,source_at,ref,committed\n\
+         MUG-1,DC1,2026-11-20T08:00:00Z,100,wms-sync,2026-11-20T08:00:00Z,load,0\n\
+         MUG-1,DC2,2026-11-20T08:00:00Z,50,wms-sync,2026-11-20T08:00:00Z,load,0\n\
+         MUG-1,DC1,{when},100,checkout,,SO-1,5\n"
+    );
+    case(
+        name,
+        &[
+            ("shop.csv", "sku,quantity\nMUG-1,150\nTEE-1,120\n"),
+            ("erp-changes.csv", &erp_log),
+            (
+                "shop-changes.csv",
+                "sku,location,at,quantity,actor,source_at\n\
+                 MUG-1,,2026-11-20T10:05:00Z,150,shop-connector,2026-11-20T10:05:00Z\n",
+            ),
+        ],
+    )
+}
+
+#[test]
+fn a_commitment_after_the_last_poll_is_lag_not_phantom() {
+    // Committed at 11:55, after the 11:50 poll: either mapping would still show 150.
+    let r = commitment_at("commit-after-poll", "2026-11-20T11:55:00Z");
+    assert_eq!(one(&r), row("MUG-1", "", "erp->shop", "sync_lag", 5));
+}
+
+#[test]
+fn a_commitment_the_connector_read_and_did_not_write_is_phantom() {
+    // Committed at 11:40: the 11:50 poll read it; mapped right, the connector would have written
+    // 145 then. It wrote nothing, so it maps on-hand.
+    let r = commitment_at("commit-before-poll", "2026-11-20T11:40:00Z");
+    assert_eq!(
+        one(&r),
+        row("MUG-1", "", "erp->shop", "committed_not_mapped", 5)
+    );
+}
+
+#[test]
+fn a_bad_committed_cell_names_its_file_line_and_column() {
+    let files = [
+        ("baseline.csv", BASELINE),
+        ("wms.csv", WMS),
+        ("erp.csv", ERP),
+        ("shop.csv", SHOP),
+        (
+            "erp-changes.csv",
+            "sku,location,at,quantity,actor,source_at,ref,committed\n\
+             MUG-1,DC1,2026-11-20T08:00:00Z,100,wms-sync,,load,five\n",
+        ),
+    ];
+    let e = common::audit("bad-committed", CONFIG, &files).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("erp-changes.csv:2:8:") && text.contains("`five` is not a whole number"),
+        "{text}"
+    );
+}

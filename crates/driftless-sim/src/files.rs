@@ -46,10 +46,14 @@ fn cells(run: &Run, header: &str, value: impl Fn(usize) -> String) -> String {
     s
 }
 
+/// A change log; the `committed` column only when some row carries it (the ERP's), so the other
+/// systems' logs keep the columns they always had.
 fn changes(run: &Run, rows: &[ChangeRow]) -> String {
-    let mut s = String::from("sku,location,at,quantity,actor,source_at,ref\n");
+    let with_committed = rows.iter().any(|r| r.committed.is_some());
+    let mut s = String::from("sku,location,at,quantity,actor,source_at,ref");
+    s.push_str(if with_committed { ",committed\n" } else { "\n" });
     for r in rows {
-        let _ = writeln!(
+        let _ = write!(
             s,
             "{},{},{},{},{},{},{}",
             field(&run.skus[r.sku]),
@@ -60,6 +64,14 @@ fn changes(run: &Run, rows: &[ChangeRow]) -> String {
             r.source_at.map(rfc3339).unwrap_or_default(),
             field(&r.reference)
         );
+        if with_committed {
+            let _ = write!(
+                s,
+                ",{}",
+                r.committed.map(|c| c.to_string()).unwrap_or_default()
+            );
+        }
+        s.push('\n');
     }
     s
 }

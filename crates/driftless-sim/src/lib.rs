@@ -55,6 +55,9 @@ pub struct ChangeRow {
     pub actor: String,
     pub source_at: Option<i64>,
     pub reference: String,
+    /// The system's committed quantity after the change, for the ERP (the only system of the
+    /// chain that keeps one); `None` for the others.
+    pub committed: Option<i64>,
 }
 
 /// A finished run with its truth and summary.

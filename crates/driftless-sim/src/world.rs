@@ -611,6 +611,12 @@ impl World {
         src: Option<i64>,
         r: String,
     ) {
+        // The ERP's log carries its committed quantity on every row, so that an auditor can
+        // rebuild its availability (on-hand minus committed) at any earlier moment.
+        let committed = match (sys, loc) {
+            (ERP, Some(l)) => Some(self.erp_com[sku * NLOC + l]),
+            _ => None,
+        };
         let row = ChangeRow {
             sku,
             loc,
@@ -619,12 +625,40 @@ impl World {
             actor: actor.to_owned(),
             source_at: src,
             reference: r,
+            committed,
         };
         match sys {
             WMS => self.wms_log.push(row),
             ERP => self.erp_log.push(row),
             _ => self.shop_log.push(row),
         }
+    }
+
+    /// The ERP's committed quantity at `cell` moves by `delta`; its change log records the
+    /// new committed quantity on a row of its own (the on-hand unchanged), as an ERP's
+    /// inventory-transaction log does for a reservation.
+    pub(super) fn erp_commit(
+        &mut self,
+        cell: usize,
+        delta: i64,
+        actor: &str,
+        src: Option<i64>,
+        reference: String,
+    ) {
+        if delta == 0 {
+            return;
+        }
+        self.erp_com[cell] += delta;
+        let on_hand = self.erp_on[cell];
+        self.log(
+            ERP,
+            cell / NLOC,
+            Some(cell % NLOC),
+            on_hand,
+            actor,
+            src,
+            reference,
+        );
     }
 
     // ----- start -----------------------------------------------------------------------------
@@ -918,7 +952,8 @@ impl World {
             );
             self.released[loc].push(id);
         } else if b2b {
-            self.erp_com[sku * NLOC + loc] += units;
+            // A B2B order keyed into the ERP by its sales staff.
+            self.erp_commit(sku * NLOC + loc, units, "sales", None, format!("SO-{id}"));
             self.released[loc].push(id);
         } else {
             self.placed.push(id);

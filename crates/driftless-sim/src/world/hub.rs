@@ -249,8 +249,10 @@ impl World {
         m.max_src = src;
         m.w_src = on_hand;
         m.w_max = on_hand;
+        // A row whenever either state moves: the log carries committed too (see `World::log`).
+        let moved = self.erp_on[cell] != on_hand || self.erp_com[cell] != committed;
         self.erp_com[cell] = committed;
-        if self.erp_on[cell] != on_hand {
+        if moved {
             self.erp_on[cell] = on_hand;
             self.log(
                 ERP,

@@ -75,7 +75,15 @@ impl World {
             let o = &mut self.orders[*id];
             if !o.erp_closed {
                 o.erp_closed = true;
-                self.erp_com[o.sku * NLOC + o.loc] -= o.units;
+                let (cell, units) = (o.sku * NLOC + o.loc, o.units);
+                // The WMS's file closed the order line: the ERP releases its commitment.
+                self.erp_commit(
+                    cell,
+                    -units,
+                    "wms-sync",
+                    Some(file.at),
+                    format!("close SO-{id}"),
+                );
             }
         }
     }
@@ -88,7 +96,15 @@ impl World {
             let loc = self.best_location(sku).0;
             let o = &mut self.orders[id];
             o.loc = loc;
-            self.erp_com[sku * NLOC + loc] += o.units;
+            let units = o.units;
+            // The downloaded storefront order commits stock in the ERP.
+            self.erp_commit(
+                sku * NLOC + loc,
+                units,
+                "checkout",
+                None,
+                format!("SO-{id}"),
+            );
             self.released[loc].push(id);
         }
     }
