@@ -45,7 +45,7 @@ pub(crate) fn validate(loc: &mut Locator<'_>, raw: Option<&RawCheckpoints>) -> C
     let Some(raw) = raw else {
         return out;
     };
-    let mut mode =
+    let mode =
         |loc: &mut Locator<'_>, name: &str, v: &Option<Spanned<String>>, slot: &mut Mode| {
             if let Some(v) = v {
                 match Mode::parse(v.get_ref()) {

@@ -210,7 +210,13 @@ async fn observe(
         }
         parsed.push((o, at));
     }
+    // The same observations feed the live checkpoint (`handoff_drift`), counted against the
+    // channel's observation rate.
+    let system = driftless_core::SystemId::parse(id.clone())
+        .map_err(|e| ApiError::InvalidRequest(format!("channel: {e}")))?;
+    crate::observations::take(&st, &system, parsed.len())?;
     let mut results = Vec::with_capacity(parsed.len());
+    let mut items = Vec::with_capacity(parsed.len());
     for (o, at) in parsed {
         let r = st
             .store
@@ -220,7 +226,15 @@ async fn observe(
             "sku": o.sku, "quantity": o.quantity, "acknowledged_quantity": r.acked_quantity,
             "diverged_since": r.diverged_since.map(rfc3339),
         }));
+        items.push(crate::observations::channel_item(
+            &id,
+            &o.sku,
+            o.quantity,
+            at,
+            o.actor.clone(),
+        )?);
     }
+    crate::observations::check(&st, &system, &items).await?;
     Ok(Json(json!({"results": results})))
 }
 

@@ -24,6 +24,7 @@ pub mod events;
 pub mod fanout;
 pub mod matrix;
 pub mod metrics;
+pub mod observations;
 pub mod openapi;
 pub mod reqid;
 pub mod routes;
@@ -52,6 +53,8 @@ pub struct AppState {
     /// The hub's clock: `received_at`, and what `occurred_at` may not be too far ahead of. A
     /// function so that tests can set the time.
     pub clock: Clock,
+    /// Observations per system per second (`[checkpoints] max_observations_per_second`).
+    pub observations: Arc<observations::Limiter>,
 }
 
 /// Where the hub reads the time.
@@ -67,6 +70,7 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     pub fn new(settings: Settings, store: Arc<dyn Store>) -> AppState {
+        let rate = settings.checkpoints.max_observations_per_second;
         AppState {
             tokens: Arc::new(auth::Tokens::from_settings(&settings)),
             channels: Arc::new(settings.channel_specs()),
@@ -75,6 +79,7 @@ impl AppState {
             store,
             fanout: Arc::new(fanout::FanoutOptions::default()),
             clock: Arc::new(chrono::Utc::now),
+            observations: Arc::new(observations::Limiter::new(rate)),
         }
     }
 }

@@ -113,7 +113,7 @@ pub struct HistoryEntry {
 }
 
 /// Kinds of incident.
-pub const INCIDENT_KINDS: [&str; 7] = [
+pub const INCIDENT_KINDS: [&str; 12] = [
     "override",
     "conflict",
     "stale",
@@ -121,6 +121,11 @@ pub const INCIDENT_KINDS: [&str; 7] = [
     "rejected",
     "channel_override",
     "dead_letter",
+    "handoff_drift",
+    "negative_stock",
+    "overcommitted",
+    "jump",
+    "cross_source_cover",
 ];
 
 /// Something an operator may need to look at.

@@ -77,14 +77,20 @@ pub(super) async fn swallowed(
             if !seen.insert(lsn) {
                 continue;
             }
-            let source: Option<String> = sqlx::query_scalar("SELECT source FROM events WHERE lsn = ?")
-                .bind(lsn)
-                .fetch_optional(&mut *conn)
-                .await?;
+            let source: Option<String> =
+                sqlx::query_scalar("SELECT source FROM events WHERE lsn = ?")
+                    .bind(lsn)
+                    .fetch_optional(&mut *conn)
+                    .await?;
             if let Some(source) = source.and_then(|s| SystemId::parse(s).ok())
                 && source != ev.source
             {
-                out.push(Swallowed { source, key, state: *state, delta });
+                out.push(Swallowed {
+                    source,
+                    key,
+                    state: *state,
+                    delta,
+                });
             }
         }
         // The index table.
@@ -122,7 +128,12 @@ pub(super) async fn swallowed(
                 id,
             };
             if inside(&key) && seen.insert(lsn) {
-                out.push(Swallowed { source, key, state: *state, delta });
+                out.push(Swallowed {
+                    source,
+                    key,
+                    state: *state,
+                    delta,
+                });
             }
         }
     }
