@@ -214,6 +214,69 @@ fn open_detail(w: &Watch, sla: Duration) -> String {
     )
 }
 
+/// The live audit's half for systems that report observations: each `observed-<system>.csv`
+/// that `driftless_store::views::write_observed` wrote (with an `on_hand` column) is audited
+/// against the hub's `hub.csv`, as the chain `hub -> system`, one report each, for
+/// [`crate::live::audit_views`] to merge.
+pub fn audit_observed(
+    settings: &Settings,
+    dir: &std::path::Path,
+    empty_baseline: &std::path::Path,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<crate::Report>, crate::AuditError> {
+    let hub = SystemId::parse("hub").map_err(|e| crate::AuditError::Config(e.to_string()))?;
+    let mut reports = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(reports);
+    };
+    let mut files: Vec<(SystemId, std::path::PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let id = name
+                .strip_prefix("observed-")?
+                .strip_suffix(".csv")?
+                .to_owned();
+            Some((SystemId::parse(id).ok()?, e.path()))
+        })
+        .collect();
+    files.sort();
+    for (id, path) in files {
+        let Some(spec) = settings.system(&id).cloned() else {
+            continue;
+        };
+        let header = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.lines().next().map(str::to_owned))
+            .unwrap_or_default();
+        if !header.split(',').any(|c| c == "on_hand") {
+            continue;
+        }
+        let mut s = settings.clone();
+        s.systems.retain(|x| x.id != hub && x.id != id);
+        s.systems.push(driftless_config::SystemSpec {
+            id: hub.clone(),
+            role: driftless_config::Role::Wms,
+            token_sha256: None,
+        });
+        s.systems.push(driftless_config::SystemSpec {
+            role: driftless_config::Role::Wms,
+            ..spec
+        });
+        s.audit.chain = vec![hub.clone(), id.clone()];
+        s.audit.snapshots.clear();
+        s.hops.clear();
+        let input = crate::AuditInput {
+            baseline: empty_baseline.to_path_buf(),
+            snapshots: vec![(hub.clone(), dir.join("hub.csv")), (id.clone(), path)],
+            changes: vec![],
+            at,
+        };
+        reports.push(crate::run_files(&s, &input)?);
+    }
+    Ok(reports)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -473,3 +473,64 @@ async fn observations_are_refused_for_another_system_and_bad_input_names_the_fie
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_live_compares_the_hub_with_every_systems_latest_observations() {
+    let h = hub(&[]);
+    let count = ev(
+        "count-1",
+        "wms",
+        "2026-11-27T09:00:00Z",
+        "set",
+        json!({"on_hand": 100}),
+    );
+    assert_eq!(h.send("wms", count).await.0, StatusCode::OK);
+    let now = chrono::Utc::now();
+    let obs = |q: i64, t: chrono::DateTime<chrono::Utc>| {
+        json!({"observations": [{"sku": "TEE-1", "location": "DC1", "state": "on_hand",
+                                 "quantity": q, "observed_at": rfc(t)}]})
+    };
+    let (s, b) = h
+        .post("/v1/observations", "erp-demo-token", obs(90, now))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let data = h._dir.path().join("data");
+    let cfg = h._dir.path().join("driftless.toml");
+    let out = common::driftless()
+        .args([
+            "audit",
+            "--live",
+            "--no-history",
+            "--format",
+            "json",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    let erp = rows
+        .iter()
+        .find(|r| r["handoff"] == "hub->erp")
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(erp["sku"], "TEE-1");
+    assert_eq!(erp["values"]["erp"], 90);
+    assert_eq!(erp["expected"]["erp"], 100);
+
+    // The matrix shows the hand-off's checkpoint.
+    let m = h.get("/v1/matrix").await;
+    let cp = m["checkpoints"].as_array().unwrap();
+    assert_eq!(cp.len(), 1, "{m}");
+    assert_eq!(cp[0]["handoff"], "wms->erp");
+    assert_eq!(cp[0]["keys_drifting"], 1);
+    assert_eq!(cp[0]["open_incidents"], 0);
+}
