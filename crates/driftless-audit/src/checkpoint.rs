@@ -196,9 +196,12 @@ pub fn overdue(w: &Watch, now_nanos: i64, sla: Duration) -> Option<(Watch, Strin
     Some((w, d))
 }
 
+/// Whether a divergence first seen at `since` has lasted the SLA by `now`. Reached, not exceeded:
+/// the divergence began before it was first seen (up to one observation interval), so waiting
+/// for more than the SLA after that would detect it later than the SLA plus one interval.
 fn outlived(since: i64, now: i64, sla: Duration) -> bool {
     let sla = i64::try_from(sla.as_nanos()).unwrap_or(i64::MAX);
-    now.saturating_sub(since) > sla
+    now.saturating_sub(since) >= sla
 }
 
 fn open_detail(w: &Watch, sla: Duration) -> String {

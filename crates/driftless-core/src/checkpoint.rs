@@ -157,7 +157,7 @@ impl Checkpoints {
     /// but built from 10:00 data) swallows the storefront's order of 10:05. The hub cannot see
     /// when the setting system's data was read, only the set's `occurred_at` and the other
     /// system's deltas' positions, so that is the test: a delta of another source, positioned after
-    /// the old base, before the set, and no earlier than `occurred_at - cover_window`. Deltas
+    /// the old base, before the set, and later than `occurred_at - cover_window`. Deltas
     /// older than the window are ones the setting system had time to receive; deltas from its own
     /// source are its own business. An `adjust` arriving after a newer `set` is already the
     /// `covered` outcome and is not judged again here.
@@ -175,8 +175,7 @@ impl Checkpoints {
                 at_nanos: key
                     .position
                     .at_nanos
-                    .saturating_sub(self.cover_window_nanos)
-                    .saturating_sub(1),
+                    .saturating_sub(self.cover_window_nanos),
                 seq: u64::MAX,
             },
             id: EventId::parse("~").ok()?,
@@ -277,7 +276,7 @@ impl Checkpoints {
                 .saturating_sub(self.cover_window_nanos);
             let mut others: Vec<&Swallowed> = swallowed
                 .iter()
-                .filter(|d| d.source != ev.source && d.key < key && d.key.position.at_nanos >= lo)
+                .filter(|d| d.source != ev.source && d.key < key && d.key.position.at_nanos > lo)
                 .filter(|d| touched(d.state))
                 .collect();
             others.sort_by(|a, b| a.key.cmp(&b.key));

@@ -116,8 +116,24 @@ impl Server {
         let store = self.state.store.clone();
         let header_timeout = self.state.settings.server.header_read_timeout;
         let (fanout, _) = fanout::Fanout::start(&self.state);
+        // A system that reported a drifting value once and fell silent still opens its
+        // `handoff_drift` once the SLA has passed: the checkpoints are swept now and then.
+        let sweeper = {
+            let st = self.state.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(observations::SWEEP_EVERY);
+                loop {
+                    every.tick().await;
+                    if let Err(e) = observations::sweep(&st).await {
+                        tracing::warn!(error = %e, "checkpoint sweep failed");
+                    }
+                }
+            })
+        };
         let router = app(self.state);
         serve(self.listener, router, header_timeout, shutdown).await;
+        sweeper.abort();
+        let _ = sweeper.await;
         // Dispatchers stop before the store closes, so their last results are recorded.
         fanout.stop().await;
         store.close().await;

@@ -36,6 +36,8 @@ const MAX_BODY: usize = 1024 * 1024;
 /// An observation older than this speaks of the past: its expected value is the ledger folded as
 /// of then, not the live levels (which a fresh observation is compared with, cheaply).
 const LIVE_WINDOW: Duration = Duration::from_secs(5);
+/// How often the server sweeps for divergences that outlived their SLA without a new observation.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// The state name of a channel-level observation.
 pub const CHANNEL: &str = "channel";
 

@@ -116,16 +116,16 @@ pub async fn write_views(
     .await
 }
 
+/// One system's latest observations: per `(sku, location)`, a value per state column.
+type Observed = std::collections::BTreeMap<(String, String), [Option<i64>; 4]>;
+
 /// Per system that reported location-level observations (`POST /v1/observations`),
 /// `observed-<system>.csv`: its latest observation of each `(sku, location)` and state, the
 /// snapshot the live audit compares with the hub (DESIGN §7a: every system's latest observations,
 /// no files exported). Returns the systems written.
 pub async fn write_observed(store: &dyn Store, dir: &Path) -> Result<Vec<String>, ViewError> {
     const STATES: [&str; 4] = ["on_hand", "committed", "reserved", "unavailable"];
-    let mut by: std::collections::BTreeMap<
-        String,
-        std::collections::BTreeMap<(String, String), [Option<i64>; 4]>,
-    > = Default::default();
+    let mut by: std::collections::BTreeMap<String, Observed> = Default::default();
     let mut filter = crate::CheckpointFilter {
         limit: 1000,
         ..Default::default()
