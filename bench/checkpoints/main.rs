@@ -33,6 +33,10 @@ role = "wms"
 id = "erp"
 role = "erp"
 
+[[systems]]
+id = "shop"
+role = "storefront"
+
 [[channels]]
 id = "shop"
 locations = ["L0", "L1", "L2", "L3"]
@@ -112,7 +116,11 @@ fn observations_body(n: usize, skus: usize) -> String {
             let k = n * BATCH + i;
             serde_json::json!({
                 "sku": format!("SKU-{:05}", k % skus), "location": format!("L{}", k % 4),
-                "state": "on_hand", "quantity": (k % 7) as i64, "observed_at": now,
+                // `reserved` is what no event here touches, so the hub expects 0: most
+                // observations are in line (the common, cheap path) and one in a hundred
+                // drifts (the path that reads the sku's history once per key).
+                "state": "reserved", "quantity": if k % 100 == 0 { 50 } else { 0 },
+                "observed_at": now,
             })
         })
         .collect();
@@ -169,6 +177,7 @@ fn line(what: &str, lat: &[Duration]) -> Duration {
 
 fn main() -> anyhow::Result<()> {
     let o = parse_args()?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -53,20 +53,30 @@ pub(super) async fn rows_of(
     keys: &[(String, String, String, String)],
 ) -> Result<Vec<CheckpointRow>, StoreError> {
     let mut out = Vec::with_capacity(keys.len());
-    let mut conn = st.read.acquire().await?;
-    for (system, sku, location, state) in keys {
-        let r = sqlx::query(
-            "SELECT * FROM checkpoints WHERE system = ? AND sku = ? AND location = ? AND state = ?",
-        )
-        .bind(system)
-        .bind(sku)
-        .bind(location)
-        .bind(state)
-        .fetch_optional(&mut *conn)
-        .await;
-        match r {
-            Ok(Some(r)) => out.push(row(&r)?),
-            Ok(None) => {}
+    // One statement per 200 keys (four parameters each, far under SQLite's limit).
+    for chunk in keys.chunks(200) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT * FROM checkpoints WHERE (system, sku, location, state) IN (VALUES ",
+        );
+        let mut sep = q.separated(", ");
+        for (system, sku, location, state) in chunk {
+            sep.push("(")
+                .push_bind_unseparated(system)
+                .push_unseparated(", ")
+                .push_bind_unseparated(sku)
+                .push_unseparated(", ")
+                .push_bind_unseparated(location)
+                .push_unseparated(", ")
+                .push_bind_unseparated(state)
+                .push_unseparated(")");
+        }
+        q.push(")");
+        match q.build().fetch_all(&st.read).await {
+            Ok(rows) => {
+                for r in &rows {
+                    out.push(row(r)?);
+                }
+            }
             Err(e) if absent(&e) => return Ok(vec![]),
             Err(e) => return Err(e.into()),
         }
