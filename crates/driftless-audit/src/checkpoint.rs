@@ -91,6 +91,18 @@ pub fn handoff_of(settings: &Settings, system: &SystemId) -> (String, Duration) 
     (handoff, sla)
 }
 
+/// How far back a drifting observation looks for a value its system was expected to show (the
+/// `sync_lag` cause): the hop's schedule interval plus its SLA (a daily batch shows data up to a
+/// day old), else a day.
+pub fn window_of(settings: &Settings, system: &SystemId, sla: Duration) -> Duration {
+    settings
+        .hops
+        .iter()
+        .find(|h| &h.to == system)
+        .and_then(|h| h.every)
+        .map_or(Duration::from_secs(86_400), |every| every + sla)
+}
+
 /// DESIGN §7: drift when `|delta| > units` **and** `|delta| > pct` percent of the expected value.
 pub fn over(t: &Threshold, delta: i64, expected: i64) -> bool {
     crate::engine_over(t, delta, expected)

@@ -347,6 +347,30 @@ fn expected_from(
     }
 }
 
+/// Most moments of a sku's history a drifting observation is compared with.
+const MAX_EARLIER: usize = 64;
+
+/// What `item`'s system was expected to show at each change the hub received within `window`
+/// before the observation, and at the window's start.
+async fn earlier(st: &AppState, item: &Item, window: Duration) -> Result<Vec<i64>, ApiError> {
+    let ledger = crate::asof::ledger(st, &item.sku).await?;
+    let start = item.observed_at - chrono::Duration::from_std(window).unwrap_or_default();
+    let mut moments: Vec<DateTime<Utc>> = ledger
+        .iter()
+        .map(|e| e.received_at)
+        .filter(|t| *t >= start && *t < item.observed_at)
+        .collect();
+    moments.sort_unstable();
+    moments.dedup();
+    let skip = moments.len().saturating_sub(MAX_EARLIER);
+    let mut out = Vec::with_capacity(MAX_EARLIER + 1);
+    for t in std::iter::once(start).chain(moments.into_iter().skip(skip)) {
+        let folded = driftless_core::fold_as_of(&ledger, Some(t)).locations;
+        out.push(expected_from(&st.channels, item, &folded).0);
+    }
+    Ok(out)
+}
+
 fn key_of(system: &SystemId, item: &Item) -> (String, String, String, String) {
     (
         system.to_string(),
@@ -419,6 +443,7 @@ pub async fn check(
         })
         .collect();
     let (handoff, sla) = judge::handoff_of(&st.settings, system);
+    let window = judge::window_of(&st.settings, system, sla);
     let now = (st.clock)();
     let audit = &st.settings.audit;
     let mut live: HashMap<Sku, Vec<(Location, Levels)>> = HashMap::new();
@@ -455,13 +480,10 @@ pub async fn check(
         };
         let drifting = judge::over(&threshold, item.quantity.saturating_sub(expected), expected);
         if drifting && !prev.is_some_and(|p| p.open) {
-            // Only a drifting key pays for the past: what it was expected to show one SLA ago
-            // (a system lagging behind shows that).
-            let then = item.observed_at - chrono::Duration::from_std(sla).unwrap_or_default();
-            let old = levels_of(st, &item.sku, Some(then)).await?;
-            reading
-                .earlier
-                .push(expected_from(&st.channels, item, &old).0);
+            // Only a drifting key pays for the past: the values it was expected to show earlier
+            // within the hop's window (a system lagging behind, or whose replication stopped,
+            // shows one of them), from one read of the sku's ledger.
+            reading.earlier.extend(earlier(st, item, window).await?);
         }
         let obs = Observation {
             quantity: item.quantity,
