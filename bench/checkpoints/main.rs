@@ -119,7 +119,7 @@ fn observations_body(n: usize, skus: usize) -> String {
                 // `reserved` is what no event here touches, so the hub expects 0: most
                 // observations are in line (the common, cheap path) and one in a hundred
                 // drifts (the path that reads the sku's history once per key).
-                "state": "reserved", "quantity": if k % 100 == 0 { 50 } else { 0 },
+                "state": "reserved", "quantity": if k.is_multiple_of(100) { 50 } else { 0 },
                 "observed_at": now,
             })
         })

@@ -45,21 +45,20 @@ pub(crate) fn validate(loc: &mut Locator<'_>, raw: Option<&RawCheckpoints>) -> C
     let Some(raw) = raw else {
         return out;
     };
-    let mode =
-        |loc: &mut Locator<'_>, name: &str, v: &Option<Spanned<String>>, slot: &mut Mode| {
-            if let Some(v) = v {
-                match Mode::parse(v.get_ref()) {
-                    Some(m) => *slot = m,
-                    None => loc.err(
-                        v.span(),
-                        format!("{name} {:?} is not a rule mode", v.get_ref()),
-                        Some(format!(
-                            "{name} = \"warn\" (applied, incident), \"reject\" (refused) or \"off\""
-                        )),
-                    ),
-                }
+    let mode = |loc: &mut Locator<'_>, name: &str, v: &Option<Spanned<String>>, slot: &mut Mode| {
+        if let Some(v) = v {
+            match Mode::parse(v.get_ref()) {
+                Some(m) => *slot = m,
+                None => loc.err(
+                    v.span(),
+                    format!("{name} {:?} is not a rule mode", v.get_ref()),
+                    Some(format!(
+                        "{name} = \"warn\" (applied, incident), \"reject\" (refused) or \"off\""
+                    )),
+                ),
             }
-        };
+        }
+    };
     mode(
         loc,
         "negative_stock",
