@@ -98,39 +98,58 @@ pub(super) async fn save(
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     let mut stored = 0;
     let mut incidents: Vec<Incident> = Vec::new();
-    for (r, incident) in rows {
-        let done = sqlx::query(
-            "INSERT INTO checkpoints (system, sku, location, state, quantity, observed_nanos, \
-             expected, diverged_nanos, open, handoff, cause) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (system, sku, location, state) DO UPDATE SET quantity = excluded.quantity, \
-             observed_nanos = excluded.observed_nanos, expected = excluded.expected, \
-             diverged_nanos = excluded.diverged_nanos, open = excluded.open, \
-             handoff = excluded.handoff, cause = excluded.cause \
-             WHERE excluded.observed_nanos > checkpoints.observed_nanos \
-             OR (excluded.observed_nanos = checkpoints.observed_nanos \
-                 AND excluded.open <> checkpoints.open)",
-        )
-        .bind(&r.system)
-        .bind(&r.sku)
-        .bind(&r.location)
-        .bind(&r.state)
-        .bind(r.quantity)
-        .bind(nanos(r.observed_at))
-        .bind(r.expected)
-        .bind(r.diverged_since.map(nanos))
-        .bind(i64::from(r.open))
-        .bind(&r.handoff)
-        .bind(&r.cause)
-        .execute(&mut *tx)
-        .await?;
+    // Rows that raise an incident (rare) one by one, to know whether each was stored; the rest in
+    // multi-row statements, one per 500 rows (eleven parameters each).
+    let (single, plain): (Vec<_>, Vec<_>) = rows.iter().partition(|(_, i)| i.is_some());
+    for (r, incident) in single {
+        let done = upsert(std::slice::from_ref(r))
+            .build()
+            .execute(&mut *tx)
+            .await?;
         if done.rows_affected() > 0 {
             stored += 1;
             incidents.extend(incident.clone());
         }
     }
+    let plain: Vec<CheckpointRow> = plain.into_iter().map(|(r, _)| r.clone()).collect();
+    for chunk in plain.chunks(500) {
+        let done = upsert(chunk).build().execute(&mut *tx).await?;
+        stored += done.rows_affected() as usize;
+    }
     insert_incidents(&mut tx, &incidents).await?;
     tx.commit().await?;
     Ok(stored)
+}
+
+/// The upsert of `rows`: an older (or as old, unchanged) observation never replaces a newer.
+fn upsert(rows: &[CheckpointRow]) -> sqlx::QueryBuilder<sqlx::Sqlite> {
+    let mut q = sqlx::QueryBuilder::new(
+        "INSERT INTO checkpoints (system, sku, location, state, quantity, observed_nanos, \
+         expected, diverged_nanos, open, handoff, cause) ",
+    );
+    q.push_values(rows, |mut b, r| {
+        b.push_bind(r.system.clone())
+            .push_bind(r.sku.clone())
+            .push_bind(r.location.clone())
+            .push_bind(r.state.clone())
+            .push_bind(r.quantity)
+            .push_bind(nanos(r.observed_at))
+            .push_bind(r.expected)
+            .push_bind(r.diverged_since.map(nanos))
+            .push_bind(i64::from(r.open))
+            .push_bind(r.handoff.clone())
+            .push_bind(r.cause.clone());
+    });
+    q.push(
+        " ON CONFLICT (system, sku, location, state) DO UPDATE SET quantity = excluded.quantity, \
+         observed_nanos = excluded.observed_nanos, expected = excluded.expected, \
+         diverged_nanos = excluded.diverged_nanos, open = excluded.open, \
+         handoff = excluded.handoff, cause = excluded.cause \
+         WHERE excluded.observed_nanos > checkpoints.observed_nanos \
+         OR (excluded.observed_nanos = checkpoints.observed_nanos \
+             AND excluded.open <> checkpoints.open)",
+    );
+    q
 }
 
 pub(super) async fn page(
