@@ -172,6 +172,7 @@ pub fn judge(
         .and_then(|p| p.diverged_nanos)
         .unwrap_or(obs.observed_nanos);
     let cause = cause(obs, reading, integration);
+    let opening = !was_open && outlived(since, obs.observed_nanos, sla);
     let mut w = Watch {
         quantity: obs.quantity,
         observed_nanos: obs.observed_nanos,
@@ -179,10 +180,11 @@ pub fn judge(
         diverged_nanos: Some(since),
         open: was_open,
         handoff: handoff.to_owned(),
-        cause: if was_open {
-            prev.map(|p| p.cause.clone()).unwrap_or_default()
-        } else {
-            cause.to_owned()
+        // Once found, a divergence keeps its cause until the incident opens with the reading
+        // then (the caller may look at the past only when it matters: first seen, and opening).
+        cause: match prev {
+            Some(p) if was_open || (p.diverged_nanos.is_some() && !opening) => p.cause.clone(),
+            _ => cause.to_owned(),
         },
     };
     let t = match outlived(since, obs.observed_nanos, sla) {

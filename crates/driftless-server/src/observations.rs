@@ -479,7 +479,14 @@ pub async fn check(
                 .collect(),
         };
         let drifting = judge::over(&threshold, item.quantity.saturating_sub(expected), expected);
-        if drifting && !prev.is_some_and(|p| p.open) {
+        // The cause is kept from the observation that first sees the divergence (the sweep opens
+        // on it) and from the one that opens the incident; in between it is not looked at.
+        let since = prev.and_then(|p| p.diverged_nanos);
+        let opens_now = since.is_none_or(|s| {
+            nanos(item.observed_at).saturating_sub(s)
+                >= i64::try_from(sla.as_nanos()).unwrap_or(i64::MAX)
+        });
+        if drifting && !prev.is_some_and(|p| p.open) && opens_now {
             // Only a drifting key pays for the past: the values it was expected to show earlier
             // within the hop's window (a system lagging behind, or whose replication stopped,
             // shows one of them), from one read of the sku's ledger.
