@@ -25,6 +25,7 @@
 //! the same whether or not it spilled, which the tests check on every case.
 
 pub mod cause;
+pub mod checkpoint;
 mod engine;
 mod input;
 pub mod live;
@@ -618,4 +619,13 @@ fn sys_info(settings: &Settings, i: usize, file: &FileSpec, info: &FileInfo) -> 
         handoff,
         unit_factors,
     }
+}
+
+/// The audit's threshold test ([`engine`]'s), for the live checkpoints.
+pub(crate) fn engine_over(
+    t: &driftless_config::audit::Threshold,
+    delta: i64,
+    expected: i64,
+) -> bool {
+    engine::over(t, delta, expected)
 }

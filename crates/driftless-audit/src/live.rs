@@ -101,6 +101,17 @@ pub fn audit_views(
             }
         });
     }
+    // Every other system that reports observations, against the hub (DESIGN §7a).
+    for r in crate::checkpoint::audit_observed(settings, dir, &empty, at)? {
+        if let Some(m) = merged.as_mut() {
+            m.skus_compared += r.skus_compared;
+            m.drifting += r.drifting;
+            m.handoffs.extend(r.handoffs.into_iter().skip(1));
+            m.rows.extend(r.rows);
+            m.absent
+                .extend(r.absent.into_iter().filter(|a| a.system != "hub"));
+        }
+    }
     let mut report = merged.ok_or_else(|| AuditError::Config("no channel audited".into()))?;
     report
         .rows

@@ -11,6 +11,7 @@
 //! the name of the environment variable that holds them.
 
 pub mod audit;
+pub mod checkpoints;
 pub mod epcis;
 pub mod raw;
 
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use audit::AuditSettings;
+pub use checkpoints::CheckpointSettings;
 pub use epcis::{EpcisEffect, EpcisRule};
 
 /// The example configuration shipped with the binary; `driftless serve` uses it when given none.
@@ -323,6 +325,8 @@ pub struct Settings {
     pub warnings: Vec<ConfigError>,
     /// `[[epcis.rules]]`: overrides of the EPCIS mapping table, in file order.
     pub epcis_rules: Vec<EpcisRule>,
+    /// `[checkpoints]`: its rules are also in `rules.checkpoints`, where the ledger judges them.
+    pub checkpoints: CheckpointSettings,
 }
 
 impl Settings {
@@ -1255,12 +1259,14 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
             }
             d
         });
+    let checkpoint_settings = checkpoints::validate(loc, raw.checkpoints.as_ref());
     let rules = Rules {
         units: UnitTable::new(unit_rules),
         authority,
         systems: ids.clone(),
         known_skus: strict.then(|| items.iter().map(|i| i.sku.clone()).collect()),
         max_future_skew,
+        checkpoints: checkpoint_settings.rules.clone(),
     };
     if let Some(span) = listen_span
         && let Err(m) = check_demo_tokens(&server, &systems)
@@ -1285,6 +1291,7 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
         audit,
         warnings,
         epcis_rules,
+        checkpoints: checkpoint_settings,
     })
 }
 

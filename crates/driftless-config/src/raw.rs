@@ -27,6 +27,7 @@ pub struct RawConfig {
     pub hops: Vec<RawHop>,
     pub audit: Option<crate::audit::RawAudit>,
     pub epcis: Option<crate::epcis::RawEpcis>,
+    pub checkpoints: Option<crate::checkpoints::RawCheckpoints>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -182,6 +182,9 @@ pub struct Rules {
     /// How far ahead of the hub's clock an `occurred_at` may be ([`Rules::prepare_at`]); `None`
     /// accepts any (the simulator and the property tests, which have no hub clock).
     pub max_future_skew: Option<Duration>,
+    /// The consistency rules judged after [`Rules::decide`] ([`crate::checkpoint`]); all off by
+    /// default.
+    pub checkpoints: crate::checkpoint::Checkpoints,
 }
 
 impl Rules {

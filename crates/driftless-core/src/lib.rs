@@ -8,6 +8,8 @@
 //! - [`units`]: exact integer unit-of-measure conversion.
 //! - [`authority`]: which system is a source of truth for which state.
 //! - [`asof`]: a sku's stored entries folded up to a chosen moment.
+//! - [`checkpoint`]: the consistency rules judged at ingest (negative stock, overcommitted, jump,
+//!   cross-source cover).
 //! - [`fold`]: the decision for one event against the current cells, and the outcomes.
 //! - [`memory`]: a complete in-memory ledger over the fold (the simulator's hub, the tests' reference).
 //! - [`channel`]: ATP and the quantity a channel may sell.
@@ -19,6 +21,7 @@
 pub mod asof;
 pub mod authority;
 pub mod channel;
+pub mod checkpoint;
 pub mod event;
 pub mod fold;
 pub mod glob;
@@ -30,6 +33,7 @@ pub mod units;
 pub use asof::{AsOf, LedgerEntry, fold_as_of};
 pub use authority::{Authority, Policy, Verdict};
 pub use channel::{ChannelRule, ChannelSpec, Levels, Ppm};
+pub use checkpoint::{Checkpoints, Finding, Mode, Rule, Swallowed};
 pub use event::{Change, Event, EventError, OrderKey, Position};
 pub use event::{Fingerprint, RawEvent};
 pub use fold::{Cell, Decision, Effect, Outcome, Prepared, Rejection, Rules, effects_of};

@@ -2,8 +2,9 @@
 //! simulator runs its hub on it, and the property tests hold it against an oracle.
 
 use crate::channel::Levels;
+use crate::checkpoint::{Finding, Swallowed, reject, rejection};
 use crate::event::{Event, Fingerprint, OrderKey};
-use crate::fold::{Cell, Decision, Effect, Outcome, Rules};
+use crate::fold::{Cell, Effect, Outcome, Rules};
 use crate::id::{EventId, Location, Sku, SystemId};
 use crate::state::State;
 use std::collections::{BTreeMap, HashMap};
@@ -13,7 +14,8 @@ struct Slot {
     cells: [Cell; 5],
     /// Effective adjust deltas positioned after each state's base `set`. Older ones can never count
     /// again (a base only moves forward), so they are dropped on re-base.
-    later: [BTreeMap<OrderKey, i64>; 5],
+    /// With the delta its source, for `cross_source_cover`.
+    later: [BTreeMap<OrderKey, (i64, SystemId)>; 5],
 }
 
 /// The outcome of one event with its detail.
@@ -21,6 +23,9 @@ struct Slot {
 pub struct Applied {
     pub outcome: Outcome,
     pub detail: Option<String>,
+    /// The consistency rules that held ([`crate::checkpoint`]); a rejecting one made the outcome
+    /// `rejected`.
+    pub findings: Vec<Finding>,
 }
 
 /// An in-memory ledger.
@@ -54,6 +59,7 @@ impl MemoryLedger {
                 return Applied {
                     outcome: Outcome::Rejected,
                     detail: Some(r.0),
+                    findings: vec![],
                 };
             }
         };
@@ -64,36 +70,53 @@ impl MemoryLedger {
             .slots
             .entry((ev.sku.clone(), ev.location.clone()))
             .or_default();
-        let Decision {
-            outcome,
-            detail,
-            claims_id,
-            effective,
-            effects,
-        } = self.rules.decide(&prepared, prior, &slot.cells);
-        if claims_id {
-            self.seen.insert(identity, prepared.fingerprint);
-        }
+        let mut decision = self.rules.decide(&prepared, prior, &slot.cells);
+        // The effects go to a copy first: the checkpoint rules judge the cells after, and a
+        // rejecting rule must leave the slot as it was.
+        let before = slot.cells.clone();
+        let mut next = slot.clone();
+        let mut swallowed = Vec::new();
         let key = ev.order_key();
-        for (s, effect) in effects {
+        for (s, effect) in &decision.effects {
             let i = s.index();
-            let later = match &effect {
+            let later = match effect {
                 Effect::Add(d) => {
-                    slot.later[i].insert(key.clone(), *d);
+                    next.later[i].insert(key.clone(), (*d, ev.source.clone()));
                     0
                 }
                 Effect::Rebase { key: k, .. } => {
-                    // split_off keeps keys >= k; k itself is this set, never an adjust.
-                    let later = slot.later[i].split_off(k);
-                    let sum = later.values().fold(0i64, |a, d| a.saturating_add(*d));
-                    slot.later[i] = later;
-                    sum
+                    // split_off keeps keys >= k; k itself is this set, never an adjust. What
+                    // stays behind is what the set swallows.
+                    let later = next.later[i].split_off(k);
+                    let dropped = std::mem::replace(&mut next.later[i], later);
+                    swallowed.extend(dropped.into_iter().map(|(key, (delta, source))| Swallowed {
+                        source,
+                        key,
+                        state: *s,
+                        delta,
+                    }));
+                    next.later[i]
+                        .values()
+                        .fold(0i64, |a, (d, _)| a.saturating_add(*d))
                 }
             };
-            effect.apply(&mut slot.cells[i], later);
+            effect.apply(&mut next.cells[i], later);
         }
-        let _ = effective;
-        Applied { outcome, detail }
+        let checks = &self.rules.checkpoints;
+        let findings = checks.judge(&prepared, &decision, &before, &next.cells, &swallowed);
+        if let Some(f) = rejection(&findings) {
+            reject(&mut decision, f);
+        } else {
+            *slot = next;
+        }
+        if decision.claims_id {
+            self.seen.insert(identity, prepared.fingerprint);
+        }
+        Applied {
+            outcome: decision.outcome,
+            detail: decision.detail,
+            findings,
+        }
     }
 
     pub fn levels(&self, sku: &Sku, location: &Location) -> Levels {

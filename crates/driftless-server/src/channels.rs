@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 pub const MAX_OBSERVATIONS: usize = 1000;
 /// Push samples per channel the matrix reads.
 pub const MATRIX_SAMPLES: usize = 20_000;
+/// Checkpoint rows the matrix sums at most.
+pub const MATRIX_CHECKPOINT_ROWS: usize = 200_000;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -210,7 +212,13 @@ async fn observe(
         }
         parsed.push((o, at));
     }
+    // The same observations feed the live checkpoint (`handoff_drift`), counted against the
+    // channel's observation rate.
+    let system = driftless_core::SystemId::parse(id.clone())
+        .map_err(|e| ApiError::InvalidRequest(format!("channel: {e}")))?;
+    crate::observations::take(&st, &system, parsed.len())?;
     let mut results = Vec::with_capacity(parsed.len());
+    let mut items = Vec::with_capacity(parsed.len());
     for (o, at) in parsed {
         let r = st
             .store
@@ -220,7 +228,15 @@ async fn observe(
             "sku": o.sku, "quantity": o.quantity, "acknowledged_quantity": r.acked_quantity,
             "diverged_since": r.diverged_since.map(rfc3339),
         }));
+        items.push(crate::observations::channel_item(
+            &id,
+            &o.sku,
+            o.quantity,
+            at,
+            o.actor.clone(),
+        )?);
     }
+    crate::observations::check(&st, &system, &items).await?;
     Ok(Json(json!({"results": results})))
 }
 
@@ -232,7 +248,31 @@ pub async fn matrix(
     let samples = store.push_samples(MATRIX_SAMPLES).await?;
     let systems: Vec<String> = settings.systems.iter().map(|s| s.id.to_string()).collect();
     let lags = store.source_lags(&systems, MATRIX_SAMPLES).await?;
-    Ok(crate::matrix::compute(settings, &samples, &lags))
+    let mut m = crate::matrix::compute(settings, &samples, &lags);
+    // Every checkpoint row, paged, up to a bound that keeps the matrix an answer and not a scan.
+    let mut rows = Vec::new();
+    let mut filter = driftless_store::CheckpointFilter {
+        limit: 1000,
+        ..Default::default()
+    };
+    while rows.len() < MATRIX_CHECKPOINT_ROWS {
+        let page = store.checkpoints(&filter).await?;
+        let full = page.len() == filter.limit;
+        if let Some(r) = page.last() {
+            filter.after = Some((
+                r.system.clone(),
+                r.sku.clone(),
+                r.location.clone(),
+                r.state.clone(),
+            ));
+        }
+        rows.extend(page);
+        if !full {
+            break;
+        }
+    }
+    m.checkpoints = crate::matrix::checkpoints_of(&rows);
+    Ok(m)
 }
 
 async fn get_matrix(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {

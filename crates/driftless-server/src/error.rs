@@ -23,6 +23,9 @@ pub enum ApiError {
     BodyTimeout(u128),
     #[error("the ledger is busy; retry after a second")]
     Overloaded,
+    /// A caller over its rate (observations per system): 429 with Retry-After.
+    #[error("{0}")]
+    RateLimited(String),
     /// The hub is stopping (its ledger is closed); another instance, or this one restarted, will
     /// take the request.
     #[error("the hub is shutting down; retry in a moment")]
@@ -49,6 +52,7 @@ impl ApiError {
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::BusUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "bus_unavailable"),
@@ -98,7 +102,7 @@ impl IntoResponse for ApiError {
             Json(json!({"error": {"code": code, "message": self.to_string()}})),
         )
             .into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -25,6 +25,7 @@ pub mod events;
 pub mod fanout;
 pub mod matrix;
 pub mod metrics;
+pub mod observations;
 pub mod openapi;
 pub mod reqid;
 pub mod routes;
@@ -56,6 +57,8 @@ pub struct AppState {
     /// The JetStream event bus, when `[server] nats_url` is set: events go through it to the
     /// appliers instead of straight to the store.
     pub bus: Option<Arc<driftless_bus::Bus>>,
+    /// Observations per system per second (`[checkpoints] max_observations_per_second`).
+    pub observations: Arc<observations::Limiter>,
 }
 
 /// Where the hub reads the time.
@@ -71,6 +74,7 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     pub fn new(settings: Settings, store: Arc<dyn Store>) -> AppState {
+        let rate = settings.checkpoints.max_observations_per_second;
         AppState {
             tokens: Arc::new(auth::Tokens::from_settings(&settings)),
             channels: Arc::new(settings.channel_specs()),
@@ -80,6 +84,7 @@ impl AppState {
             fanout: Arc::new(fanout::FanoutOptions::default()),
             clock: Arc::new(chrono::Utc::now),
             bus: None,
+            observations: Arc::new(observations::Limiter::new(rate)),
         }
     }
 }
@@ -117,8 +122,24 @@ impl Server {
         let bus = self.state.bus.clone();
         let header_timeout = self.state.settings.server.header_read_timeout;
         let (fanout, _) = fanout::Fanout::start(&self.state);
+        // A system that reported a drifting value once and fell silent still opens its
+        // `handoff_drift` once the SLA has passed: the checkpoints are swept now and then.
+        let sweeper = {
+            let st = self.state.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(observations::SWEEP_EVERY);
+                loop {
+                    every.tick().await;
+                    if let Err(e) = observations::sweep(&st).await {
+                        tracing::warn!(error = %e, "checkpoint sweep failed");
+                    }
+                }
+            })
+        };
         let router = app(self.state);
         serve(self.listener, router, header_timeout, shutdown).await;
+        sweeper.abort();
+        let _ = sweeper.await;
         // The appliers finish their group before the store closes; what they had not taken stays
         // in JetStream for the next start (or another hub process).
         if let Some(bus) = bus {

@@ -71,6 +71,50 @@ pub struct HopRow {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Matrix {
     pub hops: Vec<HopRow>,
+    /// Each hand-off's live checkpoint (DESIGN §7a), from the systems' observations.
+    pub checkpoints: Vec<Checkpoint>,
+}
+
+/// One hand-off's checkpoint: what its system last reported and how much of it drifts.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Checkpoint {
+    pub handoff: String,
+    pub system: String,
+    pub last_observation: Option<chrono::DateTime<chrono::Utc>>,
+    /// Keys (sku, location, state) observed.
+    pub keys: usize,
+    /// Keys over the thresholds now.
+    pub drifting: usize,
+    /// Keys with an open `handoff_drift` incident.
+    pub open: usize,
+}
+
+/// Sums the checkpoint rows per hand-off, in hand-off order.
+pub fn checkpoints_of(rows: &[driftless_store::CheckpointRow]) -> Vec<Checkpoint> {
+    let mut by: std::collections::BTreeMap<(String, String), Checkpoint> = Default::default();
+    for r in rows {
+        let c = by
+            .entry((r.handoff.clone(), r.system.clone()))
+            .or_insert_with(|| Checkpoint {
+                handoff: r.handoff.clone(),
+                system: r.system.clone(),
+                ..Checkpoint::default()
+            });
+        c.keys += 1;
+        c.drifting += usize::from(r.diverged_since.is_some());
+        c.open += usize::from(r.open);
+        c.last_observation = c.last_observation.max(Some(r.observed_at));
+    }
+    by.into_values().collect()
+}
+
+fn checkpoint_json(c: &Checkpoint) -> Value {
+    json!({
+        "handoff": c.handoff, "system": c.system,
+        "last_observation": c.last_observation
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        "keys_observed": c.keys, "keys_drifting": c.drifting, "open_incidents": c.open,
+    })
 }
 
 fn trigger_name(t: Trigger) -> &'static str {
@@ -182,7 +226,10 @@ pub fn compute(s: &Settings, samples: &[PushSample], lags: &HashMap<String, Vec<
             rows.push(undocumented(src, "hub", lag, None, None));
         }
     }
-    Matrix { hops: rows }
+    Matrix {
+        hops: rows,
+        checkpoints: vec![],
+    }
 }
 
 fn undocumented(
@@ -224,10 +271,14 @@ pub fn to_json(m: &Matrix) -> Value {
                 "end_to_end": Quantiles::json(&h.end_to_end),
                 "within_sla": h.within_sla,
                 "flags": h.flags,
+                "checkpoint": m.checkpoints.iter()
+                    .find(|c| c.handoff == format!("{}->{}", h.from, h.to))
+                    .map(checkpoint_json),
             })
         })
         .collect();
-    json!({"hops": hops})
+    let checkpoints: Vec<Value> = m.checkpoints.iter().map(checkpoint_json).collect();
+    json!({"hops": hops, "checkpoints": checkpoints})
 }
 
 fn ms(q: &Option<Quantiles>, f: fn(&Quantiles) -> f64) -> String {
@@ -290,6 +341,26 @@ pub fn to_table(m: &Matrix) -> String {
         }
         out.push_str(line.trim_end());
         out.push('\n');
+    }
+    if !m.checkpoints.is_empty() {
+        out.push_str(
+            "\ncheckpoint           system  last observation          keys  drifting  open\n",
+        );
+        for c in &m.checkpoints {
+            let _ = writeln!(
+                out,
+                "{:<20} {:<7} {:<25} {:>5} {:>9} {:>5}",
+                c.handoff,
+                c.system,
+                c.last_observation.map_or_else(
+                    || "-".into(),
+                    |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+                c.keys,
+                c.drifting,
+                c.open
+            );
+        }
     }
     out
 }

@@ -333,6 +333,39 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
             },
         ),
         (
+            "/v1/observations",
+            "post",
+            Op {
+                id: "postSystemObservations",
+                tag: "checkpoints",
+                summary: "Any system reports what it shows (its own token): compared with what it is expected to show; drift past the hop's SLA opens a handoff_drift incident.",
+                params: vec![],
+                body: Some(json_body(
+                    json!({"type": "object", "required": ["observations"], "additionalProperties": false, "properties": {
+                        "system": {"type": "string", "description": "Whose observations; the token's own system when absent (an operator token must name it)."},
+                        "observations": {"type": "array", "maxItems": 1000, "items": {
+                "type": "object", "required": ["sku", "quantity", "observed_at"], "additionalProperties": false,
+                "properties": {"sku": {"type": "string"}, "location": {"type": "string", "description": "Absent: a channel-level quantity."},
+                    "state": {"type": "string", "enum": ["on_hand", "committed", "reserved", "incoming", "unavailable", "available", "channel"]},
+                    "channel": {"type": "string", "description": "The channel a channel-level observation shows (default: the system)."},
+                    "quantity": {"type": "integer", "description": "In base units."}, "observed_at": {"type": "string", "format": "date-time"}, "actor": {"type": "string"}}}}}}),
+                )),
+                responses: vec![
+                    ok(
+                        "Per observation: expected, outcome (in_line, drifting, ignored when older than the one recorded), hand-off, cause, incident opened or closed.",
+                        json!({"type": "object", "required": ["results"], "properties": {"results": {"type": "array", "items": {"type": "object"}}}}),
+                    ),
+                    bad(),
+                    error(403, "A read-only token, or a token naming another system."),
+                    error(
+                        429,
+                        "The system is over [checkpoints] max_observations_per_second; retry after Retry-After.",
+                    ),
+                ],
+                auth: true,
+            },
+        ),
+        (
             "/v1/events/{source}/{id}",
             "get",
             Op {

@@ -35,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/inventory/{sku}/history", get(get_history))
         .route("/v1/incidents", get(get_incidents))
         .merge(crate::channels::routes())
+        .merge(crate::observations::routes())
         .merge(crate::events::routes())
         .merge(crate::audits::routes())
         .merge(crate::epcis::routes(&state.settings))

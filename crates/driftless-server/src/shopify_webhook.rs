@@ -148,6 +148,17 @@ async fn inventory_levels(
                     at,
                 )
                 .await?;
+            // The live checkpoint too: the same machinery as every system's observations.
+            if let Ok(system) = driftless_core::SystemId::parse(channel.clone()) {
+                let item = crate::observations::channel_item(
+                    &channel,
+                    sku.as_str(),
+                    quantity,
+                    at,
+                    Some("shopify:inventory_levels/update".into()),
+                )?;
+                crate::observations::check(&st, &system, &[item]).await?;
+            }
             json!({
                 "outcome": "observed", "sku": sku.as_str(), "quantity": quantity,
                 "observed_at": at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),

@@ -4,6 +4,8 @@
 //!
 //! # Layout
 //! - [`scenario`]: parameters, the named scenarios and `--set` tuning.
+//! - [`checkpoints`]: the checkpoint drill (systems reporting observations on the hub, the
+//!   consistency rules), scored against its ground truth.
 //! - [`config`]: the `driftless.toml` a run uses (generated, then parsed by `driftless-config`).
 //! - [`world`]: the discrete-event model; on the hub it applies events through
 //!   [`driftless_core::MemoryLedger`], the same fold, authority and units the server uses.
@@ -15,6 +17,7 @@
 //!
 //! A run is a pure function of its [`Params`]: same seed, same output, byte for byte.
 
+pub mod checkpoints;
 pub mod config;
 pub mod eval;
 pub mod files;

@@ -121,7 +121,7 @@ pub struct HistoryEntry {
 }
 
 /// Kinds of incident.
-pub const INCIDENT_KINDS: [&str; 7] = [
+pub const INCIDENT_KINDS: [&str; 12] = [
     "override",
     "conflict",
     "stale",
@@ -129,6 +129,11 @@ pub const INCIDENT_KINDS: [&str; 7] = [
     "rejected",
     "channel_override",
     "dead_letter",
+    "handoff_drift",
+    "negative_stock",
+    "overcommitted",
+    "jump",
+    "cross_source_cover",
 ];
 
 /// Something an operator may need to look at.
@@ -172,6 +177,39 @@ pub struct AuditRecord {
 pub struct StoredAudit {
     pub id: i64,
     pub record: AuditRecord,
+}
+
+/// One key of a live checkpoint (DESIGN §7a): what one system last reported it shows for a sku,
+/// at a location and state (or at channel level: `location` empty, `state` `"channel"`), and how
+/// that was judged. The judging is the audit's (`driftless_audit::checkpoint`); a store keeps the
+/// row and refuses to let an older observation replace a newer one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointRow {
+    pub system: String,
+    pub sku: String,
+    pub location: String,
+    pub state: String,
+    pub quantity: i64,
+    pub observed_at: DateTime<Utc>,
+    /// What the system was expected to show then.
+    pub expected: i64,
+    /// Since when it has been over the thresholds; `None`: in line.
+    pub diverged_since: Option<DateTime<Utc>>,
+    /// Whether a `handoff_drift` incident is open for the key.
+    pub open: bool,
+    pub handoff: String,
+    pub cause: String,
+}
+
+/// Which checkpoint rows to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckpointFilter {
+    pub system: Option<String>,
+    /// Only keys over the thresholds now (diverged or open).
+    pub drifting: bool,
+    /// Rows after this `(system, sku, location, state)`, in that order.
+    pub after: Option<(String, String, String, String)>,
+    pub limit: usize,
 }
 
 /// The storage seam. Fan-out's half is [`Outbox`].
@@ -255,4 +293,25 @@ pub trait Store: Outbox + Send + Sync + 'static {
 
     /// Flushes and stops background work.
     fn close(&self) -> BoxFuture<'_, ()>;
+
+    /// The stored checkpoint rows of these `(system, sku, location, state)` keys (those that
+    /// exist), for judging new observations against.
+    fn checkpoint_rows<'a>(
+        &'a self,
+        keys: &'a [(String, String, String, String)],
+    ) -> BoxFuture<'a, Result<Vec<CheckpointRow>, StoreError>>;
+
+    /// Stores judged checkpoint rows and the incidents they raised, in one transaction. A row
+    /// whose `observed_at` is not newer than the stored one for its key changes nothing (nor do
+    /// its incidents: they go with rows stored). Returns how many rows were stored.
+    fn save_checkpoints<'a>(
+        &'a self,
+        rows: &'a [(CheckpointRow, Option<Incident>)],
+    ) -> BoxFuture<'a, Result<usize, StoreError>>;
+
+    /// Checkpoint rows in key order (`audit --live`, the matrix, the overdue sweep).
+    fn checkpoints<'a>(
+        &'a self,
+        filter: &'a CheckpointFilter,
+    ) -> BoxFuture<'a, Result<Vec<CheckpointRow>, StoreError>>;
 }

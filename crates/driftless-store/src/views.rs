@@ -110,7 +110,73 @@ pub async fn write_views(
             }
             w.flush()?;
         }
+        write_observed(store, dir).await?;
         Ok::<(), ViewError>(())
     }
     .await
+}
+
+/// One system's latest observations: per `(sku, location)`, a value per state column.
+type Observed = std::collections::BTreeMap<(String, String), [Option<i64>; 4]>;
+
+/// Per system that reported location-level observations (`POST /v1/observations`),
+/// `observed-<system>.csv`: its latest observation of each `(sku, location)` and state, the
+/// snapshot the live audit compares with the hub (DESIGN §7a: every system's latest observations,
+/// no files exported). Returns the systems written.
+pub async fn write_observed(store: &dyn Store, dir: &Path) -> Result<Vec<String>, ViewError> {
+    const STATES: [&str; 4] = ["on_hand", "committed", "reserved", "unavailable"];
+    let mut by: std::collections::BTreeMap<String, Observed> = Default::default();
+    let mut filter = crate::CheckpointFilter {
+        limit: 1000,
+        ..Default::default()
+    };
+    loop {
+        let page = store.checkpoints(&filter).await?;
+        for r in &page {
+            let Some(i) = STATES.iter().position(|s| *s == r.state) else {
+                continue;
+            };
+            if r.location.is_empty() {
+                continue;
+            }
+            by.entry(r.system.clone())
+                .or_default()
+                .entry((r.sku.clone(), r.location.clone()))
+                .or_default()[i] = Some(r.quantity);
+        }
+        let full = page.len() == filter.limit;
+        if let Some(r) = page.last() {
+            filter.after = Some((
+                r.system.clone(),
+                r.sku.clone(),
+                r.location.clone(),
+                r.state.clone(),
+            ));
+        }
+        if !full {
+            break;
+        }
+    }
+    let mut written = Vec::new();
+    for (system, keys) in by {
+        // Only the states the system reported become columns, so an absent one is not read as 0.
+        let cols: Vec<usize> = (0..STATES.len())
+            .filter(|i| keys.values().any(|v| v[*i].is_some()))
+            .collect();
+        let mut w = BufWriter::new(std::fs::File::create(
+            dir.join(format!("observed-{system}.csv")),
+        )?);
+        let names: Vec<&str> = cols.iter().map(|i| STATES[*i]).collect();
+        writeln!(w, "sku,location,{}", names.join(","))?;
+        for ((sku, loc), v) in keys {
+            let vals: Vec<String> = cols
+                .iter()
+                .map(|i| v[*i].map(|q| q.to_string()).unwrap_or_default())
+                .collect();
+            writeln!(w, "{},{},{}", field(&sku), field(&loc), vals.join(","))?;
+        }
+        w.flush()?;
+        written.push(system);
+    }
+    Ok(written)
 }

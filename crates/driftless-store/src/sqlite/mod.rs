@@ -14,6 +14,8 @@
 //! - `sql`: statements the others share. [`schema`]: the tables.
 
 mod cells;
+mod checkpoints;
+mod checks;
 mod keys;
 mod marks;
 mod outbox;

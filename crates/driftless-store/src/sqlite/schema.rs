@@ -152,6 +152,7 @@ pub const SQLITE: &[&str] = &[
         acked_nanos INTEGER NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS push_log_by_channel ON push_log (channel, id)",
+    super::checkpoints::TABLE,
 ];
 
 /// Events of an earlier version: no `factor` (base units per unit sent, `NULL` for the base unit),

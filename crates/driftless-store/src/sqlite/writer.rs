@@ -11,6 +11,7 @@ use super::sql::*;
 use super::*;
 use crate::{Incident, Incoming, Receipt, StoreError};
 use chrono::{DateTime, Utc};
+use driftless_core::checkpoint;
 use driftless_core::{
     Cell, ChannelSpec, Effect, Event, Fingerprint, Levels, Location, Outcome, Prepared, Rules, Sku,
     State,
@@ -669,14 +670,35 @@ impl Held {
                 let ev = &p.event;
                 let prior = seen.get(&(ev.source.as_str(), ev.id.as_str())).copied();
                 let cells = self.cache.cells_mut(&ev.sku, &ev.location);
-                let d = self.rules.decide(p, prior, cells);
+                let mut d = self.rules.decide(p, prior, cells);
+                // The consistency rules judge the cells as the effects leave them; what a set
+                // swallows is looked up before the effects re-base the cells.
+                let checks = &self.rules.checkpoints;
+                let judged = if checks.any() && !d.effects.is_empty() {
+                    let swallowed =
+                        super::checks::swallowed(tx, &self.keys, &pending, checks, p, &d, cells)
+                            .await?;
+                    Some((cells.clone(), swallowed))
+                } else {
+                    None
+                };
                 let later = Later {
                     keys: &self.keys,
                     pending: Some(&pending),
                     before: None,
                 };
-                let mask =
+                let mut mask =
                     apply_effects(tx, cells, &d.effects, &later, &ev.sku, &ev.location).await?;
+                let mut findings = Vec::new();
+                if let Some((before, swallowed)) = judged {
+                    findings = checks.judge(p, &d, &before, cells, &swallowed);
+                    if let Some(f) = checkpoint::rejection(&findings) {
+                        // Refused: the cells go back as they were and the id stays free.
+                        *cells = before;
+                        checkpoint::reject(&mut d, f);
+                        mask = 0;
+                    }
+                }
                 if mask != 0 {
                     // Effects imply the event is stored, at `lsn`.
                     self.cache.mark_dirty(&ev.sku, &ev.location, mask, lsn);
@@ -699,13 +721,21 @@ impl Held {
                         );
                     }
                 }
-                if d.outcome.raises_incident() {
+                // A rule that refused the event is its incident (of the rule's kind, so one
+                // query finds every negative stock whether warned or refused).
+                let refused_by_rule = checkpoint::rejection(&findings).is_some();
+                if d.outcome.raises_incident() && !refused_by_rule {
                     pending.incidents.push(incident_of(
                         ev,
                         d.outcome,
                         d.detail.clone().unwrap_or_default(),
                         job.received_at,
                     ));
+                }
+                for f in &findings {
+                    pending
+                        .incidents
+                        .push(checkpoint_incident(ev, f, job.received_at));
                 }
                 if d.claims_id {
                     seen.insert((ev.source.as_str(), ev.id.as_str()), p.fingerprint);
@@ -971,6 +1001,20 @@ fn incident_of(ev: &Event, outcome: Outcome, detail: String, at: DateTime<Utc>) 
         event_id: Some(ev.id.to_string()),
         detail,
         at,
+    }
+}
+
+/// The incident a consistency rule raises: its kind, the values before and after, the event id
+/// and the source; a refusal says so.
+fn checkpoint_incident(ev: &Event, f: &checkpoint::Finding, at: DateTime<Utc>) -> Incident {
+    let detail = match f.mode {
+        checkpoint::Mode::Reject => format!("rejected: {}", f.detail),
+        _ => f.detail.clone(),
+    };
+    Incident {
+        kind: f.rule.as_str().into(),
+        detail,
+        ..incident_of(ev, Outcome::Applied, String::new(), at)
     }
 }
 

@@ -1,0 +1,269 @@
+//! Observations beside events: the real HTTP API on the embedded SQLite ledger, events sent at a
+//! steady rate (default 10,000/s in batches of 100) once alone and once beside observations at
+//! the same rate (`POST /v1/observations`, batches of 100), in the same run on the same machine.
+//! Prints the events' request latency p50/p99 in both phases and the ratio (the goal: the events'
+//! p99 no more than 20% higher with observations).
+//!
+//! ```text
+//! cargo run --release -p driftless-bench --bin checkpoints -- [--rate N] [--seconds N] [--skus N]
+//! ```
+//! The load is open-loop (a request every `batch / rate` seconds whether or not the previous one
+//! answered), so a slow hub shows as latency rather than as a lower offered rate.
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use driftless_config::Settings;
+use driftless_server::{AppState, Server};
+use driftless_store::SqliteStore;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+auth = "none"
+max_pending = 4096
+
+[[systems]]
+id = "wms"
+role = "wms"
+
+[[systems]]
+id = "erp"
+role = "erp"
+
+[[systems]]
+id = "shop"
+role = "storefront"
+
+[[channels]]
+id = "shop"
+locations = ["L0", "L1", "L2", "L3"]
+
+[[hops]]
+from = "wms"
+to = "erp"
+trigger = "event"
+latency_sla = "1m"
+direction = "one-way"
+
+[checkpoints]
+max_observations_per_second = 1000000
+
+[audit]
+chain = ["wms", "erp", "shop"]
+"#;
+
+const BATCH: usize = 100;
+
+struct Opts {
+    rate: usize,
+    seconds: u64,
+    skus: usize,
+}
+
+fn parse_args() -> anyhow::Result<Opts> {
+    let mut o = Opts {
+        rate: 10_000,
+        seconds: 10,
+        skus: 10_000,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let v = args
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{a}: needs a value"))?;
+        match a.as_str() {
+            "--rate" => o.rate = v.parse()?,
+            "--seconds" => o.seconds = v.parse()?,
+            "--skus" => o.skus = v.parse()?,
+            _ => anyhow::bail!("unknown option {a}"),
+        }
+    }
+    anyhow::ensure!(o.rate >= BATCH, "--rate: at least {BATCH}");
+    anyhow::ensure!(o.skus >= 1, "--skus: at least 1");
+    Ok(o)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn events_body(n: usize, phase: &str, skus: usize) -> String {
+    let evs: Vec<serde_json::Value> = (0..BATCH)
+        .map(|i| {
+            let k = n * BATCH + i;
+            serde_json::json!({
+                "id": format!("{phase}-{k}"), "source": "wms",
+                "sku": format!("SKU-{:05}", k % skus), "location": format!("L{}", k % 4),
+                "occurred_at": "2026-11-27T10:00:00Z", "seq": k,
+                "adjust": {"on_hand": 1},
+            })
+        })
+        .collect();
+    serde_json::Value::Array(evs).to_string()
+}
+
+fn observations_body(n: usize, skus: usize) -> String {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let obs: Vec<serde_json::Value> = (0..BATCH)
+        .map(|i| {
+            let k = n * BATCH + i;
+            serde_json::json!({
+                "sku": format!("SKU-{:05}", k % skus), "location": format!("L{}", k % 4),
+                // `reserved` is what no event here touches, so the hub expects 0: most
+                // observations are in line (the common, cheap path) and one in a hundred
+                // drifts (the path that reads the sku's history once per key).
+                "state": "reserved", "quantity": if k.is_multiple_of(100) { 50 } else { 0 },
+                "observed_at": now,
+            })
+        })
+        .collect();
+    serde_json::json!({"system": "erp", "observations": obs}).to_string()
+}
+
+/// Sends `rate` per second in batches for `seconds`, open-loop; returns the request latencies.
+async fn paced(
+    http: reqwest::Client,
+    url: String,
+    rate: usize,
+    seconds: u64,
+    body: impl Fn(usize) -> String + Send + 'static,
+) -> anyhow::Result<Vec<Duration>> {
+    let every = Duration::from_secs_f64(BATCH as f64 / rate as f64);
+    let requests = (rate as u64 * seconds) as usize / BATCH;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = Vec::with_capacity(requests);
+    for n in 0..requests {
+        tick.tick().await;
+        let (http, url, b) = (http.clone(), url.clone(), body(n));
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let r = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(b)
+                .send()
+                .await?;
+            // Overload (503) and rate limiting (429) are answers the hub is allowed to give:
+            // counted, not measured.
+            let busy = matches!(r.status().as_u16(), 429 | 503);
+            anyhow::ensure!(
+                busy || r.status().is_success(),
+                "{url}: status {}",
+                r.status()
+            );
+            let _ = r.bytes().await?;
+            anyhow::Ok((!busy).then(|| t.elapsed()))
+        }));
+    }
+    let mut lat = Vec::with_capacity(tasks.len());
+    let mut refused = 0;
+    for t in tasks {
+        match t.await?? {
+            Some(d) => lat.push(d),
+            None => refused += 1,
+        }
+    }
+    if refused > 0 {
+        println!(
+            "  {refused} requests refused with 503/429 (overloaded), left out of the latencies"
+        );
+    }
+    lat.sort_unstable();
+    Ok(lat)
+}
+
+fn line(what: &str, lat: &[Duration]) -> Duration {
+    let p99 = percentile(lat, 0.99);
+    println!(
+        "{what:<34} requests {:>6}  p50 {:>7.2} ms  p99 {:>7.2} ms",
+        lat.len(),
+        percentile(lat, 0.5).as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3
+    );
+    p99
+}
+
+fn main() -> anyhow::Result<()> {
+    let o = parse_args()?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let dir = tempfile::tempdir()?;
+        let settings = Settings::parse("bench", CONFIG).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let store = SqliteStore::open_with(
+            dir.path(),
+            settings.rules.clone(),
+            settings.channel_specs(),
+            driftless_store::sqlite::SqliteOptions::default(),
+        )
+        .await?;
+        let server = Server::bind("127.0.0.1:0", AppState::new(settings, Arc::new(store))).await?;
+        let base = format!("http://{}", server.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()?;
+        let (rate, secs, skus) = (o.rate, o.seconds, o.skus);
+        println!(
+            "events {rate}/s, batches of {BATCH}, {secs} s per phase, {skus} skus x 4 locations"
+        );
+        // Warm the ledger's cells so both phases find the same skus cached.
+        let warm = paced(
+            http.clone(),
+            format!("{base}/v1/events"),
+            rate,
+            2,
+            move |n| events_body(n, "warm", skus),
+        )
+        .await?;
+        line("warm-up events", &warm);
+        let alone = paced(
+            http.clone(),
+            format!("{base}/v1/events"),
+            rate,
+            secs,
+            move |n| events_body(n, "alone", skus),
+        )
+        .await?;
+        let p_alone = line("events alone", &alone);
+        let events = tokio::spawn(paced(
+            http.clone(),
+            format!("{base}/v1/events"),
+            rate,
+            secs,
+            move |n| events_body(n, "beside", skus),
+        ));
+        let obs = tokio::spawn(paced(
+            http.clone(),
+            format!("{base}/v1/observations"),
+            rate,
+            secs,
+            move |n| observations_body(n, skus),
+        ));
+        let beside = events.await??;
+        let observed = obs.await??;
+        let p_beside = line("events beside observations", &beside);
+        line("observations", &observed);
+        println!(
+            "events p99 with observations / without: {:.2} (goal <= 1.20); machine shared with \
+             other builds",
+            p_beside.as_secs_f64() / p_alone.as_secs_f64().max(1e-9)
+        );
+        let _ = stop.send(());
+        let _ = task.await;
+        anyhow::Ok(())
+    })
+}

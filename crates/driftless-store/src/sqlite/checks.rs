@@ -1,0 +1,141 @@
+//! What the writer looks up for the consistency rules (`driftless_core::checkpoint`): the deltas
+//! a `set` swallows when it re-bases a cell, with their sources, for `cross_source_cover`. The
+//! judging itself is the core's; this only reads.
+//!
+//! A delta can be in three places (see `keys.rs`): decided earlier in the group being decided
+//! (not stored yet), in the index tail (stored, not yet in `event_keys`), or in `event_keys`.
+//! The range asked is bounded by `[checkpoints] cover_window`, and each place by `MAX_LOOKED`, so
+//! a set never scans a cell's whole history.
+
+use super::keys::KeyTail;
+use super::writer::Pending;
+use crate::StoreError;
+use driftless_core::checkpoint::{Checkpoints, Swallowed};
+use driftless_core::{Cell, Decision, Effect, EventId, OrderKey, Position, Prepared, SystemId};
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{AssertSqlSafe, Row};
+use std::collections::HashSet;
+
+/// At most this many swallowed deltas are read from each place: the incident names a few, and
+/// one is enough to judge.
+const MAX_LOOKED: usize = 64;
+
+/// The deltas of other sources the decided `set` would swallow, per re-based state.
+pub(super) async fn swallowed(
+    conn: &mut SqliteConnection,
+    keys: &std::sync::RwLock<KeyTail>,
+    pending: &Pending<'_>,
+    checks: &Checkpoints,
+    p: &Prepared,
+    d: &Decision,
+    cells: &[Cell; 5],
+) -> Result<Vec<Swallowed>, StoreError> {
+    let mut out = Vec::new();
+    let ev = &p.event;
+    for (state, effect) in &d.effects {
+        if !matches!(effect, Effect::Rebase { .. }) {
+            continue;
+        }
+        let Some((lo, hi)) = checks.cover_range(p, cells[state.index()].set.as_ref()) else {
+            continue;
+        };
+        let inside = |k: &OrderKey| *k > lo && *k < hi;
+        let mut seen: HashSet<i64> = HashSet::new();
+        // This group's earlier events.
+        for r in pending.events.iter().filter(|r| {
+            r.effective
+                && !r.p.event.change.is_set()
+                && r.p.event.sku == ev.sku
+                && r.p.event.location == ev.location
+                && r.p.event.source != ev.source
+        }) {
+            if let Some(delta) = r.p.base.get(*state)
+                && inside(&r.p.event.order_key())
+                && out.len() < MAX_LOOKED
+            {
+                seen.insert(r.lsn);
+                out.push(Swallowed {
+                    source: r.p.event.source.clone(),
+                    key: r.p.event.order_key(),
+                    state: *state,
+                    delta,
+                });
+            }
+        }
+        // The index tail: keys and deltas in memory, the source from the stored event.
+        let held: Vec<(i64, OrderKey, i64)> = {
+            let t = keys.read().unwrap_or_else(|p| p.into_inner());
+            t.of_sku(&ev.sku)
+                .filter(|(l, _)| *l == &ev.location)
+                .flat_map(|(_, v)| v.iter())
+                .filter(|e| inside(&e.key))
+                .filter_map(|e| e.deltas[state.index()].map(|d| (e.lsn, e.key.clone(), d)))
+                .take(MAX_LOOKED)
+                .collect()
+        };
+        for (lsn, key, delta) in held {
+            if !seen.insert(lsn) {
+                continue;
+            }
+            let source: Option<String> =
+                sqlx::query_scalar("SELECT source FROM events WHERE lsn = ?")
+                    .bind(lsn)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if let Some(source) = source.and_then(|s| SystemId::parse(s).ok())
+                && source != ev.source
+            {
+                out.push(Swallowed {
+                    source,
+                    key,
+                    state: *state,
+                    delta,
+                });
+            }
+        }
+        // The index table.
+        let col = state.as_str();
+        let sql = format!(
+            "SELECT x.lsn, e.source, x.at_nanos, x.seq, x.id, e.{col} FROM event_keys x \
+             JOIN events e ON e.lsn = x.lsn WHERE x.sku = ? AND x.location = ? \
+             AND x.at_nanos >= ? AND x.at_nanos <= ? AND e.kind = 'adjust' AND e.effective = 1 \
+             AND e.{col} IS NOT NULL AND e.source <> ? ORDER BY x.at_nanos DESC LIMIT ?"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(ev.sku.to_string())
+            .bind(ev.location.to_string())
+            .bind(lo.position.at_nanos)
+            .bind(hi.position.at_nanos)
+            .bind(ev.source.to_string())
+            .bind(MAX_LOOKED as i64)
+            .fetch_all(&mut *conn)
+            .await?;
+        for row in rows {
+            let lsn: i64 = row.try_get(0)?;
+            let source: String = row.try_get(1)?;
+            let at_nanos: i64 = row.try_get(2)?;
+            let seq: i64 = row.try_get(3)?;
+            let id: String = row.try_get(4)?;
+            let delta: i64 = row.try_get(5)?;
+            let (Ok(source), Ok(id)) = (SystemId::parse(source), EventId::parse(id)) else {
+                continue;
+            };
+            let key = OrderKey {
+                position: Position {
+                    at_nanos,
+                    seq: u64::try_from(seq).unwrap_or(0),
+                },
+                id,
+            };
+            if inside(&key) && seen.insert(lsn) {
+                out.push(Swallowed {
+                    source,
+                    key,
+                    state: *state,
+                    delta,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
