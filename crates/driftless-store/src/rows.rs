@@ -47,3 +47,21 @@ pub(crate) fn incident_of(
         at,
     }
 }
+
+/// The incident a consistency rule raises: its kind, the values before and after, the event id
+/// and the source; a refusal says so.
+pub(crate) fn checkpoint_incident(
+    ev: &driftless_core::Event,
+    f: &driftless_core::checkpoint::Finding,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Incident {
+    let detail = match f.mode {
+        driftless_core::checkpoint::Mode::Reject => format!("rejected: {}", f.detail),
+        _ => f.detail.clone(),
+    };
+    Incident {
+        kind: f.rule.as_str().into(),
+        detail,
+        ..incident_of(ev, driftless_core::Outcome::Applied, String::new(), at)
+    }
+}

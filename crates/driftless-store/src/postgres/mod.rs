@@ -11,8 +11,11 @@
 //! - `reads`: the [`crate::Store`] face.
 //! - `records`: incidents and audits, the rows both faces write.
 //! - `outbox`: the [`crate::Outbox`] face, with the per-channel lease.
+//! - `checkpoints`: the live checkpoints' rows; `checks`: what the consistency rules look up.
 //! - `errors`: which database errors are worth retrying, and which mean "unavailable".
 
+mod checkpoints;
+mod checks;
 mod errors;
 mod outbox;
 mod reads;

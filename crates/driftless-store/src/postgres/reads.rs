@@ -231,6 +231,27 @@ impl Store for PgStore {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.stop())
     }
+
+    fn checkpoint_rows<'a>(
+        &'a self,
+        keys: &'a [(String, String, String, String)],
+    ) -> BoxFuture<'a, Result<Vec<crate::CheckpointRow>, StoreError>> {
+        Box::pin(super::checkpoints::rows_of(self, keys))
+    }
+
+    fn save_checkpoints<'a>(
+        &'a self,
+        rows: &'a [(crate::CheckpointRow, Option<crate::Incident>)],
+    ) -> BoxFuture<'a, Result<usize, StoreError>> {
+        Box::pin(super::checkpoints::save(self, rows))
+    }
+
+    fn checkpoints<'a>(
+        &'a self,
+        filter: &'a crate::CheckpointFilter,
+    ) -> BoxFuture<'a, Result<Vec<crate::CheckpointRow>, StoreError>> {
+        Box::pin(super::checkpoints::page(self, filter))
+    }
 }
 
 fn history_row(r: &PgRow) -> Result<HistoryEntry, StoreError> {

@@ -16,6 +16,7 @@
 //! - `outbox`: `(channel, sku)` rows marked dirty with a growing version and the channel's ATP at
 //!   that version, in the events' transaction. `channel_skus`, `push_log`: as in SQLite.
 //! - `incidents`, `audits`: as in SQLite.
+//! - `checkpoints` (migration 2): each system's newest observation per key and how it was judged.
 
 use crate::StoreError;
 use sqlx::PgConnection;
@@ -25,7 +26,8 @@ const MIGRATION_LOCK: i64 = 0x6472_6966_746c_6573; // "driftles"
 
 /// The migrations, in order; the index + 1 is the version stored in `schema_migrations`. Never
 /// edit a shipped one: add the next.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE SEQUENCE events_lsn CACHE 1000;
 CREATE TABLE events (
     lsn BIGINT PRIMARY KEY DEFAULT nextval('events_lsn'),
@@ -150,7 +152,26 @@ CREATE TABLE audits (
     report TEXT NOT NULL
 );
 CREATE INDEX audits_by_time ON audits (at_nanos);
-"#];
+"#,
+    r#"
+-- The live checkpoints (DESIGN 7a): one row per (system, sku, location, state) with the newest
+-- observation and how it was judged.
+CREATE TABLE checkpoints (
+    system TEXT COLLATE "C" NOT NULL,
+    sku TEXT COLLATE "C" NOT NULL,
+    location TEXT COLLATE "C" NOT NULL,
+    state TEXT COLLATE "C" NOT NULL,
+    quantity BIGINT NOT NULL,
+    observed_nanos BIGINT NOT NULL,
+    expected BIGINT NOT NULL,
+    diverged_nanos BIGINT,
+    open BOOLEAN NOT NULL,
+    handoff TEXT NOT NULL,
+    cause TEXT NOT NULL,
+    PRIMARY KEY (system, sku, location, state)
+);
+"#,
+];
 
 /// Applies the migrations this database has not seen, in one transaction (PostgreSQL's DDL is
 /// transactional: a failed start leaves the schema as it was), under an

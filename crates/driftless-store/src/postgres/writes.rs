@@ -21,9 +21,10 @@
 use super::errors::{db, retryable, unreachable};
 use super::records::insert_incidents;
 use super::{OUTBOX_NOTIFY, Request, nanos};
-use crate::rows::{incident_of, sent_factor};
+use crate::rows::{checkpoint_incident, incident_of, sent_factor};
 use crate::{Incident, Incoming, Receipt, StoreError};
 use chrono::Utc;
+use driftless_core::checkpoint::{self, Swallowed};
 use driftless_core::{
     Cell, ChannelSpec, Effect, EventId, Fingerprint, Levels, Location, OrderKey, Outcome, Position,
     Prepared, Rules, Sku, State,
@@ -263,7 +264,18 @@ impl Applier {
                 let prior = seen.get(&identity).copied();
                 let slot = (ev.sku.clone(), ev.location.clone());
                 let mut slot_cells = cells.get(&slot).cloned().unwrap_or_default();
-                let d = self.rules.decide(p, prior, &slot_cells);
+                let mut d = self.rules.decide(p, prior, &slot_cells);
+                // The consistency rules judge the cells as the effects leave them; what a set
+                // swallows is looked up before the effects re-base the cells.
+                let checks = &self.rules.checkpoints;
+                let judged = if checks.any() && !d.effects.is_empty() {
+                    let group = group_deltas(&out.events, &slot);
+                    let swallowed =
+                        super::checks::swallowed(tx, checks, p, &d, &slot_cells, &group).await?;
+                    Some((slot_cells.clone(), swallowed))
+                } else {
+                    None
+                };
                 let mut mask = 0u8;
                 for (state, effect) in &d.effects {
                     let later = match effect {
@@ -275,6 +287,16 @@ impl Applier {
                     };
                     effect.apply(&mut slot_cells[state.index()], later);
                     mask |= 1 << state.index();
+                }
+                let mut findings = Vec::new();
+                if let Some((before, swallowed)) = judged {
+                    findings = checks.judge(p, &d, &before, &slot_cells, &swallowed);
+                    if let Some(f) = checkpoint::rejection(&findings) {
+                        // Refused: the cells stay as they were and the id stays free.
+                        slot_cells = before;
+                        checkpoint::reject(&mut d, f);
+                        mask = 0;
+                    }
                 }
                 if mask != 0 {
                     *out.changed.entry(slot.clone()).or_default() |= mask;
@@ -294,13 +316,19 @@ impl Applier {
                         }
                     }
                 }
-                if d.outcome.raises_incident() {
+                // A rule that refused the event is its incident (of the rule's kind, as in
+                // SQLite).
+                if d.outcome.raises_incident() && checkpoint::rejection(&findings).is_none() {
                     out.incidents.push(incident_of(
                         ev,
                         d.outcome,
                         d.detail.clone().unwrap_or_default(),
                         job.received_at,
                     ));
+                }
+                for f in &findings {
+                    out.incidents
+                        .push(checkpoint_incident(ev, f, job.received_at));
                 }
                 if d.claims_id {
                     seen.insert(identity, p.fingerprint);
@@ -324,6 +352,26 @@ impl Applier {
         }
         Ok(out)
     }
+}
+
+/// The effective deltas of `slot` decided earlier in the group, per state, for the consistency
+/// rules (a `set` swallowing them).
+fn group_deltas(events: &[EventRow<'_>], (sku, loc): &Slot) -> Vec<Swallowed> {
+    events
+        .iter()
+        .filter(|r| r.effective && !r.p.event.change.is_set())
+        .filter(|r| r.p.event.sku == *sku && r.p.event.location == *loc)
+        .flat_map(|r| {
+            State::ALL.into_iter().filter_map(move |state| {
+                r.p.base.get(state).map(|delta| Swallowed {
+                    source: r.p.event.source.clone(),
+                    key: r.p.event.order_key(),
+                    state,
+                    delta,
+                })
+            })
+        })
+        .collect()
 }
 
 /// The error each request of a failed group gets: the cause, shared.

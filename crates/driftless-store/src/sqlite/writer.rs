@@ -9,6 +9,7 @@ use super::keys::{KeySlice, KeyTail};
 use super::marks::{Change, Mark, Marks};
 use super::sql::*;
 use super::*;
+use crate::rows::checkpoint_incident;
 use crate::{Incident, Incoming, Receipt, StoreError};
 use chrono::{DateTime, Utc};
 use driftless_core::checkpoint;
@@ -1001,20 +1002,6 @@ fn incident_of(ev: &Event, outcome: Outcome, detail: String, at: DateTime<Utc>) 
         event_id: Some(ev.id.to_string()),
         detail,
         at,
-    }
-}
-
-/// The incident a consistency rule raises: its kind, the values before and after, the event id
-/// and the source; a refusal says so.
-fn checkpoint_incident(ev: &Event, f: &checkpoint::Finding, at: DateTime<Utc>) -> Incident {
-    let detail = match f.mode {
-        checkpoint::Mode::Reject => format!("rejected: {}", f.detail),
-        _ => f.detail.clone(),
-    };
-    Incident {
-        kind: f.rule.as_str().into(),
-        detail,
-        ..incident_of(ev, Outcome::Applied, String::new(), at)
     }
 }
 

@@ -1,0 +1,87 @@
+//! What the appliers look up for the consistency rules (`driftless_core::checkpoint`): the deltas
+//! of other sources a `set` swallows when it re-bases a cell, for `cross_source_cover`. The
+//! judging is the core's; this only reads, inside the group's transaction and under the slot's
+//! row lock, so what it sees is what the set re-bases over.
+//!
+//! A delta is either stored (the `events` table, through its per-cell index) or decided earlier
+//! in the group being decided (the caller passes those). The range asked is bounded by
+//! `[checkpoints] cover_window`, and each place by `MAX_LOOKED`.
+
+use driftless_core::checkpoint::{Checkpoints, Swallowed};
+use driftless_core::{Cell, Decision, Effect, EventId, OrderKey, Position, Prepared, SystemId};
+use sqlx::{PgConnection, Row};
+
+/// At most this many swallowed deltas are read from each place: the incident names a few, and
+/// one is enough to judge.
+const MAX_LOOKED: usize = 64;
+
+/// The deltas of other sources the decided `set` would swallow, per re-based state. `group`
+/// holds the effective deltas of this slot decided earlier in the group, from any source.
+pub(super) async fn swallowed(
+    tx: &mut PgConnection,
+    checks: &Checkpoints,
+    p: &Prepared,
+    d: &Decision,
+    cells: &[Cell; 5],
+    group: &[Swallowed],
+) -> Result<Vec<Swallowed>, sqlx::Error> {
+    let mut out = Vec::new();
+    let ev = &p.event;
+    for (state, effect) in &d.effects {
+        if !matches!(effect, Effect::Rebase { .. }) {
+            continue;
+        }
+        let Some((lo, hi)) = checks.cover_range(p, cells[state.index()].set.as_ref()) else {
+            continue;
+        };
+        let inside = |k: &OrderKey| *k > lo && *k < hi;
+        out.extend(
+            group
+                .iter()
+                .filter(|s| s.state == *state && s.source != ev.source && inside(&s.key))
+                .take(MAX_LOOKED)
+                .cloned(),
+        );
+        let col = state.as_str();
+        let sql = format!(
+            "SELECT source, at_nanos, seq, id, {col} FROM events WHERE sku = $1 AND location = $2 \
+             AND at_nanos >= $3 AND at_nanos <= $4 AND kind = 'adjust' AND effective \
+             AND {col} IS NOT NULL AND source <> $5 ORDER BY at_nanos DESC LIMIT $6"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ev.sku.as_str())
+            .bind(ev.location.as_str())
+            .bind(lo.position.at_nanos)
+            .bind(hi.position.at_nanos)
+            .bind(ev.source.as_str())
+            .bind(MAX_LOOKED as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in rows {
+            let source: String = row.try_get(0)?;
+            let at_nanos: i64 = row.try_get(1)?;
+            let seq: i64 = row.try_get(2)?;
+            let id: String = row.try_get(3)?;
+            let delta: i64 = row.try_get(4)?;
+            let (Ok(source), Ok(id)) = (SystemId::parse(source), EventId::parse(id)) else {
+                continue;
+            };
+            let key = OrderKey {
+                position: Position {
+                    at_nanos,
+                    seq: u64::try_from(seq).unwrap_or(0),
+                },
+                id,
+            };
+            if inside(&key) {
+                out.push(Swallowed {
+                    source,
+                    key,
+                    state: *state,
+                    delta,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
