@@ -158,6 +158,8 @@ story! {
     audits_and_outside_incidents_are_kept => story::ledger::audits_and_outside_incidents_are_kept;
     large_groups_are_seen_once_acknowledged_with_a_dispatcher_beside_them => story::ledger::large_groups_are_seen_once_acknowledged_with_a_dispatcher_beside_them;
     identity_is_source_and_id => story::ledger::identity_is_source_and_id;
+    an_older_observation_never_replaces_a_newer => story::checkpoints::an_older_observation_never_replaces_a_newer;
+    a_rule_rejects_or_warns_at_the_decision => story::checkpoints::a_rule_rejects_or_warns_at_the_decision;
     late_observations_and_override_actors => story::outbox::late_observations_and_override_actors;
     versions_coalesce_and_only_the_current_one_cleans => story::outbox::versions_coalesce_and_only_the_current_one_cleans;
     pins_dead_letters_and_replay_survive_a_restart => story::outbox::pins_dead_letters_and_replay_survive_a_restart;

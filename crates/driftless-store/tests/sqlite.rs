@@ -53,6 +53,16 @@ impl Backend for Sqlite {
 }
 
 #[tokio::test]
+async fn a_rule_rejects_or_warns_at_the_decision() {
+    story::checkpoints::a_rule_rejects_or_warns_at_the_decision(&Sqlite).await;
+}
+
+#[tokio::test]
+async fn an_older_observation_never_replaces_a_newer() {
+    story::checkpoints::an_older_observation_never_replaces_a_newer(&Sqlite).await;
+}
+
+#[tokio::test]
 async fn matches_the_reference_across_groups_and_restart() {
     story::ledger::matches_the_reference_across_groups_and_restart(&Sqlite).await;
 }

@@ -5,8 +5,10 @@
 //!
 //! - `ledger`: outcomes and levels against the core's `MemoryLedger` across concurrent groups,
 //!   restarts and crashes without flushing; history and paging; incidents; audits.
+//! - `checkpoints`: the live checkpoints' rows.
 //! - `outbox`: marks, coalescing, acknowledgements, dead letters, replay, holds, observations.
 
+pub mod checkpoints;
 pub mod common;
 pub mod ledger;
 pub mod outbox;
