@@ -52,6 +52,20 @@ async fn open_postgres(s: &Settings, url: &str) -> anyhow::Result<Arc<dyn Store>
     Ok(Arc::new(store))
 }
 
+/// Where the ledger is, for the log: the PostgreSQL URL without its user information, or the
+/// SQLite file.
+pub fn describe(s: &Settings) -> String {
+    match &s.server.database_url {
+        Some(url) => redact(url),
+        None => s
+            .server
+            .data_dir
+            .join("driftless.sqlite3")
+            .display()
+            .to_string(),
+    }
+}
+
 /// The URL without its user information.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

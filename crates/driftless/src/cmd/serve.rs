@@ -75,7 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let store = super::ledger::open(&settings, super::ledger::Access::Serve).await?;
         let listen = settings.server.listen.clone();
         let origin = settings.origin.clone();
-        let data_dir = settings.server.data_dir.clone();
+        let ledger = super::ledger::describe(&settings);
         let mut state = AppState::new(settings, store);
         state.bus = super::bus::start(&state.settings, state.store.clone()).await?;
         let self_audit = super::self_audit::spawn(state.settings.clone(), state.store.clone());
@@ -91,7 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                  copy driftless.example.toml, edit it and pass --config"
             );
         }
-        tracing::info!(%addr, config = %origin, ledger = %data_dir.join("driftless.sqlite3").display(), "driftless is serving");
+        tracing::info!(%addr, config = %origin, %ledger, "driftless is serving");
         // One line on stdout that scripts can wait for.
         println!("listening on http://{addr}");
         server.run_until_stopped(shutdown).await?;
