@@ -367,3 +367,34 @@ fn demo_replays_over_http_and_the_storefront_ends_in_step_with_the_hub() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn checkpoints_scores_the_live_checkpoints_per_seed() {
+    let o = driftless(&[
+        "simulate",
+        "--evaluate",
+        "--checkpoints",
+        "--seeds",
+        "2..3",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        let s = &r["score"];
+        let drifting = s["drifting_keys"].as_u64().unwrap();
+        assert!(drifting > 0, "{r}");
+        // Every truly drifting key found with its hand-off and cause, nothing on other keys.
+        assert_eq!(s["right_handoff"].as_u64(), Some(drifting), "{r}");
+        assert_eq!(s["right_cause"].as_u64(), Some(drifting), "{r}");
+        assert_eq!(s["false_incidents"].as_u64(), Some(0), "{r}");
+        assert_eq!(r["met"], true);
+    }
+    // Without the range it is refused, naming what is missing.
+    let o = driftless(&["simulate", "--evaluate", "--checkpoints"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("--seeds"), "{}", stderr(&o));
+}

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod bus;
 pub mod check_config;
 pub mod demo;
+pub mod drill;
 pub mod import;
 pub mod ledger;
 pub mod matrix;

@@ -70,6 +70,10 @@ pub struct Args {
     /// Audit the output and print precision and recall against the ground truth.
     #[arg(long)]
     pub evaluate: bool,
+    /// With `--seeds`: score the live checkpoints instead of the file audit: the checkpoint drill
+    /// (hub architecture, systems reporting observations; docs/simulator.md) per seed.
+    #[arg(long, requires = "seeds", conflicts_with_all = ["scenario", "architecture", "set"])]
+    pub checkpoints: bool,
     /// Tune one cause or rate, e.g. `--set poll_every_min=5 --set retry_rate=0.5`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -145,6 +149,9 @@ fn params_for(
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let (true, Some(seeds)) = (args.checkpoints, args.seeds) {
+        return super::drill::run(seeds, args.skus as usize, args.format == Format::Json);
+    }
     if let Some(seeds) = args.seeds {
         return run_seeds(&args, seeds);
     }
