@@ -361,27 +361,46 @@ pub fn drill(p: &DrillParams) -> DrillScore {
     for i in 0..repl.len() {
         let mut began = None;
         let mut drifting = false;
+        // Over the thresholds for longer than the SLA, but too near the end of the run for the
+        // next observation to be required: truly drifting, so an incident on it is not false,
+        // and not scored either way.
+        let mut late = false;
         if let Some(stop) = stops[i] {
             let frozen = value_at(&history[i], stop);
+            // The hub's value changes only at its history's moments: the truth is judged per
+            // segment between them (a grid of minutes from the stop would miss a drift that
+            // began between two of its points and lasted just over the SLA by the end).
+            let mut moments: Vec<i64> = std::iter::once(stop)
+                .chain(
+                    history[i]
+                        .iter()
+                        .map(|(x, _)| *x)
+                        .filter(|x| *x > stop && *x < end),
+                )
+                .collect();
+            moments.push(end);
             let mut since: Option<i64> = None;
-            let mut t = stop;
-            while t <= end {
-                let hub_v = value_at(&history[i], t);
-                let over = judge::over(&threshold, frozen - hub_v, hub_v);
-                match (over, since) {
-                    (true, None) => since = Some(t),
-                    (false, Some(_)) => since = None,
-                    _ => {}
+            for w in moments.windows(2) {
+                let (from, to) = (w[0], w[1]);
+                let hub_v = value_at(&history[i], from);
+                if !judge::over(&threshold, frozen - hub_v, hub_v) {
+                    since = None;
+                    continue;
                 }
-                if let Some(s0) = since
-                    && t - s0 > p.sla_s
-                    && t + p.interval_s <= end
-                {
-                    began = Some(s0);
-                    drifting = true;
+                let s0 = *since.get_or_insert(from);
+                // Over on `[from, to)` between changes, and still over at the end itself: the
+                // judge opens once a divergence has lasted the SLA (`outlived`), so a drift
+                // lasting exactly the SLA at the end counts.
+                let lasted = to - s0 > p.sla_s || (to == end && to - s0 >= p.sla_s);
+                if lasted {
+                    if s0 + p.sla_s + p.interval_s <= end {
+                        began = Some(s0);
+                        drifting = true;
+                    } else {
+                        late = true;
+                    }
                     break;
                 }
-                t += 60;
             }
         }
         match (&opened[i], drifting) {
@@ -395,6 +414,7 @@ pub fn drill(p: &DrillParams) -> DrillScore {
                 score.within_latency += u64::from(latency <= p.sla_s + p.interval_s + 60);
             }
             (None, true) => score.drifting_keys += 1,
+            (_, false) if late => {}
             (Some(_), false) => score.false_incidents += 1,
             (None, false) => {}
         }
