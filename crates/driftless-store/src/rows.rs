@@ -65,3 +65,31 @@ pub(crate) fn checkpoint_incident(
         ..incident_of(ev, driftless_core::Outcome::Applied, String::new(), at)
     }
 }
+
+/// A stored delta a `set` would swallow, from its row's columns (`cross_source_cover`, looked up
+/// by each backend's `checks.rs`); `None` for a row whose source or id no longer parses.
+pub(crate) fn swallowed_of(
+    (source, at_nanos, seq, id): (String, i64, i64, String),
+    state: driftless_core::State,
+    delta: i64,
+) -> Option<driftless_core::checkpoint::Swallowed> {
+    let (Ok(source), Ok(id)) = (
+        driftless_core::SystemId::parse(source),
+        driftless_core::EventId::parse(id),
+    ) else {
+        return None;
+    };
+    let key = driftless_core::OrderKey {
+        position: driftless_core::Position {
+            at_nanos,
+            seq: u64::try_from(seq).unwrap_or(0),
+        },
+        id,
+    };
+    Some(driftless_core::checkpoint::Swallowed {
+        source,
+        key,
+        state,
+        delta,
+    })
+}

@@ -7,8 +7,9 @@
 //! in the group being decided (the caller passes those). The range asked is bounded by
 //! `[checkpoints] cover_window`, and each place by `MAX_LOOKED`.
 
+use crate::rows::swallowed_of;
 use driftless_core::checkpoint::{Checkpoints, Swallowed};
-use driftless_core::{Cell, Decision, Effect, EventId, OrderKey, Position, Prepared, SystemId};
+use driftless_core::{Cell, Decision, Effect, OrderKey, Prepared};
 use sqlx::{PgConnection, Row};
 
 /// At most this many swallowed deltas are read from each place: the incident names a few, and
@@ -58,28 +59,16 @@ pub(super) async fn swallowed(
             .fetch_all(&mut *tx)
             .await?;
         for row in rows {
-            let source: String = row.try_get(0)?;
-            let at_nanos: i64 = row.try_get(1)?;
-            let seq: i64 = row.try_get(2)?;
-            let id: String = row.try_get(3)?;
-            let delta: i64 = row.try_get(4)?;
-            let (Ok(source), Ok(id)) = (SystemId::parse(source), EventId::parse(id)) else {
-                continue;
-            };
-            let key = OrderKey {
-                position: Position {
-                    at_nanos,
-                    seq: u64::try_from(seq).unwrap_or(0),
-                },
-                id,
-            };
-            if inside(&key) {
-                out.push(Swallowed {
-                    source,
-                    key,
-                    state: *state,
-                    delta,
-                });
+            let columns = (
+                row.try_get(0)?,
+                row.try_get(1)?,
+                row.try_get(2)?,
+                row.try_get(3)?,
+            );
+            if let Some(s) = swallowed_of(columns, *state, row.try_get(4)?)
+                && inside(&s.key)
+            {
+                out.push(s);
             }
         }
     }

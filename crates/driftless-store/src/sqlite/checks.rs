@@ -10,8 +10,9 @@
 use super::keys::KeyTail;
 use super::writer::Pending;
 use crate::StoreError;
+use crate::rows::swallowed_of;
 use driftless_core::checkpoint::{Checkpoints, Swallowed};
-use driftless_core::{Cell, Decision, Effect, EventId, OrderKey, Position, Prepared, SystemId};
+use driftless_core::{Cell, Decision, Effect, OrderKey, Prepared, SystemId};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Row};
 use std::collections::HashSet;
@@ -112,28 +113,17 @@ pub(super) async fn swallowed(
             .await?;
         for row in rows {
             let lsn: i64 = row.try_get(0)?;
-            let source: String = row.try_get(1)?;
-            let at_nanos: i64 = row.try_get(2)?;
-            let seq: i64 = row.try_get(3)?;
-            let id: String = row.try_get(4)?;
-            let delta: i64 = row.try_get(5)?;
-            let (Ok(source), Ok(id)) = (SystemId::parse(source), EventId::parse(id)) else {
-                continue;
-            };
-            let key = OrderKey {
-                position: Position {
-                    at_nanos,
-                    seq: u64::try_from(seq).unwrap_or(0),
-                },
-                id,
-            };
-            if inside(&key) && seen.insert(lsn) {
-                out.push(Swallowed {
-                    source,
-                    key,
-                    state: *state,
-                    delta,
-                });
+            let columns = (
+                row.try_get(1)?,
+                row.try_get(2)?,
+                row.try_get(3)?,
+                row.try_get(4)?,
+            );
+            if let Some(s) = swallowed_of(columns, *state, row.try_get(5)?)
+                && inside(&s.key)
+                && seen.insert(lsn)
+            {
+                out.push(s);
             }
         }
     }

@@ -7,6 +7,7 @@ use super::keys::{Entry, KeySlice, KeyTail};
 use super::marks::Mark;
 use super::writer::*;
 use super::*;
+use crate::rows::{sent_factor, system_and_actor};
 use crate::{Incident, StoreError};
 use driftless_core::{Cell, EventId, Fingerprint, Location, OrderKey, Position, Sku, State};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
@@ -92,19 +93,6 @@ pub(super) async fn lookup_ids(
         }
     }
     Ok(seen)
-}
-
-/// How many base units one unit the event was sent in is; `None` for the base unit (or when
-/// every quantity is 0, which reads the same in any unit).
-fn sent_factor(p: &driftless_core::Prepared) -> Option<i64> {
-    p.event.uom.as_ref()?;
-    p.event
-        .change
-        .quantities()
-        .iter()
-        .find(|(_, q)| *q != 0)
-        .and_then(|(s, q)| p.base.get(s).map(|b| b / q))
-        .filter(|f| *f != 1)
 }
 
 /// An event's identity, `(source, id)`, borrowed from its request.
@@ -434,18 +422,6 @@ pub(super) async fn set_meta(
     lsn: i64,
 ) -> Result<(), StoreError> {
     set_metas(conn, &[(key, lsn)]).await
-}
-
-/// An incident's system and actor, apart: a channel override that names its actor inside the
-/// system (`channel:actor`, as the fan-out wrote them) is stored as the channel and the actor.
-fn system_and_actor(i: &Incident) -> (Option<String>, Option<String>) {
-    match (&i.system, &i.actor) {
-        (Some(s), None) if i.kind == "channel_override" => match s.split_once(':') {
-            Some((system, actor)) => (Some(system.to_owned()), Some(actor.to_owned())),
-            None => (Some(s.clone()), None),
-        },
-        _ => (i.system.clone(), i.actor.clone()),
-    }
 }
 
 pub(super) async fn insert_incidents(

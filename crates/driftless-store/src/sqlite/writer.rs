@@ -9,13 +9,12 @@ use super::keys::{KeySlice, KeyTail};
 use super::marks::{Change, Mark, Marks};
 use super::sql::*;
 use super::*;
-use crate::rows::checkpoint_incident;
+use crate::rows::{checkpoint_incident, incident_of};
 use crate::{Incident, Incoming, Receipt, StoreError};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use driftless_core::checkpoint;
 use driftless_core::{
-    Cell, ChannelSpec, Effect, Event, Fingerprint, Levels, Location, Outcome, Prepared, Rules, Sku,
-    State,
+    Cell, ChannelSpec, Effect, Fingerprint, Levels, Location, Outcome, Prepared, Rules, Sku, State,
 };
 use sqlx::Connection;
 use sqlx::sqlite::SqliteConnection;
@@ -988,20 +987,6 @@ fn slice_budget(held: usize, max_held: usize, added: usize, tail: i64, max_repla
         FLUSH_SLICE
     } else {
         0
-    }
-}
-
-/// The incident an event's outcome raises (see [`Outcome::raises_incident`]).
-fn incident_of(ev: &Event, outcome: Outcome, detail: String, at: DateTime<Utc>) -> Incident {
-    Incident {
-        kind: outcome.as_str().into(),
-        sku: Some(ev.sku.to_string()),
-        location: Some(ev.location.to_string()),
-        system: Some(ev.source.to_string()),
-        actor: None,
-        event_id: Some(ev.id.to_string()),
-        detail,
-        at,
     }
 }
 
