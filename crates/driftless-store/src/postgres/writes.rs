@@ -269,7 +269,16 @@ impl Applier {
                 // swallows is looked up before the effects re-base the cells.
                 let checks = &self.rules.checkpoints;
                 let judged = if checks.any() && !d.effects.is_empty() {
-                    let group = group_deltas(&out.events, &slot);
+                    // Only a re-basing set can swallow deltas: adds skip the group scan.
+                    let rebases = d
+                        .effects
+                        .iter()
+                        .any(|(_, e)| matches!(e, Effect::Rebase { .. }));
+                    let group = if rebases {
+                        group_deltas(&out.events, &slot)
+                    } else {
+                        Vec::new()
+                    };
                     let swallowed =
                         super::checks::swallowed(tx, checks, p, &d, &slot_cells, &group).await?;
                     Some((slot_cells.clone(), swallowed))
