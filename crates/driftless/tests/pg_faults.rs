@@ -8,200 +8,29 @@
 //!
 //! The database is a fresh `dl_pg_fault_*` on the server of `DRIFTLESS_TEST_DATABASE_URL`
 //! (default `postgres://postgres@127.0.0.1:5432/postgres`), made and dropped with `psql`. Without
-//! a reachable server the test skips, saying so; under `CI=true` it fails.
+//! a reachable server the test skips, saying so; under `CI=true` it fails. `pg_nats_faults.rs` is
+//! the same run with JetStream between the hubs.
 
 mod common;
+#[path = "common/faults.rs"]
+mod faults;
 
 use driftless_connectors::standin::{Faults, Mode, StandIn};
-use driftless_core::event::RawEvent;
-use driftless_core::{Event, Location, MemoryLedger, Rules, Sku, SystemId};
-use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use faults::{Database, SECRET, config, event, serve};
+use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const SECRET: &str = "fault-run-secret";
-const SKUS: usize = 30;
 const CLIENTS: usize = 4;
 const BATCHES: usize = 40;
 const PER_BATCH: usize = 40;
-
-fn config(push_url: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-auth = "none"
-
-[[systems]]
-id = "wms"
-role = "wms"
-
-[[systems]]
-id = "shop"
-role = "storefront"
-
-[[channels]]
-id = "shop"
-locations = ["DC1"]
-connector = "webhook"
-url = "{push_url}"
-secret_env = "SHOP_SECRET"
-max_attempts = 100
-"#
-    )
-}
-
-/// `psql` against `url`, or the error it printed.
-fn psql(url: &str, sql: &str) -> Result<String, String> {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-t",
-            "-A",
-            "-v",
-            "ON_ERROR_STOP=1",
-            url,
-            "-c",
-            sql,
-        ])
-        .output()
-        .map_err(|e| format!("psql: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-    }
-}
-
-/// The server's URL with another database.
-fn with_database(url: &str, db: &str) -> String {
-    let (head, _) = url.rsplit_once('/').unwrap_or((url, ""));
-    format!("{head}/{db}")
-}
-
-/// A fresh database, dropped with everything connected to it at the end.
-struct Database {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl Database {
-    fn create() -> Option<Database> {
-        let url = std::env::var("DRIFTLESS_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let admin = with_database(&url, "postgres");
-        if let Err(e) = psql(&admin, "SELECT 1") {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true and PostgreSQL is unreachable at {admin}: {e}"
-            );
-            let _ = writeln!(
-                std::io::stderr(),
-                "driftless: PostgreSQL fault run skipped: no server at {admin} ({e}); set \
-                 DRIFTLESS_TEST_DATABASE_URL or run .ci/run"
-            );
-            return None;
-        }
-        let name = format!(
-            "dl_pg_fault_{}_{}",
-            std::process::id(),
-            chrono::Utc::now().timestamp_micros()
-        );
-        psql(&admin, &format!("CREATE DATABASE {name}")).unwrap();
-        let url = with_database(&url, &name);
-        Some(Database { admin, name, url })
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let _ = psql(
-            &self.admin,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        );
-    }
-}
-
-/// One `driftless serve` on the database; its base URL once it listens.
-fn serve(config: &std::path::Path, db: &str, data: &std::path::Path) -> (Child, String) {
-    let mut child = common::driftless()
-        .args(["serve", "--config"])
-        .arg(config)
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--database-url", db])
-        .env("DRIFTLESS_LOG", "error")
-        .env("SHOP_SECRET", SECRET)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start driftless");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read address");
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    (child, base)
-}
-
-/// Event `i` of client `c`: mostly receipts and shipments, now and then a count.
-fn event(c: usize, i: usize) -> Value {
-    let sku = format!("F{:02}", (i * 7 + c) % SKUS);
-    let id = format!("c{c}-e{i}");
-    let at = format!(
-        "2026-11-27T{:02}:{:02}:{:02}Z",
-        8 + i % 4,
-        (i * 13) % 60,
-        c * 10
-    );
-    if i % 17 == 5 {
-        json!({"id": id, "source": "wms", "sku": sku, "location": "DC1", "occurred_at": at,
-               "seq": i, "set": {"on_hand": 200 + (i % 50) as i64}})
-    } else {
-        let q = (i % 9) as i64 - 3;
-        json!({"id": id, "source": "wms", "sku": sku, "location": "DC1", "occurred_at": at,
-               "seq": i, "adjust": {"on_hand": q, "committed": (i % 3) as i64}})
-    }
-}
-
-fn core_event(v: &Value) -> Event {
-    let q = |k: &str| -> Option<Vec<(&'static str, i64)>> {
-        v.get(k).map(|m| {
-            ["on_hand", "committed"]
-                .into_iter()
-                .filter_map(|s| m.get(s).and_then(Value::as_i64).map(|n| (s, n)))
-                .collect()
-        })
-    };
-    Event::from_raw(&RawEvent {
-        id: v["id"].as_str().unwrap(),
-        source: "wms",
-        sku: v["sku"].as_str().unwrap(),
-        location: "DC1",
-        occurred_at: v["occurred_at"].as_str().unwrap(),
-        seq: v["seq"].as_u64().unwrap(),
-        adjust: q("adjust"),
-        set: q("set"),
-        ..RawEvent::default()
-    })
-    .unwrap()
-}
 
 type Bases = Arc<Mutex<Vec<String>>>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hubs_on_postgres_survive_sigkill_cut_connections_and_a_failing_channel() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let Some(db) = Database::create() else {
+    let Some(db) = Database::create("PostgreSQL fault run") else {
         return;
     };
     let started = Instant::now();
@@ -223,7 +52,7 @@ async fn two_hubs_on_postgres_survive_sigkill_cut_connections_and_a_failing_chan
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("driftless.toml");
     std::fs::write(&cfg, config(&standin.url("/push"))).unwrap();
-    let hub = |n: usize| serve(&cfg, &db.url, &dir.path().join(format!("unused-{n}")));
+    let hub = |n: usize| serve(&cfg, &db.url, &dir.path().join(format!("unused-{n}")), &[]);
     let (a, base_a) = hub(0);
     let (b, base_b) = hub(1);
     let children = Arc::new(Mutex::new(vec![a, b]));
@@ -305,15 +134,7 @@ async fn two_hubs_on_postgres_survive_sigkill_cut_connections_and_a_failing_chan
     children.lock().unwrap()[victim] = child;
     bases.lock().unwrap()[victim] = base;
     reached(total * 3 / 4).await;
-    let cut = psql(
-        &db.url,
-        &format!(
-            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE datname = '{}' AND pid <> pg_backend_pid()",
-            db.name
-        ),
-    )
-    .unwrap();
+    let cut = db.cut_connections();
     eprintln!(
         "killed hub {victim} at {kill_at} acknowledged events ({kill_after:?}); cut {cut} connections"
     );
@@ -323,111 +144,10 @@ async fn two_hubs_on_postgres_survive_sigkill_cut_connections_and_a_failing_chan
     let acked: Vec<Value> = acked.lock().unwrap().clone();
     assert_eq!(acked.len(), CLIENTS * BATCHES * PER_BATCH);
 
-    // The oracle: the core's reference ledger over every acknowledged event.
-    let rules = Rules {
-        systems: [SystemId::parse("wms").unwrap()].into_iter().collect(),
-        ..Rules::default()
-    };
-    let mut oracle = MemoryLedger::new(rules);
-    for v in &acked {
-        oracle.apply(core_event(v));
-    }
+    // The ledger against the oracle over every acknowledged event; the channel caught up.
     let base = bases.lock().unwrap()[0].clone();
-    let dc1 = Location::parse("DC1").unwrap();
-    let mut want_ids: HashMap<String, HashSet<String>> = HashMap::new();
-    for v in &acked {
-        want_ids
-            .entry(v["sku"].as_str().unwrap().to_owned())
-            .or_default()
-            .insert(v["id"].as_str().unwrap().to_owned());
-    }
-    let mut channel_qty: BTreeMap<String, i64> = BTreeMap::new();
-    for (sku, ids) in &want_ids {
-        let inv: Value = http
-            .get(format!("{base}/v1/inventory/{sku}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let want = oracle.levels(&Sku::parse(sku).unwrap(), &dc1);
-        let loc = &inv["locations"][0];
-        assert_eq!(
-            (loc["on_hand"].as_i64(), loc["committed"].as_i64()),
-            (Some(want.on_hand), Some(want.committed)),
-            "{sku}: the ledger against the oracle"
-        );
-        channel_qty.insert(
-            sku.clone(),
-            inv["channels"][0]["quantity"].as_i64().unwrap(),
-        );
-        let h: Value = http
-            .get(format!("{base}/v1/inventory/{sku}/history?limit=10000"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let mut stored = HashSet::new();
-        for e in h["entries"].as_array().unwrap() {
-            let id = e["id"].as_str().unwrap().to_owned();
-            assert!(stored.insert(id.clone()), "{sku}: {id} stored twice");
-        }
-        assert_eq!(
-            &stored, ids,
-            "{sku}: every acknowledged event stored, nothing else"
-        );
-    }
-
-    // The channel: every sku ends at the hub's quantity, once the dispatcher has caught up.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let pending = http
-            .get(format!("{base}/v1/channels/shop"))
-            .send()
-            .await
-            .ok();
-        let pending = match pending {
-            Some(r) => r
-                .json::<Value>()
-                .await
-                .ok()
-                .and_then(|v| v["pending"].as_i64()),
-            None => None,
-        };
-        let shows: BTreeMap<String, i64> = channel_qty
-            .keys()
-            .map(|s| (s.clone(), standin.get(s).unwrap_or(i64::MIN)))
-            .collect();
-        if pending == Some(0) && shows == channel_qty {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the channel did not catch up: pending {pending:?}, shows {shows:?}, hub {channel_qty:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    // No push applied twice: per sku, each applied push starts from what the one before left
-    // (compare-and-set), and no idempotency key was applied twice.
-    {
-        let l = standin.lock();
-        let mut last: HashMap<&str, i64> = HashMap::new();
-        let mut keys = HashSet::new();
-        for a in &l.applied {
-            assert!(keys.insert(a.key.as_str()), "push {} applied twice", a.key);
-            assert_eq!(
-                a.from,
-                last.get(a.sku.as_str()).copied(),
-                "{}: {a:?}",
-                a.sku
-            );
-            last.insert(&a.sku, a.to);
-        }
-        assert!(l.faults > 0, "the stand-in injected faults");
-    }
+    let channel_qty = faults::check_ledger(&http, &base, &acked).await;
+    faults::check_channel(&http, &base, &standin, &channel_qty).await;
     eprintln!(
         "fault run: {} events, {} client retries, {:?}",
         acked.len(),
@@ -492,7 +212,7 @@ impl Proxy {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_the_database_is_away_events_get_503_and_the_hub_reconnects() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let Some(db) = Database::create() else {
+    let Some(db) = Database::create("PostgreSQL fault run") else {
         return;
     };
     let (host_port, rest) = {
@@ -509,7 +229,7 @@ async fn while_the_database_is_away_events_get_503_and_the_hub_reconnects() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("driftless.toml");
     std::fs::write(&cfg, config("http://127.0.0.1:9/push")).unwrap();
-    let (mut child, base) = serve(&cfg, &via_proxy, &dir.path().join("data"));
+    let (mut child, base) = serve(&cfg, &via_proxy, &dir.path().join("data"), &[]);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
         .build()

@@ -7,73 +7,10 @@
 use super::*;
 use driftless_core::{EventId, MemoryLedger};
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
 
-const NATS_SERVER: &str = "/usr/sbin/nats-server";
-
-struct NatsServer {
-    port: u16,
-    dir: std::path::PathBuf,
-    child: Option<Child>,
-}
-
-impl NatsServer {
-    fn start(port: u16, dir: &std::path::Path) -> NatsServer {
-        let mut s = NatsServer {
-            port,
-            dir: dir.to_owned(),
-            child: None,
-        };
-        s.spawn();
-        s
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new(NATS_SERVER)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("nats-server did not listen on {} within 10 s", self.port);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "server.rs"]
+mod server;
+use server::{NatsServer, free_port};
 
 /// A deterministic event per (client, batch, index): adjusts and some sets over few skus, so
 /// late sets re-base and cover earlier adjusts.
@@ -98,17 +35,19 @@ fn fault_event(rng: &mut fastrand::Rng, id: &str) -> Event {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_nats_server_loses_no_acknowledged_event_and_applies_none_twice() {
-    if nats_url().is_none() || !std::path::Path::new(NATS_SERVER).exists() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{NATS_SERVER} is needed for the fault run and CI=true");
-        }
-        println!("skipped: no {NATS_SERVER} for the fault run");
+    if nats_url().is_none() {
         return;
     }
+    let Some(program) = server::program() else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("nats-server is needed for the fault run and CI=true");
+        }
+        println!("skipped: no nats-server program for the fault run");
+        return;
+    };
     let nats_dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut server = NatsServer::start(port, nats_dir.path());
-    let url = format!("nats://127.0.0.1:{port}");
+    let mut server = NatsServer::start(&program, free_port(), nats_dir.path());
+    let url = server.url();
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path()).await;
     let mut o = BusOptions::new(&url);
