@@ -183,8 +183,10 @@ impl Applier {
     /// One attempt at the group, as its phases. `Ok(None)`: an id was claimed by another
     /// process between the lookup and the insert; nothing was stored.
     async fn try_group(&self, jobs: &[Request]) -> Result<Option<Committed>, Failure> {
+        let mut clock = Phases::start();
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
+        clock.lap(Phase::Begin);
         let prepared: Vec<&Prepared> = jobs
             .iter()
             .flat_map(|j| j.batch.iter())
@@ -198,18 +200,24 @@ impl Applier {
             .map(|p| (p.event.sku.clone(), p.event.location.clone()))
             .collect();
         let fresh = lock_slots(&mut tx, &slots).await?;
+        clock.lap(Phase::Lock);
         let mut cells = load_cells(&mut tx, &slots).await?;
         let mut seen = lookup_ids(&mut tx, &prepared).await?;
+        clock.lap(Phase::Read);
         let decided = self.decide(&mut tx, jobs, &mut cells, &mut seen).await?;
+        clock.lap(Phase::Decide);
         if !insert_events(&mut tx, &decided.events).await? {
             return Ok(None);
         }
+        clock.lap(Phase::Events);
         write_cells(&mut tx, &cells, &decided.changed).await?;
         drop_unused_slots(&mut tx, &fresh, &decided.events).await?;
+        clock.lap(Phase::Cells);
         let marked = !decided.marks.is_empty();
         if marked {
-            mark_outbox(&mut tx, &self.channels, &decided.marks).await?;
+            mark_outbox(&mut tx, &self.channels, &decided.marks, &cells, &slots).await?;
         }
+        clock.lap(Phase::Outbox);
         insert_incidents(&mut tx, &decided.incidents)
             .await
             .map_err(Failure::from)?;
@@ -227,6 +235,8 @@ impl Applier {
                 db(e)
             }));
         }
+        clock.lap(Phase::Commit);
+        clock.log(prepared.len(), slots.len());
         Ok(Some((decided.receipts, marked)))
     }
 
@@ -401,6 +411,57 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(base / 2 + jitter)
 }
 
+/// The phases of a group transaction, timed for the `debug` log (`driftless_store=debug`): where
+/// a group's time goes, to tune by measurement.
+#[derive(Clone, Copy)]
+enum Phase {
+    Begin,
+    Lock,
+    Read,
+    Decide,
+    Events,
+    Cells,
+    Outbox,
+    Commit,
+}
+
+struct Phases {
+    last: std::time::Instant,
+    micros: [u64; 8],
+}
+
+impl Phases {
+    fn start() -> Phases {
+        Phases {
+            last: std::time::Instant::now(),
+            micros: [0; 8],
+        }
+    }
+
+    fn lap(&mut self, p: Phase) {
+        let now = std::time::Instant::now();
+        self.micros[p as usize] = now.duration_since(self.last).as_micros() as u64;
+        self.last = now;
+    }
+
+    fn log(&self, events: usize, slots: usize) {
+        let [begin, lock, read, decide, insert, cells, outbox, commit] = self.micros;
+        tracing::debug!(
+            events,
+            slots,
+            begin,
+            lock,
+            read,
+            decide,
+            insert,
+            cells,
+            outbox,
+            commit,
+            "group committed (phase times in µs)"
+        );
+    }
+}
+
 /// Phase 1: takes the row lock of each slot, creating rows for new ones, in key order. Returns
 /// the slots this transaction created (they are removed again if none of their events is
 /// stored, so a redelivered conflict does not make a sku appear at a location).
@@ -413,11 +474,14 @@ async fn lock_slots(
     }
     let (skus, locs): (Vec<&str>, Vec<&str>) =
         slots.iter().map(|(s, l)| (s.as_str(), l.as_str())).unzip();
-    // UNNEST keeps the arrays' order, so the rows are inserted or locked in key order.
+    // UNNEST keeps the arrays' order, so the rows are inserted or locked in key order, by one
+    // statement. `DO UPDATE ... WHERE FALSE` locks an existing row without writing a new
+    // version of it (PostgreSQL locks every conflicting row of `DO UPDATE`, updated or not), and
+    // `RETURNING` then names only the rows this statement inserted.
     let rows = sqlx::query(
         "INSERT INTO slots (sku, location) SELECT * FROM UNNEST($1::text[], $2::text[]) \
-         ON CONFLICT (sku, location) DO UPDATE SET sku = EXCLUDED.sku \
-         RETURNING sku, location, (xmax = 0) AS fresh",
+         ON CONFLICT (sku, location) DO UPDATE SET sku = EXCLUDED.sku WHERE FALSE \
+         RETURNING sku, location",
     )
     .bind(&skus)
     .bind(&locs)
@@ -425,9 +489,7 @@ async fn lock_slots(
     .await?;
     let mut fresh = BTreeSet::new();
     for r in rows {
-        if r.try_get::<bool, _>("fresh")? {
-            fresh.insert(slot_of(&r)?);
-        }
+        fresh.insert(slot_of(&r)?);
     }
     Ok(fresh)
 }
@@ -718,23 +780,46 @@ async fn drop_unused_slots(
 }
 
 /// Phase 4: marks the `(channel, sku)` rows dirty with their versions moved on by the number of
-/// marking events, locking them in key order (after the slots, always); then sets each row's
-/// ATP from the cells as they are once the lock is held. Every transaction that changes a cell
-/// at a channel's location holds that row's lock until it commits, so the ATP read here
-/// includes every change committed before, and a later one recomputes it: the newest version
-/// carries the right quantity.
+/// marking events, locking them in key order (after the slots, always), and sets each row's ATP
+/// from the cells as they are once the lock is held. Every transaction that changes a cell at a
+/// channel's location holds that row's lock until it commits, so the ATP written includes every
+/// change committed before, and a later one recomputes it: the newest version carries the right
+/// quantity.
+///
+/// When this group holds the slot lock of every location the channel feeds from (a channel fed by
+/// one location, or a group with events at all of them), no other transaction can change those
+/// cells before this one commits: the ATP is computed from the group's own cells and written by
+/// the same statement that marks the row. Otherwise the row is marked first, and the cells of the
+/// sku are read after that lock and the ATP written by a second statement.
 async fn mark_outbox(
     tx: &mut PgConnection,
     channels: &[ChannelSpec],
     marks: &Marks,
+    cells: &HashMap<Slot, [Cell; 5]>,
+    locked: &BTreeSet<Slot>,
 ) -> Result<(), Failure> {
     let now = nanos(Utc::now());
-    let (mut chans, mut skus, mut counts) = (vec![], vec![], vec![]);
+    let (mut chans, mut skus, mut counts, mut atps) = (vec![], vec![], vec![], vec![]);
     let (mut sources, mut occurred, mut received) = (vec![], vec![], vec![]);
+    let mut unlocked = Vec::new();
     for ((c, sku), (n, sample)) in marks {
+        let spec = channels.iter().find(|x| x.id.as_str() == c);
+        let atp = match spec {
+            None => Some(0),
+            Some(spec) => spec.locations.iter().try_fold(0i64, |a, l| {
+                let slot = (sku.clone(), l.clone());
+                locked.contains(&slot).then(|| {
+                    a.saturating_add(cells.get(&slot).map_or(0, |c| levels_of(c).available()))
+                })
+            }),
+        };
+        if atp.is_none() {
+            unlocked.push((c.as_str(), sku.as_str()));
+        }
         chans.push(c.as_str());
         skus.push(sku.as_str());
         counts.push(*n);
+        atps.push(atp.unwrap_or(0));
         sources.push(sample.as_ref().map(|s| s.0.as_str()));
         occurred.push(sample.as_ref().map(|s| s.1));
         received.push(sample.as_ref().map(|s| s.2));
@@ -742,10 +827,12 @@ async fn mark_outbox(
     sqlx::query(
         "INSERT INTO outbox (channel, sku, version, dirty, changed_nanos, atp, source, \
          occurred_nanos, received_nanos) \
-         SELECT c, s, n, TRUE, $4, 0, src, occ, rec FROM UNNEST($1::text[], $2::text[], \
-         $3::int8[], $5::text[], $6::int8[], $7::int8[]) AS u(c, s, n, src, occ, rec) \
+         SELECT c, s, n, TRUE, $4, atp, src, occ, rec FROM UNNEST($1::text[], $2::text[], \
+         $3::int8[], $5::text[], $6::int8[], $7::int8[], $8::int8[]) \
+         AS u(c, s, n, src, occ, rec, atp) \
          ON CONFLICT (channel, sku) DO UPDATE SET version = outbox.version + EXCLUDED.version, \
          dirty = TRUE, changed_nanos = GREATEST(outbox.changed_nanos + 1, EXCLUDED.changed_nanos), \
+         atp = EXCLUDED.atp, \
          source = COALESCE(EXCLUDED.source, outbox.source), \
          occurred_nanos = COALESCE(EXCLUDED.occurred_nanos, outbox.occurred_nanos), \
          received_nanos = COALESCE(EXCLUDED.received_nanos, outbox.received_nanos)",
@@ -757,10 +844,14 @@ async fn mark_outbox(
     .bind(&sources)
     .bind(&occurred)
     .bind(&received)
+    .bind(&atps)
     .execute(&mut *tx)
     .await?;
-    // The levels of every location of the marked skus, read after the locks.
-    let distinct: BTreeSet<&str> = skus.iter().copied().collect();
+    if unlocked.is_empty() {
+        return Ok(());
+    }
+    // The levels of every location of the other marked skus, read after the row locks.
+    let distinct: BTreeSet<&str> = unlocked.iter().map(|(_, s)| *s).collect();
     let distinct: Vec<&str> = distinct.into_iter().collect();
     let rows = sqlx::query("SELECT sku, location, state, value FROM cells WHERE sku = ANY($1)")
         .bind(&distinct)
@@ -777,15 +868,17 @@ async fn mark_outbox(
             .or_default()
             .set(*s, r.try_get("value")?);
     }
-    let mut atps = Vec::with_capacity(chans.len());
-    for (c, sku) in marks.keys() {
+    let (mut chans, mut skus, mut atps) = (vec![], vec![], vec![]);
+    for (c, sku) in unlocked {
         let spec = channels.iter().find(|x| x.id.as_str() == c);
         let atp = spec.map_or(0, |spec| {
             spec.locations
                 .iter()
-                .filter_map(|l| levels.get(&(sku.to_string(), l.to_string())))
+                .filter_map(|l| levels.get(&(sku.to_owned(), l.to_string())))
                 .fold(0i64, |a, lv| a.saturating_add(lv.available()))
         });
+        chans.push(c);
+        skus.push(sku);
         atps.push(atp);
     }
     sqlx::query(
@@ -798,4 +891,13 @@ async fn mark_outbox(
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+/// A slot's levels from its cells.
+fn levels_of(cells: &[Cell; 5]) -> Levels {
+    let mut l = Levels::default();
+    for s in State::ALL {
+        l.set(s, cells[s.index()].value);
+    }
+    l
 }
