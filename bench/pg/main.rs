@@ -1,21 +1,44 @@
 //! PostgreSQL ingest benchmark: batched events through two hubs on one PostgreSQL database (each
 //! its own store and HTTP server, as two processes would be, in one process for the measurement),
-//! next to (a) a bare `COPY` of the same rows into a table like the hub's `events` (the same
-//! primary key and indexes) and (b) the naive design: one transaction per event with
-//! `INSERT ... ON CONFLICT DO NOTHING` and an `UPDATE` of the level. All on the same server, in
-//! the same run; then the time from opening a hub on the filled ledger to its first ready answer.
+//! with and without JetStream between them, next to (a) a bare `COPY` of the same rows into a
+//! table like the hub's `events` (the same primary key and indexes) and (b) the naive design. All
+//! on the same server, in the same round; `--runs` rounds (default 3), each on fresh databases,
+//! and the medians and the ratios of the medians printed at the end.
+//!
+//! **The naive design** is what most middleware does with an event: one transaction per event,
+//! `INSERT ... ON CONFLICT DO NOTHING` of the event and an upsert of the level, committed before
+//! the next event on that connection. Middleware runs it from a pool of workers, so it is measured
+//! with as many connections as the hubs get requests in flight (`--clients`, default 8): the same
+//! concurrency on both sides is the fair comparison, and PostgreSQL then groups the concurrent
+//! commits into shared WAL flushes (far cheaper than one fsync per event). A single worker (one
+//! connection, the strictly sequential consumer) is printed beside it for reference. The hubs
+//! cannot beat the bare `COPY` of their own rows, so `COPY / naive` is the ceiling of `hubs /
+//! naive` on a machine: printed too.
 //!
 //! ```text
 //! cargo run --release -p driftless-bench --bin pg -- [--events N] [--batch N] [--naive N]
-//!     [--skus N] [--clients N]
+//!     [--skus N] [--clients N] [--runs N] [--nats URL]
+//! cargo run --release -p driftless-bench --bin pg -- --ready-events N --serve PATH [--runs N]
 //! ```
 //! The server is `BENCH_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`);
-//! each run makes its own databases (`dl_pg_bench_*`) and drops them.
+//! each round makes its own databases (`dl_pg_bench_*`) and drops them. `--nats` (or
+//! `BENCH_NATS_URL`) adds the two hubs with JetStream (a stream of the run's own, deleted after):
+//! timed until every event is in the ledger, not until the `202`s. `BENCH_LOG` (e.g.
+//! `driftless_store=debug`) prints the store's log, with the time of each group's phases.
+//!
+//! `--ready-events N` measures instead the time from starting a real `driftless serve` (the
+//! binary at `--serve`) on a PostgreSQL ledger of N events until `/readyz` answers 200: the
+//! ledger is filled by one `INSERT ... SELECT FROM generate_series` into the real schema (made by
+//! the hub's own migrations; the events table's indexes dropped during the fill and built again
+//! after), with slots, cells and the outbox consistent with the events.
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod ready;
+
 use anyhow::Context;
+use driftless_bus::{Bus, BusOptions};
 use driftless_config::Settings;
 use driftless_server::{AppState, Server};
 use driftless_store::{PgStore, Store};
@@ -46,6 +69,10 @@ struct Opts {
     naive: usize,
     skus: usize,
     clients: usize,
+    runs: usize,
+    nats: Option<String>,
+    ready_events: Option<usize>,
+    serve: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> anyhow::Result<Opts> {
@@ -55,13 +82,30 @@ fn parse_args() -> anyhow::Result<Opts> {
         naive: 50_000,
         skus: 10_000,
         clients: 8,
+        runs: 3,
+        nats: std::env::var("BENCH_NATS_URL").ok(),
+        ready_events: None,
+        serve: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
-        let v: usize = it
+        let v = it
             .next()
             .with_context(|| format!("{flag} needs a value"))?
+            .clone();
+        match flag.as_str() {
+            "--nats" => {
+                o.nats = Some(v);
+                continue;
+            }
+            "--serve" => {
+                o.serve = Some(v.into());
+                continue;
+            }
+            _ => {}
+        }
+        let v: usize = v
             .parse()
             .with_context(|| format!("{flag} takes a whole number"))?;
         match flag.as_str() {
@@ -70,6 +114,8 @@ fn parse_args() -> anyhow::Result<Opts> {
             "--naive" => o.naive = v.max(1),
             "--skus" => o.skus = v.max(1),
             "--clients" => o.clients = v.max(1),
+            "--runs" => o.runs = v.max(1),
+            "--ready-events" => o.ready_events = Some(v.max(1)),
             _ => anyhow::bail!("unknown flag {flag}"),
         }
     }
@@ -131,21 +177,43 @@ async fn drop_db(url: &str, name: &str) {
     }
 }
 
-/// A hub on `db`: its base URL and the task serving it.
-async fn hub(db: &str) -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()>)> {
+/// A hub on `db` (with the JetStream bus when `nats` names a server and a prefix): its base URL
+/// and what stops it.
+async fn hub(
+    db: &str,
+    nats: Option<(&str, &str)>,
+) -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()>)> {
     let settings = Settings::parse("bench", CONFIG).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store = PgStore::open(db, settings.rules.clone(), settings.channel_specs()).await?;
-    let server = Server::bind("127.0.0.1:0", AppState::new(settings, Arc::new(store))).await?;
+    let store: Arc<dyn Store> =
+        Arc::new(PgStore::open(db, settings.rules.clone(), settings.channel_specs()).await?);
+    let mut state = AppState::new(settings, store.clone());
+    if let Some((url, prefix)) = nats {
+        let mut o = BusOptions::new(url);
+        o.prefix = prefix.to_owned();
+        let b = Bus::connect(
+            o,
+            store.clone(),
+            state.settings.rules.clone(),
+            Arc::new(state.settings.channel_specs()),
+        )
+        .await?;
+        b.start_appliers();
+        state.bus = Some(b);
+    }
+    let server = Server::bind("127.0.0.1:0", state).await?;
     let addr = server.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    // Stopping closes the bus and the store.
     tokio::spawn(server.run_until_stopped(async {
         let _ = rx.await;
     }));
     Ok((format!("http://{addr}"), tx))
 }
 
-/// Events through the hubs, requests of `batch` spread over them, `clients` in flight.
-async fn through_hubs(o: &Opts, bases: &[String]) -> anyhow::Result<f64> {
+/// Events through the hubs, requests of `batch` spread over them, `clients` in flight. With
+/// `stored_in` the clock stops once that database's ledger holds every event (answers may be
+/// `202 accepted` before), else at the last answer.
+async fn through_hubs(o: &Opts, bases: &[String], stored_in: Option<&str>) -> anyhow::Result<f64> {
     let bodies: Vec<String> = (0..o.events)
         .collect::<Vec<_>>()
         .chunks(o.batch)
@@ -189,6 +257,18 @@ async fn through_hubs(o: &Opts, bases: &[String]) -> anyhow::Result<f64> {
     for t in tasks {
         t.await??;
     }
+    if let Some(db) = stored_in {
+        let mut c = PgConnectOptions::from_str(db)?.connect().await?;
+        loop {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+                .fetch_one(&mut c)
+                .await?;
+            if n as usize >= o.events {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
     Ok(o.events as f64 / start.elapsed().as_secs_f64())
 }
 
@@ -223,23 +303,32 @@ async fn bare_copy(o: &Opts, db: &str) -> anyhow::Result<f64> {
     Ok(o.events as f64 / start.elapsed().as_secs_f64())
 }
 
-/// The naive design: per event, one transaction with an idempotent insert and a level update.
-async fn naive(o: &Opts, db: &str) -> anyhow::Result<f64> {
+/// The naive design: per event, one transaction with an idempotent insert and a level update,
+/// `n` events over `conns` connections (workers).
+async fn naive(o: &Opts, db: &str, n: usize, conns: usize, table: &str) -> anyhow::Result<f64> {
     let mut c = PgConnectOptions::from_str(db)?.connect().await?;
-    sqlx::raw_sql(
-        "CREATE TABLE naive_events (source TEXT, id TEXT, sku TEXT, location TEXT, \
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {table}_events (source TEXT, id TEXT, sku TEXT, location TEXT, \
          at_nanos BIGINT, on_hand BIGINT, PRIMARY KEY (source, id)); \
-         CREATE TABLE naive_levels (sku TEXT, location TEXT, on_hand BIGINT NOT NULL, \
-         PRIMARY KEY (sku, location));",
-    )
+         CREATE TABLE {table}_levels (sku TEXT, location TEXT, on_hand BIGINT NOT NULL, \
+         PRIMARY KEY (sku, location));"
+    )))
     .execute(&mut c)
     .await?;
+    let insert = format!(
+        "INSERT INTO {table}_events VALUES ('wms', $1, $2, 'DC1', $3, $4) ON CONFLICT DO NOTHING"
+    );
+    let level = format!(
+        "INSERT INTO {table}_levels VALUES ($1, 'DC1', $2) ON CONFLICT (sku, location) \
+         DO UPDATE SET on_hand = {table}_levels.on_hand + EXCLUDED.on_hand"
+    );
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..o.clients.max(16) {
-        let (db, next) = (db.to_owned(), next.clone());
-        let (n, skus) = (o.naive, o.skus);
+    for _ in 0..conns {
+        let (db, next, insert, level) =
+            (db.to_owned(), next.clone(), insert.clone(), level.clone());
+        let skus = o.skus;
         tasks.push(tokio::spawn(async move {
             let mut c = PgConnectOptions::from_str(&db)?.connect().await?;
             loop {
@@ -249,25 +338,19 @@ async fn naive(o: &Opts, db: &str) -> anyhow::Result<f64> {
                 }
                 let e = ev(i, skus);
                 let mut tx = c.begin().await?;
-                let done = sqlx::query(
-                    "INSERT INTO naive_events VALUES ('wms', $1, $2, 'DC1', $3, $4) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(&e.id)
-                .bind(&e.sku)
-                .bind(e.at_nanos)
-                .bind(e.delta)
-                .execute(&mut *tx)
-                .await?;
-                if done.rows_affected() == 1 {
-                    sqlx::query(
-                        "INSERT INTO naive_levels VALUES ($1, 'DC1', $2) ON CONFLICT (sku, location) \
-                         DO UPDATE SET on_hand = naive_levels.on_hand + EXCLUDED.on_hand",
-                    )
+                let done = sqlx::query(sqlx::AssertSqlSafe(insert.as_str()))
+                    .bind(&e.id)
                     .bind(&e.sku)
+                    .bind(e.at_nanos)
                     .bind(e.delta)
                     .execute(&mut *tx)
                     .await?;
+                if done.rows_affected() == 1 {
+                    sqlx::query(sqlx::AssertSqlSafe(level.as_str()))
+                        .bind(&e.sku)
+                        .bind(e.delta)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 tx.commit().await?;
             }
@@ -276,54 +359,146 @@ async fn naive(o: &Opts, db: &str) -> anyhow::Result<f64> {
     for t in tasks {
         t.await??;
     }
-    Ok(o.naive as f64 / start.elapsed().as_secs_f64())
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// One round's figures, events/s.
+#[derive(Default, Clone, Copy)]
+struct Round {
+    hubs: f64,
+    hubs_js: Option<f64>,
+    copy: f64,
+    naive: f64,
+    naive_one: f64,
+}
+
+async fn round(o: &Opts, url: &str, r: usize) -> anyhow::Result<Round> {
+    let mut out = Round::default();
+    let name = format!("dl_pg_bench_{}_{r}", std::process::id());
+    let db = create(url, &name).await?;
+    let result = async {
+        let (a, stop_a) = hub(&db, None).await?;
+        let (b, stop_b) = hub(&db, None).await?;
+        out.hubs = through_hubs(o, &[a, b], None).await?;
+        let _ = (stop_a.send(()), stop_b.send(()));
+        out.copy = bare_copy(o, &db).await?;
+        out.naive = naive(o, &db, o.naive, o.clients, "naive").await?;
+        out.naive_one = naive(o, &db, (o.naive / 10).max(1), 1, "naive_one").await?;
+        anyhow::Ok(())
+    }
+    .await;
+    drop_db(url, &name).await;
+    result?;
+    if let Some(nats) = &o.nats {
+        let name = format!("dl_pg_bench_js_{}_{r}", std::process::id());
+        let db = create(url, &name).await?;
+        let prefix = format!("dl_pg_bench_{}_{r}", std::process::id());
+        let result = async {
+            let (a, stop_a) = hub(&db, Some((nats, &prefix))).await?;
+            let (b, stop_b) = hub(&db, Some((nats, &prefix))).await?;
+            let rate = through_hubs(o, &[a, b], Some(&db)).await?;
+            let _ = (stop_a.send(()), stop_b.send(()));
+            anyhow::Ok(rate)
+        }
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        drop_db(url, &name).await;
+        let mut bo = BusOptions::new(nats.as_str());
+        bo.prefix = prefix;
+        if let Ok(c) = async_nats::connect(nats.as_str()).await {
+            let _ = async_nats::jetstream::new(c)
+                .delete_stream(bo.stream_name())
+                .await;
+        }
+        out.hubs_js = Some(result?);
+    }
+    Ok(out)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn main() -> anyhow::Result<()> {
     let o = parse_args()?;
     let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Ok(filter) = std::env::var("BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let url = std::env::var("BENCH_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let rt = tokio::runtime::Runtime::new()?;
+    if let Some(n) = o.ready_events {
+        return rt.block_on(ready::run(&o, &url, n));
+    }
     rt.block_on(async move {
-        let name = format!("dl_pg_bench_{}", std::process::id());
-        let db = create(&url, &name).await?;
-        let result = async {
-            let (a, stop_a) = hub(&db).await?;
-            let (b, stop_b) = hub(&db).await?;
+        println!(
+            "{} events in requests of {}, {} skus, {} clients; naive over {} events with {} \
+             connections (and {} with one); {} rounds",
+            o.events,
+            o.batch,
+            o.skus,
+            o.clients,
+            o.naive,
+            o.clients,
+            (o.naive / 10).max(1),
+            o.runs
+        );
+        let mut rounds = Vec::new();
+        for r in 0..o.runs {
+            let x = round(&o, &url, r).await?;
             println!(
-                "{} events in requests of {}, {} skus, {} clients; the machine is shared with other builds",
-                o.events, o.batch, o.skus, o.clients
+                "round {}: two hubs {:.0}{}, COPY {:.0}, naive {:.0} ({} conns), naive {:.0} (1 conn) \
+                 events/s; hubs/COPY {:.2}x, hubs/naive {:.1}x, COPY/naive {:.1}x",
+                r + 1,
+                x.hubs,
+                x.hubs_js
+                    .map(|j| format!(", two hubs + JetStream {j:.0}"))
+                    .unwrap_or_default(),
+                x.copy,
+                x.naive,
+                o.clients,
+                x.naive_one,
+                x.hubs / x.copy,
+                x.hubs / x.naive,
+                x.copy / x.naive,
             );
-            let hubs = through_hubs(&o, &[a, b]).await?;
-            println!("two hubs (HTTP, decide, commit)  {hubs:>10.0} events/s");
-            let _ = (stop_a.send(()), stop_b.send(()));
-            let copy = bare_copy(&o, &db).await?;
-            println!("bare COPY, same table and keys   {copy:>10.0} events/s");
-            let slow = naive(&o, &db).await?;
-            println!(
-                "naive (a transaction per event)  {slow:>10.0} events/s  (over {} events)",
-                o.naive
-            );
-            println!(
-                "ratios: two hubs / COPY = {:.2}x (goal >= 0.5x); two hubs / naive = {:.1}x (goal >= 20x)",
-                hubs / copy,
-                hubs / slow
-            );
-            let settings = Settings::parse("bench", CONFIG).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let t = Instant::now();
-            let store = PgStore::open(&db, settings.rules.clone(), settings.channel_specs()).await?;
-            store.ping().await?;
-            println!(
-                "time to ready on a ledger of {} events: {:.1} ms (nothing is replayed on start)",
-                o.events,
-                t.elapsed().as_secs_f64() * 1e3
-            );
-            store.close().await;
-            anyhow::Ok(())
+            rounds.push(x);
         }
-        .await;
-        drop_db(&url, &name).await;
-        result
+        let m = |f: fn(&Round) -> f64| median(rounds.iter().map(f).collect());
+        let (hubs, copy, slow, one) = (
+            m(|r| r.hubs),
+            m(|r| r.copy),
+            m(|r| r.naive),
+            m(|r| r.naive_one),
+        );
+        println!("medians of {} rounds (events/s):", o.runs);
+        println!("  two hubs (HTTP, decide, commit)      {hubs:>10.0}");
+        if o.nats.is_some() {
+            let js = m(|r| r.hubs_js.unwrap_or(0.0));
+            println!("  two hubs + JetStream (until stored)  {js:>10.0}  ({:.2}x COPY, {:.1}x naive)", js / copy, js / slow);
+        }
+        println!("  bare COPY, same table and keys       {copy:>10.0}");
+        println!("  naive, {} connections                {slow:>10.0}", o.clients);
+        println!("  naive, 1 connection                  {one:>10.0}");
+        println!(
+            "ratios of the medians: two hubs / COPY = {:.2}x (goal >= 0.5x); two hubs / naive = \
+             {:.1}x (goal >= 20x); ceiling COPY / naive = {:.1}x; two hubs / naive on 1 connection \
+             = {:.1}x",
+            hubs / copy,
+            hubs / slow,
+            copy / slow,
+            hubs / one
+        );
+        anyhow::Ok(())
     })
 }
