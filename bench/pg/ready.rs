@@ -98,7 +98,7 @@ async fn fill(o: &super::Opts, db: &str, n: usize) -> anyhow::Result<()> {
            SELECT 'shop', sku, COUNT(*), FALSE, 0, SUM(on_hand) FROM events GROUP BY sku; \
          INSERT INTO channel_skus (channel, sku, acked_quantity, acked_version, acked_nanos) \
            SELECT 'shop', sku, GREATEST(SUM(on_hand), 0), COUNT(*), 0 FROM events GROUP BY sku; \
-         VACUUM ANALYZE events; ANALYZE slots; ANALYZE cells; ANALYZE outbox;",
+         ANALYZE events; ANALYZE slots; ANALYZE cells; ANALYZE outbox;",
     )
     .execute(&mut c)
     .await?;
