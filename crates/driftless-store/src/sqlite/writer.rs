@@ -802,12 +802,12 @@ impl Held {
         tx: &mut SqliteConnection,
         decided: &Decided<'_>,
     ) -> Result<Slices, StoreError> {
-        sqlx::query("SAVEPOINT behind").execute(&mut *tx).await?;
+        // The savepoint is set by `write_behind`, only when it writes. No RELEASE: the group's
+        // COMMIT follows with no statement between, and a COMMIT releases every savepoint. Each
+        // statement is a round trip to SQLite's thread (two wake-ups), and a small group (single
+        // events) runs few, usually with nothing due behind it.
         match self.write_behind(tx, decided).await {
-            Ok(slices) => {
-                sqlx::query("RELEASE behind").execute(&mut *tx).await?;
-                Ok(slices)
-            }
+            Ok(slices) => Ok(slices),
             Err(e) => {
                 tracing::warn!(error = %e, "writing behind failed; the group commits without it");
                 sqlx::query("ROLLBACK TO behind").execute(&mut *tx).await?;
@@ -836,7 +836,6 @@ impl Held {
             max_replay,
         );
         let cells = self.cache.take_slice(want);
-        write_cells(tx, &cells, last).await?;
         let cells_wm = self.cache.watermark_after(&cells, last);
         // The same for outbox rows, leaving out those this group marks (they change after the
         // commit, and the slice must not write an older state over them).
@@ -870,7 +869,6 @@ impl Held {
             };
             (slice, wm)
         };
-        write_marks(tx, &marks).await?;
         // And for the per-cell index: the sweep writes a little more than the group adds.
         let (keys, keys_wm, keys_max_at) = {
             let mut k = self.keys.write().unwrap_or_else(|p| p.into_inner());
@@ -883,7 +881,6 @@ impl Held {
             );
             k.take_slice_to_write(n, self.next_lsn)
         };
-        write_keys(tx, &keys, keys_max_at).await?;
         let moved: Vec<(&'static str, i64)> = [
             ("cells_watermark", cells_wm),
             ("outbox_watermark", outbox_wm),
@@ -892,7 +889,15 @@ impl Held {
         .into_iter()
         .filter(|(k, v)| self.stored_meta.get(k) != Some(v))
         .collect();
-        set_metas(tx, &moved).await?;
+        // Taking the slices reads nothing from the tables, so they are all taken first, and a
+        // group with nothing due behind it sends no statement here.
+        if !(cells.is_empty() && marks.is_empty() && keys.is_empty() && moved.is_empty()) {
+            sqlx::query("SAVEPOINT behind").execute(&mut *tx).await?;
+            write_cells(tx, &cells, last).await?;
+            write_marks(tx, &marks).await?;
+            write_keys(tx, &keys, keys_max_at).await?;
+            set_metas(tx, &moved).await?;
+        }
         Ok(Slices {
             cells,
             marks,
