@@ -260,8 +260,8 @@ pub async fn matrix(
         let full = page.len() == filter.limit;
         if let Some(r) = page.last() {
             filter.after = Some((
-                r.system.clone(),
-                r.sku.clone(),
+                r.system.to_string(),
+                r.sku.to_string(),
                 r.location.clone(),
                 r.state.clone(),
             ));

@@ -1007,7 +1007,8 @@ impl Dispatcher {
     fn dead_letter(&self, sku: &str, version: i64, attempts: u32, message: &str) -> Incident {
         Incident {
             kind: "dead_letter".into(),
-            sku: Some(sku.to_owned()),
+            // An outbox row's sku was stored from a valid one.
+            sku: Sku::parse(sku).ok(),
             location: None,
             system: Some(self.id().to_owned()),
             actor: None,
@@ -1097,7 +1098,7 @@ fn override_incident(
     };
     Incident {
         kind: "channel_override".into(),
-        sku: Some(sku.to_owned()),
+        sku: Sku::parse(sku).ok(),
         location: None,
         system: Some(actor.map_or_else(|| channel.to_owned(), |a| format!("{channel}:{a}"))),
         actor: None,

@@ -94,10 +94,10 @@ pub fn checkpoints_of(rows: &[driftless_store::CheckpointRow]) -> Vec<Checkpoint
     let mut by: std::collections::BTreeMap<(String, String), Checkpoint> = Default::default();
     for r in rows {
         let c = by
-            .entry((r.handoff.clone(), r.system.clone()))
+            .entry((r.handoff.clone(), r.system.to_string()))
             .or_insert_with(|| Checkpoint {
                 handoff: r.handoff.clone(),
-                system: r.system.clone(),
+                system: r.system.to_string(),
                 ..Checkpoint::default()
             });
         c.keys += 1;

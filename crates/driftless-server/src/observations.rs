@@ -399,11 +399,17 @@ fn watch_of(r: &CheckpointRow) -> Watch {
     }
 }
 
-fn row_of(key: &(String, String, String, String), w: &Watch) -> CheckpointRow {
+/// The row of a key (`key_of`'s strings; its system and sku as the typed ids they came from).
+fn row_of(
+    system: &SystemId,
+    sku: &Sku,
+    key: &(String, String, String, String),
+    w: &Watch,
+) -> CheckpointRow {
     use chrono::TimeZone;
     CheckpointRow {
-        system: key.0.clone(),
-        sku: key.1.clone(),
+        system: system.clone(),
+        sku: sku.clone(),
         location: key.2.clone(),
         state: key.3.clone(),
         quantity: w.quantity,
@@ -433,8 +439,8 @@ pub async fn check(
         .map(|r| {
             (
                 (
-                    r.system.clone(),
-                    r.sku.clone(),
+                    r.system.to_string(),
+                    r.sku.to_string(),
                     r.location.clone(),
                     r.state.clone(),
                 ),
@@ -527,8 +533,8 @@ pub async fn check(
                 result["incident"] = if closing { "closed" } else { "opened" }.into();
                 Some(Incident {
                     kind: "handoff_drift".into(),
-                    sku: Some(item.sku.to_string()),
-                    location: item.location.as_ref().map(|l| l.to_string()),
+                    sku: Some(item.sku.clone()),
+                    location: item.location.clone(),
                     system: Some(system.to_string()),
                     actor: item.actor.clone(),
                     event_id: None,
@@ -551,7 +557,7 @@ pub async fn check(
                     .into();
             }
         }
-        rows.push((row_of(key, &w), incident));
+        rows.push((row_of(system, &item.sku, key, &w), incident));
         watches.insert(key.clone(), w);
         results.push(result);
     }
@@ -577,35 +583,34 @@ pub async fn sweep(st: &AppState) -> Result<usize, ApiError> {
             .await?;
         let Some(last) = page.last() else { break };
         after = Some((
-            last.system.clone(),
-            last.sku.clone(),
+            last.system.to_string(),
+            last.sku.to_string(),
             last.location.clone(),
             last.state.clone(),
         ));
         let mut rows = Vec::new();
         for r in &page {
-            let Ok(system) = SystemId::parse(r.system.clone()) else {
-                continue;
-            };
-            let (_, sla) = judge::handoff_of(&st.settings, &system);
+            let system = &r.system;
+            let (_, sla) = judge::handoff_of(&st.settings, system);
             if let Some((w, detail)) = judge::overdue(&watch_of(r), now, sla) {
                 let key = (
-                    r.system.clone(),
-                    r.sku.clone(),
+                    r.system.to_string(),
+                    r.sku.to_string(),
                     r.location.clone(),
                     r.state.clone(),
                 );
                 let incident = Incident {
                     kind: "handoff_drift".into(),
                     sku: Some(r.sku.clone()),
-                    location: (!r.location.is_empty()).then(|| r.location.clone()),
-                    system: Some(r.system.clone()),
+                    // Empty at channel level; a stored location is one the hub accepted.
+                    location: Location::parse(&r.location).ok(),
+                    system: Some(r.system.to_string()),
                     actor: None,
                     event_id: None,
                     detail,
                     at: (st.clock)(),
                 };
-                rows.push((row_of(&key, &w), Some(incident)));
+                rows.push((row_of(&r.system, &r.sku, &key, &w), Some(incident)));
             }
         }
         opened += st.store.save_checkpoints(&rows).await?;

@@ -380,7 +380,8 @@ async fn get_incidents(
         .iter()
         .map(|i| {
             json!({
-                "kind": i.kind, "sku": i.sku, "location": i.location, "system": i.system,
+                "kind": i.kind, "sku": i.sku.as_ref().map(|s| s.as_str()),
+                "location": i.location.as_ref().map(|l| l.as_str()), "system": i.system,
                 "event_id": i.event_id, "detail": i.detail,
                 "at": i.at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
             })

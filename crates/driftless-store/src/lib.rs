@@ -140,8 +140,10 @@ pub const INCIDENT_KINDS: [&str; 12] = [
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Incident {
     pub kind: String,
-    pub sku: Option<String>,
-    pub location: Option<String>,
+    pub sku: Option<Sku>,
+    pub location: Option<Location>,
+    /// The system that caused it; a channel override written as `channel:actor` by an earlier
+    /// fan-out names its actor here too (see [`Incident::actor`]), so this is not a [`SystemId`].
     pub system: Option<String>,
     /// Who, within `system`, made the change, when the system says (a channel override's
     /// actor); kept apart so that `system` filters find it.
@@ -185,8 +187,9 @@ pub struct StoredAudit {
 /// row and refuses to let an older observation replace a newer one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckpointRow {
-    pub system: String,
-    pub sku: String,
+    pub system: SystemId,
+    pub sku: Sku,
+    /// Empty at channel level.
     pub location: String,
     pub state: String,
     pub quantity: i64,

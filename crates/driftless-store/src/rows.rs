@@ -1,8 +1,42 @@
 //! How a stored row is derived from the values that cross the seam, where every backend must
 //! derive it the same way (a history written by one backend reads the same from another).
 
-use crate::Incident;
-use driftless_core::Prepared;
+use crate::{Incident, StoreError};
+use driftless_core::{IdError, Prepared};
+
+/// The outcomes whose effective events mark the outbox, as a statement's `outcome IN (...)` list
+/// (`'applied', 'override'`): derived from the core's one rule
+/// ([`driftless_core::Outcome::marks_outbox`]), so no statement states it again.
+pub(crate) fn marking_outcomes() -> &'static str {
+    static LIST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        driftless_core::Outcome::ALL
+            .iter()
+            .filter(|o| o.marks_outbox(true))
+            .map(|o| format!("'{}'", o.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
+    &LIST
+}
+
+/// An id read back from a column the store wrote from a valid one: one that does not parse is
+/// corruption, not a caller's mistake.
+pub(crate) fn stored_id<T>(
+    column: &str,
+    value: String,
+    parse: impl FnOnce(String) -> Result<T, IdError>,
+) -> Result<T, StoreError> {
+    parse(value).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+/// [`stored_id`] of a column that may be NULL.
+pub(crate) fn stored_opt_id<T>(
+    column: &str,
+    value: Option<String>,
+    parse: impl FnOnce(String) -> Result<T, IdError>,
+) -> Result<Option<T>, StoreError> {
+    value.map(|v| stored_id(column, v, parse)).transpose()
+}
 
 /// How many base units one unit the event was sent in is; `None` for the base unit (or when
 /// every quantity is 0, which reads the same in any unit).
@@ -38,8 +72,8 @@ pub(crate) fn incident_of(
 ) -> Incident {
     Incident {
         kind: outcome.as_str().into(),
-        sku: Some(ev.sku.to_string()),
-        location: Some(ev.location.to_string()),
+        sku: Some(ev.sku.clone()),
+        location: Some(ev.location.clone()),
         system: Some(ev.source.to_string()),
         actor: None,
         event_id: Some(ev.id.to_string()),

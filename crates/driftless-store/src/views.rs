@@ -139,16 +139,16 @@ pub async fn write_observed(store: &dyn Store, dir: &Path) -> Result<Vec<String>
             if r.location.is_empty() {
                 continue;
             }
-            by.entry(r.system.clone())
+            by.entry(r.system.to_string())
                 .or_default()
-                .entry((r.sku.clone(), r.location.clone()))
+                .entry((r.sku.to_string(), r.location.clone()))
                 .or_default()[i] = Some(r.quantity);
         }
         let full = page.len() == filter.limit;
         if let Some(r) = page.last() {
             filter.after = Some((
-                r.system.clone(),
-                r.sku.clone(),
+                r.system.to_string(),
+                r.sku.to_string(),
                 r.location.clone(),
                 r.state.clone(),
             ));

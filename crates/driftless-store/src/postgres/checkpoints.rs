@@ -6,7 +6,9 @@
 use super::errors::db;
 use super::records::insert_incidents;
 use super::{PgStore, from_nanos, nanos};
+use crate::rows::stored_id;
 use crate::{CheckpointFilter, CheckpointRow, Incident, StoreError};
+use driftless_core::{Sku, SystemId};
 use sqlx::postgres::PgRow;
 use sqlx::{Acquire, Row};
 
@@ -15,8 +17,8 @@ const COLUMNS: &str = "system, sku, location, state, quantity, observed_nanos, e
 
 fn row(r: &PgRow) -> Result<CheckpointRow, StoreError> {
     Ok(CheckpointRow {
-        system: r.try_get("system").map_err(db)?,
-        sku: r.try_get("sku").map_err(db)?,
+        system: stored_id("system", r.try_get("system").map_err(db)?, SystemId::parse)?,
+        sku: stored_id("sku", r.try_get("sku").map_err(db)?, Sku::parse)?,
         location: r.try_get("location").map_err(db)?,
         state: r.try_get("state").map_err(db)?,
         quantity: r.try_get("quantity").map_err(db)?,
@@ -84,8 +86,8 @@ pub(super) async fn save(
              OR (EXCLUDED.observed_nanos = checkpoints.observed_nanos \
                  AND EXCLUDED.open <> checkpoints.open)"
         )))
-        .bind(&r.system)
-        .bind(&r.sku)
+        .bind(r.system.as_str())
+        .bind(r.sku.as_str())
         .bind(&r.location)
         .bind(&r.state)
         .bind(r.quantity)

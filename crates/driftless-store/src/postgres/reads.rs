@@ -188,14 +188,16 @@ impl Store for PgStore {
 
     fn sku_version<'a>(&'a self, sku: &'a Sku) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
         Box::pin(async move {
-            sqlx::query_scalar(
+            let sql = format!(
                 "SELECT MAX(lsn) FROM events WHERE sku = $1 AND effective \
-                 AND outcome IN ('applied', 'override')",
-            )
-            .bind(sku.as_str())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db)
+                 AND outcome IN ({})",
+                crate::rows::marking_outcomes()
+            );
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(sku.as_str())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)
         })
     }
 

@@ -3,9 +3,10 @@
 
 use super::errors::db;
 use super::{from_nanos, nanos};
-use crate::rows::system_and_actor;
+use crate::rows::{stored_opt_id, system_and_actor};
 use crate::{AuditRecord, Incident, IncidentFilter, StoreError, StoredAudit};
 use chrono::{DateTime, Utc};
+use driftless_core::{Location, Sku};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
 
@@ -22,8 +23,8 @@ pub(super) async fn insert_incidents(
     for i in incidents {
         let (system, actor) = system_and_actor(i);
         kinds.push(i.kind.as_str());
-        cols[0].push(i.sku.clone());
-        cols[1].push(i.location.clone());
+        cols[0].push(i.sku.as_ref().map(|s| s.to_string()));
+        cols[1].push(i.location.as_ref().map(|l| l.to_string()));
         cols[2].push(system);
         cols[3].push(actor);
         cols[4].push(i.event_id.clone());
@@ -68,18 +69,21 @@ pub(super) async fn incidents(
     rows.iter()
         .map(|r| {
             Ok(Incident {
-                kind: r.try_get("kind")?,
-                sku: r.try_get("sku")?,
-                location: r.try_get("location")?,
-                system: r.try_get("system")?,
-                actor: r.try_get("actor")?,
-                event_id: r.try_get("event_id")?,
-                detail: r.try_get("detail")?,
-                at: from_nanos(r.try_get("at_nanos")?),
+                kind: r.try_get("kind").map_err(db)?,
+                sku: stored_opt_id("sku", r.try_get("sku").map_err(db)?, Sku::parse)?,
+                location: stored_opt_id(
+                    "location",
+                    r.try_get("location").map_err(db)?,
+                    Location::parse,
+                )?,
+                system: r.try_get("system").map_err(db)?,
+                actor: r.try_get("actor").map_err(db)?,
+                event_id: r.try_get("event_id").map_err(db)?,
+                detail: r.try_get("detail").map_err(db)?,
+                at: from_nanos(r.try_get("at_nanos").map_err(db)?),
             })
         })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(db)
+        .collect()
 }
 
 pub(super) async fn save_audit(pool: &PgPool, a: &AuditRecord) -> Result<i64, StoreError> {

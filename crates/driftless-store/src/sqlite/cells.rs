@@ -11,9 +11,10 @@
 //!
 //! Readers see unwritten cells through the [`Overlay`], which the writer updates after each commit.
 //!
-//! No I/O here: the writer (`sqlite.rs`) loads and writes.
+//! The protocol is the one of `behind.rs`. No I/O here: the writer (`sweep.rs`) loads and writes.
 
 use super::FastMap;
+use super::behind::{SliceBudget, WriteBehind};
 use super::positions::Positions;
 use super::skumap::SkuMap;
 use driftless_core::{Cell, ChannelSpec, Levels, Location, Sku, State};
@@ -248,28 +249,40 @@ impl CellCache {
         self.firsts = Positions::from_unordered(firsts);
     }
 
-    /// Every change at or before the watermark is in the table.
-    pub fn watermark(&self, last_lsn: i64) -> i64 {
-        self.firsts.oldest().map_or(last_lsn, |first| first - 1)
+    /// Sum of ATP over the locations a channel sells from.
+    pub fn channel_atp(&self, sku: &Sku, channel: &ChannelSpec) -> i64 {
+        self.skus.get(sku).map_or(0, |c| {
+            c.slots
+                .iter()
+                .filter(|s| channel.feeds_from(&s.loc))
+                .fold(0i64, |a, s| {
+                    a.saturating_add(levels_of(&s.cells).available())
+                })
+        })
+    }
+}
+
+impl WriteBehind for CellCache {
+    type Slice = FlushRows;
+    type Key = Sku;
+
+    fn held(&self) -> usize {
+        self.dirty_slots
     }
 
-    /// The watermark to store with a slice about to be written: every change is written once the
-    /// slice holds every waiting slot; otherwise the current one, which is conservative (a replay
-    /// from an earlier position skips what rows already hold).
-    pub fn watermark_after(&self, slice: &FlushRows, last_lsn: i64) -> i64 {
-        let slots: usize = slice.iter().map(|(_, v)| v.len()).sum();
-        if slots == self.dirty_slots {
-            last_lsn
-        } else {
-            self.watermark(last_lsn)
-        }
+    fn oldest(&self) -> Option<i64> {
+        self.firsts.oldest()
     }
 
-    /// Picks the next slice of the sweep: dirty skus from where the last slice stopped, in key
-    /// order, until at least `slots` dirty slots are taken (all of them with `usize::MAX`).
-    pub fn take_slice(&self, slots: usize) -> FlushRows {
+    fn slice_len(slice: &FlushRows) -> usize {
+        slice.iter().map(|(_, v)| v.len()).sum()
+    }
+
+    /// Dirty skus from the cursor on, in key order, until at least `budget` dirty slots are
+    /// taken, each sku with all its dirty slots.
+    fn take_slice(&self, budget: SliceBudget, leave_out: &dyn Fn(&Sku) -> bool) -> FlushRows {
         let mut out: FlushRows = Vec::new();
-        if slots == 0 || self.sweep.is_empty() {
+        if budget == SliceBudget::NONE || self.sweep.is_empty() {
             return out;
         }
         // From the cursor to the end, then from the start: lazily, the set may be large.
@@ -296,6 +309,9 @@ impl CellCache {
             let Some(c) = self.skus.get(sku) else {
                 continue;
             };
+            if leave_out(sku) {
+                continue;
+            }
             let rows: Vec<(Location, u8, [Cell; 5])> = c
                 .slots
                 .iter()
@@ -304,15 +320,15 @@ impl CellCache {
                 .collect();
             taken += rows.len();
             out.push((sku.clone(), rows));
-            if taken >= slots {
+            if taken >= budget.0 {
                 break;
             }
         }
         out
     }
 
-    /// A slice committed: its skus are clean (they were written with their latest cells).
-    pub fn written(&mut self, rows: &FlushRows) {
+    /// Its skus are clean: they were written with their latest cells.
+    fn drop_written(&mut self, rows: &FlushRows) -> Option<Sku> {
         for (sku, _) in rows {
             if let Some(c) = self.skus.get_mut(sku) {
                 for s in c.slots.iter_mut().filter(|s| s.dirty != 0) {
@@ -324,27 +340,18 @@ impl CellCache {
             }
             self.sweep.remove(sku);
         }
-        if let Some((last, _)) = rows.last() {
-            self.cursor = Some(last.clone());
-        }
+        rows.last().map(|(last, _)| last.clone())
     }
 
-    /// Sum of ATP over the locations a channel sells from.
-    pub fn channel_atp(&self, sku: &Sku, channel: &ChannelSpec) -> i64 {
-        self.skus.get(sku).map_or(0, |c| {
-            c.slots
-                .iter()
-                .filter(|s| channel.feeds_from(&s.loc))
-                .fold(0i64, |a, s| {
-                    a.saturating_add(levels_of(&s.cells).available())
-                })
-        })
+    fn set_cursor(&mut self, key: Sku) {
+        self.cursor = Some(key);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sqlite::behind::{Watermark, keep_all};
 
     fn sku(s: &str) -> Sku {
         Sku::parse(s).unwrap()
@@ -362,22 +369,22 @@ mod tests {
             c.mark_dirty(&sku(s), &loc("L1"), 1, 10 + i as i64);
         }
         c.commit_group();
-        assert_eq!(c.watermark(99), 9);
-        let first = c.take_slice(2);
+        assert_eq!(c.watermark(100), Watermark(9));
+        let first = c.take_slice(SliceBudget(2), &keep_all);
         let names: Vec<&str> = first.iter().map(|(s, _)| s.as_str()).collect();
         assert_eq!(names, ["A", "B"]);
         c.written(&first);
         // C (lsn 10) is still unwritten, so the watermark stays before it.
-        assert_eq!(c.watermark(99), 9);
+        assert_eq!(c.watermark(100), Watermark(9));
         c.cells_mut(&sku("A"), &loc("L1"))[0].value = 2;
         c.mark_dirty(&sku("A"), &loc("L1"), 1, 20);
         c.commit_group();
-        let second = c.take_slice(3);
+        let second = c.take_slice(SliceBudget(3), &keep_all);
         let names: Vec<&str> = second.iter().map(|(s, _)| s.as_str()).collect();
         assert_eq!(names, ["C", "D", "A"]);
         c.written(&second);
         assert_eq!(c.dirty_slots(), 0);
-        assert_eq!(c.watermark(99), 99);
+        assert_eq!(c.watermark(100), Watermark(99));
     }
 
     #[test]
@@ -402,7 +409,7 @@ mod tests {
         assert_eq!((a.slots[0].dirty, a.slots[0].first_lsn), (1, 1));
         assert!(!c.contains(&sku("B")));
         assert_eq!(c.dirty_slots(), 1);
-        assert_eq!(c.watermark(9), 0);
+        assert_eq!(c.watermark(10), Watermark(0));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 
 use super::sql::insert_incidents;
 use super::{SqliteStore, from_nanos, nanos};
+use crate::rows::stored_id;
 use crate::{CheckpointFilter, CheckpointRow, Incident, StoreError};
+use driftless_core::{Sku, SystemId};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
@@ -27,8 +29,8 @@ pub const TABLE: &str = "CREATE TABLE IF NOT EXISTS checkpoints (
 
 fn row(r: &SqliteRow) -> Result<CheckpointRow, StoreError> {
     Ok(CheckpointRow {
-        system: r.try_get("system")?,
-        sku: r.try_get("sku")?,
+        system: stored_id("system", r.try_get("system")?, SystemId::parse)?,
+        sku: stored_id("sku", r.try_get("sku")?, Sku::parse)?,
         location: r.try_get("location")?,
         state: r.try_get("state")?,
         quantity: r.try_get("quantity")?,
@@ -128,8 +130,8 @@ fn upsert(rows: &[CheckpointRow]) -> sqlx::QueryBuilder<sqlx::Sqlite> {
          expected, diverged_nanos, open, handoff, cause) ",
     );
     q.push_values(rows, |mut b, r| {
-        b.push_bind(r.system.clone())
-            .push_bind(r.sku.clone())
+        b.push_bind(r.system.to_string())
+            .push_bind(r.sku.to_string())
             .push_bind(r.location.clone())
             .push_bind(r.state.clone())
             .push_bind(r.quantity)

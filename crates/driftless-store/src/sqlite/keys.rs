@@ -19,8 +19,9 @@
 //! missing from the tail is already in the table (a reader may see one in both, and dedups by
 //! position).
 //!
-//! No I/O here: the writer (`sqlite.rs`) loads and writes.
+//! The protocol is the one of `behind.rs`. No I/O here: the writer (`sweep.rs`) loads and writes.
 
+use super::behind::{SliceBudget, Watermark, WriteBehind};
 use super::positions::Positions;
 use super::skumap::SkuMap;
 use driftless_core::{Location, OrderKey, Sku, State};
@@ -98,52 +99,6 @@ impl KeyTail {
         }
     }
 
-    /// At least `n` entries (whole skus) from the cursor on, wrapping around once; empty for 0.
-    /// A sku's slots come in location order, the table's key order.
-    pub fn take_slice(&mut self, n: usize) -> KeySlice {
-        let mut out = KeySlice::new();
-        if n == 0 {
-            return out;
-        }
-        let mut taken = 0;
-        let after = self.skus.after(self.cursor.as_ref());
-        for (sku, locs) in after.chain(self.skus.after(None)) {
-            if taken >= n || out.first().is_some_and(|(f, _)| f == sku) {
-                break;
-            }
-            let mut slots: Vec<(Location, Vec<Entry>)> =
-                locs.iter().map(|(l, v)| (l.clone(), v.clone())).collect();
-            slots.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            taken += slots.iter().map(|(_, v)| v.len()).sum::<usize>();
-            out.push((sku.clone(), slots));
-        }
-        if let Some((last, _)) = out.last() {
-            self.cursor = Some(last.clone());
-        }
-        out
-    }
-
-    /// The next slice to write (see [`KeyTail::take_slice`]) with what is stored beside it in the
-    /// same transaction: the watermark after it (positions from `next` on belong to the group
-    /// being committed) and the table's newest `at_nanos` after it.
-    pub fn take_slice_to_write(&mut self, n: usize, next: i64) -> (KeySlice, i64, i64) {
-        let slice = self.take_slice(n);
-        let wm = self.watermark_after(&slice, next);
-        let max_at = self.written_max_at_after(&slice);
-        (slice, wm, max_at)
-    }
-
-    /// The position up to which every entry is in the table once `slice` is, given that the
-    /// entries of positions from `next` on are not (the group being committed).
-    pub fn watermark_after(&self, slice: &KeySlice, next: i64) -> i64 {
-        let gone: HashSet<i64> = slice
-            .iter()
-            .flat_map(|(_, slots)| slots.iter().flat_map(|(_, v)| v.iter().map(|e| e.lsn)))
-            .collect();
-        let oldest = self.lsns.iter().find(|l| !gone.contains(l));
-        oldest.unwrap_or(next).min(next) - 1
-    }
-
     /// What the table's newest position is known to be (`i64::MAX`: unknown).
     pub fn set_written_max_at(&mut self, at: i64) {
         self.written_max_at = at;
@@ -161,32 +116,6 @@ impl KeyTail {
     /// Whether the table may hold an entry positioned after `k`.
     pub fn table_may_hold_after(&self, k: &OrderKey) -> bool {
         k.position.at_nanos <= self.written_max_at
-    }
-
-    /// The slice is in the table: drops its entries (a slot's entries taken are a prefix of it).
-    pub fn written(&mut self, slice: &KeySlice) {
-        self.written_max_at = self.written_max_at_after(slice);
-        for (sku, slots) in slice {
-            let Some(locs) = self.skus.get_mut(sku) else {
-                continue;
-            };
-            for (loc, taken) in slots {
-                let Some(i) = locs.iter().position(|(l, _)| l == loc) else {
-                    continue;
-                };
-                let v = &mut locs[i].1;
-                let n = taken.len().min(v.len());
-                for e in v.drain(..n) {
-                    self.lsns.remove(e.lsn);
-                }
-                if v.is_empty() {
-                    locs.swap_remove(i);
-                }
-            }
-            if locs.is_empty() {
-                self.skus.remove(sku);
-            }
-        }
     }
 
     /// The sum of the effective adjustment deltas of `state` held here for one slot, positioned
@@ -220,6 +149,93 @@ impl KeyTail {
     }
 }
 
+impl WriteBehind for KeyTail {
+    type Slice = KeySlice;
+    type Key = Sku;
+
+    fn held(&self) -> usize {
+        self.lsns.len()
+    }
+
+    fn oldest(&self) -> Option<i64> {
+        self.lsns.oldest()
+    }
+
+    fn slice_len(slice: &KeySlice) -> usize {
+        slice
+            .iter()
+            .map(|(_, slots)| slots.iter().map(|(_, v)| v.len()).sum::<usize>())
+            .sum()
+    }
+
+    /// At least `budget` entries (whole skus) from the cursor on, wrapping around once. A sku's
+    /// slots come in location order, the table's key order.
+    fn take_slice(&self, budget: SliceBudget, leave_out: &dyn Fn(&Sku) -> bool) -> KeySlice {
+        let mut out = KeySlice::new();
+        if budget == SliceBudget::NONE {
+            return out;
+        }
+        let mut taken = 0;
+        let after = self.skus.after(self.cursor.as_ref());
+        for (sku, locs) in after.chain(self.skus.after(None)) {
+            if taken >= budget.0 || out.first().is_some_and(|(f, _)| f == sku) {
+                break;
+            }
+            if leave_out(sku) {
+                continue;
+            }
+            let mut slots: Vec<(Location, Vec<Entry>)> =
+                locs.iter().map(|(l, v)| (l.clone(), v.clone())).collect();
+            slots.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            taken += slots.iter().map(|(_, v)| v.len()).sum::<usize>();
+            out.push((sku.clone(), slots));
+        }
+        out
+    }
+
+    /// The position up to which every entry is in the table once `slice` is, given that the
+    /// entries of positions from `next` on are not (the group being committed). Exact rather
+    /// than conservative: entries leave one by one, each with a position of its own.
+    fn watermark_after(&self, slice: &KeySlice, next: i64) -> Watermark {
+        let gone: HashSet<i64> = slice
+            .iter()
+            .flat_map(|(_, slots)| slots.iter().flat_map(|(_, v)| v.iter().map(|e| e.lsn)))
+            .collect();
+        Watermark::before(self.lsns.iter().find(|l| !gone.contains(l)), next)
+    }
+
+    /// Drops the slice's entries (a slot's entries taken are a prefix of it).
+    fn drop_written(&mut self, slice: &KeySlice) -> Option<Sku> {
+        self.written_max_at = self.written_max_at_after(slice);
+        for (sku, slots) in slice {
+            let Some(locs) = self.skus.get_mut(sku) else {
+                continue;
+            };
+            for (loc, taken) in slots {
+                let Some(i) = locs.iter().position(|(l, _)| l == loc) else {
+                    continue;
+                };
+                let v = &mut locs[i].1;
+                let n = taken.len().min(v.len());
+                for e in v.drain(..n) {
+                    self.lsns.remove(e.lsn);
+                }
+                if v.is_empty() {
+                    locs.swap_remove(i);
+                }
+            }
+            if locs.is_empty() {
+                self.skus.remove(sku);
+            }
+        }
+        slice.last().map(|(last, _)| last.clone())
+    }
+
+    fn set_cursor(&mut self, key: Sku) {
+        self.cursor = Some(key);
+    }
+}
+
 /// The index entry of a stored event: only effective adjustments count in a later re-base.
 pub(super) fn entry_of(
     lsn: i64,
@@ -240,6 +256,7 @@ pub(super) fn entry_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sqlite::behind::keep_all;
     use driftless_core::{EventId, Position};
 
     fn entry(lsn: i64, at: i64) -> Entry {
@@ -276,7 +293,7 @@ mod tests {
         assert_eq!(t.of_sku(&b.0).count(), 0, "an emptied sku is gone");
         let k = entry(0, 0).key;
         assert_eq!(t.sum_after(&a.0, &a.1, State::OnHand, &k, i64::MAX), 1);
-        assert_eq!(t.watermark_after(&KeySlice::new(), 9), 0);
+        assert_eq!(t.watermark_after(&KeySlice::new(), 9), Watermark(0));
     }
 
     #[test]
@@ -287,23 +304,23 @@ mod tests {
         t.push(&a.0, &a.1, entry(2, 10));
         t.push(&b.0, &b.1, entry(3, 10));
         t.push(&a.0, &a.1, entry(4, 11));
-        let s = t.take_slice(2);
+        let s = t.take_slice(SliceBudget(2), &keep_all);
         assert_eq!(s.len(), 1, "sku A alone holds two entries");
         assert_eq!(s[0].0, a.0);
         // Position 1 (slot C) is still waiting.
-        assert_eq!(t.watermark_after(&s, 5), 0);
+        assert_eq!(t.watermark_after(&s, 5), Watermark(0));
         t.written(&s);
         assert_eq!(t.len(), 2);
-        let s = t.take_slice(1);
+        let s = t.take_slice(SliceBudget(1), &keep_all);
         assert_eq!(s[0].0, b.0, "the sweep goes on after A");
         t.written(&s);
-        let s = t.take_slice(10);
+        let s = t.take_slice(SliceBudget(10), &keep_all);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].0, c.0);
-        assert_eq!(t.watermark_after(&s, 5), 4);
+        assert_eq!(t.watermark_after(&s, 5), Watermark(4));
         t.written(&s);
         assert_eq!(t.len(), 0);
-        assert!(t.take_slice(10).is_empty());
+        assert!(t.take_slice(SliceBudget(10), &keep_all).is_empty());
     }
 
     #[test]
@@ -312,13 +329,17 @@ mod tests {
         let (a, b) = (slot("A", "L1"), slot("B", "L1"));
         t.push(&a.0, &a.1, entry(1, 10));
         t.push(&b.0, &b.1, entry(2, 10));
-        let _ = t.take_slice(1);
-        let s = t.take_slice(100);
+        let first = t.take_slice(SliceBudget(1), &keep_all);
+        // Taking moves nothing; writing moves the sweep past A.
+        assert_eq!(t.take_slice(SliceBudget(1), &keep_all)[0].0, a.0);
+        t.written(&first);
+        t.push(&a.0, &a.1, entry(3, 11));
+        let s = t.take_slice(SliceBudget(100), &keep_all);
         assert_eq!(s.len(), 2, "B, then A again, and no further");
-        t.push(&a.0, &a.1, entry(3, 12));
+        t.push(&a.0, &a.1, entry(4, 12));
         t.written(&s);
         assert_eq!(t.len(), 1);
-        assert_eq!(t.of_sku(&a.0).next().map(|(_, v)| v[0].lsn), Some(3));
+        assert_eq!(t.of_sku(&a.0).next().map(|(_, v)| v[0].lsn), Some(4));
     }
 
     #[test]
@@ -332,7 +353,7 @@ mod tests {
             !t.table_may_hold_after(&entry(9, 5).key),
             "nothing written yet"
         );
-        let s = t.take_slice(10);
+        let s = t.take_slice(SliceBudget(10), &keep_all);
         assert_eq!(t.written_max_at_after(&s), 30);
         t.written(&s);
         assert!(

@@ -19,6 +19,7 @@
 //! What a dispatcher reads in between is the state just before the group, which nobody has been
 //! told about yet.
 
+use super::behind::{SliceBudget, WriteBehind};
 use super::positions::Positions;
 use super::skumap::SkuMap;
 use driftless_core::Sku;
@@ -190,27 +191,36 @@ impl Marks {
     pub fn dirty_count(&self, channel: &str) -> usize {
         self.dirty.get(channel).map_or(0, |s| s.len())
     }
+}
 
-    /// Every change at or before the watermark is in the table.
-    pub fn watermark(&self, last_lsn: i64) -> i64 {
-        self.firsts.oldest().map_or(last_lsn, |first| first - 1)
+/// An outbox row of a slice: `(channel, sku)` and its state.
+pub(crate) type MarkRow = (String, Sku, Mark);
+
+impl WriteBehind for Marks {
+    type Slice = Vec<MarkRow>;
+    type Key = (String, Sku);
+
+    fn held(&self) -> usize {
+        self.len
     }
 
-    /// The watermark to store with a slice of `slice_len` rows about to be written: the last
-    /// position once the slice holds every row, otherwise the current (conservative) one.
-    pub fn watermark_after(&self, slice_len: usize, last_lsn: i64) -> i64 {
-        if slice_len == self.len {
-            last_lsn
-        } else {
-            self.watermark(last_lsn)
-        }
+    fn oldest(&self) -> Option<i64> {
+        self.firsts.oldest()
     }
 
-    /// The next `n` rows to write, in key order from where the last slice stopped.
-    pub fn take_slice(&self, n: usize) -> Vec<(String, Sku, Mark)> {
+    fn slice_len(slice: &Vec<MarkRow>) -> usize {
+        slice.len()
+    }
+
+    /// The next `budget` rows, in key order from where the last slice stopped.
+    fn take_slice(
+        &self,
+        budget: SliceBudget,
+        leave_out: &dyn Fn(&(String, Sku)) -> bool,
+    ) -> Vec<MarkRow> {
         use std::ops::Bound::{Excluded, Included, Unbounded};
         let mut out = Vec::new();
-        if n == 0 || self.len == 0 {
+        if budget == SliceBudget::NONE || self.len == 0 {
             return out;
         }
         // Rows after the cursor (the rest of its channel, then later channels), then from the
@@ -244,17 +254,20 @@ impl Marks {
         }
         for (c, range) in parts {
             for (s, m) in self.rows[c].range(range) {
-                if out.len() >= n {
+                if out.len() >= budget.0 {
                     return out;
                 }
-                out.push((c.clone(), s.clone(), m.clone()));
+                let key = (c.clone(), s.clone());
+                if !leave_out(&key) {
+                    out.push((key.0, key.1, m.clone()));
+                }
             }
         }
         out
     }
 
-    /// A slice is in the table: its rows leave (the table's copy is now as new).
-    pub fn written(&mut self, slice: &[(String, Sku, Mark)]) {
+    /// Its rows leave (the table's copy is now as new).
+    fn drop_written(&mut self, slice: &Vec<MarkRow>) -> Option<(String, Sku)> {
         for (c, s, _) in slice {
             let Some(m) = self.rows.get_mut(c).and_then(|per| per.remove(s)) else {
                 continue;
@@ -267,16 +280,21 @@ impl Marks {
             }
             self.firsts.remove(m.first_lsn);
         }
-        if let Some((c, s, _)) = slice.last() {
-            self.cursor = Some((c.clone(), s.clone()));
-            self.generation += 1;
-        }
+        let (c, s, _) = slice.last()?;
+        // A reader that scanned before this slice must scan again.
+        self.generation += 1;
+        Some((c.clone(), s.clone()))
+    }
+
+    fn set_cursor(&mut self, key: (String, Sku)) {
+        self.cursor = Some(key);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sqlite::behind::{Watermark, keep_all};
 
     fn sku(s: &str) -> Sku {
         Sku::parse(s).unwrap()
@@ -305,7 +323,7 @@ mod tests {
         assert_eq!(m.dirty_count("shop"), 0);
         assert_eq!(m.acked("shop", &sku("B"), 1), None);
         // The first marking event of the first group is what the watermark waits for.
-        assert_eq!(m.watermark(9), 0);
+        assert_eq!(m.watermark(10), Watermark(0));
     }
 
     #[test]
@@ -317,17 +335,24 @@ mod tests {
         {
             m.mark(c, &sku(s), None, change(i as i64 + 1, i as i64 + 1, 1));
         }
-        let keys = |v: &[(String, Sku, Mark)]| -> Vec<String> {
+        let keys = |v: &[MarkRow]| -> Vec<String> {
             v.iter().map(|(c, s, _)| format!("{c}/{s}")).collect()
         };
-        let first = m.take_slice(3);
+        let first = m.take_slice(SliceBudget(3), &keep_all);
         assert_eq!(keys(&first), ["a/X", "a/Y", "b/W"]);
         m.written(&first);
         assert_eq!(m.len(), 1);
-        assert_eq!(m.watermark(9), 0, "b/X (first 1) is still waiting");
+        assert_eq!(
+            m.watermark(10),
+            Watermark(0),
+            "b/X (first 1) is still waiting"
+        );
         m.mark("a", &sku("Z"), None, change(8, 8, 1));
         m.mark("a", &sku("A"), None, change(9, 9, 1));
-        assert_eq!(keys(&m.take_slice(5)), ["b/X", "a/A", "a/Z"]);
+        assert_eq!(
+            keys(&m.take_slice(SliceBudget(5), &keep_all)),
+            ["b/X", "a/A", "a/Z"]
+        );
         let dirty = m.dirty_after("a", (0, ""), 10);
         assert_eq!(dirty.len(), 2);
     }

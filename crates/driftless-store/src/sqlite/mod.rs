@@ -7,12 +7,14 @@
 //! # Layout
 //! - this module: the store's handles, its options, opening it, the WAL checkpointer.
 //! - `writer`: the writer task and the group commit, as named phases.
-//! - `cells`, `marks`, `keys`: what the writer holds in memory, written behind.
+//! - `behind`: the one write-behind protocol; `cells`, `marks`, `keys`: what the writer holds in
+//!   memory and writes behind by it; `sweep`: the writer writing their slices.
 //! - `recovery`: replaying the ledger tail on open.
 //! - `reads`: the [`crate::Store`] face: reads over the tables and what the writer holds.
 //! - `outbox`: the [`crate::Outbox`] face.
 //! - `sql`: statements the others share. [`schema`]: the tables.
 
+mod behind;
 mod cells;
 mod checkpoints;
 mod checks;
@@ -25,6 +27,7 @@ mod recovery;
 pub mod schema;
 mod skumap;
 mod sql;
+mod sweep;
 mod writer;
 
 use crate::{Incoming, Receipt, StoreError};

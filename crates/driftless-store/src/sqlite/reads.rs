@@ -3,6 +3,7 @@
 
 use super::sql::*;
 use super::*;
+use crate::rows::stored_opt_id;
 use crate::{
     AuditRecord, BoxFuture, HistoryEntry, Incident, IncidentFilter, Incoming, LocationLevels,
     Receipt, SkuLevels, Store, StoreError, StoredAudit,
@@ -307,8 +308,12 @@ impl Store for SqliteStore {
                 .map(|r| {
                     Ok(Incident {
                         kind: r.try_get("kind")?,
-                        sku: r.try_get("sku")?,
-                        location: r.try_get("location")?,
+                        sku: stored_opt_id("sku", r.try_get("sku")?, Sku::parse)?,
+                        location: stored_opt_id(
+                            "location",
+                            r.try_get("location")?,
+                            Location::parse,
+                        )?,
                         system: r.try_get("system")?,
                         actor: r.try_get("actor")?,
                         event_id: r.try_get("event_id")?,
@@ -381,15 +386,17 @@ impl Store for SqliteStore {
                 .collect();
             let tail =
                 serde_json::to_string(&tail).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let v: Option<i64> = sqlx::query_scalar(
+            let sql = format!(
                 "SELECT MAX(lsn) FROM events WHERE lsn IN \
                  (SELECT lsn FROM event_keys WHERE sku = ? UNION SELECT value FROM json_each(?)) \
-                 AND effective = 1 AND outcome IN ('applied', 'override')",
-            )
-            .bind(sku.to_string())
-            .bind(tail)
-            .fetch_one(&self.read)
-            .await?;
+                 AND effective = 1 AND outcome IN ({})",
+                crate::rows::marking_outcomes()
+            );
+            let v: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(sku.to_string())
+                .bind(tail)
+                .fetch_one(&self.read)
+                .await?;
             Ok(v)
         })
     }

@@ -10,9 +10,11 @@
 //! change), and written behind as usual, so opening writes nothing and a second crash replays
 //! from the same watermarks.
 
-use super::keys::entry_of;
-use super::marks::{Change, Mark};
+use super::cells::CellCache;
+use super::keys::{KeyTail, entry_of};
+use super::marks::{Change, Mark, Marks};
 use super::sql::*;
+use super::sweep::read_watermark;
 use super::writer::*;
 use super::*;
 use crate::StoreError;
@@ -37,9 +39,9 @@ struct Watermarks {
 impl Watermarks {
     async fn read(conn: &mut SqliteConnection) -> Result<Watermarks, StoreError> {
         Ok(Watermarks {
-            keys: get_meta(conn, "keys_watermark").await?,
-            cells: get_meta(conn, "cells_watermark").await?,
-            outbox: get_meta(conn, "outbox_watermark").await?,
+            keys: read_watermark::<KeyTail>(conn).await?.0,
+            cells: read_watermark::<CellCache>(conn).await?.0,
+            outbox: read_watermark::<Marks>(conn).await?.0,
         })
     }
 

@@ -436,8 +436,8 @@ pub(super) async fn insert_incidents(
         q.push_values(chunk, |mut b, i| {
             let (system, actor) = system_and_actor(i);
             b.push_bind(i.kind.clone())
-                .push_bind(i.sku.clone())
-                .push_bind(i.location.clone())
+                .push_bind(i.sku.as_ref().map(|s| s.to_string()))
+                .push_bind(i.location.as_ref().map(|l| l.to_string()))
                 .push_bind(system)
                 .push_bind(actor)
                 .push_bind(i.event_id.clone())

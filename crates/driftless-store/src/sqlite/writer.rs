@@ -3,11 +3,12 @@
 //! group runs as named phases (see [`Writer::try_group`]); between groups, and when idle, the
 //! writer writes behind a slice of what it holds in memory (cells, outbox rows, index entries).
 
-use super::cells::{CellCache, FlushRows, Overlay, levels_of, set_levels};
-use super::keys::entry_of;
-use super::keys::{KeySlice, KeyTail};
+use super::behind::{SliceBudget, Watermark, WriteBehind};
+use super::cells::{CellCache, FlushRows, Overlay, set_levels};
+use super::keys::{KeyTail, entry_of};
 use super::marks::{Change, Mark, Marks};
 use super::sql::*;
+use super::sweep::Slices;
 use super::*;
 use crate::rows::{checkpoint_incident, incident_of};
 use crate::{Incident, Incoming, Receipt, StoreError};
@@ -50,7 +51,7 @@ pub(super) struct Held {
     pub(super) lookup_groups: u32,
     /// The watermarks as last committed, so a group writes only those that moved (a small group
     /// usually moves none, and each is a statement).
-    pub(super) stored_meta: FastMap<&'static str, i64>,
+    pub(super) stored_meta: FastMap<&'static str, Watermark>,
     /// A large committed group's overlay and outbox changes being installed beside the next
     /// group's work, on a thread of their own (see [`Published`]); awaited before anything that
     /// reads or writes them.
@@ -209,10 +210,7 @@ impl Writer {
         loop {
             // While cells, outbox rows or index entries wait to be written, an idle moment writes
             // them all (a group still being installed brings outbox rows).
-            let waiting = self.held.installing.is_some()
-                || self.held.cache.dirty_slots() > 0
-                || self.held.marks.lock().map(|m| m.len() > 0).unwrap_or(true)
-                || self.held.keys.read().map(|k| k.len() > 0).unwrap_or(true);
+            let waiting = self.held.installing.is_some() || self.held.holds_any();
             let first = if waiting {
                 // Once idle, one slice at a time, looking for new work between slices.
                 let wait = if idle {
@@ -223,7 +221,7 @@ impl Writer {
                 match tokio::time::timeout(wait, rx.recv()).await {
                     Ok(j) => j,
                     Err(_) => {
-                        self.flush_slice(IDLE_SLICE).await;
+                        self.flush_slice(SliceBudget(IDLE_SLICE)).await;
                         idle = true;
                         continue;
                     }
@@ -387,126 +385,10 @@ impl Writer {
             phases = %laps,
             cells = slices.cells.len(),
             outbox = slices.marks.len(),
-            keys = slices.key_entries(),
+            keys = KeyTail::slice_len(&slices.keys),
             "group phases"
         );
         Ok(Some((decided.receipts, published)))
-    }
-
-    /// Writes every waiting cell, outbox row and index entry, a slice per transaction.
-    pub(super) async fn flush_all(&mut self) {
-        while self.flush_slice(FLUSH_SLICE).await {}
-    }
-
-    /// Writes one slice of waiting cells, or else of outbox rows, or else of index entries; false
-    /// when nothing waits (or the write failed: the rows stay waiting, and a restart would replay
-    /// them).
-    pub(super) async fn flush_slice(&mut self, n: usize) -> bool {
-        // A slice's skus leave the overlay, so the previous group's levels must be in it first.
-        settle(&mut self.held.installing).await;
-        if self.held.cache.dirty_slots() > 0 {
-            let slice = self.held.cache.take_slice(n);
-            let last = self.held.next_lsn - 1;
-            let r = async {
-                let gate = self.held.gate.clone();
-                let _turn = gate.lock().await;
-                let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
-                write_cells(&mut tx, &slice, last).await?;
-                let wm = self.held.cache.watermark_after(&slice, last);
-                set_meta(&mut tx, "cells_watermark", wm).await?;
-                tx.commit().await?;
-                Ok::<_, StoreError>(wm)
-            }
-            .await;
-            return match r {
-                Ok(wm) => {
-                    self.held.stored_meta.insert("cells_watermark", wm);
-                    self.held.cache.written(&slice);
-                    let written = Published {
-                        written: slice.iter().map(|(sku, _)| sku.clone()).collect(),
-                        ..Published::default()
-                    };
-                    written.install(&self.held.overlay, &self.held.marks, &self.held.changes);
-                    true
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "writing cells failed; a restart would replay them");
-                    false
-                }
-            };
-        }
-        let last = self.held.next_lsn - 1;
-        if self.held.marks.lock().map(|m| m.len() == 0).unwrap_or(true) {
-            return self.flush_keys(n).await;
-        }
-        let marks = self.held.marks.clone();
-        let r = async {
-            let gate = self.held.gate.clone();
-            let _turn = gate.lock().await;
-            // Taken under the gate: a dispatcher may have acknowledged a row since.
-            let (slice, after) = {
-                let m = marks.lock().unwrap_or_else(|p| p.into_inner());
-                let slice = m.take_slice(n);
-                let after = m.watermark_after(slice.len(), last);
-                (slice, after)
-            };
-            let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
-            write_marks(&mut tx, &slice).await?;
-            set_meta(&mut tx, "outbox_watermark", after).await?;
-            tx.commit().await?;
-            marks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .written(&slice);
-            Ok::<_, StoreError>(after)
-        }
-        .await;
-        match r {
-            Ok(after) => {
-                self.held.stored_meta.insert("outbox_watermark", after);
-                true
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "writing outbox rows failed; a restart would replay them");
-                false
-            }
-        }
-    }
-
-    /// Writes one slice of waiting index entries; false when none wait or the write failed.
-    pub(super) async fn flush_keys(&mut self, n: usize) -> bool {
-        let (slice, wm, max_at) = {
-            let mut keys = self.held.keys.write().unwrap_or_else(|p| p.into_inner());
-            if keys.len() == 0 {
-                return false;
-            }
-            keys.take_slice_to_write(n, self.held.next_lsn)
-        };
-        let r = async {
-            let gate = self.held.gate.clone();
-            let _turn = gate.lock().await;
-            let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
-            write_keys(&mut tx, &slice, max_at).await?;
-            set_meta(&mut tx, "keys_watermark", wm).await?;
-            tx.commit().await?;
-            Ok::<_, StoreError>(())
-        }
-        .await;
-        match r {
-            Ok(()) => {
-                self.held.stored_meta.insert("keys_watermark", wm);
-                self.held
-                    .keys
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .written(&slice);
-                true
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "writing index entries failed; a restart would replay them");
-                false
-            }
-        }
     }
 }
 
@@ -522,24 +404,6 @@ pub(super) struct Decided<'a> {
     pub(super) receipts: Vec<Vec<Receipt>>,
     pub(super) pending: Pending<'a>,
     pub(super) next_lsn: i64,
-}
-
-/// What a group commit writes behind beside its events, and the watermarks that moved.
-#[derive(Default)]
-pub(super) struct Slices {
-    pub(super) cells: FlushRows,
-    pub(super) marks: Vec<(String, Sku, Mark)>,
-    pub(super) keys: KeySlice,
-    pub(super) moved: Vec<(&'static str, i64)>,
-}
-
-impl Slices {
-    pub(super) fn key_entries(&self) -> usize {
-        self.keys
-            .iter()
-            .map(|(_, s)| s.iter().map(|(_, v)| v.len()).sum::<usize>())
-            .sum()
-    }
 }
 
 /// How long each phase of a group took, for the debug log.
@@ -587,17 +451,6 @@ async fn store_events(
 }
 
 impl Held {
-    /// Puts every cell held unwritten in the overlay, where readers look (a reader's replay).
-    pub(super) fn publish_held_cells(&mut self) {
-        let rows = self.cache.take_slice(usize::MAX);
-        let mut ov = self.overlay.write().unwrap_or_else(|p| p.into_inner());
-        for (sku, slots) in &rows {
-            for (loc, _, cells) in slots {
-                set_levels(&mut ov, sku, loc, levels_of(cells));
-            }
-        }
-    }
-
     /// Phase 1: the ids already stored (when looking up) and the skus the cache lacks. Returns the
     /// ids this group starts from, borrowed from the requests.
     async fn load_group<'a>(
@@ -793,119 +646,6 @@ impl Held {
         Ok(stored)
     }
 
-    /// Phase 5, guarded: a slice that fails to write must fail neither this group nor the groups
-    /// after it (a writer that stays wedged answers every request with an error until it is
-    /// restarted). The slice is undone to a savepoint and the group commits without it; its rows
-    /// stay held, and a later slice takes them again.
-    async fn write_behind_or_skip(
-        &mut self,
-        tx: &mut SqliteConnection,
-        decided: &Decided<'_>,
-    ) -> Result<Slices, StoreError> {
-        // The savepoint is set by `write_behind`, only when it writes. No RELEASE: the group's
-        // COMMIT follows with no statement between, and a COMMIT releases every savepoint. Each
-        // statement is a round trip to SQLite's thread (two wake-ups), and a small group (single
-        // events) runs few, usually with nothing due behind it.
-        match self.write_behind(tx, decided).await {
-            Ok(slices) => Ok(slices),
-            Err(e) => {
-                tracing::warn!(error = %e, "writing behind failed; the group commits without it");
-                sqlx::query("ROLLBACK TO behind").execute(&mut *tx).await?;
-                sqlx::query("RELEASE behind").execute(&mut *tx).await?;
-                Ok(Slices::default())
-            }
-        }
-    }
-
-    /// Phase 5: writes a slice of the cells, outbox rows and index entries that wait, once more
-    /// of them wait than the writer keeps unwritten or the replay a crash would need grows long,
-    /// and the watermarks that moved.
-    async fn write_behind(
-        &mut self,
-        tx: &mut SqliteConnection,
-        decided: &Decided<'_>,
-    ) -> Result<Slices, StoreError> {
-        let pending = &decided.pending;
-        let last = decided.next_lsn - 1;
-        let (max_held, max_replay) = (self.opts.max_dirty_slots, self.opts.max_replay_events);
-        let want = slice_budget(
-            self.cache.dirty_slots(),
-            max_held,
-            pending.cells.len(),
-            last - self.cache.watermark(last),
-            max_replay,
-        );
-        let cells = self.cache.take_slice(want);
-        let cells_wm = self.cache.watermark_after(&cells, last);
-        // The same for outbox rows, leaving out those this group marks (they change after the
-        // commit, and the slice must not write an older state over them).
-        let (marks, outbox_wm) = {
-            let m = self.marks.lock().unwrap_or_else(|p| p.into_inner());
-            let n = slice_budget(
-                m.len(),
-                max_held,
-                pending.outbox.len(),
-                last - m.watermark(last),
-                max_replay,
-            );
-            // Taken with room for this group's rows, which are left out; none when none is due.
-            let slice: Vec<(String, Sku, Mark)> = m
-                .take_slice(if n == 0 { 0 } else { n + pending.outbox.len() })
-                .into_iter()
-                .filter(|(c, s, _)| {
-                    !self
-                        .channels
-                        .iter()
-                        .position(|x| x.id.as_str() == c)
-                        .is_some_and(|i| pending.outbox.contains_key(&(i, s)))
-                })
-                .take(n)
-                .collect();
-            // This group's marks join after the commit, from its first position on.
-            let wm = if pending.outbox.is_empty() {
-                m.watermark_after(slice.len(), last)
-            } else {
-                m.watermark(last).min(self.next_lsn - 1)
-            };
-            (slice, wm)
-        };
-        // And for the per-cell index: the sweep writes a little more than the group adds.
-        let (keys, keys_wm, keys_max_at) = {
-            let mut k = self.keys.write().unwrap_or_else(|p| p.into_inner());
-            let n = slice_budget(
-                k.len(),
-                self.opts.max_unindexed_events,
-                pending.events.len(),
-                last - k.watermark_after(&KeySlice::new(), self.next_lsn),
-                max_replay,
-            );
-            k.take_slice_to_write(n, self.next_lsn)
-        };
-        let moved: Vec<(&'static str, i64)> = [
-            ("cells_watermark", cells_wm),
-            ("outbox_watermark", outbox_wm),
-            ("keys_watermark", keys_wm),
-        ]
-        .into_iter()
-        .filter(|(k, v)| self.stored_meta.get(k) != Some(v))
-        .collect();
-        // Taking the slices reads nothing from the tables, so they are all taken first, and a
-        // group with nothing due behind it sends no statement here.
-        if !(cells.is_empty() && marks.is_empty() && keys.is_empty() && moved.is_empty()) {
-            sqlx::query("SAVEPOINT behind").execute(&mut *tx).await?;
-            write_cells(tx, &cells, last).await?;
-            write_marks(tx, &marks).await?;
-            write_keys(tx, &keys, keys_max_at).await?;
-            set_metas(tx, &moved).await?;
-        }
-        Ok(Slices {
-            cells,
-            marks,
-            keys,
-            moved,
-        })
-    }
-
     /// Phase 6: commits. While SQLite syncs the commit, the writer reads what readers and the
     /// fan-out are to see of the group (the cache no longer changes until the next group) and,
     /// for a large group, a thread of its own adds the group's index entries, on the core SQLite's
@@ -961,37 +701,11 @@ impl Held {
         Ok(published)
     }
 
-    /// Phase 7: what the commit made durable: the next position, the watermarks, and the slices
-    /// that are now in their tables.
+    /// Phase 7: what the commit made durable: the next position, and the slices that are now in
+    /// their tables with their watermarks.
     fn account(&mut self, slices: &Slices, next_lsn: i64) {
-        self.stored_meta.extend(slices.moved.iter().copied());
         self.next_lsn = next_lsn;
-        self.cache.written(&slices.cells);
-        self.marks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .written(&slices.marks);
-        self.keys
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .written(&slices.keys);
-    }
-}
-
-/// How many held rows of one kind (cells, outbox rows, index entries) a group commit writes
-/// behind: once more are held than `max_held`, the excess and twice what the group adds (small
-/// slices, a little more than the group changed, keep every commit short; the sweep's key order
-/// still puts many rows on each page because so many wait); once the replay a crash would need
-/// (`tail` positions) outgrows `max_replay`, a whole slice; otherwise none. The one budget of
-/// the three kinds.
-fn slice_budget(held: usize, max_held: usize, added: usize, tail: i64, max_replay: i64) -> usize {
-    let over = held.saturating_sub(max_held);
-    if over > 0 {
-        (over + 2 * added).min(FLUSH_SLICE)
-    } else if tail > max_replay {
-        FLUSH_SLICE
-    } else {
-        0
+        self.written(slices);
     }
 }
 

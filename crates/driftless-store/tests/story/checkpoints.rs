@@ -4,13 +4,13 @@
 
 use super::Backend;
 use chrono::{TimeZone, Utc};
-use driftless_core::Rules;
+use driftless_core::{Location, Rules, Sku, SystemId};
 use driftless_store::{CheckpointFilter, CheckpointRow, Incident, Store};
 
 fn row(sku: &str, quantity: i64, at: i64, diverged: bool) -> CheckpointRow {
     CheckpointRow {
-        system: "erp".into(),
-        sku: sku.into(),
+        system: SystemId::parse("erp").unwrap(),
+        sku: Sku::parse(sku).unwrap(),
         location: "DC1".into(),
         state: "on_hand".into(),
         quantity,
@@ -26,8 +26,8 @@ fn row(sku: &str, quantity: i64, at: i64, diverged: bool) -> CheckpointRow {
 fn incident(detail: &str) -> Incident {
     Incident {
         kind: "handoff_drift".into(),
-        sku: Some("A".into()),
-        location: Some("DC1".into()),
+        sku: Some(Sku::parse("A").unwrap()),
+        location: Some(Location::parse("DC1").unwrap()),
         system: Some("erp".into()),
         actor: None,
         event_id: None,
@@ -120,7 +120,7 @@ pub async fn an_older_observation_never_replaces_a_newer<B: Backend>(b: &B) {
         })
         .await
         .unwrap();
-    assert_eq!(after_a[0].sku, "B");
+    assert_eq!(after_a[0].sku.as_str(), "B");
     store.close().await;
 }
 

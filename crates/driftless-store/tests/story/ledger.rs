@@ -400,7 +400,7 @@ pub async fn audits_and_outside_incidents_are_kept<B: Backend>(b: &B) {
     assert_eq!(since[1].handoffs, vec![("wms->erp".to_owned(), 15, 150)]);
     let incident = Incident {
         kind: "channel_override".into(),
-        sku: Some("TEE".into()),
+        sku: Some(Sku::parse("TEE").unwrap()),
         location: None,
         system: Some("shop".into()),
         actor: None,

@@ -5,7 +5,7 @@ use super::Backend;
 use super::common;
 use chrono::{Duration, Utc};
 use driftless_core::event::RawEvent;
-use driftless_core::{Authority, ChannelSpec, Event, Location, Ppm, Rules, State, SystemId};
+use driftless_core::{Authority, ChannelSpec, Event, Location, Ppm, Rules, Sku, State, SystemId};
 
 use common::acked;
 use driftless_store::outbox::{PushRecord, Scan, ScanFrom};
@@ -116,7 +116,7 @@ pub async fn pins_dead_letters_and_replay_survive_a_restart<B: Backend>(b: &B) {
         set(&store, &r, "e2", "B", "DC1", 4, 1).await;
         let dead = Incident {
             kind: "dead_letter".into(),
-            sku: Some("B".into()),
+            sku: Some(Sku::parse("B").unwrap()),
             location: None,
             system: Some("shop".into()),
             actor: None,
@@ -222,7 +222,7 @@ pub async fn observations_start_and_stop_the_divergence_clock<B: Backend>(b: &B)
                 hold: true,
                 incident: Incident {
                     kind: "channel_override".into(),
-                    sku: Some("A".into()),
+                    sku: Some(Sku::parse("A").unwrap()),
                     location: None,
                     system: Some("shop".into()),
                     actor: None,
@@ -279,7 +279,7 @@ pub async fn late_observations_and_override_actors<B: Backend>(b: &B) {
 
     let incident = |system: &str, actor: Option<&str>| Incident {
         kind: "channel_override".into(),
-        sku: Some("A".into()),
+        sku: Some(Sku::parse("A").unwrap()),
         location: None,
         system: Some(system.into()),
         actor: actor.map(str::to_owned),

@@ -307,8 +307,8 @@ pub mod live {
                 if let Some(sku) = i.sku {
                     out.push(driftless_audit::live::HubIncident {
                         kind: i.kind,
-                        sku,
-                        location: i.location,
+                        sku: sku.to_string(),
+                        location: i.location.map(|l| l.to_string()),
                         at: i.at,
                     });
                 }

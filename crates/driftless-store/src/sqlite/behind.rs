@@ -1,0 +1,157 @@
+//! The write-behind protocol that cells (`cells.rs`), outbox rows (`marks.rs`) and index entries
+//! (`keys.rs`) share.
+//!
+//! Each kind is a function of the events, which are durable before they are acknowledged. So the
+//! writer holds what changed in memory and writes it later, a slice at a time, sweeping through
+//! the table's key order so that a page takes many rows at once (see `docs/performance.md`). Per
+//! kind, `meta` stores a [`Watermark`]: every change at or before it is in the table, and a crash
+//! replays the events after it (`recovery.rs`), skipping what a row already holds.
+//!
+//! The protocol, the same for the three:
+//! - [`WriteBehind::take_slice`] picks rows from the cursor on, in key order, wrapping around
+//!   once, at least as many as the [`SliceBudget`] asks (a kind takes whole keys). It moves
+//!   nothing: a slice that fails to write is simply taken again later.
+//! - [`WriteBehind::watermark_after`] is the watermark to store in the same transaction as the
+//!   slice.
+//! - [`WriteBehind::written`], once that transaction committed, drops the slice's rows and moves
+//!   the cursor past it (only there, for every kind).
+//!
+//! No I/O here: the writer (`sweep.rs`) loads and writes.
+
+/// A ledger position up to which every change of one kind is in its table (`meta`): a crash
+/// replays the events after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub(crate) struct Watermark(pub i64);
+
+impl Watermark {
+    /// Just before `oldest`, the first position of the oldest change held unwritten; with nothing
+    /// held, just before `next`, the first position whose changes are not the kind's to hold yet.
+    pub fn before(oldest: Option<i64>, next: i64) -> Watermark {
+        Watermark(oldest.map_or(next, |first| first.min(next)) - 1)
+    }
+}
+
+/// How many held rows a slice takes at the least (a kind takes whole keys, so a slice may hold a
+/// few more); none for [`SliceBudget::NONE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SliceBudget(pub usize);
+
+impl SliceBudget {
+    pub const NONE: SliceBudget = SliceBudget(0);
+    pub const ALL: SliceBudget = SliceBudget(usize::MAX);
+
+    /// What a group commit writes behind beside its events, the one rule for every kind: once
+    /// more rows are held than `max_held`, the excess and twice what the group adds (small slices,
+    /// a little more than the group changed, keep every commit short; the sweep's key order still
+    /// puts many rows on each page because so many wait); once the replay a crash would need
+    /// (`tail` positions) outgrows `max_replay`, a whole slice (`most`); otherwise none.
+    pub fn for_group(
+        held: usize,
+        max_held: usize,
+        added: usize,
+        tail: i64,
+        max_replay: i64,
+        most: usize,
+    ) -> SliceBudget {
+        let over = held.saturating_sub(max_held);
+        SliceBudget(if over > 0 {
+            (over + 2 * added).min(most)
+        } else if tail > max_replay {
+            most
+        } else {
+            0
+        })
+    }
+}
+
+/// Rows held in memory and written behind the events (see the module's notes).
+pub(crate) trait WriteBehind {
+    /// The rows of one slice, in the table's key order.
+    type Slice;
+    /// Where the sweep stands: the key of the last row written.
+    type Key;
+
+    /// Rows held unwritten (dirty slots, outbox rows, index entries).
+    fn held(&self) -> usize;
+
+    /// The first position of the oldest change held unwritten.
+    fn oldest(&self) -> Option<i64>;
+
+    /// Rows in a slice, counted as [`WriteBehind::held`] counts them.
+    fn slice_len(slice: &Self::Slice) -> usize;
+
+    /// The next slice of the sweep, leaving out the rows `leave_out` names; moves nothing.
+    fn take_slice(
+        &self,
+        budget: SliceBudget,
+        leave_out: &dyn Fn(&Self::Key) -> bool,
+    ) -> Self::Slice;
+
+    /// Drops a written slice's rows (the table's copy is now as new); returns the key it ended
+    /// at.
+    fn drop_written(&mut self, slice: &Self::Slice) -> Option<Self::Key>;
+
+    /// Puts the sweep's cursor after `key`.
+    fn set_cursor(&mut self, key: Self::Key);
+
+    /// Every change at or before it is in the table; positions from `next` on are not the kind's
+    /// to hold yet.
+    fn watermark(&self, next: i64) -> Watermark {
+        Watermark::before(self.oldest(), next)
+    }
+
+    /// The watermark to store with a slice about to be written: once the slice holds every row
+    /// held, the last position before `next`; otherwise the current one, which is conservative
+    /// (a replay from an earlier position skips what rows already hold).
+    fn watermark_after(&self, slice: &Self::Slice, next: i64) -> Watermark {
+        if Self::slice_len(slice) == self.held() {
+            Watermark(next - 1)
+        } else {
+            self.watermark(next)
+        }
+    }
+
+    /// A slice's transaction committed: its rows leave, and the sweep goes on after it.
+    fn written(&mut self, slice: &Self::Slice) {
+        if let Some(last) = self.drop_written(slice) {
+            self.set_cursor(last);
+        }
+    }
+}
+
+/// For [`WriteBehind::take_slice`] when nothing is left out.
+pub(crate) fn keep_all<K>(_: &K) -> bool {
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_writes_the_excess_and_twice_the_group_or_a_whole_slice_for_a_long_replay() {
+        assert_eq!(
+            SliceBudget::for_group(10, 10, 5, 0, 100, 50),
+            SliceBudget::NONE
+        );
+        assert_eq!(
+            SliceBudget::for_group(13, 10, 5, 0, 100, 50),
+            SliceBudget(13)
+        );
+        assert_eq!(
+            SliceBudget::for_group(90, 10, 5, 0, 100, 50),
+            SliceBudget(50)
+        );
+        assert_eq!(
+            SliceBudget::for_group(3, 10, 5, 101, 100, 50),
+            SliceBudget(50)
+        );
+    }
+
+    #[test]
+    fn the_watermark_is_before_the_oldest_change_held_or_before_next() {
+        assert_eq!(Watermark::before(Some(7), 20), Watermark(6));
+        assert_eq!(Watermark::before(None, 20), Watermark(19));
+        assert_eq!(Watermark::before(Some(25), 20), Watermark(19));
+    }
+}
