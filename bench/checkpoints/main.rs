@@ -6,9 +6,14 @@
 //!
 //! ```text
 //! cargo run --release -p driftless-bench --bin checkpoints -- [--rate N] [--seconds N] [--skus N]
+//!     [--sla SECONDS] [--only events|observations]
 //! ```
 //! The load is open-loop (a request every `batch / rate` seconds whether or not the previous one
-//! answered), so a slow hub shows as latency rather than as a lower offered rate.
+//! answered), so a slow hub shows as latency rather than as a lower offered rate. Each phase prints
+//! the rate it achieved (items answered with a success over the phase's wall time, last answer
+//! included), and the observations' outcomes as the hub judged them: one key in a hundred drifts,
+//! and outlives the hop's `latency_sla` (`--sla`, 2 s by default) within the phase, so
+//! `handoff_drift` incidents open while the events run. `--only` runs one kind alone (a ceiling).
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -45,7 +50,7 @@ locations = ["L0", "L1", "L2", "L3"]
 from = "wms"
 to = "erp"
 trigger = "event"
-latency_sla = "1m"
+latency_sla = "@SLA@"
 direction = "one-way"
 
 [checkpoints]
@@ -61,6 +66,8 @@ struct Opts {
     rate: usize,
     seconds: u64,
     skus: usize,
+    sla: u64,
+    only: Option<String>,
 }
 
 fn parse_args() -> anyhow::Result<Opts> {
@@ -68,6 +75,8 @@ fn parse_args() -> anyhow::Result<Opts> {
         rate: 10_000,
         seconds: 10,
         skus: 10_000,
+        sla: 2,
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -78,6 +87,14 @@ fn parse_args() -> anyhow::Result<Opts> {
             "--rate" => o.rate = v.parse()?,
             "--seconds" => o.seconds = v.parse()?,
             "--skus" => o.skus = v.parse()?,
+            "--sla" => o.sla = v.parse()?,
+            "--only" => {
+                anyhow::ensure!(
+                    v == "events" || v == "observations",
+                    "--only: events or observations"
+                );
+                o.only = Some(v);
+            }
             _ => anyhow::bail!("unknown option {a}"),
         }
     }
@@ -127,14 +144,27 @@ fn observations_body(n: usize, skus: usize) -> String {
     serde_json::json!({"system": "erp", "observations": obs}).to_string()
 }
 
-/// Sends `rate` per second in batches for `seconds`, open-loop; returns the request latencies.
+/// What one paced phase measured.
+struct Phase {
+    /// Latencies of the requests answered with a success, sorted.
+    lat: Vec<Duration>,
+    /// Items per second answered with a success, over the phase's wall time.
+    achieved: f64,
+    /// Occurrences of each counted marker in the answers.
+    counts: Vec<usize>,
+}
+
+/// Sends `rate` per second in batches for `seconds`, open-loop; returns the request latencies,
+/// the achieved rate, and how often each of `markers` occurs in the answers.
 async fn paced(
     http: reqwest::Client,
     url: String,
     rate: usize,
     seconds: u64,
+    markers: &'static [&'static str],
     body: impl Fn(usize) -> String + Send + 'static,
-) -> anyhow::Result<Vec<Duration>> {
+) -> anyhow::Result<Phase> {
+    let start = Instant::now();
     let every = Duration::from_secs_f64(BATCH as f64 / rate as f64);
     let requests = (rate as u64 * seconds) as usize / BATCH;
     let mut tick = tokio::time::interval(every);
@@ -159,36 +189,85 @@ async fn paced(
                 "{url}: status {}",
                 r.status()
             );
-            let _ = r.bytes().await?;
-            anyhow::Ok((!busy).then(|| t.elapsed()))
+            let answer = r.bytes().await?;
+            let took = t.elapsed();
+            let text = String::from_utf8_lossy(&answer);
+            let counts: Vec<usize> = markers.iter().map(|m| text.matches(m).count()).collect();
+            anyhow::Ok((!busy).then_some((took, counts)))
         }));
     }
     let mut lat = Vec::with_capacity(tasks.len());
     let mut refused = 0;
+    let mut counts = vec![0; markers.len()];
     for t in tasks {
         match t.await?? {
-            Some(d) => lat.push(d),
+            Some((d, c)) => {
+                lat.push(d);
+                counts.iter_mut().zip(c).for_each(|(a, b)| *a += b);
+            }
             None => refused += 1,
         }
     }
+    let wall = start.elapsed().as_secs_f64();
     if refused > 0 {
         println!(
             "  {refused} requests refused with 503/429 (overloaded), left out of the latencies"
         );
     }
     lat.sort_unstable();
-    Ok(lat)
+    let achieved = (lat.len() * BATCH) as f64 / wall;
+    Ok(Phase {
+        lat,
+        achieved,
+        counts,
+    })
 }
 
-fn line(what: &str, lat: &[Duration]) -> Duration {
-    let p99 = percentile(lat, 0.99);
+fn line(what: &str, p: &Phase) -> Duration {
+    let p99 = percentile(&p.lat, 0.99);
     println!(
-        "{what:<34} requests {:>6}  p50 {:>7.2} ms  p99 {:>7.2} ms",
-        lat.len(),
-        percentile(lat, 0.5).as_secs_f64() * 1e3,
-        p99.as_secs_f64() * 1e3
+        "{what:<34} requests {:>6}  p50 {:>7.2} ms  p99 {:>7.2} ms  achieved {:>7.0}/s",
+        p.lat.len(),
+        percentile(&p.lat, 0.5).as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        p.achieved
     );
     p99
+}
+
+const EVENT_MARKERS: &[&str] = &["\"applied\""];
+const OBS_MARKERS: &[&str] = &[
+    "\"outcome\":\"in_line\"",
+    "\"outcome\":\"drifting\"",
+    "\"incident\":\"opened\"",
+];
+
+/// CPU seconds this process (hub and load generator) has used, from `/proc/self/stat` (utime and
+/// stime, in the kernel's 100 ticks a second); 0 where there is no such file.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
+/// Prints the cores the process kept busy since `(cpu, wall)`.
+fn cores(what: &str, since: (f64, Instant)) {
+    let used = cpu_seconds() - since.0;
+    println!(
+        "  cpu {what}: {:.2} cores (hub and load generator, of the machine's {})",
+        used / since.1.elapsed().as_secs_f64(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+}
+
+fn outcomes(p: &Phase) {
+    println!(
+        "  judged: {} in line, {} drifting, {} handoff_drift incidents opened",
+        p.counts[0], p.counts[1], p.counts[2]
+    );
 }
 
 fn main() -> anyhow::Result<()> {
@@ -199,7 +278,8 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async {
         let dir = tempfile::tempdir()?;
-        let settings = Settings::parse("bench", CONFIG).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let config = CONFIG.replace("@SLA@", &format!("{}s", o.sla));
+        let settings = Settings::parse("bench", &config).map_err(|e| anyhow::anyhow!("{e}"))?;
         let store = SqliteStore::open_with(
             dir.path(),
             settings.rules.clone(),
@@ -226,42 +306,73 @@ fn main() -> anyhow::Result<()> {
             format!("{base}/v1/events"),
             rate,
             2,
+            EVENT_MARKERS,
             move |n| events_body(n, "warm", skus),
         )
         .await?;
         line("warm-up events", &warm);
-        let alone = paced(
-            http.clone(),
-            format!("{base}/v1/events"),
-            rate,
-            secs,
-            move |n| events_body(n, "alone", skus),
-        )
-        .await?;
-        let p_alone = line("events alone", &alone);
-        let events = tokio::spawn(paced(
-            http.clone(),
-            format!("{base}/v1/events"),
-            rate,
-            secs,
-            move |n| events_body(n, "beside", skus),
-        ));
-        let obs = tokio::spawn(paced(
-            http.clone(),
-            format!("{base}/v1/observations"),
-            rate,
-            secs,
-            move |n| observations_body(n, skus),
-        ));
-        let beside = events.await??;
-        let observed = obs.await??;
-        let p_beside = line("events beside observations", &beside);
-        line("observations", &observed);
-        println!(
-            "events p99 with observations / without: {:.2} (goal <= 1.20); machine shared with \
-             other builds",
-            p_beside.as_secs_f64() / p_alone.as_secs_f64().max(1e-9)
-        );
+        if o.only.as_deref() == Some("observations") {
+            let t = (cpu_seconds(), Instant::now());
+            let observed = paced(
+                http.clone(),
+                format!("{base}/v1/observations"),
+                rate,
+                secs,
+                OBS_MARKERS,
+                move |n| observations_body(n, skus),
+            )
+            .await?;
+            line("observations alone", &observed);
+            cores("observations alone", t);
+            outcomes(&observed);
+        } else {
+            let t = (cpu_seconds(), Instant::now());
+            let alone = paced(
+                http.clone(),
+                format!("{base}/v1/events"),
+                rate,
+                secs,
+                EVENT_MARKERS,
+                move |n| events_body(n, "alone", skus),
+            )
+            .await?;
+            let p_alone = line("events alone", &alone);
+            cores("events alone", t);
+            if o.only.is_none() {
+                let t = (cpu_seconds(), Instant::now());
+                let events = tokio::spawn(paced(
+                    http.clone(),
+                    format!("{base}/v1/events"),
+                    rate,
+                    secs,
+                    EVENT_MARKERS,
+                    move |n| events_body(n, "beside", skus),
+                ));
+                let obs = tokio::spawn(paced(
+                    http.clone(),
+                    format!("{base}/v1/observations"),
+                    rate,
+                    secs,
+                    OBS_MARKERS,
+                    move |n| observations_body(n, skus),
+                ));
+                let beside = events.await??;
+                let observed = obs.await??;
+                let p_beside = line("events beside observations", &beside);
+                line("observations", &observed);
+                cores("events and observations", t);
+                outcomes(&observed);
+                println!(
+                    "events applied: alone {}, beside {}",
+                    alone.counts[0], beside.counts[0]
+                );
+                println!(
+                    "events p99 with observations / without: {:.2} (goal <= 1.20); machine shared \
+                     with other builds",
+                    p_beside.as_secs_f64() / p_alone.as_secs_f64().max(1e-9)
+                );
+            }
+        }
         let _ = stop.send(());
         let _ = task.await;
         anyhow::Ok(())

@@ -288,26 +288,14 @@ fn validate(
     })
 }
 
-/// The hub's levels of a sku, now or as of a moment.
-async fn levels_of(
+/// The hub's levels of a sku as of a past moment, folded from its ledger.
+async fn levels_as_of(
     st: &AppState,
     sku: &Sku,
-    at: Option<DateTime<Utc>>,
+    at: DateTime<Utc>,
 ) -> Result<Vec<(Location, Levels)>, ApiError> {
-    Ok(match at {
-        None => st
-            .store
-            .inventory(sku)
-            .await?
-            .unwrap_or_default()
-            .into_iter()
-            .map(|l| (l.location, l.levels))
-            .collect(),
-        Some(t) => {
-            let ledger = crate::asof::ledger(st, sku).await?;
-            driftless_core::fold_as_of(&ledger, Some(t)).locations
-        }
-    })
+    let ledger = crate::asof::ledger(st, sku).await?;
+    Ok(driftless_core::fold_as_of(&ledger, Some(at)).locations)
 }
 
 /// What the item's system is expected to show, from levels: the state (or ATP) at the location,
@@ -431,10 +419,23 @@ pub async fn check(
     items: &[Item],
 ) -> Result<Vec<Value>, ApiError> {
     let keys: Vec<_> = items.iter().map(|i| key_of(system, i)).collect();
-    let mut watches: HashMap<(String, String, String, String), Watch> = st
-        .store
-        .checkpoint_rows(&keys)
-        .await?
+    let now = (st.clock)();
+    let live_window = chrono::Duration::from_std(LIVE_WINDOW).unwrap_or_default();
+    let past = |item: &Item| now.signed_duration_since(item.observed_at) > live_window;
+    // The live levels of every sku a fresh observation speaks of, in one read beside the one of
+    // the keys' rows (not a read per sku).
+    let mut fresh: Vec<Sku> = items
+        .iter()
+        .filter(|i| !past(i))
+        .map(|i| i.sku.clone())
+        .collect();
+    fresh.sort_unstable();
+    fresh.dedup();
+    let (stored, live) = tokio::try_join!(
+        st.store.checkpoint_rows(&keys),
+        st.store.checkpoint_levels(&fresh)
+    )?;
+    let mut watches: HashMap<(String, String, String, String), Watch> = stored
         .iter()
         .map(|r| {
             (
@@ -450,24 +451,18 @@ pub async fn check(
         .collect();
     let (handoff, sla) = judge::handoff_of(&st.settings, system);
     let window = judge::window_of(&st.settings, system, sla);
-    let now = (st.clock)();
     let audit = &st.settings.audit;
-    let mut live: HashMap<Sku, Vec<(Location, Levels)>> = HashMap::new();
     let mut rows: Vec<(CheckpointRow, Option<Incident>)> = Vec::new();
     let mut results = Vec::with_capacity(items.len());
     for (item, key) in items.iter().zip(&keys) {
-        let past = now.signed_duration_since(item.observed_at)
-            > chrono::Duration::from_std(LIVE_WINDOW).unwrap_or_default();
-        let levels = if past {
-            levels_of(st, &item.sku, Some(item.observed_at)).await?
+        let as_of;
+        let levels: &[(Location, Levels)] = if past(item) {
+            as_of = levels_as_of(st, &item.sku, item.observed_at).await?;
+            &as_of
         } else {
-            if !live.contains_key(&item.sku) {
-                let l = levels_of(st, &item.sku, None).await?;
-                live.insert(item.sku.clone(), l);
-            }
-            live.get(&item.sku).cloned().unwrap_or_default()
+            live.get(&item.sku).map_or(&[], |l| l.as_slice())
         };
-        let (expected, committed) = expected_from(&st.channels, item, &levels);
+        let (expected, committed) = expected_from(&st.channels, item, levels);
         let prev = watches.get(key);
         let threshold = audit.threshold_for(item.sku.as_str());
         let mut reading = Reading {

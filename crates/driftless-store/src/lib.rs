@@ -26,6 +26,9 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use sqlite::schema;
 
+/// The live levels of some skus: each sku's locations that hold a cell.
+pub type LiveLevels = std::collections::HashMap<Sku, Vec<(Location, Levels)>>;
+
 /// A boxed future, so the trait can be used as `Arc<dyn Store>` and the backend chosen at start-up.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -303,6 +306,24 @@ pub trait Store: Outbox + Send + Sync + 'static {
         &'a self,
         keys: &'a [(String, String, String, String)],
     ) -> BoxFuture<'a, Result<Vec<CheckpointRow>, StoreError>>;
+
+    /// The live levels of these skus, every location each holds in a cell (an unseen sku is
+    /// absent), for judging one request's observations with one read.
+    fn checkpoint_levels<'a>(
+        &'a self,
+        skus: &'a [Sku],
+    ) -> BoxFuture<'a, Result<LiveLevels, StoreError>> {
+        Box::pin(async move {
+            let mut out = LiveLevels::with_capacity(skus.len());
+            for s in skus {
+                if let Some(l) = self.inventory(s).await? {
+                    let l = l.into_iter().map(|x| (x.location, x.levels)).collect();
+                    out.insert(s.clone(), l);
+                }
+            }
+            Ok(out)
+        })
+    }
 
     /// Stores judged checkpoint rows and the incidents they raised, in one transaction. A row
     /// whose `observed_at` is not newer than the stored one for its key changes nothing (nor do

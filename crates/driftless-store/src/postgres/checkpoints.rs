@@ -7,8 +7,8 @@ use super::errors::db;
 use super::records::insert_incidents;
 use super::{PgStore, from_nanos, nanos};
 use crate::rows::stored_id;
-use crate::{CheckpointFilter, CheckpointRow, Incident, StoreError};
-use driftless_core::{Sku, SystemId};
+use crate::{CheckpointFilter, CheckpointRow, Incident, LiveLevels, StoreError};
+use driftless_core::{Levels, Location, Sku, State, SystemId};
 use sqlx::postgres::PgRow;
 use sqlx::{Acquire, Row};
 
@@ -60,6 +60,44 @@ pub(super) async fn rows_of(
     .await
     .map_err(db)?;
     rows.iter().map(row).collect()
+}
+
+/// The live levels of these skus, for judging a request's observations: one statement for all
+/// of them (the tables hold everything committed).
+pub(super) async fn levels(st: &PgStore, skus: &[Sku]) -> Result<LiveLevels, StoreError> {
+    let mut out = LiveLevels::with_capacity(skus.len());
+    if skus.is_empty() {
+        return Ok(out);
+    }
+    let list: Vec<&str> = skus.iter().map(|s| s.as_str()).collect();
+    let rows = sqlx::query("SELECT sku, location, state, value FROM cells WHERE sku = ANY($1)")
+        .bind(&list)
+        .fetch_all(&st.pool)
+        .await
+        .map_err(db)?;
+    let corrupt = |e: String| StoreError::Corrupt(e);
+    for r in &rows {
+        let sku = Sku::parse(r.try_get::<String, _>("sku").map_err(db)?)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let loc = Location::parse(r.try_get::<String, _>("location").map_err(db)?)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let state: i16 = r.try_get("state").map_err(db)?;
+        let s = usize::try_from(state)
+            .ok()
+            .and_then(|i| State::ALL.get(i).copied())
+            .ok_or_else(|| corrupt(format!("state index {state}")))?;
+        let value: i64 = r.try_get("value").map_err(db)?;
+        let locs = out.entry(sku).or_default();
+        match locs.iter_mut().find(|(l, _)| *l == loc) {
+            Some((_, lv)) => lv.set(s, value),
+            None => {
+                let mut lv = Levels::default();
+                lv.set(s, value);
+                locs.push((loc, lv));
+            }
+        }
+    }
+    Ok(out)
 }
 
 pub(super) async fn save(

@@ -241,6 +241,13 @@ impl Store for PgStore {
         Box::pin(super::checkpoints::rows_of(self, keys))
     }
 
+    fn checkpoint_levels<'a>(
+        &'a self,
+        skus: &'a [Sku],
+    ) -> BoxFuture<'a, Result<crate::LiveLevels, StoreError>> {
+        Box::pin(super::checkpoints::levels(self, skus))
+    }
+
     fn save_checkpoints<'a>(
         &'a self,
         rows: &'a [(crate::CheckpointRow, Option<crate::Incident>)],

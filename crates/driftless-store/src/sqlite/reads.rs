@@ -483,6 +483,13 @@ impl Store for SqliteStore {
         Box::pin(super::checkpoints::rows_of(self, keys))
     }
 
+    fn checkpoint_levels<'a>(
+        &'a self,
+        skus: &'a [Sku],
+    ) -> BoxFuture<'a, Result<HashMap<Sku, Vec<(Location, Levels)>>, StoreError>> {
+        Box::pin(super::checkpoints::levels(self, skus))
+    }
+
     fn save_checkpoints<'a>(
         &'a self,
         rows: &'a [(crate::CheckpointRow, Option<Incident>)],
