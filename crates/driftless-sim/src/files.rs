@@ -1,13 +1,15 @@
 //! The files `--out DIR` writes, rendered as text by pure functions ([`render`]) and written by
-//! [`write_dir`], the only function of this crate that touches the file system.
+//! [`write_dir`]; [`audit_dir`] audits them (`simulate --evaluate`). The two are the only
+//! functions of this crate that touch the file system.
 //!
 //! Formats are the auditor's (DESIGN section 13): quantities in base units (eaches) for the WMS,
 //! the ERP and the baseline, selling packs for the storefront's channel quantity.
 
 use crate::config::LOCATIONS;
+use crate::eval::{Evaluation, Reported};
 use crate::truth::TruthRow;
 use crate::world::{Run, rfc3339};
-use crate::{ChangeRow, SimError};
+use crate::{ChangeRow, Outcome, SimError};
 use std::fmt::Write;
 use std::path::Path;
 
@@ -127,4 +129,43 @@ pub fn write_dir(dir: &Path, files: &[(&'static str, String)]) -> Result<(), Sim
             .map_err(|e| SimError::Io(format!("{}: {e}", path.display())))?;
     }
     Ok(())
+}
+
+/// Runs the auditor on the files written into `dir` (by [`write_dir`]), with the configuration the
+/// run used, and scores its report against the run's ground truth.
+pub fn audit_dir(outcome: &Outcome, dir: &Path) -> Result<Evaluation, SimError> {
+    use chrono::{DateTime, Utc};
+    use driftless_core::SystemId;
+    let sys = |s: &str| SystemId::parse(s).map_err(|e| SimError::Audit(format!("system {s}: {e}")));
+    let at_path = dir.join("at.txt");
+    let at_text = std::fs::read_to_string(&at_path)
+        .map_err(|e| SimError::Audit(format!("{}: {e}", at_path.display())))?;
+    let at: DateTime<Utc> = DateTime::parse_from_rfc3339(at_text.trim())
+        .map_err(|e| SimError::Audit(format!("at.txt: {e}")))?
+        .with_timezone(&Utc);
+    let mut snapshots = Vec::new();
+    let mut changes = Vec::new();
+    for s in ["wms", "erp", "shop"] {
+        snapshots.push((sys(s)?, dir.join(format!("{s}.csv"))));
+        changes.push((sys(s)?, dir.join(format!("{s}-changes.csv"))));
+    }
+    let input = driftless_audit::AuditInput {
+        baseline: dir.join("baseline.csv"),
+        snapshots,
+        changes,
+        at,
+    };
+    let report = driftless_audit::run_files(&outcome.run.settings, &input)
+        .map_err(|e| SimError::Audit(format!("the auditor refused the simulated files: {e}")))?;
+    let reported: Vec<Reported> = report
+        .rows
+        .iter()
+        .map(|r| Reported {
+            sku: r.sku.clone(),
+            location: r.location.clone(),
+            handoff: r.handoff.clone(),
+            cause: r.cause.clone(),
+        })
+        .collect();
+    Ok(crate::eval::evaluate(&outcome.truth, &reported))
 }

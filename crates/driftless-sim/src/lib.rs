@@ -11,8 +11,10 @@
 //!   [`driftless_core::MemoryLedger`], the same fold, authority and units the server uses.
 //! - [`truth`]: the true hand-off and cause of every drifting key.
 //! - [`eval`]: precision and recall of an audit against the truth.
+//! - [`seeds`]: the accuracy goals, and the evaluation over a range of seeds.
 //! - [`summary`]: results as JSON and text.
-//! - [`files`]: the `--out` files; the only module that writes anything.
+//! - [`files`]: the `--out` files, and auditing them; the only module that reads or writes
+//!   anything.
 //! - [`rng`]: the seeded generator.
 //!
 //! A run is a pure function of its [`Params`]: same seed, same output, byte for byte.
@@ -23,6 +25,7 @@ pub mod eval;
 pub mod files;
 pub mod rng;
 pub mod scenario;
+pub mod seeds;
 pub mod summary;
 pub mod truth;
 pub mod world;
@@ -41,6 +44,9 @@ pub enum SimError {
     Invalid(String),
     #[error("cannot write: {0}")]
     Io(String),
+    /// The auditor could not read or refused the written files (`files::audit_dir`).
+    #[error("{0}")]
+    Audit(String),
     /// A bug in the simulator, never the user's input.
     #[error("simulator error: {0}")]
     Internal(String),

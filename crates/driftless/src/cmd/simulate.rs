@@ -6,21 +6,10 @@
 //! a goal, 2 bad flags or failure.
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
-use driftless_audit::AuditInput;
-use driftless_core::SystemId;
-use driftless_sim::{Architecture, Evaluation, Params, Reported, SCENARIOS, SimError};
-use std::path::{Path, PathBuf};
+use driftless_sim::seeds::{self, SeedsRow, SeedsTally};
+use driftless_sim::{Architecture, Params, SCENARIOS, SimError};
+use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// Hand-off attribution goal: share of drifting keys attributed to the right hand-off.
-pub const HANDOFF_GOAL: f64 = 0.99;
-/// Cause goal: share of drifting keys given the right cause.
-pub const CAUSE_GOAL: f64 = 0.95;
-/// The goals over many seeds (`--seeds`), per scenario and architecture: with thousands of keys a
-/// single run's noise is gone, so the bar is higher.
-pub const SEEDS_HANDOFF_GOAL: f64 = 0.995;
-pub const SEEDS_CAUSE_GOAL: f64 = 0.99;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Arch {
@@ -175,15 +164,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let result = dir
             .as_deref()
             .context("no directory to audit")
-            .and_then(|d| evaluate(&outcome, d));
+            .and_then(|d| Ok(driftless_sim::files::audit_dir(&outcome, d)?));
         if let Some(t) = &temp {
             let _ = std::fs::remove_dir_all(t);
         }
         let e = result?;
-        met = e.handoff.recall >= HANDOFF_GOAL
-            && e.handoff.precision >= HANDOFF_GOAL
-            && e.cause.recall >= CAUSE_GOAL
-            && e.cause.precision >= CAUSE_GOAL;
+        met = seeds::met(&e);
         outcome.summary.evaluation = Some(e);
     }
     match args.format {
@@ -207,11 +193,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 );
             }
             if args.evaluate && !met {
-                println!(
-                    "\ngoal missed: hand-off >= {:.0}% and cause >= {:.0}% (precision and recall)",
-                    HANDOFF_GOAL * 100.0,
-                    CAUSE_GOAL * 100.0
-                );
+                println!("{}", seeds::goal_missed_text());
             }
         }
     }
@@ -229,95 +211,10 @@ fn temp_dir() -> PathBuf {
     std::env::temp_dir().join(format!("driftless-simulate-{}-{nanos}", std::process::id()))
 }
 
-/// Runs the auditor on the files in `dir`, with the configuration the run used.
-fn evaluate(outcome: &driftless_sim::Outcome, dir: &Path) -> anyhow::Result<Evaluation> {
-    let sys = |s: &str| SystemId::parse(s).map_err(|e| anyhow::anyhow!("system {s}: {e}"));
-    let at_text = std::fs::read_to_string(dir.join("at.txt"))?;
-    let at: DateTime<Utc> = DateTime::parse_from_rfc3339(at_text.trim())
-        .context("at.txt")?
-        .with_timezone(&Utc);
-    let mut snapshots = Vec::new();
-    let mut changes = Vec::new();
-    for s in ["wms", "erp", "shop"] {
-        snapshots.push((sys(s)?, dir.join(format!("{s}.csv"))));
-        changes.push((sys(s)?, dir.join(format!("{s}-changes.csv"))));
-    }
-    let input = AuditInput {
-        baseline: dir.join("baseline.csv"),
-        snapshots,
-        changes,
-        at,
-    };
-    let report = driftless_audit::run_files(&outcome.run.settings, &input)
-        .map_err(|e| anyhow::anyhow!("the auditor refused the simulated files: {e}"))?;
-    let reported: Vec<Reported> = report
-        .rows
-        .iter()
-        .map(|r| Reported {
-            sku: r.sku.clone(),
-            location: r.location.clone(),
-            handoff: r.handoff.clone(),
-            cause: r.cause.clone(),
-        })
-        .collect();
-    Ok(driftless_sim::evaluate(&outcome.truth, &reported))
-}
-
-/// The evaluation of one scenario and architecture over a range of seeds.
-#[derive(Debug)]
-struct SeedsRow {
-    scenario: String,
-    architecture: &'static str,
-    seeds: String,
-    handoff: driftless_sim::eval::Score,
-    cause: driftless_sim::eval::Score,
-    /// Whether both scores (the lower of precision and recall) meet the `--seeds` goals.
-    met: bool,
-    misses: Vec<SeedMiss>,
-}
-
-#[derive(Debug)]
-struct SeedMiss {
-    seed: u64,
-    mistake: driftless_sim::eval::Mistake,
-}
-
-impl SeedsRow {
-    fn to_json(&self) -> serde_json::Value {
-        let misses: Vec<serde_json::Value> = self
-            .misses
-            .iter()
-            .map(|m| {
-                serde_json::json!({
-                    "seed": m.seed,
-                    "sku": m.mistake.sku,
-                    "location": m.mistake.location,
-                    "truth": m.mistake.truth,
-                    "reported": m.mistake.reported,
-                })
-            })
-            .collect();
-        serde_json::json!({
-            "scenario": self.scenario,
-            "architecture": self.architecture,
-            "seeds": self.seeds,
-            "handoff": self.handoff,
-            "cause": self.cause,
-            "met": self.met,
-            "misses": misses,
-        })
-    }
-}
-
-fn low(s: &driftless_sim::eval::Score) -> f64 {
-    s.precision.min(s.recall)
-}
-
 /// `--seeds A..B --evaluate`: every scenario and architecture asked for (all when not given), each
 /// seed simulated, written to a private temporary directory, audited and scored; the scores are
 /// summed per scenario and architecture.
 fn run_seeds(args: &Args, (first, last): (u64, u64)) -> anyhow::Result<ExitCode> {
-    use driftless_sim::eval::Score;
     let scenarios: Vec<&str> = match &args.scenario {
         Some(s) => vec![s.as_str()],
         None => scenario_names(),
@@ -329,8 +226,7 @@ fn run_seeds(args: &Args, (first, last): (u64, u64)) -> anyhow::Result<ExitCode>
     let mut rows = Vec::new();
     for scenario in &scenarios {
         for &arch in &archs {
-            let (mut h, mut c, mut reported, mut truth) = (0u64, 0u64, 0u64, 0u64);
-            let mut misses = Vec::new();
+            let mut tally = SeedsTally::default();
             for seed in first..=last {
                 let p = match params_for(args, scenario, arch, seed) {
                     Ok(p) => p,
@@ -342,31 +238,11 @@ fn run_seeds(args: &Args, (first, last): (u64, u64)) -> anyhow::Result<ExitCode>
                 let outcome = driftless_sim::simulate(&p)?;
                 let dir = temp_dir();
                 let result = driftless_sim::files::write_dir(&dir, &outcome.files())
-                    .map_err(anyhow::Error::from)
-                    .and_then(|()| evaluate(&outcome, &dir));
+                    .and_then(|()| driftless_sim::files::audit_dir(&outcome, &dir));
                 let _ = std::fs::remove_dir_all(&dir);
-                let e = result?;
-                h += e.handoff.right;
-                c += e.cause.right;
-                reported += e.handoff.reported;
-                truth += e.handoff.truth;
-                misses.extend(
-                    e.mistakes
-                        .into_iter()
-                        .map(|mistake| SeedMiss { seed, mistake }),
-                );
+                tally.add(seed, result?);
             }
-            let handoff = Score::new(h, reported, truth);
-            let cause = Score::new(c, reported, truth);
-            rows.push(SeedsRow {
-                scenario: (*scenario).to_owned(),
-                architecture: arch.as_str(),
-                seeds: format!("{first}..{last}"),
-                met: low(&handoff) >= SEEDS_HANDOFF_GOAL && low(&cause) >= SEEDS_CAUSE_GOAL,
-                handoff,
-                cause,
-                misses,
-            });
+            rows.push(tally.finish(scenario, arch, (first, last)));
         }
     }
     let met = rows.iter().all(|r| r.met);
@@ -375,111 +251,11 @@ fn run_seeds(args: &Args, (first, last): (u64, u64)) -> anyhow::Result<ExitCode>
             let v: Vec<serde_json::Value> = rows.iter().map(SeedsRow::to_json).collect();
             println!("{}", serde_json::to_string(&v)?);
         }
-        Format::Text => print!("{}", render_seeds(&rows, args)),
+        Format::Text => print!("{}", seeds::render(&rows, args.skus, args.days)),
     }
     Ok(if met {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
-}
-
-/// Misses listed in the text output; `--format json` has all of them.
-const MISSES_SHOWN: usize = 200;
-
-fn render_seeds(rows: &[SeedsRow], args: &Args) -> String {
-    use std::fmt::Write;
-    let pct = |x: f64| format!("{:.2} %", x * 100.0);
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "the auditor against the ground truth, seeds {}, {} skus, {} days \
-         (accuracy: the lower of precision and recall)\n",
-        rows.first().map_or("", |r| r.seeds.as_str()),
-        args.skus,
-        args.days
-    );
-    let _ = writeln!(
-        o,
-        "{:<20} {:<15} {:>9} {:>9} {:>9} {:>9}  goal",
-        "scenario", "architecture", "true keys", "reported", "hand-off", "cause"
-    );
-    for r in rows {
-        let _ = writeln!(
-            o,
-            "{:<20} {:<15} {:>9} {:>9} {:>9} {:>9}  {}",
-            r.scenario,
-            r.architecture,
-            r.handoff.truth,
-            r.handoff.reported,
-            pct(low(&r.handoff)),
-            pct(low(&r.cause)),
-            if r.met { "met" } else { "MISSED" }
-        );
-    }
-    let (t, rep, h, c) = rows.iter().fold((0, 0, 0, 0), |a, r| {
-        (
-            a.0 + r.handoff.truth,
-            a.1 + r.handoff.reported,
-            a.2 + r.handoff.right,
-            a.3 + r.cause.right,
-        )
-    });
-    let all_h = driftless_sim::eval::Score::new(h, rep, t);
-    let all_c = driftless_sim::eval::Score::new(c, rep, t);
-    let _ = writeln!(
-        o,
-        "{:<20} {:<15} {:>9} {:>9} {:>9} {:>9}",
-        "all",
-        "",
-        t,
-        rep,
-        pct(low(&all_h)),
-        pct(low(&all_c))
-    );
-    let _ = writeln!(
-        o,
-        "\ngoal per scenario and architecture: hand-off >= {:.1} %, cause >= {:.0} %",
-        SEEDS_HANDOFF_GOAL * 100.0,
-        SEEDS_CAUSE_GOAL * 100.0
-    );
-    let total: usize = rows.iter().map(|r| r.misses.len()).sum();
-    if total > 0 {
-        let _ = writeln!(o, "\nmisses ({total}): truth vs audit, `-` where absent");
-    }
-    let mut shown = 0;
-    for r in rows {
-        for m in &r.misses {
-            if shown == MISSES_SHOWN {
-                break;
-            }
-            shown += 1;
-            let dash = |s: &str| {
-                if s.is_empty() {
-                    "-".to_owned()
-                } else {
-                    s.to_owned()
-                }
-            };
-            let _ = writeln!(
-                o,
-                "  {} {} seed {}: {} {}: truth {} audit {}",
-                r.scenario,
-                r.architecture,
-                m.seed,
-                m.mistake.sku,
-                if m.mistake.location.is_empty() {
-                    "(channel)"
-                } else {
-                    &m.mistake.location
-                },
-                dash(&m.mistake.truth),
-                dash(&m.mistake.reported)
-            );
-        }
-    }
-    if total > shown {
-        let _ = writeln!(o, "  ... {} more (--format json lists all)", total - shown);
-    }
-    o
 }
