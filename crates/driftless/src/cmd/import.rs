@@ -4,8 +4,7 @@
 //! row changes nothing.
 
 use anyhow::Context;
-use driftless_core::event::RawEvent;
-use driftless_core::{Event, State};
+use driftless_connectors::file::batch::{BatchOptions, MAX_LISTED, read_batch};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -36,210 +35,17 @@ pub struct Args {
     pub batch: usize,
 }
 
-/// At most this many rows; a larger file should be split (or sent as a stream of requests).
-const MAX_ROWS: usize = 5_000_000;
-/// Problems listed before the rest are only counted.
-const MAX_LISTED: usize = 20;
-
-struct Columns {
-    key: usize,
-    sku: usize,
-    location: usize,
-    occurred_at: usize,
-    seq: Option<usize>,
-    kind: Option<usize>,
-    uom: Option<usize>,
-    reason: Option<usize>,
-    reference: Option<usize>,
-    states: Vec<(State, usize)>,
-}
-
-fn columns(headers: &csv::StringRecord, key: &str, file: &str) -> Result<Columns, String> {
-    let find = |name: &str| headers.iter().position(|h| h.trim() == name);
-    let need = |name: &str| {
-        find(name).ok_or_else(|| {
-            format!(
-                "{file}:1:1: missing column `{name}` (header has: {})",
-                headers.iter().collect::<Vec<_>>().join(", ")
-            )
-        })
-    };
-    let states: Vec<(State, usize)> = State::ALL
-        .iter()
-        .filter_map(|s| find(s.as_str()).map(|i| (*s, i)))
-        .collect();
-    if states.is_empty() {
-        return Err(format!(
-            "{file}:1:1: no state column (need one or more of on_hand, committed, reserved, incoming, unavailable)"
-        ));
-    }
-    Ok(Columns {
-        key: need(key)?,
-        sku: need("sku")?,
-        location: need("location")?,
-        occurred_at: need("occurred_at")?,
-        seq: find("seq"),
-        kind: find("kind"),
-        uom: find("uom"),
-        reason: find("reason"),
-        reference: find("ref"),
-        states,
-    })
-}
-
-/// Reads and validates every row; returns the events or every problem (file:line:column).
-fn read(args: &Args) -> anyhow::Result<Result<Vec<Value>, Vec<String>>> {
-    let file = args.file.display().to_string();
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(false)
-        .from_path(&args.file)
-        .with_context(|| format!("cannot open {file}"))?;
-    let headers = rdr
-        .headers()
-        .map_err(|e| anyhow::anyhow!("{file}: cannot read the header: {e}"))?
-        .clone();
-    let cols = match columns(&headers, &args.key, &file) {
-        Ok(c) => c,
-        Err(e) => return Ok(Err(vec![e])),
-    };
-    let col_of = |i: usize| i + 1;
-    let mut events = Vec::new();
-    let mut problems = Vec::new();
-    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
-    let mut record = csv::StringRecord::new();
-    loop {
-        let line = rdr.position().line();
-        match rdr.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                let at = e.position().map_or(line, |p| p.line());
-                problems.push(format!("{file}:{at}:1: {e}"));
-                if problems.len() > MAX_LISTED * 10 {
-                    break;
-                }
-                continue;
-            }
-        }
-        let line = record.position().map_or(line, |p| p.line());
-        if events.len() + problems.len() >= MAX_ROWS {
-            problems.push(format!(
-                "{file}:{line}:1: more than {MAX_ROWS} rows; split the file"
-            ));
-            break;
-        }
-        let get = |i: usize| record.get(i).unwrap_or("").trim();
-        let opt = |i: Option<usize>| i.map(get).filter(|v| !v.is_empty());
-        let mut bad = |col: usize, msg: String| {
-            problems.push(format!("{file}:{line}:{}: {msg}", col_of(col)))
-        };
-        let seq = match opt(cols.seq).map(str::parse::<u64>) {
-            None => 0,
-            Some(Ok(n)) => n,
-            Some(Err(_)) => {
-                bad(
-                    cols.seq.unwrap_or(0),
-                    format!(
-                        "seq must be an unsigned integer, not {:?}",
-                        get(cols.seq.unwrap_or(0))
-                    ),
-                );
-                continue;
-            }
-        };
-        let set = match opt(cols.kind) {
-            None => args.set,
-            Some("adjust") => false,
-            Some("set") => true,
-            Some(other) => {
-                bad(
-                    cols.kind.unwrap_or(0),
-                    format!("kind must be adjust or set, not {other:?}"),
-                );
-                continue;
-            }
-        };
-        let mut quantities = Vec::new();
-        let mut ok = true;
-        for (s, i) in &cols.states {
-            let v = get(*i);
-            if v.is_empty() {
-                continue;
-            }
-            match v.parse::<i64>() {
-                Ok(q) => quantities.push((s.as_str(), q)),
-                Err(_) => {
-                    bad(
-                        *i,
-                        format!("{} must be a whole number, not {v:?}", s.as_str()),
-                    );
-                    ok = false;
-                }
-            }
-        }
-        if !ok {
-            continue;
-        }
-        let raw = RawEvent {
-            id: get(cols.key),
-            source: &args.source,
-            sku: get(cols.sku),
-            location: get(cols.location),
-            occurred_at: get(cols.occurred_at),
-            seq,
-            adjust: (!set).then(|| quantities.clone()),
-            set: set.then_some(quantities),
-            uom: opt(cols.uom),
-            reason: opt(cols.reason),
-            reference: opt(cols.reference),
-        };
-        match Event::from_raw(&raw) {
-            Ok(e) => {
-                if let Some(first) = seen.insert(e.id.to_string(), line) {
-                    bad(
-                        cols.key,
-                        format!("key {:?} already used on line {first}", e.id.as_str()),
-                    );
-                    continue;
-                }
-                events.push(driftless_server::wire::event_json(&e));
-            }
-            Err(e) => {
-                let col = match e.field.split('.').next().unwrap_or("") {
-                    "id" => cols.key,
-                    "sku" => cols.sku,
-                    "location" => cols.location,
-                    "occurred_at" => cols.occurred_at,
-                    "seq" => cols.seq.unwrap_or(0),
-                    "uom" => cols.uom.unwrap_or(0),
-                    "reason" => cols.reason.unwrap_or(0),
-                    "ref" => cols.reference.unwrap_or(0),
-                    _ => cols.states[0].1,
-                };
-                let field = if e.field == "id" {
-                    args.key.clone()
-                } else {
-                    e.field.clone()
-                };
-                bad(col, format!("{field}: {}", e.message));
-            }
-        }
-    }
-    if problems.is_empty() {
-        if events.is_empty() {
-            return Ok(Err(vec![format!("{file}: no rows")]));
-        }
-        Ok(Ok(events))
-    } else {
-        Ok(Err(problems))
-    }
-}
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !(1..=10_000).contains(&args.batch) {
         anyhow::bail!("--batch must be between 1 and 10000");
     }
-    let events = match read(&args)? {
+    let opts = BatchOptions {
+        source: &args.source,
+        key: &args.key,
+        set: args.set,
+    };
+    let read = read_batch(&args.file, &opts, driftless_server::wire::event_json);
+    let events = match read.map_err(|e| anyhow::anyhow!(e))? {
         Ok(e) => e,
         Err(problems) => {
             for p in problems.iter().take(MAX_LISTED) {
