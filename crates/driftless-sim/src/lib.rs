@@ -11,6 +11,7 @@
 //!   [`driftless_core::MemoryLedger`], the same fold, authority and units the server uses.
 //! - [`truth`]: the true hand-off and cause of every drifting key.
 //! - [`eval`]: precision and recall of an audit against the truth.
+//! - [`replay`]: a hub run's events on an accelerated real clock, as JSON (`driftless demo`).
 //! - [`seeds`]: the accuracy goals, and the evaluation over a range of seeds.
 //! - [`summary`]: results as JSON and text.
 //! - [`files`]: the `--out` files, and auditing them; the only module that reads or writes
@@ -23,6 +24,7 @@ pub mod checkpoints;
 pub mod config;
 pub mod eval;
 pub mod files;
+pub mod replay;
 pub mod rng;
 pub mod scenario;
 pub mod seeds;

@@ -9,10 +9,9 @@
 
 use crate::cmd::serve;
 use anyhow::Context;
-use chrono::{DateTime, Duration as ChronoDuration, SecondsFormat, Utc};
+use chrono::Utc;
 use driftless_config::Settings;
 use driftless_connectors::standin::{Faults, Mode, StandIn};
-use driftless_core::{Change, Event};
 use driftless_server::fanout::FanoutOptions;
 use driftless_server::{AppState, Server};
 use driftless_sim::{Architecture, Params, SCENARIOS};
@@ -141,39 +140,6 @@ async fn http(
         .and_then(|(_, b)| serde_json::from_str(b).ok())
         .unwrap_or(Value::Null);
     Ok((status, json))
-}
-
-/// The canonical JSON of an event (DESIGN section 2), its time moved onto the demo's clock.
-fn event_json(e: &Event, occurred_at: DateTime<Utc>) -> Value {
-    let states: serde_json::Map<String, Value> = e
-        .change
-        .quantities()
-        .iter()
-        .map(|(s, q)| (s.as_str().to_owned(), json!(q)))
-        .collect();
-    let mut v = json!({
-        "id": e.id.as_str(),
-        "source": e.source.as_str(),
-        "sku": e.sku.as_str(),
-        "location": e.location.as_str(),
-        "occurred_at": occurred_at.to_rfc3339_opts(SecondsFormat::Millis, true),
-        "seq": e.position.seq,
-    });
-    let kind = match e.change {
-        Change::Adjust(_) => "adjust",
-        Change::Set(_) => "set",
-    };
-    v[kind] = Value::Object(states);
-    if let Some(u) = &e.uom {
-        v["uom"] = json!(u.as_str());
-    }
-    if let Some(r) = &e.reason {
-        v["reason"] = json!(r);
-    }
-    if let Some(r) = &e.reference {
-        v["ref"] = json!(r);
-    }
-    v
 }
 
 fn token_for(source: &str) -> &'static str {
@@ -314,35 +280,20 @@ async fn demo(args: Args, params: Params) -> anyhow::Result<ExitCode> {
     );
 
     let sim = driftless_sim::simulate(&params)?;
-    let events: Vec<(i64, &Event)> = sim.run.hub_events().collect();
-    let span = events.last().map_or(1, |(t, _)| (*t).max(1));
-    let start = Utc::now();
-    let sim_start = DateTime::parse_from_rfc3339(driftless_sim::world::START)
-        .map(|d| d.with_timezone(&Utc))
-        .unwrap_or(start);
-    let speed = span as f64 / args.seconds as f64;
-    let real = |t: i64| start + ChronoDuration::milliseconds((t as f64 / speed * 1000.0) as i64);
+    let mut replay = driftless_sim::replay::Replay::new(&sim.run, Utc::now(), args.seconds);
     let tick = Duration::from_millis(250);
     let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
     let mut sent = 0u64;
-    let mut next = 0usize;
     let mut edits = 0u64;
     let mut edit_rng = driftless_sim::rng::Rng::stream(params.seed, "demo-merchandiser");
-    let edit_every = (events.len() / 4).max(1);
-    while next < events.len() {
+    let edit_every = (replay.events().len() / 4).max(1);
+    while !replay.done() {
         tokio::time::sleep(tick).await;
         let now = Utc::now();
         let mut batch: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
-        while next < events.len() && real(events[next].0) <= now {
-            let (_, e) = events[next];
-            let occ_sim = (e.position.occurred_at() - sim_start).num_milliseconds() as f64 / 1000.0;
-            let occurred = start + ChronoDuration::milliseconds((occ_sim / speed * 1000.0) as i64);
-            batch
-                .entry(e.source.as_str())
-                .or_default()
-                .push(event_json(e, occurred.min(now)));
-            next += 1;
-            if next.is_multiple_of(edit_every) {
+        while let Some((e, json)) = replay.next_due(now) {
+            batch.entry(e.source.as_str()).or_default().push(json);
+            if replay.position().is_multiple_of(edit_every) {
                 edits += merchandiser_edit(&addr, &shop, &mut edit_rng).await?;
             }
         }
@@ -387,7 +338,8 @@ async fn demo(args: Args, params: Params) -> anyhow::Result<ExitCode> {
         "storefront shows the hub's channel quantity for {} of {} skus",
         matching.0, matching.1
     );
-    let sku = events
+    let sku = replay
+        .events()
         .iter()
         .rev()
         .find(|(_, e)| e.source.as_str() == "wms")
