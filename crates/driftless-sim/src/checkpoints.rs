@@ -422,6 +422,61 @@ pub fn drill(p: &DrillParams) -> DrillScore {
     score
 }
 
+/// `n` of `of` as a percentage, `-` when `of` is 0.
+fn pct(n: u64, of: u64) -> String {
+    if of == 0 {
+        "-".into()
+    } else {
+        format!("{:.2}%", 100.0 * n as f64 / of as f64)
+    }
+}
+
+/// The text report of the drill over seeds: one line per seed, then the totals; `met` is whether
+/// every seed met the goals.
+pub fn render_scores(scores: &[(u64, DrillScore)], met: bool) -> String {
+    use std::fmt::Write;
+    let mut out = String::from(
+        "seed  drifting  detected  hand-off   cause     in time   max s  false  cover    negative  goals\n",
+    );
+    let mut total = DrillScore::default();
+    for (seed, s) in scores {
+        let _ = writeln!(
+            out,
+            "{seed:<5} {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>6}  {:>5}  {:>3}/{:<4} {:>3}/{:<5} {}",
+            s.drifting_keys,
+            s.detected,
+            pct(s.right_handoff, s.drifting_keys),
+            pct(s.right_cause, s.drifting_keys),
+            pct(s.within_latency, s.drifting_keys),
+            s.max_latency_s,
+            s.false_incidents,
+            s.cover_right,
+            s.cover_truth,
+            s.negative_right,
+            s.negative_truth,
+            if s.met() { "met" } else { "MISSED" },
+        );
+        total.drifting_keys += s.drifting_keys;
+        total.right_handoff += s.right_handoff;
+        total.right_cause += s.right_cause;
+        total.within_latency += s.within_latency;
+        total.false_incidents += s.false_incidents;
+        total.max_latency_s = total.max_latency_s.max(s.max_latency_s);
+    }
+    let _ = writeln!(
+        out,
+        "all: {} drifting keys, hand-off {}, cause {}, in time {}, slowest {} s, {} false incidents: goals {}",
+        total.drifting_keys,
+        pct(total.right_handoff, total.drifting_keys),
+        pct(total.right_cause, total.drifting_keys),
+        pct(total.within_latency, total.drifting_keys),
+        total.max_latency_s,
+        total.false_incidents,
+        if met { "met" } else { "MISSED" },
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
