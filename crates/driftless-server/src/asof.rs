@@ -6,7 +6,7 @@
 use crate::AppState;
 use crate::error::ApiError;
 use chrono::{DateTime, SecondsFormat, Utc};
-use driftless_core::{EventId, LedgerEntry, Location, OrderKey, Position, Sku, StateMap};
+use driftless_core::{EventId, LedgerEntry, OrderKey, Position, Sku, StateMap};
 use driftless_store::{HistoryEntry, LocationLevels};
 use serde_json::Value;
 
@@ -36,7 +36,7 @@ pub fn ledger_entry(h: &HistoryEntry) -> Result<LedgerEntry, ApiError> {
         base.insert(s.parse().map_err(|e| corrupt("state", e))?, *q);
     }
     Ok(LedgerEntry {
-        location: Location::parse(&h.location).map_err(|e| corrupt("location", e))?,
+        location: h.location.clone(),
         key: OrderKey {
             position: Position::parse(&h.occurred_at, h.seq).map_err(|e| corrupt("position", e))?,
             id: EventId::parse(&h.id).map_err(|e| corrupt("id", e))?,

@@ -72,15 +72,15 @@ async fn get_channel(
         "max_attempts": c.max_attempts,
         "pending": s.pending,
         "last_push": s.last_push.map(|p| json!({
-            "sku": p.sku, "quantity": p.quantity, "version": p.version, "at": rfc3339(p.at),
+            "sku": p.sku.as_str(), "quantity": p.quantity, "version": p.version, "at": rfc3339(p.at),
         })),
         "errors": s.errors.iter().map(|e| json!({
-            "sku": e.sku, "attempts": e.attempts, "error": e.error, "at": rfc3339(e.at),
+            "sku": e.sku.as_str(), "attempts": e.attempts, "error": e.error, "at": rfc3339(e.at),
             "next_attempt_at": rfc3339(e.next_attempt),
         })).collect::<Vec<_>>(),
-        "held": s.held,
+        "held": s.held.iter().map(Sku::as_str).collect::<Vec<_>>(),
         "dead_letters": s.dead_letters.iter().map(|d| json!({
-            "sku": d.sku, "version": d.version, "attempts": d.attempts, "error": d.error,
+            "sku": d.sku.as_str(), "version": d.version, "attempts": d.attempts, "error": d.error,
             "at": d.at.map(rfc3339),
         })).collect::<Vec<_>>(),
     })))

@@ -47,9 +47,9 @@ async fn get_event(
 fn stored_json(h: &HistoryEntry) -> Value {
     let mut event = Map::new();
     event.insert("id".into(), h.id.clone().into());
-    event.insert("source".into(), h.source.clone().into());
-    event.insert("sku".into(), h.sku.clone().into());
-    event.insert("location".into(), h.location.clone().into());
+    event.insert("source".into(), h.source.as_str().into());
+    event.insert("sku".into(), h.sku.as_str().into());
+    event.insert("location".into(), h.location.as_str().into());
     event.insert("occurred_at".into(), h.occurred_at.clone().into());
     event.insert("seq".into(), h.seq.into());
     let q: Map<String, Value> = h
@@ -68,7 +68,7 @@ fn stored_json(h: &HistoryEntry) -> Value {
         }
     }
     let mut o = Map::new();
-    o.insert("source".into(), h.source.clone().into());
+    o.insert("source".into(), h.source.as_str().into());
     o.insert("id".into(), h.id.clone().into());
     o.insert("outcome".into(), h.outcome.as_str().into());
     if let Some(d) = &h.detail {

@@ -185,8 +185,8 @@ async fn record_loop(
     store: Arc<dyn Store>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
     channel: String,
-    mut rx: mpsc::Receiver<(Vec<PushRecord>, Vec<String>)>,
-    settled: mpsc::UnboundedSender<(Vec<String>, Vec<String>)>,
+    mut rx: mpsc::Receiver<(Vec<PushRecord>, Vec<Sku>)>,
+    settled: mpsc::UnboundedSender<(Vec<Sku>, Vec<Sku>)>,
 ) {
     while let Some((mut records, mut skus)) = rx.recv().await {
         while records.len() < 4000 {
@@ -270,19 +270,19 @@ struct Dispatcher {
     conn: Arc<dyn Connector>,
     opts: Arc<FanoutOptions>,
     sla: Duration,
-    cursor: (i64, String),
-    inflight: HashSet<String>,
+    cursor: (i64, Option<Sku>),
+    inflight: HashSet<Sku>,
     /// Skus seen dirty while a push of them was in flight...
-    skipped: HashSet<String>,
+    skipped: HashSet<Sku>,
     /// ...to be read again once it completed.
-    recheck: HashSet<String>,
+    recheck: HashSet<Sku>,
     /// Retries by due time (nanoseconds), and the due time of each sku.
-    retry_queue: BTreeSet<(i64, String)>,
-    retry_at: HashMap<String, i64>,
+    retry_queue: BTreeSet<(i64, Sku)>,
+    retry_at: HashMap<Sku, i64>,
     /// Consecutive compare failures per sku, so a channel that always refuses cannot loop us.
-    cas_streak: HashMap<String, u32>,
+    cas_streak: HashMap<Sku, u32>,
     /// Per sku throttled since its last other answer: since when, and how many times.
-    throttled: HashMap<String, (Instant, u32)>,
+    throttled: HashMap<Sku, (Instant, u32)>,
     paused_until: Option<Instant>,
     tokens: f64,
     tokens_at: Instant,
@@ -297,8 +297,8 @@ struct Dispatcher {
     /// Skus whose results are on their way to the store, with how many batches are and the
     /// newest acknowledgement among them `(version, quantity)`. An acknowledged sku may be pushed
     /// again at once (its next compare value is known here); any other result waits until stored.
-    unsettled: HashMap<String, Unsettled>,
-    records_tx: Option<mpsc::Sender<(Vec<PushRecord>, Vec<String>)>>,
+    unsettled: HashMap<Sku, Unsettled>,
+    records_tx: Option<mpsc::Sender<(Vec<PushRecord>, Vec<Sku>)>>,
     /// Where push results are counted for `/metrics` (left out by tests that build a dispatcher).
     metrics: Option<Arc<crate::metrics::Metrics>>,
 }
@@ -329,7 +329,7 @@ impl Dispatcher {
             conn,
             opts: opts.clone(),
             sla,
-            cursor: (i64::MIN, String::new()),
+            cursor: (i64::MIN, None),
             inflight: HashSet::new(),
             skipped: HashSet::new(),
             recheck: HashSet::new(),
@@ -403,7 +403,7 @@ impl Dispatcher {
                 continue;
             }
             if last_rescan.elapsed() >= self.opts.rescan_every {
-                self.cursor = (i64::MIN, String::new());
+                self.cursor = (i64::MIN, None);
                 last_rescan = Instant::now();
             }
             if last_sweep.elapsed() >= self.opts.sweep_every {
@@ -480,7 +480,7 @@ impl Dispatcher {
         match self.store.channel_lease(self.id()).await {
             Ok(Some(l)) => {
                 tracing::info!(channel = self.id(), "this hub pushes the channel");
-                self.cursor = (i64::MIN, String::new());
+                self.cursor = (i64::MIN, None);
                 *lease = Some(l);
                 true
             }
@@ -492,7 +492,7 @@ impl Dispatcher {
         }
     }
 
-    fn settled(&mut self, (skus, again): (Vec<String>, Vec<String>)) {
+    fn settled(&mut self, (skus, again): (Vec<Sku>, Vec<Sku>)) {
         for s in skus {
             if let Some(u) = self.unsettled.get_mut(&s) {
                 u.batches = u.batches.saturating_sub(1);
@@ -539,7 +539,7 @@ impl Dispatcher {
         (have < 1.0).then(|| Duration::from_secs_f64((1.0 - have) / rate))
     }
 
-    fn due_retries(&mut self, now: i64, limit: usize) -> Vec<String> {
+    fn due_retries(&mut self, now: i64, limit: usize) -> Vec<Sku> {
         let mut due = Vec::new();
         while due.len() < limit {
             match self.retry_queue.first() {
@@ -555,7 +555,7 @@ impl Dispatcher {
         due
     }
 
-    fn retry(&mut self, sku: String, at: i64) {
+    fn retry(&mut self, sku: Sku, at: i64) {
         if let Some(old) = self.retry_at.insert(sku.clone(), at) {
             self.retry_queue.remove(&(old, sku.clone()));
         }
@@ -582,7 +582,7 @@ impl Dispatcher {
             .min(driftless_store::outbox::MAX_SCAN);
         // Due retries and rechecks first: they are the oldest changes.
         // Bounded by one scan; the rest waits for the next round.
-        let mut targeted: Vec<String> = self.recheck.drain().collect();
+        let mut targeted: Vec<Sku> = self.recheck.drain().collect();
         if targeted.len() > driftless_store::outbox::MAX_SCAN {
             self.recheck
                 .extend(targeted.split_off(driftless_store::outbox::MAX_SCAN));
@@ -601,12 +601,12 @@ impl Dispatcher {
             )
             .await;
         if let Some(last) = scanned.last() {
-            self.cursor = (last.changed_nanos, last.sku.clone());
+            self.cursor = (last.changed_nanos, Some(last.sku.clone()));
         }
         rows.extend(scanned);
         // A sku read twice keeps its later reading: the cursor scan runs after the targeted one,
         // and dropping its newer version would lose it behind the cursor.
-        let mut last: HashMap<String, usize> = HashMap::new();
+        let mut last: HashMap<Sku, usize> = HashMap::new();
         for (i, r) in rows.iter().enumerate() {
             last.insert(r.sku.clone(), i);
         }
@@ -675,7 +675,7 @@ impl Dispatcher {
         started
     }
 
-    fn recheck_later(&mut self, sku: String) {
+    fn recheck_later(&mut self, sku: Sku) {
         self.skipped.insert(sku);
     }
 
@@ -717,20 +717,17 @@ impl Dispatcher {
         let mut pushes = Vec::with_capacity(rows.len());
         let mut sent = Vec::with_capacity(rows.len());
         for row in rows {
-            let latest = match Sku::parse(row.sku.clone()) {
-                Ok(s) => self.cfg.spec.quantity(&s, row.atp),
-                Err(_) => 0,
-            };
+            let latest = self.cfg.spec.quantity(&row.sku, row.atp);
             // A push in doubt is repeated exactly (same key) before anything newer goes out.
             let (version, quantity) = row.pinned.unwrap_or((row.version, latest));
             pushes.push(Push {
                 channel: self.id().to_owned(),
-                sku: row.sku.clone(),
+                sku: row.sku.to_string(),
                 quantity,
                 compare: row.basis,
                 idempotency_key: driftless_connectors::idempotency_key(
                     self.id(),
-                    &row.sku,
+                    row.sku.as_str(),
                     version,
                     quantity,
                     row.basis,
@@ -1004,11 +1001,10 @@ impl Dispatcher {
     }
 
     /// The incident of a push that gave up.
-    fn dead_letter(&self, sku: &str, version: i64, attempts: u32, message: &str) -> Incident {
+    fn dead_letter(&self, sku: &Sku, version: i64, attempts: u32, message: &str) -> Incident {
         Incident {
             kind: "dead_letter".into(),
-            // An outbox row's sku was stored from a valid one.
-            sku: Sku::parse(sku).ok(),
+            sku: Some(sku.clone()),
             location: None,
             system: Some(self.id().to_owned()),
             actor: None,
@@ -1074,7 +1070,7 @@ impl Dispatcher {
 #[allow(clippy::too_many_arguments)]
 fn override_incident(
     channel: &str,
-    sku: &str,
+    sku: &Sku,
     expected: Option<i64>,
     current: Option<i64>,
     actor: Option<&str>,
@@ -1098,7 +1094,7 @@ fn override_incident(
     };
     Incident {
         kind: "channel_override".into(),
-        sku: Sku::parse(sku).ok(),
+        sku: Some(sku.clone()),
         location: None,
         system: Some(actor.map_or_else(|| channel.to_owned(), |a| format!("{channel}:{a}"))),
         actor: None,
@@ -1141,7 +1137,7 @@ pub async fn snapshot_once(
     let channel = spec.id.as_str().to_owned();
     // 1. What is dirty now (bounded pages).
     let mut dirty = Vec::new();
-    let mut cursor = (i64::MIN, String::new());
+    let mut cursor = (i64::MIN, None);
     loop {
         let page = store
             .outbox_scan(&Scan {
@@ -1152,7 +1148,7 @@ pub async fn snapshot_once(
             })
             .await?;
         let Some(last) = page.last() else { break };
-        cursor = (last.changed_nanos, last.sku.clone());
+        cursor = (last.changed_nanos, Some(last.sku.clone()));
         let n = page.len();
         dirty.extend(page);
         if n < driftless_store::outbox::MAX_SCAN {
@@ -1189,9 +1185,7 @@ pub async fn snapshot_once(
     let acked: Vec<PushRecord> = dirty
         .into_iter()
         .map(|r| {
-            let q = Sku::parse(r.sku.clone())
-                .map(|s| spec.quantity(&s, r.atp))
-                .unwrap_or(0);
+            let q = spec.quantity(&r.sku, r.atp);
             PushRecord::Acked {
                 sample: PushSample {
                     channel: channel.clone(),
@@ -1261,7 +1255,7 @@ mod tests {
     fn override_detail_says_who_when_how_much() {
         let i = override_incident(
             "shop",
-            "TEE",
+            &Sku::parse("TEE").unwrap(),
             Some(10),
             Some(7),
             Some("ann"),

@@ -138,7 +138,7 @@ pub fn compute(s: &Settings, samples: &[PushSample], lags: &HashMap<String, Vec<
     for p in samples {
         let Some(src) = &p.source else { continue };
         let m = by_pair
-            .entry((src.clone(), p.channel.clone()))
+            .entry((src.to_string(), p.channel.clone()))
             .or_insert(Measured {
                 lag: vec![],
                 push: vec![],
@@ -420,6 +420,7 @@ pub fn to_dot(m: &Matrix) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use driftless_core::SystemId;
 
     #[test]
     fn nearest_rank() {
@@ -461,7 +462,7 @@ direction = "bidirectional"
         .unwrap();
         let sample = |src: &str, lag_ms: i64, total_ms: i64| PushSample {
             channel: "shop".into(),
-            source: Some(src.into()),
+            source: Some(SystemId::parse(src).unwrap()),
             occurred_nanos: Some(0),
             received_nanos: Some(lag_ms * 1_000_000),
             changed_nanos: lag_ms * 1_000_000,

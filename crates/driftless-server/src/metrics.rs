@@ -532,21 +532,21 @@ mod tests {
         let m = Metrics::default();
         let sample = PushSample {
             channel: "shop".into(),
-            source: Some("wms".into()),
+            source: Some(driftless_core::SystemId::parse("wms").unwrap()),
             occurred_nanos: Some(0),
             received_nanos: Some(1_000_000_000),
             changed_nanos: 1_000_000_000,
             acked_nanos: 1_200_000_000,
         };
         let acked = PushRecord::Acked {
-            sku: "A".into(),
+            sku: driftless_core::Sku::parse("A").unwrap(),
             version: 1,
             quantity: 3,
             at: chrono::Utc::now(),
             sample,
         };
         let failed = PushRecord::Failed {
-            sku: "B".into(),
+            sku: driftless_core::Sku::parse("B").unwrap(),
             version: 1,
             pinned: None,
             attempts: 1,

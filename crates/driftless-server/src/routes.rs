@@ -293,8 +293,8 @@ fn history_json(h: &HistoryEntry) -> Value {
     };
     let mut o = Map::new();
     o.insert("id".into(), h.id.clone().into());
-    o.insert("source".into(), h.source.clone().into());
-    o.insert("location".into(), h.location.clone().into());
+    o.insert("source".into(), h.source.as_str().into());
+    o.insert("location".into(), h.location.as_str().into());
     o.insert("occurred_at".into(), h.occurred_at.clone().into());
     o.insert("seq".into(), h.seq.into());
     o.insert(

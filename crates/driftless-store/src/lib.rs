@@ -99,9 +99,9 @@ pub type SkuLevels = (Sku, Vec<LocationLevels>);
 #[derive(Debug, Clone)]
 pub struct HistoryEntry {
     pub id: String,
-    pub sku: String,
-    pub source: String,
-    pub location: String,
+    pub sku: Sku,
+    pub source: SystemId,
+    pub location: Location,
     pub occurred_at: String,
     pub seq: u64,
     pub received_at: DateTime<Utc>,

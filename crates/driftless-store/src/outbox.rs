@@ -14,7 +14,7 @@
 
 use crate::{BoxFuture, Incident, StoreError};
 use chrono::{DateTime, Utc};
-use driftless_core::Location;
+use driftless_core::{Location, Sku, SystemId};
 use std::collections::HashMap;
 
 /// Most rows one scan returns; the dispatcher pages.
@@ -23,10 +23,11 @@ pub const MAX_SCAN: usize = 2000;
 /// What to read.
 #[derive(Debug, Clone)]
 pub enum ScanFrom {
-    /// Dirty rows after a `(changed_nanos, sku)` cursor, oldest change first.
-    After(i64, String),
+    /// Dirty rows after a `(changed_nanos, sku)` cursor, oldest change first. No sku: every row
+    /// changed at `changed_nanos` or later (a cursor before the first sku, where a scan starts).
+    After(i64, Option<Sku>),
     /// These skus, dirty or not (retries coming due, rows re-read after a push).
-    Skus(Vec<String>),
+    Skus(Vec<Sku>),
 }
 
 #[derive(Debug, Clone)]
@@ -41,7 +42,7 @@ pub struct Scan {
 /// One `(channel, sku)` as the dispatcher needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxRow {
-    pub sku: String,
+    pub sku: Sku,
     pub version: i64,
     pub dirty: bool,
     pub changed_nanos: i64,
@@ -60,7 +61,7 @@ pub struct OutboxRow {
     pub held: bool,
     pub dead_version: Option<i64>,
     /// The newest applied event of the sku (for the integration matrix).
-    pub source: Option<String>,
+    pub source: Option<SystemId>,
     pub occurred_nanos: Option<i64>,
     pub received_nanos: Option<i64>,
 }
@@ -69,7 +70,7 @@ pub struct OutboxRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushSample {
     pub channel: String,
-    pub source: Option<String>,
+    pub source: Option<SystemId>,
     pub occurred_nanos: Option<i64>,
     pub received_nanos: Option<i64>,
     pub changed_nanos: i64,
@@ -80,7 +81,7 @@ pub struct PushSample {
 #[derive(Debug, Clone)]
 pub enum PushRecord {
     Acked {
-        sku: String,
+        sku: Sku,
         version: i64,
         quantity: i64,
         at: DateTime<Utc>,
@@ -89,7 +90,7 @@ pub enum PushRecord {
     /// A failed attempt; `dead` moves it to the dead-letter list (with an incident). `pinned` is
     /// the push to repeat as it was (`(version, quantity)`), when the channel may have applied it.
     Failed {
-        sku: String,
+        sku: Sku,
         version: i64,
         pinned: Option<(i64, i64)>,
         attempts: u32,
@@ -101,7 +102,7 @@ pub enum PushRecord {
     /// that outlived the SLA). `hold` stops pushing the sku; otherwise it is pushed again at once
     /// with `basis` as the compare value.
     Rebased {
-        sku: String,
+        sku: Sku,
         basis: Option<i64>,
         hold: bool,
         incident: Incident,
@@ -112,7 +113,7 @@ pub enum PushRecord {
     /// always refuses ends on the dead-letter list (`dead`) instead of looping. Written after a
     /// `Rebased` of the same sku in the same call, it sets the attempts that `Rebased` reset.
     Refused {
-        sku: String,
+        sku: Sku,
         version: i64,
         basis: Option<i64>,
         attempts: u32,
@@ -124,7 +125,7 @@ pub enum PushRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
-    pub sku: String,
+    pub sku: Sku,
     pub version: i64,
     pub attempts: u32,
     pub error: Option<String>,
@@ -133,7 +134,7 @@ pub struct DeadLetter {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushError {
-    pub sku: String,
+    pub sku: Sku,
     pub attempts: u32,
     pub error: String,
     pub at: DateTime<Utc>,
@@ -142,7 +143,7 @@ pub struct PushError {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LastPush {
-    pub sku: String,
+    pub sku: Sku,
     pub quantity: i64,
     pub version: i64,
     pub at: DateTime<Utc>,
@@ -153,7 +154,7 @@ pub struct LastPush {
 pub struct ChannelStatus {
     /// Dirty rows: changes not yet acknowledged by the channel.
     pub pending: i64,
-    pub held: Vec<String>,
+    pub held: Vec<Sku>,
     pub dead_letters: Vec<DeadLetter>,
     /// Skus whose last attempt failed and that are waiting to retry.
     pub errors: Vec<PushError>,
@@ -171,10 +172,12 @@ pub struct Observed {
 /// A divergence that outlived its SLA.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Divergence {
-    pub sku: String,
+    pub sku: Sku,
     pub observed: i64,
     pub acked_quantity: Option<i64>,
     pub since: DateTime<Utc>,
+    /// Who, within the channel, made the change, as the channel names it: not a registered
+    /// system, so not a [`SystemId`].
     pub actor: Option<String>,
 }
 
@@ -192,7 +195,7 @@ pub trait Outbox: Send + Sync {
         &'a self,
         channel: &'a str,
         records: &'a [PushRecord],
-    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
+    ) -> BoxFuture<'a, Result<Vec<Sku>, StoreError>>;
 
     fn channel_status<'a>(
         &'a self,

@@ -6,7 +6,7 @@
 use crate::outbox::{Scan, ScanFrom};
 use crate::{Store, StoreError};
 use chrono::{DateTime, Utc};
-use driftless_core::ChannelSpec;
+use driftless_core::{ChannelSpec, Sku};
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -43,7 +43,7 @@ pub async fn write_views(
     async {
         let mut w = BufWriter::new(std::fs::File::create(dir.join("hub.csv"))?);
         writeln!(w, "sku,location,on_hand,committed,reserved,unavailable")?;
-        let mut skus: Vec<String> = Vec::new();
+        let mut skus: Vec<Sku> = Vec::new();
         let mut after = None;
         loop {
             let page = store.inventory_page(after.as_ref(), 1000).await?;
@@ -63,14 +63,14 @@ pub async fn write_views(
                         v.unavailable
                     )?;
                 }
-                skus.push(sku.to_string());
+                skus.push(sku.clone());
             }
             after = Some(last);
         }
         w.flush()?;
         for ch in channels {
             let id = ch.id.as_str();
-            let mut shown: HashMap<String, i64> = HashMap::new();
+            let mut shown: HashMap<Sku, i64> = HashMap::new();
             for chunk in skus.chunks(BATCH) {
                 let scan = Scan {
                     channel: id.to_owned(),
@@ -94,7 +94,7 @@ pub async fn write_views(
                 writeln!(
                     log,
                     "{},,{},{},{}",
-                    field(&d.sku),
+                    field(d.sku.as_str()),
                     d.since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                     d.observed,
                     field(d.actor.as_deref().unwrap_or("unknown"))
@@ -105,7 +105,7 @@ pub async fn write_views(
             writeln!(w, "sku,quantity")?;
             for sku in &skus {
                 if let Some(q) = shown.get(sku) {
-                    writeln!(w, "{},{q}", field(sku))?;
+                    writeln!(w, "{},{q}", field(sku.as_str()))?;
                 }
             }
             w.flush()?;

@@ -241,7 +241,9 @@ async fn two_hubs_on_one_database_apply_each_event_once() {
     let _ = c.close().await;
     // The channel rows carry the reference's quantity.
     let l0 = Location::parse("L0").unwrap();
-    let skus: Vec<String> = (0..4).map(|i| format!("S{i}")).collect();
+    let skus: Vec<Sku> = (0..4)
+        .map(|i| Sku::parse(format!("S{i}")).unwrap())
+        .collect();
     let rows = two
         .outbox_scan(&Scan {
             channel: "shop".into(),
@@ -253,7 +255,7 @@ async fn two_hubs_on_one_database_apply_each_event_once() {
         .unwrap();
     assert!(!rows.is_empty());
     for r in rows {
-        let sku = Sku::parse(r.sku.clone()).unwrap();
+        let sku = r.sku.clone();
         assert_eq!(r.atp, reference.levels(&sku, &l0).available(), "{sku} atp");
     }
     one.close().await;

@@ -11,8 +11,10 @@ use super::errors::{db, retryable};
 use super::records::insert_incidents;
 use super::{PgStore, from_nanos, nanos};
 use crate::outbox::*;
+use crate::rows::{stored_id, stored_opt_id};
 use crate::{BoxFuture, StoreError};
 use chrono::{DateTime, Utc};
+use driftless_core::{Sku, SystemId};
 use sqlx::postgres::PgRow;
 use sqlx::{ConnectOptions, Connection, PgConnection, Row};
 use std::collections::HashMap;
@@ -30,27 +32,27 @@ const ROW_COLUMNS: &str = "o.sku, o.version, o.dirty, o.changed_nanos, o.atp, o.
     COALESCE(s.next_attempt_nanos, 0) AS next_attempt_nanos, COALESCE(s.held, FALSE) AS held, \
     s.dead_version";
 
-fn row_of(r: &PgRow) -> Result<OutboxRow, sqlx::Error> {
-    let attempts: i64 = r.try_get("attempts")?;
+fn row_of(r: &PgRow) -> Result<OutboxRow, StoreError> {
+    let attempts: i64 = r.try_get("attempts").map_err(db)?;
     Ok(OutboxRow {
-        sku: r.try_get("sku")?,
-        version: r.try_get("version")?,
-        dirty: r.try_get("dirty")?,
-        changed_nanos: r.try_get("changed_nanos")?,
-        atp: r.try_get("atp")?,
-        acked_quantity: r.try_get("acked_quantity")?,
-        acked_version: r.try_get("acked_version")?,
-        basis: r.try_get("basis")?,
+        sku: stored_id("sku", r.try_get("sku").map_err(db)?, Sku::parse)?,
+        version: r.try_get("version").map_err(db)?,
+        dirty: r.try_get("dirty").map_err(db)?,
+        changed_nanos: r.try_get("changed_nanos").map_err(db)?,
+        atp: r.try_get("atp").map_err(db)?,
+        acked_quantity: r.try_get("acked_quantity").map_err(db)?,
+        acked_version: r.try_get("acked_version").map_err(db)?,
+        basis: r.try_get("basis").map_err(db)?,
         pinned: r
             .try_get::<Option<i64>, _>("pinned_version")?
             .zip(r.try_get::<Option<i64>, _>("pinned_quantity")?),
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-        next_attempt_nanos: r.try_get("next_attempt_nanos")?,
-        held: r.try_get("held")?,
-        dead_version: r.try_get("dead_version")?,
-        source: r.try_get("source")?,
-        occurred_nanos: r.try_get("occurred_nanos")?,
-        received_nanos: r.try_get("received_nanos")?,
+        next_attempt_nanos: r.try_get("next_attempt_nanos").map_err(db)?,
+        held: r.try_get("held").map_err(db)?,
+        dead_version: r.try_get("dead_version").map_err(db)?,
+        source: stored_opt_id("source", r.try_get("source").map_err(db)?, SystemId::parse)?,
+        occurred_nanos: r.try_get("occurred_nanos").map_err(db)?,
+        received_nanos: r.try_get("received_nanos").map_err(db)?,
     })
 }
 
@@ -121,17 +123,14 @@ impl Outbox for PgStore {
                     sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind(&scan.channel)
                         .bind(*at)
-                        .bind(sku)
+                        .bind(sku.as_ref().map_or("", Sku::as_str))
                         .bind(limit)
                         .fetch_all(&self.pool)
                         .await
                 }
                 ScanFrom::Skus(skus) => {
-                    let skus: Vec<&str> = skus
-                        .iter()
-                        .take(limit as usize)
-                        .map(String::as_str)
-                        .collect();
+                    let skus: Vec<&str> =
+                        skus.iter().take(limit as usize).map(Sku::as_str).collect();
                     let sql = format!(
                         "SELECT {ROW_COLUMNS} FROM outbox o LEFT JOIN channel_skus s \
                          ON s.channel = o.channel AND s.sku = o.sku \
@@ -145,10 +144,7 @@ impl Outbox for PgStore {
                 }
             }
             .map_err(db)?;
-            rows.iter()
-                .map(row_of)
-                .collect::<Result<_, _>>()
-                .map_err(db)
+            rows.iter().map(row_of).collect()
         })
     }
 
@@ -156,7 +152,7 @@ impl Outbox for PgStore {
         &'a self,
         channel: &'a str,
         records: &'a [PushRecord],
-    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Vec<Sku>, StoreError>> {
         Box::pin(async move {
             if records.is_empty() {
                 return Ok(Vec::new());
@@ -173,7 +169,7 @@ impl Outbox for PgStore {
         &'a self,
         channel: &'a str,
     ) -> BoxFuture<'a, Result<ChannelStatus, StoreError>> {
-        Box::pin(async move { status(self, channel).await.map_err(db) })
+        Box::pin(status(self, channel))
     }
 
     fn outbox_hold<'a>(
@@ -313,15 +309,14 @@ impl Outbox for PgStore {
             rows.iter()
                 .map(|r| {
                     Ok(Divergence {
-                        sku: r.try_get(0)?,
-                        observed: r.try_get(1)?,
-                        acked_quantity: r.try_get(2)?,
-                        since: from_nanos(r.try_get(3)?),
-                        actor: r.try_get(4)?,
+                        sku: stored_id("sku", r.try_get(0).map_err(db)?, Sku::parse)?,
+                        observed: r.try_get(1).map_err(db)?,
+                        acked_quantity: r.try_get(2).map_err(db)?,
+                        since: from_nanos(r.try_get(3).map_err(db)?),
+                        actor: r.try_get(4).map_err(db)?,
                     })
                 })
-                .collect::<Result<_, sqlx::Error>>()
-                .map_err(db)
+                .collect()
         })
     }
 
@@ -340,16 +335,19 @@ impl Outbox for PgStore {
             rows.iter()
                 .map(|r| {
                     Ok(PushSample {
-                        channel: r.try_get(0)?,
-                        source: r.try_get(1)?,
-                        occurred_nanos: r.try_get(2)?,
-                        received_nanos: r.try_get(3)?,
-                        changed_nanos: r.try_get(4)?,
-                        acked_nanos: r.try_get(5)?,
+                        channel: r.try_get(0).map_err(db)?,
+                        source: stored_opt_id(
+                            "source",
+                            r.try_get(1).map_err(db)?,
+                            SystemId::parse,
+                        )?,
+                        occurred_nanos: r.try_get(2).map_err(db)?,
+                        received_nanos: r.try_get(3).map_err(db)?,
+                        changed_nanos: r.try_get(4).map_err(db)?,
+                        acked_nanos: r.try_get(5).map_err(db)?,
                     })
                 })
-                .collect::<Result<_, sqlx::Error>>()
-                .map_err(db)
+                .collect()
         })
     }
 
@@ -449,7 +447,7 @@ async fn record(
     tx: &mut PgConnection,
     channel: &str,
     records: &[PushRecord],
-) -> Result<Vec<String>, sqlx::Error> {
+) -> Result<Vec<Sku>, sqlx::Error> {
     let now = nanos(Utc::now());
     let mut again = Vec::new();
     for r in records {
@@ -472,7 +470,7 @@ async fn record(
                      diverged_nanos = NULL",
                 )
                 .bind(channel)
-                .bind(sku)
+                .bind(sku.as_str())
                 .bind(quantity)
                 .bind(version)
                 .bind(nanos(*at))
@@ -485,7 +483,7 @@ async fn record(
                      RETURNING dirty",
                 )
                 .bind(channel)
-                .bind(sku)
+                .bind(sku.as_str())
                 .bind(version)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -498,10 +496,10 @@ async fn record(
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
                 .bind(channel)
-                .bind(sku)
+                .bind(sku.as_str())
                 .bind(version)
                 .bind(quantity)
-                .bind(&sample.source)
+                .bind(sample.source.as_ref().map(SystemId::as_str))
                 .bind(sample.occurred_nanos)
                 .bind(sample.received_nanos)
                 .bind(sample.changed_nanos)
@@ -527,7 +525,7 @@ async fn record(
                      dead_version = $7, pinned_version = $8, pinned_quantity = $9",
                 )
                 .bind(channel)
-                .bind(sku)
+                .bind(sku.as_str())
                 .bind(i64::from(*attempts))
                 .bind(nanos(*next_attempt))
                 .bind(error)
@@ -555,7 +553,7 @@ async fn record(
                      pinned_version = NULL, pinned_quantity = NULL",
                 )
                 .bind(channel)
-                .bind(sku)
+                .bind(sku.as_str())
                 .bind(basis)
                 .bind(*hold)
                 .execute(&mut *tx)
@@ -566,7 +564,7 @@ async fn record(
                          WHERE channel = $1 AND sku = $2",
                     )
                     .bind(channel)
-                    .bind(sku)
+                    .bind(sku.as_str())
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
@@ -592,7 +590,7 @@ async fn record(
                      dead_version = $8, pinned_version = NULL, pinned_quantity = NULL",
                 )
                 .bind(channel)
-                .bind(sku)
+                .bind(sku.as_str())
                 .bind(basis)
                 .bind(i64::from(*attempts))
                 .bind(nanos(*next_attempt))
@@ -613,41 +611,48 @@ async fn record(
 }
 
 /// `GET /v1/channels/{id}`, from one snapshot.
-async fn status(store: &PgStore, channel: &str) -> Result<ChannelStatus, sqlx::Error> {
-    let mut tx = store.pool.begin().await?;
+async fn status(store: &PgStore, channel: &str) -> Result<ChannelStatus, StoreError> {
+    let mut tx = store.pool.begin().await.map_err(db)?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(db)?;
     let pending: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE channel = $1 AND dirty")
             .bind(channel)
             .fetch_one(&mut *tx)
-            .await?;
-    let held: Vec<String> = sqlx::query_scalar(
+            .await
+            .map_err(db)?;
+    let held = sqlx::query_scalar::<_, String>(
         "SELECT sku FROM channel_skus WHERE channel = $1 AND held ORDER BY sku LIMIT 1000",
     )
     .bind(channel)
     .fetch_all(&mut *tx)
-    .await?;
+    .await
+    .map_err(db)?
+    .into_iter()
+    .map(|s| stored_id("sku", s, Sku::parse))
+    .collect::<Result<Vec<_>, _>>()?;
     let dead = sqlx::query(
         "SELECT sku, dead_version, attempts, last_error, last_error_nanos FROM channel_skus \
          WHERE channel = $1 AND dead_version IS NOT NULL ORDER BY sku LIMIT 1000",
     )
     .bind(channel)
     .fetch_all(&mut *tx)
-    .await?;
+    .await
+    .map_err(db)?;
     let dead_letters = dead
         .iter()
         .map(|r| {
             Ok(DeadLetter {
-                sku: r.try_get(0)?,
-                version: r.try_get(1)?,
-                attempts: u32::try_from(r.try_get::<i64, _>(2)?).unwrap_or(u32::MAX),
-                error: r.try_get(3)?,
+                sku: stored_id("sku", r.try_get(0).map_err(db)?, Sku::parse)?,
+                version: r.try_get(1).map_err(db)?,
+                attempts: u32::try_from(r.try_get::<i64, _>(2).map_err(db)?).unwrap_or(u32::MAX),
+                error: r.try_get(3).map_err(db)?,
                 at: r.try_get::<Option<i64>, _>(4)?.map(from_nanos),
             })
         })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        .collect::<Result<Vec<_>, StoreError>>()?;
     let errs = sqlx::query(
         "SELECT sku, attempts, last_error, last_error_nanos, next_attempt_nanos \
          FROM channel_skus WHERE channel = $1 AND dead_version IS NULL AND attempts > 0 \
@@ -655,36 +660,38 @@ async fn status(store: &PgStore, channel: &str) -> Result<ChannelStatus, sqlx::E
     )
     .bind(channel)
     .fetch_all(&mut *tx)
-    .await?;
+    .await
+    .map_err(db)?;
     let errors = errs
         .iter()
         .map(|r| {
             Ok(PushError {
-                sku: r.try_get(0)?,
-                attempts: u32::try_from(r.try_get::<i64, _>(1)?).unwrap_or(u32::MAX),
-                error: r.try_get(2)?,
+                sku: stored_id("sku", r.try_get(0).map_err(db)?, Sku::parse)?,
+                attempts: u32::try_from(r.try_get::<i64, _>(1).map_err(db)?).unwrap_or(u32::MAX),
+                error: r.try_get(2).map_err(db)?,
                 at: from_nanos(r.try_get::<Option<i64>, _>(3)?.unwrap_or(0)),
-                next_attempt: from_nanos(r.try_get(4)?),
+                next_attempt: from_nanos(r.try_get(4).map_err(db)?),
             })
         })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        .collect::<Result<Vec<_>, StoreError>>()?;
     let last = sqlx::query(
         "SELECT sku, quantity, version, acked_nanos FROM push_log WHERE channel = $1 \
          ORDER BY id DESC LIMIT 1",
     )
     .bind(channel)
     .fetch_optional(&mut *tx)
-    .await?;
+    .await
+    .map_err(db)?;
     let last_push = match last {
         Some(r) => Some(LastPush {
-            sku: r.try_get(0)?,
-            quantity: r.try_get(1)?,
-            version: r.try_get(2)?,
-            at: from_nanos(r.try_get(3)?),
+            sku: stored_id("sku", r.try_get(0).map_err(db)?, Sku::parse)?,
+            quantity: r.try_get(1).map_err(db)?,
+            version: r.try_get(2).map_err(db)?,
+            at: from_nanos(r.try_get(3).map_err(db)?),
         }),
         None => None,
     };
-    tx.commit().await?;
+    tx.commit().await.map_err(db)?;
     Ok(ChannelStatus {
         pending,
         held,

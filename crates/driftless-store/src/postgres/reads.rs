@@ -4,6 +4,7 @@
 use super::errors::db;
 use super::records;
 use super::{PgStore, Request, from_nanos};
+use crate::rows::stored_id;
 use crate::{
     AuditRecord, BoxFuture, HistoryEntry, Incident, IncidentFilter, Incoming, LocationLevels,
     Receipt, SkuLevels, Store, StoreError, StoredAudit,
@@ -286,9 +287,13 @@ fn history_row(r: &PgRow) -> Result<HistoryEntry, StoreError> {
     let seq: i64 = r.try_get("seq").map_err(g)?;
     Ok(HistoryEntry {
         id: r.try_get("id").map_err(g)?,
-        sku: r.try_get("sku").map_err(g)?,
-        source: r.try_get("source").map_err(g)?,
-        location: r.try_get("location").map_err(g)?,
+        sku: stored_id("sku", r.try_get("sku").map_err(g)?, Sku::parse)?,
+        source: stored_id("source", r.try_get("source").map_err(g)?, SystemId::parse)?,
+        location: stored_id(
+            "location",
+            r.try_get("location").map_err(g)?,
+            Location::parse,
+        )?,
         occurred_at: Position {
             at_nanos: at,
             seq: seq as u64,

@@ -9,9 +9,10 @@ use super::marks::Mark;
 use super::sql::insert_incidents;
 use super::{SqliteStore, from_nanos, nanos};
 use crate::outbox::*;
+use crate::rows::{stored_id, stored_opt_id};
 use crate::{BoxFuture, StoreError};
 use chrono::{DateTime, Utc};
-use driftless_core::Sku;
+use driftless_core::{Sku, SystemId};
 use sqlx::sqlite::{SqliteConnection, SqlitePool, SqlitePoolOptions};
 use sqlx::{QueryBuilder, Row, Sqlite};
 use std::collections::HashMap;
@@ -61,12 +62,13 @@ impl SqliteStore {
         let (generation, held): (u64, Vec<(Sku, Mark)>) = {
             let m = self.marks.lock().unwrap_or_else(|p| p.into_inner());
             let held = match &scan.from {
-                ScanFrom::After(at, sku) => m.dirty_after(channel, (*at, sku.as_str()), limit),
+                ScanFrom::After(at, sku) => {
+                    m.dirty_after(channel, (*at, sku.as_ref().map_or("", Sku::as_str)), limit)
+                }
                 ScanFrom::Skus(skus) => skus
                     .iter()
                     .take(limit)
-                    .filter_map(|s| Sku::parse(s.clone()).ok())
-                    .filter_map(|s| m.get(channel, &s).cloned().map(|x| (s, x)))
+                    .filter_map(|s| m.get(channel, s).cloned().map(|x| (s.clone(), x)))
                     .collect(),
             };
             (m.generation(), held)
@@ -74,7 +76,7 @@ impl SqliteStore {
         let mut tx = self.read.begin().await?;
         let mut stored: Vec<OutboxRow> = Vec::new();
         // Where the table's part of the answer stops being complete.
-        let mut horizon: Option<(i64, String)> = None;
+        let mut horizon: Option<(i64, Sku)> = None;
         match &scan.from {
             ScanFrom::After(at, sku) => {
                 let sql = format!(
@@ -88,7 +90,7 @@ impl SqliteStore {
                     let page = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
                         .bind(channel)
                         .bind(from.0)
-                        .bind(&from.1)
+                        .bind(from.1.as_ref().map_or("", Sku::as_str))
                         .bind(limit as i64)
                         .fetch_all(&mut *tx)
                         .await?;
@@ -97,9 +99,13 @@ impl SqliteStore {
                         stored.push(row_of(r)?);
                     }
                     if let Some(last) = stored.last() {
-                        from = (last.changed_nanos, last.sku.clone());
+                        from = (last.changed_nanos, Some(last.sku.clone()));
                     }
-                    horizon = full.then(|| from.clone());
+                    horizon = if full {
+                        from.1.clone().map(|s| (from.0, s))
+                    } else {
+                        None
+                    };
                     // Rows held in memory replace their table copies; keep reading while the
                     // table's part comes out empty but is not exhausted.
                     self.drop_held(channel, &mut stored);
@@ -117,7 +123,7 @@ impl SqliteStore {
                     q.push_bind(channel).push(" AND o.sku IN (");
                     let mut sep = q.separated(", ");
                     for s in chunk {
-                        sep.push_bind(s);
+                        sep.push_bind(s.as_str());
                     }
                     q.push(")");
                     for r in q.build().fetch_all(&mut *tx).await? {
@@ -141,14 +147,14 @@ impl SqliteStore {
             rows.sort_by(|a, b| (a.changed_nanos, &a.sku).cmp(&(b.changed_nanos, &b.sku)));
             // Each part is complete only up to its own last row when it was cut at `limit`.
             let held_horizon = (held.len() == limit)
-                .then(|| held.last().map(|(s, m)| (m.changed_nanos, s.to_string())))
+                .then(|| held.last().map(|(s, m)| (m.changed_nanos, s.clone())))
                 .flatten();
             let cut = match (horizon, held_horizon) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
             if let Some((t, s)) = cut {
-                rows.retain(|r| (r.changed_nanos, r.sku.as_str()) <= (t, s.as_str()));
+                rows.retain(|r| (r.changed_nanos, &r.sku) <= (t, &s));
             }
             rows.truncate(limit);
         }
@@ -227,7 +233,7 @@ fn row_of_mark(
     state: Option<&sqlx::sqlite::SqliteRow>,
 ) -> Result<OutboxRow, StoreError> {
     let mut row = OutboxRow {
-        sku: sku.to_string(),
+        sku: sku.clone(),
         version: m.version,
         dirty: m.dirty,
         changed_nanos: m.changed_nanos,
@@ -240,7 +246,7 @@ fn row_of_mark(
         next_attempt_nanos: 0,
         held: false,
         dead_version: None,
-        source: m.source.clone(),
+        source: stored_opt_id("source", m.source.clone(), SystemId::parse)?,
         occurred_nanos: m.occurred_nanos,
         received_nanos: m.received_nanos,
     };
@@ -289,7 +295,7 @@ async fn states_of(
 fn row_of(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxRow, StoreError> {
     let attempts: i64 = r.try_get("attempts")?;
     Ok(OutboxRow {
-        sku: r.try_get("sku")?,
+        sku: stored_id("sku", r.try_get("sku")?, Sku::parse)?,
         version: r.try_get("version")?,
         dirty: r.try_get::<i64, _>("dirty")? != 0,
         changed_nanos: r.try_get("changed_nanos")?,
@@ -304,7 +310,7 @@ fn row_of(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxRow, StoreError> {
         next_attempt_nanos: r.try_get("next_attempt_nanos")?,
         held: r.try_get::<i64, _>("held")? != 0,
         dead_version: r.try_get("dead_version")?,
-        source: r.try_get("source")?,
+        source: stored_opt_id("source", r.try_get("source")?, SystemId::parse)?,
         occurred_nanos: r.try_get("occurred_nanos")?,
         received_nanos: r.try_get("received_nanos")?,
     })
@@ -337,15 +343,15 @@ impl Outbox for SqliteStore {
         &'a self,
         channel: &'a str,
         records: &'a [PushRecord],
-    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Vec<Sku>, StoreError>> {
         Box::pin(async move {
             let mut again = Vec::new();
             if records.is_empty() {
                 return Ok(again);
             }
             // What the rows held in memory (see `marks.rs`) must learn once this commits.
-            let mut acks: Vec<(&String, i64)> = Vec::new();
-            let mut redirty: Vec<&String> = Vec::new();
+            let mut acks: Vec<(&Sku, i64)> = Vec::new();
+            let mut redirty: Vec<&Sku> = Vec::new();
             let mut tx = immediate(self).await?;
             let now = nanos(Utc::now());
             // Runs of acknowledgements (the hot path) are written with multi-row statements;
@@ -380,7 +386,7 @@ impl Outbox for SqliteStore {
                              dead_version = ?7, pinned_version = ?8, pinned_quantity = ?9",
                         )
                         .bind(channel)
-                        .bind(sku)
+                        .bind(sku.as_str())
                         .bind(i64::from(*attempts))
                         .bind(nanos(*next_attempt))
                         .bind(error)
@@ -408,13 +414,13 @@ impl Outbox for SqliteStore {
                              pinned_version = NULL, pinned_quantity = NULL",
                         )
                         .bind(channel)
-                        .bind(sku)
+                        .bind(sku.as_str())
                         .bind(basis)
                         .bind(i64::from(*hold))
                         .execute(&mut *tx)
                         .await?;
                         if !*hold {
-                            mark_dirty(&mut tx, channel, Some(sku), now).await?;
+                            mark_dirty(&mut tx, channel, Some(sku.as_str()), now).await?;
                             redirty.push(sku);
                         }
                         insert_incidents(&mut tx, std::slice::from_ref(incident)).await?;
@@ -438,7 +444,7 @@ impl Outbox for SqliteStore {
                              dead_version = ?8, pinned_version = NULL, pinned_quantity = NULL",
                         )
                         .bind(channel)
-                        .bind(sku)
+                        .bind(sku.as_str())
                         .bind(basis)
                         .bind(i64::from(*attempts))
                         .bind(nanos(*next_attempt))
@@ -459,26 +465,21 @@ impl Outbox for SqliteStore {
             let _turn = tx.commit_holding().await?;
             {
                 let mut m = self.marks.lock().unwrap_or_else(|p| p.into_inner());
-                for s in redirty {
-                    if let Ok(sku) = Sku::parse(s.clone()) {
-                        m.redirty(channel, Some(&sku), now);
-                    }
+                for sku in redirty {
+                    m.redirty(channel, Some(sku), now);
                 }
                 // A row held in memory answers for itself whether it is still dirty.
-                let mut held_again: Vec<String> = Vec::new();
-                let mut held: std::collections::HashSet<&str> = Default::default();
-                for (s, version) in acks {
-                    let Ok(sku) = Sku::parse(s.clone()) else {
-                        continue;
-                    };
-                    if let Some(still) = m.acked(channel, &sku, version) {
-                        held.insert(s.as_str());
+                let mut held_again: Vec<Sku> = Vec::new();
+                let mut held: std::collections::HashSet<&Sku> = Default::default();
+                for (sku, version) in acks {
+                    if let Some(still) = m.acked(channel, sku, version) {
+                        held.insert(sku);
                         if still {
-                            held_again.push(s.clone());
+                            held_again.push(sku.clone());
                         }
                     }
                 }
-                again.retain(|s| !held.contains(s.as_str()));
+                again.retain(|s| !held.contains(s));
                 again.extend(held_again);
             }
             self.changes.send_modify(|n| *n = n.wrapping_add(1));
@@ -509,12 +510,15 @@ impl Outbox for SqliteStore {
             .fetch_one(&mut *tx)
             .await?;
             let pending = stored + held_dirty;
-            let held: Vec<String> = sqlx::query_scalar(
+            let held = sqlx::query_scalar::<_, String>(
                 "SELECT sku FROM channel_skus WHERE channel = ? AND held = 1 ORDER BY sku LIMIT 1000",
             )
             .bind(channel)
             .fetch_all(&mut *tx)
-            .await?;
+            .await?
+            .into_iter()
+            .map(|s| stored_id("sku", s, Sku::parse))
+            .collect::<Result<Vec<_>, _>>()?;
             let dead = sqlx::query(
                 "SELECT sku, dead_version, attempts, last_error, last_error_nanos FROM channel_skus \
                  WHERE channel = ? AND dead_version IS NOT NULL ORDER BY sku LIMIT 1000",
@@ -526,7 +530,7 @@ impl Outbox for SqliteStore {
                 .iter()
                 .map(|r| {
                     Ok(DeadLetter {
-                        sku: r.try_get(0)?,
+                        sku: stored_id("sku", r.try_get(0)?, Sku::parse)?,
                         version: r.try_get(1)?,
                         attempts: u32::try_from(r.try_get::<i64, _>(2)?).unwrap_or(u32::MAX),
                         error: r.try_get(3)?,
@@ -546,7 +550,7 @@ impl Outbox for SqliteStore {
                 .iter()
                 .map(|r| {
                     Ok(PushError {
-                        sku: r.try_get(0)?,
+                        sku: stored_id("sku", r.try_get(0)?, Sku::parse)?,
                         attempts: u32::try_from(r.try_get::<i64, _>(1)?).unwrap_or(u32::MAX),
                         error: r.try_get(2)?,
                         at: from_nanos(r.try_get::<Option<i64>, _>(3)?.unwrap_or(0)),
@@ -563,7 +567,7 @@ impl Outbox for SqliteStore {
             .await?;
             let last_push = match last {
                 Some(r) => Some(LastPush {
-                    sku: r.try_get(0)?,
+                    sku: stored_id("sku", r.try_get(0)?, Sku::parse)?,
                     quantity: r.try_get(1)?,
                     version: r.try_get(2)?,
                     at: from_nanos(r.try_get(3)?),
@@ -713,7 +717,7 @@ impl Outbox for SqliteStore {
             rows.iter()
                 .map(|r| {
                     Ok(Divergence {
-                        sku: r.try_get(0)?,
+                        sku: stored_id("sku", r.try_get(0)?, Sku::parse)?,
                         observed: r.try_get(1)?,
                         acked_quantity: r.try_get(2)?,
                         since: from_nanos(r.try_get(3)?),
@@ -742,7 +746,7 @@ impl Outbox for SqliteStore {
                 for r in rows {
                     out.push(PushSample {
                         channel: c.clone(),
-                        source: r.try_get(0)?,
+                        source: stored_opt_id("source", r.try_get(0)?, SystemId::parse)?,
                         occurred_nanos: r.try_get(1)?,
                         received_nanos: r.try_get(2)?,
                         changed_nanos: r.try_get(3)?,
@@ -809,9 +813,9 @@ async fn write_acked(
     conn: &mut SqliteConnection,
     channel: &str,
     run: &[&PushRecord],
-) -> Result<Vec<String>, StoreError> {
+) -> Result<Vec<Sku>, StoreError> {
     let mut again = Vec::new();
-    let rows: Vec<(&String, i64, i64, i64, &PushSample)> = run
+    let rows: Vec<(&Sku, i64, i64, i64, &PushSample)> = run
         .iter()
         .filter_map(|r| match r {
             PushRecord::Acked {
@@ -831,7 +835,7 @@ async fn write_acked(
         );
         q.push_values(chunk, |mut b, (sku, version, quantity, at, _)| {
             b.push_bind(channel)
-                .push_bind(*sku)
+                .push_bind(sku.as_str())
                 .push_bind(*quantity)
                 .push_bind(*version)
                 .push_bind(*at)
@@ -852,7 +856,7 @@ async fn write_acked(
         let mut sep = q.separated(", ");
         for (sku, version, ..) in chunk {
             sep.push("(");
-            sep.push_bind_unseparated(*sku);
+            sep.push_bind_unseparated(sku.as_str());
             sep.push_unseparated(", ");
             sep.push_bind_unseparated(*version);
             sep.push_unseparated(")");
@@ -867,10 +871,10 @@ async fn write_acked(
         );
         q.push_values(chunk, |mut b, (sku, version, quantity, _, sample)| {
             b.push_bind(channel)
-                .push_bind(*sku)
+                .push_bind(sku.as_str())
                 .push_bind(*version)
                 .push_bind(*quantity)
-                .push_bind(&sample.source)
+                .push_bind(sample.source.as_ref().map(SystemId::as_str))
                 .push_bind(sample.occurred_nanos)
                 .push_bind(sample.received_nanos)
                 .push_bind(sample.changed_nanos)
@@ -881,11 +885,11 @@ async fn write_acked(
         q.push_bind(channel).push(" AND dirty = 1 AND sku IN (");
         let mut sep = q.separated(", ");
         for (sku, ..) in chunk {
-            sep.push_bind(*sku);
+            sep.push_bind(sku.as_str());
         }
         q.push(")");
         for r in q.build().fetch_all(&mut *conn).await? {
-            again.push(r.try_get(0)?);
+            again.push(stored_id("sku", r.try_get(0)?, Sku::parse)?);
         }
     }
     Ok(again)

@@ -3,7 +3,7 @@
 
 use super::sql::*;
 use super::*;
-use crate::rows::stored_opt_id;
+use crate::rows::{stored_id, stored_opt_id};
 use crate::{
     AuditRecord, BoxFuture, HistoryEntry, Incident, IncidentFilter, Incoming, LocationLevels,
     Receipt, SkuLevels, Store, StoreError, StoredAudit,
@@ -535,9 +535,9 @@ pub(super) fn history_row(r: &SqliteRow) -> Result<HistoryEntry, StoreError> {
     let seq: i64 = r.try_get("seq")?;
     Ok(HistoryEntry {
         id: r.try_get("id")?,
-        sku: r.try_get("sku")?,
-        source: r.try_get("source")?,
-        location: r.try_get("location")?,
+        sku: stored_id("sku", r.try_get("sku")?, Sku::parse)?,
+        source: stored_id("source", r.try_get("source")?, SystemId::parse)?,
+        location: stored_id("location", r.try_get("location")?, Location::parse)?,
         occurred_at: Position {
             at_nanos: at,
             seq: seq as u64,

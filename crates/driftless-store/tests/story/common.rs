@@ -6,7 +6,7 @@ use driftless_store::outbox::{PushRecord, PushSample};
 /// A channel `shop`'s acknowledgement of `version` of a sku's row, pushed as `quantity`.
 pub fn acked(sku: &str, version: i64, quantity: i64) -> PushRecord {
     PushRecord::Acked {
-        sku: sku.into(),
+        sku: driftless_core::Sku::parse(sku).unwrap(),
         version,
         quantity,
         at: Utc::now(),

@@ -216,7 +216,9 @@ pub async fn unwritten_cells_are_read_and_survive_a_crash<B: Backend>(b: &B) {
                     }
                 }
             }
-            let skus: Vec<String> = (0..4).map(|i| format!("S{i}")).collect();
+            let skus: Vec<Sku> = (0..4)
+                .map(|i| Sku::parse(format!("S{i}")).unwrap())
+                .collect();
             let scan = driftless_store::outbox::Scan {
                 channel: "shop".into(),
                 locations: vec![Location::parse("L0").unwrap()],
@@ -448,12 +450,12 @@ pub async fn large_groups_are_seen_once_acknowledged_with_a_dispatcher_beside_th
             let mut acks = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let rows = store
-                    .outbox_scan(&scan(ScanFrom::After(i64::MIN, String::new())))
+                    .outbox_scan(&scan(ScanFrom::After(i64::MIN, None)))
                     .await
                     .unwrap();
                 let records: Vec<_> = rows
                     .iter()
-                    .map(|r| common::acked(&r.sku, r.version, r.atp))
+                    .map(|r| common::acked(r.sku.as_str(), r.version, r.atp))
                     .collect();
                 acks += records.len();
                 store.outbox_record("shop", &records).await.unwrap();
@@ -481,11 +483,11 @@ pub async fn large_groups_are_seen_once_acknowledged_with_a_dispatcher_beside_th
         // Answered, so visible: the levels, and for the fan-out the channel quantity, either
         // still to push or pushed and acknowledged.
         assert_levels(store.as_ref(), &reference, "after a large group").await;
-        let skus: Vec<String> = reference
+        let skus: Vec<Sku> = reference
             .all_levels()
             .keys()
             .filter(|(_, l)| *l == l0)
-            .map(|(s, _)| s.to_string())
+            .map(|(s, _)| s.clone())
             .collect();
         let rows = store
             .outbox_scan(&scan(ScanFrom::Skus(skus.clone())))
@@ -493,9 +495,7 @@ pub async fn large_groups_are_seen_once_acknowledged_with_a_dispatcher_beside_th
             .unwrap();
         assert_eq!(rows.len(), skus.len());
         for r in rows {
-            let atp = reference
-                .levels(&Sku::parse(r.sku.as_str()).unwrap(), &l0)
-                .available();
+            let atp = reference.levels(&r.sku, &l0).available();
             assert_eq!(r.atp, atp, "{}: the row's quantity", r.sku);
             if !r.dirty {
                 assert_eq!(

@@ -61,7 +61,7 @@ fn scan(from: ScanFrom) -> Scan {
 }
 
 fn all() -> Scan {
-    scan(ScanFrom::After(i64::MIN, String::new()))
+    scan(ScanFrom::After(i64::MIN, None))
 }
 
 pub async fn versions_coalesce_and_only_the_current_one_cleans<B: Backend>(b: &B) {
@@ -81,13 +81,13 @@ pub async fn versions_coalesce_and_only_the_current_one_cleans<B: Backend>(b: &B
         ("A", 3, 12, true)
     );
     assert_eq!((a.basis, a.pinned, a.attempts), (None, None, 0));
-    assert_eq!(a.source.as_deref(), Some("wms"));
+    assert_eq!(a.source.as_ref().map(SystemId::as_str), Some("wms"));
     // Acknowledging an older version leaves the row dirty, and says so.
     let again = store
         .outbox_record("shop", &[acked("A", 2, 9)])
         .await
         .unwrap();
-    assert_eq!(again, vec!["A".to_string()]);
+    assert_eq!(again, vec![Sku::parse("A").unwrap()]);
     let rows = store.outbox_scan(&all()).await.unwrap();
     assert_eq!((rows[0].basis, rows[0].version), (Some(9), 3));
     let again = store
@@ -101,7 +101,7 @@ pub async fn versions_coalesce_and_only_the_current_one_cleans<B: Backend>(b: &B
     assert_eq!(status.last_push.unwrap().quantity, 12);
     // A targeted read returns clean rows too, with the new compare basis.
     let rows = store
-        .outbox_scan(&scan(ScanFrom::Skus(vec!["A".into()])))
+        .outbox_scan(&scan(ScanFrom::Skus(vec![Sku::parse("A").unwrap()])))
         .await
         .unwrap();
     assert_eq!((rows[0].dirty, rows[0].basis), (false, Some(12)));
@@ -129,7 +129,7 @@ pub async fn pins_dead_letters_and_replay_survive_a_restart<B: Backend>(b: &B) {
                 "shop",
                 &[
                     PushRecord::Failed {
-                        sku: "A".into(),
+                        sku: Sku::parse("A").unwrap(),
                         version: 1,
                         pinned: Some((1, 3)),
                         attempts: 1,
@@ -138,7 +138,7 @@ pub async fn pins_dead_letters_and_replay_survive_a_restart<B: Backend>(b: &B) {
                         dead: None,
                     },
                     PushRecord::Failed {
-                        sku: "B".into(),
+                        sku: Sku::parse("B").unwrap(),
                         version: 1,
                         pinned: None,
                         attempts: 8,
@@ -154,10 +154,10 @@ pub async fn pins_dead_letters_and_replay_survive_a_restart<B: Backend>(b: &B) {
     }
     let store = b.open(&dir, r.clone(), vec![channel()]).await;
     let rows = store.outbox_scan(&all()).await.unwrap();
-    let a = rows.iter().find(|x| x.sku == "A").unwrap();
+    let a = rows.iter().find(|x| x.sku.as_str() == "A").unwrap();
     assert_eq!((a.pinned, a.attempts), (Some((1, 3)), 1));
     assert!(a.next_attempt_nanos > Utc::now().timestamp_nanos_opt().unwrap());
-    let b = rows.iter().find(|x| x.sku == "B").unwrap();
+    let b = rows.iter().find(|x| x.sku.as_str() == "B").unwrap();
     assert_eq!(b.dead_version, Some(1));
     let status = store.channel_status("shop").await.unwrap();
     assert_eq!(status.pending, 2);
@@ -165,7 +165,7 @@ pub async fn pins_dead_letters_and_replay_survive_a_restart<B: Backend>(b: &B) {
     assert_eq!(status.errors.len(), 1);
     assert_eq!(store.outbox_replay("shop", None).await.unwrap(), 1);
     let rows = store.outbox_scan(&all()).await.unwrap();
-    let b = rows.iter().find(|x| x.sku == "B").unwrap();
+    let b = rows.iter().find(|x| x.sku.as_str() == "B").unwrap();
     assert_eq!((b.dead_version, b.attempts), (None, 0));
     assert!(
         store
@@ -217,7 +217,7 @@ pub async fn observations_start_and_stop_the_divergence_clock<B: Backend>(b: &B)
         .outbox_record(
             "shop",
             &[PushRecord::Rebased {
-                sku: "A".into(),
+                sku: Sku::parse("A").unwrap(),
                 basis: Some(6),
                 hold: true,
                 incident: Incident {
@@ -234,7 +234,10 @@ pub async fn observations_start_and_stop_the_divergence_clock<B: Backend>(b: &B)
         )
         .await
         .unwrap();
-    assert_eq!(store.channel_status("shop").await.unwrap().held, vec!["A"]);
+    assert_eq!(
+        store.channel_status("shop").await.unwrap().held,
+        vec![Sku::parse("A").unwrap()]
+    );
     assert!(
         store
             .divergences("shop", Utc::now() + Duration::hours(1), 10)
