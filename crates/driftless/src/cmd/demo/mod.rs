@@ -7,23 +7,24 @@
 //! The events come from `driftless simulate --architecture hub`: the same business, sent to the
 //! real server instead of the in-process core.
 
+mod client;
+
 use crate::cmd::serve;
 use anyhow::Context;
 use chrono::Utc;
+use client::{http, hub_quantities, merchandiser_edit, token_for};
 use driftless_config::Settings;
 use driftless_connectors::standin::{Faults, Mode, StandIn};
 use driftless_server::fanout::FanoutOptions;
 use driftless_server::{AppState, Server};
 use driftless_sim::{Architecture, Params, SCENARIOS};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// The demo's public tokens (the same as in `driftless.example.toml`).
 const TOKENS: [(&str, &str); 3] = [
@@ -108,78 +109,6 @@ fn config_text(listen: &str, data_dir: &Path, push_url: &str) -> String {
     )
 }
 
-// ----- the simulated WMS, ERP and storefront sending events ----------------------------------------
-
-/// A minimal HTTP/1.1 client: one request per connection, JSON in and out.
-async fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<&str>,
-) -> anyhow::Result<(u16, Value)> {
-    let mut sock = TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    let body = body.unwrap_or("");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    sock.write_all(req.as_bytes()).await?;
-    let mut out = Vec::new();
-    sock.read_to_end(&mut out).await?;
-    let text = String::from_utf8_lossy(&out);
-    let status: u16 = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("no HTTP status in the answer")?;
-    let json = text
-        .split_once("\r\n\r\n")
-        .and_then(|(_, b)| serde_json::from_str(b).ok())
-        .unwrap_or(Value::Null);
-    Ok((status, json))
-}
-
-fn token_for(source: &str) -> &'static str {
-    TOKENS
-        .iter()
-        .find(|(id, _)| *id == source)
-        .map_or("", |(_, t)| *t)
-}
-
-/// The hub's channel quantity per sku, paged through `GET /v1/inventory`.
-async fn hub_quantities(addr: &str) -> anyhow::Result<BTreeMap<String, i64>> {
-    let mut out = BTreeMap::new();
-    let mut after: Option<String> = None;
-    loop {
-        let path = match &after {
-            Some(a) => format!("/v1/inventory?limit=1000&after={a}"),
-            None => "/v1/inventory?limit=1000".to_owned(),
-        };
-        let (status, v) = http(addr, "GET", &path, READ_TOKEN, None).await?;
-        anyhow::ensure!(status == 200, "GET {path}: HTTP {status}");
-        for item in v["items"].as_array().into_iter().flatten() {
-            let sku = item["sku"].as_str().unwrap_or_default().to_owned();
-            let q = item["channels"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|c| c["channel"] == "shop")
-                .and_then(|c| c["quantity"].as_i64());
-            if let Some(q) = q {
-                out.insert(sku, q);
-            }
-        }
-        match v["next_after"].as_str() {
-            Some(n) => after = Some(n.to_owned()),
-            None => break,
-        }
-    }
-    Ok(out)
-}
-
 fn remove_old_ledger(dir: &Path) -> anyhow::Result<()> {
     // The demo starts from an empty ledger every run, because it replays the same event ids. It
     // only ever removes a ledger it wrote itself (its configuration file marks the directory), so
@@ -216,7 +145,48 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     rt.block_on(demo(args, params))
 }
 
+/// What the demo runs beside the replay: the storefront stand-in and the serving hub.
+struct Running {
+    addr: String,
+    shop: StandIn,
+    push_url: String,
+    config_path: PathBuf,
+    stop_tx: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// What the replay sent and what came of it.
+struct Sent {
+    outcomes: BTreeMap<String, u64>,
+    events: u64,
+    edits: u64,
+    /// A sku the WMS wrote last, for the commands printed at the end.
+    sku: String,
+}
+
 async fn demo(args: Args, params: Params) -> anyhow::Result<ExitCode> {
+    let run = start(&args).await?;
+    print_intro(&args, &params, &run);
+    let sent = replay(&args, &params, &run).await?;
+    let matching = await_storefront(&run).await?;
+    print_summary(&run, &sent, matching);
+    print_where_to_look(&run.addr, &sent.sku, &params.scenario).await;
+    let ok = matching.0 == matching.1;
+    if args.exit {
+        let _ = run.stop_tx.send(());
+    } else {
+        println!("\nserving until Ctrl-C");
+    }
+    run.serving.await??;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// A fresh ledger, the storefront stand-in, the demo's configuration, and the hub serving it.
+async fn start(args: &Args) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     remove_old_ledger(&args.data_dir)?;
@@ -241,11 +211,10 @@ async fn demo(args: Args, params: Params) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let store = super::ledger::open(&settings, super::ledger::Access::Serve).await?;
     let mut state = AppState::new(settings, store);
-    let s2 = secret.clone();
     state.fanout = Arc::new(FanoutOptions {
         env: Arc::new(move |k| {
             if k == SECRET_ENV {
-                Some(s2.clone())
+                Some(secret.clone())
             } else {
                 std::env::var(k).ok()
             }
@@ -265,26 +234,47 @@ async fn demo(args: Args, params: Params) -> anyhow::Result<ExitCode> {
         }
     };
     let serving = tokio::spawn(server.run_until_stopped(stop));
+    Ok(Running {
+        addr,
+        shop,
+        push_url,
+        config_path,
+        stop_tx,
+        serving,
+    })
+}
 
+fn print_intro(args: &Args, params: &Params, run: &Running) {
+    let addr = &run.addr;
     println!("driftless demo: open the dashboard at http://{addr}/ (token: {READ_TOKEN})");
     println!("  hub            http://{addr} (API explorer: http://{addr}/api)");
-    println!("  configuration  {}", config_path.display());
+    println!("  configuration  {}", run.config_path.display());
     println!(
         "  ledger         {}",
         args.data_dir.join("driftless.sqlite3").display()
     );
-    println!("  storefront     {push_url} (webhook receiver: signature, compare-and-set)");
+    println!(
+        "  storefront     {} (webhook receiver: signature, compare-and-set)",
+        run.push_url
+    );
     println!(
         "replaying {} days of `{}` ({} skus) from a simulated WMS, ERP and storefront in {} s...",
         params.days, params.scenario, params.skus, args.seconds
     );
+}
 
-    let sim = driftless_sim::simulate(&params)?;
+/// The simulated systems send their events over HTTP in accelerated time, each with its own
+/// token; a merchandiser edits the storefront by hand four times on the way.
+async fn replay(args: &Args, params: &Params, run: &Running) -> anyhow::Result<Sent> {
+    let sim = driftless_sim::simulate(params)?;
     let mut replay = driftless_sim::replay::Replay::new(&sim.run, Utc::now(), args.seconds);
     let tick = Duration::from_millis(250);
-    let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
-    let mut sent = 0u64;
-    let mut edits = 0u64;
+    let mut sent = Sent {
+        outcomes: BTreeMap::new(),
+        events: 0,
+        edits: 0,
+        sku: String::new(),
+    };
     let mut edit_rng = driftless_sim::rng::Rng::stream(params.seed, "demo-merchandiser");
     let edit_every = (replay.events().len() / 4).max(1);
     while !replay.done() {
@@ -294,62 +284,87 @@ async fn demo(args: Args, params: Params) -> anyhow::Result<ExitCode> {
         while let Some((e, json)) = replay.next_due(now) {
             batch.entry(e.source.as_str()).or_default().push(json);
             if replay.position().is_multiple_of(edit_every) {
-                edits += merchandiser_edit(&addr, &shop, &mut edit_rng).await?;
+                sent.edits += merchandiser_edit(&run.addr, &run.shop, &mut edit_rng).await?;
             }
         }
         for (source, list) in batch {
             let body = Value::Array(list).to_string();
-            let (status, v) =
-                http(&addr, "POST", "/v1/events", token_for(source), Some(&body)).await?;
+            let (status, v) = http(
+                &run.addr,
+                "POST",
+                "/v1/events",
+                token_for(source),
+                Some(&body),
+            )
+            .await?;
             anyhow::ensure!(
                 status == 200,
                 "POST /v1/events as {source}: HTTP {status}: {v}"
             );
             for r in v["results"].as_array().into_iter().flatten() {
-                *outcomes
+                *sent
+                    .outcomes
                     .entry(r["outcome"].as_str().unwrap_or("?").to_owned())
                     .or_default() += 1;
-                sent += 1;
+                sent.events += 1;
             }
         }
     }
-    // Let the fan-out catch up, then compare what the storefront shows with the hub.
+    sent.sku = replay
+        .events()
+        .iter()
+        .rev()
+        .find(|(_, e)| e.source.as_str() == "wms")
+        .map_or("SKU-00001".to_owned(), |(_, e)| e.sku.to_string());
+    Ok(sent)
+}
+
+/// Lets the fan-out catch up, then says for how many skus (of how many) the storefront shows
+/// the hub's channel quantity.
+async fn await_storefront(run: &Running) -> anyhow::Result<(usize, usize)> {
     let mut matching = (0, 0);
     for _ in 0..40 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let hub = hub_quantities(&addr).await?;
-        let shown = shop.lock().quantities.clone();
+        let hub = hub_quantities(&run.addr).await?;
+        let shown = run.shop.lock().quantities.clone();
         let same = hub.iter().filter(|(k, q)| shown.get(*k) == Some(q)).count();
         matching = (same, hub.len());
         if same == hub.len() {
             break;
         }
     }
+    Ok(matching)
+}
+
+fn print_summary(run: &Running, sent: &Sent, matching: (usize, usize)) {
     let (applied, conflicts, bad) = {
-        let l = shop.lock();
+        let l = run.shop.lock();
         (l.applied.len(), l.conflicts, l.bad_signatures)
     };
-    let list: Vec<String> = outcomes.iter().map(|(k, n)| format!("{k} {n}")).collect();
-    println!("\nsent {sent} events over HTTP: {}", list.join(", "));
+    let list: Vec<String> = sent
+        .outcomes
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
     println!(
-        "storefront: {applied} pushes applied, {conflicts} refused by compare-and-set, {bad} bad signatures; {edits} hand edits reported"
+        "\nsent {} events over HTTP: {}",
+        sent.events,
+        list.join(", ")
+    );
+    println!(
+        "storefront: {applied} pushes applied, {conflicts} refused by compare-and-set, {bad} bad signatures; {} hand edits reported",
+        sent.edits
     );
     println!(
         "storefront shows the hub's channel quantity for {} of {} skus",
         matching.0, matching.1
     );
-    let sku = replay
-        .events()
-        .iter()
-        .rev()
-        .find(|(_, e)| e.source.as_str() == "wms")
-        .map_or("SKU-00001".to_owned(), |(_, e)| e.sku.to_string());
+}
+
+async fn print_where_to_look(addr: &str, sku: &str, scenario: &str) {
     println!("\nwhere to look (read-only token: {READ_TOKEN}):");
     // The dashboard line only when this build serves one.
-    if matches!(
-        http(&addr, "GET", "/", READ_TOKEN, None).await,
-        Ok((200, _))
-    ) {
+    if matches!(http(addr, "GET", "/", READ_TOKEN, None).await, Ok((200, _))) {
         println!("  http://{addr}/                          dashboard");
     }
     println!("  curl -H 'Authorization: Bearer {READ_TOKEN}' http://{addr}/v1/inventory/{sku}");
@@ -362,55 +377,6 @@ async fn demo(args: Args, params: Params) -> anyhow::Result<ExitCode> {
     println!("  curl -H 'Authorization: Bearer {READ_TOKEN}' http://{addr}/v1/channels/shop");
     println!("  curl -H 'Authorization: Bearer {READ_TOKEN}' http://{addr}/v1/matrix");
     println!(
-        "  driftless simulate --scenario {} --architecture point-to-point   # the same business without the hub",
-        params.scenario
+        "  driftless simulate --scenario {scenario} --architecture point-to-point   # the same business without the hub"
     );
-
-    let ok = matching.0 == matching.1;
-    if args.exit {
-        let _ = stop_tx.send(());
-    } else {
-        println!("\nserving until Ctrl-C");
-    }
-    serving.await??;
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
-/// A person changes one storefront quantity by hand and the storefront reports it to the hub, as a
-/// Shopify `inventory_levels/update` webhook would. Returns how many edits were made.
-async fn merchandiser_edit(
-    addr: &str,
-    shop: &StandIn,
-    rng: &mut driftless_sim::rng::Rng,
-) -> anyhow::Result<u64> {
-    let edit = {
-        let mut s = shop.lock();
-        if s.quantities.is_empty() {
-            return Ok(0);
-        }
-        // In sku order, so a seed picks the same sku every time.
-        let mut skus: Vec<(&String, &i64)> = s.quantities.iter().collect();
-        skus.sort();
-        let i = rng.below(skus.len() as u64) as usize;
-        let (sku, cur) = (skus[i].0.clone(), *skus[i].1);
-        let v = cur + rng.range(10, 50);
-        s.quantities.insert(sku.clone(), v);
-        (sku, v)
-    };
-    let body =
-        json!({"observations": [{"sku": edit.0, "quantity": edit.1, "actor": "merch.anna"}]});
-    let (status, v) = http(
-        addr,
-        "POST",
-        "/v1/channels/shop/observations",
-        token_for("shop"),
-        Some(&body.to_string()),
-    )
-    .await?;
-    anyhow::ensure!(status == 200, "POST observations: HTTP {status}: {v}");
-    Ok(1)
 }
