@@ -82,6 +82,22 @@ pub(crate) fn incident_of(
     }
 }
 
+/// What an event refused before deciding (its configuration check failed) leaves: an incident
+/// with the reason, and its receipt. It claims no id, so a fixed sender can redeliver it.
+pub(crate) fn rejected(
+    ev: &driftless_core::Event,
+    reason: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> (Incident, crate::Receipt) {
+    let outcome = driftless_core::Outcome::Rejected;
+    let incident = incident_of(ev, outcome, reason.to_owned(), at);
+    let receipt = crate::Receipt {
+        outcome,
+        detail: Some(reason.to_owned()),
+    };
+    (incident, receipt)
+}
+
 /// The incident a consistency rule raises: its kind, the values before and after, the event id
 /// and the source; a refusal says so.
 pub(crate) fn checkpoint_incident(

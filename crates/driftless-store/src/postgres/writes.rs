@@ -21,7 +21,7 @@
 use super::errors::{db, retryable, unreachable};
 use super::records::insert_incidents;
 use super::{OUTBOX_NOTIFY, Request, nanos};
-use crate::rows::{checkpoint_incident, incident_of, sent_factor};
+use crate::rows::{checkpoint_incident, incident_of, rejected, sent_factor};
 use crate::{Incident, Incoming, Receipt, StoreError};
 use chrono::Utc;
 use driftless_core::checkpoint::{self, Swallowed};
@@ -255,16 +255,9 @@ impl Applier {
             for item in &job.batch {
                 let p = match item {
                     Incoming::Rejected { event, reason } => {
-                        out.incidents.push(incident_of(
-                            event,
-                            Outcome::Rejected,
-                            reason.clone(),
-                            job.received_at,
-                        ));
-                        receipts.push(Receipt {
-                            outcome: Outcome::Rejected,
-                            detail: Some(reason.clone()),
-                        });
+                        let (incident, receipt) = rejected(event, reason, job.received_at);
+                        out.incidents.push(incident);
+                        receipts.push(receipt);
                         continue;
                     }
                     Incoming::Event(p) => p.as_ref(),

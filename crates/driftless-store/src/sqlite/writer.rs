@@ -10,7 +10,7 @@ use super::marks::{Change, Mark, Marks};
 use super::sql::*;
 use super::sweep::Slices;
 use super::*;
-use crate::rows::{checkpoint_incident, incident_of};
+use crate::rows::{checkpoint_incident, incident_of, rejected};
 use crate::{Incident, Incoming, Receipt, StoreError};
 use chrono::Utc;
 use driftless_core::checkpoint;
@@ -506,16 +506,9 @@ impl Held {
             for item in &job.batch {
                 let p = match item {
                     Incoming::Rejected { event, reason } => {
-                        pending.incidents.push(incident_of(
-                            event,
-                            Outcome::Rejected,
-                            reason.clone(),
-                            job.received_at,
-                        ));
-                        receipts.push(Receipt {
-                            outcome: Outcome::Rejected,
-                            detail: Some(reason.clone()),
-                        });
+                        let (incident, receipt) = rejected(event, reason, job.received_at);
+                        pending.incidents.push(incident);
+                        receipts.push(receipt);
                         continue;
                     }
                     Incoming::Event(p) => p,
