@@ -214,28 +214,38 @@ impl Bus {
         if self.channels.is_empty() {
             return;
         }
-        let skus: BTreeSet<&Sku> = decided
+        let skus: Vec<Sku> = decided
             .iter()
             .filter(|(_, r)| matches!(r.outcome, Outcome::Applied | Outcome::Override))
-            .map(|(e, _)| &e.sku)
+            .map(|(e, _)| e.sku.clone())
+            .collect::<BTreeSet<Sku>>()
+            .into_iter()
             .collect();
-        for sku in skus {
-            let (levels, version) = match (
-                self.store.inventory(sku).await,
-                self.store.sku_version(sku).await,
-            ) {
-                (Ok(Some(l)), Ok(v)) => (l, v),
-                (Ok(None), _) => continue,
-                (Err(e), _) | (_, Err(e)) => {
-                    tracing::warn!(error = %e, "channel quantities not published");
-                    continue;
-                }
+        if skus.is_empty() {
+            return;
+        }
+        // Two reads for the whole group, not two per sku: a group of a thousand events touches
+        // hundreds of skus.
+        let (levels, versions) = match tokio::try_join!(
+            self.store.checkpoint_levels(&skus),
+            self.store.sku_versions(&skus)
+        ) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "channel quantities not published");
+                return;
+            }
+        };
+        for sku in &skus {
+            let Some(levels) = levels.get(sku) else {
+                continue;
             };
+            let version = versions.get(sku).copied();
             for c in self.channels.iter() {
                 let atp = levels
                     .iter()
-                    .filter(|l| c.feeds_from(&l.location))
-                    .map(|l| l.levels.available())
+                    .filter(|(loc, _)| c.feeds_from(loc))
+                    .map(|(_, l)| l.available())
                     .fold(0i64, i64::saturating_add);
                 let u = ChannelUpdate {
                     channel: c.id.to_string(),
