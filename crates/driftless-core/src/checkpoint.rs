@@ -187,6 +187,24 @@ impl Checkpoints {
         Some((lo, key))
     }
 
+    /// For each state the decision re-bases, the range [`Checkpoints::cover_range`] gives over
+    /// that state's current set: what a backend looks up for `cross_source_cover`.
+    pub fn rebased_ranges(
+        &self,
+        p: &Prepared,
+        d: &Decision,
+        cells: &[Cell; 5],
+    ) -> Vec<(State, OrderKey, OrderKey)> {
+        d.effects
+            .iter()
+            .filter(|(_, effect)| matches!(effect, crate::fold::Effect::Rebase { .. }))
+            .filter_map(|(state, _)| {
+                let (lo, hi) = self.cover_range(p, cells[state.index()].set.as_ref())?;
+                Some((*state, lo, hi))
+            })
+            .collect()
+    }
+
     /// Judges one decided event. `before` are the cells as the event found them, `after` as its
     /// effects leave them; `swallowed` the deltas a `set` drops (looked up in the range
     /// [`Checkpoints::cover_range`] gave, for the states it re-bases; the caller may pass deltas

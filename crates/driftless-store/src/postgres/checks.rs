@@ -9,7 +9,7 @@
 
 use crate::rows::swallowed_of;
 use driftless_core::checkpoint::{Checkpoints, Swallowed};
-use driftless_core::{Cell, Decision, Effect, OrderKey, Prepared};
+use driftless_core::{Cell, Decision, OrderKey, Prepared};
 use sqlx::{PgConnection, Row};
 
 /// At most this many swallowed deltas are read from each place: the incident names a few, and
@@ -28,18 +28,12 @@ pub(super) async fn swallowed(
 ) -> Result<Vec<Swallowed>, sqlx::Error> {
     let mut out = Vec::new();
     let ev = &p.event;
-    for (state, effect) in &d.effects {
-        if !matches!(effect, Effect::Rebase { .. }) {
-            continue;
-        }
-        let Some((lo, hi)) = checks.cover_range(p, cells[state.index()].set.as_ref()) else {
-            continue;
-        };
+    for (state, lo, hi) in checks.rebased_ranges(p, d, cells) {
         let inside = |k: &OrderKey| *k > lo && *k < hi;
         out.extend(
             group
                 .iter()
-                .filter(|s| s.state == *state && s.source != ev.source && inside(&s.key))
+                .filter(|s| s.state == state && s.source != ev.source && inside(&s.key))
                 .take(MAX_LOOKED)
                 .cloned(),
         );
@@ -65,7 +59,7 @@ pub(super) async fn swallowed(
                 row.try_get(2)?,
                 row.try_get(3)?,
             );
-            if let Some(s) = swallowed_of(columns, *state, row.try_get(4)?)
+            if let Some(s) = swallowed_of(columns, state, row.try_get(4)?)
                 && inside(&s.key)
             {
                 out.push(s);

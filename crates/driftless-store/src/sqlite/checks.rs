@@ -12,7 +12,7 @@ use super::writer::Pending;
 use crate::StoreError;
 use crate::rows::swallowed_of;
 use driftless_core::checkpoint::{Checkpoints, Swallowed};
-use driftless_core::{Cell, Decision, Effect, OrderKey, Prepared, SystemId};
+use driftless_core::{Cell, Decision, OrderKey, Prepared, SystemId};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Row};
 use std::collections::HashSet;
@@ -33,13 +33,7 @@ pub(super) async fn swallowed(
 ) -> Result<Vec<Swallowed>, StoreError> {
     let mut out = Vec::new();
     let ev = &p.event;
-    for (state, effect) in &d.effects {
-        if !matches!(effect, Effect::Rebase { .. }) {
-            continue;
-        }
-        let Some((lo, hi)) = checks.cover_range(p, cells[state.index()].set.as_ref()) else {
-            continue;
-        };
+    for (state, lo, hi) in checks.rebased_ranges(p, d, cells) {
         let inside = |k: &OrderKey| *k > lo && *k < hi;
         let mut seen: HashSet<i64> = HashSet::new();
         // This group's earlier events.
@@ -50,7 +44,7 @@ pub(super) async fn swallowed(
                 && r.p.event.location == ev.location
                 && r.p.event.source != ev.source
         }) {
-            if let Some(delta) = r.p.base.get(*state)
+            if let Some(delta) = r.p.base.get(state)
                 && inside(&r.p.event.order_key())
                 && out.len() < MAX_LOOKED
             {
@@ -58,7 +52,7 @@ pub(super) async fn swallowed(
                 out.push(Swallowed {
                     source: r.p.event.source.clone(),
                     key: r.p.event.order_key(),
-                    state: *state,
+                    state,
                     delta,
                 });
             }
@@ -89,7 +83,7 @@ pub(super) async fn swallowed(
                 out.push(Swallowed {
                     source,
                     key,
-                    state: *state,
+                    state,
                     delta,
                 });
             }
@@ -119,7 +113,7 @@ pub(super) async fn swallowed(
                 row.try_get(3)?,
                 row.try_get(4)?,
             );
-            if let Some(s) = swallowed_of(columns, *state, row.try_get(5)?)
+            if let Some(s) = swallowed_of(columns, state, row.try_get(5)?)
                 && inside(&s.key)
                 && seen.insert(lsn)
             {
