@@ -14,7 +14,6 @@ use chrono::{DateTime, Utc};
 use driftless_core::{Event, Outcome, Rules, Sku};
 use driftless_store::{Incoming, Receipt, StoreError};
 use futures::{FutureExt, StreamExt};
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -214,13 +213,17 @@ impl Bus {
         if self.channels.is_empty() {
             return;
         }
-        let skus: Vec<Sku> = decided
+        // The skus whose channel quantities may have moved: those of the outcomes that mark the
+        // outbox. A receipt does not say whether its event was effective; an ineffective one only
+        // publishes its sku's unchanged quantity again, which a consumer keeping the highest
+        // version ignores.
+        let mut skus: Vec<Sku> = decided
             .iter()
-            .filter(|(_, r)| matches!(r.outcome, Outcome::Applied | Outcome::Override))
+            .filter(|(_, r)| r.outcome.marks_outbox(true))
             .map(|(e, _)| e.sku.clone())
-            .collect::<BTreeSet<Sku>>()
-            .into_iter()
             .collect();
+        skus.sort();
+        skus.dedup();
         if skus.is_empty() {
             return;
         }
