@@ -2,11 +2,12 @@
 //! steady rate (default 10,000/s in batches of 100) once alone and once beside observations at
 //! the same rate (`POST /v1/observations`, batches of 100), in the same run on the same machine.
 //! Prints the events' request latency p50/p99 in both phases and the ratio (the goal: the events'
-//! p99 no more than 20% higher with observations).
+//! p99 no more than 20% higher with observations); `--runs` pairs of phases (3 by default), their
+//! order alternated from run to run, and the median of the runs' ratios.
 //!
 //! ```text
 //! cargo run --release -p driftless-bench --bin checkpoints -- [--rate N] [--seconds N] [--skus N]
-//!     [--sla SECONDS] [--only events|observations]
+//!     [--sla SECONDS] [--runs N] [--only events|observations]
 //! ```
 //! The load is open-loop (a request every `batch / rate` seconds whether or not the previous one
 //! answered), so a slow hub shows as latency rather than as a lower offered rate. Each phase prints
@@ -67,6 +68,7 @@ struct Opts {
     seconds: u64,
     skus: usize,
     sla: u64,
+    runs: usize,
     only: Option<String>,
 }
 
@@ -76,6 +78,7 @@ fn parse_args() -> anyhow::Result<Opts> {
         seconds: 10,
         skus: 10_000,
         sla: 2,
+        runs: 3,
         only: None,
     };
     let mut args = std::env::args().skip(1);
@@ -88,6 +91,7 @@ fn parse_args() -> anyhow::Result<Opts> {
             "--seconds" => o.seconds = v.parse()?,
             "--skus" => o.skus = v.parse()?,
             "--sla" => o.sla = v.parse()?,
+            "--runs" => o.runs = v.parse()?,
             "--only" => {
                 anyhow::ensure!(
                     v == "events" || v == "observations",
@@ -100,6 +104,7 @@ fn parse_args() -> anyhow::Result<Opts> {
     }
     anyhow::ensure!(o.rate >= BATCH, "--rate: at least {BATCH}");
     anyhow::ensure!(o.skus >= 1, "--skus: at least 1");
+    anyhow::ensure!(o.runs >= 1, "--runs: at least 1");
     Ok(o)
 }
 
@@ -270,111 +275,212 @@ fn outcomes(p: &Phase) {
     );
 }
 
+/// The hub under load and what loads it: one client, the phases' shared parameters.
+struct Load {
+    http: reqwest::Client,
+    base: String,
+    rate: usize,
+    seconds: u64,
+    skus: usize,
+}
+
+impl Load {
+    /// Events alone for `seconds` (ids tagged `tag`, so every phase's events are new).
+    async fn events(&self, tag: &str, seconds: u64) -> anyhow::Result<Phase> {
+        let (tag, skus) = (tag.to_owned(), self.skus);
+        paced(
+            self.http.clone(),
+            format!("{}/v1/events", self.base),
+            self.rate,
+            seconds,
+            EVENT_MARKERS,
+            move |n| events_body(n, &tag, skus),
+        )
+        .await
+    }
+
+    async fn observations(&self) -> anyhow::Result<Phase> {
+        let skus = self.skus;
+        paced(
+            self.http.clone(),
+            format!("{}/v1/observations", self.base),
+            self.rate,
+            self.seconds,
+            OBS_MARKERS,
+            move |n| observations_body(n, skus),
+        )
+        .await
+    }
+
+    /// Events and observations at once, each at the full rate: (events, observations).
+    async fn beside(&self, tag: &str) -> anyhow::Result<(Phase, Phase)> {
+        let (events, observed) = tokio::join!(self.events(tag, self.seconds), self.observations());
+        Ok((events?, observed?))
+    }
+}
+
+/// One run's two phases, in the order given (alternated from run to run, so that neither phase
+/// always finds the ledger larger or the machine warmer); returns the events' p99s (alone,
+/// beside).
+async fn pair(load: &Load, run: usize) -> anyhow::Result<(Duration, Duration)> {
+    let alone_first = run.is_multiple_of(2);
+    let mut alone = None;
+    let mut beside = None;
+    for alone_now in [alone_first, !alone_first] {
+        let t = (cpu_seconds(), Instant::now());
+        if alone_now {
+            let p = load.events(&format!("alone{run}"), load.seconds).await?;
+            let p99 = line("events alone", &p);
+            cores("events alone", t);
+            alone = Some((p99, p.counts[0]));
+        } else {
+            let (events, observed) = load.beside(&format!("beside{run}")).await?;
+            let p99 = line("events beside observations", &events);
+            line("observations", &observed);
+            cores("events and observations", t);
+            outcomes(&observed);
+            beside = Some((p99, events.counts[0]));
+        }
+    }
+    let (Some((a, applied_alone)), Some((b, applied_beside))) = (alone, beside) else {
+        anyhow::bail!("a phase did not run");
+    };
+    println!(
+        "run {}: events applied alone {applied_alone}, beside {applied_beside}; p99 with \
+         observations / without: {:.2}",
+        run + 1,
+        b.as_secs_f64() / a.as_secs_f64().max(1e-9)
+    );
+    Ok((a, b))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// The runs' medians and the median of their ratios (the figure the goal is about).
+fn summary(pairs: &[(Duration, Duration)]) {
+    let ms = |d: &Duration| d.as_secs_f64() * 1e3;
+    let ratios: Vec<f64> = pairs
+        .iter()
+        .map(|(a, b)| b.as_secs_f64() / a.as_secs_f64().max(1e-9))
+        .collect();
+    let list = ratios
+        .iter()
+        .map(|r| format!("{r:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    println!(
+        "events p99, median of {} runs: alone {:.2} ms, beside observations {:.2} ms",
+        pairs.len(),
+        median(pairs.iter().map(|p| ms(&p.0)).collect()),
+        median(pairs.iter().map(|p| ms(&p.1)).collect()),
+    );
+    println!(
+        "events p99 with observations / without, median of the runs' ratios: {:.2} ({list}; goal \
+         <= 1.20)",
+        median(ratios)
+    );
+}
+
 fn main() -> anyhow::Result<()> {
     let o = parse_args()?;
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // `DRIFTLESS_LOG=driftless_store=debug` prints each group commit's phases (where a slow
+    // request's time went).
+    if let Ok(filter) = std::env::var("DRIFTLESS_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    // The hub in a runtime of its own, as `serve` runs it, and the load in another, so the
+    // load's tasks (building bodies, reading answers) never queue on the hub's workers: the two
+    // share only the machine's cores, as a hub and its senders on one machine would.
+    let hub = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("hub")
         .enable_all()
         .build()?;
-    rt.block_on(async {
-        let dir = tempfile::tempdir()?;
-        let config = CONFIG.replace("@SLA@", &format!("{}s", o.sla));
-        let settings = Settings::parse("bench", &config).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let store = SqliteStore::open_with(
-            dir.path(),
-            settings.rules.clone(),
-            settings.channel_specs(),
-            driftless_store::sqlite::SqliteOptions::default(),
-        )
-        .await?;
-        let server = Server::bind("127.0.0.1:0", AppState::new(settings, Arc::new(store))).await?;
-        let base = format!("http://{}", server.local_addr()?);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server.run_until_stopped(async {
-            let _ = stopped.await;
-        }));
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(256)
-            .build()?;
-        let (rate, secs, skus) = (o.rate, o.seconds, o.skus);
-        println!(
-            "events {rate}/s, batches of {BATCH}, {secs} s per phase, {skus} skus x 4 locations"
-        );
-        // Warm the ledger's cells so both phases find the same skus cached.
-        let warm = paced(
-            http.clone(),
-            format!("{base}/v1/events"),
-            rate,
-            2,
-            EVENT_MARKERS,
-            move |n| events_body(n, "warm", skus),
-        )
-        .await?;
-        line("warm-up events", &warm);
-        if o.only.as_deref() == Some("observations") {
+    let load_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("load")
+        .enable_all()
+        .build()?;
+    let dir = tempfile::tempdir()?;
+    let (addr, stop, task) = hub.block_on(start_hub(dir.path(), o.sla))?;
+    println!(
+        "events {}/s, batches of {BATCH}, {} s per phase, {} skus x 4 locations, {} runs",
+        o.rate, o.seconds, o.skus, o.runs
+    );
+    let r = load_rt.block_on(async {
+        let load = Load {
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .build()?,
+            base: format!("http://{addr}"),
+            rate: o.rate,
+            seconds: o.seconds,
+            skus: o.skus,
+        };
+        run(&load, &o).await
+    });
+    let _ = stop.send(());
+    let _ = hub.block_on(task);
+    r
+}
+
+/// The server's task and what stops it.
+type Running = (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+);
+
+/// Opens a fresh ledger in `dir` and serves it on a free port, in the current runtime.
+async fn start_hub(dir: &std::path::Path, sla: u64) -> anyhow::Result<Running> {
+    let config = CONFIG.replace("@SLA@", &format!("{sla}s"));
+    let settings = Settings::parse("bench", &config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = SqliteStore::open_with(
+        dir,
+        settings.rules.clone(),
+        settings.channel_specs(),
+        driftless_store::sqlite::SqliteOptions::default(),
+    )
+    .await?;
+    let server = Server::bind("127.0.0.1:0", AppState::new(settings, Arc::new(store))).await?;
+    let addr = server.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    Ok((addr, stop, task))
+}
+
+/// The phases `o` asks for, after a warm-up.
+async fn run(load: &Load, o: &Opts) -> anyhow::Result<()> {
+    // Warm the ledger's cells so every phase finds the same skus cached.
+    line("warm-up events", &load.events("warm", 2).await?);
+    match o.only.as_deref() {
+        Some("observations") => {
             let t = (cpu_seconds(), Instant::now());
-            let observed = paced(
-                http.clone(),
-                format!("{base}/v1/observations"),
-                rate,
-                secs,
-                OBS_MARKERS,
-                move |n| observations_body(n, skus),
-            )
-            .await?;
+            let observed = load.observations().await?;
             line("observations alone", &observed);
             cores("observations alone", t);
             outcomes(&observed);
-        } else {
-            let t = (cpu_seconds(), Instant::now());
-            let alone = paced(
-                http.clone(),
-                format!("{base}/v1/events"),
-                rate,
-                secs,
-                EVENT_MARKERS,
-                move |n| events_body(n, "alone", skus),
-            )
-            .await?;
-            let p_alone = line("events alone", &alone);
-            cores("events alone", t);
-            if o.only.is_none() {
-                let t = (cpu_seconds(), Instant::now());
-                let events = tokio::spawn(paced(
-                    http.clone(),
-                    format!("{base}/v1/events"),
-                    rate,
-                    secs,
-                    EVENT_MARKERS,
-                    move |n| events_body(n, "beside", skus),
-                ));
-                let obs = tokio::spawn(paced(
-                    http.clone(),
-                    format!("{base}/v1/observations"),
-                    rate,
-                    secs,
-                    OBS_MARKERS,
-                    move |n| observations_body(n, skus),
-                ));
-                let beside = events.await??;
-                let observed = obs.await??;
-                let p_beside = line("events beside observations", &beside);
-                line("observations", &observed);
-                cores("events and observations", t);
-                outcomes(&observed);
-                println!(
-                    "events applied: alone {}, beside {}",
-                    alone.counts[0], beside.counts[0]
-                );
-                println!(
-                    "events p99 with observations / without: {:.2} (goal <= 1.20); machine shared \
-                     with other builds",
-                    p_beside.as_secs_f64() / p_alone.as_secs_f64().max(1e-9)
-                );
-            }
         }
-        let _ = stop.send(());
-        let _ = task.await;
-        anyhow::Ok(())
-    })
+        Some(_) => {
+            let t = (cpu_seconds(), Instant::now());
+            line("events alone", &load.events("alone", o.seconds).await?);
+            cores("events alone", t);
+        }
+        None => {
+            let mut pairs = Vec::with_capacity(o.runs);
+            for run in 0..o.runs {
+                pairs.push(pair(load, run).await?);
+            }
+            summary(&pairs);
+        }
+    }
+    Ok(())
 }
