@@ -4,10 +4,11 @@
 //!
 //! ```text
 //! cargo run --release -p driftless-bench -- [--events N] [--skus N] [--locations N] [--batch N]
-//!     [--single N] [--clients N] [--runs N]
+//!     [--single N] [--clients N] [--runs N] [--ledger N [--dir PATH]]
 //! ```
 //! Prints events/s, request latency p50/p99 and the ratio to the ceiling, with the median of
-//! `--runs` runs. Durability is on everywhere (`synchronous = FULL`): an acknowledged event is on
+//! `--runs` runs. With `--ledger N [--dir PATH]`, the flat-ingest comparison instead: the same
+//! batched load into an empty ledger and into one of N events (`flat.rs`). Durability is on everywhere (`synchronous = FULL`): an acknowledged event is on
 //! disk, as in production.
 
 /// The allocator the `driftless` binary uses, so the hub is measured as it runs.
@@ -23,6 +24,8 @@ use sqlx::{ConnectOptions, Connection, QueryBuilder, Sqlite};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod flat;
+
 struct Opts {
     events: usize,
     skus: usize,
@@ -31,6 +34,9 @@ struct Opts {
     single: usize,
     clients: usize,
     runs: usize,
+    /// Flat ingest (`flat.rs`): the events of the full ledger, and where it is kept.
+    ledger: Option<usize>,
+    dir: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> anyhow::Result<Opts> {
@@ -42,16 +48,22 @@ fn parse_args() -> anyhow::Result<Opts> {
         single: 64_000,
         clients: 64,
         runs: 3,
+        ledger: None,
+        dir: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
-        let v: usize = it
-            .next()
-            .with_context(|| format!("{flag} needs a value"))?
+        let text = it.next().with_context(|| format!("{flag} needs a value"))?;
+        if flag == "--dir" {
+            o.dir = Some(text.into());
+            continue;
+        }
+        let v: usize = text
             .parse()
             .with_context(|| format!("{flag} takes a whole number"))?;
         match flag.as_str() {
+            "--ledger" => o.ledger = Some(v),
             "--events" => o.events = v,
             "--skus" => o.skus = v,
             "--locations" => o.locations = v,
@@ -66,7 +78,7 @@ fn parse_args() -> anyhow::Result<Opts> {
 }
 
 /// A deterministic event stream: uniform over skus x locations, mostly adjustments, one in fifty a
-/// count (`set`), positions increasing.
+/// count (`set`), positions increasing (a hundred events a second of `occurred_at`).
 struct Row {
     id: String,
     sku: String,
@@ -78,9 +90,15 @@ struct Row {
 }
 
 fn rows(n: usize, skus: usize, locations: usize, prefix: &str) -> Vec<Row> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    rows_from(0, n, skus, locations, prefix)
+}
+
+/// The stream's events `first..first + n` (`first` also seeds the choice of skus): a stream sent
+/// after another one, positioned after it, so that it is not a stream of late events.
+fn rows_from(first: usize, n: usize, skus: usize, locations: usize, prefix: &str) -> Vec<Row> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ first as u64;
     let base = 1_795_000_000i64; // 2026-11-18
-    (0..n)
+    (first..first + n)
         .map(|i| {
             x ^= x << 13;
             x ^= x >> 7;
@@ -368,6 +386,9 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let Some(ledger) = o.ledger {
+        return rt.block_on(flat::run(&o, ledger, o.dir.as_deref()));
+    }
     rt.block_on(async move {
         println!(
             "ingest benchmark: {} events over {} skus x {} locations, {} per request; {} single-event requests from {} clients; {} runs (medians)",

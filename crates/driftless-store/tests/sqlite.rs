@@ -547,3 +547,85 @@ async fn an_open_after_a_crash_writes_nothing_and_a_second_crash_replays_again()
     );
     store.close().await;
 }
+
+/// Events a crash would replay now: from the oldest of the three watermarks to the newest event.
+async fn replay_needed(file: &Path) -> i64 {
+    use sqlx::ConnectOptions;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(file)
+        .read_only(true)
+        .connect()
+        .await
+        .unwrap();
+    let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(lsn), 0) FROM events")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let mut oldest = last;
+    for k in ["cells_watermark", "outbox_watermark", "keys_watermark"] {
+        let wm: Option<i64> = sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(k)
+            .fetch_optional(&mut conn)
+            .await
+            .unwrap();
+        oldest = oldest.min(wm.unwrap_or(0));
+    }
+    last - oldest
+}
+
+/// Once the replay a crash would need outgrows `max_replay_events`, each group writes the oldest
+/// of what is held (for the index, the oldest entries of each slot, not whole skus): the replay
+/// stays within the bound and a group, and after a crash the levels are the reference's, before
+/// and after more events, and every event is indexed once everything is written.
+#[tokio::test]
+async fn the_replay_a_crash_would_need_stays_within_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("driftless.sqlite3");
+    let events = stream(1600, 47);
+    let mut reference = MemoryLedger::new(rules());
+    let (max_replay, per) = (120, 10);
+    // Fewer index entries held than the replay allows, so slices of the oldest entries are only
+    // part of what is held.
+    let bounded = || SqliteOptions {
+        max_unindexed_events: 60,
+        max_replay_events: max_replay,
+        idle_flush: std::time::Duration::from_secs(3600),
+        flush_on_exit: false,
+        ..Default::default()
+    };
+    let store = SqliteStore::open_with(dir.path(), rules(), channels(), bounded())
+        .await
+        .unwrap();
+    for chunk in events[..1000].chunks(100) {
+        apply_both(&store, &mut reference, chunk, per).await;
+        let needed = replay_needed(&file).await;
+        assert!(
+            needed <= max_replay + 2 * per as i64,
+            "a crash would replay {needed} events"
+        );
+    }
+    store.close().await;
+    let store = SqliteStore::open_with(dir.path(), rules(), channels(), bounded())
+        .await
+        .unwrap();
+    assert_levels(&store, &reference, "after the crash").await;
+    apply_both(&store, &mut reference, &events[1000..], per).await;
+    assert_levels(&store, &reference, "after more events").await;
+    store.close().await;
+    let store = SqliteStore::open(dir.path(), rules(), channels())
+        .await
+        .unwrap();
+    store.close().await;
+    let store = SqliteStore::open(dir.path(), rules(), channels())
+        .await
+        .unwrap();
+    assert_levels(&store, &reference, "after a clean stop").await;
+    let clean = written(&file).await;
+    let held = |m: &[(String, i64)], k: &str| m.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+    assert_eq!(
+        held(&clean, "event_keys"),
+        held(&clean, "events"),
+        "every event indexed"
+    );
+    store.close().await;
+}

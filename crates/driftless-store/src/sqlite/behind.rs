@@ -11,6 +11,8 @@
 //! - [`WriteBehind::take_slice`] picks rows from the cursor on, in key order, wrapping around
 //!   once, at least as many as the [`SliceBudget`] asks (a kind takes whole keys). It moves
 //!   nothing: a slice that fails to write is simply taken again later.
+//!   Once the replay a crash would need outgrows `max_replay_events`, a group's slice is
+//!   [`WriteBehind::take_oldest`] instead: the oldest changes held, so the watermark moves.
 //! - [`WriteBehind::watermark_after`] is the watermark to store in the same transaction as the
 //!   slice.
 //! - [`WriteBehind::written`], once that transaction committed, drops the slice's rows and moves
@@ -62,6 +64,14 @@ impl SliceBudget {
             0
         })
     }
+
+    /// Whether a group's slice takes the oldest changes held rather than the next ones in key
+    /// order: once the replay a crash would need (`tail` positions) outgrows `max_replay`, the
+    /// watermark has to move with every group, or the replay grows by a whole sweep beyond the
+    /// bound.
+    pub fn takes_oldest(tail: i64, max_replay: i64) -> bool {
+        tail > max_replay
+    }
 }
 
 /// Rows held in memory and written behind the events (see the module's notes).
@@ -86,6 +96,19 @@ pub(crate) trait WriteBehind {
         budget: SliceBudget,
         leave_out: &dyn Fn(&Self::Key) -> bool,
     ) -> Self::Slice;
+
+    /// A slice of the oldest changes held, for when the replay a crash would need has outgrown
+    /// its bound (see [`SliceBudget::takes_oldest`]): the watermark must move, and a sweep in key
+    /// order moves it only once it has been all the way round. By default the sweep itself: a
+    /// kind that holds a row once per key (a dirty slot, an outbox row) goes round its
+    /// `max_held` rows in a few slices, and taking its oldest keys first goes round in as many.
+    fn take_oldest(
+        &self,
+        budget: SliceBudget,
+        leave_out: &dyn Fn(&Self::Key) -> bool,
+    ) -> Self::Slice {
+        self.take_slice(budget, leave_out)
+    }
 
     /// Drops a written slice's rows (the table's copy is now as new); returns the key it ended
     /// at.

@@ -193,6 +193,40 @@ impl WriteBehind for KeyTail {
         out
     }
 
+    /// The `budget` oldest entries (by position), from every slot that holds one: a slot's oldest
+    /// entries, a prefix of its own, in key order. Not whole skus, unlike the sweep: every event
+    /// has an entry, so a hot sku holds entries from all over the tail, and taking whole skus
+    /// oldest first would still go round all of them before the watermark moved past the first
+    /// group's positions. This way the watermark moves by about `budget` positions per slice.
+    fn take_oldest(&self, budget: SliceBudget, leave_out: &dyn Fn(&Sku) -> bool) -> KeySlice {
+        let mut out = KeySlice::new();
+        let Some(cutoff) = self
+            .lsns
+            .nth_oldest(budget.0)
+            .filter(|_| budget != SliceBudget::NONE)
+        else {
+            return out;
+        };
+        for (sku, locs) in self.skus.after(None) {
+            if leave_out(sku) {
+                continue;
+            }
+            let mut slots: Vec<(Location, Vec<Entry>)> = locs
+                .iter()
+                .filter_map(|(l, v)| {
+                    let n = v.partition_point(|e| e.lsn <= cutoff);
+                    (n > 0).then(|| (l.clone(), v[..n].to_vec()))
+                })
+                .collect();
+            if slots.is_empty() {
+                continue;
+            }
+            slots.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            out.push((sku.clone(), slots));
+        }
+        out
+    }
+
     /// The position up to which every entry is in the table once `slice` is, given that the
     /// entries of positions from `next` on are not (the group being committed). Exact rather
     /// than conservative: entries leave one by one, each with a position of its own.
@@ -321,6 +355,40 @@ mod tests {
         t.written(&s);
         assert_eq!(t.len(), 0);
         assert!(t.take_slice(SliceBudget(10), &keep_all).is_empty());
+    }
+
+    #[test]
+    fn the_oldest_entries_go_first_a_prefix_of_each_slot() {
+        let mut t = KeyTail::default();
+        let (a, b, c) = (slot("A", "L1"), slot("B", "L1"), slot("C", "L1"));
+        t.push(&c.0, &c.1, entry(1, 10));
+        t.push(&a.0, &a.1, entry(2, 10));
+        t.push(&b.0, &b.1, entry(3, 10));
+        t.push(&c.0, &c.1, entry(4, 11));
+        t.push(&a.0, &a.1, entry(5, 11));
+        let s = t.take_oldest(SliceBudget(2), &keep_all);
+        let taken: Vec<(&str, Vec<i64>)> = s
+            .iter()
+            .map(|(sku, slots)| (sku.as_str(), slots[0].1.iter().map(|e| e.lsn).collect()))
+            .collect();
+        assert_eq!(
+            taken,
+            [("A", vec![2]), ("C", vec![1])],
+            "key order, prefixes"
+        );
+        assert_eq!(t.watermark_after(&s, 9), Watermark(2));
+        t.written(&s);
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.watermark(9), Watermark(2));
+        let s = t.take_oldest(SliceBudget(2), &keep_all);
+        assert_eq!(KeyTail::slice_len(&s), 2);
+        t.written(&s);
+        assert_eq!(t.oldest(), Some(5));
+        assert!(t.take_oldest(SliceBudget::NONE, &keep_all).is_empty());
+        let s = t.take_oldest(SliceBudget(10), &keep_all);
+        t.written(&s);
+        assert_eq!(t.len(), 0);
+        assert!(t.take_oldest(SliceBudget(10), &keep_all).is_empty());
     }
 
     #[test]

@@ -68,7 +68,9 @@ pub struct SqliteOptions {
     /// Changed `(sku, location)` slots the writer keeps unwritten (see `cells.rs`); above this, each
     /// group commit also writes a slice of them.
     pub max_dirty_slots: usize,
-    /// Events a crash would have to replay before the writer writes every waiting cell.
+    /// The replay a crash may need, in events: once a kind's watermark is further behind, each
+    /// group commit writes the oldest of what that kind holds (see `behind.rs`). A replay costs
+    /// a few microseconds an event on open, before the hub is ready.
     pub max_replay_events: i64,
     /// How long the writer waits idle before writing every waiting cell.
     pub idle_flush: Duration,
@@ -88,7 +90,7 @@ impl Default for SqliteOptions {
             max_cached_slots: 1_000_000,
             fsync: true,
             max_dirty_slots: 100_000,
-            max_replay_events: 1_000_000,
+            max_replay_events: 100_000,
             idle_flush: Duration::from_millis(500),
             flush_on_exit: true,
             max_unindexed_events: 200_000,

@@ -80,6 +80,19 @@ impl Positions {
         (!self.counts.is_empty()).then_some(self.base)
     }
 
+    /// The position of the `n`th oldest held (counting each time a position was added), or the
+    /// newest when fewer are held; `None` when nothing is.
+    pub fn nth_oldest(&self, n: usize) -> Option<i64> {
+        let mut seen = 0usize;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += *c as usize;
+            if seen >= n.max(1) {
+                return Some(self.base + i as i64);
+            }
+        }
+        (!self.counts.is_empty()).then(|| self.base + self.counts.len() as i64 - 1)
+    }
+
     /// The positions held, oldest first, each once.
     pub fn iter(&self) -> impl Iterator<Item = i64> + '_ {
         self.counts
@@ -135,6 +148,14 @@ mod tests {
         }
         let held: Vec<i64> = p.iter().collect();
         assert_eq!(held, m.keys().copied().collect::<Vec<_>>());
+        let counted: Vec<i64> = m
+            .iter()
+            .flat_map(|(l, n)| std::iter::repeat_n(*l, *n as usize))
+            .collect();
+        for n in [1, 2, counted.len() / 2, counted.len()] {
+            assert_eq!(p.nth_oldest(n), counted.get(n.max(1) - 1).copied(), "{n}");
+        }
+        assert_eq!(p.nth_oldest(counted.len() + 5), counted.last().copied());
         let rebuilt = Positions::from_unordered(
             m.iter()
                 .rev()

@@ -278,15 +278,22 @@ impl Held {
         let next = K::next(self.next_lsn, decided);
         let (slice, wm) = {
             let kind = K::look(self);
+            let tail = last - kind.watermark(next).0;
+            let max_replay = self.opts.max_replay_events;
             let budget = SliceBudget::for_group(
                 kind.held(),
                 K::max_held(&self.opts),
                 K::added(decided),
-                last - kind.watermark(next).0,
-                self.opts.max_replay_events,
+                tail,
+                max_replay,
                 FLUSH_SLICE,
             );
-            let slice = kind.take_slice(budget, &|k| K::left_out(self, decided, k));
+            let leave_out = |k: &K::Key| K::left_out(self, decided, k);
+            let slice = if SliceBudget::takes_oldest(tail, max_replay) {
+                kind.take_oldest(budget, &leave_out)
+            } else {
+                kind.take_slice(budget, &leave_out)
+            };
             let wm = kind.watermark_after(&slice, next);
             (slice, wm)
         };
@@ -340,6 +347,22 @@ impl Writer {
             self.flush_one::<KeyTail>(budget).await
         } else {
             false
+        }
+    }
+
+    /// Between two groups: the outbox rows a group marks are left out of its slice (see
+    /// [`Behind::left_out`]), and under a steady load over a hot set every group marks nearly
+    /// every row held, so no group's slice would move their watermark and the replay a crash
+    /// needs would grow with the load. Once it outgrows `max_replay_events`, a slice of them is
+    /// written on its own, with nothing left out (a transaction of a few thousand rows, once per
+    /// `max_replay_events` events at most).
+    pub(super) async fn write_marks_left_behind(&mut self) {
+        let next = self.held.next_lsn;
+        let tail = next - 1 - Marks::look(&self.held).watermark(next).0;
+        if SliceBudget::takes_oldest(tail, self.held.opts.max_replay_events) {
+            // The previous group's marks must be in before a slice is taken from them.
+            settle(&mut self.held.installing).await;
+            self.flush_one::<Marks>(SliceBudget(FLUSH_SLICE)).await;
         }
     }
 

@@ -313,6 +313,7 @@ impl Writer {
                     }
                 }
             }
+            self.write_marks_left_behind().await;
             if let Some(reply) = flush_after {
                 settle(&mut self.held.installing).await;
                 if self.held.opts.flush_on_exit {
