@@ -12,10 +12,11 @@
 //! 2. Each run: a child process opens the ledger with the default options and sends `--burst`
 //!    events over `--hot-skus` x `--locations` slots, says when every event is acknowledged, and
 //!    is killed with SIGKILL. The slots are fewer than `max_dirty_slots`, so nothing forces the
-//!    cells out before their tail passes `max_replay_events` (100k); then each group writes a
-//!    slice of 20,000 of them in key order, and their watermark moves once the sweep has been
-//!    round the 80k dirty slots, four groups later. The default burst (160k) ends just before
-//!    that: the longest replay the defaults allow.
+//!    cells out before their tail passes `max_replay_events` (1M by default); then each group
+//!    writes a slice of 20,000 of them in key order, and their watermark moves once the sweep has
+//!    been round the 80k dirty slots, four groups later. The default burst (1.05M) ends just
+//!    before that: the longest replay the defaults allow (`RESTART_MAX_REPLAY=100000` with
+//!    `--burst 160000` is the same for a bound of 100k).
 //! 3. The parent opens the ledger as `serve` does (`SqliteStore::open`, default options): the time
 //!    until it returns is the time until `/readyz` can answer. It checks every acknowledged event
 //!    is there, reads the same rows row by row through sqlx (a yardstick for the machine's speed in
@@ -66,7 +67,7 @@ struct Opts {
 fn parse_args(args: &[String]) -> anyhow::Result<Opts> {
     let mut o = Opts {
         ledger: 2_000_000,
-        burst: 160_000,
+        burst: 1_050_000,
         hot_skus: 4_000,
         locations: 20,
         runs: 3,

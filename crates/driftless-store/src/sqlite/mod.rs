@@ -90,7 +90,7 @@ impl Default for SqliteOptions {
             max_cached_slots: 1_000_000,
             fsync: true,
             max_dirty_slots: 100_000,
-            max_replay_events: 100_000,
+            max_replay_events: 1_000_000,
             idle_flush: Duration::from_millis(500),
             flush_on_exit: true,
             max_unindexed_events: 200_000,
