@@ -27,10 +27,14 @@
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "../common/ledger.rs"]
+mod ledger;
+
 use anyhow::Context;
 use driftless_config::Settings;
 use driftless_store::sqlite::SqliteOptions;
 use driftless_store::{Incoming, SqliteStore, Store};
+use ledger::ledger_events;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -137,25 +141,6 @@ fn events(
             Ok(Incoming::Event(Box::new(p)))
         })
         .collect()
-}
-
-/// Events the ledger holds, read from the file (the store keeps no count).
-async fn ledger_events(dir: &Path) -> anyhow::Result<u64> {
-    use sqlx::{ConnectOptions, Connection};
-    let file = dir.join("driftless.sqlite3");
-    if !file.exists() {
-        return Ok(0);
-    }
-    let mut c = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&file)
-        .read_only(true)
-        .connect()
-        .await?;
-    let n: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(lsn), 0) FROM events")
-        .fetch_one(&mut c)
-        .await?;
-    c.close().await?;
-    Ok(n as u64)
 }
 
 /// Sends `events` to `store` in groups of `FILL_GROUP`, two in flight (the writer commits one

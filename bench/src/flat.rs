@@ -8,6 +8,7 @@
 //! in flight, to a hub on a fresh data directory and to a hub on the full ledger (which grows by
 //! the load each run), in turn, alternating which goes first. Prints both rates and their ratio.
 
+use crate::ledger::ledger_events;
 use crate::{CONFIG, Measured, Opts, hub, json, median, report, rows_from, send};
 use anyhow::Context;
 use driftless_config::Settings;
@@ -86,29 +87,10 @@ async fn load(dir: &Path, bodies: Vec<String>, events: usize) -> anyhow::Result<
     Ok(m)
 }
 
-/// Events the ledger in `dir` holds (the store keeps no count).
-async fn ledger_events(dir: &Path) -> anyhow::Result<usize> {
-    use sqlx::{ConnectOptions, Connection};
-    let file = dir.join("driftless.sqlite3");
-    if !file.exists() {
-        return Ok(0);
-    }
-    let mut c = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&file)
-        .read_only(true)
-        .connect()
-        .await?;
-    let n: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(lsn), 0) FROM events")
-        .fetch_one(&mut c)
-        .await?;
-    c.close().await?;
-    Ok(usize::try_from(n).unwrap_or(0))
-}
-
 /// Brings the ledger in `dir` to `target` events through the store, durable commits off; returns
 /// the events it holds.
 async fn fill(dir: &Path, target: usize, o: &Opts) -> anyhow::Result<usize> {
-    let have = ledger_events(dir).await?;
+    let have = usize::try_from(ledger_events(dir).await?)?;
     if have >= target {
         println!("full ledger holds {have} events (kept from an earlier run)");
         return Ok(have);

@@ -25,6 +25,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod flat;
+#[path = "../common/ledger.rs"]
+mod ledger;
 
 struct Opts {
     events: usize,

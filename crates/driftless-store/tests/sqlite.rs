@@ -530,22 +530,7 @@ async fn an_open_after_a_crash_writes_nothing_and_a_second_crash_replays_again()
         .unwrap();
     assert_levels(&store, &reference, "after the second crash").await;
     store.close().await;
-    let store = SqliteStore::open(dir.path(), rules(), channels())
-        .await
-        .unwrap();
-    store.close().await;
-    let store = SqliteStore::open(dir.path(), rules(), channels())
-        .await
-        .unwrap();
-    assert_levels(&store, &reference, "after a clean stop").await;
-    let clean = written(&file).await;
-    let held = |m: &[(String, i64)], k: &str| m.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
-    assert_eq!(
-        held(&clean, "event_keys"),
-        held(&clean, "events"),
-        "every event indexed"
-    );
-    store.close().await;
+    assert_clean_restart(dir.path(), &reference).await;
 }
 
 /// Events a crash would replay now: from the oldest of the three watermarks to the newest event.
@@ -612,15 +597,17 @@ async fn the_replay_a_crash_would_need_stays_within_its_bound() {
     apply_both(&store, &mut reference, &events[1000..], per).await;
     assert_levels(&store, &reference, "after more events").await;
     store.close().await;
-    let store = SqliteStore::open(dir.path(), rules(), channels())
-        .await
-        .unwrap();
+    assert_clean_restart(dir.path(), &reference).await;
+}
+
+/// Two clean stops after whatever came before: the levels still match `reference`, and with
+/// nothing left behind every event is indexed.
+async fn assert_clean_restart(dir: &Path, reference: &MemoryLedger) {
+    let store = SqliteStore::open(dir, rules(), channels()).await.unwrap();
     store.close().await;
-    let store = SqliteStore::open(dir.path(), rules(), channels())
-        .await
-        .unwrap();
-    assert_levels(&store, &reference, "after a clean stop").await;
-    let clean = written(&file).await;
+    let store = SqliteStore::open(dir, rules(), channels()).await.unwrap();
+    assert_levels(&store, reference, "after a clean stop").await;
+    let clean = written(&dir.join("driftless.sqlite3")).await;
     let held = |m: &[(String, i64)], k: &str| m.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
     assert_eq!(
         held(&clean, "event_keys"),
