@@ -18,17 +18,13 @@
 //! ```text
 //! cargo run --release -p driftless-bench --bin pg -- [--events N] [--batch N] [--naive N]
 //!     [--skus N] [--clients N] [--runs N] [--nats URL]
-//!     [--bus-batch N] [--bus-appliers N] [--bus-gather-ms N]
 //! cargo run --release -p driftless-bench --bin pg -- --ready-events N --serve PATH [--runs N]
 //! ```
 //! The server is `BENCH_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`);
 //! each round makes its own databases (`dl_pg_bench_*`) and drops them. `--nats` (or
 //! `BENCH_NATS_URL`) adds the two hubs with JetStream (a stream of the run's own, deleted after):
-//! timed until every event is in the ledger, not until the `202`s. `--bus-batch`,
-//! `--bus-appliers` and `--bus-gather-ms` set the appliers' `apply_batch`, `appliers` and
-//! `gather_wait` (the bus's defaults otherwise). `BENCH_LOG` (e.g.
-//! `driftless_store=debug,driftless_bus=debug`) prints the store's and the bus's log, with the
-//! time of each group's phases.
+//! timed until every event is in the ledger, not until the `202`s. `BENCH_LOG` (e.g.
+//! `driftless_store=debug`) prints the store's log, with the time of each group's phases.
 //!
 //! `--ready-events N` measures instead the time from starting a real `driftless serve` (the
 //! binary at `--serve`) on a PostgreSQL ledger of N events until `/readyz` answers 200: the
@@ -77,29 +73,6 @@ struct Opts {
     nats: Option<String>,
     ready_events: Option<usize>,
     serve: Option<std::path::PathBuf>,
-    bus: BusTuning,
-}
-
-/// The appliers' knobs the run sets (`None`: the bus's default).
-#[derive(Default, Clone, Copy)]
-struct BusTuning {
-    batch: Option<usize>,
-    appliers: Option<usize>,
-    gather_ms: Option<u64>,
-}
-
-impl BusTuning {
-    fn apply(&self, o: &mut BusOptions) {
-        if let Some(b) = self.batch {
-            o.apply_batch = b;
-        }
-        if let Some(a) = self.appliers {
-            o.appliers = a;
-        }
-        if let Some(ms) = self.gather_ms {
-            o.gather_wait = std::time::Duration::from_millis(ms);
-        }
-    }
 }
 
 fn parse_args() -> anyhow::Result<Opts> {
@@ -113,7 +86,6 @@ fn parse_args() -> anyhow::Result<Opts> {
         nats: std::env::var("BENCH_NATS_URL").ok(),
         ready_events: None,
         serve: None,
-        bus: BusTuning::default(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -144,9 +116,6 @@ fn parse_args() -> anyhow::Result<Opts> {
             "--clients" => o.clients = v.max(1),
             "--runs" => o.runs = v.max(1),
             "--ready-events" => o.ready_events = Some(v.max(1)),
-            "--bus-batch" => o.bus.batch = Some(v.max(1)),
-            "--bus-appliers" => o.bus.appliers = Some(v.max(1)),
-            "--bus-gather-ms" => o.bus.gather_ms = Some(v as u64),
             _ => anyhow::bail!("unknown flag {flag}"),
         }
     }
@@ -212,16 +181,15 @@ async fn drop_db(url: &str, name: &str) {
 /// and what stops it.
 async fn hub(
     db: &str,
-    nats: Option<(&str, &str, BusTuning)>,
+    nats: Option<(&str, &str)>,
 ) -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()>)> {
     let settings = Settings::parse("bench", CONFIG).map_err(|e| anyhow::anyhow!("{e}"))?;
     let store: Arc<dyn Store> =
         Arc::new(PgStore::open(db, settings.rules.clone(), settings.channel_specs()).await?);
     let mut state = AppState::new(settings, store.clone());
-    if let Some((url, prefix, tuning)) = nats {
+    if let Some((url, prefix)) = nats {
         let mut o = BusOptions::new(url);
         o.prefix = prefix.to_owned();
-        tuning.apply(&mut o);
         let b = Bus::connect(
             o,
             store.clone(),
@@ -289,7 +257,6 @@ async fn through_hubs(o: &Opts, bases: &[String], stored_in: Option<&str>) -> an
     for t in tasks {
         t.await??;
     }
-    let answered = start.elapsed().as_secs_f64();
     if let Some(db) = stored_in {
         let mut c = PgConnectOptions::from_str(db)?.connect().await?;
         loop {
@@ -301,11 +268,6 @@ async fn through_hubs(o: &Opts, bases: &[String], stored_in: Option<&str>) -> an
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        // Where a bus run's time went: sending (answers, `accepted` included) or applying after.
-        println!(
-            "  (last answer after {answered:.2} s, every event in the ledger after {:.2} s)",
-            start.elapsed().as_secs_f64()
-        );
     }
     Ok(o.events as f64 / start.elapsed().as_secs_f64())
 }
@@ -432,8 +394,8 @@ async fn round(o: &Opts, url: &str, r: usize) -> anyhow::Result<Round> {
         let db = create(url, &name).await?;
         let prefix = format!("dl_pg_bench_{}_{r}", std::process::id());
         let result = async {
-            let (a, stop_a) = hub(&db, Some((nats, &prefix, o.bus))).await?;
-            let (b, stop_b) = hub(&db, Some((nats, &prefix, o.bus))).await?;
+            let (a, stop_a) = hub(&db, Some((nats, &prefix))).await?;
+            let (b, stop_b) = hub(&db, Some((nats, &prefix))).await?;
             let rate = through_hubs(o, &[a, b], Some(&db)).await?;
             let _ = (stop_a.send(()), stop_b.send(()));
             anyhow::Ok(rate)

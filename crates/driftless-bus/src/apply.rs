@@ -1,40 +1,24 @@
-//! The appliers. In every hub process, one puller per partition takes messages from the
-//! partition's durable consumer (JetStream spreads a consumer's messages over every process
-//! pulling from it) into one queue of the process; a few group workers take from that queue
-//! whatever has gathered, across all partitions, and apply it through [`Store::apply`] in one
-//! call (one transaction), then publish the outcomes and acknowledge. A crash anywhere before the
-//! acknowledgement means JetStream redelivers; the ledger answers the redelivery `duplicate` and
-//! applies nothing twice.
-//!
-//! Why one queue rather than one group per partition: a partition carries a sixteenth of the
-//! traffic and each process pulls half of that, so a partition's own groups are a few events,
-//! each a transaction (locks, reads, a commit) of its own. Gathered over every partition, a group
-//! holds what arrived while the previous one committed, as the store's own group commit does.
+//! The appliers: one task per partition in every hub process, each pulling from the partition's
+//! durable consumer (JetStream spreads a consumer's messages over every process pulling from it),
+//! applying a group of messages through [`Store::apply`] in one call, and only then publishing
+//! the outcomes and acknowledging. A crash anywhere before the acknowledgement means JetStream
+//! redelivers; the ledger answers the redelivery `duplicate` and applies nothing twice.
 //!
 //! [`Store::apply`]: driftless_store::Store::apply
 
-use crate::codec;
+use crate::codec::{self, ChannelUpdate};
 use crate::{Bus, BusError};
-use async_nats::jetstream::consumer::pull::{self, MessagesErrorKind};
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::{AckKind, Message};
 use chrono::{DateTime, Utc};
-use driftless_core::{Event, Outcome, Rules};
+use driftless_core::{Event, Outcome, Rules, Sku};
 use driftless_store::{Incoming, Receipt, StoreError};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::{Mutex, mpsc, watch};
+use std::time::Duration;
 
 /// How long an applier waits before pulling again after NATS or the store failed.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
-/// Messages one pull request of a partition asks for. Groups gather across partitions, so a
-/// partition's pulls need not hold a group each; what is pulled and not applied waits
-/// unacknowledged, and a short `ack_wait` would hand it out again, so this stays modest.
-const PULL_BATCH: usize = 512;
-
-/// The queue from the pullers to the group workers.
-type Queue = Arc<Mutex<mpsc::Receiver<Message>>>;
 
 /// An event prepared against the configuration as the API would have at `received_at`.
 pub(crate) fn incoming(rules: &Rules, e: Event, received_at: DateTime<Utc>) -> Incoming {
@@ -50,37 +34,13 @@ pub(crate) fn incoming(rules: &Rules, e: Event, received_at: DateTime<Utc>) -> I
     }
 }
 
-/// The readable messages of a group, with their events as the store takes them.
-struct Decoded {
-    events: Vec<Event>,
-    batch: Vec<Incoming>,
-    msgs: Vec<Message>,
-}
-
-/// What ended a puller's stream of messages.
-enum Pulled {
-    /// Set the consumer up again (its stream ended or failed).
-    Again,
-    Stopped,
-}
-
 impl Bus {
-    /// Starts this process's pullers (one per partition) and group workers. Each stops at
-    /// [`Bus::stop`]: a worker after the group it is applying. Messages pulled and not yet
-    /// applied are never acknowledged, so JetStream hands them out again.
+    /// Starts one applier per partition. Each stops at [`Bus::stop`], after the group it is
+    /// applying.
     pub fn start_appliers(self: &Arc<Bus>) {
-        // Room for a full group per worker beyond the one being gathered: enough to keep the
-        // workers busy, small beside `max_ack_pending`.
-        let room = self.opts.apply_batch.saturating_mul(self.opts.appliers + 1);
-        let (tx, rx) = mpsc::channel(room.max(1));
         for p in 0..self.opts.partitions {
-            let (bus, tx) = (self.clone(), tx.clone());
-            self.push_task(tokio::spawn(async move { bus.run_puller(p, tx).await }));
-        }
-        let queue: Queue = Arc::new(Mutex::new(rx));
-        for _ in 0..self.opts.appliers {
-            let (bus, queue) = (self.clone(), queue.clone());
-            self.push_task(tokio::spawn(async move { bus.run_worker(queue).await }));
+            let bus = self.clone();
+            self.push_task(tokio::spawn(async move { bus.run_applier(p).await }));
         }
     }
 
@@ -99,192 +59,128 @@ impl Bus {
         }
     }
 
-    /// Sets the partition's consumer up (and the stream, should NATS have lost it) and starts
-    /// pulling from it.
-    async fn pull(&self, partition: u16) -> Result<pull::Stream, String> {
-        let stream = crate::setup_stream(&self.js, &self.opts)
-            .await
-            .map_err(|e| e.to_string())?;
-        let consumer: async_nats::jetstream::consumer::Consumer<pull::Config> = stream
-            .get_or_create_consumer(
-                &format!("applier-{partition}"),
-                self.consumer_config(partition),
-            )
-            .await
-            .map_err(|e| format!("consumer applier-{partition}: {e}"))?;
-        consumer
-            .stream()
-            .max_messages_per_batch(PULL_BATCH)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-            .map_err(|e| format!("pulling applier-{partition}: {e}"))
-    }
-
-    /// One partition's puller: its messages into the process's queue, the consumer set up again
-    /// whenever pulling fails, until the bus stops.
-    async fn run_puller(self: Arc<Bus>, partition: u16, queue: mpsc::Sender<Message>) {
+    async fn run_applier(self: Arc<Bus>, partition: u16) {
         let mut stop = self.stop.subscribe();
-        loop {
-            let pulled = match self.pull(partition).await {
-                Ok(messages) => self.forward(partition, messages, &queue, &mut stop).await,
+        while !*stop.borrow() {
+            let messages = async {
+                let stream = crate::setup_stream(&self.js, &self.opts)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let consumer: async_nats::jetstream::consumer::Consumer<pull::Config> = stream
+                    .get_or_create_consumer(
+                        &format!("applier-{partition}"),
+                        self.consumer_config(partition),
+                    )
+                    .await
+                    .map_err(|e| format!("consumer applier-{partition}: {e}"))?;
+                consumer
+                    .stream()
+                    .max_messages_per_batch(self.opts.apply_batch)
+                    .heartbeat(Duration::from_secs(5))
+                    .expires(Duration::from_secs(30))
+                    .messages()
+                    .await
+                    .map_err(|e| format!("pulling applier-{partition}: {e}"))
+            }
+            .await;
+            let mut messages = match messages {
+                Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(partition, error = %e, "applier cannot pull; retrying");
-                    Pulled::Again
+                    tokio::select! {
+                        _ = tokio::time::sleep(RETRY_PAUSE) => continue,
+                        _ = stop.wait_for(|s| *s) => break,
+                    }
                 }
             };
-            if matches!(pulled, Pulled::Stopped) {
-                return;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(RETRY_PAUSE) => {},
-                _ = stop.wait_for(|s| *s) => return,
-            }
-        }
-    }
-
-    /// Hands every message of one pull stream to the queue until the stream fails or ends.
-    async fn forward(
-        &self,
-        partition: u16,
-        mut messages: pull::Stream,
-        queue: &mpsc::Sender<Message>,
-        stop: &mut watch::Receiver<bool>,
-    ) -> Pulled {
-        loop {
-            let next = tokio::select! {
-                m = messages.next() => m,
-                _ = stop.wait_for(|s| *s) => return Pulled::Stopped,
-            };
-            let m = match next {
-                Some(Ok(m)) => m,
-                // Missed heartbeats (a reconnect): the pull stream re-issues its own requests.
-                Some(Err(e)) if matches!(e.kind(), MessagesErrorKind::MissingHeartbeat) => {
-                    tracing::debug!(partition, error = %e, "applier pull");
-                    continue;
-                }
-                // Anything else (the consumer deleted by an operator, the stream gone) is met by
-                // setting the consumer up again.
-                Some(Err(e)) => {
-                    tracing::debug!(partition, error = %e, "applier pull");
-                    return Pulled::Again;
-                }
-                None => return Pulled::Again,
-            };
-            tokio::select! {
-                sent = queue.send(m) => if sent.is_err() { return Pulled::Stopped },
-                _ = stop.wait_for(|s| *s) => return Pulled::Stopped,
-            }
-        }
-    }
-
-    /// A group worker: gathers a group from the queue, applies it, and again, until the bus
-    /// stops.
-    async fn run_worker(self: Arc<Bus>, queue: Queue) {
-        let mut stop = self.stop.subscribe();
-        loop {
-            let group = tokio::select! {
-                g = self.gather(&queue) => g,
-                _ = stop.wait_for(|s| *s) => return,
-            };
-            let Some(group) = group else { return };
-            if let Err(e) = self.apply_group(group).await {
-                tracing::warn!(error = %e, "applying a group failed; JetStream redelivers it");
-                tokio::select! {
-                    _ = tokio::time::sleep(RETRY_PAUSE) => {},
+            loop {
+                let first = tokio::select! {
+                    m = messages.next() => m,
                     _ = stop.wait_for(|s| *s) => return,
+                };
+                let first = match first {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => {
+                        use async_nats::jetstream::consumer::pull::MessagesErrorKind as K;
+                        // Missed heartbeats (a reconnect): the pull stream re-issues its own
+                        // requests. Anything else (the consumer deleted by an operator, the
+                        // stream gone) is met by setting the consumer up again.
+                        tracing::debug!(partition, error = %e, "applier pull");
+                        if matches!(e.kind(), K::MissingHeartbeat) {
+                            continue;
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(RETRY_PAUSE) => break,
+                            _ = stop.wait_for(|s| *s) => return,
+                        }
+                    }
+                    None => break,
+                };
+                // Whatever else has already arrived joins the group: one store call, one commit.
+                let mut group = vec![first];
+                while group.len() < self.opts.apply_batch {
+                    match messages.next().now_or_never() {
+                        Some(Some(Ok(m))) => group.push(m),
+                        _ => break,
+                    }
+                }
+                if let Err(e) = self.apply_group(group).await {
+                    tracing::warn!(partition, error = %e, "applying a group failed; JetStream redelivers it");
+                    tokio::select! {
+                        _ = tokio::time::sleep(RETRY_PAUSE) => {},
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
                 }
             }
         }
     }
 
-    /// The next group: the first message to arrive, then whatever else arrives within
-    /// `gather_wait` of it, up to `apply_batch`. One worker gathers at a time while the others
-    /// apply, so a group holds what arrived while they committed. `None` once the pullers are
-    /// gone.
-    async fn gather(&self, queue: &Queue) -> Option<Vec<Message>> {
-        let mut rx = queue.lock().await;
-        let first = rx.recv().await?;
-        let deadline = tokio::time::Instant::now() + self.opts.gather_wait;
-        let mut group = Vec::with_capacity(self.opts.apply_batch.min(4096));
-        group.push(first);
-        while group.len() < self.opts.apply_batch {
-            // What has arrived already, without a timer per message.
-            match rx.try_recv() {
-                Ok(m) => {
-                    group.push(m);
-                    continue;
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {}
-            }
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(m)) => group.push(m),
-                _ => break,
-            }
-        }
-        Some(group)
-    }
-
-    /// Decodes, applies, publishes the outcomes, acknowledges, and queues the changed skus for
-    /// their channel quantities. On a store failure every message is handed back (`nak` with a
-    /// delay) and nothing is acknowledged.
+    /// Decodes, applies, publishes the outcomes and channel quantities, then acknowledges. On a
+    /// store failure every message is handed back (`nak` with a delay) and nothing is
+    /// acknowledged.
     async fn apply_group(&self, group: Vec<Message>) -> Result<(), BusError> {
-        let mut clock = GroupClock::start(group.len());
-        let Decoded {
-            events,
-            batch,
-            msgs,
-        } = self.decode(group).await;
-        if events.is_empty() {
-            return Ok(());
-        }
-        clock.lap(Step::Decode);
-        let receipts = match self.store.apply(Utc::now(), batch).await {
-            Ok(r) => r,
-            Err(e) => {
-                nak_all(&msgs).await;
-                return Err(e.into());
-            }
-        };
-        clock.lap(Step::Apply);
-        let receipts = self.own_outcomes(&events, &msgs, receipts).await?;
-        let decided: Vec<(&Event, &Receipt)> = events.iter().zip(&receipts).collect();
-        self.publish_outcomes(&decided).await;
-        clock.lap(Step::Outcomes);
-        ack_all(&msgs).await;
-        clock.lap(Step::Ack);
-        self.channel_skus_changed(&decided);
-        clock.log();
-        Ok(())
-    }
-
-    /// The group's events, read back and prepared. A message that cannot be read was never valid
-    /// (another version wrote it, or it was not ours): redelivering it forever would wedge its
-    /// partition, so it is terminated; its sender was answered `accepted` at most, and the log
-    /// names it.
-    async fn decode(&self, group: Vec<Message>) -> Decoded {
-        let mut out = Decoded {
-            events: Vec::with_capacity(group.len()),
-            batch: Vec::with_capacity(group.len()),
-            msgs: Vec::with_capacity(group.len()),
-        };
+        let mut events = Vec::with_capacity(group.len());
+        let mut batch = Vec::with_capacity(group.len());
+        let mut msgs = Vec::with_capacity(group.len());
         for m in group {
             match codec::decode_event(&m.payload) {
                 Ok((received_at, e)) => {
-                    out.batch
-                        .push(incoming(&self.rules, e.clone(), received_at));
-                    out.events.push(e);
-                    out.msgs.push(m);
+                    batch.push(incoming(&self.rules, e.clone(), received_at));
+                    events.push(e);
+                    msgs.push(m);
                 }
                 Err(e) => {
+                    // Never valid (another version wrote it, or it was not ours): redelivering
+                    // it forever would wedge the partition. Its sender was answered `accepted`
+                    // at most; the log names it.
                     tracing::error!(subject = %m.subject, error = %e, "a bus message could not be read; dropped");
                     let _ = m.ack_with(AckKind::Term).await;
                 }
             }
         }
-        out
+        if events.is_empty() {
+            return Ok(());
+        }
+        let receipts = match self.store.apply(Utc::now(), batch).await {
+            Ok(r) => r,
+            Err(e) => {
+                for m in &msgs {
+                    let _ = m.ack_with(AckKind::Nak(Some(RETRY_PAUSE))).await;
+                }
+                return Err(e.into());
+            }
+        };
+        let receipts = self.own_outcomes(&events, &msgs, receipts).await?;
+        let decided: Vec<(&Event, &Receipt)> = events.iter().zip(&receipts).collect();
+        self.publish_outcomes(&decided).await;
+        self.publish_channels(&decided).await;
+        for m in &msgs {
+            // A lost acknowledgement means one redelivery, answered `duplicate` by the ledger.
+            if let Err(e) = m.ack().await {
+                tracing::debug!(error = %e, "acknowledgement not sent; the message comes back");
+            }
+        }
+        Ok(())
     }
 
     /// A message delivered again after its first delivery was applied (the process died, or its
@@ -310,69 +206,62 @@ impl Bus {
         }
         Ok(receipts)
     }
-}
 
-/// Acknowledges a committed group. Each acknowledgement is one message to the server, written
-/// into the client's buffer (no round trip is awaited). A lost one means one redelivery, which the
-/// ledger answers `duplicate`. `AckAll` (one acknowledgement up to a sequence) is not used: every
-/// process pulls from the same consumers, and it would acknowledge the other processes'
-/// messages of lower sequences before they committed.
-async fn ack_all(msgs: &[Message]) {
-    for m in msgs {
-        if let Err(e) = m.ack().await {
-            tracing::debug!(error = %e, "acknowledgement not sent; the message comes back");
+    /// Publishes every channel's quantity of each sku the group changed. Core NATS: a consumer
+    /// that must not miss one captures `<prefix>.channels.>` in a stream of its own.
+    pub(crate) async fn publish_channels(&self, decided: &[(&Event, &Receipt)]) {
+        if self.channels.is_empty() {
+            return;
         }
-    }
-}
-
-/// Hands a group back after the store failed: redelivered after a pause, to any process.
-async fn nak_all(msgs: &[Message]) {
-    for m in msgs {
-        let _ = m.ack_with(AckKind::Nak(Some(RETRY_PAUSE))).await;
-    }
-}
-
-/// The steps of a group, timed for the `debug` log (`driftless_bus=debug`), beside the store's
-/// own phase times (`driftless_store=debug`): where a group's time goes.
-#[derive(Clone, Copy)]
-enum Step {
-    Decode,
-    Apply,
-    Outcomes,
-    Ack,
-}
-
-struct GroupClock {
-    messages: usize,
-    last: Instant,
-    micros: [u64; 4],
-}
-
-impl GroupClock {
-    fn start(messages: usize) -> GroupClock {
-        GroupClock {
-            messages,
-            last: Instant::now(),
-            micros: [0; 4],
+        // The skus whose channel quantities may have moved: those of the outcomes that mark the
+        // outbox. A receipt does not say whether its event was effective; an ineffective one only
+        // publishes its sku's unchanged quantity again, which a consumer keeping the highest
+        // version ignores.
+        let mut skus: Vec<Sku> = decided
+            .iter()
+            .filter(|(_, r)| r.outcome.marks_outbox(true))
+            .map(|(e, _)| e.sku.clone())
+            .collect();
+        skus.sort();
+        skus.dedup();
+        if skus.is_empty() {
+            return;
         }
-    }
-
-    fn lap(&mut self, s: Step) {
-        let now = Instant::now();
-        self.micros[s as usize] =
-            u64::try_from(now.duration_since(self.last).as_micros()).unwrap_or(u64::MAX);
-        self.last = now;
-    }
-
-    fn log(&self) {
-        let [decode, apply, outcomes, ack] = self.micros;
-        tracing::debug!(
-            messages = self.messages,
-            decode,
-            apply,
-            outcomes,
-            ack,
-            "bus group applied (step times in µs)"
-        );
+        // Two reads for the whole group, not two per sku: a group of a thousand events touches
+        // hundreds of skus.
+        let (levels, versions) = match tokio::try_join!(
+            self.store.checkpoint_levels(&skus),
+            self.store.sku_versions(&skus)
+        ) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "channel quantities not published");
+                return;
+            }
+        };
+        for sku in &skus {
+            let Some(levels) = levels.get(sku) else {
+                continue;
+            };
+            let version = versions.get(sku).copied();
+            for c in self.channels.iter() {
+                let atp = levels
+                    .iter()
+                    .filter(|(loc, _)| c.feeds_from(loc))
+                    .map(|(_, l)| l.available())
+                    .fold(0i64, i64::saturating_add);
+                let u = ChannelUpdate {
+                    channel: c.id.to_string(),
+                    sku: sku.to_string(),
+                    quantity: c.quantity(sku, atp),
+                    version,
+                };
+                let payload = serde_json::to_vec(&u).unwrap_or_default();
+                let subject = self.opts.channel_subject(c.id.as_str(), sku.as_str());
+                if let Err(e) = self.client.publish(subject, payload.into()).await {
+                    tracing::debug!(error = %e, "a channel quantity was not published");
+                }
+            }
+        }
     }
 }

@@ -5,22 +5,19 @@
 //! hash of the sku, so events of one sku share a consumer), each with `Nats-Msg-Id` derived from
 //! `(source, id)`: JetStream drops an identical redelivery inside its duplicate window, a first
 //! filter only, since the ledger's own idempotency stays the authority. Appliers (every hub
-//! process runs them) pull from one durable consumer per partition, apply what gathered across
-//! the partitions through [`Store::apply`] in one call, acknowledge only after the store
-//! committed, and publish each group's outcomes on `<prefix>.outcomes.<source>` and each changed
-//! channel quantity on `<prefix>.channels.<channel>.<sku>`. The API waits a bounded time for the
-//! outcomes; whatever has not arrived is answered `accepted` (durable in JetStream, applied
-//! later).
+//! process runs them) consume with one durable pull consumer per partition, apply through
+//! [`Store::apply`], acknowledge only after the store committed, and publish each event's outcome
+//! on `<prefix>.outcomes.<source>` and each changed channel quantity on
+//! `<prefix>.channels.<channel>.<sku>`. The API waits a bounded time for the outcomes; whatever
+//! has not arrived is answered `accepted` (durable in JetStream, applied later).
 //!
 //! # Layout
 //! - this module: options, subjects, the connection and stream setup, [`BusError`].
 //! - [`codec`]: the messages.
 //! - [`publish`]: the API side ([`Bus::submit`]) and the record of accepted ids.
 //! - [`apply`]: the appliers.
-//! - [`channels`]: publishing channel quantities.
 
 pub mod apply;
-pub mod channels;
 pub mod codec;
 pub mod publish;
 
@@ -88,14 +85,8 @@ pub struct BusOptions {
     pub max_message_bytes: i32,
     /// JetStream's duplicate window for `Nats-Msg-Id`.
     pub duplicate_window: Duration,
-    /// Most messages one group takes into one `Store::apply` (one transaction).
+    /// Messages an applier takes into one `Store::apply`.
     pub apply_batch: usize,
-    /// Group workers per process: while one commits a group, the next gathers.
-    pub appliers: usize,
-    /// How long a group keeps gathering after its first message, unless `apply_batch` is
-    /// reached first: a few milliseconds of an event's latency for groups of what arrives in
-    /// them rather than of what had arrived at one instant.
-    pub gather_wait: Duration,
     /// How long a message may stay unacknowledged before JetStream redelivers it.
     pub ack_wait: Duration,
     /// Unacknowledged messages per consumer (JetStream stops delivering beyond it).
@@ -116,9 +107,7 @@ impl BusOptions {
             stream_max_bytes: 1 << 30,
             max_message_bytes: 64 * 1024,
             duplicate_window: Duration::from_secs(120),
-            apply_batch: 2000,
-            appliers: 2,
-            gather_wait: Duration::from_millis(5),
+            apply_batch: 512,
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 8192,
         }
@@ -180,12 +169,8 @@ impl BusOptions {
                 "the subject prefix must be dot-separated tokens without spaces, `*` or `>`",
             );
         }
-        if self.partitions == 0
-            || self.apply_batch == 0
-            || self.appliers == 0
-            || self.max_waiting == 0
-        {
-            return bad("partitions, apply_batch, appliers and max_waiting must be at least 1");
+        if self.partitions == 0 || self.apply_batch == 0 || self.max_waiting == 0 {
+            return bad("partitions, apply_batch and max_waiting must be at least 1");
         }
         Ok(())
     }
@@ -221,11 +206,8 @@ pub struct Bus {
     channels: Arc<Vec<ChannelSpec>>,
     waiting: Arc<Mutex<publish::Waiting>>,
     accepted: Arc<Mutex<publish::AcceptedIds>>,
-    changed: channels::ChangedSkus,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    /// The channel publisher, stopped after the tasks that note changes.
-    publisher: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -277,17 +259,11 @@ impl Bus {
             store,
             rules,
             channels,
-            changed: channels::ChangedSkus::default(),
             stop,
             tasks: Mutex::new(Vec::new()),
-            publisher: Mutex::new(None),
         });
         let listener = publish::listen(&bus).await?;
         bus.push_task(listener);
-        let publisher = tokio::spawn(bus.clone().run_channel_publisher());
-        if let Ok(mut p) = bus.publisher.lock() {
-            *p = Some(publisher);
-        }
         Ok(bus)
     }
 
@@ -306,10 +282,9 @@ impl Bus {
         }
     }
 
-    /// Stops the appliers after the group each is applying and the outcome listener, then the
-    /// channel publisher once it has published what they noted; returns once all have stopped.
-    /// Unacknowledged messages go back to JetStream for another process (or this one
-    /// restarted). Call before the store closes.
+    /// Stops the appliers after the batch each is applying, then the outcome listener; returns
+    /// once they have stopped. Unacknowledged messages go back to JetStream for another process
+    /// (or this one restarted). Call before the store closes.
     pub async fn stop(&self) {
         let _ = self.stop.send(true);
         let tasks: Vec<_> = match self.tasks.lock() {
@@ -325,14 +300,6 @@ impl Bus {
                 tracing::warn!("a bus task did not stop within 10 s; aborted");
                 t.abort();
             }
-        }
-        self.changed.close();
-        let publisher = self.publisher.lock().ok().and_then(|mut p| p.take());
-        if let Some(mut t) = publisher
-            && tokio::time::timeout_at(deadline, &mut t).await.is_err()
-        {
-            tracing::warn!("the channel publisher did not stop within 10 s; aborted");
-            t.abort();
         }
         let _ = self.client.flush().await;
     }

@@ -428,7 +428,7 @@ impl Bus {
         let decided: Vec<(&Event, &Receipt)> =
             direct.iter().map(|&i| &events[i]).zip(&receipts).collect();
         self.publish_outcomes(&decided).await;
-        self.channel_skus_changed(&decided);
+        self.publish_channels(&decided).await;
         Ok(receipts)
     }
 
