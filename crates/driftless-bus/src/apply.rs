@@ -1,7 +1,8 @@
 //! The appliers: one task per partition in every hub process, each pulling from the partition's
 //! durable consumer (JetStream spreads a consumer's messages over every process pulling from it),
-//! applying a group of messages through [`Store::apply`] in one call, and only then publishing
-//! the outcomes and acknowledging. A crash anywhere before the acknowledgement means JetStream
+//! applying the events of a group of messages (whole messages, up to `apply_batch` events)
+//! through [`Store::apply`] in one call, and only then publishing the outcomes and
+//! acknowledging. A crash anywhere before the acknowledgement means JetStream
 //! redelivers; the ledger answers the redelivery `duplicate` and applies nothing twice.
 //!
 //! [`Store::apply`]: driftless_store::Store::apply
@@ -19,6 +20,37 @@ use std::time::Duration;
 
 /// How long an applier waits before pulling again after NATS or the store failed.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// Bytes one pull request asks for at most (a few groups' worth of events).
+const PULL_BYTES: usize = 4 << 20;
+
+/// The messages of one `Store::apply`, read: their events in order, each with the instant the
+/// API received it and whether its message was delivered before.
+#[derive(Default)]
+struct Group {
+    messages: Vec<Message>,
+    events: Vec<(Event, DateTime<Utc>, bool)>,
+    /// Never valid (another version wrote them, or they were not ours): redelivering them forever
+    /// would wedge the partition, so they are terminated. Their senders were answered `accepted`
+    /// at most; the log names them.
+    unreadable: Vec<Message>,
+}
+
+impl Group {
+    fn add(&mut self, m: Message) {
+        match codec::decode_events(&m.payload) {
+            Ok((received_at, events)) => {
+                let redelivered = m.info().map(|i| i.delivered > 1).unwrap_or(false);
+                self.events
+                    .extend(events.into_iter().map(|e| (e, received_at, redelivered)));
+                self.messages.push(m);
+            }
+            Err(e) => {
+                tracing::error!(subject = %m.subject, error = %e, "a bus message could not be read; dropped");
+                self.unreadable.push(m);
+            }
+        }
+    }
+}
 
 /// An event prepared against the configuration as the API would have at `received_at`.
 pub(crate) fn incoming(rules: &Rules, e: Event, received_at: DateTime<Utc>) -> Incoming {
@@ -76,6 +108,8 @@ impl Bus {
                 consumer
                     .stream()
                     .max_messages_per_batch(self.opts.apply_batch)
+                    // A message holds up to 250 events: bound what waits in this process too.
+                    .max_bytes_per_batch(PULL_BYTES)
                     .heartbeat(Duration::from_secs(5))
                     .expires(Duration::from_secs(30))
                     .messages()
@@ -116,11 +150,13 @@ impl Bus {
                     }
                     None => break,
                 };
-                // Whatever else has already arrived joins the group: one store call, one commit.
-                let mut group = vec![first];
-                while group.len() < self.opts.apply_batch {
+                // Whatever else has already arrived joins the group, up to `apply_batch` events:
+                // one store call, one commit.
+                let mut group = Group::default();
+                group.add(first);
+                while group.events.len() < self.opts.apply_batch {
                     match messages.next().now_or_never() {
-                        Some(Some(Ok(m))) => group.push(m),
+                        Some(Some(Ok(m))) => group.add(m),
                         _ => break,
                     }
                 }
@@ -135,46 +171,40 @@ impl Bus {
         }
     }
 
-    /// Decodes, applies, publishes the outcomes and channel quantities, then acknowledges. On a
-    /// store failure every message is handed back (`nak` with a delay) and nothing is
-    /// acknowledged.
-    async fn apply_group(&self, group: Vec<Message>) -> Result<(), BusError> {
-        let mut events = Vec::with_capacity(group.len());
-        let mut batch = Vec::with_capacity(group.len());
-        let mut msgs = Vec::with_capacity(group.len());
-        for m in group {
-            match codec::decode_event(&m.payload) {
-                Ok((received_at, e)) => {
-                    batch.push(incoming(&self.rules, e.clone(), received_at));
-                    events.push(e);
-                    msgs.push(m);
-                }
-                Err(e) => {
-                    // Never valid (another version wrote it, or it was not ours): redelivering
-                    // it forever would wedge the partition. Its sender was answered `accepted`
-                    // at most; the log names it.
-                    tracing::error!(subject = %m.subject, error = %e, "a bus message could not be read; dropped");
-                    let _ = m.ack_with(AckKind::Term).await;
-                }
-            }
+    /// Applies a group, publishes the outcomes and channel quantities, then acknowledges its
+    /// messages (and terminates those that could not be read). On a store failure every message
+    /// is handed back (`nak` with a delay) and nothing is acknowledged.
+    async fn apply_group(&self, group: Group) -> Result<(), BusError> {
+        for m in &group.unreadable {
+            let _ = m.ack_with(AckKind::Term).await;
         }
-        if events.is_empty() {
+        if group.events.is_empty() {
             return Ok(());
         }
+        let batch: Vec<Incoming> = group
+            .events
+            .iter()
+            .map(|(e, at, _)| incoming(&self.rules, e.clone(), *at))
+            .collect();
         let receipts = match self.store.apply(Utc::now(), batch).await {
             Ok(r) => r,
             Err(e) => {
-                for m in &msgs {
+                for m in &group.messages {
                     let _ = m.ack_with(AckKind::Nak(Some(RETRY_PAUSE))).await;
                 }
                 return Err(e.into());
             }
         };
-        let receipts = self.own_outcomes(&events, &msgs, receipts).await?;
-        let decided: Vec<(&Event, &Receipt)> = events.iter().zip(&receipts).collect();
+        let receipts = self.own_outcomes(&group, receipts).await?;
+        let decided: Vec<(&Event, &Receipt)> = group
+            .events
+            .iter()
+            .map(|(e, _, _)| e)
+            .zip(&receipts)
+            .collect();
         self.publish_outcomes(&decided).await;
         self.publish_channels(&decided).await;
-        for m in &msgs {
+        for m in &group.messages {
             // A lost acknowledgement means one redelivery, answered `duplicate` by the ledger.
             if let Err(e) = m.ack().await {
                 tracing::debug!(error = %e, "acknowledgement not sent; the message comes back");
@@ -183,19 +213,17 @@ impl Bus {
         Ok(())
     }
 
-    /// A message delivered again after its first delivery was applied (the process died, or its
-    /// acknowledgement was lost) is `duplicate` to the ledger. The sender is owed the first
-    /// delivery's outcome, which the ledger stored: that is what is published for it.
+    /// An event in a message delivered again after its first delivery was applied (the process
+    /// died, or its acknowledgement was lost) is `duplicate` to the ledger. The sender is owed the
+    /// first delivery's outcome, which the ledger stored: that is what is published for it.
     async fn own_outcomes(
         &self,
-        events: &[Event],
-        msgs: &[Message],
+        group: &Group,
         mut receipts: Vec<Receipt>,
     ) -> Result<Vec<Receipt>, StoreError> {
-        for ((e, m), r) in events.iter().zip(msgs).zip(receipts.iter_mut()) {
-            let redelivered = m.info().map(|i| i.delivered > 1).unwrap_or(false);
+        for ((e, _, redelivered), r) in group.events.iter().zip(receipts.iter_mut()) {
             if r.outcome == Outcome::Duplicate
-                && redelivered
+                && *redelivered
                 && let Some(h) = self.store.event(&e.source, &e.id).await?
             {
                 *r = Receipt {

@@ -1,10 +1,11 @@
 //! The optional NATS JetStream event bus between the hub's API and its appliers (`docs/nats.md`).
 //!
 //! With the bus on, `POST /v1/events` validates a request and publishes its events to one
-//! JetStream stream, one message per event on `<prefix>.events.<partition>` (the partition is a
-//! hash of the sku, so events of one sku share a consumer), each with `Nats-Msg-Id` derived from
-//! `(source, id)`: JetStream drops an identical redelivery inside its duplicate window, a first
-//! filter only, since the ledger's own idempotency stays the authority. Appliers (every hub
+//! JetStream stream, one message per partition a request's events fall in (up to 250 events a
+//! message) on `<prefix>.events.<partition>` (the partition is a hash of the sku, so events of one
+//! sku share a consumer), each with `Nats-Msg-Id` derived from its events' `(source, id)`:
+//! JetStream drops an identical redelivery inside its duplicate window, a first filter only,
+//! since the ledger's own idempotency stays the authority. Appliers (every hub
 //! process runs them) consume with one durable pull consumer per partition, apply through
 //! [`Store::apply`], acknowledge only after the store committed, and publish each event's outcome
 //! on `<prefix>.outcomes.<source>` and each changed channel quantity on
@@ -85,7 +86,8 @@ pub struct BusOptions {
     pub max_message_bytes: i32,
     /// JetStream's duplicate window for `Nats-Msg-Id`.
     pub duplicate_window: Duration,
-    /// Messages an applier takes into one `Store::apply`.
+    /// Events an applier takes into one `Store::apply` (whole messages: a group stops at the
+    /// first message that reaches it).
     pub apply_batch: usize,
     /// How long a message may stay unacknowledged before JetStream redelivers it.
     pub ack_wait: Duration,
@@ -107,7 +109,7 @@ impl BusOptions {
             stream_max_bytes: 1 << 30,
             max_message_bytes: 64 * 1024,
             duplicate_window: Duration::from_secs(120),
-            apply_batch: 512,
+            apply_batch: 2_000,
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 8192,
         }
@@ -180,6 +182,30 @@ impl BusOptions {
 /// occur in a token, so the pair reads back one way only).
 pub fn message_id(source: &str, id: &str) -> String {
     format!("{}.{}", token(source), token(id))
+}
+
+/// `Nats-Msg-Id` of an event message: one event's own [`message_id`]; for several, a digest of
+/// their identities in order, so the same request sent again (a client's retry, to any hub)
+/// packs into messages with the same ids and JetStream drops them within its window. A first
+/// filter only: a message JetStream calls a duplicate has its events decided by the ledger
+/// directly, never dropped, so a retry packed differently or a colliding digest costs a
+/// little work and nothing else.
+pub fn events_message_id<'a>(mut keys: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    use sha2::Digest;
+    let Some(first) = keys.next() else {
+        return String::new();
+    };
+    let Some(second) = keys.next() else {
+        return message_id(first.0, first.1);
+    };
+    let mut h = sha2::Sha256::new();
+    for (source, id) in [first, second].into_iter().chain(keys) {
+        h.update(token(source).as_bytes());
+        h.update(b".");
+        h.update(token(id).as_bytes());
+        h.update(b"\n");
+    }
+    format!("batch.{}", hex::encode(&h.finalize()[..16]))
 }
 
 /// A string as one subject token: letters, digits, `_` and `-` kept, every other byte as `%XX`.
@@ -343,6 +369,20 @@ mod tests {
         assert_eq!(token("a.b*c> d%"), "a%2Eb%2Ac%3E%20d%25");
         assert_eq!(token("é"), "%C3%A9");
         assert_ne!(message_id("a.b", "c"), message_id("a", "b.c"));
+        assert_eq!(
+            events_message_id([("wms", "e1")].into_iter()),
+            message_id("wms", "e1")
+        );
+        let two = events_message_id([("wms", "e1"), ("wms", "e2")].into_iter());
+        assert!(two.starts_with("batch.") && two.len() == 38, "{two}");
+        assert_eq!(
+            two,
+            events_message_id([("wms", "e1"), ("wms", "e2")].into_iter())
+        );
+        assert_ne!(
+            two,
+            events_message_id([("wms", "e2"), ("wms", "e1")].into_iter())
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use driftless_core::{Event, EventId, Outcome, SystemId};
 use driftless_store::{Incoming, Receipt};
 use futures::StreamExt;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -305,8 +305,10 @@ impl Bus {
             .collect())
     }
 
-    /// Publishes every event routed to the bus (pipelined: all sent, then every acknowledgement
-    /// awaited). One published whose `PubAck` says `duplicate` is re-routed to the ledger.
+    /// Publishes every event routed to the bus: those of one partition packed into as few
+    /// messages as the bounds allow ([`codec::pack`]), pipelined (a chunk of messages sent, then
+    /// their acknowledgements awaited). The events of a message whose `PubAck` says `duplicate`
+    /// are re-routed to the ledger.
     async fn publish_all(
         &self,
         received_at: DateTime<Utc>,
@@ -314,52 +316,70 @@ impl Bus {
         routes: &mut [Route],
     ) -> Result<(), BusError> {
         let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
-        let published: Vec<usize> = (0..events.len())
-            .filter(|&i| matches!(routes[i], Route::Published(_)))
-            .collect();
-        for chunk in published.chunks(crate::PUBLISH_CHUNK) {
-            self.publish_chunk(received_at, events, routes, chunk)
+        let mut by_partition: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (i, e) in events.iter().enumerate() {
+            if matches!(routes[i], Route::Published(_)) {
+                by_partition
+                    .entry(self.opts.partition(e.sku.as_str()))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        let max_bytes = usize::try_from(self.opts.max_message_bytes).unwrap_or(usize::MAX);
+        let mut messages = Vec::new();
+        for (partition, idx) in by_partition {
+            let subject = self.opts.event_subject(partition);
+            for m in codec::pack(received_at, idx.iter().map(|&i| (i, &events[i])), max_bytes) {
+                messages.push((subject.clone(), m.indices, bytes::Bytes::from(m.payload)));
+            }
+        }
+        for chunk in messages.chunks(crate::PUBLISH_CHUNK) {
+            self.publish_chunk(events, routes, chunk)
                 .await
                 .map_err(|e| unavailable(&e))?;
         }
         Ok(())
     }
 
-    /// Sends a chunk, then awaits its acknowledgements. Each unacknowledged publish holds one of
-    /// the context's `MAX_ACK_INFLIGHT` permits, and a request blocks for a permit while holding
-    /// others: chunks keep every request's holding below `PUBLISH_CHUNK`, and the server lets at
-    /// most 256 event requests run at once, so 256 x `PUBLISH_CHUNK` < `MAX_ACK_INFLIGHT` and
-    /// requests can never all wait on each other.
+    /// Sends a chunk of messages, then awaits their acknowledgements. Each unacknowledged
+    /// publish holds one of the context's `MAX_ACK_INFLIGHT` permits, and a request blocks for a
+    /// permit while holding others: chunks keep every request's holding below `PUBLISH_CHUNK`,
+    /// and the server lets at most 256 event requests run at once, so 256 x `PUBLISH_CHUNK` <
+    /// `MAX_ACK_INFLIGHT` and requests can never all wait on each other.
     async fn publish_chunk(
         &self,
-        received_at: DateTime<Utc>,
         events: &[Event],
         routes: &mut [Route],
-        chunk: &[usize],
+        chunk: &[(String, Vec<usize>, bytes::Bytes)],
     ) -> Result<(), String> {
         let mut acks = Vec::with_capacity(chunk.len());
-        for &i in chunk {
-            let e = &events[i];
-            let subject = self.opts.event_subject(self.opts.partition(e.sku.as_str()));
+        for (subject, indices, payload) in chunk {
+            let id = crate::events_message_id(
+                indices
+                    .iter()
+                    .map(|&i| (events[i].source.as_str(), events[i].id.as_str())),
+            );
             let msg = PublishMessage::build()
-                .payload(codec::encode_event(received_at, e).into())
-                .message_id(crate::message_id(e.source.as_str(), e.id.as_str()));
+                .payload(payload.clone())
+                .message_id(id);
             let ack = self
                 .js
-                .send_publish(subject, msg)
+                .send_publish(subject.clone(), msg)
                 .await
                 .map_err(|e| e.to_string())?;
-            acks.push((i, ack));
+            acks.push((indices, ack));
         }
         let results = futures::future::join_all(
             acks.into_iter()
-                .map(|(i, ack)| async move { (i, ack.await) }),
+                .map(|(indices, ack)| async move { (indices, ack.await) }),
         )
         .await;
-        for (i, r) in results {
+        for (indices, r) in results {
             let ack = r.map_err(|e| e.to_string())?;
             if ack.duplicate {
-                routes[i] = Route::Direct;
+                for &i in indices {
+                    routes[i] = Route::Direct;
+                }
             }
         }
         Ok(())

@@ -235,17 +235,42 @@ async fn without_a_running_applier_events_are_accepted_then_decided() {
     assert!(bus.is_accepted(&wms, &p1));
     assert!(store.event(&wms, &p1).await.unwrap().is_none());
 
+    // A request's events of one partition travel in as few messages as the bounds allow: 300
+    // events of one sku are two messages (250 and 50), beside the first request's one.
+    let many = || -> Vec<Event> {
+        (0..300)
+            .map(|i| event("wms", &format!("q{i}"), "SKU-P", 1))
+            .collect()
+    };
+    let d = bus.submit(now(), many()).await.unwrap();
+    assert!(d.iter().all(|d| *d == Delivery::Accepted));
+    let js = jetstream::new(async_nats::connect(&url).await.unwrap());
+    let mut stream = js.get_stream(o.stream_name()).await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 3);
+    // The same request sent again packs into messages with the same ids: JetStream drops them
+    // and the ledger decides the events directly (no applier has taken the first copies).
+    let d = bus.submit(now(), many()).await.unwrap();
+    assert!(d.iter().all(|d| outcome(d) == Outcome::Applied), "{d:?}");
+    assert_eq!(stream.info().await.unwrap().state.messages, 3);
+
     bus.start_appliers();
     eventually(|| {
         let (store, wms, p1) = (store.clone(), wms.clone(), p1.clone());
         async move { store.event(&wms, &p1).await.unwrap().is_some() }
     })
     .await;
+    // The first copies, applied now, are duplicates: each event counted once.
     eventually(|| {
         let store = store.clone();
-        async move { on_hand(&store, "SKU-P").await == 7 }
+        async move { on_hand(&store, "SKU-P").await == 307 }
     })
     .await;
+    eventually(|| {
+        let mut stream = stream.clone();
+        async move { stream.info().await.unwrap().state.messages == 0 }
+    })
+    .await;
+    assert_eq!(on_hand(&store, "SKU-P").await, 307);
     // The outcome, seen on the bus, ends the `accepted` record.
     eventually(|| {
         let (bus, wms, p1) = (bus.clone(), wms.clone(), p1.clone());
@@ -295,8 +320,9 @@ async fn a_message_delivered_again_after_its_commit_is_a_duplicate_and_reports_t
         .unwrap();
     let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
     let m = batch.next().await.unwrap().unwrap();
-    let (at, e) = driftless_bus::codec::decode_event(&m.payload).unwrap();
-    let p = rules().prepare_at(e, at).unwrap();
+    let (at, mut events) = driftless_bus::codec::decode_events(&m.payload).unwrap();
+    assert_eq!(events.len(), 1);
+    let p = rules().prepare_at(events.remove(0), at).unwrap();
     let r = store
         .apply(now(), vec![driftless_store::Incoming::Event(Box::new(p))])
         .await
