@@ -190,6 +190,18 @@ async fn hub(
     if let Some((url, prefix)) = nats {
         let mut o = BusOptions::new(url);
         o.prefix = prefix.to_owned();
+        // Knobs to explore the bus's shape with (the defaults are what `serve` runs).
+        let knob = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+        };
+        if let Some(n) = knob("BENCH_BUS_APPLYING") {
+            o.max_applying = n;
+        }
+        if let Some(n) = knob("BENCH_BUS_PARTITIONS") {
+            o.partitions = u16::try_from(n).unwrap_or(u16::MAX);
+        }
         let b = Bus::connect(
             o,
             store.clone(),

@@ -150,6 +150,15 @@ impl Bus {
                     }
                     None => break,
                 };
+                // At most `max_applying` groups of this process at the ledger at once: while an
+                // applier waits its turn its partition's messages keep arriving, so under load the
+                // groups grow (one transaction for many messages) instead of every partition
+                // committing a few events at a time.
+                let turn = tokio::select! {
+                    t = self.applying.clone().acquire_owned() => t,
+                    _ = stop.wait_for(|s| *s) => return,
+                };
+                let Ok(_turn) = turn else { return };
                 // Whatever else has already arrived joins the group, up to `apply_batch` events:
                 // one store call, one commit.
                 let mut group = Group::default();

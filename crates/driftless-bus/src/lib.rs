@@ -89,6 +89,9 @@ pub struct BusOptions {
     /// Events an applier takes into one `Store::apply` (whole messages: a group stops at the
     /// first message that reaches it).
     pub apply_batch: usize,
+    /// Groups this process applies at once, all partitions together (the ledger's concurrency
+    /// from the bus: more only splits the same events into more, smaller transactions).
+    pub max_applying: usize,
     /// How long a message may stay unacknowledged before JetStream redelivers it.
     pub ack_wait: Duration,
     /// Unacknowledged messages per consumer (JetStream stops delivering beyond it).
@@ -110,6 +113,7 @@ impl BusOptions {
             max_message_bytes: 64 * 1024,
             duplicate_window: Duration::from_secs(120),
             apply_batch: 2_000,
+            max_applying: 4,
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 8192,
         }
@@ -171,8 +175,12 @@ impl BusOptions {
                 "the subject prefix must be dot-separated tokens without spaces, `*` or `>`",
             );
         }
-        if self.partitions == 0 || self.apply_batch == 0 || self.max_waiting == 0 {
-            return bad("partitions, apply_batch and max_waiting must be at least 1");
+        if self.partitions == 0
+            || self.apply_batch == 0
+            || self.max_waiting == 0
+            || self.max_applying == 0
+        {
+            return bad("partitions, apply_batch, max_applying and max_waiting must be at least 1");
         }
         Ok(())
     }
@@ -231,6 +239,8 @@ pub struct Bus {
     rules: Rules,
     channels: Arc<Vec<ChannelSpec>>,
     waiting: Arc<Mutex<publish::Waiting>>,
+    /// Turns at the ledger for the appliers (`max_applying`).
+    applying: Arc<tokio::sync::Semaphore>,
     accepted: Arc<Mutex<publish::AcceptedIds>>,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -274,6 +284,7 @@ impl Bus {
         setup_stream(&js, &opts).await?;
         let (stop, _) = tokio::sync::watch::channel(false);
         let bus = Arc::new(Bus {
+            applying: Arc::new(tokio::sync::Semaphore::new(opts.max_applying)),
             waiting: Arc::new(Mutex::new(publish::Waiting::default())),
             accepted: Arc::new(Mutex::new(publish::AcceptedIds::new(
                 opts.max_accepted,
