@@ -15,6 +15,7 @@
 //! included), and the observations' outcomes as the hub judged them: one key in a hundred drifts,
 //! and outlives the hop's `latency_sla` (`--sla`, 2 s by default) within the phase, so
 //! `handoff_drift` incidents open while the events run. `--only` runs one kind alone (a ceiling).
+//! `CHECKPOINTS_MAX_REPLAY` sets the store's `max_replay_events` (default 1M).
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -437,6 +438,19 @@ type Running = (
     tokio::task::JoinHandle<std::io::Result<()>>,
 );
 
+/// The store's defaults; `CHECKPOINTS_MAX_REPLAY` tries another `max_replay_events` (what a
+/// shorter bound on the replay costs the steady load's latency).
+fn store_options() -> driftless_store::sqlite::SqliteOptions {
+    let defaults = driftless_store::sqlite::SqliteOptions::default();
+    driftless_store::sqlite::SqliteOptions {
+        max_replay_events: std::env::var("CHECKPOINTS_MAX_REPLAY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(defaults.max_replay_events),
+        ..defaults
+    }
+}
+
 /// Opens a fresh ledger in `dir` and serves it on a free port, in the current runtime.
 async fn start_hub(dir: &std::path::Path, sla: u64) -> anyhow::Result<Running> {
     let config = CONFIG.replace("@SLA@", &format!("{sla}s"));
@@ -445,7 +459,7 @@ async fn start_hub(dir: &std::path::Path, sla: u64) -> anyhow::Result<Running> {
         dir,
         settings.rules.clone(),
         settings.channel_specs(),
-        driftless_store::sqlite::SqliteOptions::default(),
+        store_options(),
     )
     .await?;
     let server = Server::bind("127.0.0.1:0", AppState::new(settings, Arc::new(store))).await?;

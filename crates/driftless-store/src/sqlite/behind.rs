@@ -42,11 +42,13 @@ impl SliceBudget {
     pub const NONE: SliceBudget = SliceBudget(0);
     pub const ALL: SliceBudget = SliceBudget(usize::MAX);
 
-    /// What a group commit writes behind beside its events, the one rule for every kind: once
-    /// more rows are held than `max_held`, the excess and twice what the group adds (small slices,
-    /// a little more than the group changed, keep every commit short; the sweep's key order still
-    /// puts many rows on each page because so many wait); once the replay a crash would need
-    /// (`tail` positions) outgrows `max_replay`, a whole slice (`most`); otherwise none.
+    /// What a group commit writes behind beside its events, the one rule for every kind: the
+    /// excess past its bounds (rows held over `max_held`, or positions of the replay a crash would
+    /// need, `tail`, over `max_replay`) and twice what the group adds, at most `most`; otherwise
+    /// none. Small slices, a little more than the group changed, keep every commit short, and
+    /// the sweep's key order still puts many rows on each page because so many wait. A whole
+    /// slice each time the replay passed its bound made every group past it a long commit: with
+    /// a short bound, the steady load's p99 paid for it (`docs/performance.md`).
     pub fn for_group(
         held: usize,
         max_held: usize,
@@ -55,14 +57,19 @@ impl SliceBudget {
         max_replay: i64,
         most: usize,
     ) -> SliceBudget {
-        let over = held.saturating_sub(max_held);
+        let over = held
+            .saturating_sub(max_held)
+            .max(Self::replay_excess(tail, max_replay));
         SliceBudget(if over > 0 {
-            (over + 2 * added).min(most)
-        } else if tail > max_replay {
-            most
+            over.saturating_add(2 * added).min(most)
         } else {
             0
         })
+    }
+
+    /// Positions of the replay a crash would need past its bound; none within it.
+    pub fn replay_excess(tail: i64, max_replay: i64) -> usize {
+        usize::try_from(tail.saturating_sub(max_replay)).unwrap_or(0)
     }
 
     /// Whether a group's slice takes the oldest changes held rather than the next ones in key
@@ -152,21 +159,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_budget_writes_the_excess_and_twice_the_group_or_a_whole_slice_for_a_long_replay() {
+    fn the_budget_writes_the_excess_past_either_bound_and_twice_the_group() {
+        // Within both bounds: nothing.
         assert_eq!(
             SliceBudget::for_group(10, 10, 5, 0, 100, 50),
             SliceBudget::NONE
         );
+        // Three rows over `max_held`, a group of five: 3 + 10.
         assert_eq!(
             SliceBudget::for_group(13, 10, 5, 0, 100, 50),
             SliceBudget(13)
         );
+        // Far over: at most a whole slice.
         assert_eq!(
             SliceBudget::for_group(90, 10, 5, 0, 100, 50),
             SliceBudget(50)
         );
+        // The replay one position past its bound: 1 + 10, not a whole slice.
         assert_eq!(
             SliceBudget::for_group(3, 10, 5, 101, 100, 50),
+            SliceBudget(11)
+        );
+        // Both over: the larger excess.
+        assert_eq!(
+            SliceBudget::for_group(12, 10, 5, 120, 100, 50),
+            SliceBudget(30)
+        );
+        assert_eq!(
+            SliceBudget::for_group(3, 10, 5, 1_000, 100, 50),
             SliceBudget(50)
         );
     }

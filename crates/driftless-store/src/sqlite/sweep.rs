@@ -353,16 +353,18 @@ impl Writer {
     /// Between two groups: the outbox rows a group marks are left out of its slice (see
     /// [`Behind::left_out`]), and under a steady load over a hot set every group marks nearly
     /// every row held, so no group's slice would move their watermark and the replay a crash
-    /// needs would grow with the load. Once it outgrows `max_replay_events`, a slice of them is
-    /// written on its own, with nothing left out (a transaction of a few thousand rows, once per
-    /// `max_replay_events` events at most).
+    /// needs would grow with the load. Once it outgrows `max_replay_events`, the excess past it
+    /// (at most a flush slice) is written on its own, with nothing left out: a little after each
+    /// group under a steady load, rather than a long transaction now and then.
     pub(super) async fn write_marks_left_behind(&mut self) {
         let next = self.held.next_lsn;
         let tail = next - 1 - Marks::look(&self.held).watermark(next).0;
-        if SliceBudget::takes_oldest(tail, self.held.opts.max_replay_events) {
+        let excess = SliceBudget::replay_excess(tail, self.held.opts.max_replay_events);
+        if excess > 0 {
             // The previous group's marks must be in before a slice is taken from them.
             settle(&mut self.held.installing).await;
-            self.flush_one::<Marks>(SliceBudget(FLUSH_SLICE)).await;
+            self.flush_one::<Marks>(SliceBudget(excess.clamp(1, FLUSH_SLICE)))
+                .await;
         }
     }
 
