@@ -12,11 +12,11 @@
 //! 2. Each run: a child process opens the ledger with the default options and sends `--burst`
 //!    events over `--hot-skus` x `--locations` slots, says when every event is acknowledged, and
 //!    is killed with SIGKILL. The slots are fewer than `max_dirty_slots`, so nothing forces the
-//!    cells out before their tail passes `max_replay_events` (1M by default); then each group
-//!    writes a slice of 20,000 of them in key order, and their watermark moves once the sweep has
-//!    been round the 80k dirty slots, four groups later. The default burst (1.05M) ends just
-//!    before that: the longest replay the defaults allow (`RESTART_MAX_REPLAY=100000` with
-//!    `--burst 160000` is the same for a bound of 100k).
+//!    cells out before their tail passes half of `max_replay_events` (1M by default); from there
+//!    each group writes its share of a round of what is held, so the watermark moves before the
+//!    tail reaches the bound. The default burst (1.05M) goes past the bound: the longest replay
+//!    the defaults allow (`RESTART_MAX_REPLAY=100000` with `--burst 160000` is the same for a
+//!    bound of 100k). The log's "replayed the ledger tail" line gives the events replayed.
 //! 3. The parent opens the ledger as `serve` does (`SqliteStore::open`, default options): the time
 //!    until it returns is the time until `/readyz` can answer. It checks every acknowledged event
 //!    is there, reads the same rows row by row through sqlx (a yardstick for the machine's speed in
@@ -374,7 +374,7 @@ fn main() -> anyhow::Result<()> {
         println!("| measure | median |");
         println!("|---|---|");
         println!(
-            "| ready after SIGKILL, {} events replayed | {:.2} s |",
+            "| ready after SIGKILL that followed a burst of {} events | {:.2} s |",
             o.burst,
             med(|t| t.crash)
         );
@@ -383,11 +383,11 @@ fn main() -> anyhow::Result<()> {
             med(|t| t.clean)
         );
         println!(
-            "| bare row-by-row read of the replayed rows through sqlx | {:.2} s |",
+            "| bare row-by-row read of the burst's rows through sqlx | {:.2} s |",
             med(|t| t.read)
         );
         println!(
-            "| replay / bare read | {:.1}x |",
+            "| ready after SIGKILL / bare read | {:.1}x |",
             med(|t| t.crash) / med(|t| t.read)
         );
         anyhow::Ok(())

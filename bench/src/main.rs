@@ -9,7 +9,7 @@
 //! Prints events/s, request latency p50/p99 and the ratio to the ceiling, with the median of
 //! `--runs` runs. With `--ledger N [--dir PATH]`, the flat-ingest comparison instead: the same
 //! batched load into an empty ledger and into one of N events (`flat.rs`). Durability is on everywhere (`synchronous = FULL`): an acknowledged event is on
-//! disk, as in production.
+//! disk, as in production. `BENCH_MAX_REPLAY` sets the store's `max_replay_events`.
 
 /// The allocator the `driftless` binary uses, so the hub is measured as it runs.
 #[global_allocator]
@@ -198,6 +198,10 @@ async fn hub(
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(1_000_000),
+        max_replay_events: std::env::var("BENCH_MAX_REPLAY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(driftless_store::sqlite::SqliteOptions::default().max_replay_events),
         ..Default::default()
     };
     let store =

@@ -44,11 +44,12 @@ impl SliceBudget {
 
     /// What a group commit writes behind beside its events, the one rule for every kind: the
     /// excess past its bounds (rows held over `max_held`, or positions of the replay a crash would
-    /// need, `tail`, over `max_replay`) and twice what the group adds, at most `most`; otherwise
-    /// none. Small slices, a little more than the group changed, keep every commit short, and
-    /// the sweep's key order still puts many rows on each page because so many wait. A whole
-    /// slice each time the replay passed its bound made every group past it a long commit: with
-    /// a short bound, the steady load's p99 paid for it (`docs/performance.md`).
+    /// need, `tail`, over `max_replay`) and twice what the group adds, at most `most`; within
+    /// them, the replay's pace (see [`SliceBudget::paced`]). Small slices, a little more than the
+    /// group changed, keep every commit short, and the sweep's key order still puts many rows on
+    /// each page because so many wait. A whole slice each time the replay passed its bound made
+    /// every group past it a long commit: with a short bound, the steady load's p99 paid for it
+    /// (`docs/performance.md`).
     pub fn for_group(
         held: usize,
         max_held: usize,
@@ -60,11 +61,32 @@ impl SliceBudget {
         let over = held
             .saturating_sub(max_held)
             .max(Self::replay_excess(tail, max_replay));
-        SliceBudget(if over > 0 {
-            over.saturating_add(2 * added).min(most)
+        let excess = if over > 0 {
+            over.saturating_add(2 * added)
         } else {
             0
-        })
+        };
+        SliceBudget(
+            excess
+                .max(Self::paced(held, added, tail, max_replay))
+                .min(most),
+        )
+    }
+
+    /// Once the replay a crash would need passes half its bound, the share of what is held that
+    /// goes round all of it in the other half: `held` x `added` / (`max_replay` / 2) rows a
+    /// group. A sweep in key order moves the watermark only when it has been round, so writing
+    /// only past the bound let the excess, and with it every slice, grow until the round ended,
+    /// and a long group made the next group larger: a cascade of long commits every time a kind
+    /// crossed the bound. Paced, the round ends before the bound and a slice grows only with its
+    /// group.
+    pub fn paced(held: usize, added: usize, tail: i64, max_replay: i64) -> usize {
+        let half = max_replay / 2;
+        if half <= 0 || tail <= half {
+            return 0;
+        }
+        let half = usize::try_from(half).unwrap_or(usize::MAX);
+        held.saturating_mul(added).div_ceil(half)
     }
 
     /// Positions of the replay a crash would need past its bound; none within it.
@@ -107,8 +129,9 @@ pub(crate) trait WriteBehind {
     /// A slice of the oldest changes held, for when the replay a crash would need has outgrown
     /// its bound (see [`SliceBudget::takes_oldest`]): the watermark must move, and a sweep in key
     /// order moves it only once it has been all the way round. By default the sweep itself: a
-    /// kind that holds a row once per key (a dirty slot, an outbox row) goes round its
-    /// `max_held` rows in a few slices, and taking its oldest keys first goes round in as many.
+    /// kind that holds a row once per key (a dirty slot) goes round its `max_held` rows in a few
+    /// slices, and taking its oldest keys first goes round in as many. Outbox rows take their
+    /// oldest: a row left out while the sweep passed it would wait a whole round.
     fn take_oldest(
         &self,
         budget: SliceBudget,
@@ -189,6 +212,28 @@ mod tests {
             SliceBudget::for_group(3, 10, 5, 1_000, 100, 50),
             SliceBudget(50)
         );
+    }
+
+    #[test]
+    fn past_half_the_replay_bound_a_group_writes_its_share_of_a_round() {
+        // Within half the bound: nothing.
+        assert_eq!(SliceBudget::paced(1_000, 10, 50, 100), 0);
+        // Past it: 1,000 held, a group of 10, a round in 50 positions: 200 rows.
+        assert_eq!(SliceBudget::paced(1_000, 10, 51, 100), 200);
+        assert_eq!(
+            SliceBudget::for_group(1_000, 2_000, 10, 51, 100, 5_000),
+            SliceBudget(200)
+        );
+        // Rounded up, so a small group over a few rows still writes one.
+        assert_eq!(SliceBudget::paced(3, 1, 60, 100), 1);
+        // Past the bound the excess rule takes over when it asks for more.
+        assert_eq!(
+            SliceBudget::for_group(10, 2_000, 1, 1_000, 100, 5_000),
+            SliceBudget(902)
+        );
+        // No bound to pace by.
+        assert_eq!(SliceBudget::paced(1_000, 10, 5, 0), 0);
+        assert_eq!(SliceBudget::paced(1_000, 10, 5, 1), 0);
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! What a dispatcher reads in between is the state just before the group, which nobody has been
 //! told about yet.
 
-use super::behind::{SliceBudget, WriteBehind};
+use super::behind::{SliceBudget, Watermark, WriteBehind};
 use super::positions::Positions;
 use super::skumap::SkuMap;
 use driftless_core::Sku;
@@ -266,6 +266,52 @@ impl WriteBehind for Marks {
         out
     }
 
+    /// The rows whose first unwritten change is among the `budget` oldest, in key order: a
+    /// pass over every row held, which only a replay past its bound asks for. A row the sweep
+    /// passed while a group marked it (left out) waits a whole round in key order; taken oldest
+    /// first, it goes now.
+    fn take_oldest(
+        &self,
+        budget: SliceBudget,
+        leave_out: &dyn Fn(&(String, Sku)) -> bool,
+    ) -> Vec<MarkRow> {
+        let Some(cutoff) = self
+            .firsts
+            .nth_oldest(budget.0)
+            .filter(|_| budget != SliceBudget::NONE)
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (c, per) in &self.rows {
+            for (s, m) in per.after(None) {
+                if m.first_lsn > cutoff {
+                    continue;
+                }
+                let key = (c.clone(), s.clone());
+                if !leave_out(&key) {
+                    out.push((key.0, key.1, m.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Exact rather than conservative, so that a slice of the oldest rows moves the watermark
+    /// with its own transaction: the oldest first change of the rows the slice leaves held.
+    fn watermark_after(&self, slice: &Vec<MarkRow>, next: i64) -> Watermark {
+        let mut taken: HashMap<i64, u32> = HashMap::new();
+        for (_, _, m) in slice {
+            *taken.entry(m.first_lsn).or_default() += 1;
+        }
+        let oldest = self
+            .firsts
+            .counted()
+            .find(|(lsn, n)| *n > taken.get(lsn).copied().unwrap_or(0))
+            .map(|(lsn, _)| lsn);
+        Watermark::before(oldest, next)
+    }
+
     /// Its rows leave (the table's copy is now as new).
     fn drop_written(&mut self, slice: &Vec<MarkRow>) -> Option<(String, Sku)> {
         for (c, s, _) in slice {
@@ -355,5 +401,38 @@ mod tests {
         );
         let dirty = m.dirty_after("a", (0, ""), 10);
         assert_eq!(dirty.len(), 2);
+    }
+
+    #[test]
+    fn the_oldest_rows_go_first_and_move_the_watermark_with_their_slice() {
+        let mut m = Marks::default();
+        // b/X first changed at 1, a/Y at 2 (left out by the group that marks it), a/X and
+        // b/W at 5, as one group marks them.
+        m.mark("b", &sku("X"), None, change(1, 1, 1));
+        m.mark("a", &sku("Y"), None, change(2, 2, 1));
+        m.mark("a", &sku("X"), None, change(5, 6, 2));
+        m.mark("b", &sku("W"), None, change(5, 6, 2));
+        let keys = |v: &[MarkRow]| -> Vec<String> {
+            v.iter().map(|(c, s, _)| format!("{c}/{s}")).collect()
+        };
+        let oldest = m.take_oldest(SliceBudget(2), &keep_all);
+        assert_eq!(keys(&oldest), ["a/Y", "b/X"], "in key order");
+        assert_eq!(m.watermark_after(&oldest, 10), Watermark(4));
+        let marked = |k: &(String, Sku)| k.0 == "a" && k.1 == sku("Y");
+        let without_y = m.take_oldest(SliceBudget(2), &marked);
+        assert_eq!(keys(&without_y), ["b/X"]);
+        assert_eq!(m.watermark_after(&without_y, 10), Watermark(1));
+        // Positions shared by several rows leave only with the last of them.
+        let three = m.take_oldest(SliceBudget(3), &keep_all);
+        assert_eq!(
+            keys(&three),
+            ["a/X", "a/Y", "b/W", "b/X"],
+            "the whole position"
+        );
+        assert_eq!(m.watermark_after(&three, 10), Watermark(9));
+        let part: Vec<MarkRow> = three.into_iter().filter(|r| r.0 == "a").collect();
+        assert_eq!(m.watermark_after(&part, 10), Watermark(0));
+        m.written(&oldest);
+        assert_eq!(m.watermark(10), Watermark(4));
     }
 }

@@ -95,11 +95,16 @@ impl Positions {
 
     /// The positions held, oldest first, each once.
     pub fn iter(&self) -> impl Iterator<Item = i64> + '_ {
+        self.counted().map(|(lsn, _)| lsn)
+    }
+
+    /// The positions held, oldest first, each with how many times it is held.
+    pub fn counted(&self) -> impl Iterator<Item = (i64, u32)> + '_ {
         self.counts
             .iter()
             .enumerate()
             .filter(|(_, n)| **n > 0)
-            .map(|(i, _)| self.base + i as i64)
+            .map(|(i, n)| (self.base + i as i64, *n))
     }
 }
 

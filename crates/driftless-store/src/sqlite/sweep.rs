@@ -340,11 +340,11 @@ impl Writer {
         // A slice's skus leave the overlay, so the previous group's levels must be in it first.
         settle(&mut self.held.installing).await;
         if CellCache::look(&self.held).held() > 0 {
-            self.flush_one::<CellCache>(budget).await
+            self.flush_one::<CellCache>(budget, false).await
         } else if Marks::look(&self.held).held() > 0 {
-            self.flush_one::<Marks>(budget).await
+            self.flush_one::<Marks>(budget, false).await
         } else if KeyTail::look(&self.held).held() > 0 {
-            self.flush_one::<KeyTail>(budget).await
+            self.flush_one::<KeyTail>(budget, false).await
         } else {
             false
         }
@@ -353,9 +353,9 @@ impl Writer {
     /// Between two groups: the outbox rows a group marks are left out of its slice (see
     /// [`Behind::left_out`]), and under a steady load over a hot set every group marks nearly
     /// every row held, so no group's slice would move their watermark and the replay a crash
-    /// needs would grow with the load. Once it outgrows `max_replay_events`, the excess past it
-    /// (at most a flush slice) is written on its own, with nothing left out: a little after each
-    /// group under a steady load, rather than a long transaction now and then.
+    /// needs would grow with the load. Once it outgrows `max_replay_events`, the rows of the
+    /// excess past it (at most a flush slice), oldest first, are written on its own, with
+    /// nothing left out: a little after a group now and then, rather than a long transaction.
     pub(super) async fn write_marks_left_behind(&mut self) {
         let next = self.held.next_lsn;
         let tail = next - 1 - Marks::look(&self.held).watermark(next).0;
@@ -363,13 +363,14 @@ impl Writer {
         if excess > 0 {
             // The previous group's marks must be in before a slice is taken from them.
             settle(&mut self.held.installing).await;
-            self.flush_one::<Marks>(SliceBudget(excess.clamp(1, FLUSH_SLICE)))
+            self.flush_one::<Marks>(SliceBudget(excess.clamp(1, FLUSH_SLICE)), true)
                 .await;
         }
     }
 
-    /// One slice of one kind in a transaction of its own, with its watermark.
-    async fn flush_one<K: Behind>(&mut self, budget: SliceBudget) -> bool {
+    /// One slice of one kind in a transaction of its own, with its watermark: the next in key
+    /// order, or the `oldest` changes held.
+    async fn flush_one<K: Behind>(&mut self, budget: SliceBudget, oldest: bool) -> bool {
         let next = self.held.next_lsn;
         let r = async {
             let gate = self.held.gate.clone();
@@ -378,7 +379,11 @@ impl Writer {
             // under it too (see `marks.rs`).
             let (slice, wm) = {
                 let kind = K::look(&self.held);
-                let slice = kind.take_slice(budget, &keep_all);
+                let slice = if oldest {
+                    kind.take_oldest(budget, &keep_all)
+                } else {
+                    kind.take_slice(budget, &keep_all)
+                };
                 let wm = kind.watermark_after(&slice, next);
                 (slice, wm)
             };
