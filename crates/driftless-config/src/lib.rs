@@ -327,6 +327,9 @@ pub struct Settings {
     pub epcis_rules: Vec<EpcisRule>,
     /// `[checkpoints]`: its rules are also in `rules.checkpoints`, where the ledger judges them.
     pub checkpoints: CheckpointSettings,
+    /// `[ledger] max_replay_events`: on the embedded ledger, how many events a crash may leave to
+    /// replay on the next start (`None`: the store's default). PostgreSQL replays nothing.
+    pub max_replay_events: Option<i64>,
 }
 
 impl Settings {
@@ -715,6 +718,30 @@ fn positive(loc: &mut Locator<'_>, v: &toml::Spanned<i64>, what: &str, max: i64)
         return None;
     }
     u32::try_from(n).ok()
+}
+
+/// `[ledger] max_replay_events`, within bounds that keep it meaningful: below 10,000 nearly every
+/// group would write all it holds; above 10^8 a crash's replay would take tens of minutes.
+fn replay_bound(loc: &mut Locator<'_>, v: &toml::Spanned<i64>) -> Option<i64> {
+    const RANGE: std::ops::RangeInclusive<i64> = 10_000..=100_000_000;
+    let n = *v.get_ref();
+    if !RANGE.contains(&n) {
+        loc.err(
+            v.span(),
+            format!(
+                "max_replay_events must be a whole number from {} to {} (got {n})",
+                RANGE.start(),
+                RANGE.end()
+            ),
+            Some(
+                "100000 for a restart after a crash in about a second; 1000000 (the default) \
+                 for the fastest ingest"
+                    .into(),
+            ),
+        );
+        return None;
+    }
+    Some(n)
 }
 
 fn non_negative(loc: &mut Locator<'_>, v: &toml::Spanned<i64>, what: &str) -> Option<i64> {
@@ -1259,6 +1286,11 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
             }
             d
         });
+    let max_replay_events = raw
+        .ledger
+        .as_ref()
+        .and_then(|l| l.max_replay_events.as_ref())
+        .and_then(|v| replay_bound(loc, v));
     let checkpoint_settings = checkpoints::validate(loc, raw.checkpoints.as_ref());
     let rules = Rules {
         units: UnitTable::new(unit_rules),
@@ -1292,6 +1324,7 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
         warnings,
         epcis_rules,
         checkpoints: checkpoint_settings,
+        max_replay_events,
     })
 }
 
@@ -1595,6 +1628,22 @@ mod tests {
             )
             .unwrap();
         assert_eq!(s3.server.listen, "127.0.0.1:3");
+    }
+
+    #[test]
+    fn max_replay_events_is_optional_and_bounded_with_its_position() {
+        let s = Settings::parse("f.toml", "").unwrap();
+        assert_eq!(s.max_replay_events, None);
+        let s = Settings::parse("f.toml", "[ledger]\nmax_replay_events = 100000\n").unwrap();
+        assert_eq!(s.max_replay_events, Some(100_000));
+        for bad in ["0", "9999", "100000001", "-5"] {
+            let e = Settings::parse("f.toml", &format!("[ledger]\nmax_replay_events = {bad}\n"))
+                .unwrap_err();
+            assert_eq!(e.0.len(), 1, "{e}");
+            assert!(e.0[0].message.contains("max_replay_events"), "{e}");
+            assert!(e.0[0].message.contains(bad), "{e}");
+            assert_eq!((e.0[0].line, e.0[0].column), (2, 21), "{e}");
+        }
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct RawLedger {
     pub strict_skus: bool,
     /// How far ahead of the hub's clock an `occurred_at` may be (`"5m"`).
     pub max_future_skew: Option<S<String>>,
+    /// The embedded ledger's bound on the events a crash leaves to replay.
+    pub max_replay_events: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -144,3 +144,77 @@ async fn sigkill_loses_no_acknowledged_event_and_applies_none_twice() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// `[ledger] max_replay_events` reaches the store: after a SIGKILL that followed three times the
+/// bound in events, the next start replays at most the bound and a group (the default bound would
+/// replay all 30,000), and every event is counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_replay_bound_bounds_the_replay_after_sigkill() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    const BOUND: usize = 10_000;
+    const SENT: usize = 3 * BOUND;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("driftless.toml");
+    std::fs::write(
+        &config,
+        format!("{CONFIG}\n[ledger]\nmax_replay_events = {BOUND}\n"),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let (mut child, base) = common::serve(&config, &data);
+    let http = reqwest::Client::new();
+    let ids: Vec<usize> = (0..SENT).collect();
+    for chunk in ids.chunks(1_000) {
+        let body = Value::Array(chunk.iter().map(|i| event(*i)).collect());
+        let v: Value = json(http.post(format!("{base}/v1/events")).json(&body)).await;
+        let results = v["results"].as_array().unwrap();
+        assert!(results.iter().all(|x| x["outcome"] == "applied"), "{v}");
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let log = dir.path().join("restart.log");
+    let mut child = common::driftless()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .env("DRIFTLESS_LOG", "driftless_store=info")
+        .env("DRIFTLESS_LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let replayed: Vec<u64> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "replayed the ledger tail")
+        .map(|v| v["fields"]["events"].as_u64().unwrap())
+        .collect();
+    assert_eq!(replayed.len(), 1, "one replay on open: {replayed:?}");
+    assert!(
+        replayed[0] as usize <= BOUND + 1_000,
+        "replayed {} events past a bound of {BOUND}",
+        replayed[0]
+    );
+    let mut total = 0;
+    for k in 0..40 {
+        let inv: Value = json(http.get(format!("{base}/v1/inventory/K{k:02}"))).await;
+        total += inv["locations"][0]["on_hand"].as_u64().unwrap() as usize;
+    }
+    assert_eq!(total, SENT);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -5,6 +5,7 @@
 
 use anyhow::Context;
 use driftless_config::Settings;
+use driftless_store::sqlite::SqliteOptions;
 use driftless_store::{PgStore, SqliteStore, Store};
 use std::sync::Arc;
 
@@ -25,11 +26,20 @@ pub async fn open(s: &Settings, access: Access) -> anyhow::Result<Arc<dyn Store>
     let dir = &s.server.data_dir;
     let (rules, channels) = (s.rules.clone(), s.channel_specs());
     let store = match access {
-        Access::Serve => SqliteStore::open(dir, rules, channels).await,
+        Access::Serve => SqliteStore::open_with(dir, rules, channels, sqlite_options(s)).await,
         Access::Read => SqliteStore::open_reader(dir, rules, channels).await,
     }
     .with_context(|| format!("opening the ledger in {}", dir.display()))?;
     Ok(Arc::new(store))
+}
+
+/// The embedded ledger's options: the defaults, with what the settings choose.
+fn sqlite_options(s: &Settings) -> SqliteOptions {
+    let defaults = SqliteOptions::default();
+    SqliteOptions {
+        max_replay_events: s.max_replay_events.unwrap_or(defaults.max_replay_events),
+        ..defaults
+    }
 }
 
 /// PostgreSQL, for several hub processes on one database. Readers open it the same way: a
