@@ -185,17 +185,7 @@ async fn the_configured_replay_bound_bounds_the_replay_after_sigkill() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let base = common::listening(&mut child);
     let replayed: Vec<u64> = std::fs::read_to_string(&log)
         .unwrap()
         .lines()

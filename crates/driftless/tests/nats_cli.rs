@@ -8,7 +8,6 @@ mod common;
 use async_nats::jetstream;
 use driftless_bus::BusOptions;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
@@ -62,15 +61,7 @@ fn serve(data: &std::path::Path, url: &str, prefix: &str, wait_ms: u64) -> Hub {
         .stderr(Stdio::null())
         .spawn()
         .expect("start driftless");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read address");
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
+    let base = common::listening(&mut child);
     Hub { child, base }
 }
 

@@ -126,17 +126,7 @@ async fn epcis_applies_once_and_a_shopify_webhook_raises_an_override() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let base = common::listening(&mut child);
     let http = reqwest::Client::new();
     let get = async |path: &str| -> Value {
         http.get(format!("{base}{path}"))

@@ -23,14 +23,18 @@ pub fn serve(config: &Path, data: &Path) -> (Child, String) {
         .stderr(Stdio::null())
         .spawn()
         .expect("start driftless");
+    let base = listening(&mut child);
+    (child, base)
+}
+
+/// The base URL a started `serve` (its stdout piped) prints on its first line once it listens.
+pub fn listening(child: &mut Child) -> String {
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("read address");
-    let base = line
-        .trim()
+    line.trim()
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    (child, base)
+        .to_owned()
 }
