@@ -708,40 +708,47 @@ fn share(loc: &mut Locator<'_>, v: &toml::Spanned<f64>) -> Option<Ppm> {
 }
 
 fn positive(loc: &mut Locator<'_>, v: &toml::Spanned<i64>, what: &str, max: i64) -> Option<u32> {
+    whole_in(loc, v, what, 1..=max, None).and_then(|n| u32::try_from(n).ok())
+}
+
+/// A whole number within `range`, or an error at its position naming `what` and the range.
+fn whole_in(
+    loc: &mut Locator<'_>,
+    v: &toml::Spanned<i64>,
+    what: &str,
+    range: std::ops::RangeInclusive<i64>,
+    fix: Option<String>,
+) -> Option<i64> {
     let n = *v.get_ref();
-    if n < 1 || n > max {
+    if !range.contains(&n) {
         loc.err(
             v.span(),
-            format!("{what} must be a whole number from 1 to {max} (got {n})"),
-            None,
+            format!(
+                "{what} must be a whole number from {} to {} (got {n})",
+                range.start(),
+                range.end()
+            ),
+            fix,
         );
         return None;
     }
-    u32::try_from(n).ok()
+    Some(n)
 }
 
 /// `[ledger] max_replay_events`, within bounds that keep it meaningful: below 10,000 nearly every
 /// group would write all it holds; above 10^8 a crash's replay would take tens of minutes.
 fn replay_bound(loc: &mut Locator<'_>, v: &toml::Spanned<i64>) -> Option<i64> {
-    const RANGE: std::ops::RangeInclusive<i64> = 10_000..=100_000_000;
-    let n = *v.get_ref();
-    if !RANGE.contains(&n) {
-        loc.err(
-            v.span(),
-            format!(
-                "max_replay_events must be a whole number from {} to {} (got {n})",
-                RANGE.start(),
-                RANGE.end()
-            ),
-            Some(
-                "100000 for a restart after a crash in about a second; 1000000 (the default) \
-                 for the fastest ingest"
-                    .into(),
-            ),
-        );
-        return None;
-    }
-    Some(n)
+    whole_in(
+        loc,
+        v,
+        "max_replay_events",
+        10_000..=100_000_000,
+        Some(
+            "100000 for a restart after a crash in about a second; 1000000 (the default) for \
+             the fastest ingest"
+                .into(),
+        ),
+    )
 }
 
 fn non_negative(loc: &mut Locator<'_>, v: &toml::Spanned<i64>, what: &str) -> Option<i64> {
