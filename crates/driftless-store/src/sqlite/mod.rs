@@ -180,11 +180,17 @@ impl SqliteStore {
                 SqliteSynchronous::Normal
             })
             .busy_timeout(Duration::from_secs(10))
-            // 256 MiB of page cache: random-key inserts into the index B-trees dirty many pages
-            // per commit, and rereading them from the OS on every group costs more than the
-            // memory. No automatic checkpoints: one would run inside whichever commit crossed the
+            // A small page cache over memory-mapped reads, not a large cache. A B-tree balance
+            // renumbers pages through the lock-byte page's number (1 GiB / page size), so in a
+            // file under 1 GiB every commit that split a page ends by walking the whole page
+            // cache's hash table to drop pages past the file's end: with 256 MiB of cache that
+            // walk was a third of SQLite's thread under single events. Clean pages the cache no
+            // longer holds are read through the mapping (up to the 2 GiB SQLite maps), without a
+            // read call or a copy. See docs/performance.md, "The page cache's walk at commit".
+            .pragma("cache_size", "-16384")
+            .pragma("mmap_size", "2147418112")
+            // No automatic checkpoints: one would run inside whichever commit crossed the
             // threshold and stall every request of that group; a task of its own does them.
-            .pragma("cache_size", "-262144")
             .pragma("wal_autocheckpoint", "0")
             .pragma("temp_store", "memory");
         let mut conn = base.clone().connect().await?;
