@@ -41,6 +41,12 @@ struct Opts {
     dir: Option<std::path::PathBuf>,
 }
 
+const USAGE: &str = "usage: driftless-bench [--events N] [--skus N] [--locations N] [--batch N] \
+[--single N] [--clients N] [--runs N] [--ledger N [--dir PATH]]
+  defaults: 1,000,000 events, 100,000 skus, 20 locations, 1,000 a request, 64,000 single events
+  from 64 clients, 3 runs; --ledger N compares ingest into an empty ledger and one of N events
+  (kept in --dir); BENCH_MAX_REPLAY sets the store's max_replay_events";
+
 fn parse_args() -> anyhow::Result<Opts> {
     let mut o = Opts {
         events: 1_000_000,
@@ -56,6 +62,10 @@ fn parse_args() -> anyhow::Result<Opts> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
         let text = it.next().with_context(|| format!("{flag} needs a value"))?;
         if flag == "--dir" {
             o.dir = Some(text.into());
