@@ -68,7 +68,19 @@ struct Opts {
     dir: Option<PathBuf>,
 }
 
-fn parse_args(args: &[String]) -> anyhow::Result<Opts> {
+const USAGE: &str = "usage: restart [--ledger N] [--burst N] [--hot-skus N] [--locations N] \
+[--runs N] [--dir PATH]
+  --ledger N     events in the ledger before the first run (default 2000000)
+  --burst N      events sent before each SIGKILL (default 1050000)
+  --hot-skus N   skus the burst is spread over (default 4000)
+  --locations N  locations per sku, 1-100 (default 20)
+  --runs N       runs; medians are printed (default 3)
+  --dir PATH     keep the ledger here for the next invocation (default: a temporary directory)
+RESTART_MAX_REPLAY=N sets max_replay_events for the burst and the restart (default: the
+configuration's default); DRIFTLESS_LOG=driftless_store=info shows the replay.";
+
+/// The options, or `None` when `--help` asked for the usage (printed).
+fn parse_args(args: &[String]) -> anyhow::Result<Option<Opts>> {
     let mut o = Opts {
         ledger: 2_000_000,
         burst: 1_050_000,
@@ -79,6 +91,10 @@ fn parse_args(args: &[String]) -> anyhow::Result<Opts> {
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            return Ok(None);
+        }
         let v = it.next().with_context(|| format!("{flag} needs a value"))?;
         let n = || -> anyhow::Result<u64> {
             v.parse()
@@ -91,10 +107,10 @@ fn parse_args(args: &[String]) -> anyhow::Result<Opts> {
             "--locations" => o.locations = n()?.clamp(1, 100),
             "--runs" => o.runs = n()?.max(1) as usize,
             "--dir" => o.dir = Some(PathBuf::from(v)),
-            other => anyhow::bail!("unknown flag {other}"),
+            other => anyhow::bail!("unknown flag {other}\n{USAGE}"),
         }
     }
-    Ok(o)
+    Ok(Some(o))
 }
 
 fn settings() -> anyhow::Result<Settings> {
@@ -355,7 +371,9 @@ fn main() -> anyhow::Result<()> {
         let prefix = args.get(2).context("child prefix")?.clone();
         return rt.block_on(child(&dir, &prefix, num(3)?, num(4)?, num(5)?));
     }
-    let o = parse_args(&args)?;
+    let Some(o) = parse_args(&args)? else {
+        return Ok(());
+    };
     rt.block_on(async {
         let tmp = tempfile::tempdir()?;
         let dir = o.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
