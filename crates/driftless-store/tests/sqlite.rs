@@ -533,6 +533,59 @@ async fn an_open_after_a_crash_writes_nothing_and_a_second_crash_replays_again()
     assert_clean_restart(dir.path(), &reference).await;
 }
 
+/// A tail longer than one window of the replay's index lookups (100,000 positions; pages of
+/// 20,000), some of it duplicates, with part of the index written behind past its watermark:
+/// after a crash every page is replayed once and every entry the table already holds is known
+/// as such; the levels are the reference's, and a clean stop indexes every event exactly once.
+#[tokio::test]
+async fn a_tail_of_several_pages_replays_each_page_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("driftless.sqlite3");
+    let events = stream(130_000, 59);
+    let mut reference = MemoryLedger::new(rules());
+    let crashy = || SqliteOptions {
+        max_unindexed_events: 20_000,
+        idle_flush: std::time::Duration::from_secs(3600),
+        flush_on_exit: false,
+        ..Default::default()
+    };
+    let store = SqliteStore::open_with(dir.path(), rules(), channels(), crashy())
+        .await
+        .unwrap();
+    apply_both(&store, &mut reference, &events, 2_000).await;
+    store.close().await;
+    let needed = replay_needed(&file).await;
+    assert!(needed > 100_000, "the crash left a tail of {needed} events");
+    assert!(
+        indexed_past_watermark(&file).await > 0,
+        "no index entry was written past the watermark"
+    );
+    let store = SqliteStore::open_with(dir.path(), rules(), channels(), crashy())
+        .await
+        .unwrap();
+    assert_levels(&store, &reference, "after the crash").await;
+    store.close().await;
+    assert_clean_restart(dir.path(), &reference).await;
+}
+
+/// Index entries the table holds past `meta.keys_watermark`.
+async fn indexed_past_watermark(file: &Path) -> i64 {
+    use sqlx::ConnectOptions;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(file)
+        .read_only(true)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM event_keys WHERE lsn > \
+         (SELECT COALESCE(MAX(value), 0) FROM meta WHERE key = 'keys_watermark')",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap()
+}
+
 /// Events a crash would replay now: from the oldest of the three watermarks to the newest event.
 async fn replay_needed(file: &Path) -> i64 {
     use sqlx::ConnectOptions;

@@ -9,7 +9,7 @@
 //! - `writer`: the writer task and the group commit, as named phases.
 //! - `behind`: the one write-behind protocol; `cells`, `marks`, `keys`: what the writer holds in
 //!   memory and writes behind by it; `sweep`: the writer writing their slices.
-//! - `recovery`: replaying the ledger tail on open.
+//! - `recovery`: replaying the ledger tail on open; `tail`: reading it in pages.
 //! - `reads`: the [`crate::Store`] face: reads over the tables and what the writer holds.
 //! - `outbox`: the [`crate::Outbox`] face.
 //! - `sql`: statements the others share. [`schema`]: the tables.
@@ -28,6 +28,7 @@ pub mod schema;
 mod skumap;
 mod sql;
 mod sweep;
+mod tail;
 mod writer;
 
 use crate::{Incoming, Receipt, StoreError};

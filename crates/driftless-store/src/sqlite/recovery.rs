@@ -15,18 +15,15 @@ use super::keys::{KeyTail, entry_of};
 use super::marks::{Change, Mark, Marks};
 use super::sql::*;
 use super::sweep::read_watermark;
+use super::tail::{Page, Tail, TailEvent};
 use super::writer::*;
 use super::*;
 use crate::StoreError;
 use chrono::Utc;
-use driftless_core::{
-    EventId, Location, OrderKey, Outcome, Position, Sku, State, StateMap, effects_of,
-};
+use driftless_core::{Location, Outcome, Sku, State, StateMap, effects_of};
 use sqlx::sqlite::SqliteConnection;
 use std::collections::{HashMap, HashSet};
-
-/// Event rows read per page of the tail.
-const REPLAY_PAGE: i64 = 20_000;
+use std::time::{Duration, Instant};
 
 /// Up to which position each kind is in its table (`meta`).
 #[derive(Debug, Clone, Copy)]
@@ -51,111 +48,6 @@ impl Watermarks {
     }
 }
 
-/// One event row of the tail, decoded.
-struct TailEvent {
-    lsn: i64,
-    sku: Sku,
-    loc: Location,
-    key: OrderKey,
-    source: String,
-    received_nanos: i64,
-    is_set: bool,
-    effective: bool,
-    outcome: Outcome,
-    base: [Option<i64>; 5],
-    /// Whether `event_keys` holds its entry (always, at or before the index's watermark).
-    indexed: bool,
-}
-
-/// A tail row as the page's JSON holds it: `[[lsn, id, source, sku, location, at_nanos, seq,
-/// received_nanos], is_set, outcome, effective, [on_hand, committed, reserved, incoming,
-/// unavailable], indexed]` (nested: serde reads tuples of at most 16).
-type TailTuple = (
-    (i64, String, String, String, String, i64, i64, i64),
-    i64,
-    String,
-    i64,
-    [Option<i64>; 5],
-    i64,
-);
-
-impl TailEvent {
-    fn of_tuple(t: TailTuple) -> Result<TailEvent, StoreError> {
-        let (head, is_set, outcome, effective, quantities, indexed) = t;
-        let (lsn, id, source, sku, location, at_nanos, seq, received_nanos) = head;
-        // The columns in `State::ALL` order, as the statement lists them.
-        let mut base = [None; 5];
-        for (s, q) in State::ALL.into_iter().zip(quantities) {
-            base[s.index()] = q;
-        }
-        let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(e.to_string());
-        Ok(TailEvent {
-            lsn,
-            sku: Sku::parse(sku).map_err(|e| corrupt(&e))?,
-            loc: Location::parse(location).map_err(|e| corrupt(&e))?,
-            key: OrderKey {
-                position: Position {
-                    at_nanos,
-                    seq: seq as u64,
-                },
-                id: EventId::parse(id).map_err(|e| corrupt(&format!("event id: {e}")))?,
-            },
-            source,
-            received_nanos,
-            is_set: is_set != 0,
-            effective: effective != 0,
-            outcome: outcome.parse().map_err(StoreError::Corrupt)?,
-            base,
-            indexed: indexed != 0,
-        })
-    }
-
-    /// Whether the event marks the outbox (the core's rule, as when deciding).
-    fn marks_outbox(&self) -> bool {
-        self.outcome.marks_outbox(self.effective)
-    }
-}
-
-/// The next page of the tail after `*after`, moving `*after` past it; empty at the end. Each row
-/// says whether the index table holds its entry, asked only after the index's watermark (a slice
-/// is written in key order, so some entries after it are in the table and some are not).
-///
-/// The page comes back as one JSON text: sqlx hands a row at a time from SQLite's thread to the
-/// runtime (a message, a wake-up and a copy of every value each), which was most of the CPU a
-/// replayed event cost; one value per page is one message.
-async fn tail_page(
-    conn: &mut SqliteConnection,
-    after: &mut i64,
-    keys_watermark: i64,
-) -> Result<Vec<TailEvent>, StoreError> {
-    let json: Option<String> = sqlx::query_scalar(
-        "SELECT json_group_array(json_array(json_array(lsn, id, source, sku, location, at_nanos, \
-         seq, received_nanos), kind = 'set', outcome, effective, json_array(on_hand, committed, \
-         reserved, incoming, unavailable), indexed)) FROM (SELECT e.*, \
-         (lsn <= ?2 OR EXISTS (SELECT 1 FROM event_keys x WHERE x.sku = e.sku \
-         AND x.location = e.location AND x.at_nanos = e.at_nanos AND x.seq = e.seq \
-         AND x.id = e.id AND x.lsn = e.lsn)) AS indexed \
-         FROM events e WHERE lsn > ?1 ORDER BY lsn LIMIT ?3)",
-    )
-    .bind(*after)
-    .bind(keys_watermark)
-    .bind(REPLAY_PAGE)
-    .fetch_one(&mut *conn)
-    .await?;
-    let tuples: Vec<TailTuple> = serde_json::from_str(json.as_deref().unwrap_or("[]"))
-        .map_err(|e| StoreError::Corrupt(format!("ledger tail: {e}")))?;
-    let mut page = tuples
-        .into_iter()
-        .map(TailEvent::of_tuple)
-        .collect::<Result<Vec<_>, _>>()?;
-    // The aggregate keeps the subquery's order in SQLite; sorting an ordered page costs a pass.
-    page.sort_by_key(|e| e.lsn);
-    if let Some(last) = page.last() {
-        *after = last.lsn;
-    }
-    Ok(page)
-}
-
 impl Held {
     /// Whether more is held than the writer ever holds (twice its bounds: a group may add to
     /// what waits before its slice is written).
@@ -165,6 +57,18 @@ impl Held {
         let marks = self.marks.lock().map_or(0, |m| m.len());
         self.cache.dirty_slots() > 2 * slots || marks > 2 * slots || keys > 2 * unindexed
     }
+}
+
+/// Where the replay's time went, for its log line: asking the index table which entries it
+/// holds, SQLite reading the pages, decoding them, loading the stored rows they touch, applying
+/// them.
+#[derive(Default)]
+struct ReplayClock {
+    probe: Duration,
+    read: Duration,
+    decode: Duration,
+    load: Duration,
+    apply: Duration,
 }
 
 /// A `(channel index, sku)` outbox row.
@@ -214,19 +118,31 @@ impl Writer {
         if last <= from.oldest() {
             return Ok(());
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
+        let mut tail = Tail::new(from.oldest(), last, from.keys);
         let mut marks = MarksReplay::default();
         // The position each stored cell row is written as of, for the skus the replay loaded.
         let mut row_lsns: HashMap<(Sku, Location), [i64; 5]> = HashMap::new();
-        let (mut after, mut replayed) = (from.oldest(), 0usize);
+        let mut replayed = 0usize;
+        let mut clock = ReplayClock::default();
         loop {
-            let page = tail_page(&mut self.conn, &mut after, from.keys).await?;
-            if page.is_empty() {
+            let Some(Page {
+                events: page,
+                read,
+                decode,
+                probe,
+            }) = tail.next(&mut self.conn).await?
+            else {
                 break;
-            }
+            };
+            clock.probe += probe;
+            (clock.read, clock.decode) = (clock.read + read, clock.decode + decode);
+            let t = Instant::now();
             self.load_page_cells(&page, from.cells, &mut row_lsns)
                 .await?;
             self.load_page_marks(&page, from.outbox, &mut marks).await?;
+            clock.load += t.elapsed();
+            let t = Instant::now();
             for ev in &page {
                 // The index first: the cells re-base counts over it (only over entries before
                 // the event, so pushing in position order is enough).
@@ -241,14 +157,23 @@ impl Writer {
                 }
             }
             self.held.cache.commit_group();
+            clock.apply += t.elapsed();
             replayed += page.len();
         }
         let rows = self.mark_replayed(marks).await?;
         tracing::info!(
             events = replayed,
+            keys_tail = last - from.keys,
+            cells_tail = last - from.cells,
+            outbox_tail = last - from.outbox,
             cells = self.held.cache.dirty_slots(),
             outbox = rows,
             ms = started.elapsed().as_millis() as u64,
+            probe_ms = clock.probe.as_millis() as u64,
+            read_ms = clock.read.as_millis() as u64,
+            decode_ms = clock.decode.as_millis() as u64,
+            load_ms = clock.load.as_millis() as u64,
+            apply_ms = clock.apply.as_millis() as u64,
             "replayed the ledger tail"
         );
         Ok(())
