@@ -313,15 +313,20 @@ async fn a_reader_beside_the_hub_sees_everything_and_writes_nothing() {
     hub.close().await;
 }
 
-/// What the tables written behind hold: rows per table and the watermarks.
-async fn written(file: &Path) -> Vec<(String, i64)> {
+/// A read-only connection to the ledger file, beside the store, to look at what it wrote.
+async fn read_only(file: &Path) -> sqlx::SqliteConnection {
     use sqlx::ConnectOptions;
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+    sqlx::sqlite::SqliteConnectOptions::new()
         .filename(file)
         .read_only(true)
         .connect()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// What the tables written behind hold: rows per table and the watermarks.
+async fn written(file: &Path) -> Vec<(String, i64)> {
+    let mut conn = read_only(file).await;
     let mut out = Vec::new();
     for t in [
         "events",
@@ -570,13 +575,7 @@ async fn a_tail_of_several_pages_replays_each_page_once() {
 
 /// Index entries the table holds past `meta.keys_watermark`.
 async fn indexed_past_watermark(file: &Path) -> i64 {
-    use sqlx::ConnectOptions;
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(file)
-        .read_only(true)
-        .connect()
-        .await
-        .unwrap();
+    let mut conn = read_only(file).await;
     sqlx::query_scalar(
         "SELECT COUNT(*) FROM event_keys WHERE lsn > \
          (SELECT COALESCE(MAX(value), 0) FROM meta WHERE key = 'keys_watermark')",
@@ -588,13 +587,7 @@ async fn indexed_past_watermark(file: &Path) -> i64 {
 
 /// Events a crash would replay now: from the oldest of the three watermarks to the newest event.
 async fn replay_needed(file: &Path) -> i64 {
-    use sqlx::ConnectOptions;
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(file)
-        .read_only(true)
-        .connect()
-        .await
-        .unwrap();
+    let mut conn = read_only(file).await;
     let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(lsn), 0) FROM events")
         .fetch_one(&mut conn)
         .await
