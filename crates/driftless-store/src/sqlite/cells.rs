@@ -166,15 +166,7 @@ impl CellCache {
             };
             self.undo.insert(sku.clone(), u);
         }
-        let entry = self.skus.entry(sku.clone()).or_default();
-        let i = match entry.slots.iter().position(|s| &s.loc == loc) {
-            Some(i) => i,
-            None => {
-                entry.slots.push(Slot::clean(loc.clone()));
-                self.slots += 1;
-                entry.slots.len() - 1
-            }
-        };
+        let (entry, i) = slot(&mut self.skus, &mut self.slots, sku, loc);
         // Slots this group added go with the truncation on rollback.
         if let Some(u) = self.undo.get_mut(sku)
             && i < u.len
@@ -182,6 +174,13 @@ impl CellCache {
         {
             u.slots.push((i, entry.slots[i].clone()));
         }
+        &mut entry.slots[i].cells
+    }
+
+    /// The cells of a slot for the replay to change, with no undo log: a replay that fails fails
+    /// the open, and the cache goes with it (the log was a quarter of the replay's apply).
+    pub fn replay_cells_mut(&mut self, sku: &Sku, loc: &Location) -> &mut [Cell; 5] {
+        let (entry, i) = slot(&mut self.skus, &mut self.slots, sku, loc);
         &mut entry.slots[i].cells
     }
 
@@ -260,6 +259,26 @@ impl CellCache {
                 })
         })
     }
+}
+
+/// A slot's sku and index, the slot added (clean, counted in `slots`) when the sku does not hold
+/// it yet. Apart from the cache so the group's undo log can be borrowed beside it.
+fn slot<'a>(
+    skus: &'a mut FastMap<Sku, SkuCells>,
+    slots: &mut usize,
+    sku: &Sku,
+    loc: &Location,
+) -> (&'a mut SkuCells, usize) {
+    let entry = skus.entry(sku.clone()).or_default();
+    let i = match entry.slots.iter().position(|s| &s.loc == loc) {
+        Some(i) => i,
+        None => {
+            entry.slots.push(Slot::clean(loc.clone()));
+            *slots += 1;
+            entry.slots.len() - 1
+        }
+    };
+    (entry, i)
 }
 
 impl WriteBehind for CellCache {
@@ -410,6 +429,23 @@ mod tests {
         assert!(!c.contains(&sku("B")));
         assert_eq!(c.dirty_slots(), 1);
         assert_eq!(c.watermark(10), Watermark(0));
+    }
+
+    #[test]
+    fn what_the_replay_changed_outlives_the_next_groups_rollback() {
+        let mut c = CellCache::default();
+        c.replay_cells_mut(&sku("A"), &loc("L1"))[0].value = 5;
+        c.mark_dirty(&sku("A"), &loc("L1"), 1, 1);
+        c.replay_cells_mut(&sku("B"), &loc("L1"))[0].value = 3;
+        c.mark_dirty(&sku("B"), &loc("L1"), 1, 2);
+        // The first group after the open fails.
+        c.cells_mut(&sku("A"), &loc("L1"))[0].value = 7;
+        c.cells_mut(&sku("C"), &loc("L1"))[0].value = 1;
+        c.rollback_group();
+        assert_eq!(c.get(&sku("A")).unwrap().slots[0].cells[0].value, 5);
+        assert_eq!(c.get(&sku("B")).unwrap().slots[0].cells[0].value, 3);
+        assert!(!c.contains(&sku("C")));
+        assert_eq!(c.dirty_slots(), 2);
     }
 
     #[test]

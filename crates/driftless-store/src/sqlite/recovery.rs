@@ -156,7 +156,6 @@ impl Writer {
                     self.replay_marks(ev, &mut marks);
                 }
             }
-            self.held.cache.commit_group();
             clock.apply += t.elapsed();
             replayed += page.len();
         }
@@ -280,7 +279,7 @@ impl Writer {
                 base.insert(s, q);
             }
         }
-        let cells = self.held.cache.cells_mut(&ev.sku, &ev.loc);
+        let cells = self.held.cache.replay_cells_mut(&ev.sku, &ev.loc);
         let effects = effects_of(ev.is_set, &ev.key, &base, cells);
         let later = Later {
             keys: &self.held.keys,
