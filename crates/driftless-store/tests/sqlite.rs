@@ -8,6 +8,7 @@ use driftless_core::{ChannelSpec, Event, MemoryLedger, Rules, Sku};
 use driftless_store::sqlite::SqliteOptions;
 use driftless_store::{Outbox, SqliteStore, Store};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use story::Backend;
 use story::ledger::{apply_both, assert_levels, channels, rules, stream};
 
@@ -661,4 +662,89 @@ async fn assert_clean_restart(dir: &Path, reference: &MemoryLedger) {
         "every event indexed"
     );
     store.close().await;
+}
+
+/// Under groups that never pause, the WAL still starts over once it is longer than
+/// `max_wal_bytes` (SQLite alone starts it over only when a group begins with all of it copied),
+/// and the ledger is the reference's after a crash.
+#[tokio::test]
+async fn the_wal_starts_over_while_groups_keep_coming() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("driftless.sqlite3-wal");
+    let short = || SqliteOptions {
+        fsync: false,
+        max_wal_bytes: 64 << 10,
+        idle_flush: std::time::Duration::from_secs(3600),
+        flush_on_exit: false,
+        ..Default::default()
+    };
+    let store = SqliteStore::open_with(dir.path(), rules(), channels(), short())
+        .await
+        .unwrap();
+    // One stream in four parts: ids are unique to a stream, and its duplicates carry the same
+    // event, so the order the four senders interleave in does not change the levels.
+    let events = stream(160_000, 101);
+    let streams: Vec<&[Event]> = events.chunks(40_000).collect();
+    // Until the WAL has started over three times, or the stream ends (or a deadline for a stuck
+    // run): without the checkpointer's turn it never does while the senders keep the writer busy.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let enough = std::sync::atomic::AtomicBool::new(false);
+    let watch = async {
+        let mut starts = std::collections::BTreeSet::new();
+        while !enough.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+            starts.extend(wal_generation(&wal));
+            if starts.len() > 3 {
+                enough.store(true, Ordering::Relaxed);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        starts.len()
+    };
+    let (a, b, c, d, generations) = tokio::join!(
+        send_until(&store, streams[0], &enough),
+        send_until(&store, streams[1], &enough),
+        send_until(&store, streams[2], &enough),
+        send_until(&store, streams[3], &enough),
+        watch
+    );
+    store.close().await;
+    assert!(
+        generations > 3,
+        "the WAL started over {} times",
+        generations.saturating_sub(1)
+    );
+    let mut reference = MemoryLedger::new(rules());
+    for (s, n) in streams.iter().zip([a, b, c, d]) {
+        for e in &s[..n] {
+            reference.apply(e.clone());
+        }
+    }
+    let store = SqliteStore::open_with(dir.path(), rules(), channels(), short())
+        .await
+        .unwrap();
+    assert_levels(&store, &reference, "after the crash").await;
+    store.close().await;
+}
+
+/// Sends `events` in requests of 200 until `enough`; returns how many it sent.
+async fn send_until(store: &SqliteStore, events: &[Event], enough: &AtomicBool) -> usize {
+    let mut sent = 0;
+    let mut scratch = MemoryLedger::new(rules());
+    for chunk in events.chunks(200) {
+        if enough.load(Ordering::Relaxed) {
+            break;
+        }
+        apply_both(store, &mut scratch, chunk, 200).await;
+        sent += chunk.len();
+    }
+    sent
+}
+
+/// The WAL header's salt, which SQLite changes each time it starts the WAL over.
+fn wal_generation(wal: &Path) -> Option<u32> {
+    use std::io::Read;
+    let mut head = [0u8; 20];
+    let mut f = std::fs::File::open(wal).ok()?;
+    f.read_exact(&mut head).ok()?;
+    Some(u32::from_be_bytes([head[16], head[17], head[18], head[19]]))
 }

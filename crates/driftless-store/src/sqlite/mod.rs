@@ -5,7 +5,7 @@
 
 //!
 //! # Layout
-//! - this module: the store's handles, its options, opening it, the WAL checkpointer.
+//! - this module: the store's handles, its options, opening it. `wal`: the WAL's checkpointer.
 //! - `writer`: the writer task and the group commit, as named phases.
 //! - `behind`: the one write-behind protocol; `cells`, `marks`, `keys`: what the writer holds in
 //!   memory and writes behind by it; `sweep`: the writer writing their slices.
@@ -29,6 +29,7 @@ mod skumap;
 mod sql;
 mod sweep;
 mod tail;
+mod wal;
 mod writer;
 
 use crate::{Incoming, Receipt, StoreError};
@@ -81,6 +82,9 @@ pub struct SqliteOptions {
     /// Events whose per-cell index entries the writer keeps unwritten (see `keys.rs`); above
     /// this, each group commit also writes a slice of them.
     pub max_unindexed_events: usize,
+    /// The WAL's length, in bytes, past which the checkpointer starts it over between two groups
+    /// (see `wal.rs`): a crash leaves at most about this much for the open to read back.
+    pub max_wal_bytes: u64,
 }
 
 impl Default for SqliteOptions {
@@ -95,6 +99,7 @@ impl Default for SqliteOptions {
             idle_flush: Duration::from_millis(500),
             flush_on_exit: true,
             max_unindexed_events: 200_000,
+            max_wal_bytes: 256 << 20,
         }
     }
 }
@@ -231,12 +236,17 @@ impl SqliteStore {
             .await?;
         let (tx, rx) = mpsc::channel(opts.max_pending);
         let shared = Shared::new();
+        let wal_frames = wal::frames(opts.max_wal_bytes);
         let mut writer = shared.writer(conn, rules, channels, opts);
         writer.recover().await?;
         let opened = std::mem::replace(&mut writer.conn, base.clone().connect().await?);
         opened.close().await?;
         let handle = tokio::spawn(writer.run(rx));
-        let checkpointer = tokio::spawn(checkpoint(base.clone().connect().await?));
+        let checkpointer = tokio::spawn(wal::checkpoint(
+            base.clone().connect().await?,
+            shared.gate.clone(),
+            wal_frames,
+        ));
         Ok(shared.store(tx, read, Some((handle, checkpointer))))
     }
 
@@ -416,32 +426,3 @@ impl Shared {
         }
     }
 }
-
-/// Copies the WAL back into the database beside the writer, on the other core. PASSIVE never takes
-/// the write lock, so commits go on while it runs; the writer starts the WAL over once everything
-/// in it is copied.
-async fn checkpoint(mut conn: SqliteConnection) {
-    let mut tick = tokio::time::interval(Duration::from_millis(CHECKPOINT_EVERY_MS));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(&mut conn)
-            .await
-        {
-            Ok((_, log, done)) if log - done > WAL_WARN_FRAMES => {
-                tracing::warn!(
-                    frames = log,
-                    copied = done,
-                    "the WAL is growing faster than it is checkpointed"
-                );
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "checkpoint failed; will retry"),
-        }
-    }
-}
-
-const CHECKPOINT_EVERY_MS: u64 = 200;
-/// WAL frames (4 KiB pages) not yet copied back that are worth a warning.
-const WAL_WARN_FRAMES: i64 = 250_000;
