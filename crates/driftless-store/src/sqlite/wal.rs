@@ -57,12 +57,16 @@ pub(super) async fn checkpoint(
         {
             // Even a pass that copied everything does not do: the group running beside it began
             // before the copy ended, so it goes on writing at the end of the WAL.
+            let asked = std::time::Instant::now();
             let _turn = gate.lock().await;
+            let turn = std::time::Instant::now();
             if let Some(last) = passive(&mut conn).await {
                 turned_at = Some(last.log);
                 tracing::debug!(
                     frames = last.log,
                     left = last.left(),
+                    wait_ms = (turn - asked).as_secs_f64() * 1e3,
+                    pass_ms = turn.elapsed().as_secs_f64() * 1e3,
                     "the WAL is copied; the next group starts it over"
                 );
             }
