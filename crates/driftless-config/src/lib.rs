@@ -4,22 +4,24 @@
 //! # Layout
 //! - [`raw`]: the file as written, with spans, `deny_unknown_fields` everywhere so a typo is an
 //!   error with its line and column rather than a silently ignored key.
-//! - [`audit`]: the `[audit]` section (chain, thresholds, snapshot formats).
+//! - [`audit`]: the `[audit]` section (chain, thresholds, snapshot formats); `channels`: each
+//!   `[[channels]]` entry; `hops`: the `[[hops]]` between systems.
 //! - this module: [`Settings`], the validated whole, and [`ConfigError`].
 //!
 //! Secrets never appear here in clear: tokens are configured as SHA-256 digests, webhook keys by
 //! the name of the environment variable that holds them.
 
 pub mod audit;
+mod channels;
 pub mod checkpoints;
 pub mod epcis;
+mod hops;
 pub mod raw;
 
 use driftless_core::authority::Policy;
 use driftless_core::units::UnitRule;
 use driftless_core::{
-    Authority, ChannelRule, ChannelSpec, Glob, Location, Ppm, Rules, Sku, State, SystemId, Unit,
-    UnitTable,
+    Authority, ChannelSpec, Glob, Location, Ppm, Rules, Sku, State, SystemId, Unit, UnitTable,
 };
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -813,6 +815,24 @@ fn uncovered_states(loc: &mut Locator<'_>, a: Option<&toml::Spanned<raw::RawAuth
     }
 }
 
+/// A system id that `[[systems]]` declares; an error otherwise.
+fn known_system(
+    loc: &mut Locator<'_>,
+    v: &toml::Spanned<String>,
+    ids: &HashSet<SystemId>,
+) -> Option<SystemId> {
+    let id = ident(loc, v, "system id", SystemId::parse)?;
+    if !ids.contains(&id) {
+        loc.err(
+            v.span(),
+            format!("unknown system `{id}`"),
+            Some("declare it under [[systems]] first".into()),
+        );
+        return None;
+    }
+    Some(id)
+}
+
 fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<Settings> {
     let rs = raw.server.unwrap_or_default();
     let auth = match rs.auth.as_ref().map(|a| (a.get_ref().as_str(), a.span())) {
@@ -962,27 +982,15 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
         });
     }
     unique_digests(loc, digests);
-    let known = |loc: &mut Locator<'_>,
-                 v: &toml::Spanned<String>,
-                 ids: &HashSet<SystemId>|
-     -> Option<SystemId> {
-        let id = ident(loc, v, "system id", SystemId::parse)?;
-        if !ids.contains(&id) {
-            loc.err(
-                v.span(),
-                format!("unknown system `{id}`"),
-                Some("declare it under [[systems]] first".into()),
-            );
-            return None;
-        }
-        Some(id)
-    };
 
     let mut authority = Authority::default();
     uncovered_states(loc, raw.authority.as_ref());
     if let Some(a) = raw.authority.as_ref().map(toml::Spanned::get_ref) {
         for (state, writers) in a.writers() {
-            let list = writers.iter().filter_map(|w| known(loc, w, &ids)).collect();
+            let list = writers
+                .iter()
+                .filter_map(|w| known_system(loc, w, &ids))
+                .collect();
             authority.set_writers(state, list);
         }
         for (state, p) in a.policies() {
@@ -1040,150 +1048,7 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
                 None,
             );
         }
-        let locs: Vec<Location> = c
-            .locations
-            .iter()
-            .filter_map(|l| ident(loc, l, "location", Location::parse))
-            .collect();
-        let mut rules = Vec::new();
-        for r in &c.rules {
-            let Some(sku) = glob(loc, &r.sku) else {
-                continue;
-            };
-            rules.push(ChannelRule {
-                sku,
-                safety_stock: r
-                    .safety_stock
-                    .as_ref()
-                    .and_then(|v| non_negative(loc, v, "safety_stock")),
-                allocation: r.allocation.as_ref().and_then(|v| share(loc, v)),
-                pack: r
-                    .pack
-                    .as_ref()
-                    .and_then(|v| positive(loc, v, "pack", 1_000_000)),
-            });
-        }
-        let on_override = match c
-            .on_override
-            .as_ref()
-            .map(|v| (v.get_ref().as_str(), v.span()))
-        {
-            None | Some(("overwrite", _)) => OnOverride::Overwrite,
-            Some(("hold", _)) => OnOverride::Hold,
-            Some((other, span)) => {
-                loc.err(
-                    span,
-                    format!("on_override must be \"overwrite\" or \"hold\", not {other:?}"),
-                    None,
-                );
-                OnOverride::Overwrite
-            }
-        };
-        let connector = c
-            .connector
-            .as_ref()
-            .map_or("none", |v| v.get_ref().as_str())
-            .to_owned();
-        if !["webhook", "shopify", "file", "none"].contains(&connector.as_str())
-            && let Some(v) = &c.connector
-        {
-            loc.err(
-                v.span(),
-                format!("unknown connector {connector:?}"),
-                Some("one of webhook, shopify, file, none".into()),
-            );
-        }
-        if connector == "webhook" && c.url.is_none() {
-            loc.err(
-                c.id.span(),
-                format!("channel `{id}` uses the webhook connector but has no url"),
-                Some("url = \"http://127.0.0.1:9000/push\"".into()),
-            );
-        }
-        // Without a key the dispatcher cannot sign, so the channel would stay stopped while its
-        // outbox grows; better refused here than found out from a backlog.
-        if connector == "webhook" && c.secret_env.as_deref().is_none_or(str::is_empty) {
-            loc.err(
-                c.id.span(),
-                format!(
-                    "channel `{id}` uses the webhook connector but has no secret_env: its pushes \
-                     could not be signed"
-                ),
-                Some(format!(
-                    "secret_env = \"DRIFTLESS_{}_SECRET\" (the environment variable holding the \
-                     HMAC-SHA256 key the receiver checks)",
-                    id.as_str().to_ascii_uppercase().replace('-', "_")
-                )),
-            );
-        }
-        let max_attempts = c
-            .max_attempts
-            .as_ref()
-            .and_then(|v| positive(loc, v, "max_attempts", 100))
-            .unwrap_or(8);
-        let concurrency = c
-            .concurrency
-            .as_ref()
-            .and_then(|v| positive(loc, v, "concurrency", 1024));
-        let rate_limit = c
-            .rate_limit
-            .as_ref()
-            .and_then(|v| positive(loc, v, "rate_limit", 1_000_000));
-        let batch_size = c
-            .batch_size
-            .as_ref()
-            .and_then(|v| positive(loc, v, "batch_size", MAX_BATCH_SIZE))
-            .unwrap_or(1);
-        // Only the webhook has a batch request; elsewhere a batch would be pushed one by one in
-        // one slot, slower than the default, which is not what the key promises.
-        if batch_size > 1
-            && connector != "webhook"
-            && let Some(v) = &c.batch_size
-        {
-            loc.err(
-                v.span(),
-                format!(
-                    "batch_size above 1 needs a connector with a batch request (webhook); \
-                     channel `{id}` uses {connector}"
-                ),
-                Some("remove batch_size or set it to 1".into()),
-            );
-        }
-        channels.push(ChannelConfig {
-            spec: ChannelSpec {
-                id,
-                locations: locs,
-                safety_stock: c
-                    .safety_stock
-                    .as_ref()
-                    .and_then(|v| non_negative(loc, v, "safety_stock"))
-                    .unwrap_or(0),
-                allocation: c
-                    .allocation
-                    .as_ref()
-                    .and_then(|v| share(loc, v))
-                    .unwrap_or(Ppm::ONE),
-                pack: c
-                    .pack
-                    .as_ref()
-                    .and_then(|v| positive(loc, v, "pack", 1_000_000))
-                    .unwrap_or(1),
-                rules,
-            },
-            on_override,
-            connector,
-            url: c.url.clone(),
-            secret_env: c.secret_env.clone(),
-            path: c.path.clone(),
-            schedule: c.schedule.clone(),
-            shop_domain: c.shop_domain.clone(),
-            api_version: c.api_version.clone(),
-            token_env: c.token_env.clone(),
-            max_attempts,
-            concurrency,
-            rate_limit,
-            batch_size,
-        });
+        channels.push(crate::channels::validate(loc, c, id));
     }
 
     let mut items = Vec::new();
@@ -1197,85 +1062,7 @@ fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<
         }
     }
 
-    let mut hops = Vec::new();
-    for h in &raw.hops {
-        let from = known(loc, &h.from, &ids);
-        let to = known(loc, &h.to, &ids);
-        let trigger = match h.trigger.get_ref().as_str() {
-            "event" => Some(Trigger::Event),
-            "poll" => Some(Trigger::Poll),
-            "batch" => Some(Trigger::Batch),
-            other => {
-                loc.err(
-                    h.trigger.span(),
-                    format!("trigger must be event, poll or batch, not {other:?}"),
-                    None,
-                );
-                None
-            }
-        };
-        let every = match &h.schedule {
-            None => None,
-            Some(s) => {
-                let every = audit::schedule_every(s.get_ref());
-                if every.is_none() {
-                    // Ignoring it would silently shrink the audit's lag window for this hop.
-                    loc.err(
-                        s.span(),
-                        format!("hop schedule {:?} is not a schedule", s.get_ref()),
-                        Some(
-                            "\"hourly\", \"daily\", \"weekly\", or an interval: \"every 15m\", \
-                             \"4h\" (units ms, s, m, h, d, w)"
-                                .into(),
-                        ),
-                    );
-                }
-                every
-            }
-        };
-        let latency_sla = match parse_duration(h.latency_sla.get_ref()) {
-            Some(d) => d,
-            None => {
-                loc.err(
-                    h.latency_sla.span(),
-                    format!(
-                        "latency_sla {:?} is not a duration",
-                        h.latency_sla.get_ref()
-                    ),
-                    Some("e.g. \"500ms\", \"30s\", \"15m\", \"4h\", \"1d\"".into()),
-                );
-                Duration::ZERO
-            }
-        };
-        let bidirectional = match h
-            .direction
-            .as_ref()
-            .map(|d| (d.get_ref().as_str(), d.span()))
-        {
-            None | Some(("one-way", _)) => false,
-            Some(("bidirectional", _)) => true,
-            Some((other, span)) => {
-                loc.err(
-                    span,
-                    format!("direction must be \"one-way\" or \"bidirectional\", not {other:?}"),
-                    None,
-                );
-                false
-            }
-        };
-        if let (Some(from), Some(to), Some(trigger)) = (from, to, trigger) {
-            hops.push(Hop {
-                from,
-                to,
-                trigger,
-                schedule: h.schedule.as_ref().map(|s| s.get_ref().clone()),
-                every,
-                latency_sla,
-                bidirectional,
-                transform: h.transform.clone(),
-            });
-        }
-    }
+    let hops = crate::hops::validate(loc, &raw.hops, &ids);
 
     let strict = raw.ledger.as_ref().is_some_and(|l| l.strict_skus);
     let max_future_skew = raw
@@ -1368,6 +1155,35 @@ mod tests {
 
         let e = Settings::parse("f.toml", "[authority]\non_hand = [\"ghost\"]\n").unwrap_err();
         assert!(e.0[0].message.contains("unknown system `ghost`"), "{e}");
+    }
+
+    #[test]
+    fn a_hop_and_a_channel_list_every_error_in_order_with_its_line() {
+        let text = "[[systems]]\nid = \"wms\"\nrole = \"wms\"\n\n\
+                    [[hops]]\nfrom = \"wms\"\nto = \"ghost\"\ntrigger = \"push\"\n\
+                    schedule = \"fortnightly\"\nlatency_sla = \"soon\"\ndirection = \"both\"\n\n\
+                    [[channels]]\nid = \"shop\"\nlocations = [\"DC1\"]\nconnector = \"webhook\"\n\
+                    on_override = \"ignore\"\nmax_attempts = 0\n";
+        let e = Settings::parse("f.toml", text).unwrap_err();
+        let got: Vec<(usize, &str)> = e.0.iter().map(|x| (x.line, x.message.as_str())).collect();
+        // Sections in the order they are checked (channels before hops), and within one the
+        // order its keys are checked in.
+        let want = [
+            (17, "on_override must be \"overwrite\" or \"hold\""),
+            (14, "uses the webhook connector but has no url"),
+            (14, "uses the webhook connector but has no secret_env"),
+            (18, "max_attempts"),
+            (7, "unknown system `ghost`"),
+            (8, "trigger must be event, poll or batch"),
+            (9, "hop schedule \"fortnightly\" is not a schedule"),
+            (10, "latency_sla \"soon\" is not a duration"),
+            (11, "direction must be \"one-way\" or \"bidirectional\""),
+        ];
+        assert_eq!(got.len(), want.len(), "{e}");
+        for ((line, message), (want_line, want_message)) in got.iter().zip(want) {
+            assert_eq!(*line, want_line, "{message}");
+            assert!(message.contains(want_message), "{message}");
+        }
     }
 
     #[test]
