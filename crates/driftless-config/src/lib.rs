@@ -6,6 +6,7 @@
 //!   error with its line and column rather than a silently ignored key.
 //! - [`audit`]: the `[audit]` section (chain, thresholds, snapshot formats); `channels`: each
 //!   `[[channels]]` entry; `hops`: the `[[hops]]` between systems.
+//! - `server`: the `[server]` section.
 //! - this module: [`Settings`], the validated whole, and [`ConfigError`].
 //!
 //! Secrets never appear here in clear: tokens are configured as SHA-256 digests, webhook keys by
@@ -17,6 +18,7 @@ pub mod checkpoints;
 pub mod epcis;
 mod hops;
 pub mod raw;
+mod server;
 
 use driftless_core::authority::Policy;
 use driftless_core::units::UnitRule;
@@ -771,7 +773,10 @@ fn non_negative(loc: &mut Locator<'_>, v: &toml::Spanned<i64>, what: &str) -> Op
 
 /// Refuses a token digest given twice: the hub maps a digest to one principal, so a read token equal
 /// to a system's digest would make that reader a writer (or the writer a reader).
-fn unique_digests(loc: &mut Locator<'_>, mut digests: Vec<([u8; 32], Range<usize>, String)>) {
+/// Token digests with where each stands in the file and whose it is.
+pub(crate) type Digests = Vec<([u8; 32], Range<usize>, String)>;
+
+fn unique_digests(loc: &mut Locator<'_>, mut digests: Digests) {
     digests.sort_by_key(|(_, span, _)| span.start);
     let mut first: HashMap<[u8; 32], (usize, String)> = HashMap::new();
     for (d, span, who) in digests {
@@ -835,114 +840,10 @@ fn known_system(
 
 fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<Settings> {
     let rs = raw.server.unwrap_or_default();
-    let auth = match rs.auth.as_ref().map(|a| (a.get_ref().as_str(), a.span())) {
-        None | Some(("tokens", _)) => AuthMode::Tokens,
-        Some(("none", _)) => AuthMode::None,
-        Some((other, span)) => {
-            loc.err(
-                span,
-                format!("auth must be \"tokens\" or \"none\", not {other:?}"),
-                None,
-            );
-            AuthMode::Tokens
-        }
-    };
-    // Every digest with where it stands and whose it is, to refuse a digest used twice.
-    let mut digests: Vec<([u8; 32], Range<usize>, String)> = Vec::new();
-    let tokens = |loc: &mut Locator<'_>,
-                  list: &Option<Vec<toml::Spanned<String>>>,
-                  key: &str,
-                  who: &str,
-                  digests: &mut Vec<([u8; 32], Range<usize>, String)>| {
-        let mut out = Vec::new();
-        for t in list.iter().flatten() {
-            if let Some(d) = sha256_hex(loc, t, key) {
-                digests.push((d, t.span(), who.to_owned()));
-                out.push(d);
-            }
-        }
-        out
-    };
-    let read_tokens = tokens(
-        loc,
-        &rs.read_token_sha256,
-        "read_token_sha256",
-        "a read token",
-        &mut digests,
-    );
-    let operator_tokens = tokens(
-        loc,
-        &rs.operator_token_sha256,
-        "operator_token_sha256",
-        "an operator token",
-        &mut digests,
-    );
-    let timeout =
-        |loc: &mut Locator<'_>, v: &Option<toml::Spanned<String>>, what: &str, def: Duration| {
-            let Some(v) = v else { return def };
-            match parse_duration(v.get_ref()).filter(|d| !d.is_zero() && *d <= MAX_TIMEOUT) {
-                Some(d) => d,
-                None => {
-                    loc.err(
-                        v.span(),
-                        format!("{what} {:?} is not a duration from 1ms to 1h", v.get_ref()),
-                        Some(format!("e.g. {what} = \"{}s\"", def.as_secs())),
-                    );
-                    def
-                }
-            }
-        };
-    let limit = |loc: &mut Locator<'_>,
-                 v: &Option<toml::Spanned<i64>>,
-                 what: &str,
-                 def: usize,
-                 max: i64| {
-        v.as_ref()
-            .and_then(|v| positive(loc, v, what, max))
-            .map_or(def, |n| n as usize)
-    };
     let listen_span = rs.listen.as_ref().map(|l| l.span());
-    let server = Server {
-        listen: rs
-            .listen
-            .map_or_else(|| "127.0.0.1:7400".to_owned(), |l| l.into_inner()),
-        data_dir: PathBuf::from(rs.data_dir.unwrap_or_else(|| "./driftless-data".to_owned())),
-        database_url: rs.database_url,
-        nats_url: rs.nats_url,
-        auth,
-        read_tokens,
-        operator_tokens,
-        header_read_timeout: timeout(
-            loc,
-            &rs.header_read_timeout,
-            "header_read_timeout",
-            DEFAULT_HEADER_READ_TIMEOUT,
-        ),
-        body_read_timeout: timeout(
-            loc,
-            &rs.body_read_timeout,
-            "body_read_timeout",
-            DEFAULT_BODY_READ_TIMEOUT,
-        ),
-        max_body_bytes: limit(
-            loc,
-            &rs.max_body_bytes,
-            "max_body_bytes",
-            16 * 1024 * 1024,
-            256 * 1024 * 1024,
-        ),
-        max_batch: limit(loc, &rs.max_batch, "max_batch", 10_000, 10_000),
-        max_pending: limit(loc, &rs.max_pending, "max_pending", 1024, 1_000_000),
-    };
-    if let Some(span) = rs.auth.as_ref().map(|a| a.span())
-        && let Err(m) = check_auth_listen(&server)
-    {
-        loc.err(
-            span,
-            m,
-            Some("set auth = \"tokens\" or listen on 127.0.0.1".into()),
-        );
-    }
+    // Every digest with where it stands and whose it is, to refuse a digest used twice.
+    let mut digests = Digests::new();
+    let server = crate::server::validate(loc, rs, &mut digests);
 
     let mut systems = Vec::new();
     let mut ids = HashSet::new();
