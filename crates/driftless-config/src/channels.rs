@@ -3,7 +3,8 @@
 
 use crate::raw::RawChannel;
 use crate::{
-    ChannelConfig, Locator, MAX_BATCH_SIZE, OnOverride, glob, ident, non_negative, positive, share,
+    ChannelConfig, Locator, MAX_BATCH_SIZE, OnOverride, either, glob, ident, non_negative,
+    positive, share,
 };
 use driftless_core::{ChannelRule, ChannelSpec, Location, Ppm, SystemId};
 
@@ -18,7 +19,15 @@ pub(crate) fn validate(loc: &mut Locator<'_>, c: &RawChannel, id: SystemId) -> C
         .filter_map(|l| ident(loc, l, "location", Location::parse))
         .collect();
     let rules = rules(loc, c);
-    let on_override = on_override(loc, c);
+    let on_override = either(
+        loc,
+        c.on_override.as_ref(),
+        "on_override",
+        [
+            ("overwrite", OnOverride::Overwrite),
+            ("hold", OnOverride::Hold),
+        ],
+    );
     let connector = connector(loc, c, &id);
     // A channel's errors are listed in this order: locations and rules, connector, the
     // dispatcher's limits, then the quantity's own keys.
@@ -94,25 +103,6 @@ fn rules(loc: &mut Locator<'_>, c: &RawChannel) -> Vec<ChannelRule> {
         });
     }
     rules
-}
-
-fn on_override(loc: &mut Locator<'_>, c: &RawChannel) -> OnOverride {
-    match c
-        .on_override
-        .as_ref()
-        .map(|v| (v.get_ref().as_str(), v.span()))
-    {
-        None | Some(("overwrite", _)) => OnOverride::Overwrite,
-        Some(("hold", _)) => OnOverride::Hold,
-        Some((other, span)) => {
-            loc.err(
-                span,
-                format!("on_override must be \"overwrite\" or \"hold\", not {other:?}"),
-                None,
-            );
-            OnOverride::Overwrite
-        }
-    }
 }
 
 /// The connector's name, with what it needs checked (a webhook's url and signing key).

@@ -2,7 +2,7 @@
 //! which the drift auditor needs to name the hand-off where an error entered.
 
 use crate::raw::RawHop;
-use crate::{Hop, Locator, Trigger, audit, known_system, parse_duration};
+use crate::{Hop, Locator, Trigger, audit, either, known_system, parse_duration};
 use driftless_core::SystemId;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -17,7 +17,12 @@ pub(crate) fn validate(loc: &mut Locator<'_>, raw: &[RawHop], ids: &HashSet<Syst
         let trigger = trigger(loc, &h.trigger);
         let every = h.schedule.as_ref().and_then(|s| every(loc, s));
         let latency_sla = latency_sla(loc, &h.latency_sla);
-        let bidirectional = bidirectional(loc, h.direction.as_ref());
+        let bidirectional = either(
+            loc,
+            h.direction.as_ref(),
+            "direction",
+            [("one-way", false), ("bidirectional", true)],
+        );
         if let (Some(from), Some(to), Some(trigger)) = (from, to, trigger) {
             hops.push(Hop {
                 from,
@@ -77,19 +82,4 @@ fn latency_sla(loc: &mut Locator<'_>, v: &Spanned<String>) -> Duration {
         );
         Duration::ZERO
     })
-}
-
-fn bidirectional(loc: &mut Locator<'_>, v: Option<&Spanned<String>>) -> bool {
-    match v.map(|d| (d.get_ref().as_str(), d.span())) {
-        None | Some(("one-way", _)) => false,
-        Some(("bidirectional", _)) => true,
-        Some((other, span)) => {
-            loc.err(
-                span,
-                format!("direction must be \"one-way\" or \"bidirectional\", not {other:?}"),
-                None,
-            );
-            false
-        }
-    }
 }

@@ -711,6 +711,29 @@ fn share(loc: &mut Locator<'_>, v: &toml::Spanned<f64>) -> Option<Ppm> {
     p
 }
 
+/// One of two words, the first the default when the key is absent; an error naming both
+/// otherwise (and the default stands).
+fn either<T: Copy>(
+    loc: &mut Locator<'_>,
+    v: Option<&toml::Spanned<String>>,
+    key: &str,
+    [(first, a), (second, b)]: [(&str, T); 2],
+) -> T {
+    let Some(v) = v else { return a };
+    match v.get_ref().as_str() {
+        w if w == first => a,
+        w if w == second => b,
+        other => {
+            loc.err(
+                v.span(),
+                format!("{key} must be \"{first}\" or \"{second}\", not {other:?}"),
+                None,
+            );
+            a
+        }
+    }
+}
+
 fn positive(loc: &mut Locator<'_>, v: &toml::Spanned<i64>, what: &str, max: i64) -> Option<u32> {
     whole_in(loc, v, what, 1..=max, None).and_then(|n| u32::try_from(n).ok())
 }

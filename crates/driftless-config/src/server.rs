@@ -4,7 +4,7 @@
 use crate::raw::RawServer;
 use crate::{
     AuthMode, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, Digests, Locator,
-    MAX_TIMEOUT, Server, check_auth_listen, parse_duration, positive, sha256_hex,
+    MAX_TIMEOUT, Server, check_auth_listen, either, parse_duration, positive, sha256_hex,
 };
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,7 +12,12 @@ use toml::Spanned;
 
 /// The section, its tokens' digests added to `digests` (a digest may serve one holder only).
 pub(crate) fn validate(loc: &mut Locator<'_>, rs: RawServer, digests: &mut Digests) -> Server {
-    let auth = auth(loc, rs.auth.as_ref());
+    let auth = either(
+        loc,
+        rs.auth.as_ref(),
+        "auth",
+        [("tokens", AuthMode::Tokens), ("none", AuthMode::None)],
+    );
     let read_tokens = tokens(
         loc,
         rs.read_token_sha256.as_deref(),
@@ -69,21 +74,6 @@ pub(crate) fn validate(loc: &mut Locator<'_>, rs: RawServer, digests: &mut Diges
         );
     }
     server
-}
-
-fn auth(loc: &mut Locator<'_>, v: Option<&Spanned<String>>) -> AuthMode {
-    match v.map(|a| (a.get_ref().as_str(), a.span())) {
-        None | Some(("tokens", _)) => AuthMode::Tokens,
-        Some(("none", _)) => AuthMode::None,
-        Some((other, span)) => {
-            loc.err(
-                span,
-                format!("auth must be \"tokens\" or \"none\", not {other:?}"),
-                None,
-            );
-            AuthMode::Tokens
-        }
-    }
 }
 
 /// A list of token digests, each also added to `digests` as `who`'s.
