@@ -794,11 +794,11 @@ fn non_negative(loc: &mut Locator<'_>, v: &toml::Spanned<i64>, what: &str) -> Op
     Some(n)
 }
 
-/// Refuses a token digest given twice: the hub maps a digest to one principal, so a read token equal
-/// to a system's digest would make that reader a writer (or the writer a reader).
 /// Token digests with where each stands in the file and whose it is.
 pub(crate) type Digests = Vec<([u8; 32], Range<usize>, String)>;
 
+/// Refuses a token digest given twice: the hub maps a digest to one principal, so a read token equal
+/// to a system's digest would make that reader a writer (or the writer a reader).
 fn unique_digests(loc: &mut Locator<'_>, mut digests: Digests) {
     digests.sort_by_key(|(_, span, _)| span.start);
     let mut first: HashMap<[u8; 32], (usize, String)> = HashMap::new();
@@ -864,7 +864,7 @@ fn known_system(
 fn validate(loc: &mut Locator<'_>, raw: raw::RawConfig, origin: &str) -> Option<Settings> {
     let rs = raw.server.unwrap_or_default();
     let listen_span = rs.listen.as_ref().map(|l| l.span());
-    // Every digest with where it stands and whose it is, to refuse a digest used twice.
+    // Every token's digest, to refuse one given twice.
     let mut digests = Digests::new();
     let server = crate::server::validate(loc, rs, &mut digests);
 

@@ -10,7 +10,7 @@ use driftless_store::{Outbox, SqliteStore, Store};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use story::Backend;
-use story::ledger::{apply_both, assert_levels, channels, rules, stream};
+use story::ledger::{apply_both, assert_levels, channels, incoming, rules, stream};
 
 struct Sqlite;
 
@@ -688,7 +688,7 @@ async fn the_wal_starts_over_while_groups_keep_coming() {
     // Until the WAL has started over three times, or the stream ends (or a deadline for a stuck
     // run): without the checkpointer's turn it never does while the senders keep the writer busy.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let enough = std::sync::atomic::AtomicBool::new(false);
+    let enough = AtomicBool::new(false);
     let watch = async {
         let mut starts = std::collections::BTreeSet::new();
         while !enough.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
@@ -729,12 +729,14 @@ async fn the_wal_starts_over_while_groups_keep_coming() {
 /// Sends `events` in requests of 200 until `enough`; returns how many it sent.
 async fn send_until(store: &SqliteStore, events: &[Event], enough: &AtomicBool) -> usize {
     let mut sent = 0;
-    let mut scratch = MemoryLedger::new(rules());
     for chunk in events.chunks(200) {
         if enough.load(Ordering::Relaxed) {
             break;
         }
-        apply_both(store, &mut scratch, chunk, 200).await;
+        store
+            .apply(Utc::now(), incoming(&rules(), chunk))
+            .await
+            .unwrap();
         sent += chunk.len();
     }
     sent

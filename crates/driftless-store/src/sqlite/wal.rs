@@ -57,21 +57,31 @@ pub(super) async fn checkpoint(
         {
             // Even a pass that copied everything does not do: the group running beside it began
             // before the copy ended, so it goes on writing at the end of the WAL.
-            let asked = std::time::Instant::now();
-            let _turn = gate.lock().await;
-            let turn = std::time::Instant::now();
-            if let Some(last) = passive(&mut conn).await {
+            if let Some(last) = pass_in_writers_turn(&mut conn, &gate).await {
                 turned_at = Some(last.log);
-                tracing::debug!(
-                    frames = last.log,
-                    left = last.left(),
-                    wait_ms = (turn - asked).as_secs_f64() * 1e3,
-                    pass_ms = turn.elapsed().as_secs_f64() * 1e3,
-                    "the WAL is copied; the next group starts it over"
-                );
             }
         }
     }
+}
+
+/// One more pass while no group writes (waiting for the one running), so the WAL is copied to
+/// its end and the next group starts it over.
+async fn pass_in_writers_turn(
+    conn: &mut SqliteConnection,
+    gate: &tokio::sync::Mutex<()>,
+) -> Option<Pass> {
+    let asked = std::time::Instant::now();
+    let _turn = gate.lock().await;
+    let turn = std::time::Instant::now();
+    let last = passive(conn).await?;
+    tracing::debug!(
+        frames = last.log,
+        left = last.left(),
+        wait_ms = (turn - asked).as_secs_f64() * 1e3,
+        pass_ms = turn.elapsed().as_secs_f64() * 1e3,
+        "the WAL is copied; the next group starts it over"
+    );
+    Some(last)
 }
 
 /// What one pass found: frames in the WAL and frames copied back.
