@@ -145,7 +145,8 @@ async fn a_ledger_without_event_keys_gets_them_on_open() {
         .unwrap();
     for stmt in [
         "DROP TABLE event_keys",
-        "DELETE FROM meta WHERE key = 'keys_watermark'",
+        "DROP TABLE key_slices",
+        "DELETE FROM meta WHERE key IN ('keys_watermark', 'key_slices_from')",
         "CREATE INDEX events_by_cell ON events (sku, location, at_nanos, seq, id)",
     ] {
         sqlx::query(stmt).execute(&mut conn).await.unwrap();
@@ -570,6 +571,77 @@ async fn a_tail_of_several_pages_replays_each_page_once() {
         .await
         .unwrap();
     assert_levels(&store, &reference, "after the crash").await;
+    store.close().await;
+    assert_clean_restart(dir.path(), &reference).await;
+}
+
+/// A ledger whose index was written past its watermark by a version that kept no record of its
+/// slices (no `key_slices`), crashed, then crashed again under this one: the replay asks the table
+/// about the first writer's positions and trusts the records for the rest; every level is the
+/// reference's and a clean stop indexes every event exactly once.
+#[tokio::test]
+async fn a_tail_indexed_partly_without_slice_records_replays_right() {
+    use sqlx::{ConnectOptions, Connection};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("driftless.sqlite3");
+    let events = stream(60_000, 61);
+    let mut reference = MemoryLedger::new(rules());
+    let crashy = || SqliteOptions {
+        max_unindexed_events: 5_000,
+        idle_flush: std::time::Duration::from_secs(3600),
+        flush_on_exit: false,
+        ..Default::default()
+    };
+    let store = SqliteStore::open_with(dir.path(), rules(), channels(), crashy())
+        .await
+        .unwrap();
+    apply_both(&store, &mut reference, &events[..30_000], 1_000).await;
+    store.close().await;
+    assert!(indexed_past_watermark(&file).await > 0);
+    let mut conn = read_only(&file).await;
+    let from: Option<i64> =
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = 'key_slices_from'")
+            .fetch_optional(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(
+        from,
+        Some(0),
+        "a new ledger's replay asks the table about nothing"
+    );
+    conn.close().await.unwrap();
+    // Back to a writer that kept no records.
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&file)
+        .connect()
+        .await
+        .unwrap();
+    for stmt in [
+        "DROP TABLE key_slices",
+        "DELETE FROM meta WHERE key = 'key_slices_from'",
+    ] {
+        sqlx::query(stmt).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+    let store = SqliteStore::open_with(dir.path(), rules(), channels(), crashy())
+        .await
+        .unwrap();
+    assert_levels(&store, &reference, "after the first crash").await;
+    apply_both(&store, &mut reference, &events[30_000..], 1_000).await;
+    store.close().await;
+    let mut conn = read_only(&file).await;
+    let (from, records): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT value FROM meta WHERE key = 'key_slices_from'), \
+         (SELECT COUNT(*) FROM key_slices)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(from > 0 && records > 0, "from {from}, {records} records");
+    let store = SqliteStore::open_with(dir.path(), rules(), channels(), crashy())
+        .await
+        .unwrap();
+    assert_levels(&store, &reference, "after the second crash").await;
     store.close().await;
     assert_clean_restart(dir.path(), &reference).await;
 }

@@ -8,7 +8,8 @@
 //! - this module: the store's handles, its options, opening it. `wal`: the WAL's checkpointer.
 //! - `writer`: the writer task and the group commit, as named phases.
 //! - `behind`: the one write-behind protocol; `cells`, `marks`, `keys`: what the writer holds in
-//!   memory and writes behind by it; `sweep`: the writer writing their slices.
+//!   memory and writes behind by it; `sweep`: the writer writing their slices; `keyslices`: the
+//!   record of the index's slices, so a replay knows which entries are written.
 //! - `recovery`: replaying the ledger tail on open; `tail`: reading it in pages.
 //! - `reads`: the [`crate::Store`] face: reads over the tables and what the writer holds.
 //! - `outbox`: the [`crate::Outbox`] face.
@@ -19,6 +20,7 @@ mod cells;
 mod checkpoints;
 mod checks;
 mod keys;
+mod keyslices;
 mod marks;
 mod outbox;
 mod positions;
@@ -227,9 +229,12 @@ impl SqliteStore {
             )));
         }
         migrate(&mut conn).await?;
+        let keys_kept = table_exists(&mut conn, "event_keys").await?;
+        let records_kept = table_exists(&mut conn, "key_slices").await?;
         for stmt in schema::SQLITE {
             sqlx::query(*stmt).execute(&mut conn).await?;
         }
+        slice_records_from(&mut conn, keys_kept, records_kept).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(base.clone().read_only(true))
@@ -327,6 +332,41 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
         tracing::info!("event identity is now (source, id); the per-cell index is rebuilt");
     }
     Ok(())
+}
+
+/// Where the index's slice records (`keyslices.rs`) start, for a ledger whose index or records
+/// were just created: an index built from nothing holds no entry, so no record can be stale and
+/// the replay need ask the table about none; an index written before the records were kept
+/// holds entries no record describes, so the replay asks the table about every position up to
+/// the newest event (none, for a new ledger).
+async fn slice_records_from(
+    conn: &mut SqliteConnection,
+    keys_kept: bool,
+    records_kept: bool,
+) -> Result<(), StoreError> {
+    let from = if !keys_kept {
+        sqlx::query("DELETE FROM key_slices")
+            .execute(&mut *conn)
+            .await?;
+        0
+    } else if !records_kept {
+        sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(lsn) FROM events")
+            .fetch_one(&mut *conn)
+            .await?
+            .unwrap_or(0)
+    } else {
+        return Ok(());
+    };
+    sql::set_meta(conn, sql::KEY_SLICES_FROM, from).await
+}
+
+/// Whether `table` exists (a ledger of an earlier version may lack it).
+async fn table_exists(conn: &mut SqliteConnection, table: &str) -> Result<bool, StoreError> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = ?1")
+        .bind(table)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(n > 0)
 }
 
 /// Whether `table` exists without `column` (a table of an earlier version).

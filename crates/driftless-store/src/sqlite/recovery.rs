@@ -12,10 +12,11 @@
 
 use super::cells::CellCache;
 use super::keys::{KeyTail, entry_of};
+use super::keyslices::Written;
 use super::marks::{Change, Mark, Marks};
 use super::sql::*;
 use super::sweep::read_watermark;
-use super::tail::{Page, Tail, TailEvent};
+use super::tail::{Known, Page, Tail, TailEvent};
 use super::writer::*;
 use super::*;
 use crate::StoreError;
@@ -119,7 +120,14 @@ impl Writer {
             return Ok(());
         }
         let started = Instant::now();
-        let mut tail = Tail::new(from.oldest(), last, from.keys);
+        let (records, ask_upto) = load_key_slices(&mut self.conn, from.keys).await?;
+        let slice_records = records.len();
+        let known = Known {
+            watermark: from.keys,
+            written: Written::new(&records),
+            ask_upto,
+        };
+        let mut tail = Tail::new(from.oldest(), last, known);
         let mut marks = MarksReplay::default();
         // The position each stored cell row is written as of, for the skus the replay loaded.
         let mut row_lsns: HashMap<(Sku, Location), [i64; 5]> = HashMap::new();
@@ -167,6 +175,7 @@ impl Writer {
             outbox_tail = last - from.outbox,
             cells = self.held.cache.dirty_slots(),
             outbox = rows,
+            slice_records,
             ms = started.elapsed().as_millis() as u64,
             probe_ms = clock.probe.as_millis() as u64,
             read_ms = clock.read.as_millis() as u64,

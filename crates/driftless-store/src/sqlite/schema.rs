@@ -9,6 +9,10 @@
 //! - `event_keys`: the events of each `(sku, location)` in fold order, for history and re-bases.
 //!   Written behind (see `keys.rs`); `meta.keys_watermark` is the position up to which every event
 //!   has its entry, `meta.keys_max_at` the newest `at_nanos` the table holds.
+//! - `key_slices`: the slices of `event_keys` written after its watermark, each with the skus it
+//!   swept and its newest position, so a replay knows which entries are written (see
+//!   `keyslices.rs`); `meta.key_slices_from` is the newest position a version that kept no
+//!   records may have indexed.
 //! - `cells`: the folded value of each `(sku, location, state)` and the key of the `set` it is based
 //!   on, as of ledger position `lsn`. A cache of the fold over `events`, written behind (see
 //!   `cells.rs`); `meta.cells_watermark` is the position up to which every change is written.
@@ -46,6 +50,15 @@ const EVENTS: &str = "CREATE TABLE IF NOT EXISTS events (
         claims INTEGER NOT NULL DEFAULT 1
     )";
 
+/// The record of the index's slices (see `keyslices.rs`); `upto` first, so the records the
+/// watermark has passed go in one range.
+pub const KEY_SLICES: &str = "CREATE TABLE IF NOT EXISTS key_slices (
+        upto INTEGER NOT NULL,
+        first TEXT NOT NULL,
+        last TEXT NOT NULL,
+        PRIMARY KEY (upto, first, last)
+    ) WITHOUT ROWID";
+
 /// SQLite schema, applied at open; every statement is idempotent.
 pub const SQLITE: &[&str] = &[
     EVENTS,
@@ -66,6 +79,7 @@ pub const SQLITE: &[&str] = &[
         lsn INTEGER NOT NULL,
         PRIMARY KEY (sku, location, at_nanos, seq, id, lsn)
     ) WITHOUT ROWID",
+    KEY_SLICES,
     "CREATE TABLE IF NOT EXISTS cells (
         sku TEXT NOT NULL,
         location TEXT NOT NULL,
@@ -171,7 +185,8 @@ pub const SQLITE_MIGRATE_INCIDENT_ACTORS: &[&str] = &[
 /// Brings a ledger of an earlier version to this schema, before [`SQLITE`] runs: where event ids
 /// were one deployment-wide namespace (`events.id` unique), the table is rebuilt with `(source,
 /// id)` unique instead, and the per-cell index (whose key could not tell two sources' ids apart)
-/// is dropped with its watermark, so the next open rebuilds it from the ledger.
+/// is dropped with its watermark and its slices' records, so the next open rebuilds it from the
+/// ledger.
 pub const SQLITE_MIGRATE_SOURCE_IDS: &[&str] = &[
     "ALTER TABLE events RENAME TO events_v1",
     EVENTS,
@@ -180,5 +195,7 @@ pub const SQLITE_MIGRATE_SOURCE_IDS: &[&str] = &[
     "UPDATE events SET claims = 0 WHERE outcome = 'override' AND effective = 0",
     "DROP TABLE events_v1",
     "DROP TABLE IF EXISTS event_keys",
-    "DELETE FROM meta WHERE key IN ('keys_watermark', 'keys_max_at')",
+    // Its slices' records go with it, in the same transaction: none may outlive the entries.
+    "DROP TABLE IF EXISTS key_slices",
+    "DELETE FROM meta WHERE key IN ('keys_watermark', 'keys_max_at', 'key_slices_from')",
 ];

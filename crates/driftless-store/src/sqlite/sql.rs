@@ -4,6 +4,7 @@
 
 use super::cells::{FlushRows, SkuCells, Slot};
 use super::keys::{Entry, KeySlice, KeyTail};
+use super::keyslices::SliceRecord;
 use super::marks::Mark;
 use super::writer::*;
 use super::*;
@@ -26,7 +27,8 @@ pub(super) fn order_key_of(r: &SqliteRow) -> Result<OrderKey, StoreError> {
     })
 }
 
-/// Writes a slice of index entries, in key order, and the table's newest position after it.
+/// Writes a slice of index entries, in key order, the table's newest position after it, and the
+/// slice's record.
 pub(super) async fn write_keys(
     conn: &mut SqliteConnection,
     slice: &KeySlice,
@@ -61,8 +63,62 @@ pub(super) async fn write_keys(
         q.push(" ON CONFLICT DO NOTHING");
         q.build().execute(&mut *conn).await?;
     }
+    record_key_slice(conn, slice).await
+}
+
+/// Records a slice of the index in the transaction that writes it, and drops the records the
+/// stored watermark has passed (see `keyslices.rs`).
+async fn record_key_slice(conn: &mut SqliteConnection, slice: &KeySlice) -> Result<(), StoreError> {
+    let Some(r) = SliceRecord::of(slice) else {
+        return Ok(());
+    };
+    sqlx::query("INSERT OR IGNORE INTO key_slices (upto, first, last) VALUES (?1, ?2, ?3)")
+        .bind(r.upto)
+        .bind(r.first.as_str())
+        .bind(r.last.as_str())
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "DELETE FROM key_slices \
+         WHERE upto <= (SELECT value FROM meta WHERE key = 'keys_watermark')",
+    )
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
+
+/// What is known of the index after its watermark without asking `event_keys`: the recorded
+/// slices after `watermark`, and the newest position a version that kept no records may have
+/// indexed (everything, for a ledger whose writer kept none).
+pub(super) async fn load_key_slices(
+    conn: &mut SqliteConnection,
+    watermark: i64,
+) -> Result<(Vec<SliceRecord>, i64), StoreError> {
+    if !table_exists(conn, "key_slices").await? {
+        return Ok((Vec::new(), i64::MAX));
+    }
+    let from = meta_value(conn, KEY_SLICES_FROM).await?.unwrap_or(i64::MAX);
+    let rows: Vec<(i64, String, String)> =
+        sqlx::query_as("SELECT upto, first, last FROM key_slices WHERE upto > ?1")
+            .bind(watermark)
+            .fetch_all(&mut *conn)
+            .await?;
+    let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("key_slices: {e}"));
+    let records = rows
+        .into_iter()
+        .map(|(upto, first, last)| {
+            Ok(SliceRecord {
+                first: Sku::parse(first).map_err(|e| corrupt(&e))?,
+                last: Sku::parse(last).map_err(|e| corrupt(&e))?,
+                upto,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok((records, from))
+}
+
+/// The `meta` key of the newest position a version that kept no slice records may have indexed.
+pub(super) const KEY_SLICES_FROM: &str = "key_slices_from";
 
 pub(super) async fn lookup_ids(
     conn: &mut SqliteConnection,

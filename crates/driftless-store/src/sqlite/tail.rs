@@ -1,12 +1,14 @@
 //! Reading the ledger tail for the replay: pages of event rows after the oldest watermark, each
 //! row with whether the index table holds its entry.
 //!
-//! That last question is asked apart from the pages, a window of positions at a time, in key
-//! order: a slice of the index is written in key order, so after its watermark some entries are
-//! in the table and some are not, and asking row by row in position order was a random descent
-//! of the index per row, most of what reading the tail cost (see docs/performance.md, "The
-//! index's entries asked in key order").
+//! A slice of the index is written in key order, so after its watermark some entries are in the
+//! table and some are not. The slices' records answer that (see `keyslices.rs`). Only for
+//! positions a version that kept no records may have indexed is the table asked, apart from the
+//! pages, a window of positions at a time, in key order: asking row by row in position order was
+//! a random descent of the index per row (see docs/performance.md, "The index's entries asked in
+//! key order").
 
+use super::keyslices::Written;
 use crate::StoreError;
 use driftless_core::{EventId, Location, OrderKey, Outcome, Position, Sku, State};
 use sqlx::sqlite::SqliteConnection;
@@ -47,7 +49,10 @@ type TailTuple = (
 );
 
 impl TailEvent {
-    fn of_tuple(t: TailTuple, indexed: impl Fn(i64) -> bool) -> Result<TailEvent, StoreError> {
+    fn of_tuple(
+        t: TailTuple,
+        indexed: impl Fn(i64, &Sku) -> bool,
+    ) -> Result<TailEvent, StoreError> {
         let (head, is_set, outcome, effective, quantities) = t;
         let (lsn, id, source, sku, location, at_nanos, seq, received_nanos) = head;
         // The columns in `State::ALL` order, as the statement lists them.
@@ -56,9 +61,11 @@ impl TailEvent {
             base[s.index()] = q;
         }
         let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(e.to_string());
+        let sku = Sku::parse(sku).map_err(|e| corrupt(&e))?;
         Ok(TailEvent {
             lsn,
-            sku: Sku::parse(sku).map_err(|e| corrupt(&e))?,
+            indexed: indexed(lsn, &sku),
+            sku,
             loc: Location::parse(location).map_err(|e| corrupt(&e))?,
             key: OrderKey {
                 position: Position {
@@ -73,7 +80,6 @@ impl TailEvent {
             effective: effective != 0,
             outcome: outcome.parse().map_err(StoreError::Corrupt)?,
             base,
-            indexed: indexed(lsn),
         })
     }
 
@@ -89,7 +95,8 @@ pub(super) struct Page {
     /// SQLite's part: the scan and the JSON text.
     pub read: Duration,
     pub decode: Duration,
-    /// Asking the index table for the entries it holds (zero for most pages: once a window).
+    /// Asking the index table for the entries it holds (zero for most pages: once a window, and
+    /// only for positions no slice record answers).
     pub probe: Duration,
 }
 
@@ -97,7 +104,25 @@ pub(super) struct Page {
 struct Range {
     from: i64,
     last: i64,
-    keys_watermark: i64,
+}
+
+/// What is known of the index after its watermark before any page is read.
+pub(super) struct Known {
+    /// Every entry up to here is in the table.
+    pub watermark: i64,
+    /// The slices written after it.
+    pub written: Written,
+    /// Entries up to here may be in the table with no record saying so (written by a version
+    /// that kept none): the table is asked about them.
+    pub ask_upto: i64,
+}
+
+impl Known {
+    fn indexed(&self, lsn: i64, sku: &Sku, asked: &[i64]) -> bool {
+        lsn <= self.watermark
+            || self.written.holds(sku, lsn)
+            || (lsn <= self.ask_upto && asked.binary_search(&lsn).is_ok())
+    }
 }
 
 impl Range {
@@ -120,7 +145,7 @@ impl Range {
     async fn page(
         conn: &mut SqliteConnection,
         (lo, hi): (i64, i64),
-        indexed: impl Fn(i64) -> bool,
+        indexed: impl Fn(i64, &Sku) -> bool,
     ) -> Result<Page, StoreError> {
         let t = Instant::now();
         let json: Option<String> = sqlx::query_scalar(
@@ -176,6 +201,7 @@ async fn indexed_in(conn: &mut SqliteConnection, lo: i64, hi: i64) -> Result<Vec
 /// The tail's pages, in order, read on the replay's own connection: the replay sees one snapshot.
 pub(super) struct Tail {
     range: Range,
+    known: Known,
     next: i64,
     /// The positions after the index's watermark, up to `asked`, whose entry the table holds.
     indexed: Vec<i64>,
@@ -183,17 +209,14 @@ pub(super) struct Tail {
 }
 
 impl Tail {
-    /// The tail after `from` up to `last`; entries at or before `keys_watermark` are indexed.
-    pub fn new(from: i64, last: i64, keys_watermark: i64) -> Tail {
+    /// The tail after `from` up to `last`, with what is known of the index.
+    pub fn new(from: i64, last: i64, known: Known) -> Tail {
         Tail {
-            range: Range {
-                from,
-                last,
-                keys_watermark,
-            },
+            range: Range { from, last },
             next: 0,
             indexed: Vec::new(),
-            asked: keys_watermark,
+            asked: known.watermark,
+            known,
         }
     }
 
@@ -205,16 +228,17 @@ impl Tail {
         let (lo, hi) = self.range.bounds(self.next);
         self.next += 1;
         let mut probe = Duration::ZERO;
-        if hi > self.asked {
+        let limit = self.range.last.min(self.known.ask_upto);
+        if hi > self.asked && self.asked < limit {
             // A window starts at a page, so it covers its pages whole.
             let t = Instant::now();
-            let end = (lo + WINDOW).min(self.range.last);
+            let end = (lo + WINDOW).min(limit);
             self.indexed = indexed_in(conn, lo.max(self.asked), end).await?;
             self.asked = end;
             probe = t.elapsed();
         }
-        let (watermark, held) = (self.range.keys_watermark, &self.indexed);
-        let indexed = |lsn: i64| lsn <= watermark || held.binary_search(&lsn).is_ok();
+        let (known, asked) = (&self.known, &self.indexed);
+        let indexed = |lsn: i64, sku: &Sku| known.indexed(lsn, sku, asked);
         let page = Range::page(conn, (lo, hi), indexed).await?;
         Ok(Some(Page { probe, ..page }))
     }
