@@ -40,14 +40,12 @@ impl Backend for Sqlite {
         channels: Vec<ChannelSpec>,
         held: usize,
     ) -> SqliteStore {
-        let crashy = SqliteOptions {
+        let opts = SqliteOptions {
             max_dirty_slots: held,
             max_unindexed_events: held,
-            idle_flush: std::time::Duration::from_secs(3600),
-            flush_on_exit: false,
-            ..Default::default()
+            ..crashy()
         };
-        SqliteStore::open_with(dir.path(), rules, channels, crashy)
+        SqliteStore::open_with(dir.path(), rules, channels, opts)
             .await
             .unwrap()
     }
@@ -213,9 +211,7 @@ async fn a_failed_slice_fails_no_group_and_the_writer_does_not_stay_wedged() {
     let dir = tempfile::tempdir().unwrap();
     let events = stream(600, 11);
     let mut reference = MemoryLedger::new(rules());
-    let store = SqliteStore::open_with(dir.path(), rules(), channels(), slicing())
-        .await
-        .unwrap();
+    let store = open_in(dir.path(), slicing()).await;
     apply_both(&store, &mut reference, &events[..100], 10).await;
     let mut side = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(dir.path().join("driftless.sqlite3"))
@@ -505,6 +501,23 @@ async fn a_ledger_with_ids_unique_alone_is_migrated_on_open() {
     store.close().await;
 }
 
+/// Options under which closing is a crash: nothing is written behind when idle or on close, so
+/// the next open replays whatever was held.
+fn crashy() -> SqliteOptions {
+    SqliteOptions {
+        idle_flush: std::time::Duration::from_secs(3600),
+        flush_on_exit: false,
+        ..Default::default()
+    }
+}
+
+/// The store in `dir` under `opts`, with the suite's rules and channels.
+async fn open_in(dir: &Path, opts: SqliteOptions) -> SqliteStore {
+    SqliteStore::open_with(dir, rules(), channels(), opts)
+        .await
+        .unwrap()
+}
+
 /// An open after a crash writes nothing (what the tail holds is held in memory as the writer held
 /// it), so a second crash right after it replays the same tail again: the levels are the
 /// reference's after each crash and after more events, and a clean stop writes everything.
@@ -514,27 +527,16 @@ async fn an_open_after_a_crash_writes_nothing_and_a_second_crash_replays_again()
     let file = dir.path().join("driftless.sqlite3");
     let events = stream(900, 31);
     let mut reference = MemoryLedger::new(rules());
-    let crashy = || SqliteOptions {
-        idle_flush: std::time::Duration::from_secs(3600),
-        flush_on_exit: false,
-        ..Default::default()
-    };
-    let store = SqliteStore::open_with(dir.path(), rules(), channels(), crashy())
-        .await
-        .unwrap();
+    let store = open_in(dir.path(), crashy()).await;
     apply_both(&store, &mut reference, &events[..450], 9).await;
     store.close().await;
     let before = written(&file).await;
-    let store = SqliteStore::open_with(dir.path(), rules(), channels(), crashy())
-        .await
-        .unwrap();
+    let store = open_in(dir.path(), crashy()).await;
     assert_eq!(written(&file).await, before, "the open wrote");
     assert_levels(&store, &reference, "after the first crash").await;
     apply_both(&store, &mut reference, &events[450..], 9).await;
     store.close().await;
-    let store = SqliteStore::open_with(dir.path(), rules(), channels(), crashy())
-        .await
-        .unwrap();
+    let store = open_in(dir.path(), crashy()).await;
     assert_levels(&store, &reference, "after the second crash").await;
     store.close().await;
     assert_clean_restart(dir.path(), &reference).await;
@@ -550,15 +552,11 @@ async fn a_tail_of_several_pages_replays_each_page_once() {
     let file = dir.path().join("driftless.sqlite3");
     let events = stream(130_000, 59);
     let mut reference = MemoryLedger::new(rules());
-    let crashy = || SqliteOptions {
+    let opts = || SqliteOptions {
         max_unindexed_events: 20_000,
-        idle_flush: std::time::Duration::from_secs(3600),
-        flush_on_exit: false,
-        ..Default::default()
+        ..crashy()
     };
-    let store = SqliteStore::open_with(dir.path(), rules(), channels(), crashy())
-        .await
-        .unwrap();
+    let store = open_in(dir.path(), opts()).await;
     apply_both(&store, &mut reference, &events, 2_000).await;
     store.close().await;
     let needed = replay_needed(&file).await;
@@ -567,9 +565,7 @@ async fn a_tail_of_several_pages_replays_each_page_once() {
         indexed_past_watermark(&file).await > 0,
         "no index entry was written past the watermark"
     );
-    let store = SqliteStore::open_with(dir.path(), rules(), channels(), crashy())
-        .await
-        .unwrap();
+    let store = open_in(dir.path(), opts()).await;
     assert_levels(&store, &reference, "after the crash").await;
     store.close().await;
     assert_clean_restart(dir.path(), &reference).await;
@@ -586,15 +582,11 @@ async fn a_tail_indexed_partly_without_slice_records_replays_right() {
     let file = dir.path().join("driftless.sqlite3");
     let events = stream(60_000, 61);
     let mut reference = MemoryLedger::new(rules());
-    let crashy = || SqliteOptions {
+    let opts = || SqliteOptions {
         max_unindexed_events: 5_000,
-        idle_flush: std::time::Duration::from_secs(3600),
-        flush_on_exit: false,
-        ..Default::default()
+        ..crashy()
     };
-    let store = SqliteStore::open_with(dir.path(), rules(), channels(), crashy())
-        .await
-        .unwrap();
+    let store = open_in(dir.path(), opts()).await;
     apply_both(&store, &mut reference, &events[..30_000], 1_000).await;
     store.close().await;
     assert!(indexed_past_watermark(&file).await > 0);
@@ -623,9 +615,7 @@ async fn a_tail_indexed_partly_without_slice_records_replays_right() {
         sqlx::query(stmt).execute(&mut conn).await.unwrap();
     }
     conn.close().await.unwrap();
-    let store = SqliteStore::open_with(dir.path(), rules(), channels(), crashy())
-        .await
-        .unwrap();
+    let store = open_in(dir.path(), opts()).await;
     assert_levels(&store, &reference, "after the first crash").await;
     apply_both(&store, &mut reference, &events[30_000..], 1_000).await;
     store.close().await;
@@ -638,9 +628,7 @@ async fn a_tail_indexed_partly_without_slice_records_replays_right() {
     .await
     .unwrap();
     assert!(from > 0 && records > 0, "from {from}, {records} records");
-    let store = SqliteStore::open_with(dir.path(), rules(), channels(), crashy())
-        .await
-        .unwrap();
+    let store = open_in(dir.path(), opts()).await;
     assert_levels(&store, &reference, "after the second crash").await;
     store.close().await;
     assert_clean_restart(dir.path(), &reference).await;
@@ -693,13 +681,9 @@ async fn the_replay_a_crash_would_need_stays_within_its_bound() {
     let bounded = || SqliteOptions {
         max_unindexed_events: 60,
         max_replay_events: max_replay,
-        idle_flush: std::time::Duration::from_secs(3600),
-        flush_on_exit: false,
-        ..Default::default()
+        ..crashy()
     };
-    let store = SqliteStore::open_with(dir.path(), rules(), channels(), bounded())
-        .await
-        .unwrap();
+    let store = open_in(dir.path(), bounded()).await;
     for chunk in events[..1000].chunks(100) {
         apply_both(&store, &mut reference, chunk, per).await;
         let needed = replay_needed(&file).await;
@@ -709,9 +693,7 @@ async fn the_replay_a_crash_would_need_stays_within_its_bound() {
         );
     }
     store.close().await;
-    let store = SqliteStore::open_with(dir.path(), rules(), channels(), bounded())
-        .await
-        .unwrap();
+    let store = open_in(dir.path(), bounded()).await;
     assert_levels(&store, &reference, "after the crash").await;
     apply_both(&store, &mut reference, &events[1000..], per).await;
     assert_levels(&store, &reference, "after more events").await;
@@ -746,13 +728,9 @@ async fn the_wal_starts_over_while_groups_keep_coming() {
     let short = || SqliteOptions {
         fsync: false,
         max_wal_bytes: 64 << 10,
-        idle_flush: std::time::Duration::from_secs(3600),
-        flush_on_exit: false,
-        ..Default::default()
+        ..crashy()
     };
-    let store = SqliteStore::open_with(dir.path(), rules(), channels(), short())
-        .await
-        .unwrap();
+    let store = open_in(dir.path(), short()).await;
     // One stream in four parts: ids are unique to a stream, and its duplicates carry the same
     // event, so the order the four senders interleave in does not change the levels.
     let events = stream(160_000, 101);
@@ -791,9 +769,7 @@ async fn the_wal_starts_over_while_groups_keep_coming() {
             reference.apply(e.clone());
         }
     }
-    let store = SqliteStore::open_with(dir.path(), rules(), channels(), short())
-        .await
-        .unwrap();
+    let store = open_in(dir.path(), short()).await;
     assert_levels(&store, &reference, "after the crash").await;
     store.close().await;
 }
