@@ -154,13 +154,13 @@ pub(super) async fn lookup_ids(
 /// An event's identity, `(source, id)`, borrowed from its request.
 pub(super) type Identity<'a> = (&'a str, &'a str);
 
-pub(super) fn cell_from_row(row: &SqliteRow) -> Result<(usize, Cell), StoreError> {
-    let state: i64 = row.try_get("state")?;
-    let value: i64 = row.try_get("value")?;
-    let set_nanos: Option<i64> = row.try_get("set_nanos")?;
-    let set_seq: Option<i64> = row.try_get("set_seq")?;
-    let set_id: Option<String> = row.try_get("set_id")?;
-    let set = match (set_nanos, set_seq, set_id) {
+/// A stored cell from its columns: the state's index, its value and the key of its `set`.
+fn cell_of(
+    state: i64,
+    value: i64,
+    set: (Option<i64>, Option<i64>, Option<String>),
+) -> Result<(usize, Cell), StoreError> {
+    let set = match set {
         (Some(n), Some(s), Some(id)) => Some(OrderKey {
             position: Position {
                 at_nanos: n,
@@ -177,33 +177,52 @@ pub(super) fn cell_from_row(row: &SqliteRow) -> Result<(usize, Cell), StoreError
     Ok((i, Cell { value, set }))
 }
 
+/// A stored cell row's columns, as `load_skus` reads them.
+type CellTuple = (
+    String,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    i64,
+);
+
 /// Every stored location of each sku, with the position each row is written as of.
+///
+/// Each chunk comes back as one JSON text, for the reason `tail.rs` gives: sqlx hands rows one at
+/// a time from SQLite's thread to the runtime, and a group loading the skus it has not cached
+/// reads tens of thousands of rows. The chunk's skus are asked in key order, so the lookups walk
+/// the table's B-tree in its own order.
 pub(super) async fn load_skus(
     conn: &mut SqliteConnection,
     skus: &[&Sku],
 ) -> Result<Vec<(Sku, SkuCells, Vec<[i64; 5]>)>, StoreError> {
+    let mut sorted = skus.to_vec();
+    sorted.sort_unstable();
     let mut out: Vec<(Sku, SkuCells, Vec<[i64; 5]>)> = Vec::with_capacity(skus.len());
     let mut index: HashMap<&str, usize> = HashMap::with_capacity(skus.len());
-    for s in skus {
+    for s in &sorted {
         index.insert(s.as_str(), out.len());
         out.push(((*s).clone(), SkuCells::default(), Vec::new()));
     }
-    for chunk in skus.chunks(500) {
+    for chunk in sorted.chunks(500) {
         // One JSON parameter keeps the statement text constant, so its prepared form is reused.
         let list = serde_json::to_string(&chunk.iter().map(|s| s.as_str()).collect::<Vec<_>>())
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let rows = sqlx::query(
-            "SELECT c.sku, c.location, c.state, c.value, c.set_nanos, c.set_seq, c.set_id, c.lsn \
+        let json: Option<String> = sqlx::query_scalar(
+            "SELECT json_group_array(json_array(c.sku, c.location, c.state, c.value, \
+             c.set_nanos, c.set_seq, c.set_id, c.lsn)) \
              FROM json_each(?) AS j CROSS JOIN cells AS c ON c.sku = j.value",
         )
         .bind(list)
-        .fetch_all(&mut *conn)
+        .fetch_one(&mut *conn)
         .await?;
-        for row in rows {
-            let sku: String = row.try_get("sku")?;
-            let loc: String = row.try_get("location")?;
-            let lsn: i64 = row.try_get("lsn")?;
-            let (i, cell) = cell_from_row(&row)?;
+        let rows: Vec<CellTuple> = serde_json::from_str(json.as_deref().unwrap_or("[]"))
+            .map_err(|e| StoreError::Corrupt(format!("cells: {e}")))?;
+        for (sku, loc, state, value, set_nanos, set_seq, set_id, lsn) in rows {
+            let (i, cell) = cell_of(state, value, (set_nanos, set_seq, set_id))?;
             let Some(&at) = index.get(sku.as_str()) else {
                 continue;
             };
