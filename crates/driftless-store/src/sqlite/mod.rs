@@ -231,6 +231,13 @@ impl SqliteStore {
         migrate(&mut conn).await?;
         let keys_kept = table_exists(&mut conn, "event_keys").await?;
         let records_kept = table_exists(&mut conn, "key_slices").await?;
+        if records_kept && !keys_kept {
+            // The index is about to be built from nothing: no record of the one before may
+            // outlive it, even if the open stops before the index's table exists again.
+            sqlx::query("DELETE FROM key_slices")
+                .execute(&mut conn)
+                .await?;
+        }
         for stmt in schema::SQLITE {
             sqlx::query(*stmt).execute(&mut conn).await?;
         }
@@ -335,8 +342,8 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
 }
 
 /// Where the index's slice records (`keyslices.rs`) start, for a ledger whose index or records
-/// were just created: an index built from nothing holds no entry, so no record can be stale and
-/// the replay need ask the table about none; an index written before the records were kept
+/// were just created: an index built from nothing holds no entry (its records were dropped before
+/// it), so the replay need ask the table about none; an index written before the records were kept
 /// holds entries no record describes, so the replay asks the table about every position up to
 /// the newest event (none, for a new ledger).
 async fn slice_records_from(
@@ -345,9 +352,6 @@ async fn slice_records_from(
     records_kept: bool,
 ) -> Result<(), StoreError> {
     let from = if !keys_kept {
-        sqlx::query("DELETE FROM key_slices")
-            .execute(&mut *conn)
-            .await?;
         0
     } else if !records_kept {
         sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(lsn) FROM events")

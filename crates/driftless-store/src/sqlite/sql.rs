@@ -78,12 +78,10 @@ async fn record_key_slice(conn: &mut SqliteConnection, slice: &KeySlice) -> Resu
         .bind(r.last.as_str())
         .execute(&mut *conn)
         .await?;
-    sqlx::query(
-        "DELETE FROM key_slices \
-         WHERE upto <= (SELECT value FROM meta WHERE key = 'keys_watermark')",
-    )
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query("DELETE FROM key_slices WHERE upto <= (SELECT value FROM meta WHERE key = ?1)")
+        .bind(<KeyTail as super::sweep::Behind>::WATERMARK)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
