@@ -102,6 +102,11 @@ pub(crate) struct CellCache {
     firsts: Positions,
     /// What this group changed, as it was before.
     undo: FastMap<Sku, Undo>,
+    /// The size below which eviction does not look again (0: the bound itself). When skus with
+    /// unwritten slots kept the cache above its bound, the next group's look would find the same
+    /// ones: it waits until the cache has grown by an eighth of the bound, and slices have written
+    /// some of them meanwhile. Looking every group walked the whole map each time.
+    evict_after: usize,
 }
 
 /// One sku's state before the group: whether it was cached, how many slots it had, and the slots
@@ -139,7 +144,7 @@ impl CellCache {
     /// Dropping only that many keeps most of the cache warm (dropping every clean sku made each
     /// following group load nearly all its skus again). Dirty ones must stay until written.
     pub fn evict_clean(&mut self, max: usize) {
-        if self.slots <= max {
+        if self.slots <= max.max(self.evict_after) {
             return;
         }
         let mut excess = self.slots - max * 3 / 4;
@@ -153,6 +158,11 @@ impl CellCache {
             false
         });
         self.slots -= dropped;
+        self.evict_after = if self.slots > max {
+            self.slots.saturating_add(max / 8)
+        } else {
+            0
+        };
     }
 
     /// The cells of a slot for this group to change (the sku must be cached or be new).
@@ -502,5 +512,37 @@ mod tests {
         c.evict_clean(8);
         assert_eq!(c.slots, 6);
         assert!(c.contains(&sku("DIRTY")));
+    }
+
+    #[test]
+    fn a_cache_held_up_by_unwritten_skus_looks_again_only_after_growing() {
+        let mut c = CellCache::default();
+        for i in 0..20 {
+            let k = sku(&format!("D{i:02}"));
+            c.cells_mut(&k, &loc("L1"))[0].value = 1;
+            c.mark_dirty(&k, &loc("L1"), 1, i + 1);
+        }
+        c.commit_group();
+        let clean = |c: &mut CellCache, name: &str| {
+            c.insert_loaded(
+                sku(name),
+                SkuCells {
+                    slots: vec![Slot::clean(loc("L1"))],
+                },
+            )
+        };
+        // Nothing clean to drop: the cache stays above its bound of 16.
+        c.evict_clean(16);
+        assert_eq!(c.slots, 20);
+        // Within an eighth of the bound of that, no look (which would drop these).
+        clean(&mut c, "C1");
+        clean(&mut c, "C2");
+        c.evict_clean(16);
+        assert!(c.contains(&sku("C1")) && c.contains(&sku("C2")));
+        // Past it, the clean skus go and the unwritten ones stay.
+        clean(&mut c, "C3");
+        c.evict_clean(16);
+        assert!(!c.contains(&sku("C1")) && !c.contains(&sku("C2")) && !c.contains(&sku("C3")));
+        assert_eq!(c.slots, 20);
     }
 }

@@ -13,6 +13,7 @@ use crate::{Incident, StoreError};
 use driftless_core::{Cell, EventId, Fingerprint, Location, OrderKey, Position, Sku, State};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// The fold-order key of a stored event row.
@@ -156,7 +157,7 @@ pub(super) type Identity<'a> = (&'a str, &'a str);
 fn cell_of(
     state: i64,
     value: i64,
-    set: (Option<i64>, Option<i64>, Option<String>),
+    set: (Option<i64>, Option<i64>, Option<&str>),
 ) -> Result<(usize, Cell), StoreError> {
     let set = match set {
         (Some(n), Some(s), Some(id)) => Some(OrderKey {
@@ -175,15 +176,18 @@ fn cell_of(
     Ok((i, Cell { value, set }))
 }
 
-/// A stored cell row's columns, as `load_skus` reads them.
-type CellTuple = (
-    String,
-    String,
+/// A stored cell row's columns, as `load_skus` reads them: sku, location, state, value, the
+/// `set`'s key and the row's position. The text is borrowed from the chunk's JSON unless it holds
+/// an escape, so decoding a row allocates nothing.
+#[derive(serde::Deserialize)]
+struct CellRow<'a>(
+    #[serde(borrow)] Cow<'a, str>,
+    #[serde(borrow)] Cow<'a, str>,
     i64,
     i64,
     Option<i64>,
     Option<i64>,
-    Option<String>,
+    #[serde(borrow)] Option<Cow<'a, str>>,
     i64,
 );
 
@@ -192,19 +196,19 @@ type CellTuple = (
 /// Each chunk comes back as one JSON text, for the reason `tail.rs` gives: sqlx hands rows one at
 /// a time from SQLite's thread to the runtime, and a group loading the skus it has not cached
 /// reads tens of thousands of rows. The chunk's skus are asked in key order, so the lookups walk
-/// the table's B-tree in its own order.
+/// the table's B-tree in its own order, and the rows come back grouped by sku and by location.
 pub(super) async fn load_skus(
     conn: &mut SqliteConnection,
     skus: &[&Sku],
 ) -> Result<Vec<(Sku, SkuCells, Vec<[i64; 5]>)>, StoreError> {
     let mut sorted = skus.to_vec();
     sorted.sort_unstable();
-    let mut out: Vec<(Sku, SkuCells, Vec<[i64; 5]>)> = Vec::with_capacity(skus.len());
-    let mut index: HashMap<&str, usize> = HashMap::with_capacity(skus.len());
-    for s in &sorted {
-        index.insert(s.as_str(), out.len());
-        out.push(((*s).clone(), SkuCells::default(), Vec::new()));
-    }
+    sorted.dedup();
+    let mut out: Vec<(Sku, SkuCells, Vec<[i64; 5]>)> = sorted
+        .iter()
+        .map(|s| ((*s).clone(), SkuCells::default(), Vec::new()))
+        .collect();
+    let mut first = 0;
     for chunk in sorted.chunks(500) {
         // One JSON parameter keeps the statement text constant, so its prepared form is reused.
         let list = serde_json::to_string(&chunk.iter().map(|s| s.as_str()).collect::<Vec<_>>())
@@ -217,29 +221,46 @@ pub(super) async fn load_skus(
         .bind(list)
         .fetch_one(&mut *conn)
         .await?;
-        let rows: Vec<CellTuple> = serde_json::from_str(json.as_deref().unwrap_or("[]"))
+        let rows: Vec<CellRow<'_>> = serde_json::from_str(json.as_deref().unwrap_or("[]"))
             .map_err(|e| StoreError::Corrupt(format!("cells: {e}")))?;
-        for (sku, loc, state, value, set_nanos, set_seq, set_id, lsn) in rows {
-            let (i, cell) = cell_of(state, value, (set_nanos, set_seq, set_id))?;
-            let Some(&at) = index.get(sku.as_str()) else {
-                continue;
-            };
-            let (_, cells, lsns) = &mut out[at];
-            let k = match cells.slots.iter().position(|s| s.loc.as_str() == loc) {
-                Some(k) => k,
-                None => {
-                    cells.slots.push(Slot::clean(
-                        Location::parse(loc).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    ));
-                    lsns.push([0; 5]);
-                    cells.slots.len() - 1
-                }
-            };
-            cells.slots[k].cells[i] = cell;
-            lsns[k][i] = lsn;
-        }
+        fill_chunk(&mut out[first..first + chunk.len()], rows)?;
+        first += chunk.len();
     }
     Ok(out)
+}
+
+/// Puts one chunk's rows into its skus (`out`, in key order). The rows come in the same order, so
+/// a cursor over `out` finds each row's sku, and a row's location is the last one added unless it
+/// is new.
+fn fill_chunk(
+    out: &mut [(Sku, SkuCells, Vec<[i64; 5]>)],
+    rows: Vec<CellRow<'_>>,
+) -> Result<(), StoreError> {
+    let mut at = 0;
+    for CellRow(sku, loc, state, value, set_nanos, set_seq, set_id, lsn) in rows {
+        let (i, cell) = cell_of(state, value, (set_nanos, set_seq, set_id.as_deref()))?;
+        // Rows out of the chunk's order would be a different plan; look the sku up instead.
+        if out.get(at).is_none_or(|(s, _, _)| s.as_str() != sku) {
+            match out.binary_search_by(|(s, _, _)| s.as_str().cmp(&sku)) {
+                Ok(k) => at = k,
+                Err(_) => continue,
+            }
+        }
+        let (_, cells, lsns) = &mut out[at];
+        let k = match cells.slots.iter().rposition(|s| s.loc.as_str() == loc) {
+            Some(k) => k,
+            None => {
+                cells.slots.push(Slot::clean(
+                    Location::parse(&*loc).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                ));
+                lsns.push([0; 5]);
+                cells.slots.len() - 1
+            }
+        };
+        cells.slots[k].cells[i] = cell;
+        lsns[k][i] = lsn;
+    }
+    Ok(())
 }
 
 /// The sum of effective adjust deltas for one state positioned after `k`: those already stored
@@ -520,4 +541,57 @@ pub(super) async fn insert_incidents(
         q.build().execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out_of(skus: &[&str]) -> Vec<(Sku, SkuCells, Vec<[i64; 5]>)> {
+        skus.iter()
+            .map(|s| (Sku::parse(*s).unwrap(), SkuCells::default(), Vec::new()))
+            .collect()
+    }
+
+    #[test]
+    fn a_chunks_rows_land_in_their_skus_and_locations() {
+        // The second sku needs escapes in JSON, so its text is not borrowed; the last row comes
+        // out of order and the one before names a sku the chunk did not ask for.
+        let json = r#"[
+            ["A-1","L1",0,5,null,null,null,7],
+            ["A-1","L1",1,2,null,null,null,8],
+            ["A-1","L2",0,3,10,1,"e-9",9],
+            ["B\"\\2","L1",0,4,null,null,null,3],
+            ["ZZ","L1",0,1,null,null,null,1],
+            ["A-1","L3",4,6,null,null,null,2]
+        ]"#;
+        let rows: Vec<CellRow<'_>> = serde_json::from_str(json).unwrap();
+        let mut out = out_of(&["A-1", "B\"\\2"]);
+        fill_chunk(&mut out, rows).unwrap();
+        let (_, a, a_lsns) = &out[0];
+        let locs: Vec<&str> = a.slots.iter().map(|s| s.loc.as_str()).collect();
+        assert_eq!(locs, ["L1", "L2", "L3"]);
+        assert_eq!(
+            (a.slots[0].cells[0].value, a.slots[0].cells[1].value),
+            (5, 2)
+        );
+        assert_eq!(a_lsns[0], [7, 8, 0, 0, 0]);
+        let set = a.slots[1].cells[0].set.as_ref().unwrap();
+        assert_eq!((set.id.as_str(), set.position.at_nanos), ("e-9", 10));
+        assert_eq!(a.slots[2].cells[4].value, 6);
+        let (b, cells, _) = &out[1];
+        assert_eq!(b.as_str(), "B\"\\2");
+        assert_eq!(cells.slots[0].cells[0].value, 4);
+    }
+
+    #[test]
+    fn a_corrupt_state_index_is_an_error_not_a_panic() {
+        let rows: Vec<CellRow<'_>> =
+            serde_json::from_str(r#"[["A-1","L1",9,5,null,null,null,7]]"#).unwrap();
+        let mut out = out_of(&["A-1"]);
+        assert!(matches!(
+            fill_chunk(&mut out, rows),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
 }

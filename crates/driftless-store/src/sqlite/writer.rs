@@ -362,6 +362,8 @@ impl Writer {
         let gate = held.gate.clone();
         let _turn = gate.lock().await;
         let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+        // Apart from the load: the checkpointer sometimes holds the turn (see `wal.rs`).
+        laps.lap("turn");
         let seen = held.load_group(&mut tx, jobs, lookup).await?;
         laps.lap("load");
         let decided = held.decide_group(&mut tx, jobs, seen).await?;
