@@ -229,9 +229,9 @@ pub(super) async fn load_skus(
     Ok(out)
 }
 
-/// Puts one chunk's rows into its skus (`out`, in key order). The rows come in the same order, so
-/// a cursor over `out` finds each row's sku, and a row's location is the last one added unless it
-/// is new.
+/// Puts one chunk's rows into its skus (`out`, in key order). The rows come grouped by sku and by
+/// location, so a row's sku is the previous row's or found by a binary search over `out`, and its
+/// location is the last one added unless it is new.
 fn fill_chunk(
     out: &mut [(Sku, SkuCells, Vec<[i64; 5]>)],
     rows: Vec<CellRow<'_>>,
@@ -239,7 +239,7 @@ fn fill_chunk(
     let mut at = 0;
     for CellRow(sku, loc, state, value, set_nanos, set_seq, set_id, lsn) in rows {
         let (i, cell) = cell_of(state, value, (set_nanos, set_seq, set_id.as_deref()))?;
-        // Rows out of the chunk's order would be a different plan; look the sku up instead.
+        // A sku the chunk did not ask for cannot come from the query's join; it is skipped.
         if out.get(at).is_none_or(|(s, _, _)| s.as_str() != sku) {
             match out.binary_search_by(|(s, _, _)| s.as_str().cmp(&sku)) {
                 Ok(k) => at = k,
