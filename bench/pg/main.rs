@@ -23,7 +23,8 @@
 //! The server is `BENCH_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`);
 //! each round makes its own databases (`dl_pg_bench_*`) and drops them. `--nats` (or
 //! `BENCH_NATS_URL`) adds the two hubs with JetStream (a stream of the run's own, deleted after):
-//! timed until every event is in the ledger, not until the `202`s. `BENCH_LOG` (e.g.
+//! timed until every event is in the ledger, not until the `202`s, and beside it the ceiling of
+//! that path (`bus_copy.rs`): the same events through JetStream into `COPY`, nothing else. `BENCH_LOG` (e.g.
 //! `driftless_store=debug`) prints the store's log, with the time of each group's phases.
 //!
 //! `--ready-events N` measures instead the time from starting a real `driftless serve` (the
@@ -35,6 +36,7 @@
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod bus_copy;
 mod ready;
 
 use anyhow::Context;
@@ -290,7 +292,6 @@ async fn bare_copy(o: &Opts, db: &str) -> anyhow::Result<f64> {
     sqlx::query("CREATE TABLE events_copy (LIKE events INCLUDING ALL)")
         .execute(&mut c)
         .await?;
-    let print = format!("\\\\x{}", "ab".repeat(32));
     let start = Instant::now();
     let mut copy = c
         .copy_in_raw(
@@ -300,11 +301,7 @@ async fn bare_copy(o: &Opts, db: &str) -> anyhow::Result<f64> {
         .await?;
     let mut buf = String::with_capacity(1 << 20);
     for i in 0..o.events {
-        let e = ev(i, o.skus);
-        buf.push_str(&format!(
-            "{}\t{print}\twms\t{}\tDC1\t{}\t0\tadjust\t{}\t{}\tapplied\tt\tt\n",
-            e.id, e.sku, e.at_nanos, e.delta, e.at_nanos
-        ));
+        buf.push_str(&bus_copy::copy_line(i, o.skus));
         if buf.len() > (1 << 20) - 512 {
             copy.send(buf.as_bytes()).await?;
             buf.clear();
@@ -379,6 +376,8 @@ async fn naive(o: &Opts, db: &str, n: usize, conns: usize, table: &str) -> anyho
 struct Round {
     hubs: f64,
     hubs_js: Option<f64>,
+    /// JetStream and `COPY` with nothing else (`bus_copy.rs`).
+    bus_copy: Option<f64>,
     copy: f64,
     naive: f64,
     naive_one: f64,
@@ -410,7 +409,8 @@ async fn round(o: &Opts, url: &str, r: usize) -> anyhow::Result<Round> {
             let (b, stop_b) = hub(&db, Some((nats, &prefix))).await?;
             let rate = through_hubs(o, &[a, b], Some(&db)).await?;
             let _ = (stop_a.send(()), stop_b.send(()));
-            anyhow::Ok(rate)
+            let ceiling = bus_copy::run(o, &db, nats, &prefix).await?;
+            anyhow::Ok((rate, ceiling))
         }
         .await;
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -422,7 +422,9 @@ async fn round(o: &Opts, url: &str, r: usize) -> anyhow::Result<Round> {
                 .delete_stream(bo.stream_name())
                 .await;
         }
-        out.hubs_js = Some(result?);
+        let (rate, ceiling) = result?;
+        out.hubs_js = Some(rate);
+        out.bus_copy = Some(ceiling);
     }
     Ok(out)
 }
@@ -474,7 +476,8 @@ fn main() -> anyhow::Result<()> {
                 r + 1,
                 x.hubs,
                 x.hubs_js
-                    .map(|j| format!(", two hubs + JetStream {j:.0}"))
+                    .zip(x.bus_copy)
+                    .map(|(j, b)| format!(", two hubs + JetStream {j:.0}, JetStream + COPY {b:.0}"))
                     .unwrap_or_default(),
                 x.copy,
                 x.naive,
@@ -498,6 +501,8 @@ fn main() -> anyhow::Result<()> {
         if o.nats.is_some() {
             let js = m(|r| r.hubs_js.unwrap_or(0.0));
             println!("  two hubs + JetStream (until stored)  {js:>10.0}  ({:.2}x COPY, {:.1}x naive)", js / copy, js / slow);
+            let bc = m(|r| r.bus_copy.unwrap_or(0.0));
+            println!("  JetStream + COPY, nothing else       {bc:>10.0}  ({:.2}x COPY; two hubs + JetStream {:.2}x it)", bc / copy, js / bc);
         }
         println!("  bare COPY, same table and keys       {copy:>10.0}");
         println!("  naive, {} connections                {slow:>10.0}", o.clients);

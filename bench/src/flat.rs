@@ -6,8 +6,12 @@
 //! off: set-up, not measured) over the same skus and locations as the load; `--dir` keeps it for
 //! the next invocation. Each run then sends the load over HTTP, `--batch` events a request and four
 //! in flight, to a hub on a fresh data directory and to a hub on the full ledger (which grows by
-//! the load each run), in turn, alternating which goes first. Prints both rates and their ratio.
+//! the load each run), in turn, alternating which goes first. Prints both rates and their ratio,
+//! beside bare SQL (`bare_ledger.rs`) writing the same rows, then only the events' rows, into an
+//! empty database and into a copy of the full ledger (taken once, kept beside it, grown by each
+//! run).
 
+use crate::bare_ledger::{self, Rows};
 use crate::ledger::ledger_events;
 use crate::{CONFIG, Measured, Opts, hub, json, median, report, rows_from, send};
 use anyhow::Context;
@@ -32,7 +36,10 @@ pub async fn run(o: &Opts, ledger: usize, dir: Option<&Path>) -> anyhow::Result<
     let tmp = tempfile::tempdir()?;
     let full = dir.unwrap_or(tmp.path());
     let held = fill(full, ledger, o).await?;
+    let bare_full = bare_copy(full)?;
     let (mut empty_runs, mut full_runs) = (Vec::new(), Vec::new());
+    // Per `Rows`: the empty database's rates and the full copy's.
+    let mut bare: [(Vec<f64>, Vec<f64>); 2] = Default::default();
     for run in 0..o.runs {
         // Positioned after everything the full ledger holds: new events there, not late ones.
         let first = held + run * o.events;
@@ -60,6 +67,34 @@ pub async fn run(o: &Opts, ledger: usize, dir: Option<&Path>) -> anyhow::Result<
                 full_runs.push(m);
             }
         }
+        for what in [Rows::All, Rows::EventsOnly] {
+            // The same events under ids of their own: the copy already holds the first pass's.
+            let stream = rows_from(
+                first,
+                o.events,
+                o.skus,
+                o.locations,
+                &format!("bare{}-{first}-", what as usize),
+            );
+            for side in if run % 2 == 0 { [0, 1] } else { [1, 0] } {
+                let name = if what == Rows::All {
+                    "every row"
+                } else {
+                    "events only"
+                };
+                if side == 0 {
+                    let fresh = tempfile::tempdir()?;
+                    let r = bare_ledger::write(&fresh.path().join("bare.sqlite3"), &stream, what)
+                        .await?;
+                    println!("run {run}: bare SQL, {name}, empty database {r:>10.0} events/s");
+                    bare[what as usize].0.push(r);
+                } else {
+                    let r = bare_ledger::write(&bare_full, &stream, what).await?;
+                    println!("run {run}: bare SQL, {name}, full ledger's copy {r:>10.0} events/s");
+                    bare[what as usize].1.push(r);
+                }
+            }
+        }
     }
     let med = |v: &[Measured], f: fn(&Measured) -> f64| median(v.iter().map(f).collect());
     let rate = |m: &Measured| m.events_per_sec;
@@ -75,7 +110,38 @@ pub async fn run(o: &Opts, ledger: usize, dir: Option<&Path>) -> anyhow::Result<
         med(&full_runs, |m| m.p99.as_secs_f64() * 1e3)
     );
     println!("| full / empty | {:.2}x |", f / e);
+    for (what, (empty, full)) in ["every row", "events only"].iter().zip(bare) {
+        let (be, bf) = (median(empty), median(full));
+        println!(
+            "| bare SQL, {what}: empty database / the full ledger's copy | {be:.0} / {bf:.0} events/s |"
+        );
+        println!("| bare SQL, {what}: full / empty | {:.2}x |", bf / be);
+    }
     Ok(())
+}
+
+/// The bare-SQL copy of the full ledger in `dir`, taken once (the ledger is closed, so the file
+/// and its WAL, when there is one, are consistent) and kept: it grows by each run's load, as the
+/// hub's ledger does.
+fn bare_copy(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let copy = dir.join("bare-ledger.sqlite3");
+    if !copy.exists() {
+        let started = Instant::now();
+        let wal = dir.join("driftless.sqlite3-wal");
+        if wal.exists() {
+            std::fs::copy(&wal, dir.join("bare-ledger.sqlite3-wal"))?;
+        }
+        // The main file last and under its name only once whole: a copy cut short is taken again.
+        let part = dir.join("bare-ledger.sqlite3.part");
+        std::fs::copy(dir.join("driftless.sqlite3"), &part)
+            .with_context(|| format!("copying the full ledger to {}", part.display()))?;
+        std::fs::rename(&part, &copy)?;
+        println!(
+            "copied the full ledger for bare SQL in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(copy)
 }
 
 /// The load against a hub on `dir`, four requests in flight; the hub is stopped cleanly after.

@@ -1,6 +1,6 @@
 //! Ingest benchmark: the real HTTP API on the embedded SQLite ledger against its ceiling, a bare
-//! SQLite batched INSERT of the same rows, bare durable commits and a bare HTTP server, on the same
-//! machine in the same run.
+//! SQLite batched INSERT of the same rows, bare durable commits, a bare HTTP server and the two
+//! together (`group_commit.rs`), on the same machine in the same run.
 //!
 //! ```text
 //! cargo run --release -p driftless-bench -- [--events N] [--skus N] [--locations N] [--batch N]
@@ -19,12 +19,15 @@ use anyhow::Context;
 use driftless_config::Settings;
 use driftless_server::{AppState, Server};
 use driftless_store::SqliteStore;
+use group_commit::Durable;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, QueryBuilder, Sqlite};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod bare_ledger;
 mod flat;
+mod group_commit;
 #[path = "../common/ledger.rs"]
 mod ledger;
 
@@ -39,13 +42,19 @@ struct Opts {
     /// Flat ingest (`flat.rs`): the events of the full ledger, and where it is kept.
     ledger: Option<usize>,
     dir: Option<std::path::PathBuf>,
+    /// Only serve the group-commit ceiling on this address (for `bench/single/run.sh`'s wrk).
+    serve_group_commit: Option<String>,
 }
 
 const USAGE: &str = "usage: driftless-bench [--events N] [--skus N] [--locations N] [--batch N] \
 [--single N] [--clients N] [--runs N] [--ledger N [--dir PATH]]
+       driftless-bench --serve-group-commit ADDR --dir PATH
   defaults: 1,000,000 events, 100,000 skus, 20 locations, 1,000 a request, 64,000 single events
   from 64 clients, 3 runs; --ledger N compares ingest into an empty ledger and one of N events
-  (kept in --dir); BENCH_MAX_REPLAY sets the store's max_replay_events";
+  (kept in --dir); --serve-group-commit serves the single-event ceiling of a durable design
+  (group_commit.rs) on ADDR over a database in --dir until killed (BENCH_DURABLE=file: to a
+  plain file); BENCH_MAX_REPLAY sets the
+  store's max_replay_events";
 
 fn parse_args() -> anyhow::Result<Opts> {
     let mut o = Opts {
@@ -58,6 +67,7 @@ fn parse_args() -> anyhow::Result<Opts> {
         runs: 3,
         ledger: None,
         dir: None,
+        serve_group_commit: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -69,6 +79,10 @@ fn parse_args() -> anyhow::Result<Opts> {
         let text = it.next().with_context(|| format!("{flag} needs a value"))?;
         if flag == "--dir" {
             o.dir = Some(text.into());
+            continue;
+        }
+        if flag == "--serve-group-commit" {
+            o.serve_group_commit = Some(text.clone());
             continue;
         }
         let v: usize = text
@@ -402,6 +416,18 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let Some(addr) = &o.serve_group_commit {
+        let dir = o.dir.clone().context("--serve-group-commit needs --dir")?;
+        return rt.block_on(async move {
+            let durable = match std::env::var("BENCH_DURABLE").as_deref() {
+                Ok("file") => Durable::File,
+                _ => Durable::Sqlite,
+            };
+            let (base, _stop) = group_commit::serve(&dir, addr, durable).await?;
+            println!("group-commit ceiling serving on {base}");
+            std::future::pending::<anyhow::Result<()>>().await
+        });
+    }
     if let Some(ledger) = o.ledger {
         return rt.block_on(flat::run(&o, ledger, o.dir.as_deref()));
     }
@@ -415,6 +441,8 @@ fn main() -> anyhow::Result<()> {
         let mut bare_by_cell = Vec::new();
         let mut bare_http_rps = Vec::new();
         let mut bare_commit_rps = Vec::new();
+        // SQLite's, then the plain file's.
+        let mut group_commit_rps: [Vec<f64>; 2] = Default::default();
         let mut single = Vec::new();
         for run in 0..o.runs {
             let stream = rows(o.events, o.skus, o.locations, &format!("r{run}-"));
@@ -444,6 +472,16 @@ fn main() -> anyhow::Result<()> {
             report(run, "bare HTTP", "requests", &m);
             bare_http_rps.push(m.events_per_sec);
             let _ = http_stop.send(());
+
+            for (i, (durable, name)) in [(Durable::Sqlite, "SQLite"), (Durable::File, "file")].into_iter().enumerate() {
+                let group_dir = tempfile::tempdir()?;
+                let (group_base, group_stop) = group_commit::serve(group_dir.path(), "127.0.0.1:0", durable).await?;
+                let bodies: Vec<String> = singles.iter().map(|r| json(r).to_string()).collect();
+                let m = send(&group_base, bodies, o.single, o.clients).await?;
+                report(run, &format!("bare HTTP + group commit ({name})"), "events", &m);
+                group_commit_rps[i].push(m.events_per_sec);
+                let _ = group_stop.send(());
+            }
 
             let commits_dir = tempfile::tempdir()?;
             let c = bare_commits(commits_dir.path(), &singles, o.clients).await?;
@@ -480,6 +518,12 @@ fn main() -> anyhow::Result<()> {
         let commits = median(bare_commit_rps.clone());
         println!("| bare SQLite durable commits of {} rows, one after another (ceiling) | {:.0} rows/s |", o.clients, commits);
         println!("| single-event / that | {:.2}x |", med(&single, |m| m.events_per_sec) / commits);
+        for (rates, name) in group_commit_rps.into_iter().zip(["SQLite", "an fdatasync'd file"]) {
+            let group = median(rates);
+            println!("| bare HTTP answered after a durable group commit to {name} (ceiling) | {:.0} events/s |", group);
+            println!("| single-event / that | {:.2}x |", med(&single, |m| m.events_per_sec) / group);
+            println!("| that / bare HTTP | {:.2}x |", group / http);
+        }
         anyhow::Ok(())
     })
 }
