@@ -11,7 +11,7 @@
 //! is what a ledger that writes these rows as they come gets on this machine. The `events` rows
 //! alone are the floor of the work: what must be durable before an event is answered.
 
-use crate::Row;
+use crate::{Row, insert_rows};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, QueryBuilder, Sqlite, SqliteConnection};
 use std::collections::BTreeMap;
@@ -67,7 +67,7 @@ pub async fn write(file: &Path, rows: &[Row], what: Rows) -> anyhow::Result<f64>
         let mut tx = conn.begin().await?;
         for (s, part) in group.chunks(STATEMENT).enumerate() {
             let lsn = first + (s * STATEMENT) as i64;
-            insert_events(&mut tx, part, lsn).await?;
+            insert_rows(&mut tx, part, Some(lsn)).await?;
             if what == Rows::All {
                 insert_keys(&mut tx, part, lsn).await?;
             }
@@ -81,30 +81,6 @@ pub async fn write(file: &Path, rows: &[Row], what: Rows) -> anyhow::Result<f64>
     let rate = rows.len() as f64 / start.elapsed().as_secs_f64();
     conn.close().await?;
     Ok(rate)
-}
-
-async fn insert_events(conn: &mut SqliteConnection, rows: &[Row], lsn: i64) -> anyhow::Result<()> {
-    let mut q = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO events (lsn, id, fingerprint, source, sku, location, at_nanos, seq, kind, \
-         on_hand, received_nanos, outcome, effective) ",
-    );
-    q.push_values(rows.iter().enumerate(), |mut b, (i, r)| {
-        b.push_bind(lsn + i as i64)
-            .push_bind(r.id.as_str())
-            .push_bind([0u8; 32].as_slice())
-            .push_bind("wms")
-            .push_bind(r.sku.as_str())
-            .push_bind(r.location.as_str())
-            .push_bind(r.at_nanos)
-            .push_bind(0i64)
-            .push_bind(if r.set { "set" } else { "adjust" })
-            .push_bind(r.qty)
-            .push_bind(r.at_nanos)
-            .push_bind("applied")
-            .push_bind(true);
-    });
-    q.build().execute(&mut *conn).await?;
-    Ok(())
 }
 
 async fn insert_keys(conn: &mut SqliteConnection, rows: &[Row], lsn: i64) -> anyhow::Result<()> {

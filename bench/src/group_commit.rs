@@ -120,7 +120,7 @@ async fn writer(mut conn: sqlx::SqliteConnection, mut rx: mpsc::Receiver<Pending
             group.drain(..).map(|(r, _, d)| (r, d)).unzip();
         let committed = async {
             let mut tx = conn.begin().await?;
-            insert_rows(&mut tx, &rows).await?;
+            insert_rows(&mut tx, &rows, None).await?;
             tx.commit().await?;
             anyhow::Ok(())
         }

@@ -344,24 +344,33 @@ async fn bare_commits(dir: &std::path::Path, rows: &[Row], clients: usize) -> an
     let start = Instant::now();
     for chunk in rows.chunks(clients) {
         let mut tx = conn.begin().await?;
-        insert_rows(&mut tx, chunk).await?;
+        insert_rows(&mut tx, chunk, None).await?;
         tx.commit().await?;
     }
     Ok(rows.len() as f64 / start.elapsed().as_secs_f64())
 }
 
-/// One multi-row INSERT of `rows` (at most a thousand) into the ledger's events table.
-async fn insert_rows(conn: &mut sqlx::SqliteConnection, rows: &[Row]) -> anyhow::Result<()> {
-    let mut q = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO events (id, fingerprint, source, sku, location, at_nanos, seq, kind, \
+/// One multi-row INSERT of `rows` (at most a thousand) into the ledger's events table, positioned
+/// from `first_lsn` when given (else SQLite numbers them).
+async fn insert_rows(
+    conn: &mut sqlx::SqliteConnection,
+    rows: &[Row],
+    first_lsn: Option<i64>,
+) -> anyhow::Result<()> {
+    let mut q = QueryBuilder::<Sqlite>::new(format!(
+        "INSERT INTO events ({}id, fingerprint, source, sku, location, at_nanos, seq, kind, \
          on_hand, received_nanos, outcome, effective) ",
-    );
-    q.push_values(rows, |mut b, r| {
-        b.push_bind(r.id.clone())
-            .push_bind(vec![0u8; 32])
+        if first_lsn.is_some() { "lsn, " } else { "" }
+    ));
+    q.push_values(rows.iter().enumerate(), |mut b, (i, r)| {
+        if let Some(lsn) = first_lsn {
+            b.push_bind(lsn + i as i64);
+        }
+        b.push_bind(r.id.as_str())
+            .push_bind([0u8; 32].as_slice())
             .push_bind("wms")
-            .push_bind(r.sku.clone())
-            .push_bind(r.location.clone())
+            .push_bind(r.sku.as_str())
+            .push_bind(r.location.as_str())
             .push_bind(r.at_nanos)
             .push_bind(0i64)
             .push_bind(if r.set { "set" } else { "adjust" })
@@ -396,7 +405,7 @@ async fn bare_insert(
     for chunk in rows.chunks(batch) {
         let mut tx = conn.begin().await?;
         for part in chunk.chunks(1000) {
-            insert_rows(&mut tx, part).await?;
+            insert_rows(&mut tx, part, None).await?;
         }
         tx.commit().await?;
     }
