@@ -11,9 +11,8 @@
 //! is what a ledger that writes these rows as they come gets on this machine. The `events` rows
 //! alone are the floor of the work: what must be durable before an event is answered.
 
-use crate::{Row, insert_rows};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{ConnectOptions, Connection, QueryBuilder, Sqlite, SqliteConnection};
+use crate::{Row, insert_rows, open_bare};
+use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -28,22 +27,13 @@ const CHANNEL_LOCATIONS: usize = 10;
 
 /// Opens `file` (created with the ledger's schema when new) with the hub's settings for serving:
 /// WAL, `synchronous = FULL`, a 16 MiB page cache over the memory-mapped file, no spilling.
-pub async fn open(file: &Path) -> anyhow::Result<SqliteConnection> {
-    let mut conn = SqliteConnectOptions::new()
-        .filename(file)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .pragma("cache_size", "-16384")
-        .pragma("mmap_size", "2147418112")
-        .pragma("cache_spill", "false")
-        .pragma("temp_store", "memory")
-        .connect()
-        .await?;
-    for stmt in driftless_store::schema::SQLITE {
-        sqlx::query(*stmt).execute(&mut conn).await?;
-    }
-    Ok(conn)
+async fn open(file: &Path) -> anyhow::Result<SqliteConnection> {
+    let serving = [
+        ("cache_size", "-16384"),
+        ("mmap_size", "2147418112"),
+        ("cache_spill", "false"),
+    ];
+    open_bare(file, &serving).await
 }
 
 /// What a group's transaction writes.

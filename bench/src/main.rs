@@ -317,17 +317,27 @@ async fn bare_http() -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()>
 
 /// A fresh database with the ledger's schema and the ledger's durability settings.
 async fn bare_db(dir: &std::path::Path, name: &str) -> anyhow::Result<sqlx::SqliteConnection> {
-    let mut conn = SqliteConnectOptions::new()
-        .filename(dir.join(name))
+    // A large page cache and the statement journal in memory, so the ceiling is not slowed by
+    // settings the hub does not have.
+    open_bare(&dir.join(name), &[("cache_size", "-262144")]).await
+}
+
+/// The database at `file` (created when new) with the ledger's schema, WAL, `synchronous = FULL`,
+/// the statement journal in memory and `pragmas`.
+async fn open_bare(
+    file: &std::path::Path,
+    pragmas: &[(&'static str, &'static str)],
+) -> anyhow::Result<sqlx::SqliteConnection> {
+    let mut options = SqliteConnectOptions::new()
+        .filename(file)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
-        // The hub's page cache and statement journal in memory, so the ceiling is not slowed by
-        // settings the hub does not have.
-        .pragma("cache_size", "-262144")
-        .pragma("temp_store", "memory")
-        .connect()
-        .await?;
+        .pragma("temp_store", "memory");
+    for (key, value) in pragmas {
+        options = options.pragma(*key, *value);
+    }
+    let mut conn = options.connect().await?;
     for stmt in driftless_store::schema::SQLITE {
         sqlx::query(*stmt).execute(&mut conn).await?;
     }
