@@ -10,7 +10,7 @@
 //! idempotency lookup, no fold, no outcomes or channel messages: what JetStream and `COPY`
 //! together reach on these cores.
 
-use crate::{Opts, ev};
+use crate::{Ev, Opts, ev};
 use async_nats::jetstream::{self, consumer::pull, message::PublishMessage};
 use futures::StreamExt;
 use sqlx::ConnectOptions;
@@ -32,9 +32,8 @@ const COLUMNS: &str = "id, fingerprint, source, sku, location, at_nanos, seq, ki
 /// The fingerprint column of every row: 32 bytes in `COPY`'s text form of `bytea` (`\\x` and hex).
 const FINGERPRINT: &str = "\\\\xabababababababababababababababababababababababababababababababab";
 
-/// Event `i` as a line of `COPY`'s text format, the row the hubs' `COPY` ceiling writes.
-pub fn copy_line(i: usize, skus: usize) -> String {
-    let e = ev(i, skus);
+/// An event as a line of `COPY`'s text format, the row the hubs' `COPY` ceiling writes.
+pub fn copy_line(e: &Ev) -> String {
     format!(
         "{}\t{FINGERPRINT}\twms\t{}\tDC1\t{}\t0\tadjust\t{}\t{}\tapplied\tt\tt\n",
         e.id, e.sku, e.at_nanos, e.delta, e.at_nanos
@@ -124,9 +123,8 @@ async fn publish_request(
     let mut parts = vec![String::new(); PARTITIONS];
     let first = events.start;
     for i in events {
-        let line = copy_line(i, skus);
-        let sku = line.split('\t').nth(3).unwrap_or_default();
-        parts[partition(sku)].push_str(&line);
+        let e = ev(i, skus);
+        parts[partition(&e.sku)].push_str(&copy_line(&e));
     }
     let mut acks = Vec::with_capacity(PARTITIONS);
     for (p, payload) in parts.into_iter().enumerate() {

@@ -24,8 +24,9 @@
 //! each round makes its own databases (`dl_pg_bench_*`) and drops them. `--nats` (or
 //! `BENCH_NATS_URL`) adds the two hubs with JetStream (a stream of the run's own, deleted after):
 //! timed until every event is in the ledger, not until the `202`s, and beside it the ceiling of
-//! that path (`bus_copy.rs`): the same events through JetStream into `COPY`, nothing else. `BENCH_LOG` (e.g.
-//! `driftless_store=debug`) prints the store's log, with the time of each group's phases.
+//! that path (`bus_copy.rs`): the same events through JetStream into `COPY`, nothing else.
+//! `BENCH_LOG` (e.g. `driftless_store=debug`) prints the store's log, with the time of each
+//! group's phases.
 //!
 //! `--ready-events N` measures instead the time from starting a real `driftless serve` (the
 //! binary at `--serve`) on a PostgreSQL ledger of N events until `/readyz` answers 200: the
@@ -301,7 +302,7 @@ async fn bare_copy(o: &Opts, db: &str) -> anyhow::Result<f64> {
         .await?;
     let mut buf = String::with_capacity(1 << 20);
     for i in 0..o.events {
-        buf.push_str(&bus_copy::copy_line(i, o.skus));
+        buf.push_str(&bus_copy::copy_line(&ev(i, o.skus)));
         if buf.len() > (1 << 20) - 512 {
             copy.send(buf.as_bytes()).await?;
             buf.clear();

@@ -45,6 +45,17 @@ pub enum Rows {
     EventsOnly,
 }
 
+impl Rows {
+    pub const ALL: [Rows; 2] = [Rows::All, Rows::EventsOnly];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Rows::All => "every row",
+            Rows::EventsOnly => "events only",
+        }
+    }
+}
+
 /// Writes `rows` into the ledger in `file`, a durable transaction per group; returns rows/s.
 pub async fn write(file: &Path, rows: &[Row], what: Rows) -> anyhow::Result<f64> {
     let mut conn = open(file).await?;

@@ -8,8 +8,8 @@
 //! in flight, to a hub on a fresh data directory and to a hub on the full ledger (which grows by
 //! the load each run), in turn, alternating which goes first. Prints both rates and their ratio,
 //! beside bare SQL (`bare_ledger.rs`) writing the same rows, then only the events' rows (of five
-//! times the load), into an empty database and into a copy of the full ledger (taken once, kept beside it, grown by each
-//! run).
+//! times the load), into an empty database and into a copy of the full ledger (taken once, kept
+//! beside it, grown by each run).
 
 use crate::bare_ledger::{self, Rows};
 use crate::ledger::ledger_events;
@@ -67,7 +67,7 @@ pub async fn run(o: &Opts, ledger: usize, dir: Option<&Path>) -> anyhow::Result<
                 full_runs.push(m);
             }
         }
-        for what in [Rows::All, Rows::EventsOnly] {
+        for what in Rows::ALL {
             // The same events under ids of their own (the copy already holds the first pass's);
             // the events rows alone go so fast that five times the load is written, so that the
             // measure lasts seconds rather than a fraction of one.
@@ -83,12 +83,8 @@ pub async fn run(o: &Opts, ledger: usize, dir: Option<&Path>) -> anyhow::Result<
                 o.locations,
                 &format!("bare{}-{first}-", what as usize),
             );
+            let name = what.name();
             for side in if run % 2 == 0 { [0, 1] } else { [1, 0] } {
-                let name = if what == Rows::All {
-                    "every row"
-                } else {
-                    "events only"
-                };
                 if side == 0 {
                     let fresh = tempfile::tempdir()?;
                     let r = bare_ledger::write(&fresh.path().join("bare.sqlite3"), &stream, what)
@@ -117,8 +113,8 @@ pub async fn run(o: &Opts, ledger: usize, dir: Option<&Path>) -> anyhow::Result<
         med(&full_runs, |m| m.p99.as_secs_f64() * 1e3)
     );
     println!("| full / empty | {:.2}x |", f / e);
-    for (what, (empty, full)) in ["every row", "events only"].iter().zip(bare) {
-        let (be, bf) = (median(empty), median(full));
+    for (what, (empty, full)) in Rows::ALL.into_iter().zip(bare) {
+        let (what, be, bf) = (what.name(), median(empty), median(full));
         println!(
             "| bare SQL, {what}: empty database / the full ledger's copy | {be:.0} / {bf:.0} events/s |"
         );

@@ -10,7 +10,7 @@
 //! the two together on the same cores, which is what an acknowledgement that means durable can
 //! reach with the same client.
 
-use crate::{Row, bare_db, insert_rows};
+use crate::{Row, bare_db, insert_rows, spawn_app};
 use axum::extract::State;
 use axum::http::StatusCode;
 use tokio::sync::{mpsc, oneshot};
@@ -50,17 +50,7 @@ pub async fn serve(
     let app = axum::Router::new()
         .route("/v1/events", axum::routing::post(accept))
         .with_state(tx);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
-    Ok((format!("http://{addr}"), stop))
+    spawn_app(app, addr).await
 }
 
 /// Parses the event, waits for its commit, answers.

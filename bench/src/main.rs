@@ -53,8 +53,7 @@ const USAGE: &str = "usage: driftless-bench [--events N] [--skus N] [--locations
   from 64 clients, 3 runs; --ledger N compares ingest into an empty ledger and one of N events
   (kept in --dir); --serve-group-commit serves the single-event ceiling of a durable design
   (group_commit.rs) on ADDR over a database in --dir until killed (BENCH_DURABLE=file: to a
-  plain file); BENCH_MAX_REPLAY sets the
-  store's max_replay_events";
+  plain file); BENCH_MAX_REPLAY sets the store's max_replay_events";
 
 fn parse_args() -> anyhow::Result<Opts> {
     let mut o = Opts {
@@ -302,7 +301,15 @@ async fn bare_http() -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()>
             )
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    spawn_app(app, "127.0.0.1:0").await
+}
+
+/// Serves `app` on `addr` in a task of its own; returns its base URL and a stopper.
+async fn spawn_app(
+    app: axum::Router,
+    addr: &str,
+) -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
