@@ -108,10 +108,14 @@ impl Database {
             );
             return None;
         }
+        // The counter as well as the clock: two tests of one process can start in the same
+        // microsecond (it happened in CI), and a name taken twice fails `CREATE DATABASE`.
+        static CREATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let name = format!(
-            "dl_pg_fault_{}_{}",
+            "dl_pg_fault_{}_{}_{}",
             std::process::id(),
-            chrono::Utc::now().timestamp_micros()
+            chrono::Utc::now().timestamp_micros(),
+            CREATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
         psql(&admin, &format!("CREATE DATABASE {name}")).unwrap();
         let url = with_database(&url, &name);
