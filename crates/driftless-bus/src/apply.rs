@@ -13,10 +13,12 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::{AckKind, Message};
 use chrono::{DateTime, Utc};
 use driftless_core::{Event, Outcome, Rules, Sku};
+use driftless_store::outbox::{Scan, ScanFrom};
 use driftless_store::{Incoming, Receipt, StoreError};
 use futures::{FutureExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// How long an applier waits before pulling again after NATS or the store failed.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
@@ -158,7 +160,7 @@ impl Bus {
                     t = self.applying.clone().acquire_owned() => t,
                     _ = stop.wait_for(|s| *s) => return,
                 };
-                let Ok(_turn) = turn else { return };
+                let Ok(turn) = turn else { return };
                 // Whatever else has already arrived joins the group, up to `apply_batch` events:
                 // one store call, one commit.
                 let mut group = Group::default();
@@ -169,7 +171,7 @@ impl Bus {
                         _ => break,
                     }
                 }
-                if let Err(e) = self.apply_group(group).await {
+                if let Err(e) = self.apply_group(group, turn).await {
                     tracing::warn!(partition, error = %e, "applying a group failed; JetStream redelivers it");
                     tokio::select! {
                         _ = tokio::time::sleep(RETRY_PAUSE) => {},
@@ -182,8 +184,10 @@ impl Bus {
 
     /// Applies a group, publishes the outcomes and channel quantities, then acknowledges its
     /// messages (and terminates those that could not be read). On a store failure every message
-    /// is handed back (`nak` with a delay) and nothing is acknowledged.
-    async fn apply_group(&self, group: Group) -> Result<(), BusError> {
+    /// is handed back (`nak` with a delay) and nothing is acknowledged. The turn at the ledger is
+    /// given back as soon as the store has answered: what follows is NATS traffic and a read, and
+    /// another partition's group can be committing meanwhile.
+    async fn apply_group(&self, group: Group, turn: OwnedSemaphorePermit) -> Result<(), BusError> {
         for m in &group.unreadable {
             let _ = m.ack_with(AckKind::Term).await;
         }
@@ -195,7 +199,9 @@ impl Bus {
             .iter()
             .map(|(e, at, _)| incoming(&self.rules, e.clone(), *at))
             .collect();
-        let receipts = match self.store.apply(Utc::now(), batch).await {
+        let applied = self.store.apply(Utc::now(), batch).await;
+        drop(turn);
+        let receipts = match applied {
             Ok(r) => r,
             Err(e) => {
                 for m in &group.messages {
@@ -264,37 +270,35 @@ impl Bus {
         if skus.is_empty() {
             return;
         }
-        // Two reads for the whole group, not two per sku: a group of a thousand events touches
-        // hundreds of skus.
-        let (levels, versions) = match tokio::try_join!(
-            self.store.checkpoint_levels(&skus),
-            self.store.sku_versions(&skus)
-        ) {
-            Ok(v) => v,
+        // One read of the outbox rows per channel for the whole group: their version and ATP
+        // were written together by the marking transaction, under the row's lock, so a version
+        // grows in commit order across every hub process and always comes with its own quantity.
+        let reads = self.channels.iter().map(|c| {
+            let scan = Scan {
+                channel: c.id.to_string(),
+                locations: c.locations.clone(),
+                from: ScanFrom::Skus(skus.clone()),
+                limit: skus.len(),
+            };
+            async move { self.store.outbox_scan(&scan).await.map(|rows| (c, rows)) }
+        });
+        let rows = match futures::future::try_join_all(reads).await {
+            Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "channel quantities not published");
                 return;
             }
         };
-        for sku in &skus {
-            let Some(levels) = levels.get(sku) else {
-                continue;
-            };
-            let version = versions.get(sku).copied();
-            for c in self.channels.iter() {
-                let atp = levels
-                    .iter()
-                    .filter(|(loc, _)| c.feeds_from(loc))
-                    .map(|(_, l)| l.available())
-                    .fold(0i64, i64::saturating_add);
+        for (c, rows) in rows {
+            for row in rows {
                 let u = ChannelUpdate {
                     channel: c.id.to_string(),
-                    sku: sku.to_string(),
-                    quantity: c.quantity(sku, atp),
-                    version,
+                    sku: row.sku.to_string(),
+                    quantity: c.quantity(&row.sku, row.atp),
+                    version: Some(row.version),
                 };
                 let payload = serde_json::to_vec(&u).unwrap_or_default();
-                let subject = self.opts.channel_subject(c.id.as_str(), sku.as_str());
+                let subject = self.opts.channel_subject(c.id.as_str(), row.sku.as_str());
                 if let Err(e) = self.client.publish(subject, payload.into()).await {
                     tracing::debug!(error = %e, "a channel quantity was not published");
                 }

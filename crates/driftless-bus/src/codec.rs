@@ -223,8 +223,12 @@ pub struct AcceptedWire {
 }
 
 /// A channel's sellable quantity of one sku after an applied group, on
-/// `<prefix>.channels.<channel>.<sku>`. `version` is the ledger position of the sku's newest
-/// change: several hub processes publish concurrently, so a consumer keeps the highest version.
+/// `<prefix>.channels.<channel>.<sku>`. `version` is the `(channel, sku)` outbox version the
+/// quantity was computed at (the one the channel's pushes carry): it grows by the marking events
+/// of each committed group, in commit order across every hub process, and each process publishes
+/// after its own commit, so a consumer keeps the highest version it has seen. Versions of
+/// different `(channel, sku)` pairs are not comparable. Always present; optional on the wire for
+/// the messages of earlier versions.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ChannelUpdate {
     pub channel: String,

@@ -196,10 +196,40 @@ async fn published_events_are_applied_and_answered_with_their_outcomes() {
             .unwrap();
         let u: ChannelUpdate = serde_json::from_slice(&m.payload).unwrap();
         assert_eq!(m.subject.as_str(), o.channel_subject("shop", &u.sku));
-        seen.insert(u.sku.clone(), u.quantity);
+        seen.insert(u.sku.clone(), (u.quantity, u.version));
     }
-    assert_eq!(seen["TEE-1"], 5);
-    assert_eq!(seen["TEE.2 *"], 7);
+    assert_eq!(seen["TEE-1"].0, 5);
+    assert_eq!(seen["TEE.2 *"].0, 7);
+
+    // A later change of one sku is published with a higher version, and the version is the one
+    // the channel's pushes carry (the outbox row's), so a consumer keeping the highest version
+    // keeps the newest quantity.
+    let before = seen["TEE-1"].1.expect("a version");
+    let d = bus
+        .submit(now(), vec![event("wms", "a9", "TEE-1", 4)])
+        .await
+        .unwrap();
+    assert_eq!(outcome(&d[0]), Outcome::Applied);
+    let u = loop {
+        let m = tokio::time::timeout(Duration::from_secs(20), updates.next())
+            .await
+            .expect("a channel update")
+            .unwrap();
+        let u: ChannelUpdate = serde_json::from_slice(&m.payload).unwrap();
+        if u.sku == "TEE-1" && u.quantity == 9 {
+            break u;
+        }
+    };
+    let after = u.version.expect("a version");
+    assert!(after > before, "version {after} after {before}");
+    let scan = driftless_store::outbox::Scan {
+        channel: "shop".into(),
+        locations: vec![Location::parse("DC1").unwrap()],
+        from: driftless_store::outbox::ScanFrom::Skus(vec![Sku::parse("TEE-1").unwrap()]),
+        limit: 1,
+    };
+    let row = store.outbox_scan(&scan).await.unwrap();
+    assert_eq!(row[0].version, after);
     bus.stop().await;
     store.close().await;
     delete_stream(&url, &o).await;

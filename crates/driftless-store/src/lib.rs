@@ -279,23 +279,6 @@ pub trait Store: Outbox + Send + Sync + 'static {
     /// policy); `None` if nothing ever changed it.
     fn sku_version<'a>(&'a self, sku: &'a Sku) -> BoxFuture<'a, Result<Option<i64>, StoreError>>;
 
-    /// [`Store::sku_version`] of several skus with one read where the backend can (a sku never
-    /// changed is absent): what a group's channel quantities are published with.
-    fn sku_versions<'a>(
-        &'a self,
-        skus: &'a [Sku],
-    ) -> BoxFuture<'a, Result<std::collections::HashMap<Sku, i64>, StoreError>> {
-        Box::pin(async move {
-            let mut out = std::collections::HashMap::with_capacity(skus.len());
-            for s in skus {
-                if let Some(v) = self.sku_version(s).await? {
-                    out.insert(s.clone(), v);
-                }
-            }
-            Ok(out)
-        })
-    }
-
     /// Stored audits, newest first, with an id below `before` (all when `None`), at most `limit`.
     fn audits_page(
         &self,

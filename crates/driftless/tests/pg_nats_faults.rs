@@ -10,7 +10,9 @@
 //! at `GET /v1/events/{source}/{id}`. Afterwards the ledger must equal an independent oracle (the
 //! core's `MemoryLedger` over every acknowledged event), with none lost and none applied twice;
 //! the stand-in must show the hub's channel quantity for every sku, and no push may have been
-//! applied twice.
+//! applied twice. A subscriber to the channel subjects must end, for every sku, with the hub's
+//! channel quantity at the highest version it received, and never see one version with two
+//! quantities.
 //!
 //! The database is a fresh `dl_pg_fault_*` on the server of `DRIFTLESS_TEST_DATABASE_URL`, as in
 //! `pg_faults.rs`. Without a reachable PostgreSQL or a nats-server program the test skips with one
@@ -22,10 +24,12 @@ mod faults;
 #[path = "../../driftless-bus/tests/nats/server.rs"]
 mod nats_server;
 
+use driftless_bus::codec::ChannelUpdate;
 use driftless_connectors::standin::{Faults, Mode, StandIn};
 use faults::{Database, SECRET, config, event, serve};
+use futures::StreamExt;
 use serde_json::Value;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -86,6 +90,7 @@ async fn three_hubs_with_jetstream_survive_sigkill_a_nats_restart_cut_connection
         // The killed hub's unacknowledged messages come back to the others within seconds.
         ("DRIFTLESS_NATS_ACK_WAIT_MS", "5000".to_owned()),
     ];
+    let updates = subscribe_channels(&nats.url()).await;
     let hub = |n: usize| serve(&cfg, &db.url, &dir.path().join(format!("unused-{n}")), &env);
     let mut children: Vec<Child> = Vec::new();
     let mut bases = Vec::new();
@@ -257,6 +262,7 @@ async fn three_hubs_with_jetstream_survive_sigkill_a_nats_restart_cut_connection
     // The ledger against the oracle over every acknowledged event; the channel caught up.
     let channel_qty = faults::check_ledger(&http, &bases[0], &acked).await;
     faults::check_channel(&http, &bases[0], &standin, &channel_qty).await;
+    check_published(&updates, &channel_qty).await;
     eprintln!(
         "fault run: {} events ({} answered accepted), {} client retries, {:?}",
         acked.len(),
@@ -267,5 +273,72 @@ async fn three_hubs_with_jetstream_survive_sigkill_a_nats_restart_cut_connection
     for mut c in children {
         let _ = c.kill();
         let _ = c.wait();
+    }
+}
+
+/// What the hubs published on the channel subjects: sku -> version -> quantity, and every
+/// version seen with two quantities.
+#[derive(Default)]
+struct Seen {
+    versions: BTreeMap<String, BTreeMap<i64, i64>>,
+    conflicts: Vec<String>,
+}
+
+type Published = Arc<Mutex<Seen>>;
+
+/// Collects what the hubs publish on `dl_fault.channels.shop.>`. Core NATS: updates published
+/// while the server is down are lost, so only what arrives is checked (the client resubscribes
+/// after the restart).
+async fn subscribe_channels(url: &str) -> Published {
+    let client = async_nats::connect(url).await.unwrap();
+    let mut sub = client.subscribe("dl_fault.channels.shop.>").await.unwrap();
+    client.flush().await.unwrap();
+    let seen: Published = Arc::default();
+    let out = seen.clone();
+    tokio::spawn(async move {
+        let _client = client;
+        while let Some(m) = sub.next().await {
+            let u: ChannelUpdate = serde_json::from_slice(&m.payload).unwrap();
+            let mut seen = seen.lock().unwrap();
+            let Some(version) = u.version else {
+                seen.conflicts.push(format!("{}: no version", u.sku));
+                continue;
+            };
+            let prior = seen
+                .versions
+                .entry(u.sku.clone())
+                .or_default()
+                .insert(version, u.quantity);
+            if let Some(q) = prior.filter(|q| *q != u.quantity) {
+                let c = format!("{} version {version}: {q} and {}", u.sku, u.quantity);
+                seen.conflicts.push(c);
+            }
+        }
+    });
+    out
+}
+
+/// No version was published with two quantities, and the quantity at each sku's highest
+/// published version reaches the hub's channel quantity (bounded: the last group's publication
+/// follows its commit).
+async fn check_published(updates: &Published, channel_qty: &BTreeMap<String, i64>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let newest: BTreeMap<String, i64> = {
+            let seen = updates.lock().unwrap();
+            assert!(seen.conflicts.is_empty(), "{:?}", seen.conflicts);
+            seen.versions
+                .iter()
+                .filter_map(|(s, v)| v.last_key_value().map(|(_, q)| (s.clone(), *q)))
+                .collect()
+        };
+        if &newest == channel_qty {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the channel subjects did not end at the hub's quantities: newest {newest:?}, hub {channel_qty:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

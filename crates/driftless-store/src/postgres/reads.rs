@@ -202,28 +202,6 @@ impl Store for PgStore {
         })
     }
 
-    fn sku_versions<'a>(
-        &'a self,
-        skus: &'a [Sku],
-    ) -> BoxFuture<'a, Result<std::collections::HashMap<Sku, i64>, StoreError>> {
-        Box::pin(async move {
-            let sql = format!(
-                "SELECT sku, MAX(lsn) FROM events WHERE sku = ANY($1) AND effective \
-                 AND outcome IN ({}) GROUP BY sku",
-                crate::rows::marking_outcomes()
-            );
-            let names: Vec<&str> = skus.iter().map(Sku::as_str).collect();
-            let rows: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(&names)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-            rows.into_iter()
-                .map(|(sku, v)| Ok((stored_id("sku", sku, Sku::parse)?, v)))
-                .collect()
-        })
-    }
-
     fn audits_page(
         &self,
         before: Option<i64>,
