@@ -44,7 +44,7 @@ use anyhow::Context;
 use driftless_bus::{Bus, BusOptions};
 use driftless_config::Settings;
 use driftless_server::{AppState, Server};
-use driftless_store::{PgStore, Store};
+use driftless_store::{PgOptions, PgStore, Store};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use std::str::FromStr;
@@ -187,18 +187,23 @@ async fn hub(
     nats: Option<(&str, &str)>,
 ) -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()>)> {
     let settings = Settings::parse("bench", CONFIG).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store: Arc<dyn Store> =
-        Arc::new(PgStore::open(db, settings.rules.clone(), settings.channel_specs()).await?);
+    // Knobs to explore the store's and the bus's shape with (the defaults are what `serve` runs).
+    let knob = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+    };
+    let mut po = PgOptions::default();
+    if let Some(n) = knob("BENCH_PG_APPLIERS") {
+        po.appliers = n;
+    }
+    let store: Arc<dyn Store> = Arc::new(
+        PgStore::open_with(db, settings.rules.clone(), settings.channel_specs(), po).await?,
+    );
     let mut state = AppState::new(settings, store.clone());
     if let Some((url, prefix)) = nats {
         let mut o = BusOptions::new(url);
         o.prefix = prefix.to_owned();
-        // Knobs to explore the bus's shape with (the defaults are what `serve` runs).
-        let knob = |name: &str| {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.parse::<usize>().ok())
-        };
         if let Some(n) = knob("BENCH_BUS_APPLYING") {
             o.max_applying = n;
         }

@@ -22,7 +22,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use outbox::Outbox;
-pub use postgres::PgStore;
+pub use postgres::{PgOptions, PgStore};
 pub use sqlite::SqliteStore;
 pub use sqlite::schema;
 

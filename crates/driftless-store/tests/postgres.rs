@@ -308,3 +308,93 @@ async fn one_dispatcher_per_channel_across_processes() {
     one.close().await;
     two.close().await;
 }
+
+/// Another process claims an event's `(source, id)` for another slot while a group holds its own
+/// slot's lock and has already looked the id up (not there yet): the group's insert meets the
+/// other's row in the `(source, id)` index, and the group runs again, finds the claim and answers
+/// `conflict`, storing nothing under the id and leaving the cells as they were.
+#[tokio::test]
+async fn an_id_claimed_by_another_process_mid_group_is_a_conflict() {
+    let Some(b) = Postgres::new().await else {
+        return;
+    };
+    let db = b.place().await;
+    let store = std::sync::Arc::new(b.open(&db, rules(), channels()).await);
+    let connect = || async {
+        sqlx::postgres::PgConnectOptions::from_str(&db.url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    };
+    // The other process's claim, not committed yet: the group's lookup cannot see it.
+    let mut other = connect().await;
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (id, fingerprint, source, sku, location, at_nanos, seq, kind, \
+         on_hand, received_nanos, outcome, effective, claims) \
+         VALUES ('race-1', $1, 'wms', 'ELSEWHERE', 'L1', 0, 0, 'adjust', 1, 0, 'applied', \
+         TRUE, TRUE)",
+    )
+    .bind(vec![0xabu8; 32])
+    .execute(&mut other)
+    .await
+    .unwrap();
+    let ev = Event::from_raw(&driftless_core::event::RawEvent {
+        id: "race-1",
+        source: "wms",
+        sku: "S0",
+        location: "L0",
+        occurred_at: "2026-11-27T10:00:00Z",
+        adjust: Some(vec![("on_hand", 5)]),
+        ..Default::default()
+    })
+    .unwrap();
+    let applying = {
+        let store = store.clone();
+        tokio::spawn(async move { store.apply(Utc::now(), incoming(&rules(), &[ev])).await })
+    };
+    // Wait until the group's insert waits on the other's uncommitted index entry.
+    let mut watch = connect().await;
+    let mut waiting = false;
+    for _ in 0..200 {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO events%'",
+        )
+        .fetch_one(&mut watch)
+        .await
+        .unwrap();
+        if n > 0 {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        waiting,
+        "the group's insert never waited on the other claim"
+    );
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let receipts = applying.await.unwrap().unwrap();
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(receipts[0].outcome, driftless_core::Outcome::Conflict);
+    let claims: Vec<String> = sqlx::query_scalar(
+        "SELECT sku FROM events WHERE source = 'wms' AND id = 'race-1' AND claims",
+    )
+    .fetch_all(&mut watch)
+    .await
+    .unwrap();
+    assert_eq!(claims, ["ELSEWHERE"]);
+    let s0 = Sku::parse("S0").unwrap();
+    let l0 = Location::parse("L0").unwrap();
+    let levels = store.inventory(&s0).await.unwrap().unwrap_or_default();
+    assert!(
+        levels
+            .iter()
+            .all(|l| l.location != l0 || l.levels.on_hand == 0),
+        "the conflicting event changed the cells"
+    );
+    let _ = (other.close().await, watch.close().await);
+    store.close().await;
+}

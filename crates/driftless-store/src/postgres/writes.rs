@@ -613,7 +613,8 @@ fn group_sum_after(events: &[EventRow<'_>], (sku, loc): &Slot, state: State, k: 
 }
 
 /// Phase 4: the group's events, one statement over arrays. False when an id was claimed by
-/// another transaction since the lookup (the caller rolls back and decides again).
+/// another transaction since the lookup (the statement failed: the caller rolls back and decides
+/// again).
 async fn insert_events(tx: &mut PgConnection, events: &[EventRow<'_>]) -> Result<bool, Failure> {
     if events.is_empty() {
         return Ok(true);
@@ -661,7 +662,10 @@ async fn insert_events(tx: &mut PgConnection, events: &[EventRow<'_>]) -> Result
         claims.push(r.claims);
     }
     let [on_hand, committed, reserved, incoming, unavailable] = qty;
-    // The rows keep the arrays' order, so their `lsn`s grow in decision order.
+    // The rows keep the arrays' order, so their `lsn`s grow in decision order. No `ON CONFLICT`:
+    // the ids were looked up under the slot locks, so a conflict is rare (another process
+    // claimed an id since, for an event of another slot), and its check would search the
+    // `(source, id)` index once more for every row; the unique violation says it instead.
     let done = sqlx::query(
         "INSERT INTO events (id, fingerprint, source, sku, location, at_nanos, seq, kind, \
          on_hand, committed, reserved, incoming, unavailable, uom, reason, ref, received_nanos, \
@@ -669,8 +673,7 @@ async fn insert_events(tx: &mut PgConnection, events: &[EventRow<'_>]) -> Result
          SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::text[], $4::text[], $5::text[], \
          $6::int8[], $7::int8[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], \
          $13::int8[], $14::text[], $15::text[], $16::text[], $17::int8[], $18::text[], \
-         $19::bool[], $20::text[], $21::int8[], $22::bool[]) \
-         ON CONFLICT (source, id) WHERE claims DO NOTHING",
+         $19::bool[], $20::text[], $21::int8[], $22::bool[])",
     )
     .bind(&ids)
     .bind(&prints)
@@ -695,8 +698,22 @@ async fn insert_events(tx: &mut PgConnection, events: &[EventRow<'_>]) -> Result
     .bind(&factors)
     .bind(&claims)
     .execute(&mut *tx)
-    .await?;
-    Ok(done.rows_affected() == n as u64)
+    .await;
+    match done {
+        Ok(_) => Ok(true),
+        Err(e) if claimed_meanwhile(&e) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether the insert failed because another transaction claimed one of its `(source, id)`s.
+fn claimed_meanwhile(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            d.code().as_deref() == Some("23505") && d.constraint() == Some("events_by_source_id")
+        }
+        _ => false,
+    }
 }
 
 /// Phase 4: the changed states of the changed slots.
