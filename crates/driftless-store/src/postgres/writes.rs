@@ -18,7 +18,7 @@
 //! answered with an error and nothing is claimed: a client's retry finds its events stored
 //! (`duplicate`) or not.
 
-use super::errors::{db, retryable, unreachable};
+use super::errors::{claimed_meanwhile, db, retryable, unreachable};
 use super::records::insert_incidents;
 use super::{OUTBOX_NOTIFY, Request, nanos};
 use crate::rows::{checkpoint_incident, incident_of, rejected, sent_factor};
@@ -703,16 +703,6 @@ async fn insert_events(tx: &mut PgConnection, events: &[EventRow<'_>]) -> Result
         Ok(_) => Ok(true),
         Err(e) if claimed_meanwhile(&e) => Ok(false),
         Err(e) => Err(e.into()),
-    }
-}
-
-/// Whether the insert failed because another transaction claimed one of its `(source, id)`s.
-fn claimed_meanwhile(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(d) => {
-            d.code().as_deref() == Some("23505") && d.constraint() == Some("events_by_source_id")
-        }
-        _ => false,
     }
 }
 
