@@ -13,7 +13,7 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::{AckKind, Message};
 use chrono::{DateTime, Utc};
 use driftless_core::{Event, Outcome, Rules, Sku};
-use driftless_store::outbox::{Scan, ScanFrom};
+use driftless_store::outbox::{MAX_SCAN, Scan, ScanFrom};
 use driftless_store::{Incoming, Receipt, StoreError};
 use futures::{FutureExt, StreamExt};
 use std::sync::Arc;
@@ -273,14 +273,18 @@ impl Bus {
         // One read of the outbox rows per channel for the whole group: their version and ATP
         // were written together by the marking transaction, under the row's lock, so a version
         // grows in commit order across every hub process and always comes with its own quantity.
-        let reads = self.channels.iter().map(|c| {
-            let scan = Scan {
-                channel: c.id.to_string(),
-                locations: c.locations.clone(),
-                from: ScanFrom::Skus(skus.clone()),
-                limit: skus.len(),
-            };
-            async move { self.store.outbox_scan(&scan).await.map(|rows| (c, rows)) }
+        // A scan takes at most `MAX_SCAN` skus, and a group of whole messages can touch more.
+        let skus = &skus;
+        let reads = self.channels.iter().flat_map(|c| {
+            skus.chunks(MAX_SCAN).map(move |chunk| {
+                let scan = Scan {
+                    channel: c.id.to_string(),
+                    locations: c.locations.clone(),
+                    from: ScanFrom::Skus(chunk.to_vec()),
+                    limit: chunk.len(),
+                };
+                async move { self.store.outbox_scan(&scan).await.map(|rows| (c, rows)) }
+            })
         });
         let rows = match futures::future::try_join_all(reads).await {
             Ok(r) => r,
