@@ -1,24 +1,29 @@
 //! The ceiling of the JetStream path: the same events carried by JetStream the way the hubs carry
-//! them and stored by `COPY`, with nothing else.
+//! them, stored by `COPY`, and answered with the messages the contract asks of that path, with
+//! nothing else.
 //!
 //! Eight publishers send the events a request at a time: each request's events packed into one
 //! message per partition (16, by a hash of the sku, as the API packs them), published with a
 //! message id and their acknowledgements awaited. Two copiers (as two hubs' appliers) pull from
 //! one durable consumer of a work-queue stream on file storage, `COPY` each pulled batch into a
-//! table like `events` (same keys and indexes) and acknowledge its messages. Timed from the first
-//! publish until every event is stored, as the hubs with JetStream are. No HTTP, no JSON, no
-//! idempotency lookup, no fold, no outcomes or channel messages: what JetStream and `COPY`
-//! together reach on these cores.
+//! table like `events` (same keys and indexes), acknowledge its messages, and publish what the
+//! appliers must: the batch's outcomes, one message per source as the appliers send them, to
+//! two subscribers standing for the two hubs' APIs, and each sku's channel quantity on its own
+//! subject (DESIGN 10: other consumers subscribe to them). Timed from the first publish until
+//! every event is stored, as the hubs with JetStream are. No HTTP, no JSON of events, no
+//! idempotency lookup, no fold: what JetStream and `COPY` together reach on these cores when the
+//! path carries what it has to.
 
 use crate::{Ev, Opts, ev};
 use async_nats::jetstream::{self, consumer::pull, message::PublishMessage};
+use driftless_bus::codec::{ChannelUpdate, OutcomeWire, OutcomesWire};
 use futures::StreamExt;
 use sqlx::ConnectOptions;
 use sqlx::postgres::PgConnectOptions;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The API's partitions (`BusOptions::partitions`' default).
 const PARTITIONS: usize = 16;
@@ -41,14 +46,30 @@ pub fn copy_line(e: &Ev) -> String {
 }
 
 /// Runs the ceiling on database `db` (which holds the hub's `events`) and NATS at `nats`, with a
-/// stream of its own named after `prefix` (deleted after); returns events/s.
-pub async fn run(o: &Opts, db: &str, nats: &str, prefix: &str) -> anyhow::Result<f64> {
+/// stream of its own named after `prefix` (deleted after); returns events/s and the CPU spent.
+pub async fn run(
+    o: &Opts,
+    db: &str,
+    nats: &str,
+    prefix: &str,
+) -> anyhow::Result<(f64, crate::cpu::Spent)> {
     let mut c = PgConnectOptions::from_str(db)?.connect().await?;
     sqlx::query("CREATE TABLE events_bus (LIKE events INCLUDING ALL)")
         .execute(&mut c)
         .await?;
-    let js = jetstream::new(async_nats::connect(nats).await?);
+    let client = async_nats::connect(nats).await?;
+    let js = jetstream::new(client.clone());
     let name = format!("{prefix}_ceiling");
+    let mut apis = Vec::new();
+    for _ in 0..2 {
+        let mut outcomes = async_nats::connect(nats)
+            .await?
+            .subscribe(format!("{prefix}.ceiling_outcomes.>"))
+            .await?;
+        apis.push(tokio::spawn(async move {
+            while outcomes.next().await.is_some() {}
+        }));
+    }
     let stream = js
         .get_or_create_stream(jetstream::stream::Config {
             name: name.clone(),
@@ -71,12 +92,13 @@ pub async fn run(o: &Opts, db: &str, nats: &str, prefix: &str) -> anyhow::Result
         )
         .await?;
     let result = async {
-        let start = Instant::now();
+        let meter = crate::cpu::Meter::start();
         let stored = Arc::new(AtomicUsize::new(0));
         let copiers: Vec<_> = (0..2)
             .map(|_| {
                 tokio::spawn(copier(
                     consumer.clone(),
+                    (client.clone(), prefix.to_owned()),
                     db.to_owned(),
                     stored.clone(),
                     o.events,
@@ -106,10 +128,14 @@ pub async fn run(o: &Opts, db: &str, nats: &str, prefix: &str) -> anyhow::Result
         for c in copiers {
             c.await??;
         }
-        anyhow::Ok(o.events as f64 / start.elapsed().as_secs_f64())
+        let spent = meter.stop();
+        anyhow::Ok((o.events as f64 / spent.wall, spent))
     }
     .await;
     let _ = js.delete_stream(&name).await;
+    for api in apis {
+        api.abort();
+    }
     result
 }
 
@@ -155,6 +181,7 @@ fn partition(sku: &str) -> usize {
 /// Pulls batches, copies them, acknowledges them, until `total` events are stored by all copiers.
 async fn copier(
     consumer: jetstream::consumer::Consumer<pull::Config>,
+    (client, prefix): (async_nats::Client, String),
     db: String,
     stored: Arc<AtomicUsize>,
     total: usize,
@@ -186,7 +213,49 @@ async fn copier(
         for m in &msgs {
             m.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
         }
+        answer(&client, &prefix, &msgs).await?;
         stored.fetch_add(n, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// The messages an applier owes for a batch: its events' outcomes, one message (every event is
+/// `wms`'s), and the channel quantity of each sku it touched, one message each.
+async fn answer(
+    client: &async_nats::Client,
+    prefix: &str,
+    msgs: &[jetstream::Message],
+) -> anyhow::Result<()> {
+    let mut results = Vec::new();
+    let mut skus = std::collections::BTreeSet::new();
+    for m in msgs {
+        for line in std::str::from_utf8(&m.payload)?.lines() {
+            let mut fields = line.split('\t');
+            let id = fields.next().unwrap_or_default();
+            let sku = fields.nth(2).unwrap_or_default();
+            results.push(OutcomeWire {
+                id: id.to_owned(),
+                outcome: "applied".into(),
+                reason: None,
+            });
+            skus.insert(sku.to_owned());
+        }
+    }
+    let outcomes = serde_json::to_vec(&OutcomesWire::new("wms".into(), results))?;
+    client
+        .publish(format!("{prefix}.ceiling_outcomes.wms"), outcomes.into())
+        .await?;
+    for (version, sku) in skus.into_iter().enumerate() {
+        let u = ChannelUpdate {
+            channel: "shop".into(),
+            quantity: 0,
+            version: Some(version as i64),
+            sku,
+        };
+        let subject = format!("{prefix}.ceiling_channels.shop.{}", u.sku);
+        client
+            .publish(subject, serde_json::to_vec(&u)?.into())
+            .await?;
     }
     Ok(())
 }

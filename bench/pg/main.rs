@@ -24,9 +24,15 @@
 //! each round makes its own databases (`dl_pg_bench_*`) and drops them. `--nats` (or
 //! `BENCH_NATS_URL`) adds the two hubs with JetStream (a stream of the run's own, deleted after):
 //! timed until every event is in the ledger, not until the `202`s, and beside it the ceiling of
-//! that path (`bus_copy.rs`): the same events through JetStream into `COPY`, nothing else.
+//! that path (`bus_copy.rs`): the same events through JetStream into `COPY`, with the outcome and
+//! channel messages the path owes, nothing else.
 //! `BENCH_LOG` (e.g. `driftless_store=debug`) prints the store's log, with the time of each
 //! group's phases.
+//!
+//! Every measured phase also prints its CPU per event by whom (PostgreSQL, this process, NATS,
+//! the rest) and the machine's idle share (`cpu.rs`): it says who spends the time, and with every
+//! core busy it is what sets the rate. From it comes the bound printed for the two hubs with
+//! JetStream (`bus_bound`).
 //!
 //! `--ready-events N` measures instead the time from starting a real `driftless serve` (the
 //! binary at `--serve`) on a PostgreSQL ledger of N events until `/readyz` answers 200: the
@@ -38,6 +44,7 @@
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bus_copy;
+mod cpu;
 mod ready;
 
 use anyhow::Context;
@@ -233,7 +240,11 @@ async fn hub(
 /// Events through the hubs, requests of `batch` spread over them, `clients` in flight. With
 /// `stored_in` the clock stops once that database's ledger holds every event (answers may be
 /// `202 accepted` before), else at the last answer.
-async fn through_hubs(o: &Opts, bases: &[String], stored_in: Option<&str>) -> anyhow::Result<f64> {
+async fn through_hubs(
+    o: &Opts,
+    bases: &[String],
+    stored_in: Option<&str>,
+) -> anyhow::Result<(f64, cpu::Spent)> {
     let bodies: Vec<String> = (0..o.events)
         .collect::<Vec<_>>()
         .chunks(o.batch)
@@ -255,7 +266,7 @@ async fn through_hubs(o: &Opts, bases: &[String], stored_in: Option<&str>) -> an
         bodies.into_iter().enumerate().rev().collect::<Vec<_>>(),
     ));
     let http = reqwest::Client::new();
-    let start = Instant::now();
+    let meter = cpu::Meter::start();
     let mut tasks = Vec::new();
     for _ in 0..o.clients {
         let (http, queue, bases) = (http.clone(), queue.clone(), bases.to_vec());
@@ -289,16 +300,17 @@ async fn through_hubs(o: &Opts, bases: &[String], stored_in: Option<&str>) -> an
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
-    Ok(o.events as f64 / start.elapsed().as_secs_f64())
+    let spent = meter.stop();
+    Ok((o.events as f64 / spent.wall, spent))
 }
 
 /// The same rows by `COPY` into a table like the hub's `events` (same primary key, same indexes).
-async fn bare_copy(o: &Opts, db: &str) -> anyhow::Result<f64> {
+async fn bare_copy(o: &Opts, db: &str) -> anyhow::Result<(f64, cpu::Spent)> {
     let mut c = PgConnectOptions::from_str(db)?.connect().await?;
     sqlx::query("CREATE TABLE events_copy (LIKE events INCLUDING ALL)")
         .execute(&mut c)
         .await?;
-    let start = Instant::now();
+    let meter = cpu::Meter::start();
     let mut copy = c
         .copy_in_raw(
             "COPY events_copy (id, fingerprint, source, sku, location, at_nanos, seq, kind, \
@@ -315,7 +327,8 @@ async fn bare_copy(o: &Opts, db: &str) -> anyhow::Result<f64> {
     }
     copy.send(buf.as_bytes()).await?;
     copy.finish().await?;
-    Ok(o.events as f64 / start.elapsed().as_secs_f64())
+    let spent = meter.stop();
+    Ok((o.events as f64 / spent.wall, spent))
 }
 
 /// The naive design: per event, one transaction with an idempotent insert and a level update,
@@ -377,14 +390,16 @@ async fn naive(o: &Opts, db: &str, n: usize, conns: usize, table: &str) -> anyho
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
-/// One round's figures, events/s.
+/// One round's figures, events/s, and the CPU each measured phase spent.
 #[derive(Default, Clone, Copy)]
 struct Round {
     hubs: f64,
-    hubs_js: Option<f64>,
-    /// JetStream and `COPY` with nothing else (`bus_copy.rs`).
-    bus_copy: Option<f64>,
+    hubs_cpu: cpu::Spent,
+    hubs_js: Option<(f64, cpu::Spent)>,
+    /// JetStream, `COPY` and the messages the path owes, with nothing else (`bus_copy.rs`).
+    bus_copy: Option<(f64, cpu::Spent)>,
     copy: f64,
+    copy_cpu: cpu::Spent,
     naive: f64,
     naive_one: f64,
 }
@@ -396,9 +411,9 @@ async fn round(o: &Opts, url: &str, r: usize) -> anyhow::Result<Round> {
     let result = async {
         let (a, stop_a) = hub(&db, None).await?;
         let (b, stop_b) = hub(&db, None).await?;
-        out.hubs = through_hubs(o, &[a, b], None).await?;
+        (out.hubs, out.hubs_cpu) = through_hubs(o, &[a, b], None).await?;
         let _ = (stop_a.send(()), stop_b.send(()));
-        out.copy = bare_copy(o, &db).await?;
+        (out.copy, out.copy_cpu) = bare_copy(o, &db).await?;
         out.naive = naive(o, &db, o.naive, o.clients, "naive").await?;
         out.naive_one = naive(o, &db, (o.naive / 10).max(1), 1, "naive_one").await?;
         anyhow::Ok(())
@@ -413,10 +428,10 @@ async fn round(o: &Opts, url: &str, r: usize) -> anyhow::Result<Round> {
         let result = async {
             let (a, stop_a) = hub(&db, Some((nats, &prefix))).await?;
             let (b, stop_b) = hub(&db, Some((nats, &prefix))).await?;
-            let rate = through_hubs(o, &[a, b], Some(&db)).await?;
+            let through = through_hubs(o, &[a, b], Some(&db)).await?;
             let _ = (stop_a.send(()), stop_b.send(()));
             let ceiling = bus_copy::run(o, &db, nats, &prefix).await?;
-            anyhow::Ok((rate, ceiling))
+            anyhow::Ok((through, ceiling))
         }
         .await;
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -428,11 +443,24 @@ async fn round(o: &Opts, url: &str, r: usize) -> anyhow::Result<Round> {
                 .delete_stream(bo.stream_name())
                 .await;
         }
-        let (rate, ceiling) = result?;
-        out.hubs_js = Some(rate);
+        let (through, ceiling) = result?;
+        out.hubs_js = Some(through);
         out.bus_copy = Some(ceiling);
     }
     Ok(out)
+}
+
+/// The most the two hubs with JetStream could reach on this machine if the bus cost them nothing
+/// beyond what it costs the ceiling path (JetStream, `COPY` and the messages it owes): every core
+/// busy, each event costing the CPU of the hubs without the bus plus the bus's own share, which
+/// is the ceiling path's CPU per event less that of the bare `COPY` of the same rows. Optimistic
+/// by construction: the second parse of each event, the appliers' smaller groups and the API's
+/// waiting for outcomes are left out.
+fn bus_bound(r: &Round, events: usize) -> Option<f64> {
+    let (_, bc) = r.bus_copy?;
+    let cores = std::thread::available_parallelism().ok()?.get() as f64;
+    let bus_us = (bc.per_event_us(events) - r.copy_cpu.per_event_us(events)).max(0.0);
+    Some(cores * 1e6 / (r.hubs_cpu.per_event_us(events) + bus_us))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -483,7 +511,7 @@ fn main() -> anyhow::Result<()> {
                 x.hubs,
                 x.hubs_js
                     .zip(x.bus_copy)
-                    .map(|(j, b)| format!(", two hubs + JetStream {j:.0}, JetStream + COPY {b:.0}"))
+                    .map(|((j, _), (b, _))| format!(", two hubs + JetStream {j:.0}, JetStream + COPY {b:.0}"))
                     .unwrap_or_default(),
                 x.copy,
                 x.naive,
@@ -493,6 +521,12 @@ fn main() -> anyhow::Result<()> {
                 x.hubs / x.naive,
                 x.copy / x.naive,
             );
+            println!("  CPU, two hubs:            {}", x.hubs_cpu.line(o.events));
+            if let Some(((_, js), (_, bc))) = x.hubs_js.zip(x.bus_copy) {
+                println!("  CPU, two hubs + JetStream: {}", js.line(o.events));
+                println!("  CPU, JetStream + COPY:     {}", bc.line(o.events));
+            }
+            println!("  CPU, bare COPY:           {}", x.copy_cpu.line(o.events));
             rounds.push(x);
         }
         let m = |f: fn(&Round) -> f64| median(rounds.iter().map(f).collect());
@@ -505,14 +539,27 @@ fn main() -> anyhow::Result<()> {
         println!("medians of {} rounds (events/s):", o.runs);
         println!("  two hubs (HTTP, decide, commit)      {hubs:>10.0}");
         if o.nats.is_some() {
-            let js = m(|r| r.hubs_js.unwrap_or(0.0));
+            let js = m(|r| r.hubs_js.map_or(0.0, |(j, _)| j));
             println!("  two hubs + JetStream (until stored)  {js:>10.0}  ({:.2}x COPY, {:.1}x naive)", js / copy, js / slow);
-            let bc = m(|r| r.bus_copy.unwrap_or(0.0));
-            println!("  JetStream + COPY, nothing else       {bc:>10.0}  ({:.2}x COPY; two hubs + JetStream {:.2}x it)", bc / copy, js / bc);
+            let bc = m(|r| r.bus_copy.map_or(0.0, |(b, _)| b));
+            println!("  JetStream + COPY + its messages      {bc:>10.0}  ({:.2}x COPY; two hubs + JetStream {:.2}x it)", bc / copy, js / bc);
+            let bound = median(rounds.iter().map(|r| bus_bound(r, o.events).unwrap_or(0.0)).collect());
+            println!(
+                "  bound of two hubs + JetStream        {bound:>10.0}  ({:.2}x COPY: every core busy, \
+                 each event the hubs' CPU plus the bus's own)",
+                bound / copy
+            );
         }
         println!("  bare COPY, same table and keys       {copy:>10.0}");
         println!("  naive, {} connections                {slow:>10.0}", o.clients);
         println!("  naive, 1 connection                  {one:>10.0}");
+        let us = |f: fn(&Round) -> cpu::Spent| median(rounds.iter().map(|r| f(r).per_event_us(o.events)).collect());
+        println!(
+            "CPU per event, medians: two hubs {:.1} µs, bare COPY {:.1} µs ({:.1}x)",
+            us(|r| r.hubs_cpu),
+            us(|r| r.copy_cpu),
+            us(|r| r.hubs_cpu) / us(|r| r.copy_cpu)
+        );
         println!(
             "ratios of the medians: two hubs / COPY = {:.2}x (goal >= 0.5x); two hubs / naive = \
              {:.1}x (goal >= 20x); ceiling COPY / naive = {:.1}x; two hubs / naive on 1 connection \
