@@ -454,8 +454,8 @@ async fn round(o: &Opts, url: &str, r: usize) -> anyhow::Result<Round> {
 /// beyond what it costs the ceiling path (JetStream, `COPY` and the messages it owes): every core
 /// busy, each event costing the CPU of the hubs without the bus plus the bus's own share, which
 /// is the ceiling path's CPU per event less that of the bare `COPY` of the same rows. Optimistic
-/// by construction: the second parse of each event, the appliers' smaller groups and the API's
-/// waiting for outcomes are left out.
+/// by construction: the second parse of each event and the API's waiting for outcomes are left
+/// out.
 fn bus_bound(r: &Round, events: usize) -> Option<f64> {
     let (_, bc) = r.bus_copy?;
     let cores = std::thread::available_parallelism().ok()?.get() as f64;

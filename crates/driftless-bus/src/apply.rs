@@ -1,9 +1,11 @@
-//! The appliers: one task per partition in every hub process, each pulling from the partition's
-//! durable consumer (JetStream spreads a consumer's messages over every process pulling from it),
-//! applying the events of a group of messages (whole messages, up to `apply_batch` events)
-//! through [`Store::apply`] in one call, and only then publishing the outcomes and
-//! acknowledging. A crash anywhere before the acknowledgement means JetStream
-//! redelivers; the ledger answers the redelivery `duplicate` and applies nothing twice.
+//! The appliers: in every hub process one puller per partition, pulling from the partition's
+//! durable consumer (JetStream spreads a consumer's messages over every process pulling from it)
+//! into one bounded queue, and `max_applying` committers, each taking what is queued from every
+//! partition as a group (whole messages, up to `apply_batch` events), applying its events through
+//! [`Store::apply`] in one call, and only then publishing the outcomes and acknowledging. A crash
+//! anywhere before the acknowledgement means JetStream redelivers; the ledger answers the
+//! redelivery `duplicate` and applies nothing twice. Groups of one partition may be applied at
+//! once by two committers, as by two processes: the fold does not depend on order.
 //!
 //! [`Store::apply`]: driftless_store::Store::apply
 
@@ -15,15 +17,17 @@ use chrono::{DateTime, Utc};
 use driftless_core::{Event, Outcome, Rules, Sku};
 use driftless_store::outbox::{MAX_SCAN, Scan, ScanFrom};
 use driftless_store::{Incoming, Receipt, StoreError};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::mpsc;
 
 /// How long an applier waits before pulling again after NATS or the store failed.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// Bytes one pull request asks for at most (a few groups' worth of events).
 const PULL_BYTES: usize = 4 << 20;
+/// Pulled messages waiting for a committer, all partitions together (up to 250 events each).
+const QUEUED: usize = 256;
 
 /// The messages of one `Store::apply`, read: their events in order, each with the instant the
 /// API received it and whether its message was delivered before.
@@ -69,12 +73,19 @@ pub(crate) fn incoming(rules: &Rules, e: Event, received_at: DateTime<Utc>) -> I
 }
 
 impl Bus {
-    /// Starts one applier per partition. Each stops at [`Bus::stop`], after the group it is
-    /// applying.
+    /// Starts one puller per partition and `max_applying` committers, which take the pulled
+    /// messages of every partition from one queue. Each stops at [`Bus::stop`], a committer after
+    /// the group it is applying.
     pub fn start_appliers(self: &Arc<Bus>) {
+        let (tx, rx) = mpsc::channel(QUEUED);
         for p in 0..self.opts.partitions {
-            let bus = self.clone();
-            self.push_task(tokio::spawn(async move { bus.run_applier(p).await }));
+            let (bus, tx) = (self.clone(), tx.clone());
+            self.push_task(tokio::spawn(async move { bus.run_puller(p, tx).await }));
+        }
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..self.opts.max_applying {
+            let (bus, rx) = (self.clone(), rx.clone());
+            self.push_task(tokio::spawn(async move { bus.run_committer(rx).await }));
         }
     }
 
@@ -93,7 +104,9 @@ impl Bus {
         }
     }
 
-    async fn run_applier(self: Arc<Bus>, partition: u16) {
+    /// Pulls partition `partition`'s messages into the queue the committers take groups from,
+    /// until [`Bus::stop`]; the queue's bound holds the pull back when the ledger is behind.
+    async fn run_puller(self: Arc<Bus>, partition: u16, queue: mpsc::Sender<Message>) {
         let mut stop = self.stop.subscribe();
         while !*stop.borrow() {
             let messages = async {
@@ -152,31 +165,49 @@ impl Bus {
                     }
                     None => break,
                 };
-                // At most `max_applying` groups of this process at the ledger at once: while an
-                // applier waits its turn its partition's messages keep arriving, so under load the
-                // groups grow (one transaction for many messages) instead of every partition
-                // committing a few events at a time.
-                let turn = tokio::select! {
-                    t = self.applying.clone().acquire_owned() => t,
+                tokio::select! {
+                    sent = queue.send(first) => if sent.is_err() { return },
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        }
+    }
+
+    /// One of `max_applying` committers: takes the first queued message, then whatever else is
+    /// queued from every partition, up to `apply_batch` events, as one group: one store call,
+    /// one commit. Under load the queue fills while the committers are at the ledger, so the
+    /// groups grow instead of every partition committing a few events at a time.
+    async fn run_committer(
+        self: Arc<Bus>,
+        queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Message>>>,
+    ) {
+        let mut stop = self.stop.subscribe();
+        loop {
+            let group = {
+                let mut queue = tokio::select! {
+                    q = queue.lock() => q,
                     _ = stop.wait_for(|s| *s) => return,
                 };
-                let Ok(turn) = turn else { return };
-                // Whatever else has already arrived joins the group, up to `apply_batch` events:
-                // one store call, one commit.
+                let first = tokio::select! {
+                    m = queue.recv() => m,
+                    _ = stop.wait_for(|s| *s) => return,
+                };
+                let Some(first) = first else { return };
                 let mut group = Group::default();
                 group.add(first);
                 while group.events.len() < self.opts.apply_batch {
-                    match messages.next().now_or_never() {
-                        Some(Some(Ok(m))) => group.add(m),
-                        _ => break,
+                    match queue.try_recv() {
+                        Ok(m) => group.add(m),
+                        Err(_) => break,
                     }
                 }
-                if let Err(e) = self.apply_group(group, turn).await {
-                    tracing::warn!(partition, error = %e, "applying a group failed; JetStream redelivers it");
-                    tokio::select! {
-                        _ = tokio::time::sleep(RETRY_PAUSE) => {},
-                        _ = stop.wait_for(|s| *s) => return,
-                    }
+                group
+            };
+            if let Err(e) = self.apply_group(group).await {
+                tracing::warn!(error = %e, "applying a group failed; JetStream redelivers it");
+                tokio::select! {
+                    _ = tokio::time::sleep(RETRY_PAUSE) => {},
+                    _ = stop.wait_for(|s| *s) => return,
                 }
             }
         }
@@ -184,10 +215,8 @@ impl Bus {
 
     /// Applies a group, publishes the outcomes and channel quantities, then acknowledges its
     /// messages (and terminates those that could not be read). On a store failure every message
-    /// is handed back (`nak` with a delay) and nothing is acknowledged. The turn at the ledger is
-    /// given back as soon as the store has answered: what follows is NATS traffic and a read, and
-    /// another partition's group can be committing meanwhile.
-    async fn apply_group(&self, group: Group, turn: OwnedSemaphorePermit) -> Result<(), BusError> {
+    /// is handed back (`nak` with a delay) and nothing is acknowledged.
+    async fn apply_group(&self, group: Group) -> Result<(), BusError> {
         for m in &group.unreadable {
             let _ = m.ack_with(AckKind::Term).await;
         }
@@ -200,7 +229,6 @@ impl Bus {
             .map(|(e, at, _)| incoming(&self.rules, e.clone(), *at))
             .collect();
         let applied = self.store.apply(Utc::now(), batch).await;
-        drop(turn);
         let receipts = match applied {
             Ok(r) => r,
             Err(e) => {

@@ -86,8 +86,8 @@ pub struct BusOptions {
     pub max_message_bytes: i32,
     /// JetStream's duplicate window for `Nats-Msg-Id`.
     pub duplicate_window: Duration,
-    /// Events an applier takes into one `Store::apply` (whole messages: a group stops at the
-    /// first message that reaches it).
+    /// Events a committer takes into one `Store::apply` (whole messages of any partitions: a
+    /// group stops at the first message that reaches it).
     pub apply_batch: usize,
     /// Groups this process applies at once, all partitions together (the ledger's concurrency
     /// from the bus: more only splits the same events into more, smaller transactions).
@@ -239,8 +239,6 @@ pub struct Bus {
     rules: Rules,
     channels: Arc<Vec<ChannelSpec>>,
     waiting: Arc<Mutex<publish::Waiting>>,
-    /// Turns at the ledger for the appliers (`max_applying`).
-    applying: Arc<tokio::sync::Semaphore>,
     accepted: Arc<Mutex<publish::AcceptedIds>>,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -284,7 +282,6 @@ impl Bus {
         setup_stream(&js, &opts).await?;
         let (stop, _) = tokio::sync::watch::channel(false);
         let bus = Arc::new(Bus {
-            applying: Arc::new(tokio::sync::Semaphore::new(opts.max_applying)),
             waiting: Arc::new(Mutex::new(publish::Waiting::default())),
             accepted: Arc::new(Mutex::new(publish::AcceptedIds::new(
                 opts.max_accepted,
