@@ -60,15 +60,12 @@ pub async fn run(
     let client = async_nats::connect(nats).await?;
     let js = jetstream::new(client.clone());
     let name = format!("{prefix}_ceiling");
-    let mut apis = Vec::new();
+    // The two APIs' subscriptions to the outcomes, made before the stream and spawned only once
+    // nothing can fail before the clean-up below, so that an error leaves no stream or task.
+    let mut subscribers = Vec::new();
     for _ in 0..2 {
-        let mut outcomes = async_nats::connect(nats)
-            .await?
-            .subscribe(format!("{prefix}.ceiling_outcomes.>"))
-            .await?;
-        apis.push(tokio::spawn(async move {
-            while outcomes.next().await.is_some() {}
-        }));
+        let c = async_nats::connect(nats).await?;
+        subscribers.push(c.subscribe(format!("{prefix}.ceiling_outcomes.>")).await?);
     }
     let stream = js
         .get_or_create_stream(jetstream::stream::Config {
@@ -91,6 +88,10 @@ pub async fn run(
             },
         )
         .await?;
+    let apis: Vec<_> = subscribers
+        .into_iter()
+        .map(|mut outcomes| tokio::spawn(async move { while outcomes.next().await.is_some() {} }))
+        .collect();
     let result = async {
         let meter = crate::cpu::Meter::start();
         let stored = Arc::new(AtomicUsize::new(0));

@@ -143,11 +143,11 @@ impl Bus {
                 }
             };
             loop {
-                let first = tokio::select! {
+                let next = tokio::select! {
                     m = messages.next() => m,
                     _ = stop.wait_for(|s| *s) => return,
                 };
-                let first = match first {
+                let message = match next {
                     Some(Ok(m)) => m,
                     Some(Err(e)) => {
                         use async_nats::jetstream::consumer::pull::MessagesErrorKind as K;
@@ -166,7 +166,7 @@ impl Bus {
                     None => break,
                 };
                 tokio::select! {
-                    sent = queue.send(first) => if sent.is_err() { return },
+                    sent = queue.send(message) => if sent.is_err() { return },
                     _ = stop.wait_for(|s| *s) => return,
                 }
             }
