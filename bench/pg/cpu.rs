@@ -30,6 +30,9 @@ pub struct Spent {
     pub other: f64,
     pub idle: f64,
     pub wall: f64,
+    /// Bytes the server wrote to its WAL during the phase (`crate::wal_position`), set by the
+    /// phase: every row, index entry, lock and commit record the work costs, in one number.
+    pub wal: f64,
 }
 
 impl Spent {
@@ -43,12 +46,17 @@ impl Spent {
         self.busy() * 1e6 / events.max(1) as f64
     }
 
+    /// WAL bytes per event.
+    pub fn wal_per_event(&self, events: usize) -> f64 {
+        self.wal / events.max(1) as f64
+    }
+
     /// One line: CPU per event by whom, and the machine's idle share.
     pub fn line(&self, events: usize) -> String {
         let us = |s: f64| s * 1e6 / events.max(1) as f64;
         let total = self.busy() + self.idle;
         format!(
-            "{:.1} µs/event: PostgreSQL {:.1}, this process {:.1}, NATS {:.1}, other {:.1}; idle {:.0}%",
+            "{:.1} µs/event: PostgreSQL {:.1}, this process {:.1}, NATS {:.1}, other {:.1}; idle {:.0}%; WAL {:.0} B/event",
             self.per_event_us(events),
             us(self.db),
             us(self.me),
@@ -58,7 +66,8 @@ impl Spent {
                 100.0 * self.idle / total
             } else {
                 0.0
-            }
+            },
+            self.wal_per_event(events)
         )
     }
 }
@@ -92,6 +101,7 @@ impl Meter {
             other: (d(now.busy, self.at.busy) - db - me - nats).max(0.0),
             idle: d(now.idle, self.at.idle),
             wall: self.start.elapsed().as_secs_f64(),
+            wal: 0.0,
         }
     }
 }

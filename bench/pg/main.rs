@@ -243,6 +243,7 @@ async fn hub(
 async fn through_hubs(
     o: &Opts,
     bases: &[String],
+    db: &str,
     stored_in: Option<&str>,
 ) -> anyhow::Result<(f64, cpu::Spent)> {
     let bodies: Vec<String> = (0..o.events)
@@ -266,6 +267,7 @@ async fn through_hubs(
         bodies.into_iter().enumerate().rev().collect::<Vec<_>>(),
     ));
     let http = reqwest::Client::new();
+    let wal = wal_position(db).await?;
     let meter = cpu::Meter::start();
     let mut tasks = Vec::new();
     for _ in 0..o.clients {
@@ -300,7 +302,8 @@ async fn through_hubs(
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
-    let spent = meter.stop();
+    let mut spent = meter.stop();
+    spent.wal = (wal_position(db).await? - wal) as f64;
     Ok((o.events as f64 / spent.wall, spent))
 }
 
@@ -310,6 +313,7 @@ async fn bare_copy(o: &Opts, db: &str) -> anyhow::Result<(f64, cpu::Spent)> {
     sqlx::query("CREATE TABLE events_copy (LIKE events INCLUDING ALL)")
         .execute(&mut c)
         .await?;
+    let wal = wal_position(db).await?;
     let meter = cpu::Meter::start();
     let mut copy = c
         .copy_in_raw(
@@ -327,7 +331,8 @@ async fn bare_copy(o: &Opts, db: &str) -> anyhow::Result<(f64, cpu::Spent)> {
     }
     copy.send(buf.as_bytes()).await?;
     copy.finish().await?;
-    let spent = meter.stop();
+    let mut spent = meter.stop();
+    spent.wal = (wal_position(db).await? - wal) as f64;
     Ok((o.events as f64 / spent.wall, spent))
 }
 
@@ -390,6 +395,18 @@ async fn naive(o: &Opts, db: &str, n: usize, conns: usize, table: &str) -> anyho
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
+/// Where the server's WAL ends, in bytes: the difference over a phase is what the phase wrote to
+/// it (the server's, every database; nothing else runs during a phase).
+pub async fn wal_position(db: &str) -> anyhow::Result<i64> {
+    let mut c = PgConnectOptions::from_str(db)?.connect().await?;
+    let at: i64 =
+        sqlx::query_scalar("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint")
+            .fetch_one(&mut c)
+            .await?;
+    let _ = c.close().await;
+    Ok(at)
+}
+
 /// One round's figures, events/s, and the CPU each measured phase spent.
 #[derive(Default, Clone, Copy)]
 struct Round {
@@ -411,7 +428,7 @@ async fn round(o: &Opts, url: &str, r: usize) -> anyhow::Result<Round> {
     let result = async {
         let (a, stop_a) = hub(&db, None).await?;
         let (b, stop_b) = hub(&db, None).await?;
-        (out.hubs, out.hubs_cpu) = through_hubs(o, &[a, b], None).await?;
+        (out.hubs, out.hubs_cpu) = through_hubs(o, &[a, b], &db, None).await?;
         let _ = (stop_a.send(()), stop_b.send(()));
         (out.copy, out.copy_cpu) = bare_copy(o, &db).await?;
         out.naive = naive(o, &db, o.naive, o.clients, "naive").await?;
@@ -428,7 +445,7 @@ async fn round(o: &Opts, url: &str, r: usize) -> anyhow::Result<Round> {
         let result = async {
             let (a, stop_a) = hub(&db, Some((nats, &prefix))).await?;
             let (b, stop_b) = hub(&db, Some((nats, &prefix))).await?;
-            let through = through_hubs(o, &[a, b], Some(&db)).await?;
+            let through = through_hubs(o, &[a, b], &db, Some(&db)).await?;
             let _ = (stop_a.send(()), stop_b.send(()));
             let ceiling = bus_copy::run(o, &db, nats, &prefix).await?;
             anyhow::Ok((through, ceiling))
@@ -559,6 +576,13 @@ fn main() -> anyhow::Result<()> {
             us(|r| r.hubs_cpu),
             us(|r| r.copy_cpu),
             us(|r| r.hubs_cpu) / us(|r| r.copy_cpu)
+        );
+        let wal = |f: fn(&Round) -> cpu::Spent| median(rounds.iter().map(|r| f(r).wal_per_event(o.events)).collect());
+        println!(
+            "WAL per event, medians: two hubs {:.0} B, bare COPY {:.0} B ({:.1}x)",
+            wal(|r| r.hubs_cpu),
+            wal(|r| r.copy_cpu),
+            wal(|r| r.hubs_cpu) / wal(|r| r.copy_cpu).max(1.0)
         );
         println!(
             "ratios of the medians: two hubs / COPY = {:.2}x (goal >= 0.5x); two hubs / naive = \

@@ -398,3 +398,40 @@ async fn an_id_claimed_by_another_process_mid_group_is_a_conflict() {
     let _ = (other.close().await, watch.close().await);
     store.close().await;
 }
+
+/// A database whose `synchronous_commit` is `off` (a common setting of write-heavy servers)
+/// would let a commit, and so an acknowledgement, return before its WAL is flushed: the store's
+/// connections set it `on` for themselves, and still apply events. A durable value the operator
+/// chose (`local` here) is left as it is.
+#[tokio::test]
+async fn an_unflushed_commit_setting_is_pinned_on_for_the_hubs_connections() {
+    let Some(b) = Postgres::new().await else {
+        return;
+    };
+    for (set, seen) in [("off", "on"), ("local", "local")] {
+        let db = b.place().await;
+        let mut admin = sqlx::postgres::PgConnectOptions::from_str(&db.url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE {} SET synchronous_commit = {set}",
+            db.name
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        let _ = admin.close().await;
+        let store = b.open(&db, rules(), channels()).await;
+        assert_eq!(store.server_settings().synchronous_commit, seen, "{set}");
+        assert!(!store.server_settings().commits_unflushed());
+        let events = stream(5, 7);
+        let receipts = store
+            .apply(Utc::now(), incoming(&rules(), &events))
+            .await
+            .unwrap();
+        assert_eq!(receipts.len(), 5);
+        store.close().await;
+    }
+}

@@ -13,6 +13,7 @@
 //! - `outbox`: the [`crate::Outbox`] face, with the per-channel lease.
 //! - `checkpoints`: the live checkpoints' rows; `checks`: what the consistency rules look up.
 //! - `errors`: which database errors are worth retrying, and which mean "unavailable".
+//! - `server`: the server settings an acknowledgement depends on, checked on open.
 
 mod checkpoints;
 mod checks;
@@ -21,6 +22,7 @@ mod outbox;
 mod reads;
 mod records;
 pub mod schema;
+mod server;
 mod writes;
 
 use crate::{Incoming, Receipt, StoreError};
@@ -34,6 +36,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub(crate) use errors::db;
+pub use server::ServerSettings;
 
 /// Knobs with production defaults; tests and benchmarks may change them.
 #[derive(Debug, Clone)]
@@ -79,6 +82,8 @@ pub struct PgStore {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Where leases take their own connection (see `outbox.rs`).
     pub(crate) connect: PgConnectOptions,
+    /// The durability settings as the hub's connections have them.
+    settings: ServerSettings,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -119,16 +124,10 @@ impl PgStore {
                 format!("database_url: {e}").into(),
             ))
         })?;
-        // The pool reconnects by itself: a connection that fails is dropped and the next
-        // acquire opens a new one; `test_before_acquire` keeps a connection cut by the server
-        // (`pg_terminate_backend`, a restart) from being handed out.
-        let pool = PgPoolOptions::new()
-            .max_connections(opts.max_connections.max(2))
-            .acquire_timeout(opts.acquire_timeout)
-            .test_before_acquire(true)
-            .connect_with(connect.clone())
-            .await
-            .map_err(db)?;
+        let (pool, connect, settings) = connect_durably(connect, &opts).await?;
+        for w in settings.warnings() {
+            tracing::warn!("{w}");
+        }
         {
             let mut conn = pool.acquire().await.map_err(db)?;
             let ran = schema::migrate(&mut conn).await?;
@@ -159,7 +158,13 @@ impl PgStore {
             changes,
             tasks: Mutex::new(tasks),
             connect,
+            settings,
         })
+    }
+
+    /// The durability settings as this store's connections have them (see [`ServerSettings`]).
+    pub fn server_settings(&self) -> &ServerSettings {
+        &self.settings
     }
 
     pub(crate) async fn stop(&self) {
@@ -185,6 +190,44 @@ impl PgStore {
     pub(crate) fn queued(&self) -> usize {
         self.jobs.max_capacity() - self.jobs.capacity()
     }
+}
+
+/// The pool, and the settings its connections have. When the server, the database or the role
+/// turns `synchronous_commit` off, the hub's connections set it `on` for themselves (a session
+/// setting any role may change), so that an acknowledgement still waits for the WAL flush; the
+/// pool is opened again with that option, and the options returned carry it to the leases'
+/// connections.
+async fn connect_durably(
+    connect: PgConnectOptions,
+    opts: &PgOptions,
+) -> Result<(PgPool, PgConnectOptions, ServerSettings), StoreError> {
+    let pool = open_pool(&connect, opts).await?;
+    let settings = server::read(&mut *pool.acquire().await.map_err(db)?).await?;
+    if !settings.commits_unflushed() {
+        return Ok((pool, connect, settings));
+    }
+    tracing::warn!(
+        "synchronous_commit is off for this database or role; the hub sets it on for its own \
+         connections, so that an acknowledged event is flushed"
+    );
+    pool.close().await;
+    let connect = connect.options([("synchronous_commit", "on")]);
+    let pool = open_pool(&connect, opts).await?;
+    let settings = server::read(&mut *pool.acquire().await.map_err(db)?).await?;
+    Ok((pool, connect, settings))
+}
+
+/// The pool reconnects by itself: a connection that fails is dropped and the next acquire opens
+/// a new one; `test_before_acquire` keeps a connection cut by the server (`pg_terminate_backend`,
+/// a restart) from being handed out.
+async fn open_pool(connect: &PgConnectOptions, opts: &PgOptions) -> Result<PgPool, StoreError> {
+    PgPoolOptions::new()
+        .max_connections(opts.max_connections.max(2))
+        .acquire_timeout(opts.acquire_timeout)
+        .test_before_acquire(true)
+        .connect_with(connect.clone())
+        .await
+        .map_err(db)
 }
 
 /// Wakes this process's dispatchers when another process commits outbox marks: the dispatcher of
