@@ -93,8 +93,7 @@ pub async fn run(
         .map(|mut outcomes| tokio::spawn(async move { while outcomes.next().await.is_some() {} }))
         .collect();
     let result = async {
-        let wal = crate::wal_position(db).await?;
-        let meter = crate::cpu::Meter::start();
+        let meter = crate::Phase::start(db).await?;
         let stored = Arc::new(AtomicUsize::new(0));
         let copiers: Vec<_> = (0..2)
             .map(|_| {
@@ -130,8 +129,7 @@ pub async fn run(
         for c in copiers {
             c.await??;
         }
-        let mut spent = meter.stop();
-        spent.wal = (crate::wal_position(db).await? - wal) as f64;
+        let spent = meter.stop().await?;
         anyhow::Ok((o.events as f64 / spent.wall, spent))
     }
     .await;

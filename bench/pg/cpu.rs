@@ -30,8 +30,8 @@ pub struct Spent {
     pub other: f64,
     pub idle: f64,
     pub wall: f64,
-    /// Bytes the server wrote to its WAL during the phase (`crate::wal_position`), set by the
-    /// phase: every row, index entry, lock and commit record the work costs, in one number.
+    /// Bytes the server wrote to its WAL during the phase (set by `crate::Phase`): every row,
+    /// index entry, lock and commit record the work costs, in one number.
     pub wal: f64,
 }
 

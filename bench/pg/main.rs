@@ -267,8 +267,7 @@ async fn through_hubs(
         bodies.into_iter().enumerate().rev().collect::<Vec<_>>(),
     ));
     let http = reqwest::Client::new();
-    let wal = wal_position(db).await?;
-    let meter = cpu::Meter::start();
+    let meter = Phase::start(db).await?;
     let mut tasks = Vec::new();
     for _ in 0..o.clients {
         let (http, queue, bases) = (http.clone(), queue.clone(), bases.to_vec());
@@ -302,8 +301,7 @@ async fn through_hubs(
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
-    let mut spent = meter.stop();
-    spent.wal = (wal_position(db).await? - wal) as f64;
+    let spent = meter.stop().await?;
     Ok((o.events as f64 / spent.wall, spent))
 }
 
@@ -313,8 +311,7 @@ async fn bare_copy(o: &Opts, db: &str) -> anyhow::Result<(f64, cpu::Spent)> {
     sqlx::query("CREATE TABLE events_copy (LIKE events INCLUDING ALL)")
         .execute(&mut c)
         .await?;
-    let wal = wal_position(db).await?;
-    let meter = cpu::Meter::start();
+    let meter = Phase::start(db).await?;
     let mut copy = c
         .copy_in_raw(
             "COPY events_copy (id, fingerprint, source, sku, location, at_nanos, seq, kind, \
@@ -331,8 +328,7 @@ async fn bare_copy(o: &Opts, db: &str) -> anyhow::Result<(f64, cpu::Spent)> {
     }
     copy.send(buf.as_bytes()).await?;
     copy.finish().await?;
-    let mut spent = meter.stop();
-    spent.wal = (wal_position(db).await? - wal) as f64;
+    let spent = meter.stop().await?;
     Ok((o.events as f64 / spent.wall, spent))
 }
 
@@ -395,9 +391,33 @@ async fn naive(o: &Opts, db: &str, n: usize, conns: usize, table: &str) -> anyho
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
+/// A measured phase: the CPU by whom (`cpu.rs`) and the bytes the server wrote to its WAL.
+pub(crate) struct Phase {
+    cpu: cpu::Meter,
+    wal: i64,
+    db: String,
+}
+
+impl Phase {
+    pub(crate) async fn start(db: &str) -> anyhow::Result<Phase> {
+        let wal = wal_position(db).await?;
+        Ok(Phase {
+            cpu: cpu::Meter::start(),
+            wal,
+            db: db.to_owned(),
+        })
+    }
+
+    pub(crate) async fn stop(self) -> anyhow::Result<cpu::Spent> {
+        let mut spent = self.cpu.stop();
+        spent.wal = (wal_position(&self.db).await? - self.wal) as f64;
+        Ok(spent)
+    }
+}
+
 /// Where the server's WAL ends, in bytes: the difference over a phase is what the phase wrote to
 /// it (the server's, every database; nothing else runs during a phase).
-pub async fn wal_position(db: &str) -> anyhow::Result<i64> {
+async fn wal_position(db: &str) -> anyhow::Result<i64> {
     let mut c = PgConnectOptions::from_str(db)?.connect().await?;
     let at: i64 =
         sqlx::query_scalar("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint")
