@@ -41,9 +41,24 @@ struct Group {
     unreadable: Vec<Message>,
 }
 
+/// A pulled message, decoded by its puller (so that the committers, which take messages from
+/// one queue under its lock, only group them).
+struct Pulled {
+    message: Message,
+    events: Result<(DateTime<Utc>, Vec<Event>), BusError>,
+}
+
+impl Pulled {
+    fn decode(message: Message) -> Pulled {
+        let events = codec::decode_events(&message.payload);
+        Pulled { message, events }
+    }
+}
+
 impl Group {
-    fn add(&mut self, m: Message) {
-        match codec::decode_events(&m.payload) {
+    fn add(&mut self, p: Pulled) {
+        let m = p.message;
+        match p.events {
             Ok((received_at, events)) => {
                 let redelivered = m.info().map(|i| i.delivered > 1).unwrap_or(false);
                 self.events
@@ -106,7 +121,7 @@ impl Bus {
 
     /// Pulls partition `partition`'s messages into the queue the committers take groups from,
     /// until [`Bus::stop`]; the queue's bound holds the pull back when the ledger is behind.
-    async fn run_puller(self: Arc<Bus>, partition: u16, queue: mpsc::Sender<Message>) {
+    async fn run_puller(self: Arc<Bus>, partition: u16, queue: mpsc::Sender<Pulled>) {
         let mut stop = self.stop.subscribe();
         while !*stop.borrow() {
             let messages = async {
@@ -165,8 +180,9 @@ impl Bus {
                     }
                     None => break,
                 };
+                let pulled = Pulled::decode(message);
                 tokio::select! {
-                    sent = queue.send(message) => if sent.is_err() { return },
+                    sent = queue.send(pulled) => if sent.is_err() { return },
                     _ = stop.wait_for(|s| *s) => return,
                 }
             }
@@ -177,10 +193,7 @@ impl Bus {
     /// queued from every partition, up to `apply_batch` events, as one group: one store call,
     /// one commit. Under load the queue fills while the committers are at the ledger, so the
     /// groups grow instead of every partition committing a few events at a time.
-    async fn run_committer(
-        self: Arc<Bus>,
-        queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Message>>>,
-    ) {
+    async fn run_committer(self: Arc<Bus>, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Pulled>>>) {
         let mut stop = self.stop.subscribe();
         loop {
             let group = {
