@@ -7,7 +7,8 @@
 //! - this module: the store's handle, its options, opening it (schema, appliers, the listener
 //!   that turns other processes' outbox changes into [`crate::Outbox::outbox_changes`]).
 //! - `schema`: the tables, as migrations applied on start.
-//! - `writes`: the appliers and the group transaction, as named phases.
+//! - `writes`: the appliers and the group transaction, as named phases (`writes/statements.rs`:
+//!   each phase's SQL).
 //! - `reads`: the [`crate::Store`] face.
 //! - `records`: incidents and audits, the rows both faces write.
 //! - `outbox`: the [`crate::Outbox`] face, with the per-channel lease.

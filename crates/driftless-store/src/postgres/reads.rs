@@ -1,5 +1,5 @@
 //! The `Store` face of the PostgreSQL backend: `apply` hands the batch to the appliers (see
-//! `writes.rs`); reads go straight to the tables, which hold everything once it is committed.
+//! `writes/`); reads go straight to the tables, which hold everything once it is committed.
 
 use super::errors::db;
 use super::records;

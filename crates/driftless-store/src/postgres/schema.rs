@@ -9,7 +9,7 @@
 //!   whether the row holds its `(source, id)`: the partial unique index is what makes a
 //!   redelivery to another hub process a `duplicate`.
 //! - `slots`: one row per `(sku, location)` with stored events: the row lock its events are
-//!   decided under (see `writes.rs`), and the locations a sku has been seen at.
+//!   decided under (see `writes/`), and the locations a sku has been seen at.
 //! - `cells`: the folded value of each `(sku, location, state)` and the key of the `set` it is
 //!   based on. Changed in the event's transaction, never written behind: several appliers share
 //!   them.
