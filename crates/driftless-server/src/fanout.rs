@@ -284,6 +284,9 @@ struct Dispatcher {
     /// Per sku throttled since its last other answer: since when, and how many times.
     throttled: HashMap<Sku, (Instant, u32)>,
     paused_until: Option<Instant>,
+    /// The last round had free slots and read nothing, for want of the rate limit's budget: the
+    /// next one is due when the budget is.
+    rate_bound: bool,
     tokens: f64,
     tokens_at: Instant,
     sem: Arc<Semaphore>,
@@ -338,6 +341,7 @@ impl Dispatcher {
             cas_streak: HashMap::new(),
             throttled: HashMap::new(),
             paused_until: None,
+            rate_bound: false,
             tokens: 0.0,
             tokens_at: Instant::now(),
             sem: Arc::new(Semaphore::new(concurrency)),
@@ -512,10 +516,16 @@ impl Dispatcher {
     }
 
     /// How long to sleep when nothing was started: until the poll interval, or sooner if a retry
-    /// comes due and a slot is free (a finishing push wakes the loop anyway), but not before a
-    /// pause or the rate limit would let anything go.
+    /// comes due and a slot is free or the rate limit was all that held the round back (a
+    /// finishing push wakes the loop anyway), but not before a pause or the rate limit would let
+    /// anything go.
     fn idle_wait(&self) -> Duration {
         let mut wait = self.opts.poll;
+        if self.rate_bound
+            && let Some(t) = self.token_wait()
+        {
+            wait = wait.min(t);
+        }
         if self.free() > 0
             && let Some((due, _)) = self.retry_queue.first()
         {
@@ -530,6 +540,13 @@ impl Dispatcher {
         }
         // Never a busy loop, whatever the clocks say.
         wait.max(Duration::from_millis(1))
+    }
+
+    /// Whole requests the rate limit lets go now; `None` without a limit.
+    fn tokens_now(&self) -> Option<usize> {
+        let rate = f64::from(self.rate.filter(|r| *r > 0)?);
+        let have = (self.tokens + self.tokens_at.elapsed().as_secs_f64() * rate).min(rate);
+        Some(have.max(0.0) as usize)
     }
 
     /// Time until the rate limit has a request to spend, if it has none now.
@@ -572,12 +589,17 @@ impl Dispatcher {
             }
             self.paused_until = None;
         }
+        // Requests that can start now: free slots within the rate limit's budget. Rows are read
+        // only for those; a row read and not started would go to the retry queue behind the
+        // others, and the line's order would be lost to a rotation.
         let free = self.free();
-        if free == 0 {
+        let starts = self.tokens_now().map_or(free, |t| free.min(t));
+        self.rate_bound = free > 0 && starts == 0;
+        if starts == 0 {
             return false;
         }
         let now = now_nanos();
-        let capacity = free
+        let capacity = starts
             .saturating_mul(self.batch_size)
             .min(driftless_store::outbox::MAX_SCAN);
         // Due retries and rechecks first: they are the oldest changes.
