@@ -2,7 +2,8 @@
 //! velocity classes), who counts as an integration in change logs, how each system's snapshot file
 //! is read (format, column names, reported column, unit), and the self-audit schedule.
 
-use crate::{Locator, Role, parse_duration};
+use crate::error::Locator;
+use crate::{Role, parse_duration};
 use driftless_core::{Glob, SystemId, Unit};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};

@@ -1,11 +1,10 @@
 //! `[[channels]]`: where the sellable quantity is pushed, what it is computed from, and how the
 //! dispatcher reaches the channel.
 
+use crate::checks::{either, glob, ident, non_negative, positive, share};
+use crate::error::Locator;
 use crate::raw::RawChannel;
-use crate::{
-    ChannelConfig, Locator, MAX_BATCH_SIZE, OnOverride, either, glob, ident, non_negative,
-    positive, share,
-};
+use crate::{ChannelConfig, MAX_BATCH_SIZE, OnOverride};
 use driftless_core::{ChannelRule, ChannelSpec, Location, Ppm, SystemId};
 
 /// Connectors a channel may name.

@@ -2,7 +2,7 @@
 //! (DESIGN §7a). Every rule defaults to `warn`: an operator learns what the rules would refuse
 //! before choosing `reject`.
 
-use crate::Locator;
+use crate::error::Locator;
 use driftless_core::checkpoint::{Checkpoints, Mode};
 use serde::Deserialize;
 use toml::Spanned;

@@ -4,7 +4,7 @@
 //! what one unit of quantity does: `adjust` (states to signs, `-1` or `1`), `set` (a state the
 //! quantity counts) or `ignore = true`.
 
-use crate::Locator;
+use crate::error::Locator;
 use driftless_core::State;
 use serde::Deserialize;
 use std::collections::BTreeMap;

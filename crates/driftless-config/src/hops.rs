@@ -1,8 +1,10 @@
 //! `[[hops]]`: how events travel between two systems (trigger, schedule, latency SLA, direction),
 //! which the drift auditor needs to name the hand-off where an error entered.
 
+use crate::checks::{either, known_system};
+use crate::error::Locator;
 use crate::raw::RawHop;
-use crate::{Hop, Locator, Trigger, audit, either, known_system, parse_duration};
+use crate::{Hop, Trigger, audit, parse_duration};
 use driftless_core::SystemId;
 use std::collections::HashSet;
 use std::time::Duration;

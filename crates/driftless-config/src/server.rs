@@ -1,10 +1,12 @@
 //! `[server]`: where the hub listens, where it keeps its data, who may call it, and the bounds on
 //! each request.
 
+use crate::checks::{Digests, check_auth_listen, either, positive, sha256_hex};
+use crate::error::Locator;
 use crate::raw::RawServer;
+use crate::settings::MAX_TIMEOUT;
 use crate::{
-    AuthMode, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, Digests, Locator,
-    MAX_TIMEOUT, Server, check_auth_listen, either, parse_duration, positive, sha256_hex,
+    AuthMode, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, Server, parse_duration,
 };
 use std::path::PathBuf;
 use std::time::Duration;
