@@ -520,10 +520,21 @@ print(doc["openapi"])
 
 /// Every `.route("path", method(...))` the server's source registers.
 fn routes_in_source() -> Vec<(String, String)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    let mut dirs = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = dirs.pop() {
+        for f in std::fs::read_dir(dir).unwrap() {
+            let path = f.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
     let mut out = Vec::new();
-    for f in std::fs::read_dir(dir).unwrap() {
-        let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+    for f in files {
+        let text = std::fs::read_to_string(f).unwrap();
         for part in text.split(".route(").skip(1) {
             let part = part.trim_start();
             let Some(rest) = part.strip_prefix('"') else {

@@ -23,9 +23,8 @@ pub const MAX_SCAN: usize = 2000;
 /// What to read.
 #[derive(Debug, Clone)]
 pub enum ScanFrom {
-    /// Dirty rows after a `(changed_nanos, sku)` cursor, longest pending first. No sku: every
-    /// row dirty since `changed_nanos` or later (a cursor before the first sku, where a scan
-    /// starts).
+    /// Dirty rows after a `(changed_nanos, sku)` cursor, oldest change first. No sku: every row
+    /// changed at `changed_nanos` or later (a cursor before the first sku, where a scan starts).
     After(i64, Option<Sku>),
     /// These skus, dirty or not (retries coming due, rows re-read after a push).
     Skus(Vec<Sku>),
@@ -46,11 +45,6 @@ pub struct OutboxRow {
     pub sku: Sku,
     pub version: i64,
     pub dirty: bool,
-    /// When the row last went from clean to dirty: its place in the dispatcher's line, kept by
-    /// later marks until a push of its current version cleans it (a re-dirtying by replay or
-    /// after an override moves it on). So the line is ordered by how long each channel quantity
-    /// has been stale, and a sku that keeps changing while the channel lags is not sent to the
-    /// back with every change, where a busy channel would never reach it.
     pub changed_nanos: i64,
     /// Sum of ATP over the channel's locations, from the same snapshot as `version`.
     pub atp: i64,

@@ -163,7 +163,6 @@ story! {
     late_observations_and_override_actors => story::outbox::late_observations_and_override_actors;
     versions_coalesce_and_only_the_current_one_cleans => story::outbox::versions_coalesce_and_only_the_current_one_cleans;
     pins_dead_letters_and_replay_survive_a_restart => story::outbox::pins_dead_letters_and_replay_survive_a_restart;
-    a_pending_row_keeps_its_place_in_line => story::outbox::a_pending_row_keeps_its_place_in_line;
     observations_start_and_stop_the_divergence_clock => story::outbox::observations_start_and_stop_the_divergence_clock;
 }
 

@@ -103,11 +103,6 @@ async fn versions_coalesce_and_only_the_current_one_cleans() {
 }
 
 #[tokio::test]
-async fn a_pending_row_keeps_its_place_in_line() {
-    story::outbox::a_pending_row_keeps_its_place_in_line(&Sqlite).await;
-}
-
-#[tokio::test]
 async fn pins_dead_letters_and_replay_survive_a_restart() {
     story::outbox::pins_dead_letters_and_replay_survive_a_restart(&Sqlite).await;
 }

@@ -177,11 +177,6 @@ CREATE TABLE checkpoints (
 -- heap-only update) without a new entry in the key's index.
 ALTER TABLE cells SET (fillfactor = 50);
 "#,
-    r#"
--- The same for outbox rows: a mark of a row already dirty changes no indexed column (the row
--- keeps its place in the dispatcher's line), so its new version can stay on its page.
-ALTER TABLE outbox SET (fillfactor = 50);
-"#,
 ];
 
 /// Applies the migrations this database has not seen, in one transaction (PostgreSQL's DDL is

@@ -127,21 +127,20 @@ impl Marks {
         let Some(m) = per.get_mut(sku) else {
             return;
         };
-        // A row already dirty keeps its place in the dispatcher's line (see
-        // `OutboxRow::changed_nanos`).
-        if !m.dirty {
-            m.changed_nanos = c.now_nanos;
-            set.insert((m.changed_nanos, sku.clone()));
+        if m.dirty {
+            set.remove(&(m.changed_nanos, sku.clone()));
         }
         m.version += c.events;
         m.lsn = c.lsn;
         m.dirty = true;
+        m.changed_nanos = c.now_nanos;
         m.atp = c.atp;
         if let Some((source, occurred, received)) = c.sample {
             m.source = Some(source);
             m.occurred_nanos = Some(occurred);
             m.received_nanos = Some(received);
         }
+        set.insert((m.changed_nanos, sku.clone()));
     }
 
     /// A push of `version` was acknowledged: the row is clean unless a newer version came.

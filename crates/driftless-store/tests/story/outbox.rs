@@ -107,42 +107,6 @@ pub async fn versions_coalesce_and_only_the_current_one_cleans<B: Backend>(b: &B
     assert_eq!((rows[0].dirty, rows[0].basis), (false, Some(12)));
 }
 
-/// A pending row keeps its place in the dispatcher's line from the mark that made it dirty until a
-/// push of its current version cleans it: a sku that keeps changing while the channel lags is
-/// not sent to the back with every change (where a busy channel would never reach it), and the
-/// line is ordered by how long each channel quantity has been stale.
-pub async fn a_pending_row_keeps_its_place_in_line<B: Backend>(b: &B) {
-    let dir = b.place().await;
-    let r = rules();
-    let store = b.open(&dir, r.clone(), vec![channel()]).await;
-    let order = |rows: Vec<driftless_store::outbox::OutboxRow>| -> Vec<String> {
-        rows.into_iter().map(|r| r.sku.to_string()).collect()
-    };
-    set(&store, &r, "a1", "A", "DC1", 1, 1).await;
-    set(&store, &r, "b1", "B", "DC1", 1, 1).await;
-    set(&store, &r, "c1", "C", "DC1", 1, 1).await;
-    for i in 2..5 {
-        set(&store, &r, &format!("a{i}"), "A", "DC1", i, i as u64).await;
-    }
-    let rows = store.outbox_scan(&all()).await.unwrap();
-    assert_eq!(order(rows.clone()), ["A", "B", "C"]);
-    assert_eq!((rows[0].version, rows[0].atp), (4, 4));
-    // The first of the line is what a busy channel reads next.
-    let mut first = all();
-    first.limit = 1;
-    assert_eq!(order(store.outbox_scan(&first).await.unwrap()), ["A"]);
-    // Once clean, its next change joins the back of the line.
-    store
-        .outbox_record("shop", &[acked("A", 4, 4)])
-        .await
-        .unwrap();
-    set(&store, &r, "a5", "A", "DC1", 5, 5).await;
-    assert_eq!(
-        order(store.outbox_scan(&all()).await.unwrap()),
-        ["B", "C", "A"]
-    );
-}
-
 pub async fn pins_dead_letters_and_replay_survive_a_restart<B: Backend>(b: &B) {
     let dir = b.place().await;
     let r = rules();

@@ -377,10 +377,6 @@ pub(super) async fn mark_outbox(
         occurred.push(sample.as_ref().map(|s| s.1));
         received.push(sample.as_ref().map(|s| s.2));
     }
-    // A row already dirty keeps its `changed_nanos`, its place in the dispatcher's line (see
-    // `outbox::OutboxRow::changed_nanos`). Nothing indexed changes then, so with room on the
-    // page (`fillfactor`, migration 4) the new version is heap-only: no new entries in the key
-    // and in `outbox_scan`.
     sqlx::query(
         "INSERT INTO outbox (channel, sku, version, dirty, changed_nanos, atp, source, \
          occurred_nanos, received_nanos) \
@@ -388,8 +384,7 @@ pub(super) async fn mark_outbox(
          $3::int8[], $5::text[], $6::int8[], $7::int8[], $8::int8[]) \
          AS u(c, s, n, src, occ, rec, atp) \
          ON CONFLICT (channel, sku) DO UPDATE SET version = outbox.version + EXCLUDED.version, \
-         dirty = TRUE, changed_nanos = CASE WHEN outbox.dirty THEN outbox.changed_nanos \
-         ELSE GREATEST(outbox.changed_nanos + 1, EXCLUDED.changed_nanos) END, \
+         dirty = TRUE, changed_nanos = GREATEST(outbox.changed_nanos + 1, EXCLUDED.changed_nanos), \
          atp = EXCLUDED.atp, \
          source = COALESCE(EXCLUDED.source, outbox.source), \
          occurred_nanos = COALESCE(EXCLUDED.occurred_nanos, outbox.occurred_nanos), \
