@@ -3,7 +3,8 @@
 //! dispatcher that pushes the latest channel quantity with compare-and-set and idempotency keys,
 //! and the ERP's view mirrored from the ledger.
 
-use super::{Action, ERP, MIN, NLOC, Push, SHOP, SOURCES, WMS, World, rfc3339};
+use super::actions::{Action, Push};
+use super::{ERP, MIN, NLOC, SHOP, SOURCES, WMS, World, rfc3339};
 use crate::config::{CASE, LOCATIONS};
 use driftless_core::{Event, Outcome, RawEvent};
 

@@ -2,7 +2,8 @@
 //! storefront connector that polls the ERP and writes what changed since its own last write.
 //! Redelivered (retried) imports and writes land here too.
 
-use super::{Action, ERP, ExportFile, MIN, NLOC, SHOP, World, Write};
+use super::actions::{Action, Write};
+use super::{ERP, ExportFile, MIN, NLOC, SHOP, World};
 use crate::config::CASE;
 
 impl World {
