@@ -237,14 +237,14 @@ async fn hub(
     Ok((format!("http://{addr}"), tx))
 }
 
-/// Events through the hubs, requests of `batch` spread over them, `clients` in flight. With
-/// `stored_in` the clock stops once that database's ledger holds every event (answers may be
+/// Events through the hubs on database `db`, requests of `batch` spread over them, `clients` in
+/// flight. With `until_stored` the clock stops once the ledger holds every event (answers may be
 /// `202 accepted` before), else at the last answer.
 async fn through_hubs(
     o: &Opts,
     bases: &[String],
     db: &str,
-    stored_in: Option<&str>,
+    until_stored: bool,
 ) -> anyhow::Result<(f64, cpu::Spent)> {
     let bodies: Vec<String> = (0..o.events)
         .collect::<Vec<_>>()
@@ -289,7 +289,7 @@ async fn through_hubs(
     for t in tasks {
         t.await??;
     }
-    if let Some(db) = stored_in {
+    if until_stored {
         let mut c = PgConnectOptions::from_str(db)?.connect().await?;
         loop {
             let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
@@ -448,7 +448,7 @@ async fn round(o: &Opts, url: &str, r: usize) -> anyhow::Result<Round> {
     let result = async {
         let (a, stop_a) = hub(&db, None).await?;
         let (b, stop_b) = hub(&db, None).await?;
-        (out.hubs, out.hubs_cpu) = through_hubs(o, &[a, b], &db, None).await?;
+        (out.hubs, out.hubs_cpu) = through_hubs(o, &[a, b], &db, false).await?;
         let _ = (stop_a.send(()), stop_b.send(()));
         (out.copy, out.copy_cpu) = bare_copy(o, &db).await?;
         out.naive = naive(o, &db, o.naive, o.clients, "naive").await?;
@@ -465,7 +465,7 @@ async fn round(o: &Opts, url: &str, r: usize) -> anyhow::Result<Round> {
         let result = async {
             let (a, stop_a) = hub(&db, Some((nats, &prefix))).await?;
             let (b, stop_b) = hub(&db, Some((nats, &prefix))).await?;
-            let through = through_hubs(o, &[a, b], &db, Some(&db)).await?;
+            let through = through_hubs(o, &[a, b], &db, true).await?;
             let _ = (stop_a.send(()), stop_b.send(()));
             let ceiling = bus_copy::run(o, &db, nats, &prefix).await?;
             anyhow::Ok((through, ceiling))

@@ -58,9 +58,6 @@ pub(super) struct Dispatcher {
     /// Per sku throttled since its last other answer: since when, and how many times.
     pub(super) throttled: HashMap<Sku, (Instant, u32)>,
     pub(super) paused_until: Option<Instant>,
-    /// The last round had free slots and read nothing, for want of the rate limit's budget: the
-    /// next one is due when the budget is.
-    rate_bound: bool,
     tokens: f64,
     tokens_at: Instant,
     sem: Arc<Semaphore>,
@@ -115,7 +112,6 @@ impl Dispatcher {
             cas_streak: HashMap::new(),
             throttled: HashMap::new(),
             paused_until: None,
-            rate_bound: false,
             tokens: 0.0,
             tokens_at: Instant::now(),
             sem: Arc::new(Semaphore::new(concurrency)),
@@ -289,22 +285,20 @@ impl Dispatcher {
         self.sem.available_permits()
     }
 
-    /// How long to sleep when nothing was started: until the poll interval, or sooner if a retry
-    /// comes due and a slot is free or the rate limit was all that held the round back (a
-    /// finishing push wakes the loop anyway), but not before a pause or the rate limit would let
-    /// anything go.
+    /// How long to sleep when nothing was started: until the poll interval, or, with a slot free,
+    /// sooner when the rate limit has a request again (it may be all that held the round back) or
+    /// a retry comes due (a finishing push wakes the loop anyway); but not before a pause or the
+    /// rate limit would let anything go.
     fn idle_wait(&self) -> Duration {
         let mut wait = self.opts.poll;
-        if self.rate_bound
-            && let Some(t) = self.token_wait()
-        {
-            wait = wait.min(t);
-        }
-        if self.free() > 0
-            && let Some((due, _)) = self.retry_queue.first()
-        {
-            let ns = due.saturating_sub(now_nanos()).max(0);
-            wait = wait.min(Duration::from_nanos(ns.unsigned_abs()));
+        if self.free() > 0 {
+            if let Some(t) = self.token_wait() {
+                wait = wait.min(t);
+            }
+            if let Some((due, _)) = self.retry_queue.first() {
+                let ns = due.saturating_sub(now_nanos()).max(0);
+                wait = wait.min(Duration::from_nanos(ns.unsigned_abs()));
+            }
         }
         if let Some(p) = self.paused_until {
             wait = wait.max(p.saturating_duration_since(Instant::now()));
@@ -316,17 +310,17 @@ impl Dispatcher {
         wait.max(Duration::from_millis(1))
     }
 
-    /// Whole requests the rate limit lets go now; `None` without a limit.
-    fn tokens_now(&self) -> Option<usize> {
+    /// The rate limit (requests a second) and the requests it has to spend now, refilled since
+    /// the last spend up to a one-second burst; `None` without a limit.
+    fn budget(&self) -> Option<(f64, f64)> {
         let rate = f64::from(self.rate.filter(|r| *r > 0)?);
         let have = (self.tokens + self.tokens_at.elapsed().as_secs_f64() * rate).min(rate);
-        Some(have.max(0.0) as usize)
+        Some((rate, have))
     }
 
     /// Time until the rate limit has a request to spend, if it has none now.
     fn token_wait(&self) -> Option<Duration> {
-        let rate = f64::from(self.rate.filter(|r| *r > 0)?);
-        let have = (self.tokens + self.tokens_at.elapsed().as_secs_f64() * rate).min(rate);
+        let (rate, have) = self.budget()?;
         (have < 1.0).then(|| Duration::from_secs_f64((1.0 - have) / rate))
     }
 
@@ -367,8 +361,9 @@ impl Dispatcher {
         // only for those; a row read and not started would go to the retry queue behind the
         // others, and the line's order would be lost to a rotation.
         let free = self.free();
-        let starts = self.tokens_now().map_or(free, |t| free.min(t));
-        self.rate_bound = free > 0 && starts == 0;
+        let starts = self
+            .budget()
+            .map_or(free, |(_, have)| free.min(have.max(0.0) as usize));
         if starts == 0 {
             return false;
         }
@@ -476,14 +471,11 @@ impl Dispatcher {
     }
 
     fn take_token(&mut self) -> bool {
-        let Some(rate) = self.rate.filter(|r| *r > 0) else {
+        let Some((_, have)) = self.budget() else {
             return true;
         };
-        let rate = f64::from(rate);
-        let el = self.tokens_at.elapsed().as_secs_f64();
         self.tokens_at = Instant::now();
-        // A one-second burst at most.
-        self.tokens = (self.tokens + el * rate).min(rate);
+        self.tokens = have;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
