@@ -2,7 +2,7 @@
 //! derive it the same way (a history written by one backend reads the same from another).
 
 use crate::{Incident, StoreError};
-use driftless_core::{IdError, Prepared};
+use driftless_core::{Cell, EventId, IdError, OrderKey, Position, Prepared};
 
 /// The outcomes whose effective events mark the outbox, as a statement's `outcome IN (...)` list
 /// (`'applied', 'override'`): derived from the core's one rule
@@ -142,4 +142,27 @@ pub(crate) fn swallowed_of(
         state,
         delta,
     })
+}
+
+/// A stored cell from its columns: the state's index, its value and the key of its `set`.
+pub(crate) fn cell_of(
+    state: i64,
+    value: i64,
+    set: (Option<i64>, Option<i64>, Option<&str>),
+) -> Result<(usize, Cell), StoreError> {
+    let set = match set {
+        (Some(n), Some(s), Some(id)) => Some(OrderKey {
+            position: Position {
+                at_nanos: n,
+                seq: s as u64,
+            },
+            id: EventId::parse(id).map_err(|e| StoreError::Corrupt(format!("set id: {e}")))?,
+        }),
+        _ => None,
+    };
+    let i = usize::try_from(state)
+        .ok()
+        .filter(|i| *i < 5)
+        .ok_or_else(|| StoreError::Corrupt(format!("state index {state}")))?;
+    Ok((i, Cell { value, set }))
 }

@@ -8,7 +8,7 @@ use super::keyslices::SliceRecord;
 use super::marks::Mark;
 use super::writer::*;
 use super::*;
-use crate::rows::{sent_factor, system_and_actor};
+use crate::rows::{cell_of, sent_factor, system_and_actor};
 use crate::{Incident, StoreError};
 use driftless_core::{Cell, EventId, Fingerprint, Location, OrderKey, Position, Sku, State};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
@@ -152,29 +152,6 @@ pub(super) async fn lookup_ids(
 
 /// An event's identity, `(source, id)`, borrowed from its request.
 pub(super) type Identity<'a> = (&'a str, &'a str);
-
-/// A stored cell from its columns: the state's index, its value and the key of its `set`.
-fn cell_of(
-    state: i64,
-    value: i64,
-    set: (Option<i64>, Option<i64>, Option<&str>),
-) -> Result<(usize, Cell), StoreError> {
-    let set = match set {
-        (Some(n), Some(s), Some(id)) => Some(OrderKey {
-            position: Position {
-                at_nanos: n,
-                seq: s as u64,
-            },
-            id: EventId::parse(id).map_err(|e| StoreError::Corrupt(format!("set id: {e}")))?,
-        }),
-        _ => None,
-    };
-    let i = usize::try_from(state)
-        .ok()
-        .filter(|i| *i < 5)
-        .ok_or_else(|| StoreError::Corrupt(format!("state index {state}")))?;
-    Ok((i, Cell { value, set }))
-}
 
 /// A stored cell row's columns, as `load_skus` reads them: sku, location, state, value, the
 /// `set`'s key and the row's position. The text is borrowed from the chunk's JSON unless it holds

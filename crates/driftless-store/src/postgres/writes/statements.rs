@@ -7,11 +7,10 @@ use super::{EventRow, Failure, Marks, Slot};
 use crate::StoreError;
 use crate::postgres::errors::{claimed_meanwhile, db};
 use crate::postgres::nanos;
-use crate::rows::sent_factor;
+use crate::rows::{cell_of, sent_factor};
 use chrono::Utc;
 use driftless_core::{
-    Cell, ChannelSpec, EventId, Fingerprint, Levels, Location, OrderKey, Position, Prepared, Sku,
-    State,
+    Cell, ChannelSpec, Fingerprint, Levels, Location, OrderKey, Prepared, Sku, State,
 };
 use sqlx::{PgConnection, Row};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -80,28 +79,17 @@ pub(super) async fn load_cells(
     for r in rows {
         let slot = slot_of(&r)?;
         let state: i16 = r.try_get("state")?;
-        let i = usize::try_from(state)
-            .ok()
-            .filter(|i| *i < 5)
-            .ok_or_else(|| StoreError::Corrupt(format!("state index {state}")))?;
-        let set = match (
-            r.try_get::<Option<i64>, _>("set_nanos")?,
-            r.try_get::<Option<i64>, _>("set_seq")?,
-            r.try_get::<Option<String>, _>("set_id")?,
-        ) {
-            (Some(n), Some(s), Some(id)) => Some(OrderKey {
-                position: Position {
-                    at_nanos: n,
-                    seq: s as u64,
-                },
-                id: EventId::parse(id).map_err(|e| StoreError::Corrupt(format!("set id: {e}")))?,
-            }),
-            _ => None,
-        };
-        out.entry(slot).or_default()[i] = Cell {
-            value: r.try_get("value")?,
-            set,
-        };
+        let set_id: Option<String> = r.try_get("set_id")?;
+        let (i, cell) = cell_of(
+            i64::from(state),
+            r.try_get("value")?,
+            (
+                r.try_get("set_nanos")?,
+                r.try_get("set_seq")?,
+                set_id.as_deref(),
+            ),
+        )?;
+        out.entry(slot).or_default()[i] = cell;
     }
     Ok(out)
 }
