@@ -20,6 +20,49 @@ use std::collections::HashMap;
 /// Most rows one scan returns; the dispatcher pages.
 pub const MAX_SCAN: usize = 2000;
 
+/// What [`Outbox::outbox_changes`] sends when rows may have become dirty anywhere in the line
+/// (a receiver that fell behind, a listener that reconnected): read it from the start.
+pub const FROM_THE_START: i64 = i64::MIN;
+
+/// What [`Outbox::outbox_changes`] sends for a write that made no row dirty (an acknowledgement
+/// that cleaned rows, a hold): wake up, nothing new behind the cursor.
+pub const WAKE_ONLY: i64 = i64::MAX;
+
+/// How the writes that mark rows tell the dispatchers where to read: one message per write,
+/// the earliest `changed_nanos` it could have given a row (a floor).
+///
+/// A row's `changed_nanos` is taken from the clock before its transaction commits, and
+/// transactions commit in any order (several appliers, several processes, clocks that differ
+/// between hosts), so a row can become visible behind a cursor that already passed its
+/// position. The floor, sent once the write is committed, says how far back to read again.
+#[derive(Debug, Clone)]
+pub struct OutboxSignal(tokio::sync::broadcast::Sender<i64>);
+
+impl OutboxSignal {
+    /// Messages a dispatcher may leave unread before it has to read from the start.
+    const BACKLOG: usize = 1024;
+
+    pub fn new() -> OutboxSignal {
+        OutboxSignal(tokio::sync::broadcast::Sender::new(Self::BACKLOG))
+    }
+
+    /// A committed write may have made rows dirty at `floor` or later.
+    pub fn marked(&self, floor: i64) {
+        // No dispatcher listening is not an error: the rows are the truth.
+        let _ = self.0.send(floor);
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<i64> {
+        self.0.subscribe()
+    }
+}
+
+impl Default for OutboxSignal {
+    fn default() -> OutboxSignal {
+        OutboxSignal::new()
+    }
+}
+
 /// What to read.
 #[derive(Debug, Clone)]
 pub enum ScanFrom {
@@ -251,9 +294,12 @@ pub trait Outbox: Send + Sync {
     /// Trims the push log; run now and then.
     fn outbox_maintain<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
 
-    /// A counter that grows after every commit that marked outbox rows dirty, so a dispatcher can
-    /// wait for work instead of polling. Only a hint: the outbox rows stay the truth.
-    fn outbox_changes(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// One message after every committed write to the outbox (see [`OutboxSignal`]): the
+    /// earliest `changed_nanos` it could have made dirty, [`WAKE_ONLY`] when it made none dirty,
+    /// and [`FROM_THE_START`] when marks may have been missed. A dispatcher waits on it instead of
+    /// polling, and reads from the floor again when its cursor is past it. A receiver that lags
+    /// gets `Lagged`, to be read as [`FROM_THE_START`]. Only a hint: the rows stay the truth.
+    fn outbox_changes(&self) -> tokio::sync::broadcast::Receiver<i64>;
 
     /// Tries to become the one dispatcher of `channel` among every process on this ledger:
     /// `Some` while this process holds the channel (until the lease is dropped or reports it

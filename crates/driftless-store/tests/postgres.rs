@@ -435,3 +435,74 @@ async fn an_unflushed_commit_setting_is_pinned_on_for_the_hubs_connections() {
         store.close().await;
     }
 }
+
+/// A commit in one process tells every other process's dispatchers where its outbox marks are:
+/// a floor no later than any `changed_nanos` it wrote. Commits land in any order (several
+/// appliers, several processes, clocks that differ between hosts), so a row can become visible
+/// behind a cursor that already passed its position; the floor is how a dispatcher finds it
+/// without waiting for its next full rescan.
+#[tokio::test]
+async fn a_commit_tells_the_other_processes_where_its_marks_are() {
+    use driftless_store::outbox::{FROM_THE_START, WAKE_ONLY};
+    let Some(b) = Postgres::new().await else {
+        return;
+    };
+    let db = b.place().await;
+    let one = b.open(&db, rules(), channels()).await;
+    let two = b.open(&db, rules(), channels()).await;
+    let mut heard = one.outbox_changes();
+    let event = |k: usize| {
+        driftless_core::Event::from_raw(&driftless_core::event::RawEvent {
+            id: &format!("floor-{k}"),
+            source: "wms",
+            sku: "S1",
+            location: "L0",
+            occurred_at: "2026-11-27T10:00:00Z",
+            adjust: Some(vec![("on_hand", 1)]),
+            ..driftless_core::event::RawEvent::default()
+        })
+        .unwrap()
+    };
+    // `one`'s listener may not be listening yet when `two` first commits (that notice would be
+    // lost, and the listener says "from the start" once it listens): commit again until a floor
+    // arrives.
+    let mut floor = None;
+    for k in 0..20 {
+        let before = Utc::now().timestamp_nanos_opt().unwrap();
+        two.apply(Utc::now(), incoming(&rules(), &[event(k)]))
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
+        while let Ok(Ok(f)) = tokio::time::timeout_at(deadline, heard.recv()).await {
+            if f != FROM_THE_START {
+                assert_ne!(f, WAKE_ONLY, "a commit that marked rows says where");
+                assert!(
+                    f >= before,
+                    "the floor {f} is this commit's, made after {before}"
+                );
+                floor = Some(f);
+                break;
+            }
+        }
+        if floor.is_some() {
+            break;
+        }
+    }
+    let floor = floor.expect("the other process's commit was heard");
+    let mut scan = Scan {
+        channel: "shop".into(),
+        locations: channels()[0].locations.clone(),
+        from: ScanFrom::After(i64::MIN, None),
+        limit: 100,
+    };
+    let rows = one.outbox_scan(&scan).await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0].changed_nanos >= floor, "{rows:?} behind {floor}");
+    // A cursor past the row finds it again from the floor.
+    scan.from = ScanFrom::After(rows[0].changed_nanos, Some(rows[0].sku.clone()));
+    assert!(one.outbox_scan(&scan).await.unwrap().is_empty());
+    scan.from = ScanFrom::After(floor, None);
+    assert_eq!(one.outbox_scan(&scan).await.unwrap().len(), 1);
+    one.close().await;
+    two.close().await;
+}

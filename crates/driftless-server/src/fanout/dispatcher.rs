@@ -9,10 +9,13 @@ use driftless_config::ChannelConfig;
 use driftless_connectors::{Connector, Failure, Push, PushOutcome};
 use driftless_core::Sku;
 use driftless_store::Store;
-use driftless_store::outbox::{ChannelLease, OutboxRow, PushRecord, Scan, ScanFrom};
+use driftless_store::outbox::{
+    ChannelLease, FROM_THE_START, OutboxRow, PushRecord, Scan, ScanFrom, WAKE_ONLY,
+};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 /// Resolves when a held lease is lost; never without one.
@@ -149,7 +152,7 @@ impl Dispatcher {
         let mut last_sweep = Instant::now();
         let mut last_maintain = Instant::now();
         let mut changes = self.store.outbox_changes();
-        // A store that stopped counting (closing) leaves the poll interval.
+        // A store that stopped telling (closing) leaves the poll interval.
         let mut changes_open = true;
         // The right to push this channel: one process at a time among every hub on the ledger.
         let mut lease: Option<ChannelLease> = None;
@@ -193,9 +196,19 @@ impl Dispatcher {
             while let Ok(m) = settled_rx.try_recv() {
                 self.settled(m);
             }
-            // Seen before reading: a commit from here on wakes the wait below, so a change that
+            // Taken before reading: a commit from here on wakes the wait below, so a change that
             // lands during the scan is not left for the safety timer.
-            changes.borrow_and_update();
+            loop {
+                match changes.try_recv() {
+                    Ok(floor) => self.rewind(floor),
+                    Err(TryRecvError::Lagged(_)) => self.rewind(FROM_THE_START),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Closed) => {
+                        changes_open = false;
+                        break;
+                    }
+                }
+            }
             let busy = self.dispatch().await;
             let wait = if busy {
                 Duration::ZERO
@@ -215,7 +228,11 @@ impl Dispatcher {
                         self.settle(done).await;
                     }
                 }
-                r = changes.changed(), if changes_open => changes_open = r.is_ok(),
+                r = changes.recv(), if changes_open => match r {
+                    Ok(floor) => self.rewind(floor),
+                    Err(RecvError::Lagged(_)) => self.rewind(FROM_THE_START),
+                    Err(RecvError::Closed) => changes_open = false,
+                },
                 _ = lease_lost(&mut lease) => {}
                 _ = tokio::time::sleep(wait) => {}
             }
@@ -279,6 +296,15 @@ impl Dispatcher {
             }
         }
         self.recheck.extend(again);
+    }
+
+    /// A committed write may have made rows dirty at `floor` or later (see
+    /// [`driftless_store::outbox::OutboxSignal`]): a cursor already past it reads from there
+    /// again, or such a row would wait for the next full rescan.
+    fn rewind(&mut self, floor: i64) {
+        if floor != WAKE_ONLY && (floor, None) < self.cursor {
+            self.cursor = (floor, None);
+        }
     }
 
     fn free(&self) -> usize {

@@ -26,6 +26,7 @@ pub mod schema;
 mod server;
 mod writes;
 
+use crate::outbox::{FROM_THE_START, OutboxSignal};
 use crate::{Incoming, Receipt, StoreError};
 use chrono::{DateTime, TimeZone, Utc};
 use driftless_core::{ChannelSpec, Rules};
@@ -33,7 +34,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub(crate) use errors::db;
@@ -77,9 +78,11 @@ pub(crate) struct Request {
 pub struct PgStore {
     pub(crate) pool: PgPool,
     jobs: mpsc::Sender<Request>,
-    /// Bumped after a commit that marked outbox rows dirty, here or (through `LISTEN`) in another
+    /// Told after a commit that marked outbox rows dirty, here or (through `LISTEN`) in another
     /// process (see [`crate::Outbox::outbox_changes`]).
-    pub(crate) changes: Arc<watch::Sender<u64>>,
+    pub(crate) changes: OutboxSignal,
+    /// This process's name in the notices it sends (see [`Notice`]).
+    pub(crate) me: String,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Where leases take their own connection (see `outbox.rs`).
     pub(crate) connect: PgConnectOptions,
@@ -138,7 +141,8 @@ impl PgStore {
         }
         let (tx, rx) = mpsc::channel(opts.max_pending.max(1));
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        let changes = Arc::new(watch::Sender::new(0u64));
+        let changes = OutboxSignal::new();
+        let me = process_name();
         let rules = Arc::new(rules);
         let channels = Arc::new(channels);
         let mut tasks = Vec::new();
@@ -148,15 +152,21 @@ impl PgStore {
                 rules: rules.clone(),
                 channels: channels.clone(),
                 changes: changes.clone(),
+                me: me.clone(),
                 max_group_events: opts.max_group_events.max(1),
             };
             tasks.push(tokio::spawn(applier.run(rx.clone())));
         }
-        tasks.push(tokio::spawn(listen(connect.clone(), changes.clone())));
+        tasks.push(tokio::spawn(listen(
+            connect.clone(),
+            changes.clone(),
+            me.clone(),
+        )));
         Ok(PgStore {
             pool,
             jobs: tx,
             changes,
+            me,
             tasks: Mutex::new(tasks),
             connect,
             settings,
@@ -231,11 +241,40 @@ async fn open_pool(connect: &PgConnectOptions, opts: &PgOptions) -> Result<PgPoo
         .map_err(db)
 }
 
-/// Wakes this process's dispatchers when another process commits outbox marks: the dispatcher of
-/// a channel runs in one process only, while every process applies events. Reconnects on its own;
-/// after a reconnect it bumps the counter once, since notifications sent meanwhile are lost.
-async fn listen(connect: PgConnectOptions, changes: Arc<watch::Sender<u64>>) {
-    let bump = || changes.send_modify(|n| *n = n.wrapping_add(1));
+/// The payload of the `NOTIFY` that a commit of outbox marks sends: the marks' floor (see
+/// [`OutboxSignal`]) and the process that sent it.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Notice<'a> {
+    pub floor: i64,
+    pub from: &'a str,
+}
+
+impl<'a> Notice<'a> {
+    pub(crate) fn payload(floor: i64, from: &str) -> String {
+        format!("{floor} {from}")
+    }
+
+    fn parse(payload: &'a str) -> Option<Notice<'a>> {
+        let (floor, from) = payload.split_once(' ')?;
+        Some(Notice {
+            floor: floor.parse().ok()?,
+            from,
+        })
+    }
+}
+
+/// A name for this process among the hubs on one database, so its listener can tell its own
+/// notifications from the others'.
+fn process_name() -> String {
+    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    format!("{}-{nanos:x}", std::process::id())
+}
+
+/// Tells this process's dispatchers where another process committed outbox marks (the payload
+/// of its `NOTIFY` is the marks' floor): the dispatcher of a channel runs in one process only,
+/// while every process applies events. Reconnects on its own; after a reconnect the dispatchers
+/// read from the start, since notifications sent meanwhile are lost.
+async fn listen(connect: PgConnectOptions, changes: OutboxSignal, me: String) {
     // A pool of one, which the listener uses only to reconnect.
     let pool = PgPoolOptions::new()
         .max_connections(1)
@@ -256,12 +295,18 @@ async fn listen(connect: PgConnectOptions, changes: Arc<watch::Sender<u64>>) {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
-        bump();
+        changes.marked(FROM_THE_START);
         loop {
             match listener.try_recv().await {
-                Ok(Some(_)) => bump(),
+                Ok(Some(n)) => match Notice::parse(n.payload()) {
+                    // This process told its own dispatchers already, when it committed.
+                    Some(Notice { from, .. }) if from == me => {}
+                    Some(Notice { floor, .. }) => changes.marked(floor),
+                    // Not a notice this hub writes: the marks could be anywhere.
+                    None => changes.marked(FROM_THE_START),
+                },
                 // The connection was lost: notifications may have been missed.
-                Ok(None) => bump(),
+                Ok(None) => changes.marked(FROM_THE_START),
                 Err(e) => {
                     tracing::debug!(error = %e, "outbox listener lost its connection");
                     break;

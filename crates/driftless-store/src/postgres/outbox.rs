@@ -9,7 +9,7 @@
 
 use super::errors::{db, retryable};
 use super::records::insert_incidents;
-use super::{PgStore, from_nanos, nanos};
+use super::{Notice, OUTBOX_NOTIFY, PgStore, from_nanos, nanos};
 use crate::outbox::*;
 use crate::rows::{stored_id, stored_opt_id};
 use crate::{BoxFuture, StoreError};
@@ -31,6 +31,34 @@ const ROW_COLUMNS: &str = "o.sku, o.version, o.dirty, o.changed_nanos, o.atp, o.
     s.pinned_version, s.pinned_quantity, COALESCE(s.attempts, 0) AS attempts, \
     COALESCE(s.next_attempt_nanos, 0) AS next_attempt_nanos, COALESCE(s.held, FALSE) AS held, \
     s.dead_version";
+
+/// Each outbox row's `channel_skus` row, looked up by its key, one probe per row read.
+///
+/// As a plain `LEFT JOIN` the plan depends on the tables' statistics, and the plan a pooled
+/// connection caches for this statement can be made when the tables are nearly empty (a new
+/// hub, a database whose autovacuum has not analyzed them yet): it scanned every `channel_skus`
+/// row of the channel for each outbox row, and a scan of a few hundred rows took a second once
+/// the channel had pushed ten thousand skus. `OFFSET 0` keeps the subquery from being merged into
+/// a join, so the lookup is always by the whole key.
+const CHANNEL_SKU: &str = "LEFT JOIN LATERAL (SELECT * FROM channel_skus c \
+    WHERE c.channel = o.channel AND c.sku = o.sku OFFSET 0) s ON TRUE";
+
+/// The cursor's scan: the channel's dirty rows after `($2, $3)`, oldest change first.
+fn scan_after_sql() -> String {
+    format!(
+        "SELECT {ROW_COLUMNS} FROM outbox o {CHANNEL_SKU} \
+         WHERE o.channel = $1 AND o.dirty AND (o.changed_nanos, o.sku) > ($2, $3) \
+         ORDER BY o.changed_nanos, o.sku LIMIT $4"
+    )
+}
+
+/// The targeted scan: these skus' rows, dirty or not.
+fn scan_skus_sql() -> String {
+    format!(
+        "SELECT {ROW_COLUMNS} FROM outbox o {CHANNEL_SKU} \
+         WHERE o.channel = $1 AND o.sku = ANY($2)"
+    )
+}
 
 fn row_of(r: &PgRow) -> Result<OutboxRow, StoreError> {
     let attempts: i64 = r.try_get("attempts").map_err(db)?;
@@ -96,13 +124,14 @@ impl PgStore {
         }
     }
 
-    fn bump(&self) {
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    /// Tells this process's dispatchers about a committed write (see [`OutboxSignal`]).
+    fn bump(&self, floor: i64) {
+        self.changes.marked(floor);
     }
 }
 
 impl Outbox for PgStore {
-    fn outbox_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+    fn outbox_changes(&self) -> tokio::sync::broadcast::Receiver<i64> {
         self.changes.subscribe()
     }
 
@@ -114,13 +143,7 @@ impl Outbox for PgStore {
             let limit = scan.limit.clamp(1, MAX_SCAN) as i64;
             let rows = match &scan.from {
                 ScanFrom::After(at, sku) => {
-                    let sql = format!(
-                        "SELECT {ROW_COLUMNS} FROM outbox o LEFT JOIN channel_skus s \
-                         ON s.channel = o.channel AND s.sku = o.sku \
-                         WHERE o.channel = $1 AND o.dirty AND (o.changed_nanos, o.sku) > ($2, $3) \
-                         ORDER BY o.changed_nanos, o.sku LIMIT $4"
-                    );
-                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                    sqlx::query(sqlx::AssertSqlSafe(scan_after_sql()))
                         .bind(&scan.channel)
                         .bind(*at)
                         .bind(sku.as_ref().map_or("", Sku::as_str))
@@ -131,12 +154,7 @@ impl Outbox for PgStore {
                 ScanFrom::Skus(skus) => {
                     let skus: Vec<&str> =
                         skus.iter().take(limit as usize).map(Sku::as_str).collect();
-                    let sql = format!(
-                        "SELECT {ROW_COLUMNS} FROM outbox o LEFT JOIN channel_skus s \
-                         ON s.channel = o.channel AND s.sku = o.sku \
-                         WHERE o.channel = $1 AND o.sku = ANY($2)"
-                    );
-                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                    sqlx::query(sqlx::AssertSqlSafe(scan_skus_sql()))
                         .bind(&scan.channel)
                         .bind(&skus)
                         .fetch_all(&self.pool)
@@ -157,10 +175,13 @@ impl Outbox for PgStore {
             if records.is_empty() {
                 return Ok(Vec::new());
             }
+            // Only this process records the channel's pushes (it holds the lease), so its own
+            // dispatcher is the one to tell about rows a compare failure made dirty again.
+            let floor = nanos(Utc::now());
             let again = self
                 .write(|tx, _| Box::pin(record(tx, channel, records)))
                 .await?;
-            self.bump();
+            self.bump(floor);
             Ok(again)
         })
     }
@@ -192,7 +213,7 @@ impl Outbox for PgStore {
                 })
             })
             .await?;
-            self.bump();
+            self.bump(WAKE_ONLY);
             Ok(())
         })
     }
@@ -203,6 +224,8 @@ impl Outbox for PgStore {
         sku: Option<&'a str>,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move {
+            let floor = nanos(Utc::now());
+            let me = self.me.as_str();
             let n = self
                 .write(|tx, _| {
                     Box::pin(async move {
@@ -227,11 +250,17 @@ impl Outbox for PgStore {
                         .bind(now)
                         .execute(&mut *tx)
                         .await?;
+                        // The channel's dispatcher may run in another process.
+                        sqlx::query("SELECT pg_notify($1, $2)")
+                            .bind(OUTBOX_NOTIFY)
+                            .bind(Notice::payload(floor, me))
+                            .execute(&mut *tx)
+                            .await?;
                         Ok(skus.len() as u64)
                     })
                 })
                 .await?;
-            self.bump();
+            self.bump(floor);
             Ok(n)
         })
     }
@@ -443,6 +472,8 @@ async fn keep_lease(
 }
 
 /// Writes push records in order (as SQLite does); returns the acknowledged skus still dirty.
+/// Runs of acknowledgements, the usual record, are written by three statements over arrays
+/// rather than three per record: a round trip each is what recording costs.
 async fn record(
     tx: &mut PgConnection,
     channel: &str,
@@ -450,63 +481,30 @@ async fn record(
 ) -> Result<Vec<Sku>, sqlx::Error> {
     let now = nanos(Utc::now());
     let mut again = Vec::new();
+    let mut acked: Vec<Ack<'_>> = Vec::new();
     for r in records {
-        match r {
-            PushRecord::Acked {
+        if let PushRecord::Acked {
+            sku,
+            version,
+            quantity,
+            at,
+            sample,
+        } = r
+        {
+            acked.push(Ack {
                 sku,
-                version,
-                quantity,
-                at,
+                version: *version,
+                quantity: *quantity,
+                at: nanos(*at),
                 sample,
-            } => {
-                sqlx::query(
-                    "INSERT INTO channel_skus (channel, sku, acked_quantity, acked_version, \
-                     acked_nanos, basis, attempts, next_attempt_nanos) \
-                     VALUES ($1, $2, $3, $4, $5, $3, 0, 0) \
-                     ON CONFLICT (channel, sku) DO UPDATE SET acked_quantity = $3, \
-                     acked_version = $4, acked_nanos = $5, basis = $3, pinned_version = NULL, \
-                     pinned_quantity = NULL, attempts = 0, next_attempt_nanos = 0, \
-                     last_error = NULL, last_error_nanos = NULL, dead_version = NULL, \
-                     diverged_nanos = NULL",
-                )
-                .bind(channel)
-                .bind(sku.as_str())
-                .bind(quantity)
-                .bind(version)
-                .bind(nanos(*at))
-                .execute(&mut *tx)
-                .await?;
-                // Clean only if no newer version arrived meanwhile: a newer one stays dirty and
-                // is pushed next, coalescing everything in between.
-                let dirty: Option<bool> = sqlx::query_scalar(
-                    "UPDATE outbox SET dirty = (version <> $3) WHERE channel = $1 AND sku = $2 \
-                     RETURNING dirty",
-                )
-                .bind(channel)
-                .bind(sku.as_str())
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if dirty == Some(true) {
-                    again.push(sku.clone());
-                }
-                sqlx::query(
-                    "INSERT INTO push_log (channel, sku, version, quantity, source, \
-                     occurred_nanos, received_nanos, changed_nanos, acked_nanos) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(channel)
-                .bind(sku.as_str())
-                .bind(version)
-                .bind(quantity)
-                .bind(sample.source.as_ref().map(SystemId::as_str))
-                .bind(sample.occurred_nanos)
-                .bind(sample.received_nanos)
-                .bind(sample.changed_nanos)
-                .bind(sample.acked_nanos)
-                .execute(&mut *tx)
-                .await?;
-            }
+            });
+            continue;
+        }
+        again.extend(write_acked(tx, channel, &acked).await?);
+        acked.clear();
+        match r {
+            // Gathered into the run above.
+            PushRecord::Acked { .. } => {}
             PushRecord::Failed {
                 sku,
                 version,
@@ -605,9 +603,126 @@ async fn record(
             }
         }
     }
+    again.extend(write_acked(tx, channel, &acked).await?);
     again.sort();
     again.dedup();
     Ok(again)
+}
+
+/// One acknowledged push, as [`write_acked`] takes it.
+struct Ack<'a> {
+    sku: &'a Sku,
+    version: i64,
+    quantity: i64,
+    at: i64,
+    sample: &'a PushSample,
+}
+
+/// A run of acknowledgements: each sku's compare value and acknowledged version (the last one of
+/// the run for a sku acknowledged twice, as writing them in turn would leave it), its outbox row
+/// clean unless a newer version arrived meanwhile (a newer one stays dirty and is pushed next,
+/// coalescing everything in between), and every push in the log. Returns the skus still dirty.
+async fn write_acked(
+    tx: &mut PgConnection,
+    channel: &str,
+    acked: &[Ack<'_>],
+) -> Result<Vec<Sku>, sqlx::Error> {
+    if acked.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The last acknowledgement per sku, in key order: the order appliers lock outbox rows in.
+    let mut last: std::collections::BTreeMap<&str, &Ack<'_>> = Default::default();
+    for a in acked {
+        last.insert(a.sku.as_str(), a);
+    }
+    let skus: Vec<&str> = last.keys().copied().collect();
+    let versions: Vec<i64> = last.values().map(|a| a.version).collect();
+    let quantities: Vec<i64> = last.values().map(|a| a.quantity).collect();
+    let ats: Vec<i64> = last.values().map(|a| a.at).collect();
+    sqlx::query(
+        "INSERT INTO channel_skus (channel, sku, acked_quantity, acked_version, acked_nanos, \
+         basis, attempts, next_attempt_nanos) \
+         SELECT $1, s, q, v, t, q, 0, 0 FROM UNNEST($2::text[], $3::int8[], $4::int8[], \
+         $5::int8[]) AS u(s, q, v, t) \
+         ON CONFLICT (channel, sku) DO UPDATE SET acked_quantity = EXCLUDED.acked_quantity, \
+         acked_version = EXCLUDED.acked_version, acked_nanos = EXCLUDED.acked_nanos, \
+         basis = EXCLUDED.basis, pinned_version = NULL, pinned_quantity = NULL, attempts = 0, \
+         next_attempt_nanos = 0, last_error = NULL, last_error_nanos = NULL, \
+         dead_version = NULL, diverged_nanos = NULL",
+    )
+    .bind(channel)
+    .bind(&skus)
+    .bind(&quantities)
+    .bind(&versions)
+    .bind(&ats)
+    .execute(&mut *tx)
+    .await?;
+    let still: Vec<String> = sqlx::query_scalar::<_, Option<String>>(
+        "UPDATE outbox o SET dirty = (o.version <> u.v) \
+         FROM UNNEST($2::text[], $3::int8[]) AS u(s, v) \
+         WHERE o.channel = $1 AND o.sku = u.s RETURNING CASE WHEN o.dirty THEN o.sku END",
+    )
+    .bind(channel)
+    .bind(&skus)
+    .bind(&versions)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut log = PushLogColumns::default();
+    for a in acked {
+        log.push(a);
+    }
+    sqlx::query(
+        "INSERT INTO push_log (channel, sku, version, quantity, source, occurred_nanos, \
+         received_nanos, changed_nanos, acked_nanos) \
+         SELECT $1, s, v, q, src, occ, rec, chg, ack FROM UNNEST($2::text[], $3::int8[], \
+         $4::int8[], $5::text[], $6::int8[], $7::int8[], $8::int8[], $9::int8[]) \
+         AS u(s, v, q, src, occ, rec, chg, ack)",
+    )
+    .bind(channel)
+    .bind(&log.skus)
+    .bind(&log.versions)
+    .bind(&log.quantities)
+    .bind(&log.sources)
+    .bind(&log.occurred)
+    .bind(&log.received)
+    .bind(&log.changed)
+    .bind(&log.acked)
+    .execute(&mut *tx)
+    .await?;
+    Ok(still
+        .iter()
+        .filter_map(|s| last.get(s.as_str()).map(|a| a.sku.clone()))
+        .collect())
+}
+
+/// The columns of `push_log` rows, as arrays to bind.
+#[derive(Default)]
+struct PushLogColumns<'a> {
+    skus: Vec<&'a str>,
+    versions: Vec<i64>,
+    quantities: Vec<i64>,
+    sources: Vec<Option<&'a str>>,
+    occurred: Vec<Option<i64>>,
+    received: Vec<Option<i64>>,
+    changed: Vec<i64>,
+    acked: Vec<i64>,
+}
+
+impl<'a> PushLogColumns<'a> {
+    fn push(&mut self, a: &Ack<'a>) {
+        self.skus.push(a.sku.as_str());
+        self.versions.push(a.version);
+        self.quantities.push(a.quantity);
+        self.sources
+            .push(a.sample.source.as_ref().map(SystemId::as_str));
+        self.occurred.push(a.sample.occurred_nanos);
+        self.received.push(a.sample.received_nanos);
+        self.changed.push(a.sample.changed_nanos);
+        self.acked.push(a.sample.acked_nanos);
+    }
 }
 
 /// `GET /v1/channels/{id}`, from one snapshot.
@@ -699,4 +814,61 @@ async fn status(store: &PgStore, channel: &str) -> Result<ChannelStatus, StoreEr
         errors,
         last_push,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Connection;
+    use std::str::FromStr;
+
+    /// Both scans look each row's `channel_skus` row up by its whole key whatever the tables'
+    /// statistics say: here with the generic plan made while the tables are empty, which a new
+    /// hub's pooled connections cache. A plain join planned there scanned every `channel_skus` row
+    /// of the channel for each outbox row read.
+    #[tokio::test]
+    async fn scans_look_channel_skus_up_by_key_on_empty_tables() {
+        let url = std::env::var("DRIFTLESS_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let opts = sqlx::postgres::PgConnectOptions::from_str(&url).expect("a database URL");
+        let mut conn = match PgConnection::connect_with(&opts).await {
+            Ok(c) => c,
+            Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+                eprintln!("PostgreSQL plan test skipped: no server at {url} ({e})");
+                return;
+            }
+            Err(e) => panic!("CI=true and PostgreSQL is unreachable at {url}: {e}"),
+        };
+        // In a schema of its own inside a transaction that is rolled back: nothing is left.
+        let mut tx = conn.begin().await.unwrap();
+        for sql in [
+            "CREATE SCHEMA driftless_plan_test",
+            "SET LOCAL search_path = driftless_plan_test",
+            "SET LOCAL plan_cache_mode = force_generic_plan",
+        ] {
+            sqlx::query(sql).execute(&mut *tx).await.unwrap();
+        }
+        super::super::schema::migrate(&mut tx).await.unwrap();
+        for (name, sql, args) in [
+            ("after", scan_after_sql(), "('shop', 0, '', 100)"),
+            ("skus", scan_skus_sql(), "('shop', ARRAY['A', 'B'])"),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PREPARE {name} AS {sql}")))
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            let plan: Vec<String> =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN EXECUTE {name}{args}")))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .unwrap();
+            assert!(
+                plan.iter()
+                    .any(|l| l.contains("Index Cond") && l.contains("(sku = o.sku)")),
+                "{name}: channel_skus is not looked up by its key:\n{}",
+                plan.join("\n")
+            );
+        }
+        tx.rollback().await.unwrap();
+    }
 }

@@ -129,9 +129,9 @@ pub struct SqliteStore {
     /// Held by every writer of the process for the length of its transaction: waiting here is a
     /// queue, where SQLite's busy handler would sleep and poll.
     pub(crate) gate: std::sync::Arc<tokio::sync::Mutex<()>>,
-    /// Bumped by the writer after a commit that marked outbox rows dirty (see
+    /// Told by the writer after a commit that marked outbox rows dirty (see
     /// [`crate::Outbox::outbox_changes`]).
-    pub(crate) changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    pub(crate) changes: crate::outbox::OutboxSignal,
     /// Cells not written to the table yet (see `cells.rs`).
     pub(crate) overlay: std::sync::Arc<Overlay>,
     /// Outbox rows not written to the table yet (see `marks.rs`).
@@ -401,7 +401,7 @@ async fn apply(conn: &mut SqliteConnection, stmts: &[&str]) -> Result<(), StoreE
 /// What a store's handles share with its writer (or a reader's replay).
 struct Shared {
     gate: std::sync::Arc<tokio::sync::Mutex<()>>,
-    changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    changes: crate::outbox::OutboxSignal,
     overlay: std::sync::Arc<Overlay>,
     marks: std::sync::Arc<std::sync::Mutex<Marks>>,
     keys: std::sync::Arc<std::sync::RwLock<KeyTail>>,
@@ -411,7 +411,7 @@ impl Shared {
     fn new() -> Shared {
         Shared {
             gate: std::sync::Arc::new(tokio::sync::Mutex::new(())),
-            changes: std::sync::Arc::new(tokio::sync::watch::Sender::new(0u64)),
+            changes: crate::outbox::OutboxSignal::new(),
             overlay: std::sync::Arc::new(Overlay::default()),
             marks: std::sync::Arc::new(std::sync::Mutex::new(Marks::default())),
             keys: std::sync::Arc::new(std::sync::RwLock::new(KeyTail::default())),

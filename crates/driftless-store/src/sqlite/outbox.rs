@@ -317,7 +317,7 @@ fn row_of(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxRow, StoreError> {
 }
 
 impl Outbox for SqliteStore {
-    fn outbox_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+    fn outbox_changes(&self) -> tokio::sync::broadcast::Receiver<i64> {
         self.changes.subscribe()
     }
 
@@ -482,7 +482,7 @@ impl Outbox for SqliteStore {
                 again.retain(|s| !held.contains(s));
                 again.extend(held_again);
             }
-            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+            self.changes.marked(now);
             Ok(again)
         })
     }
@@ -603,7 +603,7 @@ impl Outbox for SqliteStore {
             .execute(&mut *tx)
             .await?;
             let _turn = tx.commit_holding().await?;
-            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+            self.changes.marked(WAKE_ONLY);
             Ok(())
         })
     }
@@ -644,7 +644,7 @@ impl Outbox for SqliteStore {
                     }
                 }
             }
-            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+            self.changes.marked(now);
             Ok(skus.len() as u64)
         })
     }

@@ -43,7 +43,7 @@ pub(super) struct Held {
     pub(super) next_lsn: i64,
     pub(super) opts: SqliteOptions,
     pub(super) gate: std::sync::Arc<tokio::sync::Mutex<()>>,
-    pub(super) changes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    pub(super) changes: crate::outbox::OutboxSignal,
     /// Groups left that look their ids up before deciding. Normally a group decides first and
     /// lets the unique index tell it whether any id was already stored (one lookup query fewer per
     /// group); when one was, the group is redone with lookups, and so are the next few, because
@@ -92,7 +92,7 @@ impl Published {
         self,
         overlay: &Overlay,
         marks: &std::sync::Mutex<Marks>,
-        changes: &tokio::sync::watch::Sender<u64>,
+        changes: &crate::outbox::OutboxSignal,
     ) {
         {
             let mut ov = overlay.write().unwrap_or_else(|p| p.into_inner());
@@ -106,15 +106,17 @@ impl Published {
         if self.marks.is_empty() {
             return;
         }
+        let mut floor = crate::outbox::WAKE_ONLY;
         {
             // Outside the write gate, unlike the other changes to the marks (see `marks.rs`): a
             // mark commutes with a dispatcher's acknowledgement or re-dirtying.
             let mut m = marks.lock().unwrap_or_else(|p| p.into_inner());
             for (channel, sku, stored, change) in self.marks {
+                floor = floor.min(change.now_nanos);
                 m.mark(channel.as_str(), &sku, stored, change);
             }
         }
-        changes.send_modify(|n| *n = n.wrapping_add(1));
+        changes.marked(floor);
     }
 }
 

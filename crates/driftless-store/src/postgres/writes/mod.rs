@@ -25,7 +25,8 @@ mod statements;
 
 use super::errors::{db, retryable, unreachable};
 use super::records::insert_incidents;
-use super::{OUTBOX_NOTIFY, Request, nanos};
+use super::{Notice, OUTBOX_NOTIFY, Request, nanos};
+use crate::outbox::OutboxSignal;
 use crate::rows::{checkpoint_incident, incident_of, rejected};
 use crate::{Incident, Incoming, Receipt, StoreError};
 use chrono::Utc;
@@ -43,7 +44,7 @@ use statements::{
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 /// Times a group is run again after deadlocks, serialization failures or ids claimed meanwhile.
 const MAX_CONTENDED: u32 = 50;
@@ -55,7 +56,9 @@ pub(super) struct Applier {
     pub(super) pool: PgPool,
     pub(super) rules: Arc<Rules>,
     pub(super) channels: Arc<Vec<ChannelSpec>>,
-    pub(super) changes: Arc<watch::Sender<u64>>,
+    pub(super) changes: OutboxSignal,
+    /// This process's name in the notices its commits send.
+    pub(super) me: String,
     pub(super) max_group_events: usize,
 }
 
@@ -83,7 +86,8 @@ impl From<StoreError> for Failure {
 }
 
 /// What a committed group answers: receipts per request, and whether it marked outbox rows.
-type Committed = (Vec<Vec<Receipt>>, bool);
+/// The receipts of a committed group, and the floor of its outbox marks if it marked any.
+type Committed = (Vec<Vec<Receipt>>, Option<i64>);
 
 type Slot = (Sku, Location);
 
@@ -135,8 +139,8 @@ impl Applier {
             };
             match self.commit(&jobs).await {
                 Ok((receipts, marked)) => {
-                    if marked {
-                        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+                    if let Some(floor) = marked {
+                        self.changes.marked(floor);
                     }
                     for (j, r) in jobs.into_iter().zip(receipts) {
                         let _ = j.reply.send(Ok(r));
@@ -222,17 +226,19 @@ impl Applier {
         write_cells(&mut tx, &cells, &decided.changed).await?;
         drop_unused_slots(&mut tx, &fresh, &decided.events).await?;
         clock.lap(Phase::Cells);
-        let marked = !decided.marks.is_empty();
-        if marked {
-            mark_outbox(&mut tx, &self.channels, &decided.marks, &cells, &slots).await?;
-        }
+        let marked = if decided.marks.is_empty() {
+            None
+        } else {
+            Some(mark_outbox(&mut tx, &self.channels, &decided.marks, &cells, &slots).await?)
+        };
         clock.lap(Phase::Outbox);
         insert_incidents(&mut tx, &decided.incidents)
             .await
             .map_err(Failure::from)?;
-        if marked {
-            sqlx::query("SELECT pg_notify($1, '')")
+        if let Some(floor) = marked {
+            sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(OUTBOX_NOTIFY)
+                .bind(Notice::payload(floor, &self.me))
                 .execute(&mut *tx)
                 .await?;
         }

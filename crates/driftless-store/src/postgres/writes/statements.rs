@@ -325,7 +325,7 @@ pub(super) async fn drop_unused_slots(
 /// from the cells as they are once the lock is held. Every transaction that changes a cell at a
 /// channel's location holds that row's lock until it commits, so the ATP written includes every
 /// change committed before, and a later one recomputes it: the newest version carries the right
-/// quantity.
+/// quantity. Returns the rows' floor: no row it marked has an earlier `changed_nanos`.
 ///
 /// When this group holds the slot lock of every location the channel feeds from (a channel fed by
 /// one location, or a group with events at all of them), no other transaction can change those
@@ -338,7 +338,7 @@ pub(super) async fn mark_outbox(
     marks: &Marks,
     cells: &HashMap<Slot, [Cell; 5]>,
     locked: &BTreeSet<Slot>,
-) -> Result<(), Failure> {
+) -> Result<i64, Failure> {
     let now = nanos(Utc::now());
     let (mut chans, mut skus, mut counts, mut atps) = (vec![], vec![], vec![], vec![]);
     let (mut sources, mut occurred, mut received) = (vec![], vec![], vec![]);
@@ -389,7 +389,7 @@ pub(super) async fn mark_outbox(
     .execute(&mut *tx)
     .await?;
     if unlocked.is_empty() {
-        return Ok(());
+        return Ok(now);
     }
     // The levels of every location of the other marked skus, read after the row locks.
     let distinct: BTreeSet<&str> = unlocked.iter().map(|(_, s)| *s).collect();
@@ -431,7 +431,7 @@ pub(super) async fn mark_outbox(
     .bind(&atps)
     .execute(&mut *tx)
     .await?;
-    Ok(())
+    Ok(now)
 }
 
 /// A slot's levels from its cells.
