@@ -7,6 +7,10 @@
 //! `cargo run --release -p driftless-bench --bin fanout -- [events_per_second] [skus] [seconds]
 //! [batch_size]` (defaults 10000 100000 10 100). `batch_size` is the channels' pushes per request:
 //! 1 is the contract's one sku per request, above 1 the webhook batch shape.
+//!
+//! With `BENCH_DATABASE_URL` set (a PostgreSQL server; the bench creates and drops its own
+//! database `driftless_fanout_bench` there), the hub's ledger is on PostgreSQL instead of the
+//! embedded store.
 
 /// The allocator the `driftless` binary uses, so the hub is measured as it runs.
 #[global_allocator]
@@ -16,8 +20,11 @@ use driftless_config::Settings;
 use driftless_connectors::standin::{Faults, Mode, StandIn};
 use driftless_server::fanout::FanoutOptions;
 use driftless_server::{AppState, Server};
-use driftless_store::{Incoming, SqliteStore, Store};
+use driftless_store::{Incoming, PgStore, SqliteStore, Store};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
 use std::collections::HashMap;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -103,9 +110,20 @@ latency_sla = "50ms"
     );
     let settings = Settings::parse("bench.toml", &text).map_err(|e| anyhow::anyhow!("{e}"))?;
     let dir = tempfile::tempdir()?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(dir.path(), settings.rules.clone(), settings.channel_specs()).await?,
-    );
+    let pg = std::env::var("BENCH_DATABASE_URL").ok();
+    let store: Arc<dyn Store> = match &pg {
+        Some(url) => Arc::new(
+            PgStore::open(
+                &fresh_database(url).await?,
+                settings.rules.clone(),
+                settings.channel_specs(),
+            )
+            .await?,
+        ),
+        None => Arc::new(
+            SqliteStore::open(dir.path(), settings.rules.clone(), settings.channel_specs()).await?,
+        ),
+    };
     let rules = settings.rules.clone();
     let mut state = AppState::new(settings, store.clone());
     state.fanout = Arc::new(FanoutOptions {
@@ -257,5 +275,39 @@ latency_sla = "50ms"
         );
     }
     drop(chans);
+    drop(store);
+    if let Some(url) = &pg {
+        drop_database(url).await;
+    }
     Ok(())
+}
+
+const BENCH_DB: &str = "driftless_fanout_bench";
+
+/// The bench's own database on the server `url` names, created empty; its URL.
+async fn fresh_database(url: &str) -> anyhow::Result<String> {
+    drop_database(url).await;
+    let mut admin = PgConnectOptions::from_str(url)?.connect().await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {BENCH_DB}")))
+        .execute(&mut admin)
+        .await?;
+    admin.close().await?;
+    Ok(PgConnectOptions::from_str(url)?
+        .database(BENCH_DB)
+        .to_url_lossy()
+        .to_string())
+}
+
+async fn drop_database(url: &str) {
+    let Ok(opts) = PgConnectOptions::from_str(url) else {
+        return;
+    };
+    if let Ok(mut admin) = opts.connect().await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await;
+        let _ = admin.close().await;
+    }
 }
