@@ -11,8 +11,8 @@ mod common;
 #[path = "common/faults.rs"]
 mod faults;
 
-use driftless_connectors::standin::{Faults, Mode, StandIn};
-use faults::{Database, SECRET, config, psql, serve};
+use driftless_connectors::standin::Faults;
+use faults::{Database, psql, serve, webhook_standin, write_config};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -30,17 +30,9 @@ async fn a_change_committed_behind_the_cursor_is_pushed_without_waiting_for_the_
     let Some(db) = Database::create("PostgreSQL late-commit fan-out run") else {
         return;
     };
-    let standin = StandIn::start(
-        Mode::Webhook {
-            secret: SECRET.as_bytes().to_vec(),
-        },
-        Faults::none(),
-    )
-    .await
-    .unwrap();
+    let standin = webhook_standin(Faults::none()).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("driftless.toml");
-    std::fs::write(&cfg, config(&standin.url("/push"))).unwrap();
+    let cfg = write_config(dir.path(), &standin);
     let (mut hub, base) = serve(&cfg, &db.url, &dir.path().join("unused"), &[]);
     let http = reqwest::Client::new();
     let set = |id: &str, sku: &str, q: i64| {

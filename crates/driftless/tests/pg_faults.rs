@@ -15,8 +15,8 @@ mod common;
 #[path = "common/faults.rs"]
 mod faults;
 
-use driftless_connectors::standin::{Faults, Mode, StandIn};
-use faults::{Database, SECRET, config, event, serve};
+use driftless_connectors::standin::Faults;
+use faults::{Database, config, event, serve, webhook_standin, write_config};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,21 +37,14 @@ async fn two_hubs_on_postgres_survive_sigkill_cut_connections_and_a_failing_chan
     // A seed from the clock: the kill lands at a different moment each run; printed for replay.
     let seed = (chrono::Utc::now().timestamp_nanos_opt().unwrap_or(1) as u64) | 1;
     eprintln!("fault run seed {seed}");
-    let standin = StandIn::start(
-        Mode::Webhook {
-            secret: SECRET.as_bytes().to_vec(),
-        },
-        Faults {
-            rate: 0.2,
-            seed,
-            stall: Duration::from_millis(50),
-        },
-    )
-    .await
-    .unwrap();
+    let standin = webhook_standin(Faults {
+        rate: 0.2,
+        seed,
+        stall: Duration::from_millis(50),
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("driftless.toml");
-    std::fs::write(&cfg, config(&standin.url("/push"))).unwrap();
+    let cfg = write_config(dir.path(), &standin);
     let hub = |n: usize| serve(&cfg, &db.url, &dir.path().join(format!("unused-{n}")), &[]);
     let (a, base_a) = hub(0);
     let (b, base_b) = hub(1);

@@ -25,8 +25,8 @@ mod faults;
 mod nats_server;
 
 use driftless_bus::codec::ChannelUpdate;
-use driftless_connectors::standin::{Faults, Mode, StandIn};
-use faults::{Database, SECRET, config, event, serve};
+use driftless_connectors::standin::Faults;
+use faults::{Database, event, serve, webhook_standin, write_config};
 use futures::StreamExt;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
@@ -67,21 +67,14 @@ async fn three_hubs_with_jetstream_survive_sigkill_a_nats_restart_cut_connection
     let nats_dir = tempfile::tempdir().unwrap();
     let mut nats =
         nats_server::NatsServer::start(&program, nats_server::free_port(), nats_dir.path());
-    let standin = StandIn::start(
-        Mode::Webhook {
-            secret: SECRET.as_bytes().to_vec(),
-        },
-        Faults {
-            rate: 0.2,
-            seed,
-            stall: Duration::from_millis(50),
-        },
-    )
-    .await
-    .unwrap();
+    let standin = webhook_standin(Faults {
+        rate: 0.2,
+        seed,
+        stall: Duration::from_millis(50),
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("driftless.toml");
-    std::fs::write(&cfg, config(&standin.url("/push"))).unwrap();
+    let cfg = write_config(dir.path(), &standin);
     let env = [
         ("DRIFTLESS_NATS_URL", nats.url()),
         ("DRIFTLESS_NATS_PREFIX", "dl_fault".to_owned()),

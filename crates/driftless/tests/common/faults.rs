@@ -8,7 +8,7 @@
 
 #![allow(dead_code)] // each fault run uses its own subset
 
-use driftless_connectors::standin::StandIn;
+use driftless_connectors::standin::{Faults, Mode, StandIn};
 use driftless_core::event::RawEvent;
 use driftless_core::{Event, Location, MemoryLedger, Rules, Sku, SystemId};
 use serde_json::{Value, json};
@@ -45,6 +45,25 @@ secret_env = "SHOP_SECRET"
 max_attempts = 100
 "#
     )
+}
+
+/// A webhook stand-in channel that checks [`SECRET`]'s signatures and fails as `faults` says.
+pub async fn webhook_standin(faults: Faults) -> StandIn {
+    StandIn::start(
+        Mode::Webhook {
+            secret: SECRET.as_bytes().to_vec(),
+        },
+        faults,
+    )
+    .await
+    .unwrap()
+}
+
+/// The hubs' configuration pushing to `standin`, written in `dir`; its path.
+pub fn write_config(dir: &std::path::Path, standin: &StandIn) -> std::path::PathBuf {
+    let cfg = dir.join("driftless.toml");
+    std::fs::write(&cfg, config(&standin.url("/push"))).unwrap();
+    cfg
 }
 
 /// `psql` against `url`, or the error it printed.
