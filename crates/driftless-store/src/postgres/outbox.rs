@@ -43,6 +43,12 @@ const ROW_COLUMNS: &str = "o.sku, o.version, o.dirty, o.changed_nanos, o.atp, o.
 const CHANNEL_SKU: &str = "LEFT JOIN LATERAL (SELECT * FROM channel_skus c \
     WHERE c.channel = o.channel AND c.sku = o.sku OFFSET 0) s ON TRUE";
 
+/// The sweep's read of divergences past the SLA, through `channel_skus_diverged`.
+const DIVERGENCES: &str = "SELECT sku, observed_quantity, acked_quantity, diverged_nanos, \
+    observed_actor FROM channel_skus WHERE channel = $1 AND diverged_nanos IS NOT NULL \
+    AND diverged_nanos <= $2 AND NOT held AND observed_quantity IS NOT NULL \
+    ORDER BY diverged_nanos LIMIT $3";
+
 /// The cursor's scan: the channel's dirty rows after `($2, $3)`, oldest change first.
 fn scan_after_sql() -> String {
     format!(
@@ -323,18 +329,13 @@ impl Outbox for PgStore {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<Divergence>, StoreError>> {
         Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT sku, observed_quantity, acked_quantity, diverged_nanos, observed_actor \
-                 FROM channel_skus WHERE channel = $1 AND diverged_nanos IS NOT NULL \
-                 AND diverged_nanos <= $2 AND NOT held AND observed_quantity IS NOT NULL \
-                 ORDER BY diverged_nanos LIMIT $3",
-            )
-            .bind(channel)
-            .bind(nanos(before))
-            .bind(limit.clamp(1, MAX_SCAN) as i64)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
+            let rows = sqlx::query(DIVERGENCES)
+                .bind(channel)
+                .bind(nanos(before))
+                .bind(limit.clamp(1, MAX_SCAN) as i64)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
             rows.iter()
                 .map(|r| {
                     Ok(Divergence {
@@ -825,7 +826,7 @@ mod tests {
     /// Both scans look each row's `channel_skus` row up by its whole key whatever the tables'
     /// statistics say: here with the generic plan made while the tables are empty, which a new
     /// hub's pooled connections cache. A plain join planned there scanned every `channel_skus` row
-    /// of the channel for each outbox row read.
+    /// of the channel for each outbox row read. The sweep reads through its index.
     #[tokio::test]
     async fn scans_look_channel_skus_up_by_key_on_empty_tables() {
         let url = std::env::var("DRIFTLESS_TEST_DATABASE_URL")
@@ -869,6 +870,22 @@ mod tests {
                 plan.join("\n")
             );
         }
+        // The sweep, every second: through the index of divergences, not every row.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "PREPARE sweep AS {DIVERGENCES}"
+        )))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        let plan: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE sweep('shop', 0, 500)")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+        assert!(
+            plan.iter().any(|l| l.contains("channel_skus_diverged")),
+            "sweep:\n{}",
+            plan.join("\n")
+        );
         tx.rollback().await.unwrap();
     }
 }

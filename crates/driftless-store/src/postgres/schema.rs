@@ -177,6 +177,12 @@ CREATE TABLE checkpoints (
 -- heap-only update) without a new entry in the key's index.
 ALTER TABLE cells SET (fillfactor = 50);
 "#,
+    r#"
+-- The dispatcher's sweep for divergences that outlived the SLA runs every second; without this it
+-- reads every row of the channel.
+CREATE INDEX channel_skus_diverged ON channel_skus (channel, diverged_nanos)
+    WHERE diverged_nanos IS NOT NULL;
+"#,
 ];
 
 /// Applies the migrations this database has not seen, in one transaction (PostgreSQL's DDL is

@@ -316,6 +316,12 @@ fn row_of(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxRow, StoreError> {
     })
 }
 
+/// The sweep's read of divergences past the SLA, through `channel_skus_diverged`.
+const DIVERGENCES: &str = "SELECT sku, observed_quantity, acked_quantity, diverged_nanos, \
+    observed_actor FROM channel_skus WHERE channel = ? AND diverged_nanos IS NOT NULL \
+    AND diverged_nanos <= ? AND held = 0 AND observed_quantity IS NOT NULL \
+    ORDER BY diverged_nanos LIMIT ?";
+
 impl Outbox for SqliteStore {
     fn outbox_changes(&self) -> tokio::sync::broadcast::Receiver<i64> {
         self.changes.subscribe()
@@ -703,17 +709,12 @@ impl Outbox for SqliteStore {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<Divergence>, StoreError>> {
         Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT sku, observed_quantity, acked_quantity, diverged_nanos, observed_actor \
-                 FROM channel_skus WHERE channel = ? AND diverged_nanos IS NOT NULL \
-                 AND diverged_nanos <= ? AND held = 0 AND observed_quantity IS NOT NULL \
-                 ORDER BY diverged_nanos LIMIT ?",
-            )
-            .bind(channel)
-            .bind(nanos(before))
-            .bind(limit.clamp(1, MAX_SCAN) as i64)
-            .fetch_all(&self.read)
-            .await?;
+            let rows = sqlx::query(DIVERGENCES)
+                .bind(channel)
+                .bind(nanos(before))
+                .bind(limit.clamp(1, MAX_SCAN) as i64)
+                .fetch_all(&self.read)
+                .await?;
             rows.iter()
                 .map(|r| {
                     Ok(Divergence {
@@ -913,4 +914,36 @@ async fn mark_dirty(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The dispatcher's sweep runs every second: its read goes through the index of divergences,
+    /// not through every row of the channel.
+    #[tokio::test]
+    async fn the_sweep_reads_only_divergences() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), driftless_core::Rules::default(), vec![])
+            .await
+            .unwrap();
+        let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {DIVERGENCES}"
+        )))
+        .bind("shop")
+        .bind(0i64)
+        .bind(10i64)
+        .fetch_all(&store.read)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>(3))
+        .collect();
+        assert!(
+            plan.iter().any(|l| l.contains("channel_skus_diverged")),
+            "{plan:?}"
+        );
+        crate::Store::close(&store).await;
+    }
 }

@@ -152,6 +152,10 @@ pub const SQLITE: &[&str] = &[
         diverged_nanos INTEGER,
         PRIMARY KEY (channel, sku)
     ) WITHOUT ROWID",
+    // The dispatcher's sweep for divergences that outlived the SLA, every second: without it,
+    // a read of every row of the channel.
+    "CREATE INDEX IF NOT EXISTS channel_skus_diverged ON channel_skus (channel, diverged_nanos) \
+     WHERE diverged_nanos IS NOT NULL",
     // Acknowledged pushes with the times the integration matrix measures; trimmed per channel.
     "CREATE TABLE IF NOT EXISTS push_log (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
