@@ -37,13 +37,10 @@ pub(super) async fn swallowed(
         let inside = |k: &OrderKey| *k > lo && *k < hi;
         let mut seen: HashSet<i64> = HashSet::new();
         // This group's earlier events.
-        for r in pending.events.iter().filter(|r| {
-            r.effective
-                && !r.p.event.change.is_set()
-                && r.p.event.sku == ev.sku
-                && r.p.event.location == ev.location
-                && r.p.event.source != ev.source
-        }) {
+        for r in pending
+            .adjusts_of(&ev.sku, &ev.location)
+            .filter(|r| r.p.event.source != ev.source)
+        {
             if let Some(delta) = r.p.base.get(state)
                 && inside(&r.p.event.order_key())
                 && out.len() < MAX_LOOKED

@@ -283,11 +283,8 @@ pub(super) async fn sum_after(
             .await?
     };
     let unflushed: i64 = pending
-        .map(|p| p.events.as_slice())
-        .unwrap_or_default()
-        .iter()
-        .filter(|r| r.effective && !r.p.event.change.is_set())
-        .filter(|r| &r.p.event.sku == sku && &r.p.event.location == loc)
+        .into_iter()
+        .flat_map(|p| p.adjusts_of(sku, loc))
         .filter(|r| &r.p.event.order_key() > k)
         .filter_map(|r| r.p.base.get(state))
         .fold(0i64, |a, d| a.saturating_add(d));
