@@ -16,15 +16,15 @@
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "../common/pg_database.rs"]
+mod pg_database;
+
 use driftless_config::Settings;
 use driftless_connectors::standin::{Faults, Mode, StandIn};
 use driftless_server::fanout::FanoutOptions;
 use driftless_server::{AppState, Server};
 use driftless_store::{Incoming, PgStore, SqliteStore, Store};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection};
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -112,14 +112,12 @@ latency_sla = "50ms"
     let dir = tempfile::tempdir()?;
     let pg = std::env::var("BENCH_DATABASE_URL").ok();
     let store: Arc<dyn Store> = match &pg {
-        Some(url) => Arc::new(
-            PgStore::open(
-                &fresh_database(url).await?,
-                settings.rules.clone(),
-                settings.channel_specs(),
-            )
-            .await?,
-        ),
+        Some(url) => {
+            // Left over from a run that did not finish.
+            pg_database::drop_db(url, BENCH_DB).await;
+            let db = pg_database::create(url, BENCH_DB).await?;
+            Arc::new(PgStore::open(&db, settings.rules.clone(), settings.channel_specs()).await?)
+        }
         None => Arc::new(
             SqliteStore::open(dir.path(), settings.rules.clone(), settings.channel_specs()).await?,
         ),
@@ -277,37 +275,9 @@ latency_sla = "50ms"
     drop(chans);
     drop(store);
     if let Some(url) = &pg {
-        drop_database(url).await;
+        pg_database::drop_db(url, BENCH_DB).await;
     }
     Ok(())
 }
 
 const BENCH_DB: &str = "driftless_fanout_bench";
-
-/// The bench's own database on the server `url` names, created empty; its URL.
-async fn fresh_database(url: &str) -> anyhow::Result<String> {
-    drop_database(url).await;
-    let mut admin = PgConnectOptions::from_str(url)?.connect().await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {BENCH_DB}")))
-        .execute(&mut admin)
-        .await?;
-    admin.close().await?;
-    Ok(PgConnectOptions::from_str(url)?
-        .database(BENCH_DB)
-        .to_url_lossy()
-        .to_string())
-}
-
-async fn drop_database(url: &str) {
-    let Ok(opts) = PgConnectOptions::from_str(url) else {
-        return;
-    };
-    if let Ok(mut admin) = opts.connect().await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"
-        )))
-        .execute(&mut admin)
-        .await;
-        let _ = admin.close().await;
-    }
-}

@@ -45,7 +45,11 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bus_copy;
 mod cpu;
+#[path = "../common/pg_database.rs"]
+mod pg_database;
 mod ready;
+
+use pg_database::{create, drop_db};
 
 use anyhow::Context;
 use driftless_bus::{Bus, BusOptions};
@@ -53,7 +57,7 @@ use driftless_config::Settings;
 use driftless_server::{AppState, Server};
 use driftless_store::{PgOptions, PgStore, Store};
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection, PgConnection};
+use sqlx::{ConnectOptions, Connection};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -154,36 +158,6 @@ fn ev(i: usize, skus: usize) -> Ev {
         ),
         at_nanos: 1_795_737_600_000_000_000 + secs * 1_000_000_000,
         delta: (i % 7) as i64 - 2,
-    }
-}
-
-async fn admin(url: &str) -> anyhow::Result<PgConnection> {
-    Ok(PgConnectOptions::from_str(url)?
-        .database("postgres")
-        .connect()
-        .await?)
-}
-
-/// A fresh database; its URL.
-async fn create(url: &str, name: &str) -> anyhow::Result<String> {
-    let mut c = admin(url).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut c)
-        .await?;
-    c.close().await?;
-    Ok(PgConnectOptions::from_str(url)?
-        .database(name)
-        .to_url_lossy()
-        .to_string())
-}
-
-async fn drop_db(url: &str, name: &str) {
-    if let Ok(mut c) = admin(url).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut c)
-        .await;
     }
 }
 
