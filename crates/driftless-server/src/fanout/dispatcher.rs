@@ -200,13 +200,13 @@ impl Dispatcher {
             // lands during the scan is not left for the safety timer.
             loop {
                 match changes.try_recv() {
-                    Ok(floor) => self.rewind(floor),
-                    Err(TryRecvError::Lagged(_)) => self.rewind(FROM_THE_START),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Closed) => {
                         changes_open = false;
                         break;
                     }
+                    // A receiver that fell behind may have missed any floor.
+                    r => self.rewind(r.unwrap_or(FROM_THE_START)),
                 }
             }
             let busy = self.dispatch().await;
@@ -229,9 +229,8 @@ impl Dispatcher {
                     }
                 }
                 r = changes.recv(), if changes_open => match r {
-                    Ok(floor) => self.rewind(floor),
-                    Err(RecvError::Lagged(_)) => self.rewind(FROM_THE_START),
                     Err(RecvError::Closed) => changes_open = false,
+                    r => self.rewind(r.unwrap_or(FROM_THE_START)),
                 },
                 _ = lease_lost(&mut lease) => {}
                 _ = tokio::time::sleep(wait) => {}

@@ -263,6 +263,21 @@ impl<'a> Notice<'a> {
     }
 }
 
+/// Tells every hub's listener, when the transaction commits, that it marked outbox rows from
+/// `floor` on (see [`Notice`]).
+pub(crate) async fn notify_marked(
+    tx: &mut sqlx::PgConnection,
+    floor: i64,
+    me: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(OUTBOX_NOTIFY)
+        .bind(Notice::payload(floor, me))
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
 /// A name for this process among the hubs on one database, so its listener can tell its own
 /// notifications from the others'.
 fn process_name() -> String {

@@ -9,7 +9,7 @@
 
 use super::errors::{db, retryable};
 use super::records::insert_incidents;
-use super::{Notice, OUTBOX_NOTIFY, PgStore, from_nanos, nanos};
+use super::{PgStore, from_nanos, nanos, notify_marked};
 use crate::outbox::*;
 use crate::rows::{stored_id, stored_opt_id};
 use crate::{BoxFuture, StoreError};
@@ -257,11 +257,7 @@ impl Outbox for PgStore {
                         .execute(&mut *tx)
                         .await?;
                         // The channel's dispatcher may run in another process.
-                        sqlx::query("SELECT pg_notify($1, $2)")
-                            .bind(OUTBOX_NOTIFY)
-                            .bind(Notice::payload(floor, me))
-                            .execute(&mut *tx)
-                            .await?;
+                        notify_marked(tx, floor, me).await?;
                         Ok(skus.len() as u64)
                     })
                 })

@@ -25,7 +25,7 @@ mod statements;
 
 use super::errors::{db, retryable, unreachable};
 use super::records::insert_incidents;
-use super::{Notice, OUTBOX_NOTIFY, Request, nanos};
+use super::{Request, nanos, notify_marked};
 use crate::outbox::OutboxSignal;
 use crate::rows::{checkpoint_incident, incident_of, rejected};
 use crate::{Incident, Incoming, Receipt, StoreError};
@@ -85,8 +85,8 @@ impl From<StoreError> for Failure {
     }
 }
 
-/// What a committed group answers: receipts per request, and whether it marked outbox rows.
-/// The receipts of a committed group, and the floor of its outbox marks if it marked any.
+/// What a committed group answers: receipts per request, and the floor of its outbox marks if
+/// it marked any.
 type Committed = (Vec<Vec<Receipt>>, Option<i64>);
 
 type Slot = (Sku, Location);
@@ -236,11 +236,7 @@ impl Applier {
             .await
             .map_err(Failure::from)?;
         if let Some(floor) = marked {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(OUTBOX_NOTIFY)
-                .bind(Notice::payload(floor, &self.me))
-                .execute(&mut *tx)
-                .await?;
+            notify_marked(&mut tx, floor, &self.me).await?;
         }
         if let Err(e) = tx.commit().await {
             // Sent, maybe applied: only a reply from the server says it was not.
