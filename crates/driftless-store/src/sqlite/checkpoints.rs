@@ -203,7 +203,7 @@ pub(super) async fn page(
         "SELECT * FROM checkpoints WHERE (?1 IS NULL OR system = ?1) \
          AND (?2 = 0 OR diverged_nanos IS NOT NULL OR open = 1) \
          AND (?3 = 0 OR (system, sku, location, state) > (?4, ?5, ?6, ?7)) \
-         ORDER BY system, sku, location, state LIMIT ?8",
+         ORDER BY system, sku, location, state LIMIT (SELECT ?8)",
     )
     .bind(f.system.clone())
     .bind(i64::from(f.drifting))

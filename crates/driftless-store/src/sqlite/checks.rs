@@ -85,13 +85,14 @@ pub(super) async fn swallowed(
                 });
             }
         }
-        // The index table.
+        // The index table. The limit is written into the text, not bound (see `mod.rs`): this
+        // statement runs for every count.
         let col = state.as_str();
         let sql = format!(
             "SELECT x.lsn, e.source, x.at_nanos, x.seq, x.id, e.{col} FROM event_keys x \
              JOIN events e ON e.lsn = x.lsn WHERE x.sku = ? AND x.location = ? \
              AND x.at_nanos >= ? AND x.at_nanos <= ? AND e.kind = 'adjust' AND e.effective = 1 \
-             AND e.{col} IS NOT NULL AND e.source <> ? ORDER BY x.at_nanos DESC LIMIT ?"
+             AND e.{col} IS NOT NULL AND e.source <> ? ORDER BY x.at_nanos DESC LIMIT {MAX_LOOKED}"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(ev.sku.to_string())
@@ -99,7 +100,6 @@ pub(super) async fn swallowed(
             .bind(lo.position.at_nanos)
             .bind(hi.position.at_nanos)
             .bind(ev.source.to_string())
-            .bind(MAX_LOOKED as i64)
             .fetch_all(&mut *conn)
             .await?;
         for row in rows {

@@ -2,7 +2,11 @@
 //! anyway, and owning it lets the writer keep the hot cells in memory and commit many requests in
 //! one transaction (group commit: one fsync for everything that queued while the previous commit
 //! was on disk). Readers use a separate pool; WAL mode lets them run beside the writer.
-
+//!
+//! No statement binds its `LIMIT` as a bare parameter: SQLite reads that parameter while it
+//! plans, and so prepares the statement again at every execution (measured: the consistency
+//! rules' read, once per count, took ~55 µs instead of ~2). A constant limit is written into the
+//! text; a limit that varies is bound as `LIMIT (SELECT ?)`, which the planner does not read.
 //!
 //! # Layout
 //! - this module: the store's handles, its options, opening it. `wal`: the WAL's checkpointer.
@@ -468,5 +472,26 @@ impl Shared {
             keys: self.keys,
             reader,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The module's rule on `LIMIT`, checked over this module's sources.
+    #[test]
+    fn no_statement_binds_a_bare_limit() {
+        let bare = ["LIMIT", "?"].join(" ");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sqlite");
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (i, line) in text.lines().enumerate() {
+                if line.contains(&bare) {
+                    found.push(format!("{}:{}", path.display(), i + 1));
+                }
+            }
+        }
+        assert!(found.is_empty(), "a bare parameter as `LIMIT` at {found:?}");
     }
 }

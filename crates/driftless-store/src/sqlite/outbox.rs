@@ -83,7 +83,7 @@ impl SqliteStore {
                     "SELECT {ROW_COLUMNS} FROM outbox o LEFT JOIN channel_skus s \
                      ON s.channel = o.channel AND s.sku = o.sku \
                      WHERE o.channel = ? AND o.dirty = 1 AND (o.changed_nanos, o.sku) > (?, ?) \
-                     ORDER BY o.changed_nanos, o.sku LIMIT ?"
+                     ORDER BY o.changed_nanos, o.sku LIMIT (SELECT ?)"
                 );
                 let mut from = (*at, sku.clone());
                 loop {
@@ -320,7 +320,7 @@ fn row_of(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxRow, StoreError> {
 const DIVERGENCES: &str = "SELECT sku, observed_quantity, acked_quantity, diverged_nanos, \
     observed_actor FROM channel_skus WHERE channel = ? AND diverged_nanos IS NOT NULL \
     AND diverged_nanos <= ? AND held = 0 AND observed_quantity IS NOT NULL \
-    ORDER BY diverged_nanos LIMIT ?";
+    ORDER BY diverged_nanos LIMIT (SELECT ?)";
 
 impl Outbox for SqliteStore {
     fn outbox_changes(&self) -> tokio::sync::broadcast::Receiver<i64> {
@@ -738,7 +738,7 @@ impl Outbox for SqliteStore {
             for c in channels {
                 let rows = sqlx::query(
                     "SELECT source, occurred_nanos, received_nanos, changed_nanos, acked_nanos \
-                     FROM push_log WHERE channel = ? ORDER BY id DESC LIMIT ?",
+                     FROM push_log WHERE channel = ? ORDER BY id DESC LIMIT (SELECT ?)",
                 )
                 .bind(&c)
                 .bind(limit.max(1) as i64)
@@ -771,7 +771,7 @@ impl Outbox for SqliteStore {
             for s in sources {
                 let lags: Vec<i64> = sqlx::query_scalar(
                     "SELECT received_nanos - at_nanos FROM events WHERE source = ? \
-                     AND outcome = 'applied' ORDER BY lsn DESC LIMIT ?",
+                     AND outcome = 'applied' ORDER BY lsn DESC LIMIT (SELECT ?)",
                 )
                 .bind(s)
                 .bind(limit.max(1) as i64)

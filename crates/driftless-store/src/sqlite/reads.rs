@@ -169,7 +169,7 @@ impl Store for SqliteStore {
             };
             let mut tx = self.read.begin().await?;
             let stored: Vec<String> = sqlx::query_scalar(
-                "SELECT DISTINCT sku FROM cells WHERE sku > ? ORDER BY sku LIMIT ?",
+                "SELECT DISTINCT sku FROM cells WHERE sku > ? ORDER BY sku LIMIT (SELECT ?)",
             )
             .bind(after.map_or_else(String::new, |s| s.to_string()))
             .bind(limit as i64)
@@ -228,7 +228,7 @@ impl Store for SqliteStore {
             held.truncate(limit);
             let mut rows = sqlx::query(
                 "SELECT e.* FROM event_keys x JOIN events e ON e.lsn = x.lsn WHERE x.sku = ? \
-                 ORDER BY x.at_nanos DESC, x.seq DESC, x.id DESC LIMIT ?",
+                 ORDER BY x.at_nanos DESC, x.seq DESC, x.id DESC LIMIT (SELECT ?)",
             )
             .bind(sku.to_string())
             .bind(limit as i64)
@@ -296,7 +296,7 @@ impl Store for SqliteStore {
         Box::pin(async move {
             let rows = sqlx::query(
                 "SELECT * FROM incidents WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR sku = ?2) \
-                 AND (?3 IS NULL OR system = ?3) ORDER BY id DESC LIMIT ?4",
+                 AND (?3 IS NULL OR system = ?3) ORDER BY id DESC LIMIT (SELECT ?4)",
             )
             .bind(f.kind.clone())
             .bind(f.sku.clone())
@@ -407,11 +407,12 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<StoredAudit>, StoreError>> {
         Box::pin(async move {
-            let rows = sqlx::query("SELECT * FROM audits WHERE id < ? ORDER BY id DESC LIMIT ?")
-                .bind(before.unwrap_or(i64::MAX))
-                .bind(limit.min(i64::MAX as usize) as i64)
-                .fetch_all(&self.read)
-                .await?;
+            let rows =
+                sqlx::query("SELECT * FROM audits WHERE id < ? ORDER BY id DESC LIMIT (SELECT ?)")
+                    .bind(before.unwrap_or(i64::MAX))
+                    .bind(limit.min(i64::MAX as usize) as i64)
+                    .fetch_all(&self.read)
+                    .await?;
             rows.iter()
                 .map(|r| {
                     Ok(StoredAudit {
