@@ -10,7 +10,8 @@
 //!
 //! With `BENCH_DATABASE_URL` set (a PostgreSQL server; the bench creates and drops its own
 //! database `driftless_fanout_bench` there), the hub's ledger is on PostgreSQL instead of the
-//! embedded store.
+//! embedded store. `DRIFTLESS_LOG` takes a log filter (`sqlx::query=debug` logs every statement
+//! with its time, to count them per text).
 
 /// The allocator the `driftless` binary uses, so the hub is measured as it runs.
 #[global_allocator]
@@ -46,6 +47,12 @@ async fn main() -> anyhow::Result<()> {
     let secs: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(10);
     let batch: u32 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(100);
     driftless_connectors::http::install_provider();
+    if let Ok(filter) = std::env::var("DRIFTLESS_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
 
     let mut chans = Vec::new();
     let mut arrivals: Vec<Arrivals> = Vec::new();
