@@ -481,14 +481,20 @@ mod tests {
     #[test]
     fn no_statement_binds_a_bare_limit() {
         let bare = ["LIMIT", "?"].join(" ");
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sqlite");
+        let mut dirs = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sqlite")];
         let mut found = Vec::new();
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let text = std::fs::read_to_string(&path).unwrap();
-            for (i, line) in text.lines().enumerate() {
-                if line.contains(&bare) {
-                    found.push(format!("{}:{}", path.display(), i + 1));
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (i, line) in text.lines().enumerate() {
+                    if line.contains(&bare) {
+                        found.push(format!("{}:{}", path.display(), i + 1));
+                    }
                 }
             }
         }
