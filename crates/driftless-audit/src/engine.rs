@@ -145,7 +145,7 @@ impl<'a> Decoder<'a> {
         self.i += 4;
         u32::from_le_bytes(w)
     }
-    /// A zigzag LEB128 varint (see `input::put_varint`).
+    /// A zigzag LEB128 varint (see `input::fields::put_varint`).
     fn varint(&mut self) -> i64 {
         let mut z: u64 = 0;
         let mut shift = 0;
