@@ -10,7 +10,7 @@
 //! how a crash between a push and its record only causes a retry of the same idempotent push.
 //!
 //! Only the trait and the values that cross it live here; each backend implements it in its own
-//! module tree (`sqlite/outbox/`, `postgres/outbox.rs`).
+//! module tree (`sqlite/outbox/`, `postgres/outbox/`).
 
 use crate::{BoxFuture, Incident, StoreError};
 use chrono::{DateTime, Utc};

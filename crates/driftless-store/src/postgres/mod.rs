@@ -84,7 +84,7 @@ pub struct PgStore {
     /// This process's name in the notices it sends (see [`Notice`]).
     pub(crate) me: String,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    /// Where leases take their own connection (see `outbox.rs`).
+    /// Where leases take their own connection (see `outbox/lease.rs`).
     pub(crate) connect: PgConnectOptions,
     /// The durability settings as the hub's connections have them.
     settings: ServerSettings,
