@@ -20,6 +20,9 @@
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "../common/log.rs"]
+mod bench_log;
+
 use driftless_config::Settings;
 use driftless_server::{AppState, Server};
 use driftless_store::SqliteStore;
@@ -390,12 +393,7 @@ fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     // `DRIFTLESS_LOG=driftless_store=debug` prints each group commit's phases (where a slow
     // request's time went).
-    if let Ok(filter) = std::env::var("DRIFTLESS_LOG") {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    bench_log::init_from_env("DRIFTLESS_LOG");
     // The hub in a runtime of its own, as `serve` runs it, and the load in another, so the
     // load's tasks (building bodies, reading answers) never queue on the hub's workers: the two
     // share only the machine's cores, as a hub and its senders on one machine would.

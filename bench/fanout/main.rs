@@ -20,6 +20,9 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "../common/pg_database.rs"]
 mod pg_database;
 
+#[path = "../common/log.rs"]
+mod bench_log;
+
 use driftless_config::Settings;
 use driftless_connectors::standin::{Faults, Mode, StandIn};
 use driftless_server::fanout::FanoutOptions;
@@ -47,12 +50,7 @@ async fn main() -> anyhow::Result<()> {
     let secs: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(10);
     let batch: u32 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(100);
     driftless_connectors::http::install_provider();
-    if let Ok(filter) = std::env::var("DRIFTLESS_LOG") {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    bench_log::init_from_env("DRIFTLESS_LOG");
 
     let mut chans = Vec::new();
     let mut arrivals: Vec<Arrivals> = Vec::new();

@@ -49,6 +49,9 @@ mod cpu;
 mod pg_database;
 mod ready;
 
+#[path = "../common/log.rs"]
+mod bench_log;
+
 use pg_database::{create, drop_db};
 
 use anyhow::Context;
@@ -487,12 +490,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() -> anyhow::Result<()> {
     let o = parse_args()?;
     let _ = rustls::crypto::ring::default_provider().install_default();
-    if let Ok(filter) = std::env::var("BENCH_LOG") {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    bench_log::init_from_env("BENCH_LOG");
     let url = std::env::var("BENCH_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let rt = tokio::runtime::Runtime::new()?;

@@ -30,6 +30,9 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "../common/ledger.rs"]
 mod ledger;
 
+#[path = "../common/log.rs"]
+mod bench_log;
+
 use anyhow::Context;
 use driftless_config::Settings;
 use driftless_store::sqlite::SqliteOptions;
@@ -354,12 +357,7 @@ async fn run(o: &Opts, dir: &Path, run: usize) -> anyhow::Result<Timed> {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let Ok(filter) = std::env::var("DRIFTLESS_LOG") {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    bench_log::init_from_env("DRIFTLESS_LOG");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -15,6 +15,9 @@
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "../common/log.rs"]
+mod bench_log;
+
 use anyhow::Context;
 use driftless_config::Settings;
 use driftless_server::{AppState, Server};
@@ -433,12 +436,7 @@ fn main() -> anyhow::Result<()> {
     let o = parse_args()?;
     // reqwest is built without a default TLS provider (the connectors pick ring); install it once.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    if let Ok(filter) = std::env::var("DRIFTLESS_LOG") {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    bench_log::init_from_env("DRIFTLESS_LOG");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -5,7 +5,7 @@
 //!
 //! No statement binds its `LIMIT` as a bare parameter: SQLite reads that parameter while it
 //! plans, and so prepares the statement again at every execution (measured: the consistency
-//! rules' read, once per count, took ~55 µs instead of ~2). A constant limit is written into the
+//! rules' read, once per count, took ~55 µs instead of ~7). A constant limit is written into the
 //! text; a limit that varies is bound as `LIMIT (SELECT ?)`, which the planner does not read.
 //!
 //! # Layout
