@@ -72,7 +72,7 @@ pub async fn inventory(
     let never = || ApiError::NotFound(format!("sku `{sku}` has never been seen"));
     let body = match at {
         None => {
-            // The live read stays cheap: the levels and one indexed lookup for the version, not
+            // The live read stays cheap: the levels and one count for the version, not
             // the fold of the whole history.
             let locs = st.store.inventory(sku).await?.ok_or_else(never)?;
             let mut v = crate::routes::inventory_json(st, sku, &locs);

@@ -681,7 +681,7 @@ fn schemas() -> Value {
         "Inventory": {"type": "object", "required": ["sku", "locations", "channels"], "properties": {
             "sku": s, "locations": {"type": "array", "items": schema_ref("Levels")},
             "channels": {"type": "array", "items": {"type": "object", "required": ["channel", "quantity"], "properties": {"channel": s, "quantity": i}}},
-            "version": {"type": ["integer", "null"], "description": "Ledger position of the sku's newest change (by then, with `at`)."},
+            "version": {"type": ["integer", "null"], "description": "How many times the sku has changed (by then, with `at`): one more with every applied event or accepted override, so an unchanged version means an unchanged sku."},
             "at": {"type": "string", "format": "date-time", "description": "The instant asked for, with `at`."}}},
         "InventoryPage": {"type": "object", "required": ["items", "next_after"], "properties": {
             "items": {"type": "array", "items": schema_ref("Inventory")}, "next_after": ns}},

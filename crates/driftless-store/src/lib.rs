@@ -275,8 +275,10 @@ pub trait Store: Outbox + Send + Sync + 'static {
         since: DateTime<Utc>,
     ) -> BoxFuture<'_, Result<Vec<AuditRecord>, StoreError>>;
 
-    /// The ledger position of the sku's newest change (an applied entry, or an override accepted by
-    /// policy); `None` if nothing ever changed it.
+    /// The sku's version: how many of its entries changed a cell (an applied entry, or an override
+    /// accepted by policy); `None` if nothing ever changed it. The same count as
+    /// [`driftless_core::AsOf::version`] folded over its whole history; it grows by one with each
+    /// change, in whatever order several processes commit.
     fn sku_version<'a>(&'a self, sku: &'a Sku) -> BoxFuture<'a, Result<Option<i64>, StoreError>>;
 
     /// Stored audits, newest first, with an id below `before` (all when `None`), at most `limit`.

@@ -18,7 +18,7 @@ use sqlx::{ConnectOptions, Connection};
 use std::io::Write;
 use std::str::FromStr;
 use story::Backend;
-use story::ledger::{assert_levels, channels, incoming, rules, stream};
+use story::ledger::{assert_levels, channels, incoming, one as one_event, rules, stream};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -258,6 +258,40 @@ async fn two_hubs_on_one_database_apply_each_event_once() {
         let sku = r.sku.clone();
         assert_eq!(r.atp, reference.levels(&sku, &l0).available(), "{sku} atp");
     }
+    one.close().await;
+    two.close().await;
+}
+
+/// The version a reader sees grows by one with every change, whichever hub stored it. Each
+/// process's connections take ledger positions from the sequence in blocks, so a change one hub
+/// stores after the other hub's can hold the lower position: a version that was the newest
+/// position stood still then, and a reader took a changed sku for unchanged.
+#[tokio::test]
+async fn the_version_grows_with_every_change_whichever_hub_stores_it() {
+    let Some(b) = Postgres::new().await else {
+        return;
+    };
+    let db = b.place().await;
+    let one = b.open(&db, rules(), channels()).await;
+    let two = b.open(&db, rules(), channels()).await;
+    let tee = Sku::parse("TEE").unwrap();
+    let mut versions = Vec::new();
+    for i in 0..6 {
+        let hub = if i % 2 == 0 { &one } else { &two };
+        let at = format!("2026-01-01T0{i}:00:00Z");
+        let e = one_event(&format!("v{i}"), "wms", &at, "on_hand", false, 1);
+        let r = hub
+            .apply(Utc::now(), incoming(&rules(), &[e]))
+            .await
+            .unwrap();
+        assert_eq!(r[0].outcome, driftless_core::Outcome::Applied);
+        versions.push((
+            one.sku_version(&tee).await.unwrap(),
+            two.sku_version(&tee).await.unwrap(),
+        ));
+    }
+    let want: Vec<_> = (1..=6).map(|n| (Some(n), Some(n))).collect();
+    assert_eq!(versions, want);
     one.close().await;
     two.close().await;
 }

@@ -190,7 +190,7 @@ impl Store for PgStore {
     fn sku_version<'a>(&'a self, sku: &'a Sku) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
         Box::pin(async move {
             let sql = format!(
-                "SELECT MAX(lsn) FROM events WHERE sku = $1 AND effective \
+                "SELECT NULLIF(COUNT(*), 0) FROM events WHERE sku = $1 AND effective \
                  AND outcome IN ({})",
                 crate::rows::marking_outcomes()
             );

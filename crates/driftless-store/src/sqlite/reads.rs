@@ -387,7 +387,7 @@ impl Store for SqliteStore {
             let tail =
                 serde_json::to_string(&tail).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let sql = format!(
-                "SELECT MAX(lsn) FROM events WHERE lsn IN \
+                "SELECT NULLIF(COUNT(*), 0) FROM events WHERE lsn IN \
                  (SELECT lsn FROM event_keys WHERE sku = ? UNION SELECT value FROM json_each(?)) \
                  AND effective = 1 AND outcome IN ({})",
                 crate::rows::marking_outcomes()

@@ -372,8 +372,28 @@ pub async fn records_incidents_and_history<B: Backend>(b: &B) {
         ["a1", "c1", "c2", "o1"],
         "position order; the rejected event is not in the ledger"
     );
+    // The version counts the entries that changed a cell: of the five, only the applied count
+    // (covered, stale, a held-back override and a rejected event changed nothing). A later
+    // change adds one; its redelivery nothing.
+    let tee = Sku::parse("TEE").unwrap();
+    assert_eq!(store.sku_version(&tee).await.unwrap(), Some(1));
+    let later = [ev("a2", "wms", "2026-01-01T04:00:00Z", false, -2)];
+    for _ in 0..2 {
+        store
+            .apply(Utc::now(), incoming(&rules(), &later))
+            .await
+            .unwrap();
+        assert_eq!(store.sku_version(&tee).await.unwrap(), Some(2));
+    }
     assert_eq!(
         store.inventory(&Sku::parse("NOPE").unwrap()).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .sku_version(&Sku::parse("NOPE").unwrap())
+            .await
+            .unwrap(),
         None
     );
     store.close().await;
@@ -516,7 +536,7 @@ pub async fn large_groups_are_seen_once_acknowledged_with_a_dispatcher_beside_th
 }
 
 /// One event on `TEE` at `L0`, for the identity story.
-fn one(id: &str, source: &str, at: &str, state: &'static str, set: bool, q: i64) -> Event {
+pub fn one(id: &str, source: &str, at: &str, state: &'static str, set: bool, q: i64) -> Event {
     let v = vec![(state, q)];
     Event::from_raw(&RawEvent {
         id,
