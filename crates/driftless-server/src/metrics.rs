@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use driftless_core::Outcome;
-use driftless_store::outbox::PushRecord;
+use driftless_store::outbox::{AckedPush, FailedPush, PushRecord, RefusedPush};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
@@ -184,17 +184,17 @@ impl Metrics {
             });
         for r in records {
             let result = match r {
-                PushRecord::Acked { sample, .. } => {
+                PushRecord::Acked(AckedPush { sample, .. }) => {
                     let from = sample.received_nanos.unwrap_or(sample.changed_nanos);
                     let nanos = sample.acked_nanos.saturating_sub(from).max(0);
                     c.latency.observe(Duration::from_nanos(nanos as u64));
                     0
                 }
-                PushRecord::Failed { dead: None, .. } => 1,
-                PushRecord::Failed { dead: Some(_), .. } => 2,
-                PushRecord::Rebased { .. } => 3,
-                PushRecord::Refused { dead: Some(_), .. } => 2,
-                PushRecord::Refused { dead: None, .. } => 4,
+                PushRecord::Failed(FailedPush { dead: None, .. }) => 1,
+                PushRecord::Failed(FailedPush { dead: Some(_), .. }) => 2,
+                PushRecord::Rebased(_) => 3,
+                PushRecord::Refused(RefusedPush { dead: Some(_), .. }) => 2,
+                PushRecord::Refused(RefusedPush { dead: None, .. }) => 4,
             };
             c.results[result] += 1;
         }
@@ -538,14 +538,14 @@ mod tests {
             changed_nanos: 1_000_000_000,
             acked_nanos: 1_200_000_000,
         };
-        let acked = PushRecord::Acked {
+        let acked = PushRecord::Acked(AckedPush {
             sku: driftless_core::Sku::parse("A").unwrap(),
             version: 1,
             quantity: 3,
             at: chrono::Utc::now(),
             sample,
-        };
-        let failed = PushRecord::Failed {
+        });
+        let failed = PushRecord::Failed(FailedPush {
             sku: driftless_core::Sku::parse("B").unwrap(),
             version: 1,
             pinned: None,
@@ -553,7 +553,7 @@ mod tests {
             next_attempt: chrono::Utc::now(),
             error: "503".into(),
             dead: None,
-        };
+        });
         m.pushes("shop", &[acked.clone(), acked, failed]);
         let text = m.render();
         assert!(

@@ -123,47 +123,61 @@ pub struct PushSample {
 /// What became of one push, to be recorded.
 #[derive(Debug, Clone)]
 pub enum PushRecord {
-    Acked {
-        sku: Sku,
-        version: i64,
-        quantity: i64,
-        at: DateTime<Utc>,
-        sample: PushSample,
-    },
-    /// A failed attempt; `dead` moves it to the dead-letter list (with an incident). `pinned` is
-    /// the push to repeat as it was (`(version, quantity)`), when the channel may have applied it.
-    Failed {
-        sku: Sku,
-        version: i64,
-        pinned: Option<(i64, i64)>,
-        attempts: u32,
-        next_attempt: DateTime<Utc>,
-        error: String,
-        dead: Option<Incident>,
-    },
-    /// The channel shows `basis`, not what the hub last pushed (a compare failure or an observation
-    /// that outlived the SLA). `hold` stops pushing the sku; otherwise it is pushed again at once
-    /// with `basis` as the compare value.
-    Rebased {
-        sku: Sku,
-        basis: Option<i64>,
-        hold: bool,
-        incident: Incident,
-    },
-    /// The channel refused the compare-and-set again (no acknowledgement since the last refusal):
-    /// the compare value moves to what it reported, as with `Rebased` but without a new incident
-    /// or a change of `held`, and the refusal counts as a failed attempt, so that a channel that
-    /// always refuses ends on the dead-letter list (`dead`) instead of looping. Written after a
-    /// `Rebased` of the same sku in the same call, it sets the attempts that `Rebased` reset.
-    Refused {
-        sku: Sku,
-        version: i64,
-        basis: Option<i64>,
-        attempts: u32,
-        next_attempt: DateTime<Utc>,
-        error: String,
-        dead: Option<Incident>,
-    },
+    Acked(AckedPush),
+    Failed(FailedPush),
+    Rebased(RebasedPush),
+    Refused(RefusedPush),
+}
+
+/// The channel acknowledged the push: `quantity` is the compare value from now on, and the
+/// outbox row is clean unless a newer version arrived meanwhile. `sample` goes to the push log.
+#[derive(Debug, Clone)]
+pub struct AckedPush {
+    pub sku: Sku,
+    pub version: i64,
+    pub quantity: i64,
+    pub at: DateTime<Utc>,
+    pub sample: PushSample,
+}
+
+/// A failed attempt; `dead` moves it to the dead-letter list (with an incident). `pinned` is
+/// the push to repeat as it was (`(version, quantity)`), when the channel may have applied it.
+#[derive(Debug, Clone)]
+pub struct FailedPush {
+    pub sku: Sku,
+    pub version: i64,
+    pub pinned: Option<(i64, i64)>,
+    pub attempts: u32,
+    pub next_attempt: DateTime<Utc>,
+    pub error: String,
+    pub dead: Option<Incident>,
+}
+
+/// The channel shows `basis`, not what the hub last pushed (a compare failure or an observation
+/// that outlived the SLA). `hold` stops pushing the sku; otherwise it is pushed again at once
+/// with `basis` as the compare value.
+#[derive(Debug, Clone)]
+pub struct RebasedPush {
+    pub sku: Sku,
+    pub basis: Option<i64>,
+    pub hold: bool,
+    pub incident: Incident,
+}
+
+/// The channel refused the compare-and-set again (no acknowledgement since the last refusal):
+/// the compare value moves to what it reported, as with `Rebased` but without a new incident
+/// or a change of `held`, and the refusal counts as a failed attempt, so that a channel that
+/// always refuses ends on the dead-letter list (`dead`) instead of looping. Written after a
+/// `Rebased` of the same sku in the same call, it sets the attempts that `Rebased` reset.
+#[derive(Debug, Clone)]
+pub struct RefusedPush {
+    pub sku: Sku,
+    pub version: i64,
+    pub basis: Option<i64>,
+    pub attempts: u32,
+    pub next_attempt: DateTime<Utc>,
+    pub error: String,
+    pub dead: Option<Incident>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

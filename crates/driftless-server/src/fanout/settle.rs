@@ -9,7 +9,9 @@ use driftless_config::OnOverride;
 use driftless_connectors::PushOutcome;
 use driftless_core::Sku;
 use driftless_store::Incident;
-use driftless_store::outbox::{PushRecord, PushSample};
+use driftless_store::outbox::{
+    AckedPush, FailedPush, PushRecord, PushSample, RebasedPush, RefusedPush,
+};
 use std::time::{Duration, Instant};
 
 impl Dispatcher {
@@ -29,7 +31,7 @@ impl Dispatcher {
             match d.outcome.clone() {
                 PushOutcome::Acked => {
                     self.cas_streak.remove(&sku);
-                    records.push(PushRecord::Acked {
+                    records.push(PushRecord::Acked(AckedPush {
                         sku: sku.clone(),
                         version: d.version,
                         quantity: d.quantity,
@@ -42,7 +44,7 @@ impl Dispatcher {
                             changed_nanos: d.row.changed_nanos,
                             acked_nanos: d.at.timestamp_nanos_opt().unwrap_or(i64::MAX),
                         },
-                    });
+                    }));
                 }
                 PushOutcome::CompareFailed { current, actor } => {
                     records.extend(self.compare_failed(&d, current, actor.as_deref()));
@@ -102,7 +104,7 @@ impl Dispatcher {
             );
         }
         let incident = dead.then(|| self.dead_letter(&row.sku, d.version, attempts, &message));
-        PushRecord::Failed {
+        PushRecord::Failed(FailedPush {
             sku: row.sku.clone(),
             version: row.version,
             pinned,
@@ -110,7 +112,7 @@ impl Dispatcher {
             next_attempt: next,
             error: message,
             dead: incident,
-        }
+        })
     }
 
     /// The channel throttled the push (it refused before applying: nothing new is in doubt). It
@@ -148,7 +150,7 @@ impl Dispatcher {
         }
         let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
         self.retry(sku.clone(), next.timestamp_nanos_opt().unwrap_or(i64::MAX));
-        PushRecord::Failed {
+        PushRecord::Failed(FailedPush {
             sku: sku.clone(),
             version: d.row.version,
             pinned: d.row.pinned,
@@ -161,7 +163,7 @@ impl Dispatcher {
                 wait.as_millis()
             ),
             dead: None,
-        }
+        })
     }
 
     /// A compare failure. The first of a streak is an override: an incident, the channel's
@@ -201,14 +203,14 @@ impl Dispatcher {
                 d.at,
             );
             return vec![
-                PushRecord::Rebased {
+                PushRecord::Rebased(RebasedPush {
                     sku: sku.clone(),
                     basis: current,
                     hold,
                     incident,
-                },
+                }),
                 // Counts the refusal; due at once, as the policy says.
-                PushRecord::Refused {
+                PushRecord::Refused(RefusedPush {
                     sku,
                     version: d.row.version,
                     basis: current,
@@ -219,7 +221,7 @@ impl Dispatcher {
                         show(current)
                     ),
                     dead: None,
-                },
+                }),
             ];
         }
         let message = format!(
@@ -237,7 +239,7 @@ impl Dispatcher {
             self.retry(sku.clone(), next.timestamp_nanos_opt().unwrap_or(i64::MAX));
         }
         let dead = dead.then(|| self.dead_letter(&sku, d.version, attempts, &message));
-        vec![PushRecord::Refused {
+        vec![PushRecord::Refused(RefusedPush {
             sku,
             version: d.row.version,
             basis: current,
@@ -245,7 +247,7 @@ impl Dispatcher {
             next_attempt: next,
             error: message,
             dead,
-        }]
+        })]
     }
 
     /// The incident of a push that gave up.
@@ -291,7 +293,7 @@ impl Dispatcher {
                     d.since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                     self.sla.as_secs_f64()
                 );
-                PushRecord::Rebased {
+                PushRecord::Rebased(RebasedPush {
                     sku: d.sku.clone(),
                     basis: Some(d.observed),
                     hold,
@@ -306,7 +308,7 @@ impl Dispatcher {
                         &why,
                         d.since,
                     ),
-                }
+                })
             })
             .collect();
         if let Err(e) = self.store.outbox_record(&channel, &records).await.map(drop) {

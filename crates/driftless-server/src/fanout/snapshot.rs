@@ -4,7 +4,7 @@
 use chrono::Utc;
 use driftless_core::{ChannelSpec, Sku};
 use driftless_store::Store;
-use driftless_store::outbox::{PushRecord, PushSample, Scan, ScanFrom};
+use driftless_store::outbox::{AckedPush, PushRecord, PushSample, Scan, ScanFrom};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -84,7 +84,7 @@ pub async fn snapshot_once(
         .into_iter()
         .map(|r| {
             let q = spec.quantity(&r.sku, r.atp);
-            PushRecord::Acked {
+            PushRecord::Acked(AckedPush {
                 sample: PushSample {
                     channel: channel.clone(),
                     source: r.source.clone(),
@@ -97,7 +97,7 @@ pub async fn snapshot_once(
                 version: r.version,
                 quantity: q,
                 at,
-            }
+            })
         })
         .collect();
     for chunk in acked.chunks(2000) {

@@ -8,7 +8,7 @@ use driftless_core::event::RawEvent;
 use driftless_core::{Authority, ChannelSpec, Event, Location, Ppm, Rules, Sku, State, SystemId};
 
 use common::acked;
-use driftless_store::outbox::{PushRecord, Scan, ScanFrom};
+use driftless_store::outbox::{FailedPush, PushRecord, RebasedPush, Scan, ScanFrom};
 use driftless_store::{Incident, Incoming, Outbox, Store};
 
 fn rules() -> Rules {
@@ -128,7 +128,7 @@ pub async fn pins_dead_letters_and_replay_survive_a_restart<B: Backend>(b: &B) {
             .outbox_record(
                 "shop",
                 &[
-                    PushRecord::Failed {
+                    PushRecord::Failed(FailedPush {
                         sku: Sku::parse("A").unwrap(),
                         version: 1,
                         pinned: Some((1, 3)),
@@ -136,8 +136,8 @@ pub async fn pins_dead_letters_and_replay_survive_a_restart<B: Backend>(b: &B) {
                         next_attempt: Utc::now() + Duration::seconds(60),
                         error: "timed out".into(),
                         dead: None,
-                    },
-                    PushRecord::Failed {
+                    }),
+                    PushRecord::Failed(FailedPush {
                         sku: Sku::parse("B").unwrap(),
                         version: 1,
                         pinned: None,
@@ -145,7 +145,7 @@ pub async fn pins_dead_letters_and_replay_survive_a_restart<B: Backend>(b: &B) {
                         next_attempt: Utc::now(),
                         error: "HTTP 500".into(),
                         dead: Some(dead),
-                    },
+                    }),
                 ],
             )
             .await
@@ -216,7 +216,7 @@ pub async fn observations_start_and_stop_the_divergence_clock<B: Backend>(b: &B)
     store
         .outbox_record(
             "shop",
-            &[PushRecord::Rebased {
+            &[PushRecord::Rebased(RebasedPush {
                 sku: Sku::parse("A").unwrap(),
                 basis: Some(6),
                 hold: true,
@@ -230,7 +230,7 @@ pub async fn observations_start_and_stop_the_divergence_clock<B: Backend>(b: &B)
                     detail: "shows 6".into(),
                     at: Utc::now(),
                 },
-            }],
+            })],
         )
         .await
         .unwrap();

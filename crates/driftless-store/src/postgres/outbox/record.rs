@@ -19,33 +19,17 @@ pub(super) async fn record(
 ) -> Result<Vec<Sku>, sqlx::Error> {
     let now = nanos(Utc::now());
     let mut again = Vec::new();
-    let mut acked: Vec<Ack<'_>> = Vec::new();
+    let mut acked: Vec<&AckedPush> = Vec::new();
     for r in records {
-        if let PushRecord::Acked {
-            sku,
-            version,
-            quantity,
-            at,
-            sample,
-        } = r
-        {
-            acked.push(Ack {
-                sku,
-                version: *version,
-                quantity: *quantity,
-                at: nanos(*at),
-                sample,
-            });
-            continue;
+        if !matches!(r, PushRecord::Acked(_)) {
+            again.extend(write_acked(tx, channel, &acked).await?);
+            acked.clear();
         }
-        again.extend(write_acked(tx, channel, &acked).await?);
-        acked.clear();
         match r {
-            // Gathered into the run above.
-            PushRecord::Acked { .. } => {}
-            PushRecord::Failed { .. } => write_failed(tx, channel, r, now).await?,
-            PushRecord::Rebased { .. } => write_rebased(tx, channel, r, now).await?,
-            PushRecord::Refused { .. } => write_refused(tx, channel, r, now).await?,
+            PushRecord::Acked(a) => acked.push(a),
+            PushRecord::Failed(f) => write_failed(tx, channel, f, now).await?,
+            PushRecord::Rebased(rb) => write_rebased(tx, channel, rb, now).await?,
+            PushRecord::Refused(rf) => write_refused(tx, channel, rf, now).await?,
         }
     }
     again.extend(write_acked(tx, channel, &acked).await?);
@@ -59,10 +43,10 @@ pub(super) async fn record(
 async fn write_failed(
     tx: &mut PgConnection,
     channel: &str,
-    r: &PushRecord,
+    r: &FailedPush,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let PushRecord::Failed {
+    let FailedPush {
         sku,
         version,
         pinned,
@@ -70,10 +54,7 @@ async fn write_failed(
         next_attempt,
         error,
         dead,
-    } = r
-    else {
-        return Ok(());
-    };
+    } = r;
     sqlx::query(
         "INSERT INTO channel_skus (channel, sku, attempts, next_attempt_nanos, \
          last_error, last_error_nanos, dead_version, pinned_version, pinned_quantity) \
@@ -103,18 +84,15 @@ async fn write_failed(
 async fn write_rebased(
     tx: &mut PgConnection,
     channel: &str,
-    r: &PushRecord,
+    r: &RebasedPush,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let PushRecord::Rebased {
+    let RebasedPush {
         sku,
         basis,
         hold,
         incident,
-    } = r
-    else {
-        return Ok(());
-    };
+    } = r;
     sqlx::query(
         "INSERT INTO channel_skus (channel, sku, basis, held, attempts, \
          next_attempt_nanos, diverged_nanos) VALUES ($1, $2, $3, $4, 0, 0, NULL) \
@@ -146,10 +124,10 @@ async fn write_rebased(
 async fn write_refused(
     tx: &mut PgConnection,
     channel: &str,
-    r: &PushRecord,
+    r: &RefusedPush,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let PushRecord::Refused {
+    let RefusedPush {
         sku,
         version,
         basis,
@@ -157,10 +135,7 @@ async fn write_refused(
         next_attempt,
         error,
         dead,
-    } = r
-    else {
-        return Ok(());
-    };
+    } = r;
     // Nothing is in doubt: the channel answered and applied nothing.
     sqlx::query(
         "INSERT INTO channel_skus (channel, sku, basis, attempts, \
@@ -186,15 +161,6 @@ async fn write_refused(
     Ok(())
 }
 
-/// One acknowledged push, as [`write_acked`] takes it.
-struct Ack<'a> {
-    sku: &'a Sku,
-    version: i64,
-    quantity: i64,
-    at: i64,
-    sample: &'a PushSample,
-}
-
 /// A run of acknowledgements: each sku's compare value and acknowledged version (the last one of
 /// the run for a sku acknowledged twice, as writing them in turn would leave it), its outbox row
 /// clean unless a newer version arrived meanwhile (a newer one stays dirty and is pushed next,
@@ -202,20 +168,20 @@ struct Ack<'a> {
 async fn write_acked(
     tx: &mut PgConnection,
     channel: &str,
-    acked: &[Ack<'_>],
+    acked: &[&AckedPush],
 ) -> Result<Vec<Sku>, sqlx::Error> {
     if acked.is_empty() {
         return Ok(Vec::new());
     }
     // The last acknowledgement per sku, in key order: the order appliers lock outbox rows in.
-    let mut last: std::collections::BTreeMap<&str, &Ack<'_>> = Default::default();
-    for a in acked {
+    let mut last: std::collections::BTreeMap<&str, &AckedPush> = Default::default();
+    for &a in acked {
         last.insert(a.sku.as_str(), a);
     }
     let skus: Vec<&str> = last.keys().copied().collect();
     let versions: Vec<i64> = last.values().map(|a| a.version).collect();
     let quantities: Vec<i64> = last.values().map(|a| a.quantity).collect();
-    let ats: Vec<i64> = last.values().map(|a| a.at).collect();
+    let ats: Vec<i64> = last.values().map(|a| nanos(a.at)).collect();
     sqlx::query(
         "INSERT INTO channel_skus (channel, sku, acked_quantity, acked_version, acked_nanos, \
          basis, attempts, next_attempt_nanos) \
@@ -248,7 +214,7 @@ async fn write_acked(
     .flatten()
     .collect();
     let mut log = PushLogColumns::default();
-    for a in acked {
+    for &a in acked {
         log.push(a);
     }
     sqlx::query(
@@ -289,7 +255,7 @@ struct PushLogColumns<'a> {
 }
 
 impl<'a> PushLogColumns<'a> {
-    fn push(&mut self, a: &Ack<'a>) {
+    fn push(&mut self, a: &'a AckedPush) {
         self.skus.push(a.sku.as_str());
         self.versions.push(a.version);
         self.quantities.push(a.quantity);

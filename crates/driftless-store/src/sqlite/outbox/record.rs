@@ -31,25 +31,25 @@ pub(super) async fn record(
     let now = nanos(Utc::now());
     // Runs of acknowledgements (the hot path) are written with multi-row statements; order with
     // the other records is kept.
-    let mut acked: Vec<&PushRecord> = Vec::new();
+    let mut acked: Vec<&AckedPush> = Vec::new();
     for r in records {
-        if !matches!(r, PushRecord::Acked { .. }) && !acked.is_empty() {
+        if !matches!(r, PushRecord::Acked(_)) && !acked.is_empty() {
             again.extend(write_acked(&mut tx, channel, &acked).await?);
             acked.clear();
         }
         match r {
-            PushRecord::Acked { sku, version, .. } => {
-                acks.push((sku, *version));
-                acked.push(r);
+            PushRecord::Acked(a) => {
+                acks.push((&a.sku, a.version));
+                acked.push(a);
             }
-            PushRecord::Failed { .. } => write_failed(&mut tx, channel, r, now).await?,
-            PushRecord::Rebased { sku, hold, .. } => {
-                write_rebased(&mut tx, channel, r, now).await?;
-                if !*hold {
-                    redirty.push(sku);
+            PushRecord::Failed(f) => write_failed(&mut tx, channel, f, now).await?,
+            PushRecord::Rebased(rb) => {
+                write_rebased(&mut tx, channel, rb, now).await?;
+                if !rb.hold {
+                    redirty.push(&rb.sku);
                 }
             }
-            PushRecord::Refused { .. } => write_refused(&mut tx, channel, r, now).await?,
+            PushRecord::Refused(rf) => write_refused(&mut tx, channel, rf, now).await?,
         }
     }
     if !acked.is_empty() {
@@ -84,10 +84,10 @@ pub(super) async fn record(
 async fn write_failed(
     conn: &mut SqliteConnection,
     channel: &str,
-    r: &PushRecord,
+    r: &FailedPush,
     now: i64,
 ) -> Result<(), StoreError> {
-    let PushRecord::Failed {
+    let FailedPush {
         sku,
         version,
         pinned,
@@ -95,10 +95,7 @@ async fn write_failed(
         next_attempt,
         error,
         dead,
-    } = r
-    else {
-        return Ok(());
-    };
+    } = r;
     sqlx::query(
         "INSERT INTO channel_skus (channel, sku, attempts, next_attempt_nanos, \
          last_error, last_error_nanos, dead_version, pinned_version, pinned_quantity) \
@@ -125,18 +122,15 @@ async fn write_failed(
 async fn write_rebased(
     conn: &mut SqliteConnection,
     channel: &str,
-    r: &PushRecord,
+    r: &RebasedPush,
     now: i64,
 ) -> Result<(), StoreError> {
-    let PushRecord::Rebased {
+    let RebasedPush {
         sku,
         basis,
         hold,
         incident,
-    } = r
-    else {
-        return Ok(());
-    };
+    } = r;
     sqlx::query(
         "INSERT INTO channel_skus (channel, sku, basis, held, attempts, \
          next_attempt_nanos, diverged_nanos) VALUES (?1, ?2, ?3, ?4, 0, 0, NULL) \
@@ -160,10 +154,10 @@ async fn write_rebased(
 async fn write_refused(
     conn: &mut SqliteConnection,
     channel: &str,
-    r: &PushRecord,
+    r: &RefusedPush,
     now: i64,
 ) -> Result<(), StoreError> {
-    let PushRecord::Refused {
+    let RefusedPush {
         sku,
         version,
         basis,
@@ -171,10 +165,7 @@ async fn write_refused(
         next_attempt,
         error,
         dead,
-    } = r
-    else {
-        return Ok(());
-    };
+    } = r;
     sqlx::query(
         "INSERT INTO channel_skus (channel, sku, basis, attempts, \
          next_attempt_nanos, last_error, last_error_nanos, dead_version) \
@@ -213,21 +204,12 @@ async fn dead_letter(
 async fn write_acked(
     conn: &mut SqliteConnection,
     channel: &str,
-    run: &[&PushRecord],
+    run: &[&AckedPush],
 ) -> Result<Vec<Sku>, StoreError> {
     let mut again = Vec::new();
     let rows: Vec<(&Sku, i64, i64, i64, &PushSample)> = run
         .iter()
-        .filter_map(|r| match r {
-            PushRecord::Acked {
-                sku,
-                version,
-                quantity,
-                at,
-                sample,
-            } => Some((sku, *version, *quantity, nanos(*at), sample)),
-            _ => None,
-        })
+        .map(|a| (&a.sku, a.version, a.quantity, nanos(a.at), &a.sample))
         .collect();
     for chunk in rows.chunks(500) {
         let mut q = QueryBuilder::<Sqlite>::new(
