@@ -394,7 +394,7 @@ async fn an_id_claimed_by_another_process_mid_group_is_a_conflict() {
     for _ in 0..200 {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
-             AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO events%'",
+             AND wait_event_type = 'Lock' AND query LIKE 'COPY events%'",
         )
         .fetch_one(&mut watch)
         .await

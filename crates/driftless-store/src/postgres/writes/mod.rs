@@ -21,6 +21,7 @@
 //! This module holds the applier, the group's retries and the decision; `statements.rs` the SQL
 //! of each phase.
 
+mod copy;
 mod statements;
 
 use super::errors::{db, retryable, unreachable};
