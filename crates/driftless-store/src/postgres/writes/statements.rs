@@ -180,11 +180,9 @@ pub(super) async fn insert_events(
              FROM STDIN (FORMAT binary)",
         )
         .await?;
-    if let Err(e) = copy.send(rows).await {
-        // The connection failed mid-stream: nothing of it is committed.
-        drop(copy);
-        return Err(e.into());
-    }
+    // A connection that fails mid-stream commits nothing of it; dropping `copy` on the way out
+    // ends the `COPY` (sqlx sends `CopyFail`).
+    copy.send(rows).await?;
     match copy.finish().await {
         Ok(_) => Ok(true),
         Err(e) if claimed_meanwhile(&e) => Ok(false),
